@@ -1,0 +1,187 @@
+"""Virtual wafers: measurements simulated from a known DeviceModel.
+
+:func:`make_wafer` returns the reads as :class:`~hfox_fit.schema.DieData` plus
+the per-cell ground truth; writing them as raw files of each format is the job
+of :func:`write_wafer` (CLI ``hfox-fit synth``). The measurement effects are
+those of a real bench: read noise on the current, an ADC step, failed reads
+(NaN) and a few broken cells:
+
+* ``stuck``: stuck at LRS, the pulses do nothing (no drift, no pink noise, no RTN);
+* ``abrupt``: a full RESET at one pulse, the resistance jumps to the HRS and stays;
+* ``open``: never formed, megaohms from the first read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import FitError
+from .model import DeviceModel, preset_model
+from .schema import DieData
+
+__all__ = ["MeasurementEffects", "SynthWafer", "make_wafer", "FLAGS", "CELLS_PER_ARRAY", "ARRAYS_PER_DIE"]
+
+#: Cell flags, in the order the fit and the truth use them.
+FLAGS = ("ok", "stuck", "abrupt", "open")
+#: Geometry of the virtual chip: arrays of ROWS x COLS cells, ARRAYS_PER_DIE per die.
+ROWS = COLS = 16
+CELLS_PER_ARRAY = ROWS * COLS
+ARRAYS_PER_DIE = 4
+
+
+@dataclass
+class MeasurementEffects:
+    """What the bench adds on top of the device model.
+
+    Attributes
+    ----------
+    read_noise : float
+        Relative standard deviation of the read current (Gaussian).
+    adc_step : float
+        Current quantisation step in A (0 for none); reads never fall below one step.
+    failed_read : float
+        Probability that a read fails (stored as NaN).
+    stuck, abrupt, open : float
+        Fractions of broken cells of each kind.
+    v_read, v_pulse, pulse_width : float
+        Measurement conditions (V, V, s).
+    """
+
+    read_noise: float = 2e-3
+    adc_step: float = 1e-10
+    failed_read: float = 5e-4
+    stuck: float = 0.01
+    abrupt: float = 0.01
+    open: float = 0.005
+    v_read: float = 0.1
+    v_pulse: float = 1.25
+    pulse_width: float = 1e-6
+
+
+@dataclass
+class SynthWafer:
+    """A simulated wafer: its reads per die, the ground truth, and the model behind it."""
+
+    dies: list
+    truth: pd.DataFrame  # one row per (cell, cycle): ids, flag, every model parameter
+    model: DeviceModel
+    effects: MeasurementEffects
+    meta: dict = field(default_factory=dict)
+
+    def truth_json(self) -> dict:
+        """Ground truth as JSON-safe data (written beside the raw files)."""
+        return {
+            "model": self.model.to_dict(),
+            "effects": self.effects.__dict__.copy(),
+            "meta": dict(self.meta),
+            "cells": self.truth.to_dict(orient="records"),
+        }
+
+
+def device_name(index: int) -> tuple[str, int, int]:
+    """Array name, row and column of the ``index``-th cell of a die."""
+    a, k = divmod(index, CELLS_PER_ARRAY)
+    r, c = divmod(k, COLS)
+    return f"A{a + 1}", r, c
+
+
+def make_wafer(preset="paper", *, devices: int = 1024, pulses: int = 1000, cycles: int = 1,
+               seed=None, wafer: str = "W01", effects: MeasurementEffects | None = None) -> SynthWafer:
+    """Simulate a wafer of ``devices`` cells measured over ``cycles`` trains of ``pulses`` pulses.
+
+    Parameters
+    ----------
+    preset : str or DeviceModel, default="paper"
+        The ground-truth model (a name of :data:`hfox_fit.model.MODEL_PRESETS`).
+    devices : int
+        Cells on the wafer; dies hold up to ``ARRAYS_PER_DIE * CELLS_PER_ARRAY`` cells.
+    pulses, cycles : int
+        Pulses per train (reads at pulses 0..pulses) and trains per cell.
+    seed : int or None
+    wafer : str
+    effects : MeasurementEffects, optional
+
+    Returns
+    -------
+    SynthWafer
+    """
+    if devices < 1 or pulses < 1 or cycles < 1:
+        raise FitError(f"devices, pulses and cycles must be >= 1; got {devices}, {pulses}, {cycles}.")
+    model = preset if isinstance(preset, DeviceModel) else preset_model(preset)
+    effects = effects or MeasurementEffects()
+    rng = np.random.default_rng(seed)
+    params = model.sample_parameters(devices, rng)
+    w, cyc = model.simulate(devices, pulses, n_cycles=cycles, rng=rng, params=params)
+    r0 = cyc["r0"][..., None]
+    resistance = r0 * np.exp(w)
+
+    # Broken cells.
+    flag = np.zeros(devices, dtype="<U6")
+    flag[:] = "ok"
+    u = rng.uniform(size=devices)
+    edges = np.cumsum([effects.stuck, effects.abrupt, effects.open])
+    flag[u < edges[2]] = "open"
+    flag[u < edges[1]] = "abrupt"
+    flag[u < edges[0]] = "stuck"
+    stuck = flag == "stuck"
+    resistance[stuck] = r0[stuck]
+    abrupt = np.nonzero(flag == "abrupt")[0]
+    jump_at = np.zeros((devices, cycles), dtype=int)
+    for i in abrupt:
+        jump_at[i] = rng.integers(5, pulses + 1, size=cycles) if pulses >= 5 else pulses
+        hrs = np.exp(rng.uniform(np.log(5e4), np.log(5e5), size=cycles))
+        for c in range(cycles):
+            resistance[i, c, jump_at[i, c]:] = hrs[c] * np.exp(0.02 * rng.standard_normal(pulses + 1 - jump_at[i, c]))
+    opened = flag == "open"
+    n_open = int(opened.sum())
+    if n_open:
+        base = np.exp(rng.uniform(np.log(2e6), np.log(2e7), size=(n_open, cycles, 1)))
+        resistance[opened] = base * np.exp(0.05 * rng.standard_normal((n_open, cycles, pulses + 1)))
+
+    # The bench: read current with noise and an ADC step, some failed reads.
+    current = effects.v_read / resistance
+    current = current * (1.0 + effects.read_noise * rng.standard_normal(current.shape))
+    if effects.adc_step > 0:
+        current = np.maximum(np.round(current / effects.adc_step), 1.0) * effects.adc_step
+    measured = effects.v_read / current
+    measured[rng.uniform(size=measured.shape) < effects.failed_read] = np.nan
+
+    # Cut into dies.
+    per_die = ARRAYS_PER_DIE * CELLS_PER_ARRAY
+    dies, rows = [], []
+    names = [device_name(i % per_die) for i in range(devices)]
+    cycle_ids = np.arange(cycles, dtype="int64")
+    for d0 in range(0, devices, per_die):
+        idx = np.arange(d0, min(d0 + per_die, devices))
+        die = f"D{d0 // per_die + 1:02d}"
+        devs = np.array([f"{names[i][0]}/r{names[i][1]:02d}c{names[i][2]:02d}" for i in idx])
+        order = np.argsort(devs, kind="stable")  # DieData keeps devices sorted
+        idx, devs = idx[order], devs[order]
+        shape = (len(idx), cycles)
+        dies.append(
+            DieData(
+                wafer=wafer,
+                die=die,
+                devices=devs,
+                cycles=cycle_ids,
+                resistance=measured[idx],
+                present=np.ones(measured[idx].shape, bool),
+                v_read=np.full(shape, effects.v_read),
+                v_pulse=np.full(shape, effects.v_pulse),
+                pulse_width=np.full(shape, effects.pulse_width),
+                attrs={"die_index": d0 // per_die},
+            )
+        )
+        for j, i in enumerate(idx):
+            for c in range(cycles):
+                row = {"wafer": wafer, "die": die, "device": devs[j], "cycle": int(c), "flag": str(flag[i])}
+                row.update({k: float(v[i, c]) for k, v in cyc.items()})
+                row["abrupt_pulse"] = int(jump_at[i, c]) if flag[i] == "abrupt" else None
+                rows.append(row)
+    truth = pd.DataFrame(rows)
+    meta = {"preset": preset if isinstance(preset, str) else "custom", "devices": devices,
+            "pulses": pulses, "cycles": cycles, "seed": seed, "wafer": wafer}
+    return SynthWafer(dies=dies, truth=truth, model=model, effects=effects, meta=meta)
