@@ -13,16 +13,32 @@ those of a real bench: read noise on the current, an ADC step, failed reads
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .exceptions import FitError
+from .exceptions import FitError, FormatError
 from .model import DeviceModel, preset_model
-from .schema import DieData
+from .schema import DieData, dies_to_table
 
-__all__ = ["MeasurementEffects", "SynthWafer", "make_wafer", "FLAGS", "CELLS_PER_ARRAY", "ARRAYS_PER_DIE"]
+__all__ = [
+    "MeasurementEffects",
+    "SynthWafer",
+    "make_wafer",
+    "write_wafer",
+    "effects_preset",
+    "EFFECT_PRESETS",
+    "TRUTH_NAME",
+    "FLAGS",
+    "CELLS_PER_ARRAY",
+    "ARRAYS_PER_DIE",
+]
 
 #: Cell flags, in the order the fit and the truth use them.
 FLAGS = ("ok", "stuck", "abrupt", "open")
@@ -185,3 +201,113 @@ def make_wafer(preset="paper", *, devices: int = 1024, pulses: int = 1000, cycle
     meta = {"preset": preset if isinstance(preset, str) else "custom", "devices": devices,
             "pulses": pulses, "cycles": cycles, "seed": seed, "wafer": wafer}
     return SynthWafer(dies=dies, truth=truth, model=model, effects=effects, meta=meta)
+
+
+#: Named sets of measurement effects (``hfox-fit synth --effects``).
+EFFECT_PRESETS = {
+    # What make_wafer uses by default: a good bench.
+    "bench": MeasurementEffects(),
+    # The device model alone: no read noise, no ADC step, no failed reads, no broken cells.
+    "clean": MeasurementEffects(read_noise=0.0, adc_step=0.0, failed_read=0.0, stuck=0.0, abrupt=0.0, open=0.0),
+    # A poor setup: more read noise, a coarse ADC, 1 % failed reads, 5 % broken cells.
+    "noisy": MeasurementEffects(read_noise=1e-2, adc_step=1e-9, failed_read=1e-2, stuck=0.02, abrupt=0.02,
+                                open=0.01),
+}
+
+#: Name of the ground-truth file :func:`write_wafer` puts beside the raw files
+#: (``hfox-fit ingest`` skips files of this name).
+TRUTH_NAME = "truth.json"
+
+#: Where each format's writer puts a wafer, relative to the output folder.
+_TARGETS = {"tidy": "{wafer}.csv", "hdf5": "{wafer}.h5"}
+
+
+def effects_preset(name: str) -> MeasurementEffects:
+    """Return a fresh copy of the measurement effects preset ``name`` (see :data:`EFFECT_PRESETS`)."""
+    try:
+        return replace(EFFECT_PRESETS[name])
+    except KeyError:
+        raise FitError(f"unknown effects preset {name!r}; the presets are {sorted(EFFECT_PRESETS)}.") from None
+
+
+def write_wafer(wafer: SynthWafer, out_dir, format: str = "bench", *, truth: bool = True, **options) -> list[Path]:
+    """Write a simulated wafer as raw files of ``format``, with its ground truth beside them.
+
+    Parameters
+    ----------
+    wafer : SynthWafer
+        What :func:`make_wafer` returned.
+    out_dir : str or path-like
+        Folder to write to (created if needed). ``bench``, ``b1500`` and
+        ``ramps`` write several files into it; ``hdf5`` writes ``<wafer>.h5``
+        and ``tidy`` writes ``<wafer>.csv`` (``options["suffix"]=".parquet"``
+        for Parquet).
+    format : str, default="bench"
+        A format of :func:`hfox_fit.parsers.list_formats` that can be written.
+    truth : bool, default=True
+        Also write :meth:`SynthWafer.truth_json` as ``out_dir / TRUTH_NAME``
+        (strict JSON: NaN written as null).
+    **options
+        Passed to :func:`hfox_fit.parsers.write_measurements`.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The raw files written, then the truth file.
+    """
+    from .parsers import write_measurements  # parsers sit above synth in the import order
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = dies_to_table(wafer.dies)
+    wafer_id = str(wafer.meta.get("wafer", "wafer"))
+    if format in _TARGETS:
+        target = out / _TARGETS[format].format(wafer=wafer_id)
+        suffix = options.pop("suffix", None)
+        if suffix:
+            if suffix not in (".csv", ".parquet"):
+                raise FormatError(f"tidy files end in .csv or .parquet; got suffix {suffix!r}.")
+            if format != "tidy":
+                raise FormatError(f"option 'suffix' applies to the tidy format only, not {format!r}.")
+            target = target.with_suffix(suffix)
+    else:
+        target = out
+    written = [Path(p) for p in write_measurements(table, target, format, **options)]
+    if truth:
+        written.append(_write_json(out / TRUTH_NAME, wafer.truth_json()))
+    return written
+
+
+def _json_safe(obj):
+    """Replace NaN and infinities by None and numpy scalars by Python ones, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _write_json(path: Path, data) -> Path:
+    """Write ``data`` as indented strict JSON, atomically."""
+    text = json.dumps(_json_safe(data), indent=1, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
