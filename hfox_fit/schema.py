@@ -12,6 +12,7 @@ store and of the fit, so a later scale-out can hand dies to workers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,7 @@ __all__ = [
     "table_to_dies",
     "dies_to_table",
     "empty_table",
+    "id_dtype",
 ]
 
 #: Column order of the measurement table.
@@ -44,11 +46,12 @@ COLUMNS = (
     "pulse_width",
 )
 
-#: pandas dtype of each column.
+#: pandas dtype of each column. The identifiers are categoricals whose
+#: categories are str, sorted and all used (one small integer code per row).
 DTYPES = {
-    "wafer": "string",
-    "die": "string",
-    "device": "string",
+    "wafer": "category",
+    "die": "category",
+    "device": "category",
     "cycle": "int64",
     "pulse": "int64",
     "resistance": "float64",
@@ -75,11 +78,19 @@ CONDITIONS = ("v_read", "v_pulse", "pulse_width")
 
 _ID_COLUMNS = ("wafer", "die", "device")
 _INT_COLUMNS = ("cycle", "pulse")
+_FLOAT_COLUMNS = ("resistance",) + CONDITIONS
+
+
+def id_dtype(categories) -> pd.CategoricalDtype:
+    """Return the dtype of an identifier column holding ``categories`` (sorted, as str)."""
+    return pd.CategoricalDtype(pd.Index(sorted(str(c) for c in categories), dtype=str))
 
 
 def empty_table() -> pd.DataFrame:
     """Return an empty measurement table with the right columns and dtypes."""
-    return pd.DataFrame({c: pd.Series([], dtype=DTYPES[c]) for c in COLUMNS})
+    return pd.DataFrame(
+        {c: pd.Series([], dtype=id_dtype([]) if c in _ID_COLUMNS else DTYPES[c]) for c in COLUMNS}
+    )
 
 
 def validate_table(table: pd.DataFrame, *, source: str = "table") -> pd.DataFrame:
@@ -96,7 +107,9 @@ def validate_table(table: pd.DataFrame, *, source: str = "table") -> pd.DataFram
     -------
     pandas.DataFrame
         A new table with exactly ``COLUMNS`` in order, the dtypes of ``DTYPES``
-        and a fresh RangeIndex.
+        (identifiers as categoricals with sorted str categories, all used)
+        and a fresh RangeIndex. Columns that already have the right dtype are
+        shared with ``table`` (copy-on-write), not copied.
 
     Raises
     ------
@@ -119,69 +132,193 @@ def validate_table(table: pd.DataFrame, *, source: str = "table") -> pd.DataFram
             f"{source}: {'; '.join(problems)}; found {list(table.columns)}. "
             f"The measurement table has the columns {list(COLUMNS)}."
         )
+    if table.columns.duplicated().any():
+        raise SchemaError(f"{source}: duplicated column names in {list(table.columns)}.")
+    if not isinstance(table.index, pd.RangeIndex) or table.index.start != 0 or table.index.step != 1:
+        table = table.reset_index(drop=True)  # lazy (copy-on-write), so the columns align
     out = {}
     for col in _ID_COLUMNS:
-        values = table[col]
-        nulls = values.isna()
-        s = values.astype("string")
-        empty = nulls | (s.str.len() == 0)
-        if empty.any():
-            problems.append(f"{int(empty.sum())} row(s) with an empty {col!r} (first at row {_first(empty)})")
-        out[col] = s
+        out[col] = _id_column(table[col], col, problems)
     for col in _INT_COLUMNS:
-        num = pd.to_numeric(table[col], errors="coerce")
-        bad = num.isna() | (num != np.floor(num))
-        if bad.any():
-            problems.append(
-                f"{int(bad.sum())} row(s) with a non-integer {col!r} (first at row {_first(bad)}: "
-                f"{table[col].iloc[int(np.argmax(bad.to_numpy()))]!r})"
-            )
-            num = num.fillna(0)
-        neg = num < 0
-        if neg.any():
-            problems.append(f"{int(neg.sum())} row(s) with a negative {col!r} (first at row {_first(neg)})")
-        out[col] = num.to_numpy().astype("int64") if not bad.any() else np.zeros(len(table), "int64")
-    for col in ("resistance",) + CONDITIONS:
-        raw = table[col]
-        num = pd.to_numeric(raw, errors="coerce").astype("float64")
-        unparsable = num.isna() & raw.notna() & ~raw.astype("string").str.lower().isin(["nan", ""])
-        if unparsable.any():
-            problems.append(
-                f"{int(unparsable.sum())} row(s) with a non-numeric {col!r} (first at row {_first(unparsable)})"
-            )
-        out[col] = num.to_numpy()
-    r = out["resistance"]
-    nonpos = r <= 0
-    if nonpos.any():
-        problems.append(
-            f"{int(nonpos.sum())} row(s) with a zero or negative resistance (first at row "
-            f"{_first(nonpos)}); a failed read must be NaN"
-        )
-    inf = np.isinf(r)
-    if inf.any():
-        problems.append(f"{int(inf.sum())} row(s) with an infinite resistance (first at row {_first(inf)})")
-    v = out["v_read"]
-    bad_v = ~(v > 0)
-    if bad_v.any():
-        problems.append(
-            f"{int(bad_v.sum())} row(s) without a positive v_read (first at row {_first(bad_v)})"
-        )
+        out[col] = _int_column(table[col], col, problems)
+    for col in _FLOAT_COLUMNS:
+        out[col] = _float_column(table[col], col, problems)
+    if out["resistance"] is not None:
+        r = _values(out["resistance"])
+        _flag(r <= 0, "with a zero or negative resistance", problems, "; a failed read must be NaN")
+        _flag(np.isinf(r), "with an infinite resistance", problems)
+    if out["v_read"] is not None:
+        v = _values(out["v_read"])
+        _flag(~((v > 0) & (v < np.inf)), "without a positive finite v_read", problems)
     if problems:
         raise SchemaError(f"{source}: " + "; ".join(problems) + ".")
-    result = pd.DataFrame({c: out[c] for c in COLUMNS})
-    for col in _ID_COLUMNS:
-        result[col] = result[col].astype("string")
-    key = list(COLUMNS[:5])
-    dup = result.duplicated(key, keep=False)
-    if dup.any():
-        first = result.loc[dup].iloc[0]
+    result = pd.DataFrame(out, copy=False)
+    dup = _duplicated_keys(result)
+    if dup is not None:
+        first = result.iloc[int(dup[0])]
         raise SchemaError(
-            f"{source}: {int(dup.sum())} rows share a (wafer, die, device, cycle, pulse) key, e.g. "
+            f"{source}: {len(dup)} rows share a (wafer, die, device, cycle, pulse) key, e.g. "
             f"{first.wafer}/{first.die}/{first.device} cycle {first.cycle} pulse {first.pulse}. "
             "Each read must appear once; check for a file ingested twice under other names "
             "or a cycle counter that was not advanced."
         )
     return result
+
+
+def _flag(mask: np.ndarray, what: str, problems: list, hint: str = "") -> None:
+    if mask.any():
+        problems.append(f"{int(mask.sum())} row(s) {what} (first at row {_first(mask)}){hint}")
+
+
+def _values(col) -> np.ndarray:
+    return col.to_numpy() if isinstance(col, pd.Series) else col
+
+
+def _id_column(values: pd.Series, col: str, problems: list):
+    """The identifier column as a categorical with sorted, used, non-empty str categories."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        cats = values.cat.categories
+        codes = values.array.codes
+        if not pd.api.types.is_string_dtype(cats.dtype) or cats.dtype == object:
+            if not all(isinstance(c, str) for c in cats):
+                return _id_column(values.astype(object), col, problems)
+            cats = cats.astype(str)
+    else:
+        codes, cats = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
+        cats = pd.Index(cats, dtype=object)
+        as_str = pd.Index([str(c) for c in cats], dtype=str)
+        if as_str.has_duplicates:  # e.g. 1 and "1": merge them under their text
+            remap, as_str = pd.factorize(as_str)
+            codes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
+            as_str = pd.Index(as_str, dtype=str)
+        cats = as_str
+    n_cats = len(cats)
+    used = _used(codes, n_cats)
+    empty_cat = np.asarray(cats.str.len() == 0) if n_cats else np.zeros(0, bool)
+    if (len(codes) and codes.min() < 0) or (empty_cat & used).any():
+        empty = (codes < 0) | empty_cat[np.maximum(codes, 0)] & (codes >= 0)
+        problems.append(f"{int(empty.sum())} row(s) with an empty {col!r} (first at row {_first(empty)})")
+        return None
+    order = np.argsort(np.asarray(cats, dtype=object), kind="stable")
+    keep = order[used[order]]
+    if (
+        isinstance(values.dtype, pd.CategoricalDtype)
+        and len(keep) == n_cats
+        and (keep == np.arange(n_cats)).all()
+        and cats.dtype == values.cat.categories.dtype
+        and not values.cat.ordered
+    ):
+        return values  # already canonical: share it
+    new_code = np.full(max(n_cats, 1), -1, dtype=np.int64)
+    new_code[keep] = np.arange(len(keep))
+    codes = new_code[codes] if len(codes) else codes.astype(np.int64)
+    dtype = pd.CategoricalDtype(pd.Index(np.asarray(cats, dtype=object)[keep], dtype=str))
+    return pd.Series(pd.Categorical.from_codes(codes, dtype=dtype), name=col, index=values.index)
+
+
+def _used(codes: np.ndarray, n_cats: int) -> np.ndarray:
+    """Which of ``n_cats`` categories the codes use (slice by slice: no int64 copy of them)."""
+    used = np.zeros(n_cats + 1, bool)  # the last slot takes the -1 code of a missing value
+    step = 1 << 16
+    for lo in range(0, len(codes), step):
+        used[codes[lo : lo + step]] = True
+    return used[:n_cats]
+
+
+def _int_column(values: pd.Series, col: str, problems: list):
+    if values.dtype == np.int64:
+        arr = values.to_numpy()
+        result = values
+    elif pd.api.types.is_integer_dtype(values.dtype) and not values.isna().any():
+        arr = values.to_numpy(dtype=np.int64)
+        result = arr
+    else:
+        num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~np.isfinite(num) | (num != np.floor(num))
+        if bad.any():
+            problems.append(
+                f"{int(bad.sum())} row(s) with a non-integer {col!r} (first at row {_first(bad)}: "
+                f"{values.iloc[_first(bad)]!r})"
+            )
+            return None
+        arr = num.astype(np.int64)
+        result = arr
+    neg = arr < 0
+    if neg.any():
+        problems.append(f"{int(neg.sum())} row(s) with a negative {col!r} (first at row {_first(neg)})")
+        return None
+    return result
+
+
+def _float_column(values: pd.Series, col: str, problems: list):
+    if values.dtype == np.float64:
+        return values
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    num = pd.to_numeric(values, errors="coerce")
+    arr = num.to_numpy(dtype=np.float64, na_value=np.nan)
+    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+        text = values.astype(object)
+        unparsable = np.isnan(arr) & values.notna().to_numpy() & ~text.map(
+            lambda v: str(v).strip().lower() in ("nan", "")
+        ).to_numpy(dtype=bool)
+        if unparsable.any():
+            problems.append(
+                f"{int(unparsable.sum())} row(s) with a non-numeric {col!r} (first at row {_first(unparsable)})"
+            )
+            return None
+    return arr
+
+
+def key_order(parts, sizes):
+    """Return None when rows are sorted by ``parts`` without ties, else a stable sort order.
+
+    ``parts`` are integer arrays (most significant first) and ``sizes`` their
+    ranges. The common sorted case is checked slice by slice, in little memory.
+    """
+    n = len(parts[0])
+    if n < 2:
+        return None
+    if math.prod(int(s) for s in sizes) >= 2**62:
+        order = np.lexsort(parts[::-1])
+        same = np.ones(n - 1, bool)
+        for p in parts:
+            sp = p[order]
+            same &= sp[1:] == sp[:-1]
+        return None if not same.any() and (order[1:] > order[:-1]).all() else order
+
+    def key(lo: int, hi: int) -> np.ndarray:
+        k = parts[0][lo:hi].astype(np.int64)
+        for part, size in zip(parts[1:], sizes[1:]):
+            k *= size
+            k += part[lo:hi]
+        return k
+
+    step = 1 << 16
+    if all((k[1:] > k[:-1]).all() for lo in range(0, n - 1, step) for k in [key(lo, min(lo + step + 1, n))]):
+        return None
+    return np.argsort(key(0, n), kind="stable")
+
+
+def _duplicated_keys(result: pd.DataFrame):
+    """Row positions that share a (wafer, die, device, cycle, pulse) key, or None."""
+    parts = [result[c].array.codes for c in _ID_COLUMNS]
+    parts += [result[c].to_numpy() for c in _INT_COLUMNS]
+    sizes = [len(result[c].cat.categories) for c in _ID_COLUMNS]
+    sizes += [int(p.max()) + 1 if len(p) else 1 for p in parts[3:]]
+    order = key_order(parts, sizes)
+    if order is None:
+        return None
+    tie = np.ones(len(order) - 1, bool)
+    for p in parts:
+        sp = p[order]
+        tie &= sp[1:] == sp[:-1]
+    if not tie.any():
+        return None
+    mark = np.zeros(len(order), bool)
+    mark[1:] |= tie
+    mark[:-1] |= tie
+    return np.sort(order[mark])
 
 
 def _first(mask) -> int:
@@ -301,26 +438,35 @@ def table_to_dies(table: pd.DataFrame, *, source: str = "table") -> list[DieData
 
 
 def dies_to_table(dies) -> pd.DataFrame:
-    """Return the measurement table of several :class:`DieData` (inverse of :func:`table_to_dies`)."""
-    parts = []
+    """Return the measurement table of several :class:`DieData` (inverse of :func:`table_to_dies`).
+
+    The identifier columns are categoricals (see ``DTYPES``) shared by all dies.
+    """
+    dies = list(dies)
+    if not dies:
+        return empty_table()
+    dtypes = {
+        "wafer": id_dtype({d.wafer for d in dies}),
+        "die": id_dtype({d.die for d in dies}),
+        "device": id_dtype({str(x) for d in dies for x in d.devices}),
+    }
+    cols = {c: [] for c in COLUMNS}
     for d in dies:
         dev_i, cyc_i, pulse = np.nonzero(d.present)
         n = len(pulse)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "wafer": pd.array([d.wafer] * n, dtype="string"),
-                    "die": pd.array([d.die] * n, dtype="string"),
-                    "device": pd.array(d.devices[dev_i], dtype="string"),
-                    "cycle": d.cycles[cyc_i].astype("int64"),
-                    "pulse": pulse.astype("int64"),
-                    "resistance": d.resistance[dev_i, cyc_i, pulse],
-                    "v_read": d.v_read[dev_i, cyc_i],
-                    "v_pulse": d.v_pulse[dev_i, cyc_i],
-                    "pulse_width": d.pulse_width[dev_i, cyc_i],
-                }
-            )
-        )
-    if not parts:
-        return empty_table()
-    return pd.concat(parts, ignore_index=True)
+        dev_codes = dtypes["device"].categories.get_indexer(np.asarray(d.devices, dtype=str))
+        cols["wafer"].append(np.full(n, dtypes["wafer"].categories.get_loc(d.wafer)))
+        cols["die"].append(np.full(n, dtypes["die"].categories.get_loc(d.die)))
+        cols["device"].append(dev_codes[dev_i])
+        cols["cycle"].append(np.asarray(d.cycles, dtype="int64")[cyc_i])
+        cols["pulse"].append(pulse.astype("int64"))
+        cols["resistance"].append(d.resistance[dev_i, cyc_i, pulse])
+        for c in CONDITIONS:
+            cols[c].append(getattr(d, c)[dev_i, cyc_i])
+    out = {}
+    for c in COLUMNS:
+        values = np.concatenate(cols[c])
+        if c in _ID_COLUMNS:
+            values = pd.Categorical.from_codes(values, dtype=dtypes[c])
+        out[c] = values
+    return pd.DataFrame(out, copy=False)
