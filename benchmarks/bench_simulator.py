@@ -1,0 +1,174 @@
+"""Cell-updates per second of WeakResetArray against the authors' style of update.
+
+Usage::
+
+    python benchmarks/bench_simulator.py [--cells 1000000] [--steps 20] [--threads N]
+
+Both simulators run on the same machine in the same process, at float32, with
+random 0..14 pulses per cell per step (a different draw each step). The
+reference re-implements the update of the authors' training code from
+``weak-reset-model.md``: 15 noise taps, the RTN state and the pulse count per
+cell, the tap buffer re-rolled once per distinct pulse count in every step,
+RTN advanced by powers of its 2x2 transition matrix. The figures are printed
+(not asserted); the CUDA rows appear when ``torch.cuda.is_available()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+from hfox_fit import preset_model
+from hfox_fit.laws import pink_coefficients
+from hfox_fit.torch import WeakResetArray
+
+MAX_PULSES = 14
+
+
+class ReferenceArray:
+    """The authors' per-cell update, in torch, written from the description.
+
+    State per cell: one row of 17 values (RTN level, 15 noise taps, pulse
+    count) plus the D2D parameters. Every step draws ``taps`` fresh innovations
+    per cell, shifts the history of the cells given ``k`` pulses with one
+    ``torch.roll`` per distinct ``k`` (boolean-mask indexing), advances the RTN
+    with a table of transition-matrix powers, and rebuilds the state row.
+    """
+
+    def __init__(self, model, num_devices, *, seed=0, device="cpu", dtype=torch.float32):
+        self.n, self.device, self.dtype = num_devices, torch.device(device), dtype
+        self.gen = torch.Generator(device=self.device).manual_seed(seed)
+        params = model.sample_parameters(num_devices, np.random.default_rng(seed))
+        kw = {"device": self.device, "dtype": dtype}
+        self.m1, self.t_star, self.m2, self.c1, self.r0, self.amp = (
+            torch.as_tensor(params[k], **kw) for k in ("m1", "t_star", "m2", "c1", "r0", "rtn_amplitude")
+        )
+        self.alpha = model.pink.alpha
+        self.ntaps = model.pink.taps
+        self.b = torch.as_tensor(pink_coefficients(self.ntaps, model.pink.d), **kw)
+        self.state = torch.zeros(num_devices, self.ntaps + 2, **kw)  # [RTN, taps..., t]
+        pu, pd = model.rtn.p_up, model.rtn.p_down
+        trans = torch.tensor([[1 - pu, pu], [pd, 1 - pd]], dtype=torch.float64)
+        # P(switch | low) and P(switch | high) after k = 0..MAX_PULSES pulses.
+        powers = [torch.linalg.matrix_power(trans, k) for k in range(MAX_PULSES + 1)]
+        self.p_switch = torch.tensor([[pk[0, 1] for pk in powers], [pk[1, 0] for pk in powers]], **kw)
+
+    def state_bytes_per_cell(self) -> float:
+        tensors = (self.m1, self.t_star, self.m2, self.c1, self.r0, self.amp, self.state)
+        return sum(x.numel() * x.element_size() for x in tensors) / self.n
+
+    def pulse(self, n: torch.Tensor) -> torch.Tensor:
+        rtn = self.state[:, 0]
+        hold = self.state[:, 1:1 + self.ntaps]
+        t = self.state[:, -1]
+        # RTN: switch with the probability of the k-step transition.
+        r = torch.rand(self.n, generator=self.gen, device=self.device, dtype=self.dtype)
+        level = torch.ceil(rtn)
+        p_up, p_down = self.p_switch[0, n], self.p_switch[1, n]
+        switch = r < p_down * level + p_up * (1 - level)
+        amp = torch.rand(self.n, generator=self.gen, device=self.device, dtype=self.dtype) * self.amp
+        new_rtn = torch.where(switch, 1 - level, level) * (
+            torch.rand(self.n, generator=self.gen, device=self.device, dtype=self.dtype) * amp)
+        # Pink noise: fresh innovations for every cell, one roll per distinct pulse count.
+        fresh = torch.rand(hold.shape, generator=self.gen, device=self.device, dtype=self.dtype)
+        expanded = torch.cat([hold, fresh], dim=-1)
+        for k in torch.unique(n).tolist():
+            sel = n == k
+            expanded[sel] = torch.roll(expanded[sel], k, -1)
+        hold = expanded[:, : self.ntaps]
+        pink = self.alpha * torch.sum(hold * self.b, -1)
+        # Drift law.
+        t = t + n
+        mean = torch.where(t < self.t_star, self.m1 * t + self.c1,
+                           self.m2 * t + self.t_star * (self.m1 - self.m2) + self.c1)
+        w = mean + new_rtn + pink
+        self.state = torch.cat([new_rtn[:, None], hold, t[:, None]], dim=-1)
+        return self.r0 * torch.exp(w)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(sim, counts, device) -> float:
+    """Median seconds per step over the pre-drawn pulse counts (after one warm-up step)."""
+    sim.pulse(counts[0])
+    times = []
+    for n in counts[1:]:
+        _sync(device)
+        t0 = time.perf_counter()
+        sim.pulse(n)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def run(device, cells, steps, seed=0, compiled=True) -> dict:
+    device = torch.device(device)
+    model = preset_model("paper")
+    g = torch.Generator(device=device).manual_seed(seed + 1)
+    counts = [torch.randint(0, MAX_PULSES + 1, (cells,), generator=g, device=device) for _ in range(steps + 1)]
+    fast = WeakResetArray(model, cells, seed=seed, device=device)
+    ref = ReferenceArray(model, cells, seed=seed, device=device)
+    ref_steps = counts[: max(3, steps // 4) + 1]  # the reference is slow; fewer steps
+    t_ref = measure(ref, ref_steps, device)
+    t_fast = measure(fast, counts, device)
+    t_comp = compile_s = None
+    if compiled:
+        comp = WeakResetArray(model, cells, seed=seed, device=device, compile=True)
+        t0 = time.perf_counter()
+        comp.pulse(counts[0])  # compiles
+        compile_s = time.perf_counter() - t0
+        if comp.compile:  # still compiled (no fallback)
+            t_comp = measure(comp, counts, device)
+    return {
+        "compiled_updates_per_s": cells / t_comp if t_comp else None,
+        "compiled_ms": 1e3 * t_comp if t_comp else None,
+        "compile_s": compile_s,
+        "device": str(device),
+        "cells": cells,
+        "ref_updates_per_s": cells / t_ref,
+        "fast_updates_per_s": cells / t_fast,
+        "speedup": t_ref / t_fast,
+        "ref_ms": 1e3 * t_ref,
+        "fast_ms": 1e3 * t_fast,
+        "fast_bytes_per_cell": fast.bytes_per_cell(),
+        "ref_bytes_per_cell": ref.state_bytes_per_cell(),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", type=int, default=1_000_000)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), float32, "
+          f"{args.cells:,} cells, random 0..{MAX_PULSES} pulses per cell per step; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPU(s)")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        r = run(dev, args.cells, args.steps, compiled=not args.no_compile)
+        print(f"[{r['device']}] reference (authors' update): {r['ref_updates_per_s']:.3g} cell-updates/s "
+              f"({r['ref_ms']:.1f} ms/step, {r['ref_bytes_per_cell']:.0f} B/cell)")
+        print(f"[{r['device']}] WeakResetArray:              {r['fast_updates_per_s']:.3g} cell-updates/s "
+              f"({r['fast_ms']:.1f} ms/step, {r['fast_bytes_per_cell']:.1f} B/cell)")
+        if r["compiled_updates_per_s"]:
+            print(f"[{r['device']}] WeakResetArray(compile=True): {r['compiled_updates_per_s']:.3g} cell-updates/s "
+                  f"({r['compiled_ms']:.1f} ms/step; first call {r['compile_s']:.0f} s, compiling)")
+        elif r["compile_s"] is not None:
+            print(f"[{r['device']}] WeakResetArray(compile=True): torch.compile failed here; eager only")
+        print(f"[{r['device']}] speed-up: {r['speedup']:.1f}x (target >= 10x); "
+              f"bytes per cell: {r['fast_bytes_per_cell']:.1f} (target <= 64); "
+              f"load average now {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

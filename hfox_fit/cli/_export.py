@@ -1,0 +1,79 @@
+"""``hfox-fit export``: write the fit of a campaign store as a PyTorch checkpoint.
+
+torch is imported inside the command only, so ``hfox-fit --help`` and the
+other commands never load it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..exceptions import FitError, StoreError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="write the store's fit as a PyTorch checkpoint (model.pt)",
+        description=(
+            "Write the device model fitted in a campaign store as a checkpoint that "
+            "hfox_fit.torch.WeakResetArray.from_checkpoint reads (a plain dict of tensors that "
+            "opens with torch.load(path, weights_only=True)), with its provenance: the store's "
+            "SHA-256, the cells used, the fit time and the hfox_fit version."
+        ),
+    )
+    p.add_argument("store", metavar="STORE.h5", help="campaign store holding a fit (`hfox-fit fit`)")
+    p.add_argument("-o", "--output", metavar="MODEL.pt", default=None,
+                   help="checkpoint to write (default: the store's name with .pt)")
+    p.set_defaults(func=run_export)
+
+
+def _cells_columns(cells) -> dict:
+    """The fit's cell table as plain columns (ids and flags), for the provenance."""
+    out = {}
+    for col in ("wafer", "die", "device", "cycle", "flag"):
+        if col in getattr(cells, "columns", ()):
+            values = cells[col].tolist()
+            out[col] = [int(v) if col == "cycle" else str(v) for v in values]
+    return out
+
+
+def run_export(args) -> int:
+    from ..model import DeviceModel
+    from ..store import CampaignStore
+
+    store = CampaignStore(args.store)
+    fit = store.load_fit()
+    devices = (fit.summary or {}).get("devices") or {}
+    fitted = devices.get("fitted")
+    if fitted is None:
+        raise StoreError(
+            f"the fit in {store.path.name!r} has no summary['devices']['fitted'] count; "
+            f"run `hfox-fit fit {store.path}` again."
+        )
+    if int(fitted) <= 0:
+        raise FitError(
+            f"the fit in {store.path.name!r} used no cells (0 fitted of {devices.get('total', '?')}): "
+            "there is no model to export. Check the cell flags with `hfox-fit report` and the "
+            "fit options, then fit again."
+        )
+    try:
+        model = DeviceModel.from_dict(fit.model)
+    except (KeyError, TypeError) as err:
+        raise StoreError(f"the model saved in {store.path.name!r} is incomplete ({err!r}); fit again.") from err
+    out = Path(args.output) if args.output else store.path.with_suffix(".pt")
+    if out.is_dir():
+        raise StoreError(f"-o {str(out)!r} is a folder; give the checkpoint's file name (model.pt).")
+
+    from ..torch import export_checkpoint
+
+    provenance = {
+        "store": store.path.name,
+        "store_sha256": store.sha256(),
+        "cells_used": int(fitted),
+        "cells": _cells_columns(fit.cells),
+        "fitted_at": fit.fitted_at,
+    }
+    export_checkpoint(model, out, provenance=provenance)
+    print(f"wrote {out} (law {model.law}, {int(fitted)} cells, store sha256 {provenance['store_sha256'][:12]}...)")
+    return 0

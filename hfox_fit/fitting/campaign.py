@@ -1,0 +1,400 @@
+"""One entry point: fit a whole campaign (drift, noise, D2D, C2C) from DieData.
+
+:func:`fit_campaign` maps :func:`fit_die` (a pure function of one
+:class:`~hfox_fit.schema.DieData`, so dies can be handed to workers) over the
+dies, then pools the results: the drift law is chosen by total AIC, the pink
+and RTN laws are fitted to the pooled residual statistics, the D2D laws,
+correlations and C2C laws to the unflagged cells. The result carries the
+per-(cell, cycle) table, the summary JSON (the contract other tools read), a
+:class:`~hfox_fit.model.DeviceModel` and arrays for validation plots.
+"""
+
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .._version import __version__
+from ..exceptions import FitError
+from ..laws import ParameterLaw, get_law
+from ..model import DeviceModel
+from ..schema import DieData
+from .d2d import CANDIDATE_FAMILIES, D2DFitter, fit_parameter
+from .drift import (
+    DRIFT_MODELS,
+    DriftFitter,
+    DriftOptions,
+    censor_late_breaks,
+    check_law,
+    fit_drift_die,
+)
+from .flags import FLAG_NAMES
+from .noise import NoiseFitter
+
+__all__ = ["CampaignFit", "fit_die", "fit_campaign"]
+
+_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def fit_die(die: DieData, law: str = "auto", options: DriftOptions | None = None):
+    """Fit one die: drift law(s), flags, RTN detection and residual spectrum (pure function).
+
+    Parameters
+    ----------
+    die : DieData
+    law : str, default="auto"
+        A registered law, or "auto" for all of them on the same reads.
+    options : DriftOptions, optional
+
+    Returns
+    -------
+    DieDriftResult
+    """
+    law = check_law(law, allow_auto=True)
+    laws = ("two_slope", "power", "log") if law == "auto" else (law,)
+    return fit_drift_die(die, laws, options)
+
+
+@dataclass
+class CampaignFit:
+    """The fit of a campaign (see :func:`fit_campaign`).
+
+    Attributes
+    ----------
+    cells_ : DataFrame
+        One row per (cell, cycle) of the chosen law (see :class:`DriftFitter`).
+    summary_ : dict
+        The summary JSON (devices, drift, d2d, correlation, pink, rtn, c2c, ...).
+    model_ : DeviceModel
+    arrays_ : dict of str to ndarray
+        Residual spectrum (``spectrum_freq``, ``spectrum_measured``, ``spectrum_fitted``),
+        ``w`` quantiles per pulse (``w_pulse``, ``w_quantile_levels``, ``w_quantiles``),
+        example traces (``w_traces``) and the per-cell values behind each D2D law.
+    law_ : str
+    drift_ : DriftFitter
+    noise_ : NoiseFitter
+    d2d_ : D2DFitter
+    law_fits_ : dict of str to lmfit.model.ModelResult
+        Each law fitted (lmfit) to the campaign's median ``w(t)``, for the report.
+    """
+
+    cells_: pd.DataFrame
+    summary_: dict
+    model_: DeviceModel
+    arrays_: dict
+    law_: str
+    drift_: DriftFitter
+    noise_: NoiseFitter
+    d2d_: D2DFitter
+    law_fits_: dict = field(default_factory=dict)
+
+    def report(self) -> str:
+        """Plain-text report: law scores, lmfit fits of the median curve, D2D laws and noise."""
+        s = self.summary_
+        lines = ["[[Drift law]]", f"    chosen: {self.law_} (lowest total AIC)"]
+        best = s["drift"]["scores"][self.law_]["aic"]
+        for name, sc in s["drift"]["scores"].items():
+            lines.append(f"    {name:10s} AIC {sc['aic']:.6g} (dAIC {sc['aic'] - best:+.4g})  BIC {sc['bic']:.6g}")
+        for name, res in self.law_fits_.items():
+            lines.append(f"[[lmfit: {name} on the median w(t)]]")
+            lines.append("    " + res.fit_report(show_correl=False).replace("\n", "\n    "))
+        lines.append("[[D2D laws]]")
+        for p, d in s["d2d"].items():
+            lines.append(f"    {p:8s} {d['family']:12s} median {d['median']:.5g} 90% CI {d['median_ci90']} "
+                         f"KS {d['ks']}")
+        pk = s["pink"]
+        lines.append(f"[[Pink noise]] std {pk['std']:.4g} +/- {pk.get('std_stderr')} exponent {pk['exponent']:.3g}")
+        rt = s["rtn"]
+        lines.append(f"[[RTN]] p_up {rt['p_up']:.3g} {rt.get('p_up_ci90')} p_down {rt['p_down']} {rt.get('p_down_ci90')}")
+        return "\n".join(lines)
+
+
+def _device_flags(cells: pd.DataFrame):
+    """One flag per device: the most frequent flag among its cycles when at least half are flagged."""
+    keys = ["wafer", "die", "device"]
+    counts = cells.groupby(keys + ["flag"], sort=False, observed=True).size().unstack("flag", fill_value=0)
+    total = counts.sum(axis=1).to_numpy()
+    n_ok = counts["ok"].to_numpy() if "ok" in counts else np.zeros(len(counts), int)
+    bad_cols = [c for c in counts.columns if c != "ok"]
+    if bad_cols:
+        bad = counts[bad_cols].to_numpy()
+        worst = np.asarray(bad_cols, dtype=object)[np.argmax(bad, axis=1)]
+        flag = np.where(total - n_ok >= 0.5 * total, worst, "ok")
+    else:
+        flag = np.full(len(counts), "ok", dtype=object)
+    return pd.DataFrame({"flag": flag.astype(str), "any_ok": n_ok > 0}, index=counts.index)
+
+
+def _clean(obj):
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        x = float(obj)
+        return x if np.isfinite(x) else None
+    return obj
+
+
+def _lmfit_check(results, law) -> dict:
+    """How much lmfit, started at the vectorised optimum, improved the SSE of the sampled trains."""
+    changes = [v for r in results for v in r.verify.get(law, {}).values()]
+    if not changes:
+        return {"trains": 0}
+    return {"trains": len(changes), "max_rel_sse_improvement": float(max(0.0, -min(changes)))}
+
+
+def _median_curve_fits(traces: np.ndarray, offset: np.ndarray) -> dict:
+    """lmfit fit of every law to the median w(t) of the example traces (campaign-level report)."""
+    if traces.size == 0:
+        return {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(traces, axis=0) - offset[: traces.shape[1]]
+    t = np.arange(1, len(med) + 1, dtype=float)
+    good = np.isfinite(med)
+    out = {}
+    for name, model in DRIFT_MODELS.items():
+        start = {"two_slope": {"m1": 1e-3, "t_star": t[good][len(t[good]) // 2], "m2": 1e-4, "c1": 0.0},
+                 "power": {"a": 1e-2, "b": 0.5, "c1": 0.0},
+                 "log": {"a": 0.05, "tau": 50.0, "c1": 0.0}}[name]
+        span = float(np.nanmax(med) - np.nanmin(med)) or 1e-3
+        if name == "two_slope":
+            start["m1"] = span / max(t[good][-1], 1.0)
+            start["m2"] = start["m1"] / 3
+        params = model.make_params(**start)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[name] = model.fit(med[good], params, t=t[good], method="least_squares")
+        except Exception:  # noqa: BLE001 - the report is advisory
+            continue
+    return out
+
+
+def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False, *,
+                 options: DriftOptions | None = None, bootstrap: int = 200, random_state: int = 0,
+                 n_dies: int | None = None) -> CampaignFit:
+    """Fit the weak-RESET model to a campaign.
+
+    Parameters
+    ----------
+    dies : iterable of DieData
+        E.g. a list, or ``CampaignStore(path).iter_dies()``.
+    law : {"auto", "two_slope", "power", "log"}, default="auto"
+        The drift law; "auto" fits all on the same reads and keeps the lowest total AIC.
+    jobs : int, default=1
+        Worker processes for the per-die step.
+    progress : bool, default=False
+        Show a tqdm progress bar (one step per die).
+    options : DriftOptions, optional
+    bootstrap : int, default=200
+        Bootstrap replicates for the intervals.
+    random_state : int, default=0
+    n_dies : int, optional
+        Number of dies, for the progress bar when ``dies`` is an iterator.
+
+    Returns
+    -------
+    CampaignFit
+
+    Raises
+    ------
+    FitError
+        No dies, an unknown law, or no cell that can be fitted.
+
+    Examples
+    --------
+    >>> from hfox_fit.synth import make_wafer
+    >>> wafer = make_wafer("paper", devices=128, pulses=400, seed=1)
+    >>> fit = fit_campaign(wafer.dies, law="two_slope", bootstrap=20)
+    >>> fit.summary_["devices"]["total"]
+    128
+    >>> fit.model_.law
+    'two_slope'
+    """
+    law = check_law(law, allow_auto=True)
+    if jobs is None or int(jobs) < 1:
+        raise FitError(f"jobs must be a positive integer, got {jobs!r}.")
+    if isinstance(dies, DieData):
+        dies = [dies]
+    if n_dies is None and hasattr(dies, "__len__"):
+        n_dies = len(dies)
+    from tqdm.auto import tqdm
+
+    results = []
+    bar = tqdm(total=n_dies, desc="fit", unit="die", disable=not progress, leave=False)
+    try:
+        if int(jobs) == 1:
+            for d in dies:
+                if not isinstance(d, DieData):
+                    raise FitError(f"fit_campaign expects DieData objects, got {type(d).__name__}.")
+                results.append(_fit_die_recorded(d, law, options))
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=int(jobs)) as pool:
+                futures = []
+                for d in dies:
+                    if not isinstance(d, DieData):
+                        raise FitError(f"fit_campaign expects DieData objects, got {type(d).__name__}.")
+                    futures.append(pool.submit(_fit_die_recorded, d, law, options))
+                for fut in futures:
+                    results.append(fut.result())
+                    bar.update(1)
+    finally:
+        bar.close()
+    if not results:
+        raise FitError("no dies to fit: the campaign is empty. Ingest measurements first.")
+    for _, caught in results:  # warnings of the per-die step, raised here even from worker processes
+        for category, message in caught:
+            warnings.warn(message, category, stacklevel=2)
+    return _pool([r for r, _ in results], law, bootstrap, random_state)
+
+
+def _fit_die_recorded(die, law, options):
+    """:func:`fit_die` with its warnings recorded (worker processes do not show them)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fit_die(die, law, options)
+    return res, [(w.category, str(w.message)) for w in caught]
+
+
+def _pool(results, law, bootstrap, random_state) -> CampaignFit:
+    laws = ("two_slope", "power", "log") if law == "auto" else (law,)
+    drift = DriftFitter(law=law)._from_results(results, laws)
+    if not drift.per_cell_["flag"].eq("ok").any():
+        reasons = drift.per_cell_["flag_reason"].value_counts().head(3).to_dict()
+        raise FitError(
+            f"no cell could be fitted: all {len(drift.per_cell_)} pulse train(s) are flagged (most common "
+            f"reasons: {reasons}). Check the data (too few pulses? cells never formed?)."
+        )
+    chosen = drift.law_
+    cells = drift.per_cell_
+    notes = []
+    for r in results:
+        notes.extend(r.messages)
+    rng = np.random.default_rng(random_state)
+
+    # noise
+    noise = NoiseFitter(bootstrap=bootstrap, random_state=random_state).fit(drift)
+    pink, rtn = noise.pink_, noise.rtn_
+
+    # D2D
+    params = list(get_law(chosen).params) + ["r0"]
+    d2d_rows = censor_late_breaks(cells) if chosen == "two_slope" else cells
+    d2d = D2DFitter(params, bootstrap=bootstrap, random_state=random_state, fallback=True).fit(d2d_rows)
+    notes.extend(d2d.notes_)
+    fits, laws_used, cell_tab = d2d.fits_, d2d.laws_, d2d.cells_
+    # RTN amplitude law (observed above a detection limit: fitted with that window, reported untruncated)
+    amps = rtn.amplitudes
+    amp_fit = None
+    if amps.size >= 5:
+        try:
+            amp_fit = fit_parameter("rtn_amplitude", amps, families=("uniform",) + CANDIDATE_FAMILIES[1:],
+                                    truncate=False, window=(float(amps.min()), np.inf), bootstrap=bootstrap,
+                                    rng=rng)
+        except FitError as err:
+            notes.append(f"RTN amplitude: {err}")
+    if amp_fit is not None:
+        amp_law = amp_fit.law
+    elif amps.size:
+        amp_law = ParameterLaw("uniform", {"loc": 0.0, "scale": float(amps.max())}, None)
+    else:
+        amp_law = ParameterLaw("uniform", {"loc": 0.0, "scale": 1e-6}, None)
+
+    # the device model
+    corr = d2d.correlation_
+    model = DeviceModel(
+        law=chosen,
+        d2d={**{p: laws_used[p] for p in params}, "rtn_amplitude": amp_law},
+        pink=pink.pink,
+        rtn=rtn.telegraph,
+        correlation_names=list(corr["names"]),
+        correlation=np.asarray(corr["copula"]),
+        c2c={p: c["law"] for p, c in d2d.c2c_.items() if c.get("significant")},
+        meta={"source": "hfox_fit.fitting.fit_campaign", "hfox_fit_version": __version__,
+              "n_trains": int(len(cells)), "n_trains_fitted": int(cells["flag"].eq("ok").sum())},
+    )
+
+    # summary
+    dev = _device_flags(cells)
+    flagged = {f: int((dev["flag"] == f).sum()) for f in FLAG_NAMES}
+    train_flags = {f: int((cells["flag"] == f).sum()) for f in FLAG_NAMES}
+    d2d_summary = {}
+    for p in params:
+        f = fits.get(p)
+        if f is not None:
+            d2d_summary[p] = f.to_dict()
+        else:
+            lw = laws_used[p]
+            d2d_summary[p] = {**lw.to_dict(), "median": lw.median(), "median_ci90": None, "ks": None,
+                              "note": next((n for n in notes if n.startswith(f"D2D {p}:")), "fallback law")}
+    if "t_star" in params and "t_star_censored" in cells:
+        d2d_summary["t_star"]["n_censored_trains"] = int(cells["t_star_censored"].fillna(False).astype(bool).sum())
+    amp_summary = {"median": amp_law.median(), "median_ci90": amp_fit.median_ci90 if amp_fit else None,
+                   "family": amp_law.family, "params": amp_law.params, "bounds": None,
+                   "n_cells": int(amps.size), "detection_limit": rtn.detection_limit,
+                   "note": ("fitted to the amplitudes of cells showing RTN, above the smallest one seen "
+                            "(detection limit); smaller amplitudes are extrapolated by the law")}
+    if amp_fit is None:
+        amp_summary["note"] = ("fewer than 5 cells show RTN: the law is uniform(0, max amplitude) without an "
+                               "interval" if amps.size else "no RTN observed: amplitude law is a placeholder")
+    summary = {
+        "devices": {"total": int(len(dev)), "fitted": int(((dev["flag"] == "ok") & dev["any_ok"]).sum()),
+                    "flagged": flagged},
+        "trains": {"total": int(len(cells)), "fitted": int(cells["flag"].eq("ok").sum()), "flagged": train_flags},
+        "drift": {"law": chosen, "criterion": "aic", "scores": drift.scores_, "laws_fitted": list(laws),
+                  "note": ("per-train quasi-likelihood AIC/BIC (-2 log L over the noise's long-run variance "
+                           "ratio kappa) summed over the trains every law fitted"),
+                  "lmfit_check": _lmfit_check(results, chosen)},
+        "d2d": d2d_summary,
+        "correlation": {"names": corr["names"], "spearman": corr["spearman"], "copula": corr["copula"]},
+        "c2c": {p: {k: v for k, v in c.items() if k != "law"} | ({"family": "norm", "params": c["law"].params}
+                                                                 if "law" in c else {})
+                for p, c in d2d.c2c_.items()},
+        "pink": {"std": pink.std, "std_stderr": pink.std_stderr, "std_ci90": pink.std_ci90,
+                 "exponent": pink.exponent, "exponent_stderr": pink.exponent_stderr,
+                 "exponent_ci90": pink.exponent_ci90, "white_std": pink.white_std,
+                 "white_std_stderr": pink.white_std_stderr, "white_std_ci90": pink.white_std_ci90,
+                 "taps": pink.taps, "n_segments": pink.n_segments,
+                 "note": ("std of the pink term in w = ln(R/R0) once its 15-pulse history is full; exponent of "
+                          "S(f) ~ f^-exponent; white_std is the read noise; intervals: bootstrap over cells")},
+        "rtn": {"p_up": rtn.p_up, "p_up_stderr": rtn.p_up_stderr, "p_up_ci90": rtn.p_up_ci90,
+                "p_down": rtn.p_down, "p_down_stderr": rtn.p_down_stderr, "p_down_ci90": rtn.p_down_ci90,
+                "amplitude": amp_summary, "n_trains": rtn.n_cells, "n_showing": rtn.n_showing,
+                "note": rtn.note or "per-pulse probabilities; intervals: bootstrap over trains"},
+        "notes": notes,
+    }
+    summary = _clean(summary)
+
+    # arrays for validation plots
+    traces = np.concatenate([r.traces for r in results if r.traces.size], axis=0) if any(
+        r.traces.size for r in results) else np.zeros((0, 0))
+    arrays = {
+        "spectrum_freq": pink.freqs, "spectrum_measured": pink.measured, "spectrum_fitted": pink.fitted,
+    }
+    if traces.size:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            q = np.nanquantile(traces, _QUANTILES, axis=0)
+        arrays.update({"w_pulse": np.arange(1, traces.shape[1] + 1), "w_quantile_levels": np.array(_QUANTILES),
+                       "w_quantiles": q, "w_traces": traces})
+    for p in params:
+        arrays[f"d2d_values_{p}"] = cell_tab[p].to_numpy(float)
+    arrays["rtn_amplitudes"] = amps
+    offset = results[0].offset if results[0].offset is not None else np.zeros(max(traces.shape[1], 1))
+    law_fits = _median_curve_fits(traces, offset) if traces.size else {}
+    return CampaignFit(cells_=cells, summary_=summary, model_=model, arrays_=arrays, law_=chosen, drift_=drift,
+                       noise_=noise, d2d_=d2d, law_fits_=law_fits)
+

@@ -1,0 +1,776 @@
+r"""Noise laws from the drift residuals: pink (1/f) noise and random telegraph noise (RTN).
+
+Pink noise
+    The residual of every cell in its RTN-low state is cut into segments of
+    ``L`` pulses (after the filter history is full), each segment is linearly
+    detrended and Hann-windowed, and the periodograms are averaged over all
+    segments. The model is the project's own: a ``taps``-long fractional
+    integrator of order ``d`` driven by uniform innovations, plus white read
+    noise,
+
+    .. math:: \gamma(k) = \frac{\alpha^2}{12}\sum_i b_i b_{i+k} + \sigma_w^2 \delta_k ,
+
+    and its *expected* periodogram after the same detrending and window is
+    linear in the autocovariance, :math:`E[I_j] = \sum_k C_{jk}\gamma(k)`, so
+    the fit (lmfit, on the log of the averaged periodogram) has no leakage or
+    detrending bias. ``std`` is the pink term's standard deviation once its
+    history is full and ``exponent = 2 d`` the slope of ``S(f) ~ f**-exponent``
+    (:class:`hfox_fit.model.PinkNoise`). Intervals come from a bootstrap over cells.
+
+RTN
+    Two-state hidden Markov model on blocks of ``B`` pulses. Each block gives
+    two statistics of the residual: its mean ``m`` and the log of its
+    first-difference variance ``ln v``. The pink noise is smooth, so ``v`` hardly
+    sees it, while the high state adds :math:`7A^2/144` (the variance of
+    :math:`U_1U_2A`) to ``v`` and :math:`A/4` to ``m``. The per-pulse
+    probabilities and the per-cell amplitude ``A`` are found by EM (forward-backward
+    over all cells at once); only cells whose likelihood ratio shows RTN count in the
+    transition estimates, so a wafer without RTN gives ``p_up`` near 0, not the
+    starting value.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass, field
+
+import lmfit
+import numpy as np
+from scipy import optimize, stats
+
+from ..exceptions import FitConvergenceWarning, FitError, NotFittedError
+from ..laws import pink_coefficients
+from ..model import PinkNoise, TelegraphNoise
+from ._util import nanquantile_rows
+
+__all__ = [
+    "PinkSpectrum",
+    "SpectrumStats",
+    "RTNStats",
+    "segment_periodograms",
+    "fit_pink_spectrum",
+    "rtn_em",
+    "NoiseFitter",
+]
+
+#: Variance of U1*U2 for U1, U2 ~ U(0, 1): E[(U1 U2)^2] - E[U1 U2]^2 = 1/9 - 1/16.
+_VAR_U1U2 = 7.0 / 144.0
+
+
+# --------------------------------------------------------------------------------------
+# Pink noise
+# --------------------------------------------------------------------------------------
+
+
+def _segment_length(n_pulses: int, taps: int) -> int:
+    avail = n_pulses - taps - 1
+    for L in (128, 64, 32, 16):
+        if avail >= 2 * L or (L == 16 and avail >= L):
+            return L
+    return 0
+
+
+def _design(L: int, max_lag: int) -> np.ndarray:
+    """C (F, max_lag + 1): expected periodogram of a linearly detrended, Hann-windowed segment."""
+    t = np.arange(L, dtype=float)
+    x = np.stack([np.ones(L), t - t.mean()], axis=1)
+    proj = np.eye(L) - x @ np.linalg.pinv(x)
+    h = np.hanning(L + 2)[1:-1]
+    freqs = np.arange(1, L // 2 + 1)
+    e = np.exp(-2j * np.pi * np.outer(t, freqs) / L)  # (L, F)
+    a = proj @ (h[:, None] * e)  # (L, F): I_j = |a_j^H x|^2 / sum(h^2)
+    c = np.empty((len(freqs), max_lag + 1))
+    c[:, 0] = np.sum(np.abs(a) ** 2, axis=0)
+    for k in range(1, max_lag + 1):
+        c[:, k] = 2.0 * np.real(np.sum(np.conj(a[:-k]) * a[k:], axis=0))
+    return c / np.sum(h**2)
+
+
+def _autocov(alpha, d, white, taps):
+    b = pink_coefficients(taps, d)
+    g = np.array([np.dot(b[: taps - k], b[k:]) for k in range(taps)]) * alpha**2 / 12.0
+    g[0] += white**2
+    return g
+
+
+@dataclass
+class SpectrumStats:
+    """Averaged periodograms of residual segments (additive across dies).
+
+    Attributes
+    ----------
+    length : int
+        Segment length ``L`` in pulses.
+    taps : int
+        Pink filter length assumed (segments start after the history is full).
+    freqs : ndarray of shape (F,)
+        Frequencies in 1/pulse (``j / L``, ``j = 1..L/2``).
+    power_sum : ndarray of shape (n_cells, F)
+        Per cell, the sum of its segment periodograms (w^2 per 1/pulse).
+    count : ndarray of shape (n_cells,)
+        Segments per cell.
+    """
+
+    length: int
+    taps: int
+    freqs: np.ndarray
+    power_sum: np.ndarray
+    count: np.ndarray
+
+    @classmethod
+    def concat(cls, parts):
+        parts = [p for p in parts if p is not None and p.length > 0]
+        if not parts:
+            return None
+        L = max(p.length for p in parts)
+        parts = [p for p in parts if p.length == L]
+        return cls(L, parts[0].taps, parts[0].freqs,
+                   np.concatenate([p.power_sum for p in parts]), np.concatenate([p.count for p in parts]))
+
+    @property
+    def mean(self) -> np.ndarray:
+        n = self.count.sum()
+        return self.power_sum.sum(axis=0) / max(n, 1)
+
+
+def segment_periodograms(resid, usable, taps: int = 15, length: int | None = None) -> SpectrumStats:
+    """Periodogram sums of the fully usable, non-overlapping segments of each row.
+
+    Parameters
+    ----------
+    resid : ndarray of shape (N, T)
+        Residual ``w - w_mean`` at pulses ``1..T`` (NaN where unknown).
+    usable : ndarray of bool, shape (N, T)
+        Reads that may enter (finite, RTN-low, cell not flagged).
+    taps : int, default=15
+        Segments start at pulse ``taps + 1``, once the pink history is full.
+    """
+    n, T = resid.shape
+    L = length or _segment_length(T, taps)
+    F = L // 2
+    if L == 0:
+        return SpectrumStats(0, taps, np.zeros(0), np.zeros((n, 0)), np.zeros(n))
+    start = taps  # index of pulse taps + 1
+    nseg = (T - start) // L
+    seg = resid[:, start : start + nseg * L].reshape(n, nseg, L)
+    ok = usable[:, start : start + nseg * L].reshape(n, nseg, L).all(axis=2) & np.isfinite(seg).all(axis=2)
+    seg = np.where(ok[..., None], seg, 0.0)
+    x = np.arange(L) - (L - 1) / 2.0
+    seg = seg - seg.mean(axis=2, keepdims=True)
+    seg = seg - (seg @ x)[..., None] * x / np.dot(x, x)
+    h = np.hanning(L + 2)[1:-1]
+    spec = np.abs(np.fft.rfft(seg * h, axis=2)[..., 1 : F + 1]) ** 2 / np.sum(h**2)
+    spec = np.where(ok[..., None], spec, 0.0)
+    return SpectrumStats(L, taps, np.arange(1, F + 1) / L, spec.sum(axis=1), ok.sum(axis=1).astype(float))
+
+
+@dataclass
+class PinkSpectrum:
+    """Result of the pink-noise spectrum fit.
+
+    Attributes
+    ----------
+    std, std_stderr : float
+        Pink term's standard deviation (in w = ln R/R0, i.e. relative) and its stderr.
+    exponent, exponent_stderr : float
+        Spectral exponent ``2 d``.
+    white_std, white_std_stderr : float
+        White (read) noise standard deviation in w.
+    std_ci90, exponent_ci90, white_std_ci90 : list of float
+        Bootstrap (over cells) 90 % intervals; None when fewer than 2 cells.
+    taps : int
+    n_segments : int
+    freqs, measured, fitted : ndarray
+        The averaged periodogram and the model's expectation (for validation plots).
+    lmfit_result : lmfit.minimizer.MinimizerResult
+    """
+
+    std: float
+    std_stderr: float | None
+    exponent: float
+    exponent_stderr: float | None
+    white_std: float
+    white_std_stderr: float | None
+    taps: int
+    n_segments: int
+    freqs: np.ndarray
+    measured: np.ndarray
+    fitted: np.ndarray
+    std_ci90: list | None = None
+    exponent_ci90: list | None = None
+    white_std_ci90: list | None = None
+    lmfit_result: object = None
+
+    @property
+    def pink(self) -> PinkNoise:
+        return PinkNoise.from_std(self.std, self.exponent, taps=self.taps)
+
+    def autocov(self) -> np.ndarray:
+        """Autocovariance (lags 0..taps-1) of pink + white noise, in w^2."""
+        p = self.pink
+        return _autocov(p.alpha, p.d, self.white_std, p.taps)
+
+    @property
+    def long_run_ratio(self) -> float:
+        """Long-run variance over variance of the noise (``kappa``, >= 1 for positive correlation)."""
+        g = self.autocov()
+        return float(max((g[0] + 2 * g[1:].sum()) / g[0], 1.0))
+
+
+def _spectrum_residual(values, c, measured, weight, taps):
+    alpha, d, white = values
+    model = c @ _autocov(alpha, d, white, taps)
+    return (np.log(measured) - np.log(np.maximum(model, 1e-300))) * weight
+
+
+def fit_pink_spectrum(stats: SpectrumStats, *, bootstrap: int = 100, rng=0) -> PinkSpectrum:
+    """Fit the pink + white model to averaged residual periodograms (lmfit, least squares in log).
+
+    Parameters
+    ----------
+    stats : SpectrumStats
+    bootstrap : int, default=100
+        Bootstrap replicates over cells for the 90 % intervals (0 for none).
+
+    Raises
+    ------
+    FitError
+        When no complete residual segment exists (trains too short or all flagged).
+    """
+    if stats is None or stats.length == 0 or stats.count.sum() < 1:
+        raise FitError(
+            "no complete residual segment to estimate the pink noise from: the pulse trains "
+            "are too short (need at least 32 valid reads after the first 15) or every cell is flagged."
+        )
+    taps = stats.taps
+    c = _design(stats.length, taps - 1)
+    measured = stats.mean
+    K = stats.count.sum()
+    # log of an average of K chi2_2/2 variables has sd ~ 1/sqrt(K) (bins are not independent;
+    # the bootstrap gives the honest interval).
+    weight = np.sqrt(K)
+    g0 = float(np.mean(measured))
+    params = lmfit.Parameters()
+    # rough start: all variance pink, exponent 1
+    b = pink_coefficients(taps, 0.5)
+    params.add("alpha", value=np.sqrt(12 * g0 / np.sum(b**2)), min=0.0)
+    params.add("d", value=0.5, min=0.01, max=1.5)
+    params.add("white", value=0.2 * np.sqrt(g0), min=0.0)
+
+    def resid(p):
+        return _spectrum_residual((p["alpha"].value, p["d"].value, p["white"].value), c, measured, weight, taps)
+
+    result = lmfit.minimize(resid, params, method="least_squares")
+    alpha, d, white = (result.params[k].value for k in ("alpha", "d", "white"))
+    std = PinkNoise(alpha=alpha, d=d, taps=taps).std
+    # stderr of std by the delta method
+    std_err = exp_err = white_err = None
+    if result.errorbars and result.covar is not None:
+        names = result.var_names
+        cov = result.covar
+        eps = 1e-6
+
+        def std_of(a, dd):
+            return PinkNoise(alpha=a, d=dd, taps=taps).std
+
+        grad = np.zeros(len(names))
+        for i, nm in enumerate(names):
+            if nm == "alpha":
+                grad[i] = std / max(alpha, 1e-300)
+            elif nm == "d":
+                grad[i] = (std_of(alpha, d + eps) - std_of(alpha, d - eps)) / (2 * eps)
+        std_err = float(np.sqrt(max(grad @ cov @ grad, 0.0)))
+        if "d" in names:
+            exp_err = float(2 * np.sqrt(cov[names.index("d"), names.index("d")]))
+        if "white" in names and result.params["white"].stderr is not None:
+            white_err = float(result.params["white"].stderr)
+    fitted = c @ _autocov(alpha, d, white, taps)
+    out = PinkSpectrum(std=float(std), std_stderr=std_err, exponent=float(2 * d), exponent_stderr=exp_err,
+                       white_std=float(white), white_std_stderr=white_err, taps=taps, n_segments=int(K),
+                       freqs=stats.freqs, measured=measured, fitted=fitted, lmfit_result=result)
+    n_cells = int((stats.count > 0).sum())
+    if bootstrap and n_cells >= 2:
+        rng = np.random.default_rng(rng)
+        has = np.nonzero(stats.count > 0)[0]
+        x0 = np.array([alpha, max(d, 0.02), max(white, 1e-9)])
+        reps = []
+        for _ in range(bootstrap):
+            pick = rng.choice(has, size=len(has), replace=True)
+            m = stats.power_sum[pick].sum(0) / stats.count[pick].sum()
+            r = optimize.least_squares(_spectrum_residual, x0, args=(c, m, weight, taps),
+                                       bounds=([0, 0.01, 0], [np.inf, 1.5, np.inf]))
+            a_, d_, w_ = r.x
+            reps.append((PinkNoise(alpha=a_, d=d_, taps=taps).std, 2 * d_, w_))
+        reps = np.array(reps)
+        lo, hi = np.percentile(reps, [5, 95], axis=0)
+        out.std_ci90 = [float(lo[0]), float(hi[0])]
+        out.exponent_ci90 = [float(lo[1]), float(hi[1])]
+        out.white_std_ci90 = [float(lo[2]), float(hi[2])]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# RTN
+# --------------------------------------------------------------------------------------
+
+
+def block_stats(resid, usable, block: int):
+    """Block means and log first-difference variances of the residual.
+
+    Returns
+    -------
+    m, logv : ndarray of shape (N, nb)
+        NaN where the block has fewer than ``block // 2`` usable reads.
+    """
+    n, T = resid.shape
+    nb = T // block
+    u = usable[:, : nb * block].reshape(n, nb, block)
+    r = np.where(u, resid[:, : nb * block].reshape(n, nb, block), 0.0)
+    cnt = u.sum(axis=2)
+    du = u[:, :, 1:] & u[:, :, :-1]
+    dif = np.where(du, np.diff(r, axis=2), 0.0)
+    dcnt = du.sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = r.sum(axis=2) / cnt
+        v = (dif * dif).sum(axis=2) / dcnt / 2.0
+        logv = np.log(v)
+    bad = (cnt < max(block // 2, 3)) | (dcnt < 2) | ~np.isfinite(logv)
+    m[bad] = np.nan
+    logv[bad] = np.nan
+    return m, logv
+
+
+def _norm_logpdf(x, mu, var):
+    return -0.5 * (np.log(2 * np.pi * var) + (x - mu) ** 2 / var)
+
+
+def _q_amplitude(g, m, lv, grid, s_m2, v0, tau_h, block):
+    """Expected high-state log-likelihood of the amplitude (N, len(grid)), from posterior-weighted sums.
+
+    Only the read-to-read variance enters: the block mean also holds the error of
+    the drift extrapolated under a long high stretch, the variance does not.
+    """
+    G = g.sum(1)[:, None]
+    sl, sll = (g * lv).sum(1)[:, None], (g * lv * lv).sum(1)[:, None]
+    mv = _high_logv(v0, grid[None, :], block)
+    return -0.5 * (sll - 2 * mv * sl + mv**2 * G) / tau_h**2
+
+
+@functools.lru_cache(maxsize=8)
+def _log_bias(block: int) -> float:
+    """E[ln v] - ln E[v] of the first-difference variance of a block of U1*U2 draws (Monte Carlo, fixed seed).
+
+    The log of a block's variance is biased low (Jensen); U1*U2 is skewed, so more so than for Gaussian reads.
+    """
+    rng = np.random.default_rng(12345)
+    x = rng.uniform(size=(20000, block)) * rng.uniform(size=(20000, block))
+    v = np.mean(np.diff(x, axis=1) ** 2, axis=1) / 2.0
+    return float(np.mean(np.log(v)) - np.log(_VAR_U1U2))
+
+
+def _high_logv(v0, amplitude, block):
+    """Expected log first-difference variance of a high block (pink/read part v0 plus the telegraph part)."""
+    rtn = _VAR_U1U2 * amplitude**2
+    share = rtn / (v0 + rtn)
+    return np.log(v0 + rtn) + _log_bias(block) * share**2
+
+
+def _refine_amplitude(q, grid):
+    """Parabolic vertex of q over ln(grid) around its best point; amplitude and its stderr.
+
+    The stderr is the curvature's (observed information of ln A, posteriors held
+    fixed); NaN at the edge of the grid.
+    """
+    n, g = q.shape
+    k = np.argmax(q, axis=1)
+    kk = np.clip(k, 1, g - 2)
+    rows = np.arange(n)
+    u = np.log(grid)
+    h = u[1] - u[0]
+    f0, f1, f2 = q[rows, kk - 1], q[rows, kk], q[rows, kk + 1]
+    curv = (f0 - 2 * f1 + f2) / h**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = np.where(curv < 0, -h * (f2 - f0) / (2 * h * h * curv), 0.0)
+        shift = np.clip(shift, -h, h)
+        a = np.exp(u[kk] + shift)
+        se = np.where(curv < 0, a * np.sqrt(-1.0 / curv), np.nan)
+    edge = (k == 0) | (k == g - 1)
+    a = np.where(edge, grid[k], a)
+    se = np.where(edge, np.nan, se)
+    return a, se
+
+
+def _forward_backward(ll_low, ll_high, q_up, q_down, pi0):
+    """Scaled forward-backward for N independent two-state chains (vectorised over cells).
+
+    Returns gamma_high (N, nb), xi (N, 2, 2) summed over time, loglik (N,).
+    """
+    n, nb = ll_low.shape
+    mx = np.maximum(ll_low, ll_high)
+    e0 = np.exp(ll_low - mx)
+    e1 = np.exp(ll_high - mx)
+    p00, p01, p10, p11 = 1.0 - q_up, q_up, q_down, 1.0 - q_down
+    f0 = np.empty((n, nb))
+    f1 = np.empty((n, nb))
+    c = np.empty((n, nb))
+    a0, a1 = (1.0 - pi0) * e0[:, 0], pi0 * e1[:, 0]
+    for b in range(nb):
+        if b:
+            a0, a1 = (f0[:, b - 1] * p00 + f1[:, b - 1] * p10) * e0[:, b], (f0[:, b - 1] * p01 + f1[:, b - 1] * p11) * e1[:, b]
+        cb = a0 + a1
+        c[:, b] = cb
+        f0[:, b], f1[:, b] = a0 / cb, a1 / cb
+    g0 = np.ones((n, nb))
+    g1 = np.ones((n, nb))
+    for b in range(nb - 2, -1, -1):
+        x0, x1 = e0[:, b + 1] * g0[:, b + 1], e1[:, b + 1] * g1[:, b + 1]
+        cb = c[:, b + 1]
+        g0[:, b], g1[:, b] = (p00 * x0 + p01 * x1) / cb, (p10 * x0 + p11 * x1) / cb
+    post1 = f1 * g1
+    post = post1 / (f0 * g0 + post1)
+    xi = np.zeros((n, 2, 2))
+    if nb > 1:
+        x0 = e0[:, 1:] * g0[:, 1:] / c[:, 1:]
+        x1 = e1[:, 1:] * g1[:, 1:] / c[:, 1:]
+        xi[:, 0, 0] = (f0[:, :-1] * p00 * x0).sum(1)
+        xi[:, 0, 1] = (f0[:, :-1] * p01 * x1).sum(1)
+        xi[:, 1, 0] = (f1[:, :-1] * p10 * x0).sum(1)
+        xi[:, 1, 1] = (f1[:, :-1] * p11 * x1).sum(1)
+    loglik = np.log(c).sum(1) + mx.sum(1)
+    return post, xi, loglik
+
+
+@dataclass
+class RTNStats:
+    """Sufficient statistics and per-cell results of the RTN detection of one die.
+
+    Attributes
+    ----------
+    block : int
+        Block length in pulses.
+    p_up, p_down : float
+        Die-level per-pulse estimates.
+    amplitude : ndarray of shape (N,)
+        Per-row amplitude ``A`` (w units), NaN where no RTN was seen.
+    shows : ndarray of bool, shape (N,)
+        Rows whose likelihood ratio shows RTN.
+    llr : ndarray of shape (N,)
+    up, down, time_low, time_high : ndarray of shape (N,)
+        Expected block transitions and block occupancies (all-low for rows without RTN).
+    high : ndarray of shape (N, nb)
+        Posterior probability of the high state per block.
+    """
+
+    block: int
+    p_up: float
+    p_down: float
+    amplitude: np.ndarray
+    shows: np.ndarray
+    llr: np.ndarray
+    up: np.ndarray
+    down: np.ndarray
+    time_low: np.ndarray
+    time_high: np.ndarray
+    high: np.ndarray
+    converged: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def read_mask(self, n_pulses: int, threshold: float = 0.5, dilate: int = 1) -> np.ndarray:
+        """Bool (N, n_pulses): reads in blocks more likely high than low, and ``dilate`` blocks around.
+
+        A transition falls anywhere inside a block, so the neighbours of a high
+        block may hold high reads too; the trailing partial block follows the last one.
+        """
+        n, nb = self.high.shape
+        hb = self.high > threshold
+        grown = hb.copy()
+        for k in range(1, dilate + 1):
+            grown[:, k:] |= hb[:, :-k]
+            grown[:, :-k] |= hb[:, k:]
+        m = np.zeros((n, n_pulses), bool)
+        m[:, : nb * self.block] = np.repeat(grown, self.block, axis=1)
+        if n_pulses > nb * self.block and nb:
+            m[:, nb * self.block:] = grown[:, -1:]
+        return m
+
+
+def block_to_pulse(q_up, q_down, block):
+    """Per-pulse (p_up, p_down) whose ``block``-th matrix power has off-diagonals (q_up, q_down)."""
+    s_b = q_up + q_down
+    if s_b <= 0:
+        return 0.0, 0.0
+    lam_b = min(max(1.0 - s_b, 1e-12), 1.0)
+    s = 1.0 - lam_b ** (1.0 / block)
+    pi = q_up / s_b
+    return float(pi * s), float((1 - pi) * s)
+
+
+def pulse_to_block(p_up, p_down, block):
+    s = p_up + p_down
+    if s <= 0:
+        return 0.0, 0.0
+    lam = (1 - s) ** block
+    return p_up / s * (1 - lam), p_down / s * (1 - lam)
+
+
+def rtn_em(m, logv, block: int, *, max_iter: int = 30, llr_threshold: float = 8.0,
+           p_up0: float = 1e-3, p_down0: float = 3e-3, tol: float = 1e-3, init=None) -> RTNStats:
+    """Fit the block HMM of RTN to the block statistics of a die (EM, all cells together).
+
+    Parameters
+    ----------
+    m, logv : ndarray of shape (N, nb)
+        From :func:`block_stats` (NaN = missing block).
+    block : int
+        Block length in pulses.
+    llr_threshold : float, default=8.0
+        Log-likelihood ratio (nats) above which a row counts as showing RTN.
+    p_up0, p_down0 : float
+        Starting per-pulse probabilities (EM moves them; they are not priors).
+    tol : float, default=1e-3
+        Stop when the log-likelihood changes by less than ``tol`` nats per row
+        (or every parameter by less than ``tol`` relative).
+    init : RTNStats, optional
+        A previous result on the same rows to start from (its parameters and amplitudes).
+    """
+    n, nb = m.shape
+    miss = ~np.isfinite(m) | ~np.isfinite(logv)
+    m0 = np.where(miss, 0.0, m)
+    lv = np.where(miss, 0.0, logv)
+    A_grid = np.geomspace(2e-3, 4.0, 48)
+    empty = RTNStats(block, 0.0, 0.0, np.full(n, np.nan), np.zeros(n, bool), np.zeros(n),
+                     np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros((n, nb)))
+    if nb < 2 or (~miss).sum() < 10:
+        empty.converged = False
+        return empty
+    fin_lv = lv[~miss]
+    fin_m = m0[~miss]
+    mu_v = float(np.median(fin_lv))
+    tau_v = float(1.4826 * np.median(np.abs(fin_lv - mu_v))) or 0.3
+    tau_h = tau_v
+    s_m2 = float((1.4826 * np.median(np.abs(fin_m - np.median(fin_m)))) ** 2) or 1e-6
+    q_up, q_down = pulse_to_block(p_up0, p_down0, block)
+    # starting amplitude from each row's largest variance excess
+    top = nanquantile_rows(np.where(miss, np.nan, logv), 0.9)
+    excess = np.maximum(np.exp(np.nan_to_num(top, nan=mu_v)) - np.exp(mu_v), 0.0)
+    A = np.clip(np.sqrt(excess / _VAR_U1U2), A_grid[0], A_grid[-1])
+    if init is not None and init.extra.get("state") is not None and len(init.shows) == n:
+        st = init.extra["state"]
+        q_up, q_down, mu_v, tau_v, tau_h, s_m2 = st["q_up"], st["q_down"], st["mu_v"], st["tau_v"], st["tau_h"], st["s_m2"]
+        A = np.where(np.isfinite(st["A"]), st["A"], A)
+    nvalid = np.maximum((~miss).sum(1), 1)
+    converged = False
+    prev = None
+    history = []
+    for _ in range(max_iter):
+        v0 = np.exp(mu_v)
+        ll_low = _norm_logpdf(m0, 0.0, s_m2) + _norm_logpdf(lv, mu_v, tau_v**2)
+        Ac = A[:, None]
+        ll_high = (_norm_logpdf(m0, Ac / 4.0, s_m2 + _VAR_U1U2 * Ac**2 / block)
+                   + _norm_logpdf(lv, _high_logv(v0, Ac, block), tau_h**2))
+        ll_low = np.where(miss, 0.0, ll_low)
+        ll_high = np.where(miss, 0.0, ll_high)
+        gh, xi, loglik = _forward_backward(ll_low, ll_high, q_up, q_down, q_up)
+        llr = loglik - ll_low.sum(1)
+        shows = llr > llr_threshold
+        gl = np.where(miss, 0.0, 1.0 - gh)
+        ghm = np.where(miss, 0.0, gh)
+        # amplitude per row: maximise the expected high-state log-likelihood over the grid
+        q = _q_amplitude(ghm, m0, lv, A_grid, s_m2, v0, tau_h, block)
+        A = A_grid[np.argmax(q, axis=1)]
+        # die-level low-state noise (weighted by the low posterior)
+        wl = gl.sum()
+        if wl > 0:
+            mu_v = float((gl * lv).sum() / wl)
+            tau_v = float(np.sqrt(max((gl * (lv - mu_v) ** 2).sum() / wl, 1e-4)))
+            s_m2 = float(max((gl * m0**2).sum() / wl, 1e-12))
+        wh = (ghm * shows[:, None]).sum()
+        if wh > 1:
+            pred = _high_logv(np.exp(mu_v), A[:, None], block)
+            tau_h = float(np.sqrt(max(((ghm * shows[:, None]) * (lv - pred) ** 2).sum() / wh, 1e-4)))
+        # transitions: only rows showing RTN; the others count as low throughout
+        nl = np.where(shows, xi[:, 0, 0] + xi[:, 0, 1], nvalid - 1.0).sum()
+        nh = np.where(shows, xi[:, 1, 0] + xi[:, 1, 1], 0.0).sum()
+        up = np.where(shows, xi[:, 0, 1], 0.0).sum()
+        down = np.where(shows, xi[:, 1, 0], 0.0).sum()
+        q_up = float(np.clip(up / max(nl, 1e-12), 1e-9, 0.5))
+        q_down = float(np.clip(down / nh, 1e-9, 0.5)) if nh > 1e-9 else q_down
+        if shows.sum() == 0:
+            q_up = 1e-9
+        # EM creeps in the parameters long after the likelihood has settled: stop on the likelihood
+        # (mean change per row below tol nats) or on the parameters
+        # (the amplitude grid can also make it hop between two neighbouring states: a 2-cycle)
+        cur = np.array([q_up, q_down, mu_v, tau_v, s_m2])
+        total = float(np.sum(loglik))
+        history.append(total)
+        if prev is not None and (
+                abs(total - history[-2]) <= tol * n
+                or (len(history) >= 3 and abs(total - history[-3]) <= tol * n)
+                or np.all(np.abs(cur - prev) <= tol * np.maximum(np.abs(prev), 1e-12) + 1e-12)):
+            converged = True
+            break
+        prev = cur
+    A, A_se = _refine_amplitude(_q_amplitude(ghm, m0, lv, A_grid, s_m2, np.exp(mu_v), tau_h, block), A_grid)
+    shows_f = shows.astype(float)
+    p_up, p_down = block_to_pulse(q_up if shows.any() else 0.0, q_down, block)
+    if not shows.any():
+        p_down = float("nan")
+    return RTNStats(
+        block=block,
+        p_up=p_up,
+        p_down=p_down,
+        amplitude=np.where(shows, A, np.nan),
+        shows=shows,
+        llr=llr,
+        up=xi[:, 0, 1] * shows_f,
+        down=xi[:, 1, 0] * shows_f,
+        time_low=np.where(shows, xi[:, 0, 0] + xi[:, 0, 1], nvalid - 1.0),
+        time_high=np.where(shows, xi[:, 1, 0] + xi[:, 1, 1], 0.0),
+        high=np.where(shows[:, None], gh, 0.0),
+        converged=converged,
+        extra={"mu_v": mu_v, "tau_v": tau_v, "tau_h": tau_h, "s_m": float(np.sqrt(s_m2)),
+               "amplitude_stderr": np.where(shows, A_se, np.nan),
+               "state": {"q_up": q_up, "q_down": q_down, "mu_v": mu_v, "tau_v": tau_v, "tau_h": tau_h,
+                         "s_m2": s_m2, "A": A}},
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Campaign-level noise fitter
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RTNEstimate:
+    """Campaign-level RTN: per-pulse probabilities with intervals, and observed amplitudes."""
+
+    p_up: float
+    p_down: float | None
+    p_up_stderr: float | None
+    p_down_stderr: float | None
+    p_up_ci90: list | None
+    p_down_ci90: list | None
+    n_cells: int
+    n_showing: int
+    amplitudes: np.ndarray
+    detection_limit: float
+    note: str = ""
+
+    @property
+    def telegraph(self) -> TelegraphNoise:
+        return TelegraphNoise(p_up=float(self.p_up), p_down=float(self.p_down or 0.0))
+
+
+def _poisson_ci(k, level=0.90):
+    """Exact (Garwood) interval of a Poisson mean for an observed (possibly fractional) count k."""
+    a = (1 - level) / 2
+    lo = 0.5 * stats.chi2.ppf(a, 2 * k) if k > 0 else 0.0
+    hi = 0.5 * stats.chi2.ppf(1 - a, 2 * k + 2)
+    return float(lo), float(hi)
+
+
+def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
+    block = stats_list[0].block
+    up = np.concatenate([s.up for s in stats_list])
+    down = np.concatenate([s.down for s in stats_list])
+    tl = np.concatenate([s.time_low for s in stats_list])
+    th = np.concatenate([s.time_high for s in stats_list])
+    shows = np.concatenate([s.shows for s in stats_list])
+    amp = np.concatenate([s.amplitude for s in stats_list])
+    n = len(up)
+
+    def estimate(idx):
+        u, dn, low, h = up[idx].sum(), down[idx].sum(), tl[idx].sum(), th[idx].sum()
+        qu = u / low if low > 0 else 0.0
+        qd = dn / h if h > 0 else np.nan
+        if u <= 0:
+            return 0.0, np.nan
+        return block_to_pulse(qu, qd if np.isfinite(qd) else 0.0, block)
+
+    all_idx = np.arange(n)
+    p_up, p_down = estimate(all_idx)
+    ci_up = ci_down = None
+    se_up = se_down = None
+    if bootstrap and n >= 2:
+        rng = np.random.default_rng(rng)
+        reps = np.array([estimate(rng.integers(0, n, n)) for _ in range(bootstrap)])
+        ci_up = [float(np.percentile(reps[:, 0], 5)), float(np.percentile(reps[:, 0], 95))]
+        se_up = float(np.std(reps[:, 0], ddof=1))
+        fin = np.isfinite(reps[:, 1])
+        if fin.sum() >= 2:
+            ci_down = [float(np.percentile(reps[fin, 1], 5)), float(np.percentile(reps[fin, 1], 95))]
+            se_down = float(np.std(reps[fin, 1], ddof=1))
+    # few transitions: exact Poisson intervals on the counts (the bootstrap is degenerate there)
+    n_up, n_down, t_low, t_high = up.sum(), down.sum(), tl.sum(), th.sum()
+    qu = n_up / t_low if t_low > 0 else 0.0
+    qd = n_down / t_high if t_high > 0 else 0.0
+    if n_up < 20 and t_low > 0:
+        lo, hi = _poisson_ci(n_up)
+        ci_up = [block_to_pulse(lo / t_low, qd, block)[0], block_to_pulse(hi / t_low, qd, block)[0]]
+        se_up = None
+    if 0 < t_high and n_down < 20:
+        lo, hi = _poisson_ci(n_down)
+        ci_down = [block_to_pulse(qu, lo / t_high, block)[1], block_to_pulse(qu, hi / t_high, block)[1]]
+        se_down = None
+    note = ""
+    if n_up < 20 or n_down < 20:
+        note = (f"few transitions seen ({n_up:.1f} up, {n_down:.1f} down): exact Poisson 90 % intervals, "
+                "no stderr")
+    if not shows.any():
+        total_low = tl.sum() * block
+        note = (f"no RTN seen in {n} trains; p_up = 0 with a 95 % upper bound of "
+                f"{3.0 / max(total_low, 1):.2g} per pulse (rule of three); p_down not identifiable")
+        ci_up = [0.0, float(3.0 / max(total_low, 1))]
+        se_up = None
+        ci_down = None
+    amps = amp[shows & np.isfinite(amp)]
+    return RTNEstimate(
+        p_up=float(p_up), p_down=(float(p_down) if np.isfinite(p_down) else None),
+        p_up_stderr=se_up, p_down_stderr=se_down, p_up_ci90=ci_up, p_down_ci90=ci_down,
+        n_cells=n, n_showing=int(shows.sum()), amplitudes=amps,
+        detection_limit=float(amps.min()) if amps.size else float("nan"), note=note,
+    )
+
+
+class NoiseFitter:
+    """Pink-noise and RTN laws of a campaign, from the drift fit's residual statistics.
+
+    Parameters
+    ----------
+    bootstrap : int, default=100
+        Bootstrap replicates (over cells) for the intervals.
+    random_state : int, default=0
+
+    Attributes
+    ----------
+    pink_ : PinkSpectrum
+    rtn_ : RTNEstimate
+    """
+
+    def __init__(self, bootstrap: int = 100, random_state: int = 0):
+        self.bootstrap = bootstrap
+        self.random_state = random_state
+
+    def fit(self, source):
+        """Fit from a fitted :class:`~hfox_fit.fitting.DriftFitter` or a list of per-die results.
+
+        ``source`` must expose ``spectrum_stats_`` and ``rtn_stats_`` (lists, one per die).
+        """
+        spectra = getattr(source, "spectrum_stats_", None)
+        rtn = getattr(source, "rtn_stats_", None)
+        if spectra is None or rtn is None:
+            raise NotFittedError(
+                f"NoiseFitter.fit expects a fitted DriftFitter (with spectrum_stats_ and rtn_stats_); "
+                f"got {type(source).__name__}."
+            )
+        stats = SpectrumStats.concat(spectra)
+        self.pink_ = fit_pink_spectrum(stats, bootstrap=self.bootstrap, rng=self.random_state)
+        if not self.pink_.lmfit_result.success:
+            warnings.warn(f"the pink-noise spectrum fit did not converge: {self.pink_.lmfit_result.message}",
+                          FitConvergenceWarning, stacklevel=2)
+        rtn = [r for r in rtn if r is not None and len(r.up)]
+        if not rtn:
+            raise FitError("no pulse train long enough for the RTN detection (need 2 blocks of pulses).")
+        self.rtn_ = _pool_rtn(rtn, self.bootstrap, self.random_state)
+        return self

@@ -1,0 +1,42 @@
+"""PyTorch export of hfox_fit (the only part of the package that imports torch).
+
+* :func:`export_checkpoint` / :func:`load_checkpoint`: a :class:`~hfox_fit.model.DeviceModel`
+  as a plain checkpoint that opens with ``torch.load(path, weights_only=True)``.
+* :class:`WeakResetArray`: a fast simulated cell array (``nn.Module``): ``pulse(n)``
+  costs the same for any ``n``; ``set_()``; ``resistance`` / ``conductance``;
+  D2D, C2C, pink noise and RTN can be switched off one by one.
+* :class:`CellBackedWeights`: hold the weights of any ``nn.Module`` in simulated
+  cell pairs (BL, BLb), updated by pulses after each optimizer step.
+
+Training through the cells (a binarized network, any optimizer)::
+
+    import torch
+    from hfox_fit.torch import CellBackedWeights
+
+    net = MyBinarizedNet()                   # its layers use sign(weight) in forward
+    cells = CellBackedWeights(net, "model.pt", scale=0.01, max_pulses=14, seed=0)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    for x, y in loader:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()                           # the optimizer proposes an update ...
+        stats = cells.step()                 # ... it becomes pulses; weights read back
+"""
+
+from ._array import TORCH_LAWS, WeakResetArray
+from ._checkpoint import FORMAT, FORMAT_VERSION, export_checkpoint, load_checkpoint
+from ._pink import PinkMarkov, pink_markov
+from ._weights import CellBackedWeights, sign_readout
+
+__all__ = [
+    "CellBackedWeights",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "PinkMarkov",
+    "TORCH_LAWS",
+    "WeakResetArray",
+    "export_checkpoint",
+    "load_checkpoint",
+    "pink_markov",
+    "sign_readout",
+]

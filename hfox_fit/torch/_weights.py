@@ -1,0 +1,247 @@
+r"""CellBackedWeights: hold the weights of a network in pairs of simulated cells.
+
+The scheme of the paper's binarized networks: each weight is held by two
+cells, on the bit line (BL) and its complement (BLb), and reads
+
+.. math:: W = \operatorname{sign}(R_{BL} - R_{BLb})
+
+After every optimizer step the update each weight received becomes a signed
+number of weak RESET pulses,
+
+.. math:: n = \operatorname{clip}(\operatorname{round}(\Delta W / \text{scale}), -n_{max}, n_{max})
+
+applied to BL when positive and to BLb when negative (RESET only raises R),
+and the weights are read back from the cells. Any optimizer works: only the
+change it made to the weights is used.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from ..model import DeviceModel
+from ._array import WeakResetArray
+
+__all__ = ["CellBackedWeights", "sign_readout"]
+
+
+def sign_readout(r_bl: torch.Tensor, r_blb: torch.Tensor) -> torch.Tensor:
+    """Binary weight of a cell pair: +1 where ``R_BL >= R_BLb``, else -1 (ties read +1)."""
+    return torch.where(r_bl >= r_blb, 1.0, -1.0).to(r_bl.dtype)
+
+
+class CellBackedWeights(nn.Module):
+    """Keep the weights of a module in simulated cell pairs, updated by pulses.
+
+    Parameters
+    ----------
+    params : nn.Module or iterable of torch.Tensor
+        The weights to back. For a module, every parameter with two or more
+        dimensions (the weights of linear and convolution layers; biases and
+        batch-norm parameters stay ordinary floats).
+    model : DeviceModel or path-like
+        The device model, or the path of a checkpoint (:func:`~hfox_fit.torch.export_checkpoint`).
+    scale : float
+        Weight change worth one pulse: ``n = round(delta / scale)``.
+    max_pulses : int, default=14
+        Largest number of pulses per weight and step (the paper's 14).
+    seed : int, optional
+        Seed of the cells' generator.
+    device : str or torch.device, optional
+        Where the cells live; the weights' device by default.
+    dtype : torch.dtype, default=torch.float32
+        Precision of the cell simulation.
+    init : {"cells", "program"}, default="cells"
+        ``"cells"``: the weights take the values the freshly SET cells read
+        (random, set by D2D variability). ``"program"``: pulse each pair until
+        it reads the sign the weight has now (up to ``max_program_steps`` steps
+        of ``max_pulses``).
+    readout : callable, optional
+        ``readout(r_bl, r_blb) -> weights``; :func:`sign_readout` by default.
+    max_program_steps : int, default=1000
+    **switches
+        ``d2d``, ``c2c``, ``pink``, ``rtn`` (the ablation) and ``compile`` of :class:`WeakResetArray`.
+
+    Attributes
+    ----------
+    cells : WeakResetArray
+        ``2 * numel`` cells: the BL cells of all weights, then the BLb cells.
+    numel : int
+        Number of weights backed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hfox_fit import preset_model
+    >>> net = torch.nn.Linear(8, 2)
+    >>> cells = CellBackedWeights(net, preset_model("paper"), scale=0.01, seed=0)
+    >>> opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    >>> loss = net(torch.randn(4, 8)).pow(2).sum()
+    >>> loss.backward(); opt.step()
+    >>> stats = cells.step()              # updates -> pulses -> weights read back
+    >>> bool(torch.equal(net.weight, cells.readout_weights()[0]))
+    True
+    """
+
+    def __init__(self, params, model, *, scale: float, max_pulses: int = 14, seed=None, device=None,
+                 dtype=torch.float32, init: str = "cells", readout: Callable | None = None,
+                 max_program_steps: int = 1000, **switches):
+        super().__init__()
+        if isinstance(params, nn.Module):
+            tensors = [p for p in params.parameters() if p.dim() >= 2]
+            if not tensors:
+                raise ValueError("the module has no parameter with 2 or more dimensions to hold in cells; "
+                                 "pass the tensors to back explicitly.")
+        elif isinstance(params, torch.Tensor):
+            tensors = [params]
+        elif isinstance(params, Iterable):
+            tensors = list(params)
+            bad = [type(p).__name__ for p in tensors if not isinstance(p, torch.Tensor)]
+            if bad:
+                raise TypeError(f"params must be tensors; got {bad[:3]}.")
+            if not tensors:
+                raise ValueError("params is empty: nothing to hold in cells.")
+        else:
+            raise TypeError(f"params must be an nn.Module or an iterable of tensors; got {type(params).__name__}.")
+        devices = {p.device for p in tensors}
+        if len(devices) > 1:
+            raise ValueError(f"the weights live on several devices {sorted(map(str, devices))}; "
+                             "move them to one device first.")
+        if not (isinstance(scale, (int, float)) and scale > 0):
+            raise ValueError(f"scale (weight change per pulse) must be a positive number; got {scale!r}.")
+        if isinstance(max_pulses, bool) or not isinstance(max_pulses, int) or max_pulses < 1:
+            raise ValueError(f"max_pulses must be a positive int; got {max_pulses!r}.")
+        if init not in ("cells", "program"):
+            raise ValueError(f"init must be 'cells' or 'program'; got {init!r}.")
+        self._params = tensors
+        self.shapes = [tuple(p.shape) for p in tensors]
+        self.numel = sum(p.numel() for p in tensors)
+        self.scale = float(scale)
+        self.max_pulses = int(max_pulses)
+        self.readout = readout or sign_readout
+        device = devices.pop() if device is None else device
+        if isinstance(model, (str, os.PathLike)):
+            self.cells = WeakResetArray.from_checkpoint(model, 2 * self.numel, seed=seed, device=device,
+                                                        dtype=dtype, **switches)
+        elif isinstance(model, DeviceModel):
+            self.cells = WeakResetArray(model, 2 * self.numel, seed=seed, device=device, dtype=dtype, **switches)
+        else:
+            raise TypeError(f"model must be a DeviceModel or a checkpoint path; got {type(model).__name__}.")
+        if init == "program":
+            self.program(max_steps=max_program_steps)
+        self.sync()
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def params(self) -> list:
+        """The tensors held in cells (not registered: they stay the module's)."""
+        return list(self._params)
+
+    @property
+    def bl_resistance(self) -> torch.Tensor:
+        """Resistance of the BL cells (Ohm), flat over all weights."""
+        return self.cells.resistance[: self.numel]
+
+    @property
+    def blb_resistance(self) -> torch.Tensor:
+        """Resistance of the BLb cells (Ohm), flat over all weights."""
+        return self.cells.resistance[self.numel:]
+
+    def _read_flat(self) -> torch.Tensor:
+        r = self.cells.resistance
+        return self.readout(r[: self.numel], r[self.numel:])
+
+    def _split(self, flat: torch.Tensor) -> list:
+        out, i = [], 0
+        for p, shape in zip(self._params, self.shapes):
+            k = p.numel()
+            out.append(flat[i:i + k].reshape(shape).to(p.dtype))
+            i += k
+        return out
+
+    def readout_weights(self) -> list:
+        """The weights the cells hold, one tensor per backed parameter."""
+        return self._split(self._read_flat())
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Write the weights the cells hold into the backed tensors (no pulses)."""
+        for p, value in zip(self._params, self.readout_weights()):
+            p.copy_(value.to(p.device))
+
+    # ------------------------------------------------------------------ writing
+    def _flat_params(self) -> torch.Tensor:
+        dev, dtype = self.cells.device, self.cells.dtype
+        return torch.cat([p.detach().reshape(-1).to(device=dev, dtype=dtype) for p in self._params])
+
+    @torch.no_grad()
+    def step(self) -> dict:
+        """Turn the change the optimizer made to the weights into pulses, then read the weights back.
+
+        Call it right after ``optimizer.step()``.
+
+        Returns
+        -------
+        dict
+            ``"pulses"``: total pulses applied (0-d tensor); ``"flips"``:
+            weights whose value changed (0-d tensor); ``"counts"``: the signed
+            pulse count of every weight (flat tensor, + on BL, - on BLb).
+
+        Raises
+        ------
+        ValueError
+            When an update is NaN or infinite.
+        """
+        before = self._read_flat()
+        delta = self._flat_params() - before
+        if not bool(torch.isfinite(delta).all()):
+            raise ValueError("the optimizer left NaN or infinite weights; no pulses were applied.")
+        n = torch.round(delta / self.scale).clamp_(-self.max_pulses, self.max_pulses).to(torch.int32)
+        self.cells.pulse(torch.cat([n.clamp(min=0), n.neg().clamp_(min=0)]))
+        after = self._read_flat()
+        for p, value in zip(self._params, self._split(after)):
+            p.copy_(value.to(p.device))
+        return {"pulses": n.abs().sum(), "flips": (after != before).sum(), "counts": n}
+
+    @torch.no_grad()
+    def set_(self, mask=None) -> None:
+        """SET both cells of the weights in ``mask`` (bool, flat over all weights; all when None)."""
+        if mask is not None:
+            mask = torch.as_tensor(mask, device=self.cells.device)
+            if mask.dtype != torch.bool or tuple(mask.shape) != (self.numel,):
+                raise ValueError(f"mask must be a bool tensor of shape ({self.numel},); "
+                                 f"got {mask.dtype} of shape {tuple(mask.shape)}.")
+            mask = torch.cat([mask, mask])
+        self.cells.set_(mask)
+        self.sync()
+
+    @torch.no_grad()
+    def program(self, max_steps: int = 1000) -> int:
+        """Pulse each pair until its readout has the sign its weight has now.
+
+        Returns
+        -------
+        int
+            Weights still of the wrong sign after ``max_steps`` (a warning says so).
+        """
+        target = torch.where(self._flat_params() >= 0, 1.0, -1.0)
+        for i in range(max_steps + 1):
+            now = torch.where(self._read_flat() >= 0, 1.0, -1.0)
+            bad = now != target
+            wrong = int(bad.sum())
+            if wrong == 0 or i == max_steps:
+                break
+            n = torch.where(bad, target * self.max_pulses, 0.0).to(torch.int32)
+            self.cells.pulse(torch.cat([n.clamp(min=0), n.neg().clamp_(min=0)]))
+        if wrong:
+            warnings.warn(f"{wrong} of {self.numel} weights still read the wrong sign after {max_steps} "
+                          "programming steps.", RuntimeWarning, stacklevel=2)
+        return wrong
+
+    def extra_repr(self) -> str:
+        return f"numel={self.numel}, scale={self.scale}, max_pulses={self.max_pulses}"

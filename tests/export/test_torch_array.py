@@ -1,0 +1,370 @@
+"""WeakResetArray: faithful to DeviceModel.simulate, n pulses at once, resumable, compact, clear errors."""
+
+import io
+
+import numpy as np
+import pytest
+from scipy import signal, stats
+
+torch = pytest.importorskip("torch")
+
+from hfox_fit import CheckpointError, ParameterLaw, preset_model  # noqa: E402
+from hfox_fit.torch import WeakResetArray, export_checkpoint  # noqa: E402
+
+N_CELLS, N_PULSES = 4000, 1000
+
+
+def _trace(arr, pulses):
+    """w after each of ``pulses`` single-pulse calls, shape (cells, pulses + 1)."""
+    w = np.zeros((arr.num_devices, pulses + 1))
+    for k in range(1, pulses + 1):
+        arr.pulse(1)
+        w[:, k] = arr.w.double().numpy()
+    return w
+
+
+def _residual_spectrum(model, w, params):
+    t = np.arange(w.shape[1])
+    res = w - model.mean_w(t, {k: np.asarray(v)[:, None] for k, v in params.items()})
+    f, s = signal.welch(res[:, 1:], nperseg=256, axis=-1)
+    return f[1:], s.mean(axis=0)[1:]
+
+
+@pytest.fixture(scope="module", params=["paper", "wafer_b"])
+def traces(request):
+    """'Measured' (numpy reference with the 15-tap filter) and simulated traces of one model."""
+    model = preset_model(request.param)
+    w_ref, cyc = model.simulate(N_CELLS, N_PULSES, rng=np.random.default_rng(11))
+    arr = WeakResetArray(model, N_CELLS, seed=12)
+    w_sim = _trace(arr, N_PULSES)
+    sim_params = {k: v.double().numpy() for k, v in arr.cell_parameters.items()}
+    return model, w_ref[:, 0], {k: v[:, 0] for k, v in cyc.items()}, w_sim, sim_params
+
+
+@pytest.mark.parametrize("t", [10, 100, 1000])
+def test_distribution_of_w_matches_the_reference(traces, t):
+    model, w_ref, _, w_sim, _ = traces
+    ks = stats.ks_2samp(w_ref[:, t], w_sim[:, t]).statistic
+    assert ks <= 0.05, f"KS distance {ks:.3f} at pulse {t}"
+
+
+def test_residual_spectrum_matches_the_reference(traces):
+    model, w_ref, ref_params, w_sim, sim_params = traces
+    f, s_ref = _residual_spectrum(model, w_ref, ref_params)
+    _, s_sim = _residual_spectrum(model, w_sim, sim_params)
+    ratio = s_sim / s_ref
+    assert ratio.max() <= 1.5 and ratio.min() >= 1 / 1.5, (ratio.min(), ratio.max())
+
+
+def test_pink_stand_in_alone_tracks_the_filter():
+    """Pink noise only (no D2D, no RTN): the spectrum within the stand-in's 1.6 floor, exact mean and variance."""
+    model = preset_model("paper")
+    n = 3000
+    w_ref, cyc = model.simulate(n, 300, rng=np.random.default_rng(3), d2d=False, rtn=False)
+    arr = WeakResetArray(model, n, seed=4, d2d=False, rtn=False)
+    w_sim = _trace(arr, 300)
+    sim_params = {k: v.double().numpy() for k, v in arr.cell_parameters.items()}
+    f, s_ref = _residual_spectrum(model, w_ref[:, 0], {k: v[:, 0] for k, v in cyc.items()})
+    _, s_sim = _residual_spectrum(model, w_sim, sim_params)
+    ratio = s_sim / s_ref
+    assert 1 / 1.75 < ratio.min() and ratio.max() < 1.75
+    for t in (3, 10, 50, 300):
+        assert w_sim[:, t].mean() == pytest.approx(w_ref[:, 0, t].mean(), abs=4e-4)
+        assert w_sim[:, t].std() == pytest.approx(w_ref[:, 0, t].std(), rel=0.05)
+
+
+@pytest.mark.parametrize("switches", [{}, {"d2d": False}, {"d2d": False, "pink": False},
+                                      {"d2d": False, "rtn": False}])
+def test_one_call_with_n_equals_n_calls_with_one(switches):
+    model = preset_model("paper")
+    n, pulses = 20000, 50
+    once = WeakResetArray(model, n, seed=1, **switches)
+    once.pulse(pulses)
+    steps = WeakResetArray(model, n, seed=2, **switches)
+    for _ in range(pulses):
+        steps.pulse(1)
+    assert torch.equal(once.pulses, steps.pulses)
+    res = stats.ks_2samp(once.w.numpy(), steps.w.numpy())
+    assert res.pvalue > 1e-3, res
+
+
+def test_rtn_n_steps_is_exact():
+    """With RTN alone, the share of high cells after n pulses follows the 2x2 matrix power."""
+    model = preset_model("paper")
+    arr = WeakResetArray(model, 200_000, seed=5, d2d=False, pink=False)
+    arr.pulse(torch.full((200_000,), 300))
+    from hfox_fit.laws import rtn_transition_power
+
+    p_high, _ = rtn_transition_power(model.rtn.p_up, model.rtn.p_down, 300)
+    assert float(arr.rtn_high.float().mean()) == pytest.approx(float(p_high), abs=4 * np.sqrt(p_high / 200_000))
+
+
+def test_cost_does_not_depend_on_n_and_mixed_counts_work():
+    model = preset_model("paper")
+    arr = WeakResetArray(model, 1000, seed=0)
+    n = torch.arange(1000) % 15
+    arr.pulse(n)
+    arr.pulse(torch.full((1000,), 10**6))  # a million pulses: one call, no loop
+    assert torch.equal(arr.pulses, (n + 10**6).to(torch.int32))
+    assert torch.isfinite(arr.w).all()
+
+
+def test_without_noise_w_is_the_drift_law_of_the_median_cell():
+    model = preset_model("paper")
+    arr = WeakResetArray(model, 10, seed=0, d2d=False, pink=False, rtn=False)
+    med = {k: model.d2d[k].median() for k in model.parameter_names}
+    for t in (1, 40, 500, 1500):
+        r = arr.pulse(torch.full((10,), t) - arr.pulses)
+        expected = model.mean_w(t, med)
+        np.testing.assert_allclose(arr.w.double().numpy(), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(r.double().numpy(), med["r0"] * np.exp(expected), rtol=1e-5)
+
+
+def test_zero_pulses_keep_state_and_read():
+    arr = WeakResetArray(preset_model("paper"), 100, seed=0)
+    arr.pulse(30)
+    before = {k: v.clone() for k, v in arr.state_dict().items() if isinstance(v, torch.Tensor)}
+    n = torch.zeros(100, dtype=torch.int64)
+    n[:50] = 3
+    r = arr.pulse(n)
+    for k in ("w", "pulses", "pink_state", "rtn_high"):
+        assert torch.equal(getattr(arr, k)[..., 50:], before[k][..., 50:]), k
+    assert not torch.equal(arr.w[:50], before["w"][:50])
+    assert torch.equal(arr.pulse(0), r)  # an int 0 changes nothing
+    torch.testing.assert_close(arr.conductance, 1.0 / arr.resistance)
+
+
+def test_seed_reproduces_and_state_dict_resumes_exactly():
+    model = preset_model("wafer_b")  # copula + C2C
+    n = torch.arange(500) % 15
+    a = WeakResetArray(model, 500, seed=7)
+    b = WeakResetArray(model, 500, seed=7)
+    for _ in range(3):
+        torch.testing.assert_close(a.pulse(n), b.pulse(n), rtol=0, atol=0)
+    a.set_(torch.arange(500) < 100)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    c = WeakResetArray(model, 500, seed=99)  # another seed: everything comes from the state
+    c.load_state_dict(torch.load(buf, weights_only=True))
+    for _ in range(3):
+        torch.testing.assert_close(c.pulse(n), a.pulse(n), rtol=0, atol=0)
+    c.set_()
+    a.set_()
+    torch.testing.assert_close(c.r0, a.r0, rtol=0, atol=0)  # the C2C draws too
+    d = WeakResetArray(model, 500, seed=8)
+    assert not torch.equal(d.pulse(n), a.pulse(n))
+
+
+def test_set_restores_the_post_set_state_with_c2c_draws():
+    model = preset_model("wafer_b")
+    arr = WeakResetArray(model, 2000, seed=0)
+    arr.pulse(200)
+    r0_before = arr.r0.clone()
+    mask = torch.arange(2000) < 1000
+    arr.set_(mask)
+    assert (arr.w[mask] == 0).all() and (arr.pulses[mask] == 0).all()
+    assert (arr.pink_state[:, mask] == 0).all() and not arr.rtn_high[mask].any()
+    torch.testing.assert_close(arr.resistance[mask], arr.r0[mask])
+    assert (arr.w[~mask] != 0).all() and torch.equal(arr.r0[~mask], r0_before[~mask])
+    # new C2C draws: r0 moves by the difference of two C2C draws (sqrt(2) * 60 Ohm), within the D2D bounds
+    moved = (arr.r0[mask] - r0_before[mask]).double()
+    assert 70 < float(moved.std()) < 100
+    lo, hi = model.d2d["r0"].bounds
+    assert float(arr.r0.min()) >= lo - 1 and float(arr.r0.max()) <= hi + 1
+    # the copula: m1 and t* anti-correlated
+    p = arr.cell_parameters
+    rho = stats.spearmanr(p["m1"].numpy(), p["t_star"].numpy()).statistic
+    assert rho < -0.4
+
+
+def test_paper_model_has_no_c2c_draws():
+    arr = WeakResetArray(preset_model("paper"), 100, seed=0)
+    r0 = arr.r0.clone()
+    arr.set_()
+    assert torch.equal(arr.r0, r0)
+
+
+@pytest.mark.parametrize("preset", ["paper", "wafer_b", "all_c2c"])
+def test_at_most_64_bytes_per_cell(preset):
+    if preset == "all_c2c":
+        model = preset_model("wafer_b")
+        for k in model.parameter_names:
+            model.c2c[k] = ParameterLaw("norm", {"loc": 0.0, "scale": 1e-3}, None)
+    else:
+        model = preset_model(preset)
+    arr = WeakResetArray(model, 100_000, seed=0)
+    nbytes = sum(b.numel() * b.element_size() for b in arr.buffers())
+    assert nbytes / arr.num_devices == pytest.approx(arr.bytes_per_cell())
+    assert arr.bytes_per_cell() <= 64
+    assert arr.bytes_per_cell() < {"paper": 42, "wafer_b": 46, "all_c2c": 54}[preset]
+
+
+def test_dtype_float64_and_module_moves():
+    arr = WeakResetArray(preset_model("paper"), 100, seed=0, dtype=torch.float64)
+    assert arr.pulse(5).dtype == torch.float64
+    arr = arr.to(torch.float32)
+    assert arr.pulse(5).dtype == torch.float32
+    arr.to("cpu")
+    arr.pulse(1)
+
+
+def test_from_checkpoint(tmp_path):
+    path = export_checkpoint(preset_model("wafer_b"), tmp_path / "model.pt",
+                             provenance={"cells_used": 10, "store_sha256": "0" * 64})
+    arr = WeakResetArray.from_checkpoint(path, 300, seed=3, pink=False)
+    assert arr.provenance["cells_used"] == 10 and not arr.pink
+    ref = WeakResetArray(preset_model("wafer_b"), 300, seed=3, pink=False)
+    torch.testing.assert_close(arr.pulse(20), ref.pulse(20), rtol=0, atol=0)
+
+
+def test_bad_checkpoint_and_device(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="damaged"):
+        WeakResetArray.from_checkpoint(path, 10)
+    good = export_checkpoint(preset_model("paper"), tmp_path / "good.pt", provenance={})
+    with pytest.raises(ValueError, match="cannot place the cell array on device 'nodevice'"):
+        WeakResetArray.from_checkpoint(good, 10, device="nodevice")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cannot place the cell array on device 'cuda'"):
+            WeakResetArray.from_checkpoint(good, 10, device="cuda")
+
+
+@pytest.mark.parametrize("counts, message", [
+    (-1, "must be >= 0; got -1"),
+    (2.5, "whole numbers; got 2.5"),
+    (torch.tensor([1, -2, 3]), "must be >= 0; cell 1 got -2"),
+    (torch.tensor([1.0, 2.5, 3.0]), "whole numbers; cell 1 got 2.5"),
+    (torch.tensor([1.0, float("nan"), 3.0]), "whole numbers; cell 1 got nan"),
+    (torch.ones(4, dtype=torch.int64), r"shape \(4,\) do not match the array of 3 cells"),
+    (torch.ones(3, 1, dtype=torch.int64), r"shape \(3, 1\) do not match"),
+    (torch.ones(3, dtype=torch.complex64), "must be integers"),
+])
+def test_bad_pulse_counts(counts, message):
+    arr = WeakResetArray(preset_model("paper"), 3, seed=0)
+    with pytest.raises(ValueError, match=message):
+        arr.pulse(counts)
+    assert (arr.pulses == 0).all()  # nothing was applied
+
+
+def test_bad_construction():
+    model = preset_model("paper")
+    with pytest.raises(ValueError, match="num_devices must be a positive int"):
+        WeakResetArray(model, 0)
+    with pytest.raises(ValueError, match="float32 or torch.float64"):
+        WeakResetArray(model, 10, dtype=torch.float16)
+    with pytest.raises(TypeError, match="needs a DeviceModel"):
+        WeakResetArray(model.to_dict(), 10)
+    arr = WeakResetArray(model, 10, seed=0)
+    with pytest.raises(ValueError, match=r"mask of shape \(5,\) does not match the array of 10 cells"):
+        arr.set_(torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="bool tensor"):
+        arr.set_(torch.ones(10))
+    with pytest.raises(ValueError, match="either seed or generator"):
+        WeakResetArray(model, 10, seed=1, generator=torch.Generator())
+
+
+def test_caller_generator_is_used():
+    model = preset_model("paper")
+    a = WeakResetArray(model, 50, generator=torch.Generator().manual_seed(4))
+    b = WeakResetArray(model, 50, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(a.pulse(3), b.pulse(3), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("law", ["two_slope", "power", "log"])
+def test_torch_drift_laws_match_numpy(law):
+    from hfox_fit.laws import DRIFT_LAWS
+    from hfox_fit.torch import TORCH_LAWS
+
+    t = np.arange(1.0, 3000.0, 7.0)
+    rng = np.random.default_rng(0)
+    params = {k: rng.uniform(0.05, 1.0, t.size) * (300 if k in ("t_star", "tau") else 1)
+              for k in DRIFT_LAWS[law].params}
+    out = TORCH_LAWS[law](torch.tensor(t), {k: torch.tensor(v) for k, v in params.items()})
+    np.testing.assert_allclose(out.numpy(), DRIFT_LAWS[law](t, **params), rtol=1e-12)
+
+
+def _log_model():
+    from hfox_fit import DeviceModel
+
+    base = preset_model("paper").d2d
+    d2d = {"a": ParameterLaw("lognorm", {"s": 0.3, "scale": 0.05}, (0.01, 0.2)),
+           "tau": ParameterLaw("lognorm", {"s": 0.5, "scale": 30.0}, (1.0, 500.0)),
+           "c1": base["c1"], "r0": base["r0"], "rtn_amplitude": base["rtn_amplitude"]}
+    return DeviceModel(law="log", d2d=d2d)
+
+
+def test_other_laws_simulate(monkeypatch):
+    model = _log_model()
+    arr = WeakResetArray(model, 2000, seed=0, pink=False, rtn=False)
+    arr.pulse(100)
+    p = {k: v.double().numpy() for k, v in arr.cell_parameters.items()}
+    np.testing.assert_allclose(arr.w.double().numpy(), model.mean_w(100, p), rtol=1e-5, atol=1e-6)
+    from hfox_fit import FitError
+    from hfox_fit.torch import TORCH_LAWS
+
+    monkeypatch.delitem(TORCH_LAWS, "log")
+    with pytest.raises(FitError, match="no torch version of drift law 'log'"):
+        WeakResetArray(model, 10)
+
+
+def test_state_from_another_device_kind_warns_and_goes_on():
+    model = preset_model("paper")
+    a = WeakResetArray(model, 50, seed=0)
+    state = a.state_dict()
+    extra = dict(state["_extra_state"])
+    extra["rng_device"] = "cuda"
+    extra["rng_state"] = torch.zeros(16, dtype=torch.uint8)
+    b = WeakResetArray(model, 50, seed=1)
+    gen = b.generator
+    with pytest.warns(RuntimeWarning, match="continues in distribution but not draw for draw"):
+        b.load_state_dict({**state, "_extra_state": extra})
+    assert torch.equal(b.cell_params, a.cell_params)
+    b.to("cpu")
+    assert b.generator is gen  # same device: the generator is kept
+    assert torch.isfinite(b.pulse(3)).all()
+
+
+def test_compile_falls_back_to_eager_with_a_warning(monkeypatch):
+    from hfox_fit.torch import _array
+
+    def broken():
+        def run(*args):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(_array, "_compiled_advance", broken)
+    model = preset_model("paper")
+    a = WeakResetArray(model, 200, seed=0, compile=True)
+    b = WeakResetArray(model, 200, seed=0)
+    with pytest.warns(RuntimeWarning, match="torch.compile of the pulse update failed.*no C\\+\\+ compiler"):
+        ra = a.pulse(7)
+    assert not a.compile
+    torch.testing.assert_close(ra, b.pulse(7), rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_compiled_update_matches_eager():
+    model = preset_model("wafer_b")
+    a = WeakResetArray(model, 5000, seed=0, compile=True)
+    b = WeakResetArray(model, 5000, seed=0)
+    n = torch.arange(5000) % 15
+    for counts in (n, 3, n):
+        torch.testing.assert_close(a.pulse(counts), b.pulse(counts), rtol=1e-5, atol=0)
+    assert a.compile  # it did compile
+    assert torch.equal(a.rtn_high, b.rtn_high) and torch.equal(a.pulses, b.pulses)
+
+
+def test_table_and_closed_form_coefficients_agree():
+    """Counts up to 64 read the n-step coefficients from a table; larger ones compute them."""
+    arr = WeakResetArray(preset_model("paper"), 130, seed=0, dtype=torch.float64)
+    n = torch.arange(130, dtype=torch.int32)
+    table = [t for t in arr._coefficients(n[:65], None, 64)]
+    formula = [t for t in arr._coefficients(n, None, 129)]
+    for t_tab, t_form in zip(table, formula):
+        torch.testing.assert_close(t_tab, t_form[..., :65], rtol=1e-9, atol=1e-12)
+    for k in (3, 100):  # scalar counts, table and closed form
+        scalar = arr._coefficients(torch.tensor(k, dtype=torch.int32), k, k)
+        for t_s, t_form in zip(scalar, formula):
+            torch.testing.assert_close(t_s.reshape(-1), t_form[..., k].reshape(-1), rtol=1e-9, atol=1e-12)

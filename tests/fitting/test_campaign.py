@@ -1,0 +1,148 @@
+"""fit_campaign: the summary JSON contract, the DeviceModel, population accuracy, arrays, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fit_helpers import fit_quietly
+
+from hfox_fit import DeviceModel, FitError
+from hfox_fit.fitting import CampaignFit, fit_campaign
+
+FLAGS = ("stuck", "abrupt", "open", "failed")
+
+
+def _family_ok(entry, truth_law):
+    """The true family is chosen, or statistically tied with the choice (AIC within 2)."""
+    fam = entry["family"] + ("_truncated" if entry["bounds"] is not None else "")
+    best = entry["scores"][fam]["aic"]
+    tied = {k.replace("_truncated", "") for k, v in entry["scores"].items()
+            if v["aic"] is not None and v["aic"] <= best + 2.0}
+    return entry["family"] == truth_law.family or truth_law.family in tied
+
+
+def test_summary_follows_the_contract(paper_fit):
+    s = paper_fit.summary_
+    json.dumps(s, allow_nan=False)  # strict JSON: no NaN or Infinity
+    assert set(s["devices"]) >= {"total", "fitted", "flagged"} and set(s["devices"]["flagged"]) == set(FLAGS)
+    assert s["drift"]["law"] == "two_slope"
+    assert set(s["drift"]["scores"]) == {"two_slope", "power", "log"}
+    assert all({"aic", "bic"} <= set(v) for v in s["drift"]["scores"].values())
+    assert s["drift"]["scores"]["two_slope"]["aic"] == min(v["aic"] for v in s["drift"]["scores"].values())
+    assert set(s["d2d"]) == {"m1", "t_star", "m2", "c1", "r0"}
+    for p, d in s["d2d"].items():
+        assert {"family", "params", "bounds", "median", "median_ci90", "ks"} <= set(d), p
+        assert d["bounds"] is None or (len(d["bounds"]) == 2 and d["bounds"][0] < d["bounds"][1])
+        lo, hi = d["median_ci90"]
+        assert lo <= d["median"] <= hi, p
+        assert 0 <= d["ks"] < 0.1
+    c = s["correlation"]
+    k = len(c["names"])
+    assert np.asarray(c["spearman"]).shape == (k, k) == np.asarray(c["copula"]).shape
+    assert {"std", "exponent", "std_stderr", "std_ci90", "exponent_ci90"} <= set(s["pink"])
+    assert {"p_up", "p_down", "p_up_ci90", "p_down_ci90", "amplitude"} <= set(s["rtn"])
+    assert "median" in s["rtn"]["amplitude"] and s["rtn"]["amplitude"]["median_ci90"] is not None
+
+
+def test_the_device_model_is_built_and_simulates(paper_fit):
+    m = paper_fit.model_
+    assert isinstance(m, DeviceModel) and m.law == "two_slope"
+    assert set(m.d2d) == {"m1", "t_star", "m2", "c1", "r0", "rtn_amplitude"}
+    assert m.pink.std == pytest.approx(paper_fit.summary_["pink"]["std"])
+    assert m.rtn.p_up == pytest.approx(paper_fit.summary_["rtn"]["p_up"])
+    again = DeviceModel.from_dict(json.loads(json.dumps(m.to_dict())))
+    w, params = again.simulate(50, 200, rng=np.random.default_rng(0))
+    assert w.shape == (50, 1, 201) and np.isfinite(w).all()
+
+
+@pytest.mark.parametrize("which", ["paper", "wafer_b"])
+def test_population_laws(which, paper_wafer, paper_fit, wafer_b, wafer_b_fit):
+    wafer, fit = (paper_wafer, paper_fit) if which == "paper" else (wafer_b, wafer_b_fit)
+    s, truth = fit.summary_, wafer.model
+    for p in ("r0", "t_star", "m1"):
+        d = s["d2d"][p]
+        assert _family_ok(d, truth.d2d[p]), (p, d["family"], d["scores"])
+        assert d["median"] == pytest.approx(truth.d2d[p].median(), rel=0.05), p
+
+
+def test_wafer_b_correlation_and_c2c(wafer_b_fit):
+    s = wafer_b_fit.summary_
+    names = s["correlation"]["names"]
+    i, j = names.index("m1"), names.index("t_star")
+    assert s["correlation"]["copula"][i][j] == pytest.approx(-0.6, abs=0.1)
+    assert s["correlation"]["spearman"][i][j] < -0.4
+    assert s["c2c"]["r0"]["significant"] and s["c2c"]["r0"]["scale"] == pytest.approx(60.0, rel=0.2)
+    assert s["c2c"]["m1"]["significant"] and s["c2c"]["m1"]["scale"] == pytest.approx(4e-5, rel=0.3)
+    assert not s["c2c"]["c1"]["significant"]
+    assert set(wafer_b_fit.model_.c2c) >= {"r0", "m1"}
+    assert wafer_b_fit.model_.correlation[i, j] == pytest.approx(-0.6, abs=0.1)
+
+
+def test_arrays_for_validation_plots(paper_fit):
+    a = paper_fit.arrays_
+    assert a["spectrum_freq"].shape == a["spectrum_measured"].shape == a["spectrum_fitted"].shape
+    assert np.all(np.diff(a["spectrum_freq"]) > 0)
+    assert a["w_quantiles"].shape == (len(a["w_quantile_levels"]), len(a["w_pulse"]))
+    assert np.all(np.diff(a["w_quantiles"], axis=0) >= 0)
+    assert a["w_traces"].shape[1] == len(a["w_pulse"])
+    assert len(a["d2d_values_m1"]) == paper_fit.summary_["devices"]["fitted"]
+    assert set(paper_fit.law_fits_) == {"two_slope", "power", "log"}
+    assert "[[Drift law]]" in paper_fit.report()
+
+
+def test_jobs_and_progress_give_the_same_fit(small_wafer, capsys):
+    one = fit_quietly(small_wafer.dies, law="two_slope", bootstrap=10)
+    two = fit_quietly(small_wafer.dies, law="two_slope", bootstrap=10, jobs=2, progress=True)
+    assert isinstance(two, CampaignFit)
+    np.testing.assert_allclose(one.cells_["m1"], two.cells_["m1"])
+    assert one.summary_ == two.summary_
+    assert "die" in capsys.readouterr().err  # the tqdm bar (one step per die)
+
+
+def test_a_generator_of_dies_is_accepted(small_wafer):
+    fit = fit_quietly(iter(small_wafer.dies), law="power", bootstrap=10)
+    assert fit.law_ == "power" and list(fit.summary_["d2d"]) == ["a", "b", "c1", "r0"]
+
+
+def test_bad_input_is_a_clear_error(small_wafer):
+    with pytest.raises(FitError, match="no dies to fit"):
+        fit_campaign([])
+    with pytest.raises(FitError, match="must be one of"):
+        fit_campaign(small_wafer.dies, law="linear")
+    with pytest.raises(FitError, match="jobs must be a positive integer"):
+        fit_campaign(small_wafer.dies, jobs=0)
+    with pytest.raises(FitError, match="expects DieData"):
+        fit_campaign(["not a die"])
+
+
+def test_no_fittable_cell_is_a_clear_error(small_wafer):
+    die = small_wafer.dies[0]
+    dead = type(die)(die.wafer, die.die, die.devices, die.cycles, np.full(die.resistance.shape, np.nan),
+                     die.present, die.v_read, die.v_pulse, die.pulse_width)
+    with pytest.raises(FitError, match="no cell could be fitted"):
+        fit_quietly([dead], law="two_slope")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_convergence_warnings_reach_the_caller(small_wafer, monkeypatch, jobs):
+    from hfox_fit import FitConvergenceWarning
+    from hfox_fit.fitting import drift as drift_module
+
+    real = drift_module._fit_law
+
+    def broken(name, *args, **kwargs):
+        f = real(name, *args, **kwargs)
+        f.beta[0] = np.nan
+        f.converged[0] = False
+        return f
+
+    def no_lmfit(*args, **kwargs):
+        raise RuntimeError("no lmfit in this test")
+
+    monkeypatch.setattr(drift_module, "_fit_law", broken)
+    monkeypatch.setattr(drift_module, "_lmfit_refit", no_lmfit)
+    with pytest.warns(FitConvergenceWarning, match="did not converge"):
+        fit = fit_campaign(small_wafer.dies, law="two_slope", jobs=jobs, bootstrap=10)
+    assert fit.summary_["devices"]["flagged"]["failed"] == 1

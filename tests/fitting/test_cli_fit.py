@@ -1,0 +1,76 @@
+"""``hfox-fit fit`` and ``hfox-fit devices`` against a campaign store."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from hfox_fit.cli import main
+from hfox_fit.schema import dies_to_table
+
+store_module = pytest.importorskip("hfox_fit.store")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, small_wafer_module):
+    path = tmp_path_factory.mktemp("cli") / "campaign.h5"
+    store_module.CampaignStore(path).ingest_table(dies_to_table(small_wafer_module.dies), name="simulated")
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_wafer_module():
+    from hfox_fit.synth import make_wafer
+
+    return make_wafer("paper", devices=96, pulses=300, seed=11)
+
+
+def test_fit_then_devices(store, tmp_path, capsys):
+    summary = tmp_path / "summary.json"
+    assert main(["fit", str(store), "--law", "two_slope", "--summary", str(summary)]) == 0
+    out = capsys.readouterr()
+    assert "drift law: two_slope" in out.out and "fitted" in out.out
+    assert "die" in out.err  # the progress bar
+    s = json.loads(summary.read_text())
+    assert s["drift"]["law"] == "two_slope" and s["devices"]["total"] == 96
+    fit = store_module.CampaignStore(store).load_fit()
+    assert fit.summary == s and fit.model["law"] == "two_slope" and len(fit.cells) == 96
+    assert "spectrum_measured" in fit.arrays and fit.fitted_at
+
+    csv = tmp_path / "devices.csv"
+    assert main(["devices", str(store), "-o", str(csv)]) == 0
+    df = pd.read_csv(csv)
+    assert list(df.columns[:4]) == ["wafer", "die", "device", "cycle"]
+    for col in ("m1", "m1_stderr", "t_star", "t_star_stderr", "m2", "m2_stderr", "c1", "c1_stderr", "r0",
+                "r0_stderr", "flag", "flag_reason"):
+        assert col in df, col
+    assert len(df) == 96 and set(df["flag"]) <= {"ok", "stuck", "abrupt", "open", "failed"}
+
+
+def test_refit_replaces_and_keeps_history(store, capsys):
+    assert main(["fit", str(store), "--law", "power", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    fit = store_module.CampaignStore(store).load_fit()
+    assert fit.summary["drift"]["law"] == "power" and "a_stderr" in fit.cells
+    assert len(fit.history) >= 2
+
+
+def test_user_errors_exit_2(tmp_path, store, capsys):
+    assert main(["fit", str(tmp_path / "missing.h5")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["fit", str(store), "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", str(store), "--law", "linear"])
+    assert main(["devices", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "x.csv")]) == 2
+    assert main(["devices", str(store), "-o", str(tmp_path / "no" / "dir" / "x.csv")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_devices_needs_a_fit(tmp_path, small_wafer_module, capsys):
+    path = tmp_path / "unfitted.h5"
+    store_module.CampaignStore(path).ingest_table(dies_to_table(small_wafer_module.dies[:1]), name="sim")
+    assert main(["devices", str(path), "-o", str(tmp_path / "x.csv")]) == 2
+    assert "no fit" in capsys.readouterr().err

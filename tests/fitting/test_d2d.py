@@ -1,0 +1,124 @@
+"""D2D laws (families, truncation, censoring, measurement error, outliers), correlations and C2C."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hfox_fit import FitError, NotFittedError
+from hfox_fit.fitting import D2DFitter, correlations, fit_c2c, fit_parameter
+from hfox_fit.laws import ParameterLaw
+
+
+@pytest.mark.parametrize(
+    "law",
+    [
+        ParameterLaw("norm", {"loc": 6988.0, "scale": 381.7}, (6252.0, 7897.0)),
+        ParameterLaw("lognorm", {"s": 0.5, "loc": 0.0, "scale": 8e-4}),
+        ParameterLaw("expon", {"loc": 3.74e-5, "scale": 6.56e-4}),
+        ParameterLaw("gamma", {"a": 6.0, "loc": 0.0, "scale": 60.0}),
+        ParameterLaw("weibull_min", {"c": 1.8, "loc": 0.0, "scale": 2.0}),
+    ],
+    ids=lambda law: law.family,
+)
+def test_family_and_median_are_recovered(law):
+    x = law.sample(3000, rng=np.random.default_rng(1))
+    fit = fit_parameter("p", x, bootstrap=100, rng=2)
+    assert fit.law.family == law.family, fit.scores
+    assert (fit.law.bounds is not None) == (law.bounds is not None)
+    assert fit.median == pytest.approx(law.median(), rel=0.05)
+    lo, hi = fit.median_ci90
+    assert lo < fit.median < hi
+    assert fit.ks < 0.03
+
+
+def test_right_censored_values_are_used():
+    law = ParameterLaw("lognorm", {"s": 0.8, "loc": 0.0, "scale": 540.0})
+    x = law.sample(3000, rng=np.random.default_rng(3))
+    cens = x > 1000
+    values = np.where(cens, np.nan, x)
+    lower = np.where(cens, 1000.0, np.nan)
+    fit = fit_parameter("t_star", values, lower=lower, upper=np.full(len(x), np.inf), bootstrap=50)
+    assert fit.n_censored == cens.sum()
+    assert fit.law.family == "lognorm"
+    assert fit.law.params["s"] == pytest.approx(0.8, rel=0.08)
+    assert fit.median == pytest.approx(540.0, rel=0.05)
+    # dropping the censored cells instead would bias the median low
+    naive = fit_parameter("t_star", x[~cens], bootstrap=0)
+    assert naive.median < 0.9 * 540.0
+
+
+def test_measurement_error_is_deconvolved():
+    rng = np.random.default_rng(4)
+    law = ParameterLaw("expon", {"loc": 0.0, "scale": 3e-5})
+    x = law.sample(2000, rng=rng)
+    se = np.full(len(x), 1.5e-5)
+    noisy = x + se * rng.standard_normal(len(x))
+    fit = fit_parameter("m2", noisy, stderr=se, bootstrap=0)
+    assert fit.law.family == "expon"
+    assert fit.median == pytest.approx(law.median(), rel=0.15)
+
+
+def test_a_few_failed_fits_do_not_decide_the_family():
+    rng = np.random.default_rng(5)
+    x = ParameterLaw("gamma", {"a": 6.0, "loc": 0.0, "scale": 60.0}).sample(2000, rng=rng)
+    bad = np.concatenate([x, rng.uniform(-200, 3000, 30)])  # 1.5 % garbage
+    fit = fit_parameter("t_star", bad, bootstrap=0)
+    assert fit.law.family == "gamma"
+    assert 0.005 < fit.contamination < 0.05
+    assert fit.median == pytest.approx(360.0 * (1 - 1 / 18), rel=0.05)
+
+
+def test_too_few_values_is_a_clear_error():
+    with pytest.raises(FitError, match="only 3 cell"):
+        fit_parameter("m1", [1.0, 2.0, 3.0])
+
+
+def test_correlations_are_recovered():
+    rng = np.random.default_rng(6)
+    z = rng.multivariate_normal([0, 0, 0], [[1, -0.6, 0], [-0.6, 1, 0], [0, 0, 1]], size=3000)
+    tab = pd.DataFrame({"a": np.exp(z[:, 0]), "b": 100 + 10 * z[:, 1] ** 3, "c": z[:, 2]})
+    out = correlations(tab, ["a", "b", "c"])
+    cop = np.array(out["copula"])
+    assert cop[0, 1] == pytest.approx(-0.6, abs=0.05)
+    assert abs(cop[0, 2]) < 0.06
+    assert np.all(np.linalg.eigvalsh(cop) > 0)
+    sp = np.array(out["spearman"])
+    assert sp[0, 1] == pytest.approx(6 / np.pi * np.arcsin(-0.3), abs=0.05)
+
+
+def test_c2c_scale_is_recovered_and_absent_c2c_is_not_invented():
+    rng = np.random.default_rng(7)
+    n, c = 800, 3
+    own = rng.normal(1e-3, 2e-4, n)
+    se = 1e-5
+    rows = pd.DataFrame({
+        "wafer": "W", "die": "D", "device": np.repeat([f"d{i}" for i in range(n)], c), "cycle": np.tile(np.arange(c), n),
+        "m1": np.repeat(own, c) + rng.normal(0, 4e-5, n * c) + rng.normal(0, se, n * c),
+        "m1_stderr": se,
+        "c1": np.repeat(rng.normal(0, 0.05, n), c) + rng.normal(0, 0.003, n * c),
+        "c1_stderr": 0.003,
+    })
+    out = fit_c2c(rows, ["m1", "c1"], bootstrap=50)
+    assert out["m1"]["significant"] and out["m1"]["scale"] == pytest.approx(4e-5, rel=0.15)
+    lo, hi = out["m1"]["scale_ci90"]
+    assert lo < 4e-5 < hi
+    assert not out["c1"]["significant"]
+
+
+def test_d2d_fitter_on_cells_and_errors():
+    rng = np.random.default_rng(8)
+    tab = pd.DataFrame({"wafer": "W", "die": "D", "device": [f"d{i}" for i in range(500)], "cycle": 0,
+                        "flag": "ok", "m1": rng.lognormal(-7, 0.5, 500), "m1_stderr": 1e-5})
+    tab.loc[:9, "flag"] = "stuck"
+    tab.loc[:9, "m1"] = 0.0  # flagged cells are not used
+    fit = D2DFitter(["m1"], bootstrap=20).fit(tab)
+    assert fit.laws_["m1"].family == "lognorm"
+    assert fit.fits_["m1"].n_used == 490
+    with pytest.raises(FitError, match=r"no column\(s\) \['r0'\]"):
+        D2DFitter(["r0"]).fit(tab)
+    with pytest.raises(FitError, match="no unflagged cell"):
+        D2DFitter(["m1"]).fit(tab.assign(flag="open"))
+    with pytest.raises(NotFittedError):
+        D2DFitter(["m1"])._check()
