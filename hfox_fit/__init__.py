@@ -14,6 +14,7 @@ from .exceptions import (
     IngestWarning,
     NotFittedError,
     ParseError,
+    ReportError,
     SchemaError,
     StoreError,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "ParameterLaw",
     "ParseError",
     "PinkNoise",
+    "ReportError",
     "SchemaError",
     "StoreError",
     "TelegraphNoise",

@@ -50,6 +50,10 @@ class CheckpointError(HfoxError, ValueError):
     """A model checkpoint is damaged, of an unknown format, or too new."""
 
 
+class ReportError(HfoxError, ValueError):
+    """The report cannot be written: bad output path, no fit, unusable inputs."""
+
+
 class HfoxWarning(UserWarning):
     """Base class of hfox_fit's warnings."""
 

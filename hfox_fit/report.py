@@ -35,7 +35,7 @@ import pandas as pd
 from scipy import signal, special, stats
 
 from ._version import __version__
-from .exceptions import HfoxError
+from .exceptions import ReportError
 from .laws import get_law
 from .model import DeviceModel
 
@@ -46,10 +46,6 @@ FIGURES = ("traces", "band", "ecdf", "parameters", "pairs", "c2c", "noise", "die
 
 _FLAGS = ("ok", "stuck", "abrupt", "open", "failed")
 _NO_COORDS = "no die coordinates in this campaign"
-
-
-class ReportError(HfoxError, ValueError):
-    """The report cannot be written: bad output path, no fit, unusable inputs."""
 
 
 @dataclass
