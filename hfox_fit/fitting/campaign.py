@@ -147,6 +147,25 @@ def _clean(obj):
     return obj
 
 
+def _leave_out_masked(rows: pd.DataFrame, params, max_masked: float) -> pd.DataFrame:
+    """Blank the drift parameters of trains whose reads were mostly masked (RTN-high), for the D2D fits.
+
+    When RTN hides a large part of a train, its drift (a break inside the hidden
+    part, say) can be missed; RTN is independent of the drift, so leaving these
+    trains out of the drift parameters' populations does not bias them. ``r0``
+    is kept.
+    """
+    rows = rows.copy()
+    total = rows["n_reads"].to_numpy(float) + rows["n_masked"].to_numpy(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hidden = rows["n_masked"].to_numpy(float) / total > max_masked
+    for p in params:
+        for col in (p, p + "_stderr", p + "_lo", p + "_hi"):
+            if col in rows:
+                rows.loc[hidden, col] = np.nan
+    return rows
+
+
 def _lmfit_check(results, law) -> dict:
     """How much lmfit, started at the vectorised optimum, improved the SSE of the sampled trains."""
     changes = [v for r in results for v in r.verify.get(law, {}).values()]
@@ -185,7 +204,7 @@ def _median_curve_fits(traces: np.ndarray, offset: np.ndarray) -> dict:
 
 def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False, *,
                  options: DriftOptions | None = None, bootstrap: int = 200, random_state: int = 0,
-                 n_dies: int | None = None) -> CampaignFit:
+                 n_dies: int | None = None, max_masked: float = 0.3) -> CampaignFit:
     """Fit the weak-RESET model to a campaign.
 
     Parameters
@@ -204,6 +223,10 @@ def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False,
     random_state : int, default=0
     n_dies : int, optional
         Number of dies, for the progress bar when ``dies`` is an iterator.
+    max_masked : float, default=0.3
+        Trains with a larger fraction of reads masked as RTN-high are left out
+        of the drift parameters' D2D fits (RTN may hide their break; it is
+        independent of the drift, so this does not bias the populations).
 
     Returns
     -------
@@ -259,7 +282,7 @@ def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False,
     for _, caught in results:  # warnings of the per-die step, raised here even from worker processes
         for category, message in caught:
             warnings.warn(message, category, stacklevel=2)
-    return _pool([r for r, _ in results], law, bootstrap, random_state)
+    return _pool([r for r, _ in results], law, bootstrap, random_state, max_masked)
 
 
 def _fit_die_recorded(die, law, options):
@@ -270,7 +293,7 @@ def _fit_die_recorded(die, law, options):
     return res, [(w.category, str(w.message)) for w in caught]
 
 
-def _pool(results, law, bootstrap, random_state) -> CampaignFit:
+def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignFit:
     laws = ("two_slope", "power", "log") if law == "auto" else (law,)
     drift = DriftFitter(law=law)._from_results(results, laws)
     if not drift.per_cell_["flag"].eq("ok").any():
@@ -293,6 +316,7 @@ def _pool(results, law, bootstrap, random_state) -> CampaignFit:
     # D2D
     params = list(get_law(chosen).params) + ["r0"]
     d2d_rows = censor_late_breaks(cells) if chosen == "two_slope" else cells
+    d2d_rows = _leave_out_masked(d2d_rows, list(get_law(chosen).params), max_masked)
     d2d = D2DFitter(params, bootstrap=bootstrap, random_state=random_state, fallback=True).fit(d2d_rows)
     notes.extend(d2d.notes_)
     fits, laws_used, cell_tab = d2d.fits_, d2d.laws_, d2d.cells_

@@ -225,7 +225,7 @@ class _Data:
 
 
 #: Largest fraction of values the contamination guard may set aside.
-MAX_CONTAMINATION = 0.1
+MAX_CONTAMINATION = 0.03
 #: A cell's stderr above this fraction of the population's robust spread is folded into its
 #: likelihood (errors in variables, Gauss-Hermite quadrature over its measurement error).
 EIV_THRESHOLD = 0.05
@@ -653,17 +653,34 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
     finite = {k: v["aic"] for k, v in scores.items() if np.isfinite(v["aic"])}
     if not finite:
         raise FitError(f"parameter {name!r}: no candidate family could be fitted ({scores}).")
-    low = min(finite.values())
-    best = next(k for k in order if k in finite and finite[k] <= low + 2.0)
-    cand, kw, eps = fits[best]
-    if sel_data is not data:
-        fam = best.replace("_truncated", "")
-        cand, kw, eps, _ = _fit_candidate(fam, best.endswith("_truncated"), data, start_v=cand.pack(kw, eps))
+    note = ""
+    while True:
+        low = min(finite.values())
+        best = next(k for k in order if k in finite and finite[k] <= low + 2.0)
+        cand, kw, eps = fits[best]
+        if sel_data is data:
+            break
+        # chosen on a subset: refit on every cell; a candidate that does not hold there (e.g. a
+        # truncation bound at a value <= 0 for a positive family) gives way to the next one
+        fam, trunc = best.replace("_truncated", ""), best.endswith("_truncated")
+        refit = None
+        for start in (cand.pack(kw, eps), None):
+            try:
+                refit = _fit_candidate(fam, trunc, data, start_v=start)
+                break
+            except (ValueError, FloatingPointError):
+                continue
+        if refit is not None:
+            cand, kw, eps, _ = refit
+            break
+        scores[best]["note"] = "chosen on the subset, but not valid on all the cells"
+        del finite[best]
+        if not finite:
+            raise FitError(f"parameter {name!r}: no candidate family holds on all the cells ({scores}).")
     law = ParameterLaw(cand.family, kw, cand.bounds)
     ci = _bootstrap_median(cand, kw, eps, data, bootstrap, rng)
-    note = ""
     if ci is None and bootstrap:
-        note = "median interval unavailable: the bootstrap could not be computed for this law"
+        note = _join(note, "median interval unavailable: the bootstrap could not be computed for this law")
     if eps * len(x) >= 1:
         note = _join(note, f"about {eps * len(x):.0f} value(s) ({100 * eps:.1f} %) set aside as outliers by the "
                            "contamination guard")

@@ -667,11 +667,13 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
         line_se = np.sqrt(var_b1) / scale
         use_line = no_break & ~(signif >= options.m1_threshold)
         values["m1"] = np.where(use_line, line_beta[:, 1] / scale, values["m1"])
-        # ... and its uncertainty includes an early break the data cannot rule out (90 % profile,
-        # first segment of at least a tenth of the train): half the spread of m1 over those breaks
+        # ... and its uncertainty includes an early break the data cannot rule out (99 % profile,
+        # first segment of at least 4 % of the train): half the spread of m1 over those breaks
         last_fit = np.max(np.where(lw > 0, t[None, :], 0.0), axis=1)
         m1_grid = grid_beta[..., 1] / scale
-        allowed = within & (gt >= np.maximum(options.min_segment, 0.1 * last_fit)[:, None])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            within99 = (grid_sse - f.sse[:, None]) / unit0[:, None] <= 6.63
+        allowed = within99 & (gt >= np.maximum(options.min_segment, 0.04 * last_fit)[:, None])
         with np.errstate(invalid="ignore"):
             m1_hi = np.max(np.where(allowed, m1_grid, -np.inf), axis=1)
             m1_lo = np.min(np.where(allowed, m1_grid, np.inf), axis=1)
