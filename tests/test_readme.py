@@ -1,8 +1,9 @@
 """The README's two commands are what CI and a new user run."""
 
 import re
+from pathlib import Path
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _commands():
