@@ -10,7 +10,10 @@ every cell at a cost that does not depend on ``n``:
 * the drift law is a function of ``t``;
 * the pink term is the AR(1)-sum stand-in of :mod:`hfox_fit.torch._pink`, whose
   ``n``-step transition is exact in closed form;
-* the telegraph noise uses the closed-form ``n``-th power of its 2x2 matrix.
+* the telegraph chain of each cell keeps its waiting time to the next switch
+  (geometric, drawn at each switch); a chain that switches within the ``n``
+  pulses ends them in the closed-form law of the 2x2 matrix power, so only the
+  few cells that switch cost anything.
 
 So one call with ``n`` has the same distribution as ``n`` calls with 1.
 """
@@ -18,7 +21,6 @@ So one call with ``n`` has the same distribution as ``n`` calls with 1.
 from __future__ import annotations
 
 import hashlib
-import math
 import numbers
 import warnings
 
@@ -34,6 +36,7 @@ __all__ = ["WeakResetArray", "TORCH_LAWS"]
 
 _MAX_COUNT = 1 << 30
 _TABLE_PULSES = 64  # counts up to this read their transition coefficients from a table
+_NEVER = 1 << 30  # waiting time of a state the chain never leaves
 _STATE_VERSION = 1
 
 
@@ -56,16 +59,15 @@ def _log(t, p):
 TORCH_LAWS = {"two_slope": _two_slope, "power": _power, "log": _log}
 
 
-def _advance(law, names, c2c_rows, n, pulses, cell_params, c2c_dev, c2c_scale, pink_state, a, sd, p_up_n,
-             lam_n, active, pink_table, z, white, v, rtn_high, r, u2, w, pink_on):
+def _advance(law, names, c2c_rows, n, pulses, cell_params, c2c_dev, c2c_scale, pink_state, a, sd, active,
+             pink_table, z, white, v, rtn_read, w, pink_on):
     """Advance every cell by its ``n`` pulses given the draws; update the state in place; return R.
 
     Plain tensor code, run as it is or through ``torch.compile``. ``n`` has shape
     () or (N,); ``a``, ``sd`` (K, N or 1) are ``phi**n`` and the sd of the n-step
-    AR(1) innovation, ``p_up_n`` and ``lam_n`` (N or ()) give the RTN transition,
-    ``active`` (N or ()) is 1.0 where ``n > 0``;
-    ``z`` (K, N) normal draws or None; ``v``, ``r``, ``u2`` (N,) uniform draws or
-    None (no white part, no RTN).
+    AR(1) innovation; ``active`` (N or ()) is 1.0 where ``n > 0``; ``z`` (K, N)
+    normal draws or None; ``v`` (N,) uniform draws or None (no white part);
+    ``rtn_read`` (N,) the telegraph term of this read or None.
     """
     dtype = w.dtype
     pulses.add_(n)
@@ -89,13 +91,8 @@ def _advance(law, names, c2c_rows, n, pulses, cell_params, c2c_dev, c2c_scale, p
         w_new.add_(tab[0])
         if core is not None:
             w_new.addcmul_(tab[1], core)
-    if r is not None:
-        # P(high after n pulses) = pi (1 - lam**n) + lam**n [high now]  (2x2 matrix power)
-        p_high = torch.addcmul(p_up_n, lam_n, rtn_high)
-        torch.lt(r, p_high, out=rtn_high)
-        # Given r < p_high, r / p_high is U(0, 1) and independent of the jump: it is U1.
-        read = r.div_(p_high.clamp_(min=torch.finfo(dtype).tiny)).mul_(u2).mul_(p["rtn_amplitude"])
-        w_new.add_(read.mul_(rtn_high))
+    if rtn_read is not None:
+        w_new.add_(rtn_read)
     # cells given 0 pulses keep their read (active is 1.0 where n > 0, else 0.0)
     w.lerp_(w_new, active)
     return p["r0"] * torch.exp(w)
@@ -174,8 +171,8 @@ class WeakResetArray(nn.Module):
     -----
     State and parameters per cell at float32: the cell's parameters (4 B each),
     the C2C deviations of this cycle (float16, 2 B each), the pulses since SET
-    (int32), the pink stand-in (2 x float32), the RTN state (bool) and the last
-    read ``w`` (float32): 41 B for the paper's model. Every value is a buffer,
+    (int32), the pink stand-in (2 x float32), the RTN state (bool) and waiting
+    time (int32), and the last read ``w`` (float32): 45 B for the paper's model. Every value is a buffer,
     and the generator's state travels in ``state_dict()`` (extra state), so
     ``load_state_dict`` resumes a run exactly on the same kind of device.
 
@@ -268,15 +265,16 @@ class WeakResetArray(nn.Module):
         self.register_buffer("pink_white", torch.tensor(pm.white_scale, **fkw))
         # Row 0: mean of the term after t pulses; row 1: gain making its variance exact.
         self.register_buffer("pink_table", torch.tensor(np.stack([pm.offset, pm.gain]), **fkw))
-        p_up, p_down = float(model.rtn.p_up), float(model.rtn.p_down)
-        s = p_up + p_down
-        pi_high, q_down = (p_up / s, p_down / s) if s > 0 else (0.0, 1.0)
-        self.register_buffer("rtn_const", torch.tensor([pi_high, q_down, 1.0 - s], **fkw))
+        # P(low -> high), P(high -> low) per pulse, kept in float64 (they can be small)
+        self.register_buffer("rtn_rates", torch.tensor([float(model.rtn.p_up), float(model.rtn.p_down)],
+                                                       dtype=torch.float64, device=dev))
 
         # Per-cell state.
         self.register_buffer("pulses", torch.zeros(num_devices, dtype=torch.int32, device=dev))
         self.register_buffer("pink_state", torch.zeros(len(pm.phi), num_devices, **fkw))
         self.register_buffer("rtn_high", torch.zeros(num_devices, dtype=torch.bool, device=dev))
+        # pulses until the cell's next RTN switch (geometric waiting time)
+        self.register_buffer("rtn_wait", torch.full((num_devices,), _NEVER, dtype=torch.int32, device=dev))
         self.register_buffer("w", torch.zeros(num_devices, **fkw))
         self.set_()
 
@@ -314,59 +312,91 @@ class WeakResetArray(nn.Module):
     def _constants(self) -> dict:
         """Noise constants in the form the update uses (cached; dropped on load and on moves)."""
         if self._const_cache is None:
-            pi_high, _, lam = self.rtn_const.double().cpu().tolist()
+            p_up, p_down = self.rtn_rates.double().cpu().tolist()
             phi = self.pink_phi.double().cpu().numpy()[:, None]
             var = self.pink_var.double().cpu().numpy()[:, None]
             k = np.arange(_TABLE_PULSES + 1, dtype=float)
-            lam_k = lam**k
-            # Transition coefficients after k = 0.._TABLE_PULSES pulses: phi**k, the AR(1) step's
-            # standard deviation, P(high | low) = pi (1 - lam**k), and lam**k.
-            table = np.vstack([phi**k, np.sqrt(var * (1.0 - phi ** (2 * k))), pi_high * (1.0 - lam_k), lam_k,
-                               np.minimum(k, 1.0)])
+            # n-step coefficients for n = 0.._TABLE_PULSES: phi**n, the AR(1) step's sd, [n > 0]
+            table = np.vstack([phi**k, np.sqrt(var * (1.0 - phi ** (2 * k))), np.minimum(k, 1.0)])
             consts = {
                 "components": self.pink_phi.numel(),
                 "table": torch.as_tensor(table, dtype=self.w.dtype).to(self.device),
                 "log_phi_t": torch.log(self.pink_phi.clamp(min=1e-30))[:, None],
                 "var_t": self.pink_var[:, None],
                 "white": float(self.pink_white),
-                "pi_high": pi_high,
-                "lam": lam,
+                "p_up": p_up,
+                "p_down": p_down,
             }
             self._const_cache = consts
         return self._const_cache
 
     def _coefficients(self, n, scalar, n_max) -> tuple:
-        """Closed-form n-step coefficients.
+        """Closed-form n-step coefficients of the pink stand-in.
 
         Returns ``phi**n`` and the sd of the n-step AR(1) innovation (K, N or 1),
-        P(high | low) and ``lam**n`` of the RTN, and 1.0 where ``n > 0`` (N or ()).
+        and 1.0 where ``n > 0`` (N or ()).
         """
         c = self._constants()
         k = c["components"]
         dtype = self.w.dtype
         if n_max <= _TABLE_PULSES:
-            rows = c["table"].index_select(1, n.reshape(-1))  # (2K + 3, N) or (2K + 3, 1)
+            rows = c["table"].index_select(1, n.reshape(-1))  # (2K + 1, N) or (2K + 1, 1)
         elif scalar is not None:
-            phi = self.pink_phi.double()[:, None]
-            a = phi**scalar
-            lam_n = c["lam"] ** scalar
-            rtn = torch.tensor([[c["pi_high"] * (1.0 - lam_n)], [lam_n], [1.0]], dtype=torch.float64,
-                               device=self.device)
-            rows = torch.cat([a, torch.sqrt(self.pink_var.double()[:, None] * (1.0 - a * a)), rtn]).to(dtype)
+            a = self.pink_phi.double()[:, None] ** scalar
+            sd = torch.sqrt(self.pink_var.double()[:, None] * (1.0 - a * a))
+            one = torch.ones(1, 1, dtype=torch.float64, device=self.device)
+            rows = torch.cat([a, sd, one]).to(dtype)
         else:
-            nf = n.to(dtype)
-            e = torch.mul(c["log_phi_t"], nf)
+            e = torch.mul(c["log_phi_t"], n.to(dtype))
             sd = torch.mul(e, 2.0).expm1_().mul_(c["var_t"]).neg_().sqrt_()
-            lam = c["lam"]
-            if lam > 0:
-                lam_n = torch.mul(nf, math.log(lam)).exp_()
-            else:
-                lam_n = torch.pow(torch.tensor(lam, dtype=dtype, device=self.device), nf)
-            active = torch.clamp(n, max=1).to(dtype)
-            return e.exp_(), sd, torch.mul(lam_n, -c["pi_high"]).add_(c["pi_high"]), lam_n, active
+            return e.exp_(), sd, torch.clamp(n, max=1).to(dtype)
         if scalar is not None:
-            return rows[:k], rows[k:2 * k], rows[2 * k, 0], rows[2 * k + 1, 0], rows[2 * k + 2, 0]
-        return rows[:k], rows[k:2 * k], rows[2 * k], rows[2 * k + 1], rows[2 * k + 2]
+            return rows[:k], rows[k:2 * k], rows[2 * k, 0]
+        return rows[:k], rows[k:2 * k], rows[2 * k]
+
+    def _geometric(self, high: torch.Tensor) -> torch.Tensor:
+        """Pulses until the next switch of chains now in state ``high`` (>= 1; _NEVER if they cannot leave)."""
+        rates = self.rtn_rates.to(self.device)
+        p = torch.where(high, rates[1], rates[0])
+        u = torch.rand(high.shape, generator=self._generator, device=self.device, dtype=torch.float64)
+        # P(wait = k) = (1 - p)**(k - 1) p
+        wait = torch.floor(torch.log1p(-u) / torch.log1p(-p.clamp(max=1.0))) + 1.0
+        wait = torch.where(p > 0, wait, float(_NEVER))
+        return wait.clamp_(min=1, max=_NEVER).to(torch.int32)
+
+    def _rtn_step(self, n) -> torch.Tensor:
+        """Advance the telegraph chains by ``n`` pulses; return this read's RTN term (N,).
+
+        A chain whose waiting time runs out within the ``n`` pulses switches, spends
+        the pulses left in the closed-form n-step law of the 2x2 matrix, and draws a
+        new waiting time from the state it ends in (the chain is memoryless).
+        """
+        c = self._constants()
+        self.rtn_wait.sub_(n)
+        idx = torch.nonzero(self.rtn_wait <= 0).squeeze(1)
+        if idx.numel():
+            p_up, p_down = c["p_up"], c["p_down"]
+            was_high = self.rtn_high[idx]
+            can_leave = torch.where(was_high, p_down > 0, p_up > 0)
+            left = (-self.rtn_wait[idx]).to(torch.float64)  # pulses after the first switch
+            s = p_up + p_down
+            lam_m = torch.pow(torch.tensor(1.0 - s, dtype=torch.float64, device=self.device), left)
+            pi_high = p_up / s if s > 0 else 0.0
+            p_high = pi_high * (1.0 - lam_m) + lam_m * (~was_high)
+            u = torch.rand(idx.shape, generator=self._generator, device=self.device, dtype=torch.float64)
+            final = torch.where(can_leave, u < p_high, was_high)
+            self.rtn_high[idx] = final
+            self.rtn_wait[idx] = self._geometric(final)
+        high = torch.nonzero(self.rtn_high).squeeze(1)
+        read = torch.zeros_like(self.w)
+        if high.numel():
+            amp = self.cell_params[self.param_names.index("rtn_amplitude")][high]
+            if "rtn_amplitude" in self.c2c_names:
+                j = self.c2c_names.index("rtn_amplitude")
+                amp = amp + self.c2c_dev[j][high].to(amp.dtype) * self.c2c_scale[j]
+            u = torch.rand(2, high.numel(), generator=self._generator, device=self.device, dtype=read.dtype)
+            read[high] = u[0].mul_(u[1]).mul_(amp)  # U1 U2 A, fresh at each read
+        return read
 
     def _numpy_seed(self) -> int:
         g = self._generator
@@ -452,12 +482,14 @@ class WeakResetArray(nn.Module):
             self.pulses.zero_()
             self.pink_state.zero_()
             self.rtn_high.zero_()
+            self.rtn_wait.copy_(self._geometric(self.rtn_high))
             self.w.zero_()
             count = self.num_devices
         else:
             self.pulses.masked_fill_(m, 0)
             self.pink_state.masked_fill_(m[None, :], 0)
             self.rtn_high.masked_fill_(m, False)
+            self.rtn_wait[m] = self._geometric(torch.zeros(int(m.sum()), dtype=torch.bool, device=self.device))
             self.w.masked_fill_(m, 0)
             count = int(m.sum())
         if self.c2c_names and count:
@@ -539,6 +571,13 @@ class WeakResetArray(nn.Module):
         ------
         ValueError
             On negative, non-integer or mis-shaped counts.
+
+        Notes
+        -----
+        A call costs the same for any ``n`` (no loop over pulses), and one call
+        with ``n`` has the distribution of ``n`` calls with 1: the drift is a
+        function of the pulses since SET, the pink stand-in's n-step transition
+        and the RTN chain's (waiting times, 2x2 matrix power) are exact.
         """
         if self.w.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"the array simulates in float32 or float64; its state is {self.w.dtype}.")
@@ -547,18 +586,18 @@ class WeakResetArray(nn.Module):
             return self.resistance
         dtype, dev, g, size = self.w.dtype, self.device, self._generator, self.num_devices
         c = self._constants()
-        # The draws, in a fixed order: [pink AR innovations], [white part, RTN jump, RTN read].
+        # The draws, in a fixed order: pink AR innovations, white part, RTN switches, RTN reads.
         z = None
         if self.pink and c["components"]:
             z = torch.randn(self.pink_state.shape, generator=g, device=dev, dtype=dtype)
-        white = self.pink and c["white"] > 0
-        rows = int(white) + 2 * int(self.rtn)
-        u = torch.rand(rows, size, generator=g, device=dev, dtype=dtype) if rows else None
+        v = None
+        if self.pink and c["white"] > 0:
+            v = torch.rand(size, generator=g, device=dev, dtype=dtype)
+        rtn_read = self._rtn_step(n) if self.rtn else None
         args = (
             self._law, self.param_names, self._c2c_rows, n, self.pulses, self.cell_params, self.c2c_dev,
             self.c2c_scale, self.pink_state, *self._coefficients(n, scalar, n_max), self.pink_table, z,
-            c["white"], u[0] if white else None, self.rtn_high,
-            u[-2] if self.rtn else None, u[-1] if self.rtn else None, self.w, self.pink,
+            c["white"], v, rtn_read, self.w, self.pink,
         )
         if self.compile:
             try:
@@ -594,7 +633,7 @@ class WeakResetArray(nn.Module):
             raise ValueError("this state_dict was not written by this version of WeakResetArray.")
         self.pink, self.rtn = bool(state["pink"]), bool(state["rtn"])
         self.d2d, self.c2c = bool(state["d2d"]), bool(state["c2c"])
-        rng_state = state["rng_state"]
+        rng_state = state["rng_state"].cpu()
         if state["rng_device"] == self._generator.device.type:
             self._generator.set_state(rng_state)
         else:

@@ -151,3 +151,15 @@ def test_provenance_must_be_plain(tmp_path):
     # numpy values are turned into plain numbers
     export_checkpoint(preset_model("paper"), tmp_path / "m.pt", provenance={"cells_used": np.int64(5)})
     assert load_checkpoint(tmp_path / "m.pt")[1]["cells_used"] == 5
+
+
+def test_file_mode_is_not_private(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = export_checkpoint(preset_model("paper"), tmp_path / "model.pt", provenance=PROV)
+        assert path.stat().st_mode & 0o777 == 0o644
+        path.chmod(0o640)
+        export_checkpoint(preset_model("paper"), path, provenance=PROV)  # a replaced file keeps its mode
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
