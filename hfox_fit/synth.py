@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ._atomic import atomic_path
 from .exceptions import FitError, FormatError
 from .model import DeviceModel, preset_model
 from .schema import DieData, dies_to_table
@@ -296,18 +295,6 @@ def _json_safe(obj):
 def _write_json(path: Path, data) -> Path:
     """Write ``data`` as indented strict JSON, atomically."""
     text = json.dumps(_json_safe(data), indent=1, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
     return path

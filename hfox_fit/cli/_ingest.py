@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
+from .._atomic import atomic_path
 from ..exceptions import FormatError, HfoxError, IngestWarning, ParseError, StoreError
 
 #: File names ``ingest`` never reads when it walks a folder (besides hidden files).
@@ -254,20 +254,8 @@ def run_measurements(args) -> int:
     if not out.parent.is_dir():
         raise StoreError(f"cannot write {str(out)!r}: folder {str(out.parent)!r} does not exist.")
     table = CampaignStore(args.store).read_table()
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    try:
-        write_measurements(table, Path(tmp), "tidy")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(out, suffix=out.suffix) as tmp:  # the tidy writer picks CSV or Parquet by suffix
+        write_measurements(table, tmp, "tidy")
     print(f"wrote {len(table):,} reads of {args.store} to {out}")
     return 0
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import math
 import os
-import stat
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .._atomic import atomic_path
 from .._version import __version__
 from ..exceptions import CheckpointError, FitError
 from ..laws import FAMILIES, ParameterLaw
@@ -157,27 +156,10 @@ def export_checkpoint(model: DeviceModel, path, *, provenance: dict) -> Path:
         "state_dict": state,
     }
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp makes the file private (0600): give it the mode of the file it replaces,
-        # or the one a plain open() would
-        if path.exists():
-            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
 
 
