@@ -158,7 +158,8 @@ def run_ingest(args) -> int:
         try:
             summary = store.ingest(_read_all(files, args, progress))
         except HfoxError as err:
-            raise StoreError(f"{err} Nothing was ingested; {str(store.path)!r} is as it was.") from err
+            sep = "" if str(err).rstrip().endswith((".", "!")) else "."
+            raise StoreError(f"{err}{sep} Nothing was ingested; {str(store.path)!r} is as it was.") from err
         finally:
             if progress is not None:
                 progress.close()
