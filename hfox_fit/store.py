@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -50,6 +49,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from ._atomic import mode_for
 from ._version import __version__
 from .exceptions import SchemaError, StoreError
 from .schema import (
@@ -286,11 +286,7 @@ class CampaignStore:
                         f"the campaign store {str(p)!r} was changed by another process while this "
                         "change was prepared; nothing was written. Run the command again."
                     )
-                os.chmod(tmp, stat.S_IMODE(old_stat.st_mode))
-            else:
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(tmp, 0o666 & ~umask)
+            os.chmod(tmp, mode_for(p))
             os.replace(tmp, p)
         except BaseException:
             try:
