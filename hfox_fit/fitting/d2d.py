@@ -10,9 +10,12 @@ parameters and a truncated one four.
 Cells whose value is only bounded (e.g. a two-slope break beyond the last
 pulse) enter as censored observations, ``log(F(hi) - F(lo))``; cells whose
 standard error is large against the population's spread are left out (and
-counted). The median's 90 % interval is a bootstrap over cells (one Newton
-step from the maximum-likelihood fit per replicate, with the score of each
-cell; ``expon``'s ``loc`` is re-drawn as the resample minimum).
+counted). Every value with a standard error enters the likelihood convolved
+with its Gaussian measurement error (errors in variables). The median's 90 %
+interval is a bootstrap over cells (one Newton step from the maximum-likelihood
+fit per replicate, with the score of each cell). The cells' own median
+(Kaplan-Meier under censoring, percentile bootstrap) is reported beside it as a
+family-free check.
 
 Correlations: Spearman's rho and the Gaussian-copula correlation (Pearson
 correlation of normal scores ``Phi^-1(rank / (n + 1))``, pairwise complete,
@@ -62,7 +65,13 @@ class ParamFit:
     median : float
         Median of the fitted law (the parameter's unit).
     median_ci90 : list of float or None
-        Bootstrap 90 % interval of the median.
+        Bootstrap 90 % interval of the law's median (one Newton step from the
+        maximum-likelihood fit per replicate over cells).
+    sample_median : float
+        The cells' own median, free of any family (Kaplan-Meier where cells are
+        right-censored), as a check on the law: NaN where undetermined.
+    sample_median_ci90 : list of float or None
+        Percentile-bootstrap 90 % interval of ``sample_median`` over cells.
     ks : float or None
         Kolmogorov-Smirnov statistic of the values against the law, measurement
         error included (below most censoring points when there is censoring);
@@ -85,12 +94,16 @@ class ParamFit:
     n_excluded: int
     note: str = ""
     contamination: float = 0.0
+    sample_median: float = np.nan
+    sample_median_ci90: list | None = None
 
     def to_dict(self) -> dict:
         d = self.law.to_dict()
         d.update({
             "median": self.median,
             "median_ci90": self.median_ci90,
+            "sample_median": _f(self.sample_median),
+            "sample_median_ci90": self.sample_median_ci90,
             "ks": self.ks,
             "n_used": self.n_used,
             "n_censored": self.n_censored,
@@ -204,10 +217,15 @@ class _Data:
 
     def __post_init__(self):
         self.eiv = np.zeros(len(self.x), bool)
+        self.noisy = np.zeros(len(self.x), bool)
         if self.se is not None and len(self.x) >= 5:
             q1, q3 = np.percentile(self.x, [25, 75])
             spread = (q3 - q1) / 1.349 or np.std(self.x) or 1.0
-            self.eiv = np.isfinite(self.se) & (self.se > EIV_THRESHOLD * spread)
+            # every measured value is convolved with its error (it matters near a sharp edge such as
+            # expon's loc even when the error is small against the spread); the noisy ones may also
+            # stray outside a law's support and do not place truncation bounds or expon's loc
+            self.eiv = np.isfinite(self.se) & (self.se > 0)
+            self.noisy = np.isfinite(self.se) & (self.se > EIV_THRESHOLD * spread)
         self.nodes = None
         if self.eiv.any():
             z, wts = np.polynomial.hermite.hermgauss(_GH_NODES)
@@ -226,8 +244,9 @@ class _Data:
 
 #: Largest fraction of values the contamination guard may set aside.
 MAX_CONTAMINATION = 0.03
-#: A cell's stderr above this fraction of the population's robust spread is folded into its
-#: likelihood (errors in variables, Gauss-Hermite quadrature over its measurement error).
+#: A cell's stderr above this fraction of the population's robust spread marks its value as noisy:
+#: it may stray outside the law's support and does not place truncation bounds or expon's loc.
+#: (Every value with a stderr is convolved with its measurement error in the likelihood.)
 EIV_THRESHOLD = 0.05
 _GH_NODES = 12
 
@@ -389,7 +408,7 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
     x = data.x
     if family in _POSITIVE:
         # a few values <= 0 are failed fits (guard) or noisy ones (errors in variables); many rule it out
-        hard = (x <= 0) & ~data.eiv
+        hard = (x <= 0) & ~data.noisy
         if hard.sum() > (MAX_CONTAMINATION / 2 * len(x) if data.guard else 0) or (
                 len(data.lo) and np.any(data.hi <= 0)):
             raise ValueError(f"{int((x <= 0).sum())} value(s) <= 0 (the family has support x > 0)")
@@ -400,7 +419,7 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
     if truncated:
         if len(data.lo):
             raise ValueError("not with censored values")
-        precise = data.x[~data.eiv]  # noisy values may stray outside the law's range
+        precise = data.x[~data.noisy]  # noisy values may stray outside the law's range
         if len(precise) < 5:
             raise ValueError("too few precise values to place truncation bounds")
         bounds = (float(np.min(precise)), float(np.max(precise)))
@@ -436,7 +455,7 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
     elif family == "expon" and "loc" not in fixed:
         # the likelihood jumps each time loc passes a value: scan loc over the low values
         # (scale and contamination optimised at each), then polish from the best
-        precise = np.sort(x[~data.eiv[: len(x)]] if len(data.eiv) == len(x) else x)
+        precise = np.sort(x[~data.noisy[: len(x)]] if len(data.noisy) == len(x) else x)
         locs = np.unique(np.concatenate([[loc0], precise[: max(int(MAX_CONTAMINATION * len(precise)), 1) + 1]]))
         if len(locs) > 24:
             locs = locs[np.linspace(0, len(locs) - 1, 24).astype(int)]
@@ -512,6 +531,49 @@ def _ks(law: ParameterLaw, data: _Data):
     return float(max(d, 0.0))
 
 
+def _km_median(times, event):
+    """Kaplan-Meier median of right-censored data (rows of ``times``/``event``, shape (B, n)); NaN when
+    the survival curve stays above one half."""
+    order = np.argsort(times, axis=1, kind="stable")
+    t = np.take_along_axis(times, order, 1)
+    e = np.take_along_axis(event, order, 1)
+    n = times.shape[1]
+    at_risk = n - np.arange(n)[None, :]
+    surv = np.cumprod(np.where(e, 1.0 - 1.0 / at_risk, 1.0), axis=1)
+    below = surv <= 0.5
+    k = np.argmax(below, axis=1)
+    return np.where(below.any(axis=1), t[np.arange(len(t)), k], np.nan)
+
+
+def _sample_median(data: _Data, n_boot, rng):
+    """Sample median of the cells and its percentile-bootstrap 90 % interval; None when undetermined.
+
+    Right-censored cells enter through the Kaplan-Meier estimate (a cell censored at
+    ``lo`` counts as above every value below ``lo``); interval-censored ones by
+    their midpoint.
+    """
+    finite_hi = np.isfinite(data.hi)
+    times = np.concatenate([data.x, np.where(finite_hi, (data.lo + data.hi) / 2, data.lo)])
+    event = np.concatenate([np.ones(len(data.x), bool), finite_hi])
+    if len(times) < 5 or event.sum() < 5:
+        return None
+    med = float(_km_median(times[None, :], event[None, :])[0])
+    if not np.isfinite(med):
+        return None
+    ci = None
+    if n_boot > 0:
+        chunk = max(1, 2_000_000 // len(times))
+        meds = []
+        for i in range(0, n_boot, chunk):
+            idx = rng.integers(0, len(times), (min(chunk, n_boot - i), len(times)))
+            meds.append(_km_median(times[idx], event[idx]))
+        meds = np.concatenate(meds)
+        if np.mean(np.isfinite(meds)) >= 0.95:
+            lo, hi = np.nanpercentile(meds, [5, 95])
+            ci = [float(lo), float(hi)]
+    return med, ci
+
+
 def _bootstrap_median(cand: _Candidate, kw, eps, data: _Data, n_boot, rng):
     """One-step (Newton) bootstrap over observations of the law's median; 90 % interval."""
     if n_boot <= 0:
@@ -569,8 +631,9 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
     stderr : array-like of shape (n,), optional
         Per-cell standard errors. Cells with ``stderr > max_stderr_ratio *``
         (robust spread of the values) or a NaN stderr are left out; where the
-        stderr exceeds :data:`EIV_THRESHOLD` times the spread, the cell's
-        likelihood is the law convolved with its Gaussian measurement error.
+        stderr is positive, the cell's likelihood is the law convolved with its
+        Gaussian measurement error (closed forms for norm and expon, Gauss-Hermite
+        quadrature otherwise).
     lower, upper : array-like of shape (n,), optional
         Interval of cells whose value is NaN (``upper = inf``: right-censored).
     families : sequence of str
@@ -679,13 +742,20 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
             raise FitError(f"parameter {name!r}: no candidate family holds on all the cells ({scores}).")
     law = ParameterLaw(cand.family, kw, cand.bounds)
     ci = _bootstrap_median(cand, kw, eps, data, bootstrap, rng)
+    median = float(law.median())
     if ci is None and bootstrap:
         note = _join(note, "median interval unavailable: the bootstrap could not be computed for this law")
     if eps * len(x) >= 1:
         note = _join(note, f"about {eps * len(x):.0f} value(s) ({100 * eps:.1f} %) set aside as outliers by the "
                            "contamination guard")
-    return ParamFit(name, law, float(law.median()), ci, _ks(law, data), scores, int(len(x)), int(len(lo)),
-                    excluded, note, contamination=float(eps))
+    sample = _sample_median(data, bootstrap, rng)
+    sample_median, sample_ci = sample if sample is not None else (np.nan, None)
+    if sample_ci is not None and not sample_ci[0] <= median <= sample_ci[1]:
+        note = _join(note, f"the {law.family} law's median {median:.4g} lies outside the 90 % interval of the "
+                           f"cells' own median ({sample_median:.4g}): the family fits the bulk of the cells "
+                           "only roughly")
+    return ParamFit(name, law, median, ci, _ks(law, data), scores, int(len(x)), int(len(lo)), excluded, note,
+                    contamination=float(eps), sample_median=float(sample_median), sample_median_ci90=sample_ci)
 
 
 def _join(a, b):

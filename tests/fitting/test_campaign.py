@@ -156,3 +156,22 @@ def test_convergence_warnings_reach_the_caller(small_wafer, monkeypatch, jobs):
     with pytest.warns(FitConvergenceWarning, match="did not converge"):
         fit = fit_campaign(small_wafer.dies, law="two_slope", jobs=jobs, bootstrap=10)
     assert fit.summary_["devices"]["flagged"]["failed"] == 1
+
+
+def test_t_star_law_keeps_only_trains_whose_break_could_be_found():
+    """A first slope within the post-break slopes hides early and late breaks: such trains leave t*'s law
+    whether or not their break was found (else the law would keep the middle of t*)."""
+    import pandas as pd
+
+    from hfox_fit.fitting.campaign import _identifiable_breaks
+
+    rng = np.random.default_rng(0)
+    n = 200
+    m2 = rng.uniform(0.0, 1e-4, n)
+    m1 = np.where(np.arange(n) < 150, 5e-4, 5e-5)  # the last 50 are as slow as the post-break slopes
+    rows = pd.DataFrame({"flag": "ok", "m1": m1, "m1_line": m1, "m2": m2, "m2_stderr": 1e-6,
+                         "t_star": rng.uniform(50, 900, n), "t_star_stderr": 5.0,
+                         "t_star_lo": np.nan, "t_star_hi": np.nan})
+    out = _identifiable_breaks(rows)
+    assert out["t_star"].notna().sum() == 150 and out["t_star"].iloc[150:].isna().all()
+    assert out["m1"].equals(rows["m1"]) and rows["t_star"].notna().all()  # only t* is blanked, on a copy

@@ -122,3 +122,33 @@ def test_d2d_fitter_on_cells_and_errors():
         D2DFitter(["m1"]).fit(tab.assign(flag="open"))
     with pytest.raises(NotFittedError):
         D2DFitter(["m1"])._check()
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_small_errors_near_a_sharp_edge_do_not_hide_expon(seed):
+    """Errors small against the spread but as large as the distance to expon's edge (the slowest cells):
+    without convolving every value with its error, gamma wins on these samples."""
+    law = ParameterLaw("expon", {"loc": 3.74e-5, "scale": 6.56e-4})
+    rng = np.random.default_rng(seed)
+    truth = law.sample(2000, rng=rng)
+    se = np.full(truth.size, 2.5e-5)  # under 0.05x the spread
+    fit = fit_parameter("m1", truth + rng.normal(0.0, se), stderr=se, truncate=False, bootstrap=100, rng=1)
+    assert fit.law.family == "expon", fit.scores
+    assert fit.median == pytest.approx(law.median(), rel=0.05)
+    assert fit.law.params["loc"] == pytest.approx(3.74e-5, abs=1e-5)
+
+
+def test_sample_median_is_kaplan_meier_under_censoring():
+    law = ParameterLaw("lognorm", {"s": 0.8, "loc": 0.0, "scale": 540.0})
+    rng = np.random.default_rng(4)
+    x = law.sample(4000, rng=rng)
+    cut = rng.uniform(300.0, 2000.0, x.size)  # censoring points below and above the median
+    cens = x > cut
+    fit = fit_parameter("t_star", np.where(cens, np.nan, x), lower=np.where(cens, cut, np.nan),
+                        upper=np.where(cens, np.inf, np.nan), bootstrap=200, rng=5)
+    assert fit.sample_median == pytest.approx(np.median(x), rel=0.03)
+    lo, hi = fit.sample_median_ci90
+    assert lo < fit.sample_median < hi
+    assert np.median(np.where(cens, cut, x)) < 0.97 * fit.sample_median  # ignoring censoring would be biased
+    d = fit.to_dict()
+    assert d["sample_median"] == fit.sample_median and d["sample_median_ci90"] == [lo, hi]
