@@ -6,7 +6,10 @@ of :func:`write_wafer` (CLI ``hfox-fit synth``). The measurement effects are
 those of a real bench: read noise on the current, an ADC step, failed reads
 (NaN) and a few broken cells:
 
-* ``stuck``: stuck at LRS, the pulses do nothing (no drift, no pink noise, no RTN);
+* ``stuck``: stuck at LRS, the pulses do nothing: no drift, and by default no pink
+  noise and no RTN either (only the read noise); with
+  ``MeasurementEffects(stuck_noise=True)`` a stuck cell keeps its own pink noise
+  and RTN, as a real cell whose filament no longer moves can;
 * ``abrupt``: a full RESET at one pulse, the resistance jumps to the HRS and stays;
 * ``open``: never formed, megaohms from the first read.
 """
@@ -63,6 +66,12 @@ class MeasurementEffects:
         Fractions of broken cells of each kind.
     v_read, v_pulse, pulse_width : float
         Measurement conditions (V, V, s).
+    stuck_noise : bool, default=False
+        False: a stuck cell reads its R0 at every pulse (read noise only).
+        True: it keeps the cell's own pink noise and RTN and loses only the
+        drift (``w = w_pink + w_rtn``: the pink term's offset still builds up
+        over the first pulses after SET). Either way no random number is drawn
+        for it, so the rest of the wafer is the same.
     """
 
     read_noise: float = 2e-3
@@ -74,6 +83,7 @@ class MeasurementEffects:
     v_read: float = 0.1
     v_pulse: float = 1.25
     pulse_width: float = 1e-6
+    stuck_noise: bool = False
 
 
 @dataclass
@@ -142,7 +152,13 @@ def make_wafer(preset="paper", *, devices: int = 1024, pulses: int = 1000, cycle
     flag[u < edges[1]] = "abrupt"
     flag[u < edges[0]] = "stuck"
     stuck = flag == "stuck"
-    resistance[stuck] = r0[stuck]
+    if effects.stuck_noise:
+        # the cell's own noise (pink + RTN) without its drift: w - w_mean (no random draw)
+        t = np.arange(pulses + 1)
+        drift = model.mean_w(t, {k: v[stuck][..., None] for k, v in cyc.items()})
+        resistance[stuck] = r0[stuck] * np.exp(w[stuck] - drift)
+    else:
+        resistance[stuck] = r0[stuck]
     abrupt = np.nonzero(flag == "abrupt")[0]
     jump_at = np.zeros((devices, cycles), dtype=int)
     for i in abrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from ..exceptions import HfoxError
@@ -29,6 +30,8 @@ def register(subparsers) -> None:
         "--effects", choices=sorted(EFFECT_PRESETS), default="bench",
         help="measurement effects: bench (default), clean (none) or noisy",
     )
+    p.add_argument("--stuck-noise", action="store_true",
+                   help="stuck cells keep their pink noise and RTN (default: they read their R0 only)")
     p.add_argument("--devices", type=int, default=1024, metavar="N", help="cells on the wafer (default: 1024)")
     p.add_argument("--pulses", type=int, default=1000, metavar="P", help="weak RESET pulses per train (default: 1000)")
     p.add_argument("--cycles", type=int, default=1, metavar="C", help="SET / weak-RESET cycles per cell (default: 1)")
@@ -60,7 +63,7 @@ def run_synth(args) -> int:
         cycles=args.cycles,
         seed=args.seed,
         wafer=args.wafer,
-        effects=effects_preset(args.effects),
+        effects=dataclasses.replace(effects_preset(args.effects), stuck_noise=args.stuck_noise),
     )
     wafer.meta["effects_preset"] = args.effects
     written = write_wafer(wafer, out, args.format)

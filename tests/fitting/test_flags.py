@@ -7,6 +7,9 @@ import pytest
 from fit_helpers import truth_for
 
 from hfox_fit.fitting import FlagOptions, detect_flags
+from hfox_fit.fitting.flags import drift_evidence
+from hfox_fit.model import preset_model
+from hfox_fit.synth import MeasurementEffects, make_wafer
 
 
 @pytest.mark.parametrize("which", ["paper", "wafer_b"])
@@ -65,3 +68,145 @@ def test_abrupt_jump_across_a_failed_read():
     lny[0, 51:] = np.log(1e5)
     flag, _, cut, _ = detect_flags(lny, np.isfinite(lny))
     assert flag[0] == "abrupt" and cut[0] == 51
+
+
+# ------------------------------------------------------------------ stuck cells, quiet and noisy
+# detect_flags alone (no drift fit) on 2048 cells x 1000 pulses, 5 % stuck cells: either the
+# bench's quiet ones (read noise only) or ones that keep their pink noise and RTN (stuck_noise).
+
+_WAFERS = {}
+
+
+def _wafer(preset, *, noisy=False, stuck=0.05, pulses=1000, devices=2048, seed=303):
+    key = (preset, noisy, stuck, pulses, devices, seed)
+    if key not in _WAFERS:
+        effects = MeasurementEffects(stuck=stuck, stuck_noise=noisy)
+        _WAFERS[key] = make_wafer(preset, devices=devices, pulses=pulses, seed=seed, effects=effects)
+    return _WAFERS[key]
+
+
+def _flags(wafer, options=None):
+    """detect_flags die by die; flags and reasons in the order of ``wafer.truth``."""
+    options = options or FlagOptions()
+    flags, reasons = [], []
+    for die in wafer.dies:
+        r = np.asarray(die.resistance, float).reshape(-1, die.resistance.shape[-1])
+        lny = np.log(r)
+        f, why, _, _ = detect_flags(lny, np.isfinite(lny), options)
+        flags.append(f)
+        reasons.append(why)
+    return np.concatenate(flags).astype(str), np.concatenate(reasons)
+
+
+def _scores(wafer, flag, kind="stuck"):
+    truth = wafer.truth["flag"].to_numpy()
+    tp = ((flag == kind) & (truth == kind)).sum()
+    real, found = (truth == kind).sum(), (flag == kind).sum()
+    false_ok = ((flag == kind) & (truth == "ok")).sum()
+    return tp / real, tp / max(found, 1), false_ok / (truth == "ok").sum()
+
+
+def _true_rise(wafer, first=17):
+    """Rise of each train's true drift w_mean from pulse ``first`` to its last pulse."""
+    model = preset_model(wafer.meta["preset"])
+    p = {k: wafer.truth[k].to_numpy() for k in model.parameter_names}
+    last = np.array(wafer.meta["pulses"])
+    return model.mean_w(last, p) - model.mean_w(np.array(first), p)
+
+
+@pytest.mark.parametrize(("preset", "noisy"), [("paper", False), ("wafer_b", False), ("wafer_b", True)],
+                         ids=["paper-quiet", "wafer_b-quiet", "wafer_b-noisy"])
+def test_stuck_recall_and_precision(preset, noisy):
+    """Quiet stuck cells on both presets and noisy ones on wafer_b (paper: the next test)."""
+    wafer = _wafer(preset, noisy=noisy)
+    flag, reason = _flags(wafer)
+    recall, precision, false_ok = _scores(wafer, flag)
+    assert recall >= 0.95 and precision >= 0.95, (recall, precision)
+    assert false_ok <= 0.002
+    # every other broken cell is still found
+    for kind in ("abrupt", "open"):
+        r, p, _ = _scores(wafer, flag, kind)
+        assert r >= 0.95 and p >= 0.95, (kind, r, p)
+
+
+def test_noisy_stuck_on_the_paper_preset():
+    """Measured limit, not the 95 % target: the paper's D2D laws make some working cells as flat as a stuck one.
+
+    About 0.1 % of the paper preset's cells (t* near 41 pulses, then m2 near 0) rise by less than
+    0.01 in w over pulses 17-1000 and 0.9 % by less than 0.02, while a stuck train's rise scatters by
+    about 0.004 (pink noise). Over 12 seeds of this wafer (2048 cells, 5 % noisy stuck) the defaults
+    found 63-81 % of the noisy stuck cells at 1000 pulses (precision 95-99 %, 0.05-0.16 % of the
+    working cells flagged) and 89-94 % at 2000 pulses; stuck_rise=0.02 found 90-99 % but flagged
+    0.4-1.2 % of the working cells. This seed is the worst of the 12 at 1000 pulses.
+    """
+    wafer = _wafer("paper", noisy=True)
+    recall, precision, false_ok = _scores(wafer, _flags(wafer)[0])
+    assert recall >= 0.6 and precision >= 0.93 and false_ok <= 0.002, (recall, precision, false_ok)
+    longer = _wafer("paper", noisy=True, pulses=2000)
+    r2, p2, f2 = _scores(longer, _flags(longer)[0])
+    assert r2 >= 0.85 and p2 >= 0.95 and f2 <= 0.002, (r2, p2, f2)
+    # the trade-off is the user's: a higher stuck_rise finds more and flags more working cells
+    r3, _, f3 = _scores(wafer, _flags(wafer, FlagOptions(stuck_rise=0.02))[0])
+    assert r3 >= 0.9 and f3 > false_ok, (r3, f3)
+
+
+@pytest.mark.parametrize("preset", ["paper", "wafer_b"])
+def test_slow_working_cells_are_not_stuck(preset):
+    """The working cells of the smallest m1 keep their flag whenever their drift is above the noise."""
+    wafer = _wafer(preset)
+    flag, _ = _flags(wafer)
+    truth = wafer.truth
+    ok = (truth["flag"] == "ok").to_numpy()
+    m1 = truth["m1"].to_numpy()
+    slowest = ok & (m1 <= np.quantile(m1[ok], 0.10))
+    assert slowest.sum() > 150
+    rise = _true_rise(wafer)
+    resolved = slowest & (rise >= 0.02)  # twice stuck_rise, 5 stderr of a stuck train's rise
+    assert resolved.sum() > 0.9 * slowest.sum()
+    assert not (flag[resolved] == "stuck").any()
+    assert (flag[slowest] == "stuck").mean() <= 0.02
+
+
+@pytest.mark.parametrize("pulses", [100, 300])
+def test_short_trains_flag_only_quiet_stuck_cells(pulses):
+    """Over a short train a slow cell and a noisy stuck one look alike: no flag without the evidence."""
+    quiet = _wafer("paper", pulses=pulses)
+    recall, precision, _ = _scores(quiet, _flags(quiet)[0])
+    assert recall >= 0.95 and precision >= 0.95
+    noisy = _wafer("paper", noisy=True, pulses=pulses)
+    flag, _ = _flags(noisy)
+    assert (flag == "stuck").sum() == 0
+
+
+def test_noisy_stuck_reason_says_what_was_measured():
+    wafer = _wafer("wafer_b", noisy=True)
+    flag, reason = _flags(wafer)
+    truth = wafer.truth["flag"].to_numpy()
+    picked = reason[(flag == "stuck") & (truth == "stuck")]
+    assert len(picked) > 50
+    for text in picked:
+        assert text.startswith("stuck: no drift over pulses 17-1000: w rises by ")
+        assert "stderr" in text and "block means" in text and "least rise expected of a working cell" in text
+    assert any("RTN blocks corrected" in text for text in picked)
+
+
+def test_drift_evidence_of_stuck_and_drifting_trains():
+    """Rise estimates and their standard errors on pink noise alone, and with a slow drift added."""
+    model = preset_model("paper")
+    n, t = 400, 1000
+    zero = np.zeros(n)
+    params = {"m1": zero, "t_star": zero + 500.0, "m2": zero, "c1": zero, "r0": zero + 7000.0,
+              "rtn_amplitude": zero}
+    w = model.simulate(n, t, rng=np.random.default_rng(4), params=params, rtn=False)[0][:, 0, 1:]
+    pulses = np.arange(1, t + 1)
+    w[n // 2:] += model.mean_w(pulses, {"m1": 5e-5, "t_star": 500.0, "m2": 2e-5, "c1": 0.0})  # rises by 0.034
+    ev = drift_evidence(w, np.isfinite(w), np.ones(n, bool))
+    flat, slow = slice(0, n // 2), slice(n // 2, n)
+    for key in ("step", "trend"):
+        z = ev[key] / ev[key + "_se"]
+        assert abs(np.median(z[flat])) < 0.3 and 0.7 < np.std(z[flat]) < 1.4, key
+        assert np.median(ev[key][slow]) > 0.02 and (z[slow] > 3).mean() > 0.9, key
+    # the long-run (not the read-to-read) noise sets the error: 0.031 per read for the paper's pink noise
+    assert np.median(ev["trend_se"][flat]) == pytest.approx(0.031 * np.sqrt(12 / 984), rel=0.3)
+    short = drift_evidence(w[:, :150], np.isfinite(w[:, :150]), np.ones(n, bool))
+    assert np.isnan(short["step"]).all()  # fewer than 6 blocks of 32 reads after pulse 16: no estimate
