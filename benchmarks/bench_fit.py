@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_fit.py [--devices 16384] [--pulses 1000] [--law auto] [--jobs 1]
-                                   [--loop-cells 200] [--seed 0]
+                                   [--loop-cells 200] [--rounds 5] [--seed 0]
 
 Prints
 
@@ -11,11 +11,19 @@ Prints
   and RTN masking, noise, D2D, C2C, the summary and the DeviceModel) on a
   ``paper``-preset campaign (budget: 60 s for 16,384 cells x 1000 pulses on a
   2-core machine), with the main accuracy figures against the ground truth;
-* the per-cell cost and accuracy of the vectorised two-slope fit on one die
-  against a plain per-cell ``lmfit.Model.fit`` loop on ``--loop-cells`` cells of
-  the same die (target: at least 20x faster at equal or better accuracy), and
-  of the whole robust per-die step (which also flags cells, detects and masks
-  RTN and fits the noise).
+* the per-cell cost and accuracy of the drift fit on one die against a plain
+  per-cell ``lmfit.Model.fit`` loop on ``--loop-cells`` cells of the same die
+  (target: at least 20x faster at equal or better accuracy). The drift fit
+  timed is the whole robust per-die step, :func:`hfox_fit.fitting.fit_drift_die`:
+  flags, RTN detection and masking, the die's noise spectrum (which the drift
+  fit needs for its standard errors and the pink offset), every standard error
+  and the lmfit check of one train. The vectorised plain least-squares fit (the
+  loop's own job, every valid read) is timed too.
+
+The loop and the vectorised fits are timed in ``--rounds`` alternating rounds
+(a slice of the loop's cells, then each vectorised fit once), so that a change
+of load on the machine hits both alike; the vectorised times are the medians of
+the rounds. Speed-ups are given in wall time and in CPU time of this process.
 """
 
 from __future__ import annotations
@@ -65,13 +73,17 @@ def lmfit_loop(die, rows):
     return out
 
 
-def vectorised_plain(die):
+def vectorised_plain(die, offset=None):
     """The vectorised two-slope fit alone (least squares on every valid read, the lmfit loop's job).
 
-    Returns the per-cell parameters (m1, t_star, m2, c1) and their covariance diagonal, shape (N, 4) each.
+    ``offset`` (pulses 1..T), when given, is subtracted from ``w`` first (the pink
+    noise's mean, as the robust fit does). Returns the per-cell parameters (m1,
+    t_star, m2, c1) and their covariance diagonal, shape (N, 4) each.
     """
     res = die.resistance[:, 0, :]
     w = np.log(res[:, 1:] / res[:, :1])
+    if offset is not None:
+        w = w - offset[None, :]
     t = np.arange(1, res.shape[1], dtype=float)
     valid = np.isfinite(w)
     y, wt = np.where(valid, w, 0.0), valid.astype(float)
@@ -85,6 +97,26 @@ def vectorised_plain(die):
     return values, np.einsum("npp->np", cov)
 
 
+def _sse_raw(die, rows, values):
+    """SSE of the two-slope parameters ``values`` (rows of m1, t_star, m2, c1) on every valid read of raw w."""
+    law = DRIFT_LAWS["two_slope"]
+    res = die.resistance[:, 0, :]
+    t = np.arange(1, res.shape[1], dtype=float)
+    out = np.full(len(rows), np.nan)
+    for k, i in enumerate(rows):
+        w = np.log(res[i, 1:] / res[i, 0])
+        m = np.isfinite(w)
+        if np.all(np.isfinite(values[k])):
+            out[k] = np.sum((w[m] - law(t[m], **dict(zip(law.params, values[k])))) ** 2)
+    return out
+
+
+def _timed(fn, *args, **kwargs):
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=16384)
@@ -92,6 +124,7 @@ def main(argv=None) -> int:
     ap.add_argument("--law", default="auto")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--loop-cells", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -131,45 +164,82 @@ def main(argv=None) -> int:
     print(f"  pink std {s['pink']['std']:.4g} (truth {wafer.model.pink.std:.4g}); RTN p_up {s['rtn']['p_up']:.3g} "
           f"(truth {wafer.model.rtn.p_up:.3g}), p_down {s['rtn']['p_down']:.3g} (truth {wafer.model.rtn.p_down:.3g})")
 
-    # --- vectorised drift fit vs a plain lmfit loop, same die --------------------------------
+    # --- the drift fit vs a plain lmfit loop, same die, alternating rounds ------------------
     die = wafer.dies[0]
     tr_die = wafer.truth[wafer.truth["die"] == die.die].set_index("device").loc[list(die.devices)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t0 = time.perf_counter()
-        res = fit_drift_die(die, ("two_slope",))
-        t_vec = time.perf_counter() - t0
+        res = fit_drift_die(die, ("two_slope",))  # warm-up, and the rows for the loop
     tab = res.tables["two_slope"]
-    good = np.nonzero(((tab["flag"] == "ok") & (tr_die["flag"] == "ok").to_numpy()).to_numpy())[0]
+    # the loop takes R0 from the read right after SET: cells whose read there failed are left out
+    good = np.nonzero((tab["flag"] == "ok").to_numpy() & (tr_die["flag"] == "ok").to_numpy()
+                      & np.isfinite(die.resistance[:, 0, 0]))[0]
     rows = good[np.linspace(0, len(good) - 1, min(args.loop_cells, len(good))).astype(int)]
-    t0 = time.perf_counter()
+    rounds = max(1, min(args.rounds, len(rows)))
+    loop = np.full((len(rows), 4), np.nan)
+    t_loop = c_loop = 0.0
+    t_vec, c_vec, t_plain, c_plain, phases = [], [], [], [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        loop = lmfit_loop(die, rows)
-    t_loop = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    plain, _ = vectorised_plain(die)
-    t_plain = time.perf_counter() - t0
-    per_vec = t_vec / die.n_cells
-    per_plain = t_plain / die.n_cells
-    per_loop = t_loop / len(rows)
-    speedup = per_loop / per_plain
+        for k in range(rounds):
+            part = np.arange(k, len(rows), rounds)
+            loop[part], dt, dc = _timed(lmfit_loop, die, rows[part])
+            t_loop, c_loop = t_loop + dt, c_loop + dc
+            tm = {}
+            res, dt, dc = _timed(fit_drift_die, die, ("two_slope",), timings=tm)
+            phases.append(tm)
+            t_vec.append(dt)
+            c_vec.append(dc)
+            (plain, _), dt, dc = _timed(vectorised_plain, die)
+            t_plain.append(dt)
+            c_plain.append(dc)
+    tab = res.tables["two_slope"]
+    plain_off, _ = vectorised_plain(die, res.offset)
+    n = die.n_cells
+    per_loop, cpu_loop = t_loop / len(rows), c_loop / len(rows)
+    per_vec, cpu_vec = np.median(t_vec) / n, np.median(c_vec) / n
+    per_plain, cpu_plain = np.median(t_plain) / n, np.median(c_plain) / n
     tm1, tts = tr_die["m1"].to_numpy()[rows], tr_die["t_star"].to_numpy()[rows]
     inside = tts < args.pulses
-    vec_m1 = tab["m1"].to_numpy()[rows]
-    vec_ts = tab["t_star"].to_numpy()[rows]
-    print(f"drift fit, one die ({die.n_cells} cells) against a plain lmfit loop ({len(rows)} of its cells, "
-          f"{per_loop * 1e3:.2f} ms/cell, {t_loop:.1f} s):")
-    print(f"  vectorised two-slope fit (global break search + LM-free closed form + stderr, every valid read): "
-          f"{per_plain * 1e3:.3f} ms/cell ({t_plain:.2f} s): {speedup:.0f}x faster (target >= {SPEEDUP_TARGET:.0f}x): "
-          f"{'OK' if speedup >= SPEEDUP_TARGET else 'TOO SLOW'}")
-    print(f"  whole robust per-die step (flags, RTN detection and masking, noise, all stderr): "
-          f"{per_vec * 1e3:.2f} ms/cell ({t_vec:.2f} s): {per_loop / per_vec:.0f}x faster")
-    print(f"  accuracy on those {len(rows)} cells, median |rel err| m1: lmfit loop {_relerr(loop[:, 0], tm1):.3f}, "
-          f"vectorised plain {_relerr(plain[rows, 0], tm1):.3f}, robust {_relerr(vec_m1, tm1):.3f}; "
-          f"t* (break inside): lmfit loop {_relerr(loop[inside, 1], tts[inside]):.3f}, vectorised plain "
-          f"{_relerr(plain[rows, 1][inside], tts[inside]):.3f}, robust {_relerr(vec_ts[inside], tts[inside]):.3f}")
-    return 0 if wall <= BUDGET_S and speedup >= SPEEDUP_TARGET else 1
+    err = {
+        "lmfit loop": (loop[:, 0], loop[:, 1]),
+        "vectorised plain": (plain[rows, 0], plain[rows, 1]),
+        "robust": (tab["m1"].to_numpy()[rows], tab["t_star"].to_numpy()[rows]),
+    }
+    err = {k: (_relerr(m1, tm1), _relerr(ts[inside], tts[inside])) for k, (m1, ts) in err.items()}
+    speed = per_loop / per_vec
+    accurate = err["robust"][0] <= err["lmfit loop"][0] and err["robust"][1] <= err["lmfit loop"][1]
+    fast = speed >= SPEEDUP_TARGET
+    print(f"drift fit, one die ({n} cells) against a plain lmfit loop ({len(rows)} of its cells, "
+          f"{per_loop * 1e3:.2f} ms/cell wall, {cpu_loop * 1e3:.2f} ms/cell CPU), in {rounds} alternating rounds:")
+    print(f"  the drift fit, whole robust per-die step (fit_drift_die: flags, RTN detection and masking, the noise "
+          f"spectrum it needs, all stderr): {per_vec * 1e3:.3f} ms/cell ({np.median(t_vec):.2f} s per die, median "
+          f"of {rounds}): {speed:.0f}x faster in wall time, {cpu_loop / cpu_vec:.0f}x in CPU time "
+          f"(target >= {SPEEDUP_TARGET:.0f}x at equal or better accuracy): "
+          f"{'OK' if fast and accurate else ('TOO SLOW' if not fast else 'LESS ACCURATE')}")
+    ph = {k: float(np.median([p[k][0] for p in phases])) for k in phases[0]}
+    own = [k for k in ph if k not in ("flags", "noise")]
+    drift_only = np.median([sum(p[k][0] for k in own) for p in phases])
+    no_noise = np.median([sum(v[0] for k, v in p.items() if k != "noise") for p in phases])
+    print(f"  of which (median per die): detect_flags (the flags module) {ph['flags'] * 1e3:.0f} ms, the die's noise "
+          f"spectrum and its pink + white fit {ph['noise'] * 1e3:.0f} ms, the drift fit's own phases "
+          f"{drift_only * 1e3:.0f} ms (" + ", ".join(f"{k} {ph[k] * 1e3:.0f}" for k in own) + ")")
+    print(f"  the step without the noise fit: {per_loop / (no_noise / n):.0f}x faster; the drift fit alone (without "
+          f"detect_flags too): {per_loop / (drift_only / n):.0f}x faster (wall time)")
+    print(f"  vectorised plain two-slope fit alone (global break search + closed form + stderr, every valid read, "
+          f"the loop's job): {per_plain * 1e3:.3f} ms/cell: {per_loop / per_plain:.0f}x faster in wall time, "
+          f"{cpu_loop / cpu_plain:.0f}x in CPU time")
+    print("  accuracy on those cells, median |rel err| m1 / t* (break inside): "
+          + ", ".join(f"{k} {m:.3f} / {t:.3f}" for k, (m, t) in err.items()))
+    sse_loop, sse_plain = _sse_raw(die, rows, loop), _sse_raw(die, rows, plain[rows])
+    local = sse_loop > sse_plain * 1.001  # the loop stopped in a local optimum
+    print(f"  why plain is worse than the loop on m1: on {local.mean():.0%} of the cells the loop ends in a local "
+          f"optimum (SSE > the global one), where its m1 error is {_relerr(loop[local, 0], tm1[local]):.3f} and the "
+          f"global optimum's {_relerr(plain[rows, 0][local], tm1[local]):.3f} (its break at pulse "
+          f"{np.median(plain[rows, 1][local]):.0f}, median: the pink noise's mean builds up over the first 15 pulses "
+          f"after SET and makes a short steep first segment); with that offset taken out of w (as the robust fit "
+          f"does), the vectorised plain fit's m1 error is {_relerr(plain_off[rows, 0], tm1):.3f}")
+    return 0 if wall <= BUDGET_S and fast and accurate else 1
 
 
 if __name__ == "__main__":

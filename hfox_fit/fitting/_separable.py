@@ -271,45 +271,51 @@ class TwoSlopeProfile:
     reverse cumulative sums computed once per weight array.
     """
 
-    def __init__(self, t, scale, y, w, buffers=None):
+    def __init__(self, t, scale, y, w, buffers=None, *, y_masked: bool = False):
+        """Prefix sums of ``w``, ``w tau``, ``w tau^2``, ``w y``, ``w y tau`` of every row.
+
+        ``w`` may be bool (a read mask) or float weights. ``y_masked=True`` says
+        that ``y`` is already 0 wherever ``w`` is 0 and ``w`` is 0/1, so ``w y``
+        is ``y`` itself (one pass less). ``buffers`` (a dict kept by the caller)
+        lets repeated fits of one die reuse the (5, N, T + 1) prefix array.
+        """
         self.t = np.asarray(t, float)
         self.scale = float(scale)
         self.tau = self.t / self.scale
         tau = self.tau
         n, T = y.shape
         # prefix[q][:, j] = sum over the first j pulses; "after index j" = total - prefix.
-        # ``buffers`` (a dict kept by the caller) lets repeated fits of one die reuse memory.
         buffers = {} if buffers is None else buffers
         if buffers.get("shape") != (n, T):
             buffers.clear()
             buffers["shape"] = (n, T)
             buffers["prefix"] = np.empty((5, n, T + 1))
-            buffers["scratch"] = np.empty((n, T))
-            buffers["wy"] = np.empty((n, T))
-        wy = np.multiply(w, y, out=buffers["wy"])
-        scratch = buffers["scratch"]
-        self.prefix = buffers["prefix"]
-        for k, pre in enumerate(self.prefix):
-            if k == 0:
-                col = w
-            elif k == 1:
-                col = np.multiply(w, tau, out=scratch)
-            elif k == 2:
-                col = np.multiply(w, tau * tau, out=scratch)
-            elif k == 3:
-                col = wy
-            else:
-                col = np.multiply(wy, tau, out=scratch)
-            pre[:, 0] = 0.0
-            np.cumsum(col, axis=1, out=pre[:, 1:])
-        self.tot = [pre[:, T].copy() for pre in self.prefix]
-        self._tot = self.prefix[:, :, T].copy()
+            buffers["prefix"][:, :, 0] = 0.0
+        self.prefix = pre = buffers["prefix"]
+        body = pre[:, :, 1:]
+        # each column is formed in its prefix row, then summed in place
+        np.copyto(body[0], w)
+        np.multiply(w, tau, out=body[1])
+        np.multiply(body[1], tau, out=body[2])
+        if y_masked:
+            wy = y
+        else:
+            wy = np.multiply(w, y, out=body[3])
+        np.multiply(wy, tau, out=body[4])
         self.yy = np.einsum("nt,nt->n", wy, y)
+        if y_masked:
+            np.copyto(body[3], y)
+        for q in range(5):
+            np.cumsum(body[q], axis=1, out=body[q])
+        self._tot = self.prefix[:, :, T].copy()
+        self.tot = list(self._tot)
 
     def _after(self, theta):
         j = np.searchsorted(self.tau, theta, side="right")
         rows = np.arange(theta.shape[0]).reshape((-1,) + (1,) * (theta.ndim - 1))
-        return self._tot.reshape((5,) + rows.shape) - self.prefix[:, rows, j]
+        # np.take on the flattened rows is faster than 2-D fancy indexing
+        flat = self.prefix.reshape(5, -1)
+        return self._tot.reshape((5,) + rows.shape) - np.take(flat, rows * self.prefix.shape[2] + j, axis=1)
 
     def normal(self, theta):
         """M (N, ..., 3, 3) and r (N, ..., 3) at per-cell ``theta`` of shape (N, ...)."""

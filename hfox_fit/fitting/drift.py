@@ -7,25 +7,39 @@ Pipeline for one die (:func:`fit_drift_die`, a pure function of one
    read failed, ``R0`` is extrapolated from the first valid read and the die's
    median ``w`` there.
 2. Broken trains are flagged (:mod:`hfox_fit.fitting.flags`).
-3. Robust fit: the law is fitted to all reads; a two-state HMM of RTN runs on
-   blocks of the residuals (:func:`hfox_fit.fitting.noise.rtn_em`; it mostly
-   reads the read-to-read variance, which the drift does not touch) and every
-   block it finds high is masked with its neighbours, as are reads far from the
-   fit (RTN excursions above, glitches below); ``robust_rounds`` such rounds.
-   So telegraph jumps do not drag the drift (a plain least-squares fit does).
-4. The residual spectrum of the die gives the pink and read noise; the pink
+3. Robust fit: the law is fitted to all reads (the first, masking fit of
+   ``two_slope`` on sums over ``prefit_bin`` pulses: it only feeds the residuals
+   below); a two-state HMM of RTN runs on blocks of the residuals
+   (:func:`hfox_fit.fitting.noise.rtn_em`; it mostly reads the read-to-read
+   variance, which the drift does not touch) and every block it finds high is
+   masked with its neighbours, as are reads far from the fit (RTN excursions
+   above, glitches below); ``robust_rounds`` such rounds. So telegraph jumps do
+   not drag the drift (a plain least-squares fit does). The residuals of these
+   rounds are float32: they only feed noise statistics.
+4. A train the mask would leave with too few reads, or whose start or a long
+   stretch RTN hides (``rtn_min_low``, ``rtn_late_start``, ``rtn_max_gap``), is
+   fitted on all its reads instead, each high one lowered by the telegraph
+   term's mean ``A / 4`` (blocks at a change of state left out); its ``note``
+   says so and ``n_rtn_corrected`` counts those reads.
+5. The residual spectrum of the die gives the pink and read noise; the pink
    term's non-zero mean (:meth:`hfox_fit.model.PinkNoise.offset`) is taken out
    of ``w`` so that ``c1`` is the law's own intercept, as in the model.
-5. Each requested law is fitted on the same reads (so AIC/BIC compare) with
+6. Each requested law is fitted on the same reads (so AIC/BIC compare) with
    the vectorised separable solver (:mod:`hfox_fit.fitting._separable`). The
    per-train AIC and BIC are quasi-likelihood criteria: ``-2 log L`` is divided
    by ``kappa`` (below), the overdispersion of the correlated noise.
+7. ``R0`` refers to the RTN-low state: a train that is RTN-high from its first
+   reads most likely was high at the read right after SET too, and ``r0`` is
+   lowered (``c1`` raised) by that read's expected telegraph excess
+   (:func:`_start_excess`; ``r0_rtn_high`` is the probability that it was high).
 
 Standard errors come from the Jacobian at the optimum with the residual
 variance, multiplied by ``kappa = (sum of the noise autocovariance) / variance``
 from the fitted pink + white noise model: the pink noise is correlated over
 ~15 pulses, so a slope sees ``n / kappa`` effective reads (the long-run
-variance, i.e. a HAC sandwich for smooth regressors).
+variance, i.e. a HAC sandwich for smooth regressors). For a train fitted
+through its corrected high reads, whose telegraph scatter is white, ``kappa``
+is the variance-weighted mix of the two.
 
 For ``two_slope``, a break that does not improve the fit significantly over a
 straight line (``(SSE_line - SSE) / (sigma^2 kappa) < break_threshold``) is not
@@ -40,6 +54,8 @@ the post-break slopes seen elsewhere.
 
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -54,6 +70,7 @@ from . import _separable as sep
 from ._util import nanquantile_rows
 from .flags import FlagOptions, detect_flags
 from .noise import (
+    _VAR_U1U2,
     SpectrumStats,
     block_stats,
     fit_pink_spectrum,
@@ -132,6 +149,27 @@ class DriftOptions:
         For a train without a reported break, ``m1`` and ``c1`` come from the
         best two-slope fit when its significance reaches this (a small early
         rise), else from the straight line.
+    prefit_bin : int, default=4
+        The first (masking) two-slope fit is made on sums over this many pulses
+        (1: on every read); the final fit always uses every read.
+    rtn_min_low : float, default=0.1
+        A train whose RTN-low reads are fewer than this fraction of its valid
+        reads (or than ``flags.min_reads``) is high nearly everywhere: it is
+        fitted on all its valid reads, each high one lowered by the telegraph
+        term's mean ``A / 4`` (the blocks next to a change of state, and a high
+        first block, are left out: they mix both states), and says so in its
+        ``note`` (``n_rtn_corrected`` reads).
+    rtn_late_start, rtn_max_gap : float, default=0.1, 0.5
+        The same when RTN hides the start of the train (the stretch left out at
+        its start is longer than ``rtn_late_start`` of the train's span: the
+        intercept would be an extrapolation) or a stretch longer than
+        ``rtn_max_gap`` of the span (a break could hide in it).
+    r0_rtn : bool, default=True
+        When a train is RTN-high from its very first reads, the read right after
+        SET is most likely high too (RTN persists from pulse to pulse): ``r0``
+        is then lowered by the read's expected telegraph excess, so that ``r0``
+        and ``c1`` refer to the low state (column ``r0_rtn_high``: the
+        probability that the read was high; see :func:`_start_excess`).
     verify : int, default=1
         Trains per die re-fitted with lmfit to verify the vectorised optimum.
     max_traces : int, default=64
@@ -149,6 +187,11 @@ class DriftOptions:
     break_threshold: float = 10.0
     min_segment: int = 5
     m1_threshold: float = 5.0
+    prefit_bin: int = 4
+    rtn_min_low: float = 0.1
+    rtn_late_start: float = 0.1
+    rtn_max_gap: float = 0.5
+    r0_rtn: bool = True
     verify: int = 1
     max_traces: int = 64
     flags: FlagOptions = field(default_factory=FlagOptions)
@@ -211,9 +254,14 @@ def _golden_profile(law, t, scale, y, w, a, b, iters: int = 24):
     return theta, beta, sse
 
 
-def _fit_law(name, t, scale, y, w, t_lo, t_hi, buffers=None) -> _LawFit:
-    """Fit law ``name`` to every row (weights ``w`` 0/1) and return internal coefficients."""
+def _fit_law(name, t, scale, y, w, t_lo, t_hi, buffers=None, y_masked: bool = False) -> _LawFit:
+    """Fit law ``name`` to every row (weights ``w``: 0/1 floats or a bool mask) and return internal coefficients.
+
+    ``y_masked``: ``y`` is already 0 wherever ``w`` is (spares the two-slope fit a pass).
+    """
     law = sep.SEPARABLE_LAWS[name]
+    if name != "two_slope" and w.dtype == bool:
+        w = w.astype(float)
     lo, hi = law.theta_range(t_lo, t_hi, scale)
     lo, hi = np.asarray(lo, float), np.asarray(hi, float)
     bad = ~(hi > lo)
@@ -221,7 +269,7 @@ def _fit_law(name, t, scale, y, w, t_lo, t_hi, buffers=None) -> _LawFit:
     hi = np.where(bad, lo * (1 + 1e-9) + 1e-12, hi)
     n = y.shape[0]
     if name == "two_slope":
-        prof = sep.TwoSlopeProfile(t, scale, y, w, buffers)
+        prof = sep.TwoSlopeProfile(t, scale, y, w, buffers, y_masked=y_masked)
         theta, beta, sse, coarse = prof.minimise(lo, hi)
         info = prof.information(beta, theta)
         line = prof.line()
@@ -273,6 +321,39 @@ def _fit_law(name, t, scale, y, w, t_lo, t_hi, buffers=None) -> _LawFit:
     return _LawFit(beta, theta, sse, info, converged | at_bound, at_bound)
 
 
+def _span(t, mask, first_t, last_t):
+    """First and last pulse of each row's reads in ``mask`` (``first_t``, ``last_t`` where none)."""
+    T = len(t)
+    anyr = mask.any(1)
+    lo = np.where(anyr, t[np.argmax(mask, axis=1)], first_t)
+    hi = np.where(anyr, t[T - 1 - np.argmax(mask[:, ::-1], axis=1)], last_t)
+    return lo, hi
+
+
+def _binned_fit(t, scale, y, w, t_lo, t_hi, width: int, buffers=None) -> _LawFit:
+    """Two-slope fit of the sums of ``y`` over ``width``-pulse bins (weights: the reads in each bin).
+
+    ``y`` is 0 where ``w`` (bool) is False. Only ``beta`` and ``theta`` are set
+    (for residuals); the break is found to within a fraction of a pulse.
+    """
+    T = len(t)
+    starts = np.arange(0, T, width)
+    c = np.add.reduceat(w, starts, axis=1, dtype=float)
+    yb = np.add.reduceat(y, starts, axis=1)
+    np.divide(yb, c, out=yb, where=c > 0)
+    tb = np.add.reduceat(t, starts) / np.diff(np.r_[starts, T])
+    law = sep.SEPARABLE_LAWS["two_slope"]
+    lo, hi = law.theta_range(t_lo, t_hi, scale)
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    bad = ~(hi > lo)
+    lo = np.where(bad, (lo + hi) / 2, lo)
+    hi = np.where(bad, lo * (1 + 1e-9) + 1e-12, hi)
+    prof = sep.TwoSlopeProfile(tb, scale, yb, c, buffers)
+    theta, beta, sse, _ = prof.minimise(lo, hi, levels=2)
+    n = len(theta)
+    return _LawFit(beta, theta, sse, None, ~bad, np.zeros(n, bool))
+
+
 def _evaluate(name, t, scale, fit: _LawFit):
     """Model values (N, T) of the fitted rows."""
     b, th = fit.beta, fit.theta[:, None]
@@ -322,6 +403,23 @@ class DieDriftResult:
     messages: list = field(default_factory=list)
     mask_bits: np.ndarray | None = None  # np.packbits of the fitted-read mask (N, T)
     offset: np.ndarray | None = None  # pink offset subtracted from w at pulses 1..T
+    #: rows fitted through their RTN-high reads (``rtn_min_low``): row -> excess subtracted at pulses 1..T
+    rtn_excess: dict = field(default_factory=dict)
+
+    def fitted_w(self, die: DieData, row: int, law: str | None = None) -> np.ndarray:
+        """``w`` of table row ``row`` as its fit saw it (pulses 1..T; NaN where not fitted).
+
+        ``ln(R / r0)`` with the table's ``r0``, less the pink offset and any
+        telegraph excess removed from the row (see :class:`DriftOptions`).
+        """
+        law = law or next(iter(self.tables))
+        n_cycles = len(die.cycles)
+        r = np.asarray(die.resistance, float)[row // n_cycles, row % n_cycles]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.log(r[1:]) - np.log(self.tables[law]["r0"].iat[row]) - self.offset
+        if row in self.rtn_excess:
+            w = w - self.rtn_excess[row]
+        return np.where(self.mask()[row], w, np.nan)
 
     def mask(self) -> np.ndarray:
         """The reads each row's fit used, bool (N, n_pulses - 1)."""
@@ -331,11 +429,165 @@ class DieDriftResult:
 
 def _robust_scale(resid, mask):
     """Per-row noise scale from the residuals below zero (RTN only adds positive ones)."""
-    neg = mask & (resid < 0)
-    cnt = neg.sum(1)
-    s = np.sqrt(np.where(neg, resid**2, 0.0).sum(1) / np.maximum(cnt, 1))
+    neg = resid < 0
+    neg &= mask
+    cnt = np.count_nonzero(neg, axis=1)
+    r = np.where(neg, resid, resid.dtype.type(0))
+    s = np.sqrt(np.einsum("nt,nt->n", r, r).astype(float) / np.maximum(cnt, 1))
     s[cnt < 3] = np.nan
     return s
+
+
+def _residual32(name, t, scale, fit: _LawFit, y, out):
+    """``y - model`` of the fitted rows in float32 into ``out`` (N, T), without float64 temporaries."""
+    out[...] = y
+    if name != "two_slope":
+        out -= _evaluate(name, t, scale, fit)
+        return out
+    f32 = np.float32
+    tau = (t / scale).astype(f32)
+    b = fit.beta.astype(f32)
+    tmp = np.empty_like(out)
+    np.multiply(b[:, 1:2], tau[None, :], out=tmp)
+    out -= tmp
+    np.subtract(tau[None, :], fit.theta.astype(f32)[:, None], out=tmp)
+    np.maximum(tmp, 0, out=tmp)
+    tmp *= b[:, 2:3]
+    out -= tmp
+    out -= b[:, :1]
+    return out
+
+
+def _block_residual_sums(prof, beta, theta, block: int):
+    """Sums over ``block``-pulse blocks of ``w (y - model)`` and of ``w``, (N, nb) each, from the prefix sums.
+
+    For the two-slope law: no (N, T) pass (the residual is linear in the data).
+    """
+    T = len(prof.tau)
+    nb = T // block
+    edges = np.arange(nb + 1) * block
+    pre = prof.prefix
+    s0 = np.diff(pre[0][:, edges], axis=1)
+    s1 = np.diff(pre[1][:, edges], axis=1)
+    y0 = np.diff(pre[3][:, edges], axis=1)
+    # hinge (tau - theta)_+ : the part of each block after the break
+    jb = np.searchsorted(prof.tau, theta, side="right")
+    rows = np.arange(len(theta))[:, None]
+    lo = np.clip(jb[:, None], edges[None, :-1], edges[None, 1:])
+    hi = edges[None, 1:]
+    h = (pre[1][rows, hi] - pre[1][rows, lo]) - theta[:, None] * (pre[0][rows, hi] - pre[0][rows, lo])
+    r = y0 - beta[:, :1] * s0 - beta[:, 1:2] * s1 - beta[:, 2:3] * h
+    return r, s0
+
+
+def _long_run_from_blocks(r, c, block: int):
+    """Per-row long-run variance from block sums ``r`` of the residual and read counts ``c`` (NaN with < 4 blocks)."""
+    n, nb = r.shape
+    if nb < 4:
+        return np.full(n, np.nan)
+    full = c >= block / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lrv = np.where(full, r * r / np.where(full, c, 1.0), 0.0).sum(axis=1) / full.sum(axis=1)
+    return np.where(full.sum(axis=1) >= 4, lrv, np.nan)
+
+
+#: Grid of U1*U2 in (0, 1) (midpoints) with log of its density -ln(u) times the cell width, for the
+#: likelihood of a read in the RTN high state (:func:`_start_excess`).
+_U_GRID = (np.arange(256) + 0.5) / 256
+_U_LOGW = np.log(-np.log(_U_GRID) / 256)
+
+
+def _start_excess(d, sigma_d, amplitude, p_up, n_trains: int, c1=None, c1_law=None, pi0: float = 0.01,
+                  iters: int = 50):
+    """Probability that the read right after SET was RTN-high, and its expected excess, for trains high at the start.
+
+    A train that is RTN-high over its first block either started high (the read
+    right after SET, which defines ``R0``, was high too: RTN persists from pulse
+    to pulse) or went high within the block. The two are told apart by where
+    the high stretch begins: the read-to-read changes are small between low
+    reads and as wide as the telegraph scatter between high ones, whatever the
+    drift, so the changes over the first block place the onset (at pulse 1, or
+    after some low reads); and by how often trains start high on this die (a
+    rate estimated by EM over the die's ``n_trains`` trains; the others start
+    low). The excess of a high read is ``U1 U2 A``; given the train's apparent
+    ``c1`` and the die's ``c1`` law, its posterior mean is the correction
+    (empirical Bayes: the telegraph law combined with the die's spread of ``c1``).
+
+    Parameters
+    ----------
+    d : ndarray of shape (K, B - 1)
+        Changes from read ``k - 1`` to read ``k`` (pulses 2..B) of the K
+        candidate trains, less the fitted law's change (NaN where a read is missing).
+    sigma_d : float
+        Standard deviation of a change between two low reads.
+    amplitude : ndarray of shape (K,)
+        Each train's telegraph amplitude ``A``.
+    p_up : float
+        Per-pulse probability of going high (the die's).
+    n_trains : int
+        Trains of the die that could have started high (the denominator of the rate).
+    c1 : ndarray of shape (K,), optional
+        The candidates' fitted ``c1`` (against the read right after SET).
+    c1_law : (float, float), optional
+        Median and spread of ``c1`` over the die's trains that start low.
+    pi0 : float
+        Starting value of the rate.
+
+    Returns
+    -------
+    p_high, excess, var : ndarray of shape (K,)
+        Posterior probability that the read at pulse 0 was high; the posterior
+        mean of its excess; and the posterior variance of that excess.
+    """
+    k = d.shape[0]
+    if k == 0:
+        z = np.zeros(0)
+        return z, z, z
+    miss = ~np.isfinite(d)
+    x = np.where(miss, 0.0, d)
+    s2 = sigma_d * sigma_d
+    A = amplitude[:, None]
+    # both low, low -> high at this change, both high (the difference of two U1 U2 A: its variance)
+    ll_ll = -0.5 * x * x / s2 - 0.5 * np.log(2 * np.pi * s2)
+    e = A * _U_GRID[None, :]  # (K, G) excess grid, log weights _U_LOGW
+    q = -0.5 * (x[..., None] - e[:, None, :]) ** 2 / s2 + _U_LOGW - 0.5 * np.log(2 * np.pi * s2)
+    mx = q.max(axis=2)
+    ll_lh = mx + np.log(np.exp(q - mx[..., None]).sum(axis=2))
+    v_hh = s2 + 2.0 * _VAR_U1U2 * A * A
+    ll_hh = -0.5 * x * x / v_hh - 0.5 * np.log(2 * np.pi * v_hh)
+    for a in (ll_ll, ll_lh, ll_hh):
+        a[miss] = 0.0
+    # onset at change j (reads up to j low, from j + 1 on high); column 0 of ll: high from pulse 1
+    zero = np.zeros((k, 1))
+    before = np.concatenate([zero, np.cumsum(ll_ll, axis=1)], axis=1)[:, :-1]  # sum of ll_ll over changes < j
+    after = np.concatenate([np.cumsum(ll_hh[:, ::-1], axis=1)[:, ::-1], zero], axis=1)  # over changes >= j
+    ll = np.concatenate([after[:, :1], before + ll_lh + after[:, 1:]], axis=1)
+    lk = np.exp(ll - ll.max(axis=1, keepdims=True))
+    # the excess given high, from the telegraph law and the apparent c1 (c1_true = c1 + excess)
+    logw = np.broadcast_to(_U_LOGW, e.shape)
+    if c1 is not None and c1_law is not None and np.isfinite(c1_law[1]) and c1_law[1] > 0:
+        mu, sc = c1_law
+        cc = np.where(np.isfinite(c1), c1, mu)
+        logw = logw - 0.5 * ((cc[:, None] + e - mu) / sc) ** 2
+    post = np.exp(logw - logw.max(axis=1, keepdims=True))
+    post /= post.sum(axis=1, keepdims=True)
+    e1 = (post * e).sum(axis=1)
+    e2 = (post * e * e).sum(axis=1)
+    p_up = float(np.clip(p_up, 1e-6, 0.5))
+    n_trains = max(int(n_trains), k)
+    rate = float(np.clip(pi0, 1e-4, 0.5))
+    for _ in range(iters):
+        started = rate * lk[:, 0]  # high at pulse 0 already, and still at pulse 1
+        later = (1.0 - rate) * p_up * lk.sum(axis=1)  # low at pulse 0, up before pulse 1 or later
+        p = started / (started + later)
+        new = float(p.sum() / n_trains)
+        done = abs(new - rate) <= 1e-6 * max(rate, 1e-6)
+        rate = new
+        if done:
+            break
+    excess = p * e1
+    var = np.maximum(p * e2 - excess**2, 0.0)
+    return p, excess, var
 
 
 _DEFAULT_START = {
@@ -377,13 +629,52 @@ def _lmfit_fallback(name, table, flag_before, t, Yc, W, kappa):
         for p in law.params:
             table.loc[table.index[i], p] = r.params[p].value
             se = r.params[p].stderr
-            table.loc[table.index[i], p + "_stderr"] = se * np.sqrt(kappa) if se is not None else np.nan
+            k_i = kappa[i] if np.ndim(kappa) else kappa
+            table.loc[table.index[i], p + "_stderr"] = se * np.sqrt(k_i) if se is not None else np.nan
         table.loc[table.index[i], ["flag", "flag_reason", "success"]] = ["ok", "", True]
         table.loc[table.index[i], "note"] = _join(table["note"].iat[i], "fitted by lmfit (the vectorised fit "
                                                                         "did not converge)")
 
 
-def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | None = None) -> DieDriftResult:
+_WORK = threading.local()
+#: Largest work array (bytes) kept between calls of :func:`fit_drift_die` (per thread).
+_KEEP_BYTES = 64 * 2**20
+
+
+def _work_buffers(n: int, T: int, key: str = "fit") -> dict:
+    """The two-slope fit's work arrays: kept between calls of one thread when small enough.
+
+    A fresh (5, N, T + 1) array costs its page faults on every die; dies of one
+    campaign have the same shape, so a thread keeps one per ``key`` (up to
+    ``_KEEP_BYTES`` each).
+    """
+    if 5 * n * (T + 1) * 8 > _KEEP_BYTES:
+        return {}
+    kept = getattr(_WORK, "buffers", None)
+    if kept is None:
+        kept = _WORK.buffers = {}
+    return kept.setdefault(key, {})
+
+
+class _Clock:
+    """Wall and CPU seconds per phase into ``timings`` (a dict, or None for no timing)."""
+
+    def __init__(self, timings):
+        self.timings = timings
+        if timings is not None:
+            self.last = (time.perf_counter(), time.process_time())
+
+    def __call__(self, phase: str):
+        if self.timings is None:
+            return
+        now = (time.perf_counter(), time.process_time())
+        wall, cpu = self.timings.get(phase, (0.0, 0.0))
+        self.timings[phase] = (wall + now[0] - self.last[0], cpu + now[1] - self.last[1])
+        self.last = now
+
+
+def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | None = None, *,
+                  timings: dict | None = None) -> DieDriftResult:
     """Fit the drift laws ``laws`` to every (cell, cycle) of one die (see module doc).
 
     Parameters
@@ -392,11 +683,17 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
     laws : sequence of str
         Laws to fit on the same reads; the first one drives the robust masking.
     options : DriftOptions, optional
+    timings : dict, optional
+        Filled with ``phase -> (wall s, CPU s)`` (for benchmarks): ``flags``
+        (:func:`~hfox_fit.fitting.flags.detect_flags`), ``noise`` (the die's residual
+        spectrum and its pink + white fit), and the drift fit's own phases
+        ``prepare``, ``prefit``, ``rtn``, ``fit``, ``tables``.
 
     Returns
     -------
     DieDriftResult
     """
+    clock = _Clock(timings)
     options = options or DriftOptions()
     laws = tuple(check_law(name) for name in laws)
     if not isinstance(die, DieData):
@@ -410,37 +707,44 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
         "cycle": np.tile(np.asarray(die.cycles, dtype="int64"), n_cells),
     })
     res = np.asarray(die.resistance, float).reshape(n, P)
+    lny = np.full((n, P), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        lny = np.where(res > 0, np.log(res), np.nan)
+        np.log(res, out=lny, where=res > 0)
     valid = np.isfinite(lny)
     messages = []
+    clock("prepare")
     flag, reason, cut, _ = detect_flags(lny, valid, options.flags)
-    if P < 2:
-        t = np.zeros(0)
+    clock("flags")
     t = np.arange(1, P, dtype=float)
     T = len(t)
     scale = float(max(T, 1))
     # R0 and w
     lnr0 = lny[:, 0].copy()
     r0_from_read = np.isfinite(lnr0)
-    vmask = valid[:, 1:] & (np.arange(1, P)[None, :] < cut[:, None])
+    vmask = valid[:, 1:]
+    if (cut < P).any():
+        vmask = vmask & (np.arange(1, P)[None, :] < cut[:, None])
     need = ~r0_from_read & vmask.any(1)
     r0_spread = np.full(n, np.nan)
     if need.any():
-        wref = np.where(vmask & r0_from_read[:, None], lny[:, 1:] - lnr0[:, None], np.nan).T
+        # the die's median w at the first valid read of each train that needs it
+        rows_need = np.nonzero(need)[0]
+        first_j = np.argmax(vmask[rows_need], axis=1)
+        cols = np.unique(first_j)
+        ref = vmask[:, cols] & r0_from_read[:, None]
+        wref = np.where(ref, lny[:, cols + 1] - lnr0[:, None], np.nan).T
         med_w = nanquantile_rows(wref, 0.5)
         mad_w = nanquantile_rows(np.abs(wref - med_w[:, None]), 0.5)
-        for i in np.nonzero(need)[0]:
-            j = int(np.argmax(vmask[i]))
-            if np.isfinite(med_w[j]):
-                lnr0[i] = lny[i, j + 1] - med_w[j]
-                r0_spread[i] = 1.4826 * mad_w[j]
-    w_all = lny[:, 1:] - lnr0[:, None]
+        for i, j in zip(rows_need, first_j):
+            k = int(np.searchsorted(cols, j))
+            if np.isfinite(med_w[k]):
+                lnr0[i] = lny[i, j + 1] - med_w[k]
+                r0_spread[i] = 1.4826 * mad_w[k]
     no_r0 = ~np.isfinite(lnr0)
     for i in np.nonzero(no_r0 & (flag == "ok"))[0]:
         flag[i] = "failed"
         reason[i] = "no read right after SET and none to extrapolate R0 from"
-    usable = vmask & np.isfinite(w_all)
+    usable = vmask & ~no_r0[:, None]
     fitrows = np.nonzero(flag != "failed")[0]
     ok = flag == "ok"
     if T < 2 * options.flags.min_reads // 2 or fitrows.size == 0:
@@ -448,48 +752,84 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
         return DieDriftResult(str(die.wafer), str(die.die), tables,
                               segment_periodograms(np.zeros((0, max(T, 1))), np.zeros((0, max(T, 1)), bool)),
                               None, {}, np.zeros((0, T)), P, n_cells, messages=messages)
-    Y = np.where(usable, w_all, 0.0)
-    first_t = np.where(usable.any(1), t[np.argmax(usable, axis=1)], 1.0)
-    last_t = np.where(usable.any(1), t[T - 1 - np.argmax(usable[:, ::-1], axis=1)], float(T))
-    mask = usable.copy()
+    # Y: w on the usable reads, 0 elsewhere (it becomes the final fit's data in place further down)
+    Y = lny[:, 1:] - lnr0[:, None]
+    np.copyto(Y, 0.0, where=~usable)
+    del lny
+    any_usable = usable.any(1)
+    first_t = np.where(any_usable, t[np.argmax(usable, axis=1)], 1.0)
+    last_t = np.where(any_usable, t[T - 1 - np.argmax(usable[:, ::-1], axis=1)], float(T))
+    # traces for validation plots
+    ok_rows = np.nonzero(ok)[0]
+    step = max(len(ok_rows) // max(options.max_traces, 1), 1)
+    trace_rows = ok_rows[::step][: options.max_traces]
+    traces = np.where(usable[trace_rows], Y[trace_rows], np.nan)
+    B = min(options.rtn_block, T)
+    start_w = np.where(usable[:, :B], Y[:, :B], np.nan)  # the first reads: the state of the read right after SET
+    w_copy = Y.copy() if options.final_rtn else None
+    mask = usable
     main = laws[0]
     # rows to fit: a slice when they are all of them (fancy indexing would copy every array)
     sub = slice(None) if fitrows.size == n else fitrows
     rmask = usable & ok[:, None]
     rounds = max(options.robust_rounds, 1) if options.robust else 1
-    buffers = {}
+    buffers = _work_buffers(n, T)
     rtn = None
+    # the residual of every round in float32: it only feeds noise statistics (RTN, clipping, spectrum)
+    resid = np.zeros((n, T), np.float32)
+    thin = np.zeros(n, bool)
     for rnd in range(rounds):
-        f = _fit_law(main, t, scale, Y[sub], mask[sub].astype(float), first_t[sub], last_t[sub], buffers)
-        if isinstance(sub, slice):
-            resid = w_all - _evaluate(main, t, scale, f)
+        if rnd == 0 and main == "two_slope" and options.prefit_bin > 1:
+            # the first fit only gives the residuals the RTN detection and the clipping read: on sums
+            # over a few pulses it costs a fraction of a full one
+            f = _binned_fit(t, scale, Y[sub], usable[sub], first_t[sub], last_t[sub], options.prefit_bin,
+                            _work_buffers(n, -(-T // options.prefit_bin), "prefit"))
         else:
-            resid = np.full((n, T), np.nan)
-            resid[sub] = w_all[sub] - _evaluate(main, t, scale, f)
+            lo_t, hi_t = _span(t, mask, first_t, last_t)
+            f = _fit_law(main, t, scale, Y[sub], mask[sub], lo_t[sub], hi_t[sub], buffers,
+                         y_masked=mask is usable)
+        if isinstance(sub, slice):
+            _residual32(main, t, scale, f, Y, resid)
+        else:
+            resid[sub] = _residual32(main, t, scale, f, Y[sub], np.empty((len(fitrows), T), np.float32))
+        clock("prefit")
         if rnd >= 1 or rounds == 1:
             # RTN from the second round on (the first fit may still be dragged by it)
-            m_b, lv_b = block_stats(np.where(rmask, resid, np.nan), rmask, options.rtn_block)
+            m_b, lv_b = block_stats(resid, rmask, options.rtn_block)
             rtn = rtn_em(m_b, lv_b, options.rtn_block, llr_threshold=options.rtn_llr, init=rtn)
-            high = rtn.read_mask(T) & ok[:, None]
+            high = rtn.read_mask(T)
+            high &= ok[:, None]
         else:
             high = np.zeros_like(usable)
         if not options.robust:
             break
         s_row = _robust_scale(resid, mask)
+        s32 = s_row.astype(np.float32)[:, None]
         with np.errstate(invalid="ignore"):
-            out = (resid > options.clip_high * s_row[:, None]) | (resid < -options.clip_low * s_row[:, None])
-        new_mask = usable & ~out & ~high
-        # never mask a row below the minimum: fall back to its valid reads
-        thin = new_mask.sum(1) < options.flags.min_reads
+            out = resid > options.clip_high * s32
+            out |= resid < -options.clip_low * s32
+        new_mask = ~out
+        new_mask &= usable
+        new_mask &= ~high
+        # never mask a row below the minimum: a train RTN-high nearly everywhere is fitted on all its
+        # valid reads (the high ones lowered by their telegraph excess after the last round)
+        n_use = np.count_nonzero(usable, axis=1)
+        thin = np.count_nonzero(new_mask, axis=1) < np.maximum(options.flags.min_reads, options.rtn_min_low * n_use)
+        # ... or RTN hides its start (c1 would be an extrapolation) or a long stretch of it
+        if rtn is not None:
+            thin |= _rtn_hides(rtn, ok, first_t, last_t, options)
         new_mask[thin] = usable[thin]
         mask = new_mask
+    clock("rtn")
     # noise of this die
     spec_usable = usable & ~high & ok[:, None]
-    spectrum = segment_periodograms(np.where(spec_usable, resid, np.nan), spec_usable)
+    spectrum = segment_periodograms(resid, spec_usable)
+    del resid
     pink_info = {}
     offset = np.zeros(T)
     kappa = 1.0
     white = np.nan
+    sigma_read = np.nan
     if spectrum.length and spectrum.count.sum() >= 4:
         try:
             ps = fit_pink_spectrum(spectrum, bootstrap=0)
@@ -497,6 +837,7 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
             offset = pn.offset(t.astype(int))
             kappa = ps.long_run_ratio
             white = ps.white_std
+            sigma_read = float(np.sqrt(ps.std**2 + ps.white_std**2))
             pink_info = {"std": ps.std, "exponent": ps.exponent, "white_std": ps.white_std, "kappa": kappa,
                          "alpha": pn.alpha, "segments": ps.n_segments}
         except FitError as err:  # pragma: no cover - guarded by the count check
@@ -506,42 +847,83 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
             f"die {die.wafer}/{die.die}: too few complete residual segments for a noise fit; "
             "standard errors assume uncorrelated noise (kappa = 1) and c1 keeps the pink offset."
         )
-    Yc = np.where(usable, w_all - offset[None, :], 0.0)
-    W = mask.astype(float)
-    # traces for validation plots
-    ok_rows = np.nonzero(ok)[0]
-    step = max(len(ok_rows) // max(options.max_traces, 1), 1)
-    traces = np.where(usable, w_all, np.nan)[ok_rows[::step][: options.max_traces]]
+    clock("noise")
+    # Yc: w less the pink offset (and the telegraph excess of the trains fitted through their high
+    # reads), 0 where not fitted; W: the fitted reads
+    Yc = Y
+    Yc -= offset[None, :]
+    rtn_excess = {}
+    n_rtn = np.zeros(n, int)
+    thin_rtn = thin & high.any(1) & np.isfinite(rtn.amplitude) if (options.robust and rtn is not None) else thin & False
+    if thin_rtn.any():
+        # high reads lowered by A/4; the blocks next to a change of state (and a high first block: the
+        # state before it is unknown) hold reads of both states and are left out
+        hi_read, keep = _rtn_states(rtn, T)
+        for i in np.nonzero(thin_rtn)[0]:
+            m_i = usable[i] & keep[i]
+            if np.count_nonzero(m_i) >= options.flags.min_reads:
+                mask[i] = m_i
+            ex = np.where(hi_read[i], np.float32(rtn.amplitude[i] / 4.0), np.float32(0.0))
+            Yc[i] -= ex
+            rtn_excess[int(i)] = ex
+            n_rtn[i] = int(np.count_nonzero(hi_read[i] & mask[i]))
+    np.copyto(Yc, 0.0, where=~mask)
+    W = mask
     # final fits on the final reads; the main law's residuals give the reported RTN (amplitudes and
     # states from a drift no longer dragged by the telegraph reads)
-    fits = {name: _fit_law(name, t, scale, Yc[sub], W[sub], first_t[sub], last_t[sub], buffers) for name in laws}
+    # the break lies between fitted reads (not among reads left out at the start or the end)
+    lo_t, hi_t = _span(t, W, first_t, last_t)
+    fits = {name: _fit_law(name, t, scale, Yc[sub], W[sub], lo_t[sub], hi_t[sub], buffers, y_masked=True)
+            for name in laws}
+    clock("fit")
     if options.final_rtn:
         resid_main = np.full((n, T), np.nan)
-        resid_main[sub] = w_all[sub] - offset[None, :] - _evaluate(main, t, scale, fits[main])
-        m_b, lv_b = block_stats(np.where(rmask, resid_main, np.nan), rmask, options.rtn_block)
+        resid_main[sub] = w_copy[sub] - offset[None, :] - _evaluate(main, t, scale, fits[main])
+        m_b, lv_b = block_stats(resid_main, rmask, options.rtn_block)
         rtn = rtn_em(m_b, lv_b, options.rtn_block, llr_threshold=options.rtn_llr, init=rtn)
     common = {
         "r0": np.exp(lnr0),
         "r0_stderr": np.where(r0_from_read, np.exp(lnr0) * white, np.exp(lnr0) * r0_spread),
-        "n_reads": mask.sum(1),
+        # reads fitted in the RTN-low state, and the other valid reads (left out, or fitted through
+        # their telegraph excess: n_rtn_corrected of them)
+        "n_reads": np.count_nonzero(mask, axis=1) - n_rtn,
         "last_pulse": np.where(mask.any(1), T - np.argmax(mask[:, ::-1], axis=1), 0),
-        "n_masked": (usable & ~mask).sum(1),
+        "n_masked": np.count_nonzero(usable & ~mask, axis=1) + n_rtn,
         "rtn": rtn.shows & ok,
         "rtn_amplitude": np.where(ok, rtn.amplitude, np.nan),
         "rtn_amplitude_stderr": np.where(ok, rtn.extra.get("amplitude_stderr", np.full(n, np.nan)), np.nan),
+        "n_rtn_corrected": n_rtn,
+        "r0_rtn_high": np.zeros(n),
     }
     r0_note = np.where(r0_from_read, "", "R0 extrapolated from the first valid read (pulse-0 read failed); ")
     if not np.isfinite(white):
         common["r0_stderr"] = np.where(r0_from_read, np.nan, common["r0_stderr"])
         r0_note = np.where(r0_from_read, "r0_stderr unknown: the read noise was not resolved; ", r0_note)
+    r0_note = r0_note.astype(object)
+    for i in np.nonzero(thin_rtn)[0]:
+        r0_note[i] += (f"RTN high on much of the train ({n_rtn[i]} of {n_rtn[i] + common['n_reads'][i]} fitted reads): "
+                       f"fitted on all its reads, the high ones lowered by their mean telegraph excess "
+                       f"(A/4 = {rtn.amplitude[i] / 4:.3g}); ")
+    # overdispersion per train: the die's (pink noise) except where the white telegraph scatter of the
+    # corrected high reads dominates
+    kappa_rows = np.full(n, float(kappa))
+    if n_rtn.any() and np.isfinite(sigma_read):
+        v_low = sigma_read**2
+        v_rtn = _VAR_U1U2 * np.nan_to_num(rtn.amplitude) ** 2 * n_rtn / np.maximum(np.count_nonzero(mask, axis=1), 1)
+        kappa_rows = np.where(n_rtn > 0, (kappa * v_low + v_rtn) / (v_low + v_rtn), kappa_rows)
     tables = {}
     verify = {}
     for name in laws:
         f = fits[name]
-        resid_f = np.where(W[sub] > 0, Yc[sub] - _evaluate(name, t, scale, f), 0.0)
+        if name == "two_slope":
+            r_b, c_b = _block_residual_sums(f.profile, f.beta, f.theta, 32)
+            lrv = _long_run_from_blocks(r_b, c_b, 32)
+        else:
+            resid_f = np.where(W[sub], Yc[sub] - _evaluate(name, t, scale, f), 0.0)
+            lrv = _long_run_variance(resid_f, W[sub])
         tables[name] = _law_table(name, f, sub, ids, flag.copy(), reason.copy(), common, r0_note, t, scale,
-                                  W, kappa, options, white, _long_run_variance(resid_f, W[sub]))
-        _lmfit_fallback(name, tables[name], flag, t, Yc, W, kappa)
+                                  W, kappa_rows[sub], options, white, lrv)
+        _lmfit_fallback(name, tables[name], flag, t, Yc, W, kappa_rows)
         verify[name] = _verify(name, tables[name], t, Yc, W, options.verify)
         bad = tables[name]["flag"].eq("failed") & pd.Series(flag == "ok")
         if bad.any():
@@ -554,8 +936,142 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
                 FitConvergenceWarning,
                 stacklevel=3,
             )
+    if options.r0_rtn and options.robust and rtn is not None:
+        shift = _r0_at_set(tables, main, rtn, start_w, offset[:B], t[:B], ok & r0_from_read)
+        if shift is not None:
+            rows_in = np.isin(trace_rows, np.nonzero(shift)[0])
+            traces[rows_in] += shift[trace_rows[rows_in]][:, None]
+    clock("tables")
     return DieDriftResult(str(die.wafer), str(die.die), tables, spectrum, rtn, pink_info, traces, P, n_cells,
-                          verify=verify, messages=messages, mask_bits=np.packbits(mask, axis=1), offset=offset)
+                          verify=verify, messages=messages, mask_bits=np.packbits(mask, axis=1), offset=offset,
+                          rtn_excess=rtn_excess)
+
+
+def _rtn_hides(rtn, rows_ok, first_t, last_t, options) -> np.ndarray:
+    """Rows (bool, N) whose RTN-high stretches hide the start of the train, or a long stretch of it.
+
+    On the blocks the RTN mask leaves out (high, and their neighbours): the
+    stretch hidden at the start is longer than ``rtn_late_start`` of the train's
+    span (``c1`` would be an extrapolation), or a hidden stretch anywhere is
+    longer than ``rtn_max_gap`` of it (a break could hide in it).
+    """
+    n, nb = rtn.high.shape
+    out = np.zeros(n, bool)
+    if nb == 0:
+        return out
+    hb = rtn.high > 0.5
+    hidden = hb.copy()
+    hidden[:, 1:] |= hb[:, :-1]
+    hidden[:, :-1] |= hb[:, 1:]
+    hidden &= rows_ok[:, None]
+    rows = np.nonzero(hidden.any(1))[0]
+    if rows.size == 0:
+        return out
+    h = hidden[rows]
+    run = np.zeros(rows.size)
+    longest = np.zeros(rows.size)
+    for b in range(nb):  # length (blocks) of the hidden stretch ending at block b
+        run = (run + 1.0) * h[:, b]
+        np.maximum(longest, run, out=longest)
+    lead = np.where(h.all(1), nb, np.argmin(h, axis=1)) * rtn.block
+    span = (last_t - first_t)[rows]
+    out[rows] = (lead > options.rtn_late_start * span) | (longest * rtn.block > options.rtn_max_gap * span)
+    return out
+
+
+def _rtn_states(rtn, T: int):
+    """Per read (N, T): RTN-high (its block more likely high than low), and away from a change of state.
+
+    ``keep`` is False in the blocks on either side of a change of state (they
+    may hold reads of both states) and in a high first block; the trailing
+    partial block follows the last one.
+    """
+    n, nb = rtn.high.shape
+    hb = rtn.high > 0.5
+    edge = np.zeros((n, nb), bool)
+    if nb:
+        change = hb[:, 1:] != hb[:, :-1]
+        edge[:, 1:] |= change
+        edge[:, :-1] |= change
+        edge[:, 0] |= hb[:, 0]
+
+    def per_read(b):
+        out = np.zeros((n, T), bool)
+        if nb:
+            out[:, : nb * rtn.block] = np.repeat(b, rtn.block, axis=1)
+            out[:, nb * rtn.block:] = b[:, -1:]
+        return out
+
+    return per_read(hb), ~per_read(edge)
+
+
+def _r0_at_set(tables, main, rtn, start_w, offset, t, eligible):
+    """Refer ``r0`` and ``c1`` to the RTN-low state for trains that are high from their first reads.
+
+    For the trains whose first RTN block is high, :func:`_start_excess` gives the
+    probability that the read right after SET (``R0``) was high too and its
+    expected excess; ``r0`` is divided by ``exp(excess)``, ``c1`` (and ``c1_line``)
+    raised by it, their standard errors widened by its spread, and a note says
+    so. Modifies ``tables`` in place; returns the per-row shift of ``w`` (None if none).
+    """
+    nb = rtn.high.shape[1]
+    if nb == 0 or not rtn.shows.any():
+        return None
+    cand = np.nonzero(eligible & rtn.shows & (rtn.high[:, 0] > 0.5) & np.isfinite(rtn.amplitude))[0]
+    if cand.size == 0:
+        return None
+    tab = tables[main]
+    law = get_law(main)
+    params = {p: tab[p].to_numpy(float)[cand] for p in law.params}
+    if main == "two_slope":
+        # trains without a reported break: the straight line (or best fit) that gave m1 and c1
+        ts = params["t_star"]
+        params["t_star"] = np.where(np.isfinite(ts), ts, 1e12)
+        params["m2"] = np.where(np.isfinite(ts), params["m2"], params["m1"])
+    fin = np.all(np.isfinite(np.stack(list(params.values()), axis=1)), axis=1)
+    cand, params = cand[fin], {k: v[fin] for k, v in params.items()}
+    if cand.size == 0:
+        return None
+    model = law(t[None, :], **{k: v[:, None] for k, v in params.items()})
+    d = np.diff(start_w[cand] - offset[None, :] - model, axis=1)
+    # the die's c1 law, from the trains that start low
+    c1_all = tab["c1"].to_numpy(float)
+    ref = eligible & (tab["flag"].to_numpy() == "ok") & np.isfinite(c1_all)
+    ref[cand] = False
+    ref &= ~(rtn.high[:, 0] > 0.5)
+    c1_law = None
+    if ref.sum() >= 10:
+        med = float(np.median(c1_all[ref]))
+        c1_law = (med, float(1.4826 * np.median(np.abs(c1_all[ref] - med))))
+    sigma_d = float(np.sqrt(2.0 * np.exp(rtn.extra.get("mu_v", np.nan))))
+    if not np.isfinite(sigma_d) or sigma_d <= 0:
+        return None
+    p, excess, var = _start_excess(d, sigma_d, rtn.amplitude[cand], rtn.p_up, int(eligible.sum()),
+                                   c1=c1_all[cand], c1_law=c1_law, pi0=float(rtn.extra.get("pi0", 0.01)))
+    shift = np.zeros(len(tab))
+    use = p > 0.01
+    cand, p, excess, var = cand[use], p[use], excess[use], var[use]
+    if cand.size == 0:
+        return None
+    shift[cand] = excess
+    for df in tables.values():
+        idx = df.index[cand]
+        r0 = df["r0"].to_numpy(float)[cand]
+        r0_se = df["r0_stderr"].to_numpy(float)[cand]
+        new_r0 = r0 * np.exp(-excess)
+        df.loc[idx, "r0"] = new_r0
+        df.loc[idx, "r0_stderr"] = np.sqrt(np.nan_to_num(r0_se / r0) ** 2 + var) * new_r0
+        for col in ("c1", "c1_line"):
+            if col in df:
+                df.loc[idx, col] = df[col].to_numpy(float)[cand] + excess
+            if col + "_stderr" in df:
+                df.loc[idx, col + "_stderr"] = np.sqrt(df[col + "_stderr"].to_numpy(float)[cand] ** 2 + var)
+        df.loc[idx, "r0_rtn_high"] = p
+        notes = df["note"].to_numpy(object)[cand]
+        df.loc[idx, "note"] = [_join(nt, f"RTN high from the first reads: the read right after SET was high with "
+                                         f"probability {pp:.2f}; r0 lowered and c1 raised by its expected "
+                                         f"telegraph excess {ex:.3g}") for nt, pp, ex in zip(notes, p, excess)]
+    return shift
 
 
 def _empty_table(name, ids, flag, reason, lnr0):
@@ -603,7 +1119,8 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
     slaw = sep.SEPARABLE_LAWS[name]
     n = len(ids)
     p = len(law.params)
-    nn = W[sub].sum(1)
+    prof = f.profile
+    nn = prof.tot[0] if prof is not None else np.count_nonzero(W[sub], axis=1).astype(float)
     dof = np.maximum(nn - p, 1)
     sigma2 = f.sse / dof
     # the noise seen by a slope: the die's pink + white model (kappa), or the train's own long-run
@@ -643,18 +1160,14 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
         t_lo = gt[np.arange(m_rows), np.maximum(lo_i - 1, 0)]
         t_hi = gt[np.arange(m_rows), np.minimum(hi_i + 1, within.shape[1] - 1)]
         # a break needs reads on both sides: min_side on the fitted reads
-        lw = W[sub]
-        n_after = np.einsum("nt,nt->n", lw, (t[None, :] > f.theta[:, None] * scale).astype(float))
+        n_after = prof._after(f.theta)[0]
         min_side = np.maximum(options.min_segment, 0.01 * nn)
         no_break = ~(signif > thr) | (n_after < min_side) | (nn - n_after < min_side)
         open_hi = no_break | (hi_i >= within.shape[1] - 1)
         t_hi = np.where(open_hi, np.inf, t_hi)
         t_lo = np.where(no_break & (lo_i == 0), gt[:, 0], t_lo)
         # line fallback for m1, c1
-        s0 = lw.sum(1)
-        tau = t / scale
-        s1 = lw @ tau
-        s2 = lw @ tau**2
+        s0, s1, s2 = prof.tot[:3]
         det = s0 * s2 - s1**2
         line_dof = np.maximum(nn - 2, 1)
         lsig = np.fmax(line_sse / line_dof * kappa, unit)
@@ -665,11 +1178,11 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
         # break is nearly significant (a small, early rise: the line would give m2), otherwise
         # from the straight line, whose slope is m1 when the break lies beyond the last read
         line_se = np.sqrt(var_b1) / scale
-        use_line = no_break & ~(signif >= options.m1_threshold)
+        use_line = no_break & ~((signif >= options.m1_threshold) & (nn - n_after >= min_side))
         values["m1"] = np.where(use_line, line_beta[:, 1] / scale, values["m1"])
         # ... and its uncertainty includes an early break the data cannot rule out (99 % profile,
         # first segment of at least 4 % of the train): half the spread of m1 over those breaks
-        last_fit = np.max(np.where(lw > 0, t[None, :], 0.0), axis=1)
+        last_fit = np.asarray(common["last_pulse"], float)[sub]
         m1_grid = grid_beta[..., 1] / scale
         with np.errstate(invalid="ignore", divide="ignore"):
             within99 = (grid_sse - f.sse[:, None]) / unit0[:, None] <= 6.63
@@ -680,7 +1193,13 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
         amb = np.where(np.isfinite(m1_hi) & np.isfinite(m1_lo), (m1_hi - m1_lo) / (2 * 1.645), 0.0)
         errs["m1"] = np.where(use_line, np.fmax(line_se, amb), errs["m1"])
         values["c1"] = np.where(use_line, line_beta[:, 0], values["c1"])
-        errs["c1"] = np.where(use_line, np.sqrt(var_b0), errs["c1"])
+        # the same for c1: the line's intercept moves with a break it cannot see
+        c1_grid = grid_beta[..., 0]
+        with np.errstate(invalid="ignore"):
+            c1_hi = np.max(np.where(allowed, c1_grid, -np.inf), axis=1)
+            c1_lo = np.min(np.where(allowed, c1_grid, np.inf), axis=1)
+        amb_c1 = np.where(np.isfinite(c1_hi) & np.isfinite(c1_lo), (c1_hi - c1_lo) / (2 * 1.645), 0.0)
+        errs["c1"] = np.where(use_line, np.fmax(np.sqrt(var_b0), amb_c1), errs["c1"])
         values["t_star"] = np.where(no_break, np.nan, values["t_star"])
         # the SSE is not quadratic in t_star far from the optimum: widen its stderr to what the
         # profile itself says at +/- 2 stderr (secant), on the worse side
@@ -714,9 +1233,10 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
         for i in np.nonzero(f.at_bound)[0]:
             errs[theta_name][i] = np.nan
             note[i] += f"{theta_name} at the bound of its range: stderr unknown; "
-    # c1 is measured against the read right after SET, whose read noise shifts every w of the train
-    if np.isfinite(white):
-        errs["c1"] = np.sqrt(errs["c1"] ** 2 + white**2)
+    # c1 is measured against R0, whose uncertainty shifts every w of the train: the read noise of
+    # the read right after SET, or the spread of the die's w where R0 was extrapolated
+    r0_rel = (np.asarray(common["r0_stderr"], float) / np.asarray(common["r0"], float))[sub]
+    errs["c1"] = np.sqrt(errs["c1"] ** 2 + np.where(np.isfinite(r0_rel), r0_rel, 0.0) ** 2)
     finite = np.all(np.isfinite(np.stack([v for kk, v in values.items()
                                           if not (name == "two_slope" and kk in ("t_star", "m2"))], 1)), 1)
     success &= finite
@@ -727,43 +1247,36 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
         loglik_term = nn * np.log(np.maximum(f.sse, 1e-300) / nn) / kappa
     aic = loglik_term + 2 * (p + 1)
     bic = loglik_term + (p + 1) * np.log(nn / kappa)
-    df = ids.copy()
+    def full(v, fill=np.nan):
+        col = np.full(n, fill, dtype=float)
+        col[sub] = v
+        return col
+
+    cols = {}
     for q in law.params:
-        col = np.full(n, np.nan)
-        col[sub] = values[q]
-        df[q] = col
-        col = np.full(n, np.nan)
-        col[sub] = errs[q]
-        df[q + "_stderr"] = col
-    for kk, v in common.items():
-        df[kk] = v
+        cols[q] = full(values[q])
+        cols[q + "_stderr"] = full(errs[q])
+    cols.update(common)
     notes = np.array(r0_note, dtype=object).copy()
     notes[sub] = notes[sub] + note
     for kk, v in extra.items():
-        col = np.full(n, np.nan)
-        col[sub] = v
-        df[kk] = col
+        cols[kk] = full(v)
     if name == "two_slope":
-        df["t_star_censored"] = False  # decided over the campaign by classify_breaks
-    full_sse = np.full(n, np.nan)
-    full_sse[sub] = f.sse
-    df["sigma"] = np.nan
-    df.loc[df.index[sub], "sigma"] = np.sqrt(sigma2)
-    df["aic"] = np.nan
-    df["bic"] = np.nan
-    df.loc[df.index[sub], "aic"] = aic
-    df.loc[df.index[sub], "bic"] = bic
+        cols["t_star_censored"] = np.zeros(n, bool)  # decided over the campaign by classify_breaks
+    cols["sigma"] = full(np.sqrt(sigma2))
+    cols["aic"] = full(aic)
+    cols["bic"] = full(bic)
     ok_fit = np.zeros(n, bool)
     ok_fit[sub] = success
     newly = (~ok_fit) & (flag == "ok")
     for i in np.nonzero(newly)[0]:
         flag[i] = "failed"
         reason[i] = f"the {name} fit did not converge or gave non-finite parameters"
-    df["success"] = ok_fit
-    df["flag"] = flag.astype(str)
-    df["flag_reason"] = reason.astype(str)
-    df["note"] = [s.rstrip("; ") for s in notes]
-    return df
+    cols["success"] = ok_fit
+    cols["flag"] = flag.astype(str)
+    cols["flag_reason"] = reason.astype(str)
+    cols["note"] = [str(x).rstrip("; ") for x in notes]
+    return pd.concat([ids, pd.DataFrame(cols, index=ids.index)], axis=1)
 
 
 def _verify(name, table, t, Yc, W, k):
@@ -820,7 +1333,9 @@ class DriftFitter:
     per_cell_ : DataFrame
         One row per (cell, cycle) for the chosen law: ``wafer, die, device, cycle``,
         the law's parameters and ``<name>_stderr``, ``r0``, ``r0_stderr`` (Ohm),
-        ``flag``, ``flag_reason``, ``success``, ``note``, ``aic``, ``bic``, RTN columns.
+        ``flag``, ``flag_reason``, ``success``, ``note``, ``aic``, ``bic``, RTN columns
+        (``n_rtn_corrected``: high reads fitted with their telegraph excess removed;
+        ``r0_rtn_high``: probability that the read right after SET was RTN-high).
     per_law_ : dict of str to DataFrame
     scores_ : dict
         Per law, total ``aic`` and ``bic`` over the trains all laws fitted.
@@ -899,12 +1414,9 @@ class DriftFitter:
         if c not in cycles:
             raise FitError(f"die {die.wafer}/{die.die} has no cycle {c!r}; it has {cycles}.")
         i = devices.index(str(device)) * len(cycles) + cycles.index(c)
-        r = np.asarray(die.resistance, float)[devices.index(str(device)), cycles.index(c)]
-        lnr0 = np.log(res.tables[law]["r0"].iat[i])
-        t = np.arange(1, len(r), dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            w = np.log(r[1:]) - lnr0 - res.offset
-        mask = res.mask()[i] & np.isfinite(w)
+        w = res.fitted_w(die, i, law)
+        t = np.arange(1, len(w) + 1, dtype=float)
+        mask = np.isfinite(w)
         start = {p: res.tables[law][p].iat[i] for p in get_law(law).params}
         return _lmfit_refit(law, t, np.where(mask, w, 0.0), mask, start)
 

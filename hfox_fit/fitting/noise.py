@@ -26,7 +26,8 @@ RTN
     probabilities and the per-cell amplitude ``A`` are found by EM (forward-backward
     over all cells at once); only cells whose likelihood ratio shows RTN count in the
     transition estimates, so a wafer without RTN gives ``p_up`` near 0, not the
-    starting value.
+    starting value. The probability that a train's first block is high is
+    estimated too (``extra["pi0"]``): real cells may start a train RTN-high.
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ def _segment_length(n_pulses: int, taps: int) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=8)
 def _design(L: int, max_lag: int) -> np.ndarray:
-    """C (F, max_lag + 1): expected periodogram of a linearly detrended, Hann-windowed segment."""
+    """C (F, max_lag + 1): expected periodogram of a linearly detrended, Hann-windowed segment (read-only)."""
     t = np.arange(L, dtype=float)
     x = np.stack([np.ones(L), t - t.mean()], axis=1)
     proj = np.eye(L) - x @ np.linalg.pinv(x)
@@ -84,7 +86,9 @@ def _design(L: int, max_lag: int) -> np.ndarray:
     c[:, 0] = np.sum(np.abs(a) ** 2, axis=0)
     for k in range(1, max_lag + 1):
         c[:, k] = 2.0 * np.real(np.sum(np.conj(a[:-k]) * a[k:], axis=0))
-    return c / np.sum(h**2)
+    c = c / np.sum(h**2)
+    c.flags.writeable = False  # cached: shared by every call
+    return c
 
 
 def _autocov(alpha, d, white, taps):
@@ -140,12 +144,16 @@ def segment_periodograms(resid, usable, taps: int = 15, length: int | None = Non
     Parameters
     ----------
     resid : ndarray of shape (N, T)
-        Residual ``w - w_mean`` at pulses ``1..T`` (NaN where unknown).
+        Residual ``w - w_mean`` at pulses ``1..T`` (NaN where unknown). float32
+        input is transformed in float32 (the sums are float64).
     usable : ndarray of bool, shape (N, T)
         Reads that may enter (finite, RTN-low, cell not flagged).
     taps : int, default=15
         Segments start at pulse ``taps + 1``, once the pink history is full.
     """
+    resid = np.asarray(resid)
+    if resid.dtype not in (np.float32, np.float64):
+        resid = resid.astype(float)
     n, T = resid.shape
     L = length or _segment_length(T, taps)
     F = L // 2
@@ -153,16 +161,26 @@ def segment_periodograms(resid, usable, taps: int = 15, length: int | None = Non
         return SpectrumStats(0, taps, np.zeros(0), np.zeros((n, 0)), np.zeros(n))
     start = taps  # index of pulse taps + 1
     nseg = (T - start) // L
-    seg = resid[:, start : start + nseg * L].reshape(n, nseg, L)
-    ok = usable[:, start : start + nseg * L].reshape(n, nseg, L).all(axis=2) & np.isfinite(seg).all(axis=2)
-    seg = np.where(ok[..., None], seg, 0.0)
-    x = np.arange(L) - (L - 1) / 2.0
-    seg = seg - seg.mean(axis=2, keepdims=True)
-    seg = seg - (seg @ x)[..., None] * x / np.dot(x, x)
-    h = np.hanning(L + 2)[1:-1]
-    spec = np.abs(np.fft.rfft(seg * h, axis=2)[..., 1 : F + 1]) ** 2 / np.sum(h**2)
-    spec = np.where(ok[..., None], spec, 0.0)
-    return SpectrumStats(L, taps, np.arange(1, F + 1) / L, spec.sum(axis=1), ok.sum(axis=1).astype(float))
+    span = slice(start, start + nseg * L)
+    ok = np.asarray(usable)[:, span].reshape(n, nseg, L).all(axis=2)
+    # only the complete segments are transformed
+    seg = resid[:, span].reshape(n, nseg, L)[ok]
+    finite = np.isfinite(seg).all(axis=1)
+    if not finite.all():
+        ok[ok] = finite
+        seg = seg[finite]
+    power_sum = np.zeros((n, F))
+    if seg.shape[0]:
+        x = (np.arange(L) - (L - 1) / 2.0).astype(seg.dtype)
+        seg -= seg.mean(axis=1, keepdims=True)
+        seg -= np.einsum("kl,l->k", seg, x)[:, None] * (x / np.dot(x, x))
+        h = np.hanning(L + 2)[1:-1]
+        seg *= h.astype(seg.dtype)
+        spec = np.abs(np.fft.rfft(seg, axis=1)[:, 1: F + 1]) ** 2
+        rows = np.nonzero(ok)[0]  # row of every kept segment, in row order
+        first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        power_sum[rows[first]] = np.add.reduceat(spec.astype(float), first, axis=0) / np.sum(h**2)
+    return SpectrumStats(L, taps, np.arange(1, F + 1) / L, power_sum, ok.sum(axis=1).astype(float))
 
 
 @dataclass
@@ -318,24 +336,31 @@ def fit_pink_spectrum(stats: SpectrumStats, *, bootstrap: int = 100, rng=0) -> P
 def block_stats(resid, usable, block: int):
     """Block means and log first-difference variances of the residual.
 
+    ``resid`` may hold anything where ``usable`` is False; float32 input is
+    summed in float32 (16-read blocks: ample for noise statistics).
+
     Returns
     -------
     m, logv : ndarray of shape (N, nb)
         NaN where the block has fewer than ``block // 2`` usable reads.
     """
+    resid = np.asarray(resid)
+    dt = np.float32 if resid.dtype == np.float32 else np.float64
     n, T = resid.shape
     nb = T // block
-    u = usable[:, : nb * block].reshape(n, nb, block)
-    r = np.where(u, resid[:, : nb * block].reshape(n, nb, block), 0.0)
-    cnt = u.sum(axis=2)
+    u = np.asarray(usable)[:, : nb * block].reshape(n, nb, block)
+    r = np.where(u, resid[:, : nb * block].reshape(n, nb, block), dt(0))
     du = u[:, :, 1:] & u[:, :, :-1]
-    dif = np.where(du, np.diff(r, axis=2), 0.0)
-    dcnt = du.sum(axis=2)
+    dif = np.diff(r, axis=2)
+    dif *= du
+    # sums over the short block axis: einsum is several times faster than .sum(axis=2) there
+    cnt = np.einsum("nbk->nb", u.astype(np.uint8)).astype(int)
+    dcnt = np.einsum("nbk->nb", du.astype(np.uint8)).astype(int)
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = r.sum(axis=2) / cnt
-        v = (dif * dif).sum(axis=2) / dcnt / 2.0
+        m = np.einsum("nbk->nb", r).astype(float) / cnt
+        v = np.einsum("nbk,nbk->nb", dif, dif).astype(float) / dcnt / 2.0
         logv = np.log(v)
-    bad = (cnt < max(block // 2, 3)) | (dcnt < 2) | ~np.isfinite(logv)
+    bad = (cnt < max(block // 2, 3)) | (dcnt < 2) | ~np.isfinite(logv) | ~np.isfinite(m)
     m[bad] = np.nan
     logv[bad] = np.nan
     return m, logv
@@ -345,14 +370,15 @@ def _norm_logpdf(x, mu, var):
     return -0.5 * (np.log(2 * np.pi * var) + (x - mu) ** 2 / var)
 
 
-def _q_amplitude(g, m, lv, grid, s_m2, v0, tau_h, block):
+def _q_amplitude(g, m, lv, grid, s_m2, v0, tau_h, block, lv2=None):
     """Expected high-state log-likelihood of the amplitude (N, len(grid)), from posterior-weighted sums.
 
     Only the read-to-read variance enters: the block mean also holds the error of
     the drift extrapolated under a long high stretch, the variance does not.
     """
+    lv2 = lv * lv if lv2 is None else lv2
     G = g.sum(1)[:, None]
-    sl, sll = (g * lv).sum(1)[:, None], (g * lv * lv).sum(1)[:, None]
+    sl, sll = np.einsum("nb,nb->n", g, lv)[:, None], np.einsum("nb,nb->n", g, lv2)[:, None]
     mv = _high_logv(v0, grid[None, :], block)
     return -0.5 * (sll - 2 * mv * sl + mv**2 * G) / tau_h**2
 
@@ -404,40 +430,63 @@ def _refine_amplitude(q, grid):
 def _forward_backward(ll_low, ll_high, q_up, q_down, pi0):
     """Scaled forward-backward for N independent two-state chains (vectorised over cells).
 
-    Returns gamma_high (N, nb), xi (N, 2, 2) summed over time, loglik (N,).
+    ``pi0`` is the probability of the high state in the first block (a scalar or
+    one per chain). Returns gamma_high (N, nb), xi (N, 2, 2) summed over time, loglik (N,).
     """
     n, nb = ll_low.shape
     mx = np.maximum(ll_low, ll_high)
-    e0 = np.exp(ll_low - mx)
-    e1 = np.exp(ll_high - mx)
+    # (nb, N) layout: every step of the recursions reads and writes contiguous rows
+    e0 = np.exp((ll_low - mx).T)
+    e1 = np.exp((ll_high - mx).T)
     p00, p01, p10, p11 = 1.0 - q_up, q_up, q_down, 1.0 - q_down
-    f0 = np.empty((n, nb))
-    f1 = np.empty((n, nb))
-    c = np.empty((n, nb))
-    a0, a1 = (1.0 - pi0) * e0[:, 0], pi0 * e1[:, 0]
+    f1 = np.empty((nb, n))
+    c = np.empty((nb, n))
+    a0 = (1.0 - pi0) * e0[0]
+    a1 = pi0 * e1[0]
+    k0, k1 = p10 - p00, p11 - p01
+    t0 = np.empty(n)
+    t1 = np.empty(n)
     for b in range(nb):
         if b:
-            a0, a1 = (f0[:, b - 1] * p00 + f1[:, b - 1] * p10) * e0[:, b], (f0[:, b - 1] * p01 + f1[:, b - 1] * p11) * e1[:, b]
-        cb = a0 + a1
-        c[:, b] = cb
-        f0[:, b], f1[:, b] = a0 / cb, a1 / cb
-    g0 = np.ones((n, nb))
-    g1 = np.ones((n, nb))
+            h = f1[b - 1]
+            np.multiply(h, k0, out=t0)
+            t0 += p00
+            t0 *= e0[b]
+            np.multiply(h, k1, out=t1)
+            t1 += p01
+            t1 *= e1[b]
+            a0, a1 = t0, t1
+        np.add(a0, a1, out=c[b])
+        np.divide(a1, c[b], out=f1[b])
+    f0 = 1.0 - f1
+    # backward, with the scaled emissions of every block at once
+    u0 = e0 / c
+    u1 = e1 / c
+    g0 = np.empty((nb, n))
+    g1 = np.empty((nb, n))
+    g0[-1] = 1.0
+    g1[-1] = 1.0
+    d = np.empty(n)
     for b in range(nb - 2, -1, -1):
-        x0, x1 = e0[:, b + 1] * g0[:, b + 1], e1[:, b + 1] * g1[:, b + 1]
-        cb = c[:, b + 1]
-        g0[:, b], g1[:, b] = (p00 * x0 + p01 * x1) / cb, (p10 * x0 + p11 * x1) / cb
+        np.multiply(u0[b + 1], g0[b + 1], out=t0)
+        np.multiply(u1[b + 1], g1[b + 1], out=t1)
+        np.subtract(t0, t1, out=d)
+        # rows of the transition matrix sum to 1: g = x1 + p_i0 (x0 - x1)
+        np.multiply(d, p00, out=g0[b])
+        g0[b] += t1
+        np.multiply(d, p10, out=g1[b])
+        g1[b] += t1
     post1 = f1 * g1
-    post = post1 / (f0 * g0 + post1)
+    post = (post1 / (f0 * g0 + post1)).T
     xi = np.zeros((n, 2, 2))
     if nb > 1:
-        x0 = e0[:, 1:] * g0[:, 1:] / c[:, 1:]
-        x1 = e1[:, 1:] * g1[:, 1:] / c[:, 1:]
-        xi[:, 0, 0] = (f0[:, :-1] * p00 * x0).sum(1)
-        xi[:, 0, 1] = (f0[:, :-1] * p01 * x1).sum(1)
-        xi[:, 1, 0] = (f1[:, :-1] * p10 * x0).sum(1)
-        xi[:, 1, 1] = (f1[:, :-1] * p11 * x1).sum(1)
-    loglik = np.log(c).sum(1) + mx.sum(1)
+        x0 = u0[1:] * g0[1:]
+        x1 = u1[1:] * g1[1:]
+        xi[:, 0, 0] = np.einsum("bn,bn->n", f0[:-1], x0) * p00
+        xi[:, 0, 1] = np.einsum("bn,bn->n", f0[:-1], x1) * p01
+        xi[:, 1, 0] = np.einsum("bn,bn->n", f1[:-1], x0) * p10
+        xi[:, 1, 1] = np.einsum("bn,bn->n", f1[:-1], x1) * p11
+    loglik = np.log(c).sum(0) + mx.sum(1)
     return post, xi, loglik
 
 
@@ -551,6 +600,7 @@ def rtn_em(m, logv, block: int, *, max_iter: int = 30, llr_threshold: float = 8.
     tau_h = tau_v
     s_m2 = float((1.4826 * np.median(np.abs(fin_m - np.median(fin_m)))) ** 2) or 1e-6
     q_up, q_down = pulse_to_block(p_up0, p_down0, block)
+    pi0 = q_up  # probability that a train's first block is high (estimated too: trains may start high)
     # starting amplitude from each row's largest variance excess
     top = nanquantile_rows(np.where(miss, np.nan, logv), 0.9)
     excess = np.maximum(np.exp(np.nan_to_num(top, nan=mu_v)) - np.exp(mu_v), 0.0)
@@ -558,37 +608,51 @@ def rtn_em(m, logv, block: int, *, max_iter: int = 30, llr_threshold: float = 8.
     if init is not None and init.extra.get("state") is not None and len(init.shows) == n:
         st = init.extra["state"]
         q_up, q_down, mu_v, tau_v, tau_h, s_m2 = st["q_up"], st["q_down"], st["mu_v"], st["tau_v"], st["tau_h"], st["s_m2"]
+        pi0 = st.get("pi0", q_up)
         A = np.where(np.isfinite(st["A"]), st["A"], A)
     nvalid = np.maximum((~miss).sum(1), 1)
+    present = (~miss).astype(float)
+    m0sq = m0 * m0
+    lv2 = lv * lv
+    log2pi = np.log(2 * np.pi)
     converged = False
     prev = None
     history = []
     for _ in range(max_iter):
         v0 = np.exp(mu_v)
-        ll_low = _norm_logpdf(m0, 0.0, s_m2) + _norm_logpdf(lv, mu_v, tau_v**2)
-        Ac = A[:, None]
-        ll_high = (_norm_logpdf(m0, Ac / 4.0, s_m2 + _VAR_U1U2 * Ac**2 / block)
-                   + _norm_logpdf(lv, _high_logv(v0, Ac, block), tau_h**2))
-        ll_low = np.where(miss, 0.0, ll_low)
-        ll_high = np.where(miss, 0.0, ll_high)
-        gh, xi, loglik = _forward_backward(ll_low, ll_high, q_up, q_down, q_up)
+        # log-likelihoods of every block in each state (0 for missing blocks); the high state's
+        # parameters are per row, so only (N,) arrays carry them
+        ll_low = (lv - mu_v) ** 2
+        ll_low *= -0.5 / tau_v**2
+        ll_low -= (0.5 / s_m2) * m0sq
+        ll_low += -0.5 * (2 * log2pi + np.log(s_m2) + 2 * np.log(tau_v))
+        ll_low *= present
+        var_m = s_m2 + _VAR_U1U2 * A**2 / block
+        mean_v = _high_logv(v0, A, block)
+        ll_high = (m0 - (A / 4.0)[:, None]) ** 2
+        ll_high *= (-0.5 / var_m)[:, None]
+        ll_high -= (0.5 / tau_h**2) * (lv - mean_v[:, None]) ** 2
+        ll_high += (-0.5 * (2 * log2pi + np.log(var_m) + 2 * np.log(tau_h)))[:, None]
+        ll_high *= present
+        gh, xi, loglik = _forward_backward(ll_low, ll_high, q_up, q_down, pi0)
         llr = loglik - ll_low.sum(1)
         shows = llr > llr_threshold
-        gl = np.where(miss, 0.0, 1.0 - gh)
-        ghm = np.where(miss, 0.0, gh)
+        ghm = gh * present
+        gl = present - ghm
         # amplitude per row: maximise the expected high-state log-likelihood over the grid
-        q = _q_amplitude(ghm, m0, lv, A_grid, s_m2, v0, tau_h, block)
+        q = _q_amplitude(ghm, m0, lv, A_grid, s_m2, v0, tau_h, block, lv2=lv2)
         A = A_grid[np.argmax(q, axis=1)]
         # die-level low-state noise (weighted by the low posterior)
         wl = gl.sum()
         if wl > 0:
-            mu_v = float((gl * lv).sum() / wl)
-            tau_v = float(np.sqrt(max((gl * (lv - mu_v) ** 2).sum() / wl, 1e-4)))
-            s_m2 = float(max((gl * m0**2).sum() / wl, 1e-12))
-        wh = (ghm * shows[:, None]).sum()
+            mu_v = float(np.einsum("nb,nb->", gl, lv) / wl)
+            tau_v = float(np.sqrt(max(np.einsum("nb,nb->", gl, lv2) / wl - mu_v**2, 1e-4)))
+            s_m2 = float(max(np.einsum("nb,nb->", gl, m0sq) / wl, 1e-12))
+        gs = ghm[shows]
+        wh = gs.sum()
         if wh > 1:
-            pred = _high_logv(np.exp(mu_v), A[:, None], block)
-            tau_h = float(np.sqrt(max(((ghm * shows[:, None]) * (lv - pred) ** 2).sum() / wh, 1e-4)))
+            pred = _high_logv(np.exp(mu_v), A[shows], block)[:, None]
+            tau_h = float(np.sqrt(max(np.einsum("nb,nb->", gs, (lv[shows] - pred) ** 2) / wh, 1e-4)))
         # transitions: only rows showing RTN; the others count as low throughout
         nl = np.where(shows, xi[:, 0, 0] + xi[:, 0, 1], nvalid - 1.0).sum()
         nh = np.where(shows, xi[:, 1, 0] + xi[:, 1, 1], 0.0).sum()
@@ -598,6 +662,8 @@ def rtn_em(m, logv, block: int, *, max_iter: int = 30, llr_threshold: float = 8.
         q_down = float(np.clip(down / nh, 1e-9, 0.5)) if nh > 1e-9 else q_down
         if shows.sum() == 0:
             q_up = 1e-9
+        # first-block state of the rows showing RTN (one pseudo-train at the previous value)
+        pi0 = float(np.clip((gh[shows, 0].sum() + pi0) / (shows.sum() + 1.0), 1e-6, 1.0 - 1e-6))
         # EM creeps in the parameters long after the likelihood has settled: stop on the likelihood
         # (mean change per row below tol nats) or on the parameters
         # (the amplitude grid can also make it hop between two neighbouring states: a 2-cycle)
@@ -611,7 +677,8 @@ def rtn_em(m, logv, block: int, *, max_iter: int = 30, llr_threshold: float = 8.
             converged = True
             break
         prev = cur
-    A, A_se = _refine_amplitude(_q_amplitude(ghm, m0, lv, A_grid, s_m2, np.exp(mu_v), tau_h, block), A_grid)
+    A, A_se = _refine_amplitude(_q_amplitude(ghm, m0, lv, A_grid, s_m2, np.exp(mu_v), tau_h, block, lv2=lv2),
+                                A_grid)
     shows_f = shows.astype(float)
     p_up, p_down = block_to_pulse(q_up if shows.any() else 0.0, q_down, block)
     if not shows.any():
@@ -629,10 +696,10 @@ def rtn_em(m, logv, block: int, *, max_iter: int = 30, llr_threshold: float = 8.
         time_high=np.where(shows, xi[:, 1, 0] + xi[:, 1, 1], 0.0),
         high=np.where(shows[:, None], gh, 0.0),
         converged=converged,
-        extra={"mu_v": mu_v, "tau_v": tau_v, "tau_h": tau_h, "s_m": float(np.sqrt(s_m2)),
+        extra={"mu_v": mu_v, "tau_v": tau_v, "tau_h": tau_h, "s_m": float(np.sqrt(s_m2)), "pi0": pi0,
                "amplitude_stderr": np.where(shows, A_se, np.nan),
                "state": {"q_up": q_up, "q_down": q_down, "mu_v": mu_v, "tau_v": tau_v, "tau_h": tau_h,
-                         "s_m2": s_m2, "A": A}},
+                         "s_m2": s_m2, "A": A, "pi0": pi0}},
     )
 
 

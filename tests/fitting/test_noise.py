@@ -105,3 +105,35 @@ def test_block_and_pulse_probabilities_round_trip():
     qu, qd = pulse_to_block(8e-4, 2e-3, 16)
     pu, pd = block_to_pulse(qu, qd, 16)
     assert pu == pytest.approx(8e-4, rel=1e-9) and pd == pytest.approx(2e-3, rel=1e-9)
+
+
+def _telegraph(n, T, p_up, p_down, start_high, amplitude, rng):
+    """RTN term (n, T): two-state chain per row from ``start_high`` (bool, n), U1 U2 A in the high state."""
+    state = start_high.copy()
+    high = np.empty((n, T), bool)
+    for p in range(T):
+        u = rng.random(n)
+        state = np.where(state, u >= p_down, u < p_up)
+        high[:, p] = state
+    return np.where(high, rng.random((n, T)) * rng.random((n, T)) * amplitude[:, None], 0.0), high
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3])
+def test_rtn_em_measures_how_often_a_train_starts_high(share):
+    """Real cells may be RTN-high right after SET: the HMM estimates the first block's state, not assumes it."""
+    from hfox_fit.fitting.noise import block_stats, rtn_em
+
+    rng = np.random.default_rng(1)
+    n, T = 600, 1000
+    start = rng.random(n) < share
+    amp = rng.uniform(0.1, 0.5, n)
+    rtn, high = _telegraph(n, T, 2e-3, 5e-3, start, amp, rng)
+    x = _pink(n, T, 0.025, 0.5, 0.002, rng) + rtn
+    m, lv = block_stats(x - x[~high].mean(), np.ones((n, T), bool), 16)  # residual about the low level
+    res = rtn_em(m, lv, 16)
+    shows = res.shows
+    first_high = high[:, :16].mean(axis=1) > 0.5  # the first block mostly high (a start, or a flip in it)
+    assert res.extra["pi0"] == pytest.approx(first_high[shows].mean(), abs=0.05)
+    if share:
+        assert (res.high[start & shows, 0] > 0.5).mean() > 0.9  # those trains' first blocks are found high
+    assert res.p_up == pytest.approx(2e-3, rel=0.3) and res.p_down == pytest.approx(5e-3, rel=0.3)
