@@ -8,15 +8,18 @@ Both simulators run in the same process on this machine, at float32, with
 random 0..14 pulses per cell per step (a new draw each step), in alternating
 rounds (WeakResetArray, reference, ...) so that a burst of load from other
 processes hits both; the medians of the step times are reported, with the load
-average. The reference re-implements the update of the authors' training code
-from ``weak-reset-model.md``: per cell a row of 17 values (RTN level, 15 noise
-taps, pulse count) plus the D2D parameters; every step draws 15 fresh
-innovations per cell, shifts the tap history of the cells given ``k`` pulses
-with one roll per distinct ``k``, and advances the RTN with a table of
-transition-matrix powers. The ``compile=True`` row is WeakResetArray with its
-update fused by ``torch.compile`` (the first call, which compiles, is left
-out). Figures are printed, not asserted; the CUDA rows appear when
-``torch.cuda.is_available()``.
+average before and after. The reference re-implements the update of the
+authors' training code from ``weak-reset-model.md``: per cell a row of 17 values
+(RTN level, 15 noise taps, pulse count) plus the D2D parameters; every step
+draws 15 fresh innovations per cell, shifts the tap history of the cells given
+``k`` pulses with one roll per distinct ``k``, and advances the RTN with a table
+of transition-matrix powers. Both use torch's default thread count here (or
+``--threads``). WeakResetArray's CPU update runs in blocks of
+``hfox_fit.torch.CPU_BLOCK`` cells, small enough that no operation goes to the
+thread pool; the reference's whole-array operations do. The ``compile=True``
+row is WeakResetArray with its per-block drift and pink update fused by
+``torch.compile`` (the first call, which compiles, is left out). Figures are
+printed, not asserted; the CUDA rows appear when ``torch.cuda.is_available()``.
 """
 
 from __future__ import annotations

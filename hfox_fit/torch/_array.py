@@ -8,19 +8,31 @@ with ``t`` the pulses since the last SET. ``pulse(n)`` applies ``n`` pulses to
 every cell at a cost that does not depend on ``n``:
 
 * the drift law is a function of ``t``;
-* the pink term is the AR(1)-sum stand-in of :mod:`hfox_fit.torch._pink`, whose
-  ``n``-step transition is exact in closed form;
+* the pink term is the ARMA(3, 2) stand-in of :mod:`hfox_fit.torch._pink`, whose
+  ``n``-step transition is exact in closed form (a table of ``n``-step
+  coefficients, constant beyond the stand-in's memory);
 * the telegraph chain of each cell keeps its waiting time to the next switch
   (geometric, drawn at each switch); a chain that switches within the ``n``
   pulses ends them in the closed-form law of the 2x2 matrix power, so only the
   few cells that switch cost anything.
 
 So one call with ``n`` has the same distribution as ``n`` calls with 1.
+
+On a CPU the update runs block by block (:data:`CPU_BLOCK` cells): every
+operation then works on a block that stays in cache and is below the size at
+which torch hands an operation to its intra-op thread pool, so a call is a few
+dozen small serial operations per block instead of a few dozen passes over the
+whole array, each ending at a thread-pool barrier (a barrier waits for every
+pool thread to be scheduled, which takes milliseconds on a busy machine). The
+update also avoids the operations that torch runs on the pool from 2048
+elements on (``exp``, ``log1p``: ``exp2`` and ``Tensor.geometric_`` instead).
+On a GPU the whole array is one block.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import numbers
 import warnings
 
@@ -32,19 +44,23 @@ from ..exceptions import FitError
 from ..model import DeviceModel
 from ._pink import pink_markov
 
-__all__ = ["WeakResetArray", "TORCH_LAWS"]
+__all__ = ["WeakResetArray", "TORCH_LAWS", "CPU_BLOCK"]
 
 _MAX_COUNT = 1 << 30
-_TABLE_PULSES = 64  # counts up to this read their transition coefficients from a table
+_MAX_PULSES = (1 << 31) - 1  # pulses since SET are int32
 _NEVER = 1 << 30  # waiting time of a state the chain never leaves
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_LOG2E = 1.0 / math.log(2.0)
+#: Cells per block of the CPU update: every operation of a block stays below torch's parallel
+#: grain of 32768 elements (a multiple of 16 keeps randn's layout the same for every block).
+CPU_BLOCK = 32752
 
 
 def _two_slope(t, p):
     # m1 min(t, t*) + m2 max(t - t*, 0) + c1: the two-slope law, continuous at t*
-    ts = p["t_star"]
-    w = torch.addcmul(p["c1"], p["m1"], torch.minimum(t, ts))
-    return w.addcmul_(p["m2"], torch.sub(t, ts).clamp_(min=0))
+    before = torch.clamp(t, max=p["t_star"])
+    w = torch.addcmul(p["c1"], p["m1"], before)
+    return w.addcmul_(p["m2"], torch.sub(t, before))
 
 
 def _power(t, p):
@@ -59,52 +75,45 @@ def _log(t, p):
 TORCH_LAWS = {"two_slope": _two_slope, "power": _power, "log": _log}
 
 
-def _advance(law, names, c2c_rows, n, pulses, cell_params, c2c_dev, c2c_scale, pink_state, a, sd, active,
-             pink_table, z, white, v, rtn_read, w, pink_on):
-    """Advance every cell by its ``n`` pulses given the draws; update the state in place; return R.
+def _dense(law, names, t, rows, x, xr, xi, coef, z, white, off, gain, pink_on, states):
+    """Drift plus pink term of one block after its pulses; updates the pink states in place.
 
-    Plain tensor code, run as it is or through ``torch.compile``. ``n`` has shape
-    () or (N,); ``a``, ``sd`` (K, N or 1) are ``phi**n`` and the sd of the n-step
-    AR(1) innovation; ``active`` (N or ()) is 1.0 where ``n > 0``; ``z`` (K, N)
-    normal draws or None; ``v`` (N,) uniform draws or None (no white part);
-    ``rtn_read`` (N,) the telegraph term of this read or None.
+    Plain tensor code, run as it is or through ``torch.compile``. ``t`` (B,) pulses
+    since SET (already advanced, as floats); ``rows`` the block's parameters; ``x``
+    (B,) the pink stand-in's real state, ``xr`` and ``xi`` (B,) the real and
+    imaginary parts of its complex state;
+    ``coef`` the n-step coefficients ``lambda**n, L00, L22, Re p**n, Im p**n,
+    L10, L20, L11, L21`` (each (B,) or (1,)); ``z`` (rows, B) normal draws;
+    ``off``, ``gain`` (B,) the pink mean and gain at ``t``.
     """
-    dtype = w.dtype
-    pulses.add_(n)
-    t = pulses.to(dtype)
-    rows = list(cell_params.unbind(0))
-    for j, i in enumerate(c2c_rows):
-        rows[i] = rows[i] + c2c_dev[j].to(dtype) * c2c_scale[j]
-    p = dict(zip(names, rows))
-    w_new = law(t, p)
-    core = None
-    if z is not None:
-        # n steps of each AR(1) component at once: x <- phi**n x + sqrt(var (1 - phi**(2 n))) z
-        pink_state.mul_(a).addcmul_(sd, z)
-        core = pink_state.sum(0)
-    if v is not None:
-        v = v.sub_(0.5).mul_(white)
-        core = v if core is None else core.add_(v)
-    if pink_on:
-        # exact mean of the non-centred innovations, and the gain making the variance exact
-        tab = pink_table.index_select(1, torch.clamp(pulses, max=pink_table.shape[1] - 1))
-        w_new.add_(tab[0])
-        if core is not None:
-            w_new.addcmul_(tab[1], core)
-    if rtn_read is not None:
-        w_new.add_(rtn_read)
-    # cells given 0 pulses keep their read (active is 1.0 where n > 0, else 0.0)
-    w.lerp_(w_new, active)
-    return p["r0"] * torch.exp(w)
+    w = law(t, dict(zip(names, rows)))
+    if not pink_on:
+        return w
+    if states:
+        a0, l00, l22, pc, ps, l10, l20, l11, l21 = coef
+        # x <- lambda**n x + L00 z0
+        x.mul_(a0).addcmul_(l00, z[0])
+        # xr + i xi <- p**n (xr + i xi) + (L10 + i L20) z0 + (L11 + i L21) z1 + i L22 z2, in real arithmetic
+        re = torch.mul(xr, pc).addcmul_(xi, ps, value=-1.0)
+        re.addcmul_(l10, z[0]).addcmul_(l11, z[1])
+        xi.mul_(pc).addcmul_(xr, ps).addcmul_(l20, z[0]).addcmul_(l21, z[1]).addcmul_(l22, z[2])
+        xr.copy_(re)
+        core = re.add_(x)
+        if white > 0:
+            core.add_(z[3], alpha=white)
+    else:
+        core = z[0].mul(white)
+    # exact mean of the non-centred innovations, and the gain making the variance exact
+    return w.add_(off).addcmul_(gain, core)
 
 
 _COMPILED = None
 
 
-def _compiled_advance():
+def _compiled_dense():
     global _COMPILED
     if _COMPILED is None:
-        _COMPILED = torch.compile(_advance, fullgraph=True, dynamic=False)
+        _COMPILED = torch.compile(_dense, fullgraph=True, dynamic=False)
     return _COMPILED
 
 
@@ -153,10 +162,12 @@ class WeakResetArray(nn.Module):
         through the attributes of the same name (the noise state then stays
         frozen while it is off).
     compile : bool, default=False
-        Run the pulse update through ``torch.compile`` (one fused kernel; the
-        first call compiles, which takes tens of seconds on a CPU and needs a
-        C++ compiler or Triton). Falls back to eager mode, with a warning,
-        when compiling fails. The draws are the same either way.
+        Run the drift and pink update of each block through ``torch.compile``
+        (fused kernels; the first call compiles, which takes seconds to tens of
+        seconds and needs a C++ compiler or Triton). Falls back to eager mode,
+        with a warning, when compiling fails. The draws are the same either way.
+        On a small CPU the eager block update is as fast (see
+        ``benchmarks/bench_simulator.py``); on a GPU the fused kernel saves launches.
 
     Attributes
     ----------
@@ -164,21 +175,26 @@ class WeakResetArray(nn.Module):
     num_devices : int
     param_names : tuple of str
         Rows of the ``cell_params`` buffer (the law's, then ``r0``, ``rtn_amplitude``).
+    pink_markov : PinkMarkov
+        The pink-noise stand-in (poles, inputs, mean and gain tables).
     provenance : dict or None
-        The checkpoint's provenance when built by :meth:`from_checkpoint`.
+        The checkpoint's (or fit's) provenance when built by :meth:`from_checkpoint`
+        or :meth:`from_fit`.
 
     Notes
     -----
     State and parameters per cell at float32: the cell's parameters (4 B each),
     the C2C deviations of this cycle (float16, 2 B each), the pulses since SET
-    (int32), the pink stand-in (2 x float32), the RTN state (bool) and waiting
-    time (int32), and the last read ``w`` (float32): 45 B for the paper's model. Every value is a buffer,
-    and the generator's state travels in ``state_dict()`` (extra state), so
-    ``load_state_dict`` resumes a run exactly on the same kind of device.
+    (int32), the pink stand-in (3 x float32), the RTN state (bool) and waiting
+    time (int32), and the last read ``w`` (float32): 49 B for the paper's model
+    (plus the stand-in's coefficient tables, about 20 kB for the whole array).
+    Every value is a buffer, and the generator's state travels in
+    ``state_dict()`` (extra state), so ``load_state_dict`` resumes a run exactly
+    on the same kind of device.
 
-    The pink term is the AR(1)-sum stand-in of :func:`~hfox_fit.torch.pink_markov`:
+    The pink term is the ARMA(3, 2) stand-in of :func:`~hfox_fit.torch.pink_markov`:
     its mean and variance after every pulse are the 15-tap filter's, its
-    stationary spectrum is within a factor 1.6 of the filter's (which ripples),
+    stationary spectrum is within a factor 1.40 of the filter's (which ripples),
     and it is Gaussian where the filter's first reads after SET are sums of a
     few uniforms (visible only with D2D off, in the first 2-3 reads).
 
@@ -257,25 +273,32 @@ class WeakResetArray(nn.Module):
         self.register_buffer("c2c_dev", torch.zeros(len(self.c2c_names), num_devices, dtype=torch.float16,
                                                     device=dev))
 
-        # Noise constants.
+        # Noise constants (derived from the model: not in the state_dict).
         pm = pink_markov(model.pink.alpha, model.pink.d, model.pink.taps)
         self.pink_markov = pm
-        self.register_buffer("pink_phi", torch.tensor(pm.phi, **fkw))
-        self.register_buffer("pink_var", torch.tensor(pm.var, **fkw))
-        self.register_buffer("pink_white", torch.tensor(pm.white_scale, **fkw))
+        steps = np.arange(pm.horizon + 1)
+        a0, pn, chol = pm.transition(steps)
+        # n-step coefficients for n = 0..T (T: the stand-in's memory; n > T reads row T): lambda**n,
+        # L00, L22, Re p**n, Im p**n, L10, L20, L11, L21 (see _dense), and [n > 0]
+        table = np.stack([a0, chol[:, 0, 0], chol[:, 2, 2], pn.real, pn.imag, chol[:, 1, 0], chol[:, 2, 0],
+                          chol[:, 1, 1], chol[:, 2, 1], np.minimum(steps, 1.0)])
+        self.register_buffer("pink_coef", torch.tensor(table, **fkw), persistent=False)
         # Row 0: mean of the term after t pulses; row 1: gain making its variance exact.
-        self.register_buffer("pink_table", torch.tensor(np.stack([pm.offset, pm.gain]), **fkw))
+        self.register_buffer("pink_table", torch.tensor(np.stack([pm.offset, pm.gain]), **fkw), persistent=False)
         # P(low -> high), P(high -> low) per pulse, kept in float64 (they can be small)
         self.register_buffer("rtn_rates", torch.tensor([float(model.rtn.p_up), float(model.rtn.p_down)],
                                                        dtype=torch.float64, device=dev))
 
         # Per-cell state.
         self.register_buffer("pulses", torch.zeros(num_devices, dtype=torch.int32, device=dev))
-        self.register_buffer("pink_state", torch.zeros(len(pm.phi), num_devices, **fkw))
+        # pink stand-in: the real state x, and the complex state xi as (re, im)
+        self.register_buffer("pink_x", torch.zeros(num_devices, **fkw))
+        self.register_buffer("pink_xi", torch.zeros(2, num_devices, **fkw))  # rows: real, imaginary part
         self.register_buffer("rtn_high", torch.zeros(num_devices, dtype=torch.bool, device=dev))
         # pulses until the cell's next RTN switch (geometric waiting time)
         self.register_buffer("rtn_wait", torch.full((num_devices,), _NEVER, dtype=torch.int32, device=dev))
         self.register_buffer("w", torch.zeros(num_devices, **fkw))
+        self._pulse_bound = 0  # no cell has had more pulses since SET than this
         self.set_()
 
     # ------------------------------------------------------------------ construction
@@ -292,7 +315,7 @@ class WeakResetArray(nn.Module):
         device : str or torch.device, optional
         dtype : torch.dtype, default=torch.float32
         **switches
-            ``d2d``, ``c2c``, ``pink``, ``rtn`` (see the class).
+            ``d2d``, ``c2c``, ``pink``, ``rtn``, ``compile`` (see the class).
 
         Raises
         ------
@@ -309,94 +332,129 @@ class WeakResetArray(nn.Module):
         arr.provenance = provenance
         return arr
 
+    @classmethod
+    def from_fit(cls, fit, num_devices: int, *, seed=None, device=None, dtype=torch.float32,
+                 **switches) -> WeakResetArray:
+        """Build an array from an in-memory fit (no checkpoint file in between).
+
+        Parameters
+        ----------
+        fit : CampaignFit or DeviceModel
+            What :func:`hfox_fit.fitting.fit_campaign` returned (its ``model_``
+            is simulated), or a model.
+        num_devices : int
+        seed, device, dtype, **switches
+            As for the class.
+
+        Raises
+        ------
+        FitError
+            When the fit used no cells.
+
+        Examples
+        --------
+        >>> from hfox_fit.synth import make_wafer
+        >>> from hfox_fit.fitting import fit_campaign
+        >>> fit = fit_campaign(make_wafer("paper", devices=64, pulses=300, seed=1).dies,
+        ...                    law="two_slope", bootstrap=5)             # doctest: +SKIP
+        >>> cells = WeakResetArray.from_fit(fit, 10_000, seed=0)        # doctest: +SKIP
+        """
+        model = getattr(fit, "model_", fit)
+        if not isinstance(model, DeviceModel):
+            raise TypeError(f"from_fit needs a CampaignFit or a DeviceModel; got {type(fit).__name__}.")
+        summary = getattr(fit, "summary_", None) or {}
+        devices = summary.get("devices") or {}
+        fitted = devices.get("fitted")
+        if fitted is not None and int(fitted) <= 0:
+            raise FitError(
+                f"the fit used no cells (0 fitted of {devices.get('total', '?')}): there is no model to "
+                "simulate. Check the cell flags (fit.cells_['flag']) and the fit options."
+            )
+        arr = cls(model, num_devices, seed=seed, device=device, dtype=dtype, **switches)
+        arr.provenance = {**{k: v for k, v in model.meta.items() if isinstance(v, (str, int, float))},
+                          "built_from": "in-memory fit", "cells_used": None if fitted is None else int(fitted)}
+        return arr
+
     def _constants(self) -> dict:
-        """Noise constants in the form the update uses (cached; dropped on load and on moves)."""
+        """Per-array constants in the form the update uses (cached; dropped on load and on moves)."""
         if self._const_cache is None:
             p_up, p_down = self.rtn_rates.double().cpu().tolist()
-            phi = self.pink_phi.double().cpu().numpy()[:, None]
-            var = self.pink_var.double().cpu().numpy()[:, None]
-            k = np.arange(_TABLE_PULSES + 1, dtype=float)
-            # n-step coefficients for n = 0.._TABLE_PULSES: phi**n, the AR(1) step's sd, [n > 0]
-            table = np.vstack([phi**k, np.sqrt(var * (1.0 - phi ** (2 * k))), np.minimum(k, 1.0)])
-            consts = {
-                "components": self.pink_phi.numel(),
-                "table": torch.as_tensor(table, dtype=self.w.dtype).to(self.device),
-                "log_phi_t": torch.log(self.pink_phi.clamp(min=1e-30))[:, None],
-                "var_t": self.pink_var[:, None],
-                "white": float(self.pink_white),
+            pm = self.pink_markov
+            n = self.num_devices
+            block = CPU_BLOCK if self.device.type == "cpu" else n
+            self._const_cache = {
+                "states": pm.states,
+                "horizon": pm.horizon,
+                "white": float(pm.white_scale),
+                "draws": (pm.states + (pm.white_scale > 0)) if pm.states else 1,
                 "p_up": p_up,
                 "p_down": p_down,
+                "c2c_scale": [float(v) for v in self.c2c_scale.cpu()],
+                "blocks": [(s, min(s + block, n)) for s in range(0, n, block)],
+                # per block, views of the state and parameters (made once: slicing costs microseconds)
+                "views": [
+                    {"range": (s, min(s + block, n)), "pulses": self.pulses[s:s + block],
+                     "wait": self.rtn_wait[s:s + block], "high": self.rtn_high[s:s + block],
+                     "x": self.pink_x[s:s + block], "xr": self.pink_xi[0, s:s + block],
+                     "xi": self.pink_xi[1, s:s + block], "w": self.w[s:s + block],
+                     "params": tuple(self.cell_params[:, s:s + block].unbind(0)),
+                     "c2c": tuple(self.c2c_dev[:, s:s + block].unbind(0))}
+                    for s in range(0, n, block)],
+                "coef": tuple(self.pink_coef[:9].unbind(0)),
+                "active": self.pink_coef[9],  # [n > 0]
+                "off": self.pink_table[0],
+                "gain": self.pink_table[1],
+                "amp_row": self.param_names.index("rtn_amplitude"),
+                "r0_row": self.param_names.index("r0"),
             }
-            self._const_cache = consts
         return self._const_cache
 
-    def _coefficients(self, n, scalar, n_max) -> tuple:
-        """Closed-form n-step coefficients of the pink stand-in.
-
-        Returns ``phi**n`` and the sd of the n-step AR(1) innovation (K, N or 1),
-        and 1.0 where ``n > 0`` (N or ()).
-        """
-        c = self._constants()
-        k = c["components"]
-        dtype = self.w.dtype
-        if n_max <= _TABLE_PULSES:
-            rows = c["table"].index_select(1, n.reshape(-1))  # (2K + 1, N) or (2K + 1, 1)
-        elif scalar is not None:
-            a = self.pink_phi.double()[:, None] ** scalar
-            sd = torch.sqrt(self.pink_var.double()[:, None] * (1.0 - a * a))
-            one = torch.ones(1, 1, dtype=torch.float64, device=self.device)
-            rows = torch.cat([a, sd, one]).to(dtype)
-        else:
-            e = torch.mul(c["log_phi_t"], n.to(dtype))
-            sd = torch.mul(e, 2.0).expm1_().mul_(c["var_t"]).neg_().sqrt_()
-            return e.exp_(), sd, torch.clamp(n, max=1).to(dtype)
-        if scalar is not None:
-            return rows[:k], rows[k:2 * k], rows[2 * k, 0]
-        return rows[:k], rows[k:2 * k], rows[2 * k]
-
     def _geometric(self, high: torch.Tensor) -> torch.Tensor:
-        """Pulses until the next switch of chains now in state ``high`` (>= 1; _NEVER if they cannot leave)."""
-        rates = self.rtn_rates.to(self.device)
-        p = torch.where(high, rates[1], rates[0])
-        u = torch.rand(high.shape, generator=self._generator, device=self.device, dtype=torch.float64)
-        # P(wait = k) = (1 - p)**(k - 1) p
-        wait = torch.floor(torch.log1p(-u) / torch.log1p(-p.clamp(max=1.0))) + 1.0
-        wait = torch.where(p > 0, wait, float(_NEVER))
-        return wait.clamp_(min=1, max=_NEVER).to(torch.int32)
+        """Pulses until the next switch of chains now in state ``high`` (>= 1; _NEVER if they cannot leave).
 
-    def _rtn_step(self, n) -> torch.Tensor:
-        """Advance the telegraph chains by ``n`` pulses; return this read's RTN term (N,).
-
-        A chain whose waiting time runs out within the ``n`` pulses switches, spends
-        the pulses left in the closed-form n-step law of the 2x2 matrix, and draws a
-        new waiting time from the state it ends in (the chain is memoryless).
+        ``P(wait = k) = (1 - p)**(k - 1) p`` with ``p`` the state's switching
+        probability, drawn by ``Tensor.geometric_`` (a serial kernel: no thread
+        pool, no MKL VML call, whose thread team costs milliseconds on a busy machine).
         """
         c = self._constants()
-        self.rtn_wait.sub_(n)
-        idx = torch.nonzero(self.rtn_wait <= 0).squeeze(1)
-        if idx.numel():
-            p_up, p_down = c["p_up"], c["p_down"]
-            was_high = self.rtn_high[idx]
-            can_leave = torch.where(was_high, p_down > 0, p_up > 0)
-            left = (-self.rtn_wait[idx]).to(torch.float64)  # pulses after the first switch
-            s = p_up + p_down
-            lam_m = torch.pow(torch.tensor(1.0 - s, dtype=torch.float64, device=self.device), left)
-            pi_high = p_up / s if s > 0 else 0.0
-            p_high = pi_high * (1.0 - lam_m) + lam_m * (~was_high)
-            u = torch.rand(idx.shape, generator=self._generator, device=self.device, dtype=torch.float64)
-            final = torch.where(can_leave, u < p_high, was_high)
-            self.rtn_high[idx] = final
-            self.rtn_wait[idx] = self._geometric(final)
-        high = torch.nonzero(self.rtn_high).squeeze(1)
-        read = torch.zeros_like(self.w)
-        if high.numel():
-            amp = self.cell_params[self.param_names.index("rtn_amplitude")][high]
-            if "rtn_amplitude" in self.c2c_names:
-                j = self.c2c_names.index("rtn_amplitude")
-                amp = amp + self.c2c_dev[j][high].to(amp.dtype) * self.c2c_scale[j]
-            u = torch.rand(2, high.numel(), generator=self._generator, device=self.device, dtype=read.dtype)
-            read[high] = u[0].mul_(u[1]).mul_(amp)  # U1 U2 A, fresh at each read
-        return read
+        any_high = bool(high.any())
+        needed = (not bool(high.all()) if any_high else True, any_high)  # low chains, high chains
+        waits = []
+        for p, need in zip((c["p_up"], c["p_down"]), needed):
+            w = torch.empty(high.shape if need else (0,), dtype=torch.float64, device=self.device)
+            if need and 0.0 < p < 1.0:
+                w.geometric_(p, generator=self._generator)
+            else:
+                w.fill_(1.0 if p >= 1.0 else float(_NEVER))
+            waits.append(w)
+        if not needed[0]:
+            wait = waits[1]
+        elif not needed[1]:
+            wait = waits[0]
+        else:
+            wait = torch.where(high, waits[1], waits[0])
+        return wait.clamp_(max=_NEVER).to(torch.int32)
+
+    def _rtn_switch(self, idx: torch.Tensor) -> None:
+        """Chains ``idx`` whose waiting time ran out within this call's pulses: their state after the pulses.
+
+        A chain switches at the end of its waiting time, spends the pulses left in the
+        closed-form n-step law of the 2x2 matrix, and draws a new waiting time from the
+        state it ends in (the chain is memoryless).
+        """
+        c = self._constants()
+        p_up, p_down = c["p_up"], c["p_down"]
+        was_high = self.rtn_high.index_select(0, idx)
+        can_leave = torch.where(was_high, p_down > 0, p_up > 0)
+        left = self.rtn_wait.index_select(0, idx).neg_().to(torch.float64)  # pulses after the first switch
+        s = p_up + p_down
+        lam_m = torch.pow(1.0 - s, left)
+        pi_high = p_up / s if s > 0 else 0.0
+        p_high = lam_m.mul_((~was_high).double().sub_(pi_high)).add_(pi_high)  # pi (1 - l) + l [low after switch]
+        u = torch.rand(idx.shape, generator=self._generator, device=self.device, dtype=torch.float64)
+        final = torch.where(can_leave, u < p_high, was_high)
+        self.rtn_high.index_copy_(0, idx, final)
+        self.rtn_wait.index_copy_(0, idx, self._geometric(final))
 
     def _numpy_seed(self) -> int:
         g = self._generator
@@ -419,10 +477,21 @@ class WeakResetArray(nn.Module):
     @property
     def cell_parameters(self) -> dict:
         """Parameters of the current cycle (cell's own plus C2C), name -> tensor of shape (num_devices,)."""
-        rows = list(self.cell_params.unbind(0))
+        return dict(zip(self.param_names, self._rows(slice(None))))
+
+    def _block_rows(self, v: dict) -> list:
+        """The parameter rows of a block (views from ``_constants()['views']``), C2C deviations added."""
+        rows = list(v["params"])
+        for j, (i, dev) in enumerate(zip(self._c2c_rows, v["c2c"])):
+            rows[i] = torch.add(rows[i], dev, alpha=self._constants()["c2c_scale"][j])
+        return rows
+
+    def _rows(self, sl) -> list:
+        """The parameter rows of cells ``sl`` for this cycle (C2C deviations added)."""
+        rows = list(self.cell_params[:, sl].unbind(0))
         for j, i in enumerate(self._c2c_rows):
-            rows[i] = rows[i] + self.c2c_dev[j].to(rows[i].dtype) * self.c2c_scale[j]
-        return dict(zip(self.param_names, rows))
+            rows[i] = torch.add(rows[i], self.c2c_dev[j, sl], alpha=self._constants()["c2c_scale"][j])
+        return rows
 
     @property
     def r0(self) -> torch.Tensor:
@@ -432,12 +501,17 @@ class WeakResetArray(nn.Module):
     @property
     def resistance(self) -> torch.Tensor:
         """Resistance at the last read (Ohm), shape (num_devices,)."""
-        return self.r0 * torch.exp(self.w)
+        return torch.mul(self.w, _LOG2E).exp2_().mul_(self.r0)  # as pulse() computes it
 
     @property
     def conductance(self) -> torch.Tensor:
         """Conductance at the last read (S), shape (num_devices,)."""
         return torch.exp(-self.w) / self.r0
+
+    @property
+    def pink_state(self) -> torch.Tensor:
+        """The pink stand-in's states ``(x, Re xi, Im xi)``, shape (3, num_devices) (a copy)."""
+        return torch.cat([self.pink_x[None, :], self.pink_xi])
 
     def bytes_per_cell(self) -> float:
         """Bytes of buffers (state, parameters and constants) per cell."""
@@ -480,14 +554,17 @@ class WeakResetArray(nn.Module):
         m = self._mask(mask)
         if m is None:
             self.pulses.zero_()
-            self.pink_state.zero_()
+            self.pink_x.zero_()
+            self.pink_xi.zero_()
             self.rtn_high.zero_()
             self.rtn_wait.copy_(self._geometric(self.rtn_high))
             self.w.zero_()
+            self._pulse_bound = 0
             count = self.num_devices
         else:
             self.pulses.masked_fill_(m, 0)
-            self.pink_state.masked_fill_(m[None, :], 0)
+            self.pink_x.masked_fill_(m, 0)
+            self.pink_xi.masked_fill_(m[None, :], 0)
             self.rtn_high.masked_fill_(m, False)
             self.rtn_wait[m] = self._geometric(torch.zeros(int(m.sum()), dtype=torch.bool, device=self.device))
             self.w.masked_fill_(m, 0)
@@ -509,8 +586,12 @@ class WeakResetArray(nn.Module):
         return self
 
     # ------------------------------------------------------------------ pulses
-    def _counts(self, n) -> tuple[torch.Tensor, int | None, int]:
-        """Validate pulse counts; return an int32 tensor (shape () or (N,)), its value if scalar, its max."""
+    def _counts(self, n) -> tuple[torch.Tensor, int | None, int, int]:
+        """Validate pulse counts.
+
+        Returns an int tensor on the array's device (shape () or (N,)), its value
+        if it is a scalar, and the smallest and largest count.
+        """
         big = f"pulse counts above {_MAX_COUNT} are not supported"
         if isinstance(n, (numbers.Integral, float)) and not isinstance(n, bool):
             if isinstance(n, float) and not n.is_integer():
@@ -519,10 +600,10 @@ class WeakResetArray(nn.Module):
                 raise ValueError(f"pulse counts must be >= 0; got {n}.")
             if n > _MAX_COUNT:
                 raise ValueError(f"{big}; got {n}.")
-            return torch.tensor(int(n), dtype=torch.int32, device=self.device), int(n), int(n)
+            return torch.tensor(int(n), dtype=torch.int64, device=self.device), int(n), int(n), int(n)
         t = n if isinstance(n, torch.Tensor) else torch.as_tensor(np.asarray(n))
         if t.dtype == torch.bool:
-            t = t.to(torch.int32)
+            t = t.to(torch.int64)
         if t.is_complex():
             raise ValueError(f"pulse counts must be integers; got dtype {t.dtype}.")
         if tuple(t.shape) not in ((), (1,), (self.num_devices,)):
@@ -532,6 +613,7 @@ class WeakResetArray(nn.Module):
             )
         if t.numel() == 0:
             raise ValueError("pulse counts are empty.")
+        t = t.detach()
         if t.is_floating_point():
             bad = ~torch.isfinite(t) | (t != torch.round(t))
             if bool(bad.any()):
@@ -540,17 +622,31 @@ class WeakResetArray(nn.Module):
                     f"pulse counts must be whole numbers; cell {i} got {float(t.reshape(-1)[i])}. "
                     "Round them first (e.g. torch.round)."
                 )
-        lo, hi = torch.aminmax(t)
-        if bool(lo < 0):
-            i = int(torch.nonzero(t.reshape(-1) < 0)[0])
-            raise ValueError(f"pulse counts must be >= 0; cell {i} got {t.reshape(-1)[i].item()}.")
-        n_max = int(hi)
-        if n_max > _MAX_COUNT:
-            raise ValueError(f"{big}; got {n_max}.")
-        t = t.to(device=self.device, dtype=torch.int32)
+            lo, hi = torch.aminmax(t)
+            if bool(lo < 0):
+                i = int(torch.nonzero(t.reshape(-1) < 0)[0])
+                raise ValueError(f"pulse counts must be >= 0; cell {i} got {t.reshape(-1)[i].item()}.")
+            if bool(hi > _MAX_COUNT):
+                raise ValueError(f"{big}; got {float(hi):.0f}.")
+            t = t.to(torch.int64)
+        elif t.dtype not in (torch.int32, torch.int64):
+            t = t.to(torch.int64)
+        t = t.to(device=self.device)
         if t.dim() == 1 and t.numel() == 1 and self.num_devices != 1:
             t = t.reshape(())
-        return t, (n_max if t.dim() == 0 else None), n_max
+        flat = t.reshape(-1)
+        lo = hi = None
+        for s, e in self._constants()["blocks"] if flat.numel() > 1 else [(0, 1)]:
+            bl, bh = torch.aminmax(flat[s:e])
+            bl, bh = int(bl), int(bh)
+            lo = bl if lo is None else min(lo, bl)
+            hi = bh if hi is None else max(hi, bh)
+        if lo < 0:
+            i = int(torch.nonzero(flat < 0)[0])
+            raise ValueError(f"pulse counts must be >= 0; cell {i} got {int(flat[i])}.")
+        if hi > _MAX_COUNT:
+            raise ValueError(f"{big}; got {hi}.")
+        return t, (hi if t.dim() == 0 else None), lo, hi
 
     @torch.no_grad()
     def pulse(self, n=1) -> torch.Tensor:
@@ -570,7 +666,8 @@ class WeakResetArray(nn.Module):
         Raises
         ------
         ValueError
-            On negative, non-integer or mis-shaped counts.
+            On negative, non-integer or mis-shaped counts, or when a cell would
+            pass 2**31 - 1 pulses since its last SET.
 
         Notes
         -----
@@ -581,36 +678,93 @@ class WeakResetArray(nn.Module):
         """
         if self.w.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"the array simulates in float32 or float64; its state is {self.w.dtype}.")
-        n, scalar, n_max = self._counts(n)
-        if scalar == 0:
+        n, scalar, lo, hi = self._counts(n)
+        if hi == 0:
             return self.resistance
-        dtype, dev, g, size = self.w.dtype, self.device, self._generator, self.num_devices
+        if self._pulse_bound + hi > _MAX_PULSES:
+            raise ValueError(
+                f"these pulses would take a cell past {_MAX_PULSES} pulses since its last SET "
+                f"(up to {self._pulse_bound} so far, {hi} more); SET the cells (set_()) first."
+            )
         c = self._constants()
-        # The draws, in a fixed order: pink AR innovations, white part, RTN switches, RTN reads.
-        z = None
-        if self.pink and c["components"]:
-            z = torch.randn(self.pink_state.shape, generator=g, device=dev, dtype=dtype)
-        v = None
-        if self.pink and c["white"] > 0:
-            v = torch.rand(size, generator=g, device=dev, dtype=dtype)
-        rtn_read = self._rtn_step(n) if self.rtn else None
-        args = (
-            self._law, self.param_names, self._c2c_rows, n, self.pulses, self.cell_params, self.c2c_dev,
-            self.c2c_scale, self.pink_state, *self._coefficients(n, scalar, n_max), self.pink_table, z,
-            c["white"], v, rtn_read, self.w, self.pink,
-        )
-        if self.compile:
-            try:
-                return _compiled_advance()(*args)
-            except Exception as err:  # no C++ compiler / Triton, unsupported op, ...
-                self.compile = False
-                warnings.warn(
-                    f"torch.compile of the pulse update failed ({type(err).__name__}: "
-                    f"{str(err).splitlines()[0] if str(err) else ''}); this array goes on in eager mode.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-        return _advance(*args)
+        g, dev, dtype = self._generator, self.device, self.dtype
+        pink_on, rtn_on, states = self.pink, self.rtn, c["states"]
+        horizon = c["horizon"]
+        # Phase 1: pulses since SET, and the telegraph chains whose waiting time runs out.
+        counts, switching = [], []
+        for v in c["views"]:
+            s, e = v["range"]
+            if scalar is not None:
+                nb = nb32 = n
+            else:
+                nb = n[s:e]
+                nb32 = nb.to(torch.int32)
+                if nb.dtype != torch.int64:  # index_select is fastest with int64 indices
+                    nb = nb.to(torch.int64)
+            counts.append(nb)
+            v["pulses"].add_(nb32)
+            if rtn_on:
+                wait = v["wait"]
+                wait.sub_(nb32)
+                idx = torch.nonzero(wait <= 0).squeeze(1)
+                if idx.numel():
+                    switching.append(idx.add_(s) if s else idx)
+        self._pulse_bound += hi
+        if switching:  # all blocks at once: a few thousand cells, still below the thread pool's grain
+            self._rtn_switch(torch.cat(switching) if len(switching) > 1 else switching[0])
+
+        # n-step coefficients of the pink stand-in: one column when every cell gets the same count.
+        fixed = None
+        if pink_on and states and scalar is not None:
+            k = min(scalar, horizon)
+            fixed = tuple(r[k:k + 1] for r in c["coef"])
+        compiled = _compiled_dense() if self.compile else None
+
+        # Phase 2, block by block: drift, pink term, telegraph read, resistance.
+        out = torch.empty_like(self.w)
+        for v, nb in zip(c["views"], counts):
+            s, e = v["range"]
+            rows = self._block_rows(v)
+            t = v["pulses"]
+            z = off = gain = coef = None
+            ib = nb if scalar is not None or hi <= horizon else nb.clamp(max=horizon)
+            if pink_on:
+                z = torch.randn(c["draws"], e - s, generator=g, device=dev, dtype=dtype)
+                if states:
+                    coef = fixed if fixed is not None else tuple(r.index_select(0, ib) for r in c["coef"])
+                ti = (t if self._pulse_bound <= horizon else t.clamp(max=horizon)).long()
+                off, gain = c["off"].index_select(0, ti), c["gain"].index_select(0, ti)
+            args = (self._law, self.param_names, t.to(dtype), rows, v["x"], v["xr"], v["xi"], coef, z, c["white"],
+                    off, gain, pink_on, states)
+            w_new = None
+            if compiled is not None:
+                try:
+                    w_new = compiled(*args)
+                except Exception as err:  # no C++ compiler / Triton, unsupported op, ...
+                    self.compile, compiled = False, None
+                    warnings.warn(
+                        f"torch.compile of the pulse update failed ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}); this array goes on in eager mode.",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+            if w_new is None:
+                w_new = _dense(*args)
+            if rtn_on:
+                high = torch.nonzero(v["high"]).squeeze(1)
+                if high.numel():
+                    amp = rows[c["amp_row"]].index_select(0, high)
+                    u = torch.rand(2, high.numel(), generator=g, device=dev, dtype=dtype)
+                    w_new.index_add_(0, high, u[0].mul_(u[1]).mul_(amp))  # U1 U2 A, fresh at each read
+            wb = v["w"]
+            if lo == 0:  # cells given 0 pulses keep their read (weight 0 or 1: exact)
+                wb.lerp_(w_new, c["active"].index_select(0, ib))
+            else:
+                wb.copy_(w_new)
+            # R = r0 exp(w) = r0 2**(w log2 e) (torch.exp runs on the thread pool from 2048 elements on)
+            ob = torch.mul(wb, _LOG2E, out=out[s:e])
+            ob.exp2_().mul_(rows[c["r0_row"]])
+        return out
 
     def forward(self, n=1) -> torch.Tensor:
         """Same as :meth:`pulse`."""
@@ -637,7 +791,7 @@ class WeakResetArray(nn.Module):
         if state["rng_device"] == self._generator.device.type:
             self._generator.set_state(rng_state)
         else:
-            seed = int.from_bytes(hashlib.sha256(rng_state.cpu().numpy().tobytes()).digest()[:8], "little")
+            seed = int.from_bytes(hashlib.sha256(rng_state.numpy().tobytes()).digest()[:8], "little")
             self._generator.manual_seed(seed >> 1)
             warnings.warn(
                 f"the state_dict's random generator comes from a {state['rng_device']} device and this "
@@ -647,9 +801,15 @@ class WeakResetArray(nn.Module):
                 stacklevel=2,
             )
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_const_cache"] = None  # views of the buffers: rebuilt on demand
+        return state
+
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
         self._const_cache = None
+        self._pulse_bound = int(self.pulses.max()) if self.num_devices else 0
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
