@@ -18,14 +18,16 @@ every cell at a cost that does not depend on ``n``:
 
 So one call with ``n`` has the same distribution as ``n`` calls with 1.
 
-On a CPU the update runs block by block (:data:`CPU_BLOCK` cells): every
-operation then works on a block that stays in cache and is below the size at
-which torch hands an operation to its intra-op thread pool, so a call is a few
-dozen small serial operations per block instead of a few dozen passes over the
-whole array, each ending at a thread-pool barrier (a barrier waits for every
-pool thread to be scheduled, which takes milliseconds on a busy machine). The
-update also avoids the operations that torch runs on the pool from 2048
-elements on (``exp``, ``log1p``: ``exp2`` and ``Tensor.geometric_`` instead).
+On a CPU the update runs block by block (:data:`CPU_BLOCK` cells) on a pool of
+worker threads (:func:`block_threads`: ``torch.get_num_threads()`` of them), each
+taking the next block as it comes free; torch operations release the GIL, so the
+blocks run in parallel. Every torch operation in a worker is single-threaded
+(its OpenMP thread count is set to 1), so no operation goes to torch's intra-op
+thread pool, whose barrier waits for every pool thread to be scheduled (which
+takes milliseconds on a busy machine); and when the process gets no more than
+about one core, the calls go to one thread (see ``_Balance``). Each block draws
+from its own ``torch.Generator``, seeded from the array's, so the results do not
+depend on the number of threads nor on their timing.
 On a GPU the whole array is one block.
 """
 
@@ -34,7 +36,11 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
+import os
+import threading
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -44,16 +50,170 @@ from ..exceptions import FitError
 from ..model import DeviceModel
 from ._pink import pink_markov
 
-__all__ = ["WeakResetArray", "TORCH_LAWS", "CPU_BLOCK"]
+__all__ = ["WeakResetArray", "TORCH_LAWS", "CPU_BLOCK", "block_threads"]
 
 _MAX_COUNT = 1 << 30
 _MAX_PULSES = (1 << 31) - 1  # pulses since SET are int32
 _NEVER = 1 << 30  # waiting time of a state the chain never leaves
-_STATE_VERSION = 2
+_STATE_VERSION = 3
+_GOLDEN = 0x9E3779B97F4A7C15  # odd: b * _GOLDEN differs mod 2**32 for every block
 _LOG2E = 1.0 / math.log(2.0)
-#: Cells per block of the CPU update: every operation of a block stays below torch's parallel
-#: grain of 32768 elements (a multiple of 16 keeps randn's layout the same for every block).
-CPU_BLOCK = 32752
+#: Cells per block of the CPU update. The blocks run on worker threads whose torch operations are
+#: single-threaded (see :func:`block_threads`), a block at a time per thread (a multiple of 16 keeps
+#: randn's layout the same for every block).
+CPU_BLOCK = 131008
+#: Largest operation that torch runs on one thread whatever its thread settings (its parallel grain
+#: is 32768 elements): the size of the checks made on the calling thread, and the block size where
+#: the worker threads cannot be made single-threaded (a torch build without OpenMP).
+GRAIN_BLOCK = 32752
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_SERIAL = False
+_POOL_LOCK = threading.Lock()
+
+
+def _drop_pool() -> None:  # a forked child has the pool object (and maybe a held lock) but not the threads
+    global _POOL, _POOL_SIZE, _POOL_SERIAL, _POOL_LOCK
+    _POOL, _POOL_SIZE, _POOL_SERIAL, _POOL_LOCK = None, 0, False, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_pool)
+
+
+def block_threads() -> int:
+    """Threads the CPU update of a :class:`WeakResetArray` runs its blocks on: ``torch.get_num_threads()``.
+
+    The blocks run on a pool of worker threads (torch operations release the
+    GIL), each taking the next block as it comes free; every torch operation
+    in a worker is single-threaded, so no operation waits at a thread-pool
+    barrier (which takes milliseconds on a busy machine). ``torch.set_num_threads(1)``
+    makes the update serial. The results do not depend on the thread count:
+    every block draws from its own generator.
+    """
+    return max(1, torch.get_num_threads())
+
+
+def _openmp() -> bool:
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def _pool(workers: int) -> tuple[ThreadPoolExecutor, bool]:
+    """The worker threads (at least ``workers``), and whether their torch operations are single-threaded."""
+    global _POOL, _POOL_SIZE, _POOL_SERIAL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_SIZE < workers:  # (a smaller pool's threads end once it is unused)
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hfox-cells")
+            serial = False
+            if _openmp():
+                # torch's intra-op thread count is an OpenMP setting of each thread: set it to 1 in every
+                # worker (the barrier makes each task run on its own thread), then give the process-wide
+                # default (used by threads started later) back its value.
+                before = torch.get_num_threads()
+                barrier = threading.Barrier(workers)
+
+                def one_thread():
+                    torch.set_num_threads(1)
+                    barrier.wait()
+                    return torch.get_num_threads() == 1
+
+                try:
+                    serial = all(f.result() for f in [pool.submit(one_thread) for _ in range(workers)])
+                finally:
+                    torch.set_num_threads(before)
+            _POOL, _POOL_SIZE, _POOL_SERIAL = pool, workers, serial
+        return _POOL, _POOL_SERIAL
+
+
+def _serial_workers() -> bool:
+    """Whether the worker threads run torch operations on one thread (builds the pool once)."""
+    return _pool(1)[1]
+
+
+class _Balance:
+    """How many worker threads a call uses: all it may while they run in parallel, one while they don't.
+
+    On a machine busy with other work the process may get about one core: two
+    threads then take turns at the GIL and at that core, and a call is slower
+    than on one thread. A call on several threads that got less than
+    :attr:`MIN_CORES` cores' worth of CPU time (the workers' own CPU time over
+    the call's wall time) sends the next :attr:`SERIAL_CALLS` calls to one
+    thread, after which the threads are tried again. The results are the same
+    either way.
+    """
+
+    MIN_CORES = 1.3
+    SERIAL_CALLS = 16
+
+    def __init__(self):
+        self.serial_left = 0
+
+    def workers(self, wanted: int) -> int:
+        return 1 if self.serial_left > 0 else wanted
+
+    def report(self, workers: int, cpu_s: float, wall_s: float) -> None:
+        if workers == 1:
+            self.serial_left = max(0, self.serial_left - 1)
+        elif cpu_s < self.MIN_CORES * wall_s:
+            self.serial_left = self.SERIAL_CALLS
+
+
+_BALANCE = _Balance()
+
+
+def _run_blocks(fn, count: int, workers: int, balance: bool = False) -> None:
+    """Run ``fn(b)`` for ``b = 0..count-1`` on up to ``workers`` worker threads; returns when all are done.
+
+    The threads take the next block as they come free (a thread that the OS
+    holds up delays the call by at most the block it holds), and torch
+    operations release the GIL, so the blocks run in parallel. ``fn`` must not
+    depend on the order. See :class:`_Balance` for the number of threads used
+    (``balance``: this call's timing counts).
+    """
+    workers = _BALANCE.workers(max(1, min(workers, count)))
+    lock = threading.Lock()
+    nxt = [0]
+    failed = []
+
+    def loop():
+        cpu0 = time.thread_time()
+        with torch.no_grad():
+            while not failed:
+                with lock:
+                    b = nxt[0]
+                    nxt[0] += 1
+                if b >= count:
+                    break
+                try:
+                    fn(b)
+                except BaseException:
+                    failed.append(True)
+                    raise
+        return time.thread_time() - cpu0
+
+    pool, _ = _pool(workers)
+    t0 = time.perf_counter()
+    futures = [pool.submit(loop) for _ in range(workers)]
+    errors = [f.exception() for f in futures]  # waits for every thread
+    for err in errors:
+        if err is not None:
+            raise err
+    if balance:
+        _BALANCE.report(workers, sum(f.result() for f in futures), time.perf_counter() - t0)
+
+
+def _block_size(dev: torch.device, num_devices: int) -> int:
+    """Cells per block of the update: a GPU does the whole array at once."""
+    if dev.type != "cpu":
+        return num_devices
+    return CPU_BLOCK if _serial_workers() else min(CPU_BLOCK, GRAIN_BLOCK)
+
+
+def _block_seeds(base: int, count: int) -> list:
+    """Seeds of ``count`` block generators from one 63-bit ``base``: all distinct in their low 32 bits
+    (the CPU generator keeps only those), consecutive blocks far apart."""
+    return [(base + b * _GOLDEN) & ((1 << 63) - 1) for b in range(count)]
 
 
 def _two_slope(t, p):
@@ -148,7 +308,8 @@ class WeakResetArray(nn.Module):
     seed : int, optional
         Seed of the array's ``torch.Generator``; None draws a fresh one.
     generator : torch.Generator, optional
-        Use this generator instead (its device must be the array's).
+        Use this generator instead (its device must be the array's). The
+        update's per-block generators are seeded from it.
     device : str or torch.device, optional
         Where the state lives (default CPU).
     dtype : torch.dtype, default=torch.float32
@@ -188,9 +349,10 @@ class WeakResetArray(nn.Module):
     (int32), the pink stand-in (3 x float32), the RTN state (bool) and waiting
     time (int32), and the last read ``w`` (float32): 49 B for the paper's model
     (plus the stand-in's coefficient tables, about 20 kB for the whole array).
-    Every value is a buffer, and the generator's state travels in
-    ``state_dict()`` (extra state), so ``load_state_dict`` resumes a run exactly
-    on the same kind of device.
+    Every value is a buffer, and the generators' states travel in
+    ``state_dict()`` (extra state: the array's generator and one per block of
+    the update, about 5 kB each, i.e. 0.04 B per cell on a CPU), so
+    ``load_state_dict`` resumes a run exactly on the same kind of device.
 
     The pink term is the ARMA(3, 2) stand-in of :func:`~hfox_fit.torch.pink_markov`:
     its mean and variance after every pulse are the 15-tap filter's, its
@@ -250,6 +412,8 @@ class WeakResetArray(nn.Module):
         self.compile = bool(compile)
         self.provenance = None
         self._generator = generator
+        self._block_size = _block_size(dev, num_devices)
+        self._block_gens = []
         self._const_cache = None
         self._law = TORCH_LAWS[model.law]
         self.param_names = tuple(model.parameter_names)
@@ -299,6 +463,7 @@ class WeakResetArray(nn.Module):
         self.register_buffer("rtn_wait", torch.full((num_devices,), _NEVER, dtype=torch.int32, device=dev))
         self.register_buffer("w", torch.zeros(num_devices, **fkw))
         self._pulse_bound = 0  # no cell has had more pulses since SET than this
+        self._seed_blocks()
         self.set_()
 
     # ------------------------------------------------------------------ construction
@@ -381,7 +546,7 @@ class WeakResetArray(nn.Module):
             p_up, p_down = self.rtn_rates.double().cpu().tolist()
             pm = self.pink_markov
             n = self.num_devices
-            block = CPU_BLOCK if self.device.type == "cpu" else n
+            block = self._block_size
             self._const_cache = {
                 "states": pm.states,
                 "horizon": pm.horizon,
@@ -390,7 +555,8 @@ class WeakResetArray(nn.Module):
                 "p_up": p_up,
                 "p_down": p_down,
                 "c2c_scale": [float(v) for v in self.c2c_scale.cpu()],
-                "blocks": [(s, min(s + block, n)) for s in range(0, n, block)],
+                # CPU, more than one block or more cells than a serial torch operation takes: worker threads
+                "threaded": self.device.type == "cpu" and n > min(block, GRAIN_BLOCK),
                 # per block, views of the state and parameters (made once: slicing costs microseconds)
                 "views": [
                     {"range": (s, min(s + block, n)), "pulses": self.pulses[s:s + block],
@@ -400,16 +566,30 @@ class WeakResetArray(nn.Module):
                      "params": tuple(self.cell_params[:, s:s + block].unbind(0)),
                      "c2c": tuple(self.c2c_dev[:, s:s + block].unbind(0))}
                     for s in range(0, n, block)],
-                "coef": tuple(self.pink_coef[:9].unbind(0)),
-                "active": self.pink_coef[9],  # [n > 0]
-                "off": self.pink_table[0],
-                "gain": self.pink_table[1],
+                "coef": self.pink_coef,  # 9 rows of n-step coefficients, then [n > 0]
+                "table": self.pink_table,  # mean and gain after t pulses
                 "amp_row": self.param_names.index("rtn_amplitude"),
                 "r0_row": self.param_names.index("r0"),
             }
         return self._const_cache
 
-    def _geometric(self, high: torch.Tensor) -> torch.Tensor:
+    def _seed_blocks(self) -> None:
+        """One generator per block of the update, seeded from the array's generator.
+
+        Every draw of :meth:`pulse` comes from the generator of the block it is for, so the
+        results do not depend on the threads the blocks run on, nor on their timing.
+        """
+        g = self._generator
+        count = -(-self.num_devices // self._block_size)
+        base = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
+        gens = []
+        for seed in _block_seeds(base, count):
+            gb = torch.Generator(device=g.device)
+            gb.manual_seed(seed)
+            gens.append(gb)
+        self._block_gens = gens
+
+    def _geometric(self, high: torch.Tensor, generator=None) -> torch.Tensor:
         """Pulses until the next switch of chains now in state ``high`` (>= 1; _NEVER if they cannot leave).
 
         ``P(wait = k) = (1 - p)**(k - 1) p`` with ``p`` the state's switching
@@ -417,13 +597,14 @@ class WeakResetArray(nn.Module):
         pool, no MKL VML call, whose thread team costs milliseconds on a busy machine).
         """
         c = self._constants()
+        g = self._generator if generator is None else generator
         any_high = bool(high.any())
         needed = (not bool(high.all()) if any_high else True, any_high)  # low chains, high chains
         waits = []
         for p, need in zip((c["p_up"], c["p_down"]), needed):
-            w = torch.empty(high.shape if need else (0,), dtype=torch.float64, device=self.device)
+            w = torch.empty(high.shape if need else (0,), dtype=torch.float64, device=high.device)
             if need and 0.0 < p < 1.0:
-                w.geometric_(p, generator=self._generator)
+                w.geometric_(p, generator=g)
             else:
                 w.fill_(1.0 if p >= 1.0 else float(_NEVER))
             waits.append(w)
@@ -435,26 +616,26 @@ class WeakResetArray(nn.Module):
             wait = torch.where(high, waits[1], waits[0])
         return wait.clamp_(max=_NEVER).to(torch.int32)
 
-    def _rtn_switch(self, idx: torch.Tensor) -> None:
-        """Chains ``idx`` whose waiting time ran out within this call's pulses: their state after the pulses.
+    def _rtn_switch(self, idx: torch.Tensor, high: torch.Tensor, wait: torch.Tensor, g) -> None:
+        """Chains ``idx`` (of the block ``high``, ``wait``) whose waiting time ran out within this call's pulses.
 
         A chain switches at the end of its waiting time, spends the pulses left in the
         closed-form n-step law of the 2x2 matrix, and draws a new waiting time from the
-        state it ends in (the chain is memoryless).
+        state it ends in (the chain is memoryless). Draws come from ``g``.
         """
         c = self._constants()
         p_up, p_down = c["p_up"], c["p_down"]
-        was_high = self.rtn_high.index_select(0, idx)
+        was_high = high.index_select(0, idx)
         can_leave = torch.where(was_high, p_down > 0, p_up > 0)
-        left = self.rtn_wait.index_select(0, idx).neg_().to(torch.float64)  # pulses after the first switch
+        left = wait.index_select(0, idx).neg_().to(torch.float64)  # pulses after the first switch
         s = p_up + p_down
         lam_m = torch.pow(1.0 - s, left)
         pi_high = p_up / s if s > 0 else 0.0
         p_high = lam_m.mul_((~was_high).double().sub_(pi_high)).add_(pi_high)  # pi (1 - l) + l [low after switch]
-        u = torch.rand(idx.shape, generator=self._generator, device=self.device, dtype=torch.float64)
+        u = torch.rand(idx.shape, generator=g, device=idx.device, dtype=torch.float64)
         final = torch.where(can_leave, u < p_high, was_high)
-        self.rtn_high.index_copy_(0, idx, final)
-        self.rtn_wait.index_copy_(0, idx, self._geometric(final))
+        high.index_copy_(0, idx, final)
+        wait.index_copy_(0, idx, self._geometric(final, g))
 
     def _numpy_seed(self) -> int:
         g = self._generator
@@ -471,7 +652,8 @@ class WeakResetArray(nn.Module):
 
     @property
     def generator(self) -> torch.Generator:
-        """The generator every draw of the array comes from."""
+        """The array's generator: it draws the cells' parameters and SET states, and seeds the
+        generators of the update's blocks (see ``state_dict()``), from which ``pulse`` draws."""
         return self._generator
 
     @property
@@ -586,11 +768,12 @@ class WeakResetArray(nn.Module):
         return self
 
     # ------------------------------------------------------------------ pulses
-    def _counts(self, n) -> tuple[torch.Tensor, int | None, int, int]:
+    def _counts(self, n) -> tuple[torch.Tensor, int | None, int, int, list | None]:
         """Validate pulse counts.
 
         Returns an int tensor on the array's device (shape () or (N,)), its value
-        if it is a scalar, and the smallest and largest count.
+        if it is a scalar, the smallest and largest count, and the smallest count
+        of each block (None for a scalar).
         """
         big = f"pulse counts above {_MAX_COUNT} are not supported"
         if isinstance(n, (numbers.Integral, float)) and not isinstance(n, bool):
@@ -600,7 +783,7 @@ class WeakResetArray(nn.Module):
                 raise ValueError(f"pulse counts must be >= 0; got {n}.")
             if n > _MAX_COUNT:
                 raise ValueError(f"{big}; got {n}.")
-            return torch.tensor(int(n), dtype=torch.int64, device=self.device), int(n), int(n), int(n)
+            return torch.tensor(int(n), dtype=torch.int64, device=self.device), int(n), int(n), int(n), None
         t = n if isinstance(n, torch.Tensor) else torch.as_tensor(np.asarray(n))
         if t.dtype == torch.bool:
             t = t.to(torch.int64)
@@ -635,18 +818,26 @@ class WeakResetArray(nn.Module):
         if t.dim() == 1 and t.numel() == 1 and self.num_devices != 1:
             t = t.reshape(())
         flat = t.reshape(-1)
-        lo = hi = None
-        for s, e in self._constants()["blocks"] if flat.numel() > 1 else [(0, 1)]:
-            bl, bh = torch.aminmax(flat[s:e])
-            bl, bh = int(bl), int(bh)
-            lo = bl if lo is None else min(lo, bl)
-            hi = bh if hi is None else max(hi, bh)
+        if flat.numel() > 1:  # block by block (a whole-array reduction would go to torch's thread pool)
+            views = self._constants()["views"]
+            bounds = [None] * len(views)
+
+            def check(b):
+                s, e = views[b]["range"]
+                bounds[b] = torch.aminmax(flat[s:e])
+
+            self._blocks(check)
+            lows = [int(b[0]) for b in bounds]  # the smallest count of each block
+            lo, hi = min(lows), max(int(b[1]) for b in bounds)
+        else:
+            lo = hi = int(flat[0])
+            lows = None
         if lo < 0:
             i = int(torch.nonzero(flat < 0)[0])
             raise ValueError(f"pulse counts must be >= 0; cell {i} got {int(flat[i])}.")
         if hi > _MAX_COUNT:
             raise ValueError(f"{big}; got {hi}.")
-        return t, (hi if t.dim() == 0 else None), lo, hi
+        return t, (hi if t.dim() == 0 else None), lo, hi, lows
 
     @torch.no_grad()
     def pulse(self, n=1) -> torch.Tensor:
@@ -678,7 +869,7 @@ class WeakResetArray(nn.Module):
         """
         if self.w.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"the array simulates in float32 or float64; its state is {self.w.dtype}.")
-        n, scalar, lo, hi = self._counts(n)
+        n, scalar, lo, hi, lows = self._counts(n)
         if hi == 0:
             return self.resistance
         if self._pulse_bound + hi > _MAX_PULSES:
@@ -687,84 +878,104 @@ class WeakResetArray(nn.Module):
                 f"(up to {self._pulse_bound} so far, {hi} more); SET the cells (set_()) first."
             )
         c = self._constants()
-        g, dev, dtype = self._generator, self.device, self.dtype
-        pink_on, rtn_on, states = self.pink, self.rtn, c["states"]
-        horizon = c["horizon"]
-        # Phase 1: pulses since SET, and the telegraph chains whose waiting time runs out.
-        counts, switching = [], []
-        for v in c["views"]:
-            s, e = v["range"]
-            if scalar is not None:
-                nb = nb32 = n
-            else:
-                nb = n[s:e]
-                nb32 = nb.to(torch.int32)
-                if nb.dtype != torch.int64:  # index_select is fastest with int64 indices
-                    nb = nb.to(torch.int64)
-            counts.append(nb)
-            v["pulses"].add_(nb32)
-            if rtn_on:
-                wait = v["wait"]
-                wait.sub_(nb32)
-                idx = torch.nonzero(wait <= 0).squeeze(1)
-                if idx.numel():
-                    switching.append(idx.add_(s) if s else idx)
+        fixed = None  # n-step coefficients of the pink stand-in when every cell gets the same count
+        if self.pink and c["states"] and scalar is not None:
+            k = min(scalar, c["horizon"])
+            fixed = c["coef"][:, k:k + 1]
+        call = {
+            "n": n, "scalar": scalar, "lows": lows, "fixed": fixed, "clamp": hi > c["horizon"],
+            "t_clamp": self._pulse_bound + hi > c["horizon"],
+            "compiled": _compiled_dense() if self.compile else None,
+            "out": torch.empty_like(self.w),
+        }
         self._pulse_bound += hi
-        if switching:  # all blocks at once: a few thousand cells, still below the thread pool's grain
-            self._rtn_switch(torch.cat(switching) if len(switching) > 1 else switching[0])
+        views = c["views"]
+        self._blocks(lambda b: self._pulse_block(b, views[b], call), balance=True)
+        return call["out"]
 
-        # n-step coefficients of the pink stand-in: one column when every cell gets the same count.
-        fixed = None
-        if pink_on and states and scalar is not None:
-            k = min(scalar, horizon)
-            fixed = tuple(r[k:k + 1] for r in c["coef"])
-        compiled = _compiled_dense() if self.compile else None
+    def _blocks(self, fn, balance: bool = False) -> None:
+        """``fn(b)`` for every block: on the worker threads (CPU), or here (GPU, small arrays)."""
+        c = self._constants()
+        if c["threaded"]:
+            _run_blocks(fn, len(c["views"]), block_threads(), balance)
+        else:
+            for b in range(len(c["views"])):
+                fn(b)
 
-        # Phase 2, block by block: drift, pink term, telegraph read, resistance.
-        out = torch.empty_like(self.w)
-        for v, nb in zip(c["views"], counts):
-            s, e = v["range"]
-            rows = self._block_rows(v)
-            t = v["pulses"]
-            z = off = gain = coef = None
-            ib = nb if scalar is not None or hi <= horizon else nb.clamp(max=horizon)
-            if pink_on:
-                z = torch.randn(c["draws"], e - s, generator=g, device=dev, dtype=dtype)
-                if states:
-                    coef = fixed if fixed is not None else tuple(r.index_select(0, ib) for r in c["coef"])
-                ti = (t if self._pulse_bound <= horizon else t.clamp(max=horizon)).long()
-                off, gain = c["off"].index_select(0, ti), c["gain"].index_select(0, ti)
-            args = (self._law, self.param_names, t.to(dtype), rows, v["x"], v["xr"], v["xi"], coef, z, c["white"],
-                    off, gain, pink_on, states)
-            w_new = None
-            if compiled is not None:
-                try:
-                    w_new = compiled(*args)
-                except Exception as err:  # no C++ compiler / Triton, unsupported op, ...
-                    self.compile, compiled = False, None
+    def _pulse_block(self, b: int, v: dict, call: dict) -> None:
+        """``pulse()`` for block ``b`` (views ``v``): every draw from the block's own generator."""
+        c = self._constants()
+        g, dtype = self._block_gens[b], self.dtype
+        horizon = c["horizon"]
+        s, e = v["range"]
+        scalar = call["scalar"]
+        if scalar is not None:
+            nb32 = scalar
+            block_lo = scalar
+        else:
+            nb32 = call["n"][s:e]
+            if nb32.dtype != torch.int32:  # counts are <= 2**30 (checked)
+                nb32 = nb32.to(torch.int32)
+            block_lo = call["lows"][b]
+        t = v["pulses"]
+        t.add_(nb32)
+        if self.rtn:  # the telegraph chains whose waiting time runs out within these pulses
+            wait = v["wait"]
+            wait.sub_(nb32)
+            idx = torch.nonzero(wait <= 0).squeeze(1)
+            if idx.numel():
+                self._rtn_switch(idx, v["high"], wait, g)
+        rows = self._block_rows(v)
+        z = off = gain = coef = table = None
+        pink_on, states = self.pink, c["states"]
+        if scalar is None and (block_lo == 0 or (pink_on and states)):
+            # the n-step coefficients (one gather of all the rows) and [n > 0]
+            table = c["coef"].index_select(1, nb32 if not call["clamp"] else nb32.clamp(max=horizon))
+        if pink_on:
+            z = torch.randn(c["draws"], e - s, generator=g, device=t.device, dtype=dtype)
+            if states:
+                coef = call["fixed"] if scalar is not None else table
+                coef = tuple(coef[:9].unbind(0))
+            if not call["t_clamp"]:
+                off, gain = c["table"].index_select(1, t).unbind(0)
+            elif t.device.type == "cpu" and int(t.min()) >= horizon:
+                # every cell of the block is past the stand-in's memory: row T (a GPU skips the sync)
+                off, gain = c["table"][:, horizon:].unbind(0)
+            else:
+                off, gain = c["table"].index_select(1, t.clamp(max=horizon)).unbind(0)
+        args = (self._law, self.param_names, t.to(dtype), rows, v["x"], v["xr"], v["xi"], coef, z, c["white"],
+                off, gain, pink_on, states)
+        w_new = None
+        compiled = call["compiled"] if self.compile else None
+        if compiled is not None:
+            try:
+                w_new = compiled(*args)
+            except Exception as err:  # no C++ compiler / Triton, unsupported op, ...
+                with _POOL_LOCK:
+                    warn, self.compile = self.compile, False
+                if warn:
                     warnings.warn(
                         f"torch.compile of the pulse update failed ({type(err).__name__}: "
                         f"{str(err).splitlines()[0] if str(err) else ''}); this array goes on in eager mode.",
                         RuntimeWarning,
-                        stacklevel=2,
+                        stacklevel=3,
                     )
-            if w_new is None:
-                w_new = _dense(*args)
-            if rtn_on:
-                high = torch.nonzero(v["high"]).squeeze(1)
-                if high.numel():
-                    amp = rows[c["amp_row"]].index_select(0, high)
-                    u = torch.rand(2, high.numel(), generator=g, device=dev, dtype=dtype)
-                    w_new.index_add_(0, high, u[0].mul_(u[1]).mul_(amp))  # U1 U2 A, fresh at each read
-            wb = v["w"]
-            if lo == 0:  # cells given 0 pulses keep their read (weight 0 or 1: exact)
-                wb.lerp_(w_new, c["active"].index_select(0, ib))
-            else:
-                wb.copy_(w_new)
-            # R = r0 exp(w) = r0 2**(w log2 e) (torch.exp runs on the thread pool from 2048 elements on)
-            ob = torch.mul(wb, _LOG2E, out=out[s:e])
-            ob.exp2_().mul_(rows[c["r0_row"]])
-        return out
+        if w_new is None:
+            w_new = _dense(*args)
+        if self.rtn:
+            high = torch.nonzero(v["high"]).squeeze(1)
+            if high.numel():
+                amp = rows[c["amp_row"]].index_select(0, high)
+                u = torch.rand(2, high.numel(), generator=g, device=t.device, dtype=dtype)
+                w_new.index_add_(0, high, u[0].mul_(u[1]).mul_(amp))  # U1 U2 A, fresh at each read
+        wb = v["w"]
+        if block_lo == 0:  # cells given 0 pulses keep their read (weight 0 or 1: exact)
+            wb.lerp_(w_new, table[9])
+        else:
+            wb.copy_(w_new)
+        # R = r0 exp(w) = r0 2**(w log2 e) (torch.exp runs on the thread pool from 2048 elements on)
+        ob = torch.mul(wb, _LOG2E, out=call["out"][s:e])
+        ob.exp2_().mul_(rows[c["r0_row"]])
 
     def forward(self, n=1) -> torch.Tensor:
         """Same as :meth:`pulse`."""
@@ -776,6 +987,7 @@ class WeakResetArray(nn.Module):
             "version": _STATE_VERSION,
             "rng_state": self._generator.get_state(),
             "rng_device": self._generator.device.type,
+            "block_rng_states": torch.stack([gb.get_state() for gb in self._block_gens]),
             "pink": self.pink,
             "rtn": self.rtn,
             "d2d": self.d2d,
@@ -788,18 +1000,28 @@ class WeakResetArray(nn.Module):
         self.pink, self.rtn = bool(state["pink"]), bool(state["rtn"])
         self.d2d, self.c2c = bool(state["d2d"]), bool(state["c2c"])
         rng_state = state["rng_state"].cpu()
+        blocks = state["block_rng_states"].cpu()
+        if state["rng_device"] == self._generator.device.type and len(blocks) == len(self._block_gens):
+            self._generator.set_state(rng_state)
+            for gb, st in zip(self._block_gens, blocks):
+                gb.set_state(st.clone())
+            return
         if state["rng_device"] == self._generator.device.type:
             self._generator.set_state(rng_state)
+            why = (f"the state_dict comes from an update in {len(blocks)} block(s) and this array runs in "
+                   f"{len(self._block_gens)}")
         else:
             seed = int.from_bytes(hashlib.sha256(rng_state.numpy().tobytes()).digest()[:8], "little")
             self._generator.manual_seed(seed >> 1)
-            warnings.warn(
-                f"the state_dict's random generator comes from a {state['rng_device']} device and this "
-                f"array lives on {self._generator.device.type}: the run goes on with a generator seeded "
-                "from it, so it continues in distribution but not draw for draw.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            why = (f"the state_dict's random generator comes from a {state['rng_device']} device and this "
+                   f"array lives on {self._generator.device.type}")
+        self._seed_blocks()
+        warnings.warn(
+            f"{why}: the run goes on with generators seeded from it, so it continues in distribution "
+            "but not draw for draw.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -819,4 +1041,6 @@ class WeakResetArray(nn.Module):
             seed = self._numpy_seed()
             self._generator = torch.Generator(device=dev)
             self._generator.manual_seed(seed)
+            self._block_size = _block_size(dev, self.num_devices)
+            self._seed_blocks()
         return self

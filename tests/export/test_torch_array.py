@@ -137,6 +137,56 @@ def test_block_boundaries_do_not_matter(monkeypatch):
     again = WeakResetArray(model, n_cells, seed=3)
     again.load_state_dict(state)
     torch.testing.assert_close(again.pulse(counts), many.pulse(counts), rtol=0, atol=0)
+    # a state from an update in other blocks: goes on in distribution, and says so
+    monkeypatch.setattr(_array, "CPU_BLOCK", 131008)
+    other = WeakResetArray(model, n_cells, seed=4)
+    with pytest.warns(RuntimeWarning, match="20 block.*in 1.*continues in distribution"):
+        other.load_state_dict(many.state_dict())
+    assert torch.equal(other.pulses, many.pulses) and torch.isfinite(other.pulse(counts)).all()
+
+
+@pytest.mark.parametrize("block", [4096, 32752])
+def test_thread_count_does_not_change_results(monkeypatch, block):
+    """Every block draws from its own generator: one thread or several, the same numbers."""
+    from hfox_fit.torch import _array
+
+    monkeypatch.setattr(_array, "CPU_BLOCK", block)
+    monkeypatch.setattr(_array._BALANCE, "MIN_CORES", 0.0)  # never fall back to one thread here
+    monkeypatch.setattr(_array._BALANCE, "serial_left", 0)
+    model = preset_model("wafer_b")
+    n_cells = 70_000  # several blocks, above torch's parallel grain: the worker threads run them
+    counts = torch.arange(n_cells) % 15
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for k in (1, 2, 3):
+            torch.set_num_threads(k)
+            arr = WeakResetArray(model, n_cells, seed=21)
+            assert arr._constants()["threaded"] and len(arr._constants()["views"]) == -(-n_cells // block)
+            reads = [arr.pulse(counts), arr.pulse(5), arr.pulse(counts.flip(0))]
+            arr.set_(torch.arange(n_cells) % 3 == 0)
+            reads.append(arr.pulse(counts))
+            runs.append((reads, {k: v.clone() for k, v in arr.state_dict().items() if isinstance(v, torch.Tensor)}))
+    finally:
+        torch.set_num_threads(threads)
+    (ref_reads, ref_state), *others = runs
+    for reads, state in others:
+        for a, b in zip(reads, ref_reads):
+            assert torch.equal(a, b)
+        for k in ref_state:
+            assert torch.equal(state[k], ref_state[k]), k
+
+
+def test_worker_threads_run_torch_serially():
+    """Torch operations in the worker threads are single-threaded; the caller's thread count is untouched."""
+    from hfox_fit.torch import _array
+
+    threads = torch.get_num_threads()
+    seen = []
+    _array._run_blocks(lambda b: seen.append(torch.get_num_threads()), 4, 2)
+    assert torch.get_num_threads() == threads
+    if _array._serial_workers():
+        assert seen == [1, 1, 1, 1]
 
 
 def test_rtn_n_steps_is_exact():
