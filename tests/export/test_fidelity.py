@@ -131,7 +131,14 @@ def no_rtn():
     return _fidelity(_no_rtn_model(), seed=5)
 
 
-def _check(result):
+def _report(name, result):
+    ks = ", ".join(f"{d:.3f}" for d in result["ks"].values())
+    print(f"{name}: n={result['n']}, KS at pulses {tuple(result['ks'])}: {ks}; residual spectrum ratio "
+          f"{result['ratio'].min():.3f}-{result['ratio'].max():.3f} over {len(result['ratio'])} bands")
+
+
+def _check(result, name="wafer"):
+    _report(name, result)
     assert result["n"] >= 1900  # the fit keeps the ok cells of a 2048-cell wafer
     for t, d in result["ks"].items():
         assert d <= 0.05, f"KS distance {d:.4f} at pulse {t}"
@@ -146,6 +153,7 @@ def test_w_distribution_matches_the_measured_one(paper, t):
 
 
 def test_residual_spectrum_matches_the_measured_one(paper):
+    _report("paper", paper)
     r = paper["ratio"]
     assert r.max() <= 1.5 and r.min() >= 1 / 1.5, dict(zip(np.round(paper["f"], 4), np.round(r, 3)))
 
@@ -160,11 +168,11 @@ def test_from_fit_keeps_the_fit_and_its_provenance(paper):
 def test_without_rtn_the_pink_stand_in_matches_the_measured_spectrum(no_rtn):
     """No RTN: the residual spectrum is the pink filter's (plus read noise); the stand-in within 1.5 of it."""
     assert no_rtn["fit"].model_.rtn.stationary_high < 0.01  # the fit found (next to) no RTN
-    _check(no_rtn)
+    _check(no_rtn, "paper without RTN")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_fidelity_on_other_seeds(seed):
-    _check(_fidelity("paper", seed))
-    _check(_fidelity(_no_rtn_model(), seed))
+    _check(_fidelity("paper", seed), f"paper seed {seed}")
+    _check(_fidelity(_no_rtn_model(), seed), f"paper without RTN seed {seed}")
