@@ -31,6 +31,7 @@ from .drift import (
     censor_late_breaks,
     check_law,
     fit_drift_die,
+    steepest_post_break_slope,
 )
 from .flags import FLAG_NAMES
 from .noise import NoiseFitter
@@ -166,12 +167,7 @@ def _leave_out_masked(rows: pd.DataFrame, params, max_masked: float) -> pd.DataF
     return rows
 
 
-#: A train enters the D2D law of ``t_star`` only when its first slope exceeds this many times the
-#: steepest post-break slope seen (99th percentile of the precise ``m2``): see :func:`_identifiable_breaks`.
-BREAK_CONTRAST = 1.0
-
-
-def _identifiable_breaks(rows: pd.DataFrame, contrast: float | None = None) -> pd.DataFrame:
+def _identifiable_breaks(rows: pd.DataFrame) -> pd.DataFrame:
     """Blank ``t_star`` of the trains whose break could not be seen wherever it lay, for the D2D fit.
 
     A train whose first slope ``m1`` is within the range of the post-break slopes
@@ -179,21 +175,17 @@ def _identifiable_breaks(rows: pd.DataFrame, contrast: float | None = None) -> p
     the noise), so keeping the trains whose break happened to be found would
     select the middle of the ``t_star`` law. The choice is made on ``m1`` alone
     (the fitted slope, or the straight line's when no break was found) against
-    the steepest ``m2`` of the campaign, the same rule for every train whatever
-    its break; ``m1`` of the paper's model is independent of ``t_star``.
+    the steepest ``m2`` of the campaign (:func:`steepest_post_break_slope`, from
+    at least 20 trains), the same rule for every train whatever its break;
+    ``m1`` of the paper's model is independent of ``t_star``.
     """
     if "t_star" not in rows or "m2" not in rows:
         return rows
-    contrast = BREAK_CONTRAST if contrast is None else contrast
-    ok = rows["flag"].eq("ok").to_numpy()
+    limit, n_pool = steepest_post_break_slope(rows)
+    if n_pool < 20:
+        return rows
     m1 = rows["m1"].to_numpy(float)
     m1 = np.where(np.isfinite(m1), m1, rows["m1_line"].to_numpy(float)) if "m1_line" in rows else m1
-    m2, m2_se = rows["m2"].to_numpy(float), rows["m2_stderr"].to_numpy(float)
-    pool = ok & np.isfinite(rows["t_star"].to_numpy(float)) & np.isfinite(m2) & np.isfinite(m2_se)
-    if pool.sum() < 20:
-        return rows
-    precise = pool & (m2_se <= np.median(m2_se[pool]))
-    limit = contrast * float(np.percentile(m2[precise], 99))
     with np.errstate(invalid="ignore"):
         weak = ~(m1 > limit)
     rows = rows.copy()

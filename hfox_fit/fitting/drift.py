@@ -254,6 +254,17 @@ def _golden_profile(law, t, scale, y, w, a, b, iters: int = 24):
     return theta, beta, sse
 
 
+def _theta_window(law, t_lo, t_hi, scale):
+    """Per-row search window ``(lo, hi)`` of the law's nonlinear parameter, and the rows without one
+    (``bad``: given a tiny window at the midpoint)."""
+    lo, hi = law.theta_range(t_lo, t_hi, scale)
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    bad = ~(hi > lo)
+    lo = np.where(bad, (lo + hi) / 2, lo)
+    hi = np.where(bad, lo * (1 + 1e-9) + 1e-12, hi)
+    return lo, hi, bad
+
+
 def _fit_law(name, t, scale, y, w, t_lo, t_hi, buffers=None, y_masked: bool = False) -> _LawFit:
     """Fit law ``name`` to every row (weights ``w``: 0/1 floats or a bool mask) and return internal coefficients.
 
@@ -262,11 +273,7 @@ def _fit_law(name, t, scale, y, w, t_lo, t_hi, buffers=None, y_masked: bool = Fa
     law = sep.SEPARABLE_LAWS[name]
     if name != "two_slope" and w.dtype == bool:
         w = w.astype(float)
-    lo, hi = law.theta_range(t_lo, t_hi, scale)
-    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
-    bad = ~(hi > lo)
-    lo = np.where(bad, (lo + hi) / 2, lo)
-    hi = np.where(bad, lo * (1 + 1e-9) + 1e-12, hi)
+    lo, hi, bad = _theta_window(law, t_lo, t_hi, scale)
     n = y.shape[0]
     if name == "two_slope":
         prof = sep.TwoSlopeProfile(t, scale, y, w, buffers, y_masked=y_masked)
@@ -342,12 +349,7 @@ def _binned_fit(t, scale, y, w, t_lo, t_hi, width: int, buffers=None) -> _LawFit
     yb = np.add.reduceat(y, starts, axis=1)
     np.divide(yb, c, out=yb, where=c > 0)
     tb = np.add.reduceat(t, starts) / np.diff(np.r_[starts, T])
-    law = sep.SEPARABLE_LAWS["two_slope"]
-    lo, hi = law.theta_range(t_lo, t_hi, scale)
-    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
-    bad = ~(hi > lo)
-    lo = np.where(bad, (lo + hi) / 2, lo)
-    hi = np.where(bad, lo * (1 + 1e-9) + 1e-12, hi)
+    lo, hi, bad = _theta_window(sep.SEPARABLE_LAWS["two_slope"], t_lo, t_hi, scale)
     prof = sep.TwoSlopeProfile(tb, scale, yb, c, buffers)
     theta, beta, sse, _ = prof.minimise(lo, hi, levels=2)
     n = len(theta)
@@ -756,9 +758,7 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
     Y = lny[:, 1:] - lnr0[:, None]
     np.copyto(Y, 0.0, where=~usable)
     del lny
-    any_usable = usable.any(1)
-    first_t = np.where(any_usable, t[np.argmax(usable, axis=1)], 1.0)
-    last_t = np.where(any_usable, t[T - 1 - np.argmax(usable[:, ::-1], axis=1)], float(T))
+    first_t, last_t = _span(t, usable, 1.0, float(T))
     # traces for validation plots
     ok_rows = np.nonzero(ok)[0]
     step = max(len(ok_rows) // max(options.max_traces, 1), 1)
@@ -1421,6 +1421,27 @@ class DriftFitter:
         return _lmfit_refit(law, t, np.where(mask, w, 0.0), mask, start)
 
 
+def steepest_post_break_slope(table: pd.DataFrame) -> tuple[float, int]:
+    """The steepest post-break slope of a campaign, and how many trains it comes from.
+
+    The 99th percentile of ``m2`` over the unflagged trains with a break whose
+    ``m2_stderr`` is at most the median (the maximum with fewer than 5 such
+    trains; ``-inf`` with none: every train breaks, if ever, after its reads).
+    """
+    ok = table["flag"].eq("ok").to_numpy()
+    has_break = np.isfinite(table["t_star"].to_numpy(float))
+    m2 = table["m2"].to_numpy(float)
+    m2_se = table["m2_stderr"].to_numpy(float)
+    pool = ok & has_break & np.isfinite(m2) & np.isfinite(m2_se)
+    n_pool = int(pool.sum())
+    if n_pool >= 5:
+        precise = pool & (m2_se <= np.median(m2_se[pool]))
+        return float(np.percentile(m2[precise], 99)), n_pool
+    if n_pool:
+        return float(np.max(m2[pool])), n_pool
+    return -np.inf, 0
+
+
 def classify_breaks(table: pd.DataFrame) -> pd.DataFrame:
     """Decide, over a campaign, what a two-slope train without a significant break says about t_star.
 
@@ -1441,16 +1462,7 @@ def classify_breaks(table: pd.DataFrame) -> pd.DataFrame:
         return table
     ok = table["flag"].eq("ok").to_numpy()
     has_break = np.isfinite(table["t_star"].to_numpy())
-    m2 = table["m2"].to_numpy()
-    m2_se = table["m2_stderr"].to_numpy()
-    pool = ok & has_break & np.isfinite(m2) & np.isfinite(m2_se)
-    if pool.sum() >= 5:
-        precise = pool & (m2_se <= np.median(m2_se[pool]))
-        m2_hi = float(np.percentile(m2[precise], 99))
-    elif pool.any():
-        m2_hi = float(np.max(m2[pool]))
-    else:
-        m2_hi = -np.inf  # no break anywhere: every train breaks (if ever) after its reads
+    m2_hi, _ = steepest_post_break_slope(table)
     line = table["m1_line"].to_numpy()
     line_se = table["m1_line_stderr"].to_numpy()
     nob = ~has_break & np.isfinite(line)
