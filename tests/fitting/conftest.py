@@ -37,3 +37,25 @@ def wafer_b_fit(wafer_b):
 def small_wafer():
     """A small, quick wafer (128 cells x 400 pulses) for API and error-path tests."""
     return make_wafer("paper", devices=128, pulses=400, seed=7)
+
+
+@pytest.fixture
+def first_fit_fails(monkeypatch):
+    """The vectorised drift fit fails on the first row it fits and lmfit cannot rescue it."""
+    import numpy as np
+
+    from hfox_fit.fitting import drift as drift_module
+
+    real = drift_module._fit_law
+
+    def broken(name, *args, **kwargs):
+        f = real(name, *args, **kwargs)
+        f.beta[0] = np.nan
+        f.converged[0] = False
+        return f
+
+    def no_lmfit(*args, **kwargs):
+        raise RuntimeError("no lmfit in this test")
+
+    monkeypatch.setattr(drift_module, "_fit_law", broken)
+    monkeypatch.setattr(drift_module, "_lmfit_refit", no_lmfit)

@@ -203,20 +203,7 @@ def test_missing_pulse0_read_extrapolates_r0(small_wafer):
     assert "extrapolated" in df["note"].iat[5]
 
 
-def test_a_fit_that_fails_is_flagged_with_a_warning(small_wafer, monkeypatch):
-    real = drift_module._fit_law
-
-    def broken(name, *args, **kwargs):
-        f = real(name, *args, **kwargs)
-        f.beta[0] = np.nan
-        f.converged[0] = False
-        return f
-
-    def no_lmfit(*args, **kwargs):
-        raise RuntimeError("lmfit unavailable in this test")
-
-    monkeypatch.setattr(drift_module, "_fit_law", broken)
-    monkeypatch.setattr(drift_module, "_lmfit_refit", no_lmfit)
+def test_a_fit_that_fails_is_flagged_with_a_warning(small_wafer, first_fit_fails):
     die = small_wafer.dies[0]
     with pytest.warns(FitConvergenceWarning, match=r"did not converge .*flagged 'failed'"):
         df = DriftFitter().fit(die).per_cell_
