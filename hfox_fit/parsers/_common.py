@@ -269,8 +269,12 @@ def parse_counter(text: str, what: str, limit: int = MAX_COUNTER):
     return value, None
 
 
-def parse_value(text: str, what: str = "read current", unit: str = "A"):
-    """Parse a positive float field, empty / nan meaning NaN; return (value, None) or (None, msg)."""
+def parse_value(text: str, what: str = "read current", unit: str = "A", *, positive: bool = True):
+    """Parse a float field, empty / nan meaning NaN; return (value, None) or (None, msg).
+
+    ``positive``: the value must be > 0 (a current, a resistance); else any finite
+    value (a condition such as a pulse voltage, which may be negative).
+    """
     s = text.strip()
     if s in NA_VALUES:
         return math.nan, None
@@ -280,8 +284,10 @@ def parse_value(text: str, what: str = "read current", unit: str = "A"):
         return None, f"{what} is not a number, saw {s!r}; expected a value in {unit} or an empty field"
     if math.isnan(value):
         return value, None
-    if not value > 0 or math.isinf(value):
+    if positive and (not value > 0 or math.isinf(value)):
         return None, current_message(value, what, unit)
+    if math.isinf(value):
+        return None, f"{what} is infinite; expected a finite value in {unit} or an empty field"
     return value, None
 
 

@@ -211,7 +211,7 @@ def _slow_csv(body: bytes, names: list, path: Path, rejects: Rejects):
                 msg = "v_read is empty; expected a positive read voltage in V"
         for c, unit in (("v_pulse", "V"), ("pulse_width", "s")):
             if msg is None:
-                row[c], msg = _condition(fields[idx[c]], c, unit)
+                row[c], msg = parse_value(fields[idx[c]], c, unit, positive=False)
         if msg is None:
             key = tuple(row[c] for c in COLUMNS[:5])
             if key in seen:
@@ -227,18 +227,6 @@ def _slow_csv(body: bytes, names: list, path: Path, rejects: Rejects):
     frame = pd.DataFrame({c: pd.Series(out[c], dtype=_CSV_DTYPES[c]) for c in COLUMNS})
     return frame, rows_read
 
-
-def _condition(text: str, what: str, unit: str):
-    s = text.strip()
-    if s in NA_VALUES:
-        return math.nan, None
-    try:
-        value = float(s)
-    except ValueError:
-        return None, f"{what} is not a number, saw {s!r}; expected a value in {unit} or an empty field"
-    if math.isinf(value):
-        return None, f"{what} is infinite; expected a finite value in {unit} or an empty field"
-    return value, None
 
 
 # ------------------------------------------------------------------- Parquet
