@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import signal, special, stats
 
+from ._json import json_safe
 from ._version import __version__
 from .exceptions import ReportError
 from .laws import get_law
@@ -478,24 +479,6 @@ def _fmt(x, digits=4):
     return f"{x:.{digits}g}"
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign", seed=0,
                  pulses=(10, 100, -1), max_population_cells=50_000, max_noise_cells=2048,
                  max_scatter_points=1500, fitted_at=None, dpi=100, figures=True) -> ReportResult:
@@ -640,7 +623,7 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
     html_path = out / "report.html"
     html_path.write_text(page, encoding="utf-8")
     metrics_path = out / "metrics.json"
-    metrics_path.write_text(json.dumps(_jsonable(metrics), indent=1, allow_nan=False), encoding="utf-8")
+    metrics_path.write_text(json.dumps(json_safe(metrics), indent=1, allow_nan=False), encoding="utf-8")
     return ReportResult(out_dir=out, html=html_path, metrics_path=metrics_path, figures=figure_paths,
                         metrics=metrics, notes=notes, n_cells=n_pop, elapsed_s=elapsed, samples=samples)
 

@@ -17,7 +17,6 @@ those of a real bench: read noise on the current, an ADC step, failed reads
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_path
+from ._json import json_safe
 from .exceptions import FitError, FormatError
 from .model import DeviceModel, preset_model
 from .schema import DieData, dies_to_table
@@ -293,24 +293,9 @@ def write_wafer(wafer: SynthWafer, out_dir, format: str = "bench", *, truth: boo
     return written
 
 
-def _json_safe(obj):
-    """Replace NaN and infinities by None and numpy scalars by Python ones, recursively."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _write_json(path: Path, data) -> Path:
     """Write ``data`` as indented strict JSON, atomically."""
-    text = json.dumps(_json_safe(data), indent=1, allow_nan=False)
+    text = json.dumps(json_safe(data), indent=1, allow_nan=False)
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
     return path

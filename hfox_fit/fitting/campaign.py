@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .._json import json_safe
 from .._version import __version__
 from ..exceptions import FitError
 from ..laws import ParameterLaw, get_law
@@ -128,24 +129,6 @@ def _device_flags(cells: pd.DataFrame):
     else:
         flag = np.full(len(counts), "ok", dtype=object)
     return pd.DataFrame({"flag": flag.astype(str), "any_ok": n_ok > 0}, index=counts.index)
-
-
-def _clean(obj):
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        x = float(obj)
-        return x if np.isfinite(x) else None
-    return obj
 
 
 def _leave_out_masked(rows: pd.DataFrame, params, max_masked: float) -> pd.DataFrame:
@@ -429,7 +412,7 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignFit:
                 "note": rtn.note or "per-pulse probabilities; intervals: bootstrap over trains"},
         "notes": notes,
     }
-    summary = _clean(summary)
+    summary = json_safe(summary)
 
     # arrays for validation plots
     traces = np.concatenate([r.traces for r in results if r.traces.size], axis=0) if any(
