@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numeric_helpers import GOLDEN_RTOL, assert_close_tree
 
 from hfox_fit.synth import MeasurementEffects, make_wafer
 
@@ -64,7 +65,13 @@ def _sha(path):
 
 
 def test_example_campaign_is_reproduced(tmp_path, capsys):
-    """data/raw (hfox-fit synth --seed 2024) comes out byte for byte; truth.json differs only by the new option."""
+    """data/raw (hfox-fit synth --seed 2024) is reproduced on any CPU; truth.json differs only by the new option.
+
+    The CSVs are compared byte for byte: their currents are ADC counts times the step, formatted,
+    so a last-bit difference in the simulation does not reach them. truth.json holds computed
+    floats (t*, m1, ...) whose last digit depends on the CPU's SIMD kernels (issue 16): those are
+    compared to 1e-12 relative, which a different draw or a different law still fails.
+    """
     if not (DATA / "truth.json").is_file():
         pytest.skip("data/ example campaign absent")
     from hfox_fit.cli import main
@@ -79,4 +86,4 @@ def test_example_campaign_is_reproduced(tmp_path, capsys):
     new, old = json.loads((out / "truth.json").read_text()), json.loads((DATA / "truth.json").read_text())
     assert new["effects"].pop("stuck_noise") is False
     old["effects"].pop("stuck_noise", None)
-    assert new == old
+    assert_close_tree(new, old, rtol=GOLDEN_RTOL)
