@@ -18,23 +18,24 @@ import numpy as np
 GOLDEN_RTOL = 1e-12
 
 
-def assert_close_tree(got, want, *, rtol: float = GOLDEN_RTOL, path: str = "$") -> None:
+def assert_close_tree(got, want, *, rtol: float = GOLDEN_RTOL, atol: float = 0.0, path: str = "$") -> None:
     """Assert two JSON-like trees are equal, floats within ``rtol``; names the first mismatch.
 
     Dicts must have the same keys, lists the same length, strings, bools, ints and None must be
-    equal; floats (and ints against floats) agree to ``rtol`` relative (NaN only matches NaN).
+    equal; floats (and ints against floats) agree to ``rtol`` relative, or ``atol`` absolute (NaN only
+    matches NaN).
     """
     if isinstance(want, dict):
         assert isinstance(got, dict), f"{path}: expected a dict, found {type(got).__name__}"
         assert set(got) == set(want), (f"{path}: keys differ: only in got {sorted(set(got) - set(want))}, "
                                        f"only in want {sorted(set(want) - set(got))}")
         for key in want:
-            assert_close_tree(got[key], want[key], rtol=rtol, path=f"{path}.{key}")
+            assert_close_tree(got[key], want[key], rtol=rtol, atol=atol, path=f"{path}.{key}")
     elif isinstance(want, (list, tuple)):
         assert isinstance(got, (list, tuple)), f"{path}: expected a list, found {type(got).__name__}"
         assert len(got) == len(want), f"{path}: length {len(got)} against {len(want)}"
         for i, (g, w) in enumerate(zip(got, want)):
-            assert_close_tree(g, w, rtol=rtol, path=f"{path}[{i}]")
+            assert_close_tree(g, w, rtol=rtol, atol=atol, path=f"{path}[{i}]")
     elif isinstance(want, float) or (isinstance(got, float) and isinstance(want, Real)
                                      and not isinstance(want, bool)):
         assert isinstance(got, Real) and not isinstance(got, bool), f"{path}: expected a number, found {got!r}"
@@ -42,18 +43,18 @@ def assert_close_tree(got, want, *, rtol: float = GOLDEN_RTOL, path: str = "$") 
         if math.isnan(w) or math.isnan(g):
             assert math.isnan(w) and math.isnan(g), f"{path}: {g!r} against {w!r}"
         else:
-            assert g == w or abs(g - w) <= rtol * max(abs(g), abs(w)), (
+            assert g == w or abs(g - w) <= max(rtol * max(abs(g), abs(w)), atol), (
                 f"{path}: {g!r} against {w!r} (relative difference {abs(g - w) / max(abs(g), abs(w)):.3g}"
                 f" > {rtol:g})")
     else:
         assert got == want, f"{path}: {got!r} against {want!r}"
 
 
-def assert_close_arrays(got, want, *, rtol: float = GOLDEN_RTOL, name: str = "") -> None:
+def assert_close_arrays(got, want, *, rtol: float = GOLDEN_RTOL, atol: float = 0.0, name: str = "") -> None:
     """Arrays of the same shape and dtype kind; floats within ``rtol`` (NaN where NaN), others equal."""
     got, want = np.asarray(got), np.asarray(want)
     assert got.shape == want.shape, f"{name}: shape {got.shape} against {want.shape}"
     if want.dtype.kind in "fc":
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=0, equal_nan=True, err_msg=name)
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, equal_nan=True, err_msg=name)
     else:
         np.testing.assert_array_equal(got, want, err_msg=name)
