@@ -1,3 +1,5 @@
+"""`python -m hfox_fit`: the hfox-fit command line."""
+
 import sys
 
 from .cli import main
