@@ -1,0 +1,405 @@
+r"""The likelihood of one candidate family for a parameter's per-cell values, and its fit.
+
+The machinery under :func:`hfox_fit.fitting.d2d.fit_parameter`: fast log-density,
+CDF and quantile function of each family (scipy's frozen distributions cost
+about 1 ms each to build), the observations (:class:`_Data`: exact values,
+interval-censored ones, an observation window, each value's measurement error),
+one candidate (:class:`_Candidate`: a family, optionally truncated to the range
+of the values, with or without the contamination guard, its parameters
+transformed for the optimizer) and its maximum-likelihood fit
+(:func:`_fit_candidate`).
+
+Cells whose value is only bounded enter as censored observations,
+``log(F(hi) - F(lo))``. Every value with a standard error enters the likelihood
+convolved with its Gaussian measurement error (errors in variables: closed forms
+for untruncated ``norm`` and ``expon``, Gauss-Hermite quadrature otherwise).
+Positive families have ``loc = 0`` (``expon`` keeps a free ``loc``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, special
+
+from ..laws import FAMILIES
+
+__all__ = ["MAX_CONTAMINATION", "EIV_THRESHOLD"]
+
+#: Families with support ``x > 0``.
+_POSITIVE = ("lognorm", "gamma", "weibull_min", "uniform")
+
+
+# --------------------------------------------------------------------------------------
+# fast log-density / cdf / ppf (scipy's frozen distributions cost ~1 ms each to build)
+# --------------------------------------------------------------------------------------
+
+
+def _logpdf(family, x, kw):
+    x = np.asarray(x, float)
+    with np.errstate(all="ignore"):
+        if family == "norm":
+            z = (x - kw["loc"]) / kw["scale"]
+            return -0.5 * z * z - np.log(kw["scale"] * np.sqrt(2 * np.pi))
+        if family == "uniform":
+            inside = (x >= kw["loc"]) & (x <= kw["loc"] + kw["scale"])
+            return np.where(inside, -np.log(kw["scale"]), -np.inf)
+        if family == "expon":
+            y = (x - kw["loc"]) / kw["scale"]
+            return np.where(y >= 0, -y - np.log(kw["scale"]), -np.inf)
+        y = x / kw["scale"]
+        pos = y > 0
+        ly = np.log(np.where(pos, y, 1.0))
+        if family == "lognorm":
+            s = kw["s"]
+            out = -0.5 * (ly / s) ** 2 - np.log(s * np.sqrt(2 * np.pi)) - ly - np.log(kw["scale"])
+        elif family == "gamma":
+            a = kw["a"]
+            out = (a - 1) * ly - y - special.gammaln(a) - np.log(kw["scale"])
+        elif family == "weibull_min":
+            c = kw["c"]
+            out = np.log(c) + (c - 1) * ly - np.exp(c * ly) - np.log(kw["scale"])
+        else:  # pragma: no cover - guarded by FAMILIES
+            raise ValueError(family)
+        return np.where(pos, out, -np.inf)
+
+
+def _cdf(family, x, kw):
+    x = np.asarray(x, float)
+    with np.errstate(all="ignore"):
+        if family == "norm":
+            return special.ndtr((x - kw["loc"]) / kw["scale"])
+        if family == "uniform":
+            return np.clip((x - kw["loc"]) / kw["scale"], 0.0, 1.0)
+        if family == "expon":
+            y = (x - kw["loc"]) / kw["scale"]
+            return np.where(y > 0, -np.expm1(-y), 0.0)
+        y = np.where(np.isposinf(x), np.inf, x / kw["scale"])
+        pos = y > 0
+        yy = np.where(pos, y, 1.0)
+        if family == "lognorm":
+            out = special.ndtr(np.log(yy) / kw["s"])
+        elif family == "gamma":
+            out = special.gammainc(kw["a"], yy)
+        else:
+            out = -np.expm1(-np.power(yy, kw["c"]))
+        return np.where(pos, out, 0.0)
+
+
+def _ppf(family, p, kw):
+    p = np.asarray(p, float)
+    with np.errstate(all="ignore"):
+        if family == "norm":
+            return kw["loc"] + kw["scale"] * special.ndtri(p)
+        if family == "uniform":
+            return kw["loc"] + kw["scale"] * p
+        if family == "expon":
+            return kw["loc"] - kw["scale"] * np.log1p(-p)
+        if family == "lognorm":
+            return kw["scale"] * np.exp(kw["s"] * special.ndtri(p))
+        if family == "gamma":
+            return kw["scale"] * special.gammaincinv(kw["a"], p)
+        return kw["scale"] * np.power(-np.log1p(-p), 1.0 / kw["c"])
+
+
+def _median(family, kw, bounds):
+    """Median of the (truncated) law without building scipy objects."""
+    if bounds is None:
+        return float(_ppf(family, 0.5, kw))
+    lo, hi = _cdf(family, np.array(bounds, float), kw)
+    return float(np.clip(_ppf(family, lo + 0.5 * (hi - lo), kw), *bounds))
+
+
+# --------------------------------------------------------------------------------------
+# one candidate family
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Data:
+    x: np.ndarray  # exact values
+    lo: np.ndarray  # interval-censored lower ends
+    hi: np.ndarray  # interval-censored upper ends (inf = right-censored)
+    window: tuple | None = None  # observation window (selection), e.g. a detection limit
+    guard: bool = False  # contamination guard on
+    se: np.ndarray | None = None  # measurement stderr of x (errors-in-variables where it matters)
+
+    def __post_init__(self):
+        self.eiv = np.zeros(len(self.x), bool)
+        self.noisy = np.zeros(len(self.x), bool)
+        if self.se is not None and len(self.x) >= 5:
+            q1, q3 = np.percentile(self.x, [25, 75])
+            spread = (q3 - q1) / 1.349 or np.std(self.x) or 1.0
+            # every measured value is convolved with its error (it matters near a sharp edge such as
+            # expon's loc even when the error is small against the spread); the noisy ones may also
+            # stray outside a law's support and do not place truncation bounds or expon's loc
+            self.eiv = np.isfinite(self.se) & (self.se > 0)
+            self.noisy = np.isfinite(self.se) & (self.se > EIV_THRESHOLD * spread)
+        self.nodes = None
+        if self.eiv.any():
+            z, wts = np.polynomial.hermite.hermgauss(_GH_NODES)
+            # theta = x - sqrt(2) se z  (x - theta ~ N(0, se^2))
+            self.nodes = self.x[self.eiv, None] - np.sqrt(2.0) * self.se[self.eiv, None] * z[None, :]
+            self.log_w = np.log(wts / np.sqrt(np.pi))
+
+    @property
+    def n(self):
+        return len(self.x) + len(self.lo)
+
+    @property
+    def span(self):
+        return float(np.min(self.x)), float(np.max(self.x))
+
+
+#: Largest fraction of values the contamination guard may set aside.
+MAX_CONTAMINATION = 0.03
+#: A cell's stderr above this fraction of the population's robust spread marks its value as noisy:
+#: it may stray outside the law's support and does not place truncation bounds or expon's loc.
+#: (Every value with a stderr is convolved with its measurement error in the likelihood.)
+EIV_THRESHOLD = 0.05
+_GH_NODES = 12
+
+
+@dataclass
+class _Candidate:
+    family: str
+    bounds: tuple | None
+    fixed: dict  # parameters held fixed (expon loc)
+
+    def unpack(self, v):
+        """Transformed vector -> (scipy keyword arguments, contamination fraction)."""
+        f = self.family
+        eps = 0.0
+        if self._guarded:
+            eps = MAX_CONTAMINATION * special.expit(v[-1])
+            v = v[:-1]
+        if f == "norm":
+            kw = {"loc": v[0], "scale": np.exp(v[1])}
+        elif f == "expon":
+            if "loc" in self.fixed:
+                kw = {"loc": self.fixed["loc"], "scale": np.exp(v[0])}
+            else:  # loc in units of a reference scale, for the optimizer
+                kw = {"loc": v[0] * self.ref, "scale": np.exp(v[1])}
+        elif f == "uniform":
+            kw = {"loc": 0.0, "scale": np.exp(v[0])}
+        elif f == "gamma":  # (log a, log mean): the shape and the mean are nearly uncorrelated
+            kw = {"a": np.exp(v[0]), "loc": 0.0, "scale": np.exp(v[1] - v[0])}
+        else:
+            kw = {FAMILIES[f][0]: np.exp(v[0]), "loc": 0.0, "scale": np.exp(v[1])}
+        return kw, eps
+
+    def pack(self, kw, eps):
+        f = self.family
+        if f == "norm":
+            v = [kw["loc"], np.log(kw["scale"])]
+        elif f == "expon" and "loc" not in self.fixed:
+            v = [kw["loc"] / self.ref, np.log(kw["scale"])]
+        elif f in ("expon", "uniform"):
+            v = [np.log(kw["scale"])]
+        elif f == "gamma":
+            v = [np.log(kw["a"]), np.log(kw["a"] * kw["scale"])]
+        else:
+            v = [np.log(kw[FAMILIES[f][0]]), np.log(kw["scale"])]
+        if self._guarded:
+            v.append(special.logit(min(max(eps / MAX_CONTAMINATION, 1e-6), 1 - 1e-6)))
+        return np.array(v, float)
+
+    _guarded: bool = False
+    ref: float = 1.0  # reference scale of a free expon loc
+
+    @property
+    def n_params(self):
+        """Free parameters counted by AIC (shape, loc, scale, bounds, contamination)."""
+        k = {"norm": 2, "expon": 2, "uniform": 1}.get(self.family, 2)
+        return k + (2 if self.bounds is not None else 0) + (1 if self._guarded else 0)
+
+    def _eiv_logpdf(self, kw, data: _Data):
+        """Log-density of the noisy values (law convolved with N(0, stderr^2)): closed forms for
+        untruncated norm and expon, Gauss-Hermite quadrature otherwise."""
+        x, se = data.x[data.eiv], data.se[data.eiv]
+        if self.bounds is None and self.family == "norm":
+            var = kw["scale"] ** 2 + se**2
+            return -0.5 * (x - kw["loc"]) ** 2 / var - 0.5 * np.log(2 * np.pi * var)
+        if self.bounds is None and self.family == "expon":
+            lam = 1.0 / kw["scale"]  # exponentially modified Gaussian
+            return (np.log(lam) + lam * (kw["loc"] - x) + 0.5 * (lam * se) ** 2
+                    + special.log_ndtr((x - kw["loc"]) / se - lam * se))
+        lp = _logpdf(self.family, data.nodes, kw)
+        if self.bounds is None:
+            return special.logsumexp(lp + data.log_w[None, :], axis=1)
+        lo, hi = self.bounds  # the truncated density is zero outside its bounds
+        lp = np.where((data.nodes >= lo) & (data.nodes <= hi), lp, -np.inf)
+        out = special.logsumexp(lp + data.log_w[None, :], axis=1)
+        # a value far outside the bounds: the mass of its error beyond the nearest bound
+        near = np.where(x < lo, lo, hi)
+        tail = _logpdf(self.family, near, kw) + special.log_ndtr(-np.abs(x - near) / se)
+        return np.fmax(out, tail)
+
+    def terms(self, kw, eps, data: _Data):
+        """Per-observation log-likelihood (exact values first, then censored)."""
+        f = self.family
+        with np.errstate(all="ignore"):
+            lx = _logpdf(f, data.x, kw)
+            if data.nodes is not None:
+                lx[data.eiv] = self._eiv_logpdf(kw, data)
+            pc = _cdf(f, data.hi, kw) - _cdf(f, data.lo, kw) if len(data.lo) else np.zeros(0)
+            lz = 0.0
+            lo_b, hi_b = (-np.inf, np.inf) if self.bounds is None else self.bounds
+            if data.window is not None:
+                lo_b, hi_b = max(lo_b, data.window[0]), min(hi_b, data.window[1])
+            if np.isfinite(lo_b) or np.isfinite(hi_b):
+                z = float(_cdf(f, hi_b, kw) - _cdf(f, lo_b, kw))
+                lz = np.log(z) if z > 0 else -np.inf
+                lx = lx - lz
+                pc = pc / z if z > 0 else pc * np.nan
+                if self.bounds is not None:
+                    inside = (data.x >= self.bounds[0]) & (data.x <= self.bounds[1])
+                    lx = np.where(inside | data.eiv, lx, -np.inf)
+            if eps > 0:
+                a, b = data.span
+                lg = -np.log(b - a) if b > a else 0.0
+                lx = np.logaddexp(np.log1p(-eps) + lx, np.log(eps) + lg)
+                if len(data.lo):
+                    frac = np.clip((np.minimum(data.hi, b) - np.maximum(data.lo, a)) / max(b - a, 1e-300), 0, 1)
+                    pc = (1 - eps) * pc + eps * frac
+            lc = np.log(np.maximum(pc, 0.0))
+            out = np.concatenate([lx, lc])
+        return np.where(np.isnan(out), -np.inf, out)
+
+
+def _start(family, x):
+    """Starting scipy keyword arguments from the exact values (closed forms / moments)."""
+    x = np.asarray(x, float)
+    m, s = float(np.mean(x)), float(np.std(x)) or 1e-12 * max(abs(float(np.mean(x))), 1e-300)
+    if family == "norm":
+        return {"loc": m, "scale": s}
+    if family == "expon":
+        return {"loc": float(np.min(x)), "scale": max(m - float(np.min(x)), 1e-12 * abs(m) + 1e-300)}
+    if family == "uniform":
+        return {"loc": 0.0, "scale": float(np.max(x))}
+    lx = np.log(x)
+    if family == "lognorm":
+        return {"s": float(np.std(lx)) or 1e-3, "loc": 0.0, "scale": float(np.exp(np.mean(lx)))}
+    cv = s / m
+    if family == "gamma":
+        a = max(1.0 / cv**2, 1e-2)
+        return {"a": a, "loc": 0.0, "scale": m / a}
+    # weibull_min: c from the coefficient of variation (approximation 1.2 / cv), then the scale
+    c = float(np.clip(1.2 / max(cv, 1e-6), 0.05, 1e3))
+    return {"c": c, "loc": 0.0, "scale": m / special.gamma(1 + 1 / c)}
+
+
+def _expon_loc(x, guard):
+    """loc of a shifted exponential: the minimum, or (guarded) the order statistic where the bulk starts."""
+    xs = np.sort(x)
+    if not guard:
+        return float(xs[0])
+    n = len(xs)
+    k = max(int(MAX_CONTAMINATION * n), 1)
+    a, b = xs[0], xs[-1]
+    lg = -np.log(b - a) if b > a else 0.0
+    best, best_ll = xs[0], -np.inf
+    csum = np.cumsum(xs[::-1])[::-1]  # sum of xs[j:]
+    for j in range(min(k, n - 5) + 1):
+        loc = xs[j]
+        m = n - j
+        scale = max(csum[j] / m - loc, 1e-300)
+        eps = min(max(j / n, 1e-6), MAX_CONTAMINATION)
+        body = (xs[j:] - loc) / scale
+        ll = np.sum(np.logaddexp(np.log1p(-eps) - body - np.log(scale), np.log(eps) + lg)) + j * (np.log(eps) + lg)
+        if ll > best_ll:
+            best, best_ll = loc, ll
+    return float(best)
+
+
+def _fit_candidate(family, truncated, data: _Data, start_v=None):
+    """Maximum-likelihood fit of one candidate. Returns (candidate, kw, eps, loglik) or raises ValueError."""
+    x = data.x
+    if family in _POSITIVE:
+        # a few values <= 0 are failed fits (guard) or noisy ones (errors in variables); many rule it out
+        hard = (x <= 0) & ~data.noisy
+        if hard.sum() > (MAX_CONTAMINATION / 2 * len(x) if data.guard else 0) or (
+                len(data.lo) and np.any(data.hi <= 0)):
+            raise ValueError(f"{int((x <= 0).sum())} value(s) <= 0 (the family has support x > 0)")
+        x = x[x > 0]  # for the starting values only; the likelihood sees every value
+    if len(x) < 5:
+        raise ValueError(f"only {len(x)} exact values")
+    bounds = None
+    if truncated:
+        if len(data.lo):
+            raise ValueError("not with censored values")
+        precise = data.x[~data.noisy]  # noisy values may stray outside the law's range
+        if len(precise) < 5:
+            raise ValueError("too few precise values to place truncation bounds")
+        bounds = (float(np.min(precise)), float(np.max(precise)))
+        if not bounds[0] < bounds[1]:
+            raise ValueError("all values equal")
+    fixed = {}
+    if family == "expon":
+        loc0 = bounds[0] if truncated else _expon_loc(x, data.guard)
+        if truncated or not data.guard:
+            fixed["loc"] = loc0  # the maximum-likelihood loc (memoryless: any loc <= the lower bound)
+    cand = _Candidate(family, bounds, fixed)
+    # the truncation bounds are the range of the values: a uniform contamination over the same
+    # range would only trade places with the law's flat parts, so truncated laws go unguarded
+    cand._guarded = data.guard and family != "uniform" and bounds is None
+    if family == "uniform":
+        kw = {"loc": 0.0, "scale": float(np.max(x))}
+        return cand, kw, 0.0, float(np.sum(cand.terms(kw, 0.0, data)))
+    body = x[x >= loc0] if family == "expon" else x
+    start = _start(family, body)
+    if family == "expon":
+        start["loc"] = loc0
+        start["scale"] = max(float(np.mean(body)) - loc0, 1e-12 * max(abs(float(np.mean(body))), 1e-300))
+        cand.ref = start["scale"]
+    v0 = cand.pack(start, 0.01)
+
+    def nll(v):
+        kw, eps = cand.unpack(v)
+        s = np.sum(cand.terms(kw, eps, data))
+        return -s if np.isfinite(s) else 1e300
+
+    if start_v is not None and len(start_v) == len(v0):
+        v0 = np.asarray(start_v, float)
+    elif family == "expon" and "loc" not in fixed:
+        # the likelihood jumps each time loc passes a value: scan loc over the low values
+        # (scale and contamination optimised at each), then polish from the best
+        precise = np.sort(x[~data.noisy[: len(x)]] if len(data.noisy) == len(x) else x)
+        locs = np.unique(np.concatenate([[loc0], precise[: max(int(MAX_CONTAMINATION * len(precise)), 1) + 1]]))
+        if len(locs) > 24:
+            locs = locs[np.linspace(0, len(locs) - 1, 24).astype(int)]
+        scan = _Candidate(family, bounds, {})
+        scan._guarded, scan.ref = cand._guarded, cand.ref
+        best_loc, best_val = loc0, np.inf
+        for loc in locs:
+            sub = _Candidate(family, bounds, {"loc": float(loc)})
+            sub._guarded = cand._guarded
+
+            def nll_loc(v, sub=sub):
+                kw, eps = sub.unpack(v)
+                val = np.sum(sub.terms(kw, eps, data))
+                return -val if np.isfinite(val) else 1e300
+
+            scale0 = max(float(np.mean(x[x >= loc]) - loc), 1e-300) if np.any(x >= loc) else start["scale"]
+            r = optimize.minimize(nll_loc, sub.pack({"loc": loc, "scale": scale0}, 0.01), method="Nelder-Mead",
+                                  options={"xatol": 1e-5, "fatol": 1e-3, "maxfev": 400})
+            if r.fun < best_val:
+                best_val, best_loc = r.fun, float(loc)
+                best_kw, best_eps = sub.unpack(r.x)
+        if np.isfinite(best_val):
+            v0 = cand.pack({"loc": best_loc, "scale": best_kw["scale"]}, best_eps)
+    best = None
+    for v in (v0, v0 + 0.1, v0 - 0.1):
+        r = optimize.minimize(nll, v, method="Nelder-Mead",
+                              options={"xatol": 1e-6, "fatol": 1e-4, "maxfev": 4000})
+        if best is None or r.fun < best.fun:
+            best = r
+        if best.fun < 1e299 and r.success:
+            break
+    if not best.fun < 1e299:
+        raise ValueError("the likelihood is zero everywhere tried")
+    kw, eps = cand.unpack(best.x)
+    return cand, {k: float(v) for k, v in kw.items()}, float(eps), float(-best.fun)
+
+
