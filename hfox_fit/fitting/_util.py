@@ -22,3 +22,8 @@ def nanquantile_rows(x, q):
     frac = pos - lo
     out = s[rows, lo] * (1 - frac) + s[rows, hi] * frac
     return np.where(k > 0, out, np.nan)
+
+
+def _join(a, b):
+    a = "" if a is None else str(a)
+    return f"{a}; {b}" if a else b
