@@ -258,9 +258,8 @@ def fit_law_rows(law: str, t, y, weight=None):
     >>> t = np.arange(1.0, 201.0)
     >>> y = np.stack([0.3 + 0.02 * np.log1p(t / 40.0), 0.1 + 0.05 * np.log1p(t / 5.0)])
     >>> values, variance = fit_law_rows("log", t, y)
-    >>> np.round(values, 3)
-    array([[ 0.02, 40.  ,  0.3 ],
-           [ 0.05,  5.  ,  0.1 ]])
+    >>> np.round(values, 3).tolist()
+    [[0.02, 40.0, 0.3], [0.05, 5.0, 0.1]]
     """
     dlaw = get_law(law)
     t = np.asarray(t, dtype=float)
