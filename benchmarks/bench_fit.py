@@ -35,8 +35,7 @@ import warnings
 
 import numpy as np
 
-from hfox_fit.fitting import DRIFT_MODELS, fit_campaign, fit_drift_die
-from hfox_fit.fitting import drift as drift_module
+from hfox_fit.fitting import DRIFT_MODELS, fit_campaign, fit_drift_die, fit_law_rows
 from hfox_fit.laws import DRIFT_LAWS
 from hfox_fit.synth import make_wafer
 
@@ -85,16 +84,7 @@ def vectorised_plain(die, offset=None):
     if offset is not None:
         w = w - offset[None, :]
     t = np.arange(1, res.shape[1], dtype=float)
-    valid = np.isfinite(w)
-    y, wt = np.where(valid, w, 0.0), valid.astype(float)
-    first = t[np.argmax(valid, axis=1)]
-    last = t[valid.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)]
-    f = drift_module._fit_law("two_slope", t, t[-1], y, wt, first, last)
-    law = drift_module.sep.SEPARABLE_LAWS["two_slope"]
-    params, jac = law.to_params(f.beta, f.theta, t[-1])
-    cov = jac @ np.linalg.pinv(f.info) @ np.swapaxes(jac, 1, 2) * (f.sse / (wt.sum(1) - 4))[:, None, None]
-    values = np.stack([params[p] for p in DRIFT_LAWS["two_slope"].params], axis=1)
-    return values, np.einsum("npp->np", cov)
+    return fit_law_rows("two_slope", t, w)
 
 
 def _sse_raw(die, rows, values):

@@ -8,8 +8,9 @@ import warnings
 from pathlib import Path
 
 from ..exceptions import HfoxError
+from ..laws import AUTO_LAWS
 
-LAW_CHOICES = ("auto", "two_slope", "power", "log")
+LAW_CHOICES = ("auto", *AUTO_LAWS)
 
 
 def register(subparsers) -> None:

@@ -3,7 +3,8 @@
 Entry point: :func:`fit_campaign` (DieData in, :class:`CampaignFit` out). The
 steps are usable alone: :class:`DriftFitter` (per cell and cycle, vectorised,
 robust to RTN), :class:`NoiseFitter` (pink and RTN laws), :class:`D2DFitter`
-(population laws, correlations, C2C). :func:`fit_die` is the pure per-die step.
+(population laws, correlations, C2C). :func:`fit_die` is the pure per-die step;
+:func:`fit_law_rows` the plain vectorised least-squares fit of one law to many rows.
 """
 
 from .campaign import CampaignFit, fit_campaign, fit_die
@@ -16,6 +17,7 @@ from .drift import (
     classify_breaks,
     drift_model,
     fit_drift_die,
+    fit_law_rows,
 )
 from .flags import FLAG_NAMES, FlagOptions, detect_flags
 from .noise import NoiseFitter, PinkSpectrum, fit_pink_spectrum
@@ -41,6 +43,7 @@ __all__ = [
     "fit_campaign",
     "fit_die",
     "fit_drift_die",
+    "fit_law_rows",
     "fit_parameter",
     "fit_pink_spectrum",
 ]

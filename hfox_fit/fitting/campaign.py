@@ -21,7 +21,7 @@ import pandas as pd
 from .._json import json_safe
 from .._version import __version__
 from ..exceptions import FitError
-from ..laws import ParameterLaw, get_law
+from ..laws import AUTO_LAWS, ParameterLaw, get_law
 from ..model import DeviceModel
 from ..schema import DieData
 from .d2d import CANDIDATE_FAMILIES, D2DFitter, fit_parameter
@@ -57,7 +57,7 @@ def fit_die(die: DieData, law: str = "auto", options: DriftOptions | None = None
     DieDriftResult
     """
     law = check_law(law, allow_auto=True)
-    laws = ("two_slope", "power", "log") if law == "auto" else (law,)
+    laws = AUTO_LAWS if law == "auto" else (law,)
     return fit_drift_die(die, laws, options)
 
 
@@ -197,11 +197,12 @@ def _median_curve_fits(traces: np.ndarray, offset: np.ndarray) -> dict:
     good = np.isfinite(med)
     out = {}
     for name, model in DRIFT_MODELS.items():
-        start = {"two_slope": {"m1": 1e-3, "t_star": t[good][len(t[good]) // 2], "m2": 1e-4, "c1": 0.0},
-                 "power": {"a": 1e-2, "b": 0.5, "c1": 0.0},
-                 "log": {"a": 0.05, "tau": 50.0, "c1": 0.0}}[name]
+        law = get_law(name)
+        start = law.start_values()
         span = float(np.nanmax(med) - np.nanmin(med)) or 1e-3
-        if name == "two_slope":
+        if law.has_break:
+            # the break mid-curve, the slopes from the curve's rise (two_slope's m1, m2)
+            start[law.theta] = t[good][len(t[good]) // 2]
             start["m1"] = span / max(t[good][-1], 1.0)
             start["m2"] = start["m1"] / 3
         params = model.make_params(**start)
@@ -306,7 +307,7 @@ def _fit_die_recorded(die, law, options):
 
 
 def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignFit:
-    laws = ("two_slope", "power", "log") if law == "auto" else (law,)
+    laws = AUTO_LAWS if law == "auto" else (law,)
     drift = DriftFitter(law=law)._from_results(results, laws)
     if not drift.per_cell_["flag"].eq("ok").any():
         reasons = drift.per_cell_["flag_reason"].value_counts().head(3).to_dict()
@@ -327,7 +328,7 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignFit:
 
     # D2D
     params = list(get_law(chosen).params) + ["r0"]
-    d2d_rows = _identifiable_breaks(censor_late_breaks(cells)) if chosen == "two_slope" else cells
+    d2d_rows = _identifiable_breaks(censor_late_breaks(cells)) if get_law(chosen).has_break else cells
     d2d_rows = _leave_out_masked(d2d_rows, list(get_law(chosen).params), max_masked)
     d2d = D2DFitter(params, bootstrap=bootstrap, random_state=random_state, fallback=True).fit(d2d_rows)
     notes.extend(d2d.notes_)

@@ -44,6 +44,7 @@ def first_fit_fails(monkeypatch):
     """The vectorised drift fit fails on the first row it fits and lmfit cannot rescue it."""
     import numpy as np
 
+    from hfox_fit.fitting import _lmfit as lmfit_module
     from hfox_fit.fitting import drift as drift_module
 
     real = drift_module._fit_law
@@ -58,4 +59,4 @@ def first_fit_fails(monkeypatch):
         raise RuntimeError("no lmfit in this test")
 
     monkeypatch.setattr(drift_module, "_fit_law", broken)
-    monkeypatch.setattr(drift_module, "_lmfit_refit", no_lmfit)
+    monkeypatch.setattr(lmfit_module, "_lmfit_refit", no_lmfit)

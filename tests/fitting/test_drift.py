@@ -13,6 +13,7 @@ from fit_helpers import median_relerr, truth_for
 
 from hfox_fit import DieData, FitConvergenceWarning, FitError
 from hfox_fit.fitting import DRIFT_MODELS, DriftFitter, DriftOptions, drift_model, fit_drift_die
+from hfox_fit.fitting import _robust as robust_module
 from hfox_fit.fitting import drift as drift_module
 from hfox_fit.laws import DRIFT_LAWS, ParameterLaw
 from hfox_fit.model import DeviceModel, PinkNoise, TelegraphNoise
@@ -320,7 +321,7 @@ def test_where_a_high_stretch_starts_tells_a_high_start_from_a_later_one():
     e[1, :8] = 0.0  # the second train goes high at pulse 9
     w = e + sd / np.sqrt(2) * rng.standard_normal((2, B))
     d = np.diff(w, axis=1)
-    p, excess, var = drift_module._start_excess(d, sd, np.full(2, A), p_up=8e-4, n_trains=20, pi0=0.1)
+    p, excess, var = robust_module._start_excess(d, sd, np.full(2, A), p_up=8e-4, n_trains=20, pi0=0.1)
     assert p[0] > 0.5 and p[1] < 0.01
     assert excess[0] == pytest.approx(p[0] * A / 4, rel=0.01)  # no c1 law given: the mean excess
     assert excess[1] < 1e-3 and np.all(var >= 0)

@@ -1,0 +1,319 @@
+"""The per-die drift result: one table per law (parameters, standard errors, break significance, AIC/BIC).
+
+:func:`_law_table` turns a vectorised fit (:class:`~hfox_fit.fitting._lawfit._LawFit`)
+into the per-(cell, cycle) table of :class:`DieDriftResult`: standard errors in
+the die's noise model (``kappa``, or a train's own long-run variance), for a
+law with a break the break's significance and the straight-line fallback, and
+the quasi-likelihood AIC/BIC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..laws import get_law
+from ..schema import DieData
+from . import _separable as sep
+from ._lawfit import _LawFit
+from .noise import SpectrumStats
+
+__all__ = ["DieDriftResult"]
+
+
+@dataclass
+class DieDriftResult:
+    """Everything the campaign needs from one die (picklable, no lmfit objects).
+
+    Attributes
+    ----------
+    tables : dict of str to DataFrame
+        Per law, one row per (cell, cycle): ids, the law's parameters and their
+        ``_stderr``, ``r0`` and ``r0_stderr`` (Ohm), ``flag``, ``flag_reason``,
+        ``success``, ``note``, fit statistics and RTN columns.
+    spectrum : SpectrumStats
+    rtn : RTNStats
+    pink : dict
+        The die's own noise fit (``std``, ``exponent``, ``white_std``, ``kappa``).
+    traces : ndarray of shape (k, P - 1)
+        ``w`` of up to ``max_traces`` unflagged trains (validation plots).
+    n_pulses : int
+    verify : dict
+        lmfit re-fits of a few rows: relative SSE change (negative = lmfit better).
+    """
+
+    wafer: str
+    die: str
+    tables: dict
+    spectrum: SpectrumStats
+    rtn: object
+    pink: dict
+    traces: np.ndarray
+    n_pulses: int
+    n_cells: int
+    verify: dict = field(default_factory=dict)
+    messages: list = field(default_factory=list)
+    mask_bits: np.ndarray | None = None  # np.packbits of the fitted-read mask (N, T)
+    offset: np.ndarray | None = None  # pink offset subtracted from w at pulses 1..T
+    #: rows fitted through their RTN-high reads (``rtn_min_low``): row -> excess subtracted at pulses 1..T
+    rtn_excess: dict = field(default_factory=dict)
+
+    def fitted_w(self, die: DieData, row: int, law: str | None = None) -> np.ndarray:
+        """``w`` of table row ``row`` as its fit saw it (pulses 1..T; NaN where not fitted).
+
+        ``ln(R / r0)`` with the table's ``r0``, less the pink offset and any
+        telegraph excess removed from the row (see :class:`DriftOptions`).
+        """
+        law = law or next(iter(self.tables))
+        n_cycles = len(die.cycles)
+        r = np.asarray(die.resistance, float)[row // n_cycles, row % n_cycles]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.log(r[1:]) - np.log(self.tables[law]["r0"].iat[row]) - self.offset
+        if row in self.rtn_excess:
+            w = w - self.rtn_excess[row]
+        return np.where(self.mask()[row], w, np.nan)
+
+    def mask(self) -> np.ndarray:
+        """The reads each row's fit used, bool (N, n_pulses - 1)."""
+        t = self.n_pulses - 1
+        return np.unpackbits(self.mask_bits, axis=1, count=t).astype(bool)
+
+
+def _block_residual_sums(prof, beta, theta, block: int):
+    """Sums over ``block``-pulse blocks of ``w (y - model)`` and of ``w``, (N, nb) each, from the prefix sums.
+
+    For a law with a break (its profile): no (N, T) pass (the residual is linear in the data).
+    """
+    T = len(prof.tau)
+    nb = T // block
+    edges = np.arange(nb + 1) * block
+    pre = prof.prefix
+    s0 = np.diff(pre[0][:, edges], axis=1)
+    s1 = np.diff(pre[1][:, edges], axis=1)
+    y0 = np.diff(pre[3][:, edges], axis=1)
+    # hinge (tau - theta)_+ : the part of each block after the break
+    jb = np.searchsorted(prof.tau, theta, side="right")
+    rows = np.arange(len(theta))[:, None]
+    lo = np.clip(jb[:, None], edges[None, :-1], edges[None, 1:])
+    hi = edges[None, 1:]
+    h = (pre[1][rows, hi] - pre[1][rows, lo]) - theta[:, None] * (pre[0][rows, hi] - pre[0][rows, lo])
+    r = y0 - beta[:, :1] * s0 - beta[:, 1:2] * s1 - beta[:, 2:3] * h
+    return r, s0
+
+
+def _long_run_from_blocks(r, c, block: int):
+    """Per-row long-run variance from block sums ``r`` of the residual and read counts ``c`` (NaN with < 4 blocks)."""
+    n, nb = r.shape
+    if nb < 4:
+        return np.full(n, np.nan)
+    full = c >= block / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lrv = np.where(full, r * r / np.where(full, c, 1.0), 0.0).sum(axis=1) / full.sum(axis=1)
+    return np.where(full.sum(axis=1) >= 4, lrv, np.nan)
+
+
+def _empty_table(name, ids, flag, reason, lnr0):
+    law = get_law(name)
+    df = ids.copy()
+    for p in law.params:
+        df[p] = np.nan
+        df[p + "_stderr"] = np.nan
+    df["r0"] = np.exp(lnr0)
+    df["r0_stderr"] = np.nan
+    fl = np.where(flag == "ok", "failed", flag)
+    rs = np.where(flag == "ok", "pulse train too short to fit", reason)
+    for col in ("n_reads", "last_pulse", "n_masked", "rtn_amplitude", "rtn_amplitude_stderr", "sigma", "aic", "bic"):
+        df[col] = np.nan
+    df["rtn"] = False
+    if law.has_break:
+        for col in ("t_star_lo", "t_star_hi", "break_significance", "m1_line", "m1_line_stderr", "c1_line",
+                    "c1_line_stderr"):
+            df[col] = np.nan
+        df["t_star_censored"] = False
+    df["flag"] = fl
+    df["flag_reason"] = rs
+    df["success"] = False
+    df["note"] = "not fitted"
+    return df
+
+
+def _long_run_variance(resid, w, block: int = 32):
+    """Per-row long-run variance of the residual from block means (NaN with fewer than 4 blocks)."""
+    n, T = resid.shape
+    nb = T // block
+    if nb < 4:
+        return np.full(n, np.nan)
+    r = resid[:, : nb * block].reshape(n, nb, block).sum(axis=2)
+    c = w[:, : nb * block].reshape(n, nb, block).sum(axis=2)
+    full = c >= block / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lrv = np.where(full, r * r / np.where(full, c, 1.0), 0.0).sum(axis=1) / full.sum(axis=1)
+    return np.where(full.sum(axis=1) >= 4, lrv, np.nan)
+
+
+def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, scale, W, kappa, options,
+               white=np.nan, lrv=None):
+    law = get_law(name)
+    slaw = sep.SEPARABLE_LAWS[name]
+    n = len(ids)
+    p = len(law.params)
+    prof = f.profile
+    nn = prof.tot[0] if prof is not None else np.count_nonzero(W[sub], axis=1).astype(float)
+    dof = np.maximum(nn - p, 1)
+    sigma2 = f.sse / dof
+    # the noise seen by a slope: the die's pink + white model (kappa), or the train's own long-run
+    # variance when it is larger (e.g. RTN left-overs too small to detect)
+    unit = sigma2 * kappa
+    if lrv is not None:
+        unit = np.fmax(unit, np.where(np.isfinite(lrv), lrv, 0.0))
+    params, gjac = slaw.to_params(f.beta, f.theta, scale)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        try:
+            cov_int = np.linalg.inv(f.info)
+        except np.linalg.LinAlgError:
+            cov_int = np.linalg.pinv(f.info)
+    cov_int = cov_int * unit[:, None, None]
+    cov = gjac @ cov_int @ np.swapaxes(gjac, 1, 2)
+    var = np.einsum("npp->np", cov)
+    stderr = np.sqrt(np.where(var >= 0, var, np.nan))
+    m_rows = len(f.sse)
+    note = np.full(m_rows, "", dtype=object)
+    success = f.converged & np.isfinite(f.sse) & np.all(np.isfinite(f.beta), axis=1)
+    values = {q: np.asarray(params[q], float).copy() for q in law.params}
+    errs = {q: stderr[:, j].copy() for j, q in enumerate(law.params)}
+    theta_name = law.theta
+    extra = {}
+    if law.has_break:
+        line_sse, line_beta = f.line
+        thr = options.break_threshold
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # significance and profile intervals in the die's noise model (as calibrated under no break)
+            unit0 = sigma2 * kappa
+            signif = (line_sse - f.sse) / unit0
+            grid_t, grid_sse, grid_beta = f.coarse
+            within = (grid_sse - f.sse[:, None]) / unit0[:, None] <= 2.71
+        gt = grid_t * scale
+        lo_i = np.argmax(within, axis=1)
+        hi_i = within.shape[1] - 1 - np.argmax(within[:, ::-1], axis=1)
+        t_lo = gt[np.arange(m_rows), np.maximum(lo_i - 1, 0)]
+        t_hi = gt[np.arange(m_rows), np.minimum(hi_i + 1, within.shape[1] - 1)]
+        # a break needs reads on both sides: min_side on the fitted reads
+        n_after = prof._after(f.theta)[0]
+        min_side = np.maximum(options.min_segment, 0.01 * nn)
+        no_break = ~(signif > thr) | (n_after < min_side) | (nn - n_after < min_side)
+        open_hi = no_break | (hi_i >= within.shape[1] - 1)
+        t_hi = np.where(open_hi, np.inf, t_hi)
+        t_lo = np.where(no_break & (lo_i == 0), gt[:, 0], t_lo)
+        # line fallback for m1, c1
+        s0, s1, s2 = prof.tot[:3]
+        det = s0 * s2 - s1**2
+        line_dof = np.maximum(nn - 2, 1)
+        lsig = np.fmax(line_sse / line_dof * kappa, unit)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var_b0 = lsig * s2 / det
+            var_b1 = lsig * s0 / det
+        # m1 and c1 of a train without a reported break: from the best two-slope fit when the
+        # break is nearly significant (a small, early rise: the line would give m2), otherwise
+        # from the straight line, whose slope is m1 when the break lies beyond the last read
+        line_se = np.sqrt(var_b1) / scale
+        use_line = no_break & ~((signif >= options.m1_threshold) & (nn - n_after >= min_side))
+        values["m1"] = np.where(use_line, line_beta[:, 1] / scale, values["m1"])
+        # ... and its uncertainty includes an early break the data cannot rule out (99 % profile,
+        # first segment of at least 4 % of the train): half the spread of m1 over those breaks
+        last_fit = np.asarray(common["last_pulse"], float)[sub]
+        m1_grid = grid_beta[..., 1] / scale
+        with np.errstate(invalid="ignore", divide="ignore"):
+            within99 = (grid_sse - f.sse[:, None]) / unit0[:, None] <= 6.63
+        allowed = within99 & (gt >= np.maximum(options.min_segment, 0.04 * last_fit)[:, None])
+        with np.errstate(invalid="ignore"):
+            m1_hi = np.max(np.where(allowed, m1_grid, -np.inf), axis=1)
+            m1_lo = np.min(np.where(allowed, m1_grid, np.inf), axis=1)
+        amb = np.where(np.isfinite(m1_hi) & np.isfinite(m1_lo), (m1_hi - m1_lo) / (2 * 1.645), 0.0)
+        errs["m1"] = np.where(use_line, np.fmax(line_se, amb), errs["m1"])
+        values["c1"] = np.where(use_line, line_beta[:, 0], values["c1"])
+        # the same for c1: the line's intercept moves with a break it cannot see
+        c1_grid = grid_beta[..., 0]
+        with np.errstate(invalid="ignore"):
+            c1_hi = np.max(np.where(allowed, c1_grid, -np.inf), axis=1)
+            c1_lo = np.min(np.where(allowed, c1_grid, np.inf), axis=1)
+        amb_c1 = np.where(np.isfinite(c1_hi) & np.isfinite(c1_lo), (c1_hi - c1_lo) / (2 * 1.645), 0.0)
+        errs["c1"] = np.where(use_line, np.fmax(np.sqrt(var_b0), amb_c1), errs["c1"])
+        values["t_star"] = np.where(no_break, np.nan, values["t_star"])
+        # the SSE is not quadratic in t_star far from the optimum: widen its stderr to what the
+        # profile itself says at +/- 2 stderr (secant), on the worse side
+        se_t = errs["t_star"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            step = np.where(np.isfinite(se_t), 2 * se_t, 0.0) / scale
+            probe = np.stack([f.theta - step, f.theta + step], axis=1)
+            probe = np.clip(probe, grid_t[:, :1], grid_t[:, -1:])
+            p_sse, p_beta = f.profile.sse(probe)
+            d_sse = p_sse - f.sse[:, None]
+            reach = np.abs(probe - f.theta[:, None]) * scale
+            se_prof = np.max(np.where(d_sse > 0, reach / np.sqrt(d_sse / unit[:, None]), np.inf), axis=1)
+            # slopes move with the break along the profile: at least half their change over +/- 2 stderr
+            for q, col in (("m1", p_beta[..., 1]), ("m2", p_beta[..., 1] + p_beta[..., 2])):
+                spread = np.abs(col[:, 1] - col[:, 0]) / scale / 4
+                errs[q] = np.fmax(errs[q], np.where(np.isfinite(spread), spread, 0.0))
+        errs["t_star"] = np.fmax(se_t, np.where(np.isfinite(se_prof), se_prof, se_t))
+        errs["t_star"] = np.where(no_break | f.at_bound, np.nan, errs["t_star"])
+        values["m2"] = np.where(no_break, np.nan, values["m2"])
+        errs["m2"] = np.where(no_break, np.nan, errs["m2"])
+        for i in np.nonzero(no_break)[0]:
+            src = "a straight line" if use_line[i] else "the best two-slope fit"
+            note[i] += (f"no significant break (significance {signif[i]:.1f} < {thr:g}): m1 and c1 from {src}, "
+                        "t_star and m2 not identifiable; ")
+        extra = {"t_star_lo": t_lo, "t_star_hi": t_hi, "break_significance": signif,
+                 "m1_line": np.where(no_break, line_beta[:, 1] / scale, np.nan),
+                 "m1_line_stderr": np.where(no_break, line_se, np.nan),
+                 "c1_line": np.where(no_break, line_beta[:, 0], np.nan),
+                 "c1_line_stderr": np.where(no_break, np.sqrt(var_b0), np.nan)}
+    else:
+        for i in np.nonzero(f.at_bound)[0]:
+            errs[theta_name][i] = np.nan
+            note[i] += f"{theta_name} at the bound of its range: stderr unknown; "
+    # c1 is measured against R0, whose uncertainty shifts every w of the train: the read noise of
+    # the read right after SET, or the spread of the die's w where R0 was extrapolated
+    r0_rel = (np.asarray(common["r0_stderr"], float) / np.asarray(common["r0"], float))[sub]
+    errs["c1"] = np.sqrt(errs["c1"] ** 2 + np.where(np.isfinite(r0_rel), r0_rel, 0.0) ** 2)
+    finite = np.all(np.isfinite(np.stack([v for kk, v in values.items()
+                                          if kk not in law.break_params], 1)), 1)
+    success &= finite
+    # AIC / BIC of the law's ML fit on the common reads, as quasi-likelihood criteria (QAIC):
+    # the pink noise is correlated, so -2 log L is divided by kappa (the overdispersion), else a
+    # law with more parameters would be rewarded for following the noise's slow wander
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loglik_term = nn * np.log(np.maximum(f.sse, 1e-300) / nn) / kappa
+    aic = loglik_term + 2 * (p + 1)
+    bic = loglik_term + (p + 1) * np.log(nn / kappa)
+    def full(v, fill=np.nan):
+        col = np.full(n, fill, dtype=float)
+        col[sub] = v
+        return col
+
+    cols = {}
+    for q in law.params:
+        cols[q] = full(values[q])
+        cols[q + "_stderr"] = full(errs[q])
+    cols.update(common)
+    notes = np.array(r0_note, dtype=object).copy()
+    notes[sub] = notes[sub] + note
+    for kk, v in extra.items():
+        cols[kk] = full(v)
+    if law.has_break:
+        cols["t_star_censored"] = np.zeros(n, bool)  # decided over the campaign by classify_breaks
+    cols["sigma"] = full(np.sqrt(sigma2))
+    cols["aic"] = full(aic)
+    cols["bic"] = full(bic)
+    ok_fit = np.zeros(n, bool)
+    ok_fit[sub] = success
+    newly = (~ok_fit) & (flag == "ok")
+    for i in np.nonzero(newly)[0]:
+        flag[i] = "failed"
+        reason[i] = f"the {name} fit did not converge or gave non-finite parameters"
+    cols["success"] = ok_fit
+    cols["flag"] = flag.astype(str)
+    cols["flag_reason"] = reason.astype(str)
+    cols["note"] = [str(x).rstrip("; ") for x in notes]
+    return pd.concat([ids, pd.DataFrame(cols, index=ids.index)], axis=1)
