@@ -131,16 +131,16 @@ def main(argv=None) -> int:
         c0 = time.process_time()
         fit = fit_campaign(wafer.dies, law=args.law, jobs=args.jobs)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    s = fit.summary_
+    s = fit.summary()
     verdict = "OK" if wall <= BUDGET_S else "OVER BUDGET"
     print(f"fit_campaign(law={args.law!r}, jobs={args.jobs}): {wall:.1f} s wall ({cpu:.1f} s CPU in this "
           f"process) for {args.devices} cells x {args.pulses} pulses; budget {BUDGET_S:.0f} s: {verdict}; "
           f"{len(caught)} warning(s)")
-    cells = fit.cells_.set_index(["die", "device"])
+    cells = fit.cells.set_index(["die", "device"])
     tr = truth.loc[cells.index]
     ok = (cells["flag"] == "ok").to_numpy() & (tr["flag"] == "ok").to_numpy()
     print(f"  law {s['drift']['law']}; flagged {s['devices']['flagged']}")
-    if fit.law_ == "two_slope":
+    if fit.law == "two_slope":
         inside = ok & (tr["t_star"].to_numpy() < args.pulses)
         print(f"  per cell: median |rel err| m1 {_relerr(cells['m1'][ok], tr['m1'][ok]):.3f} (<= 0.10), "
               f"t* {_relerr(cells['t_star'][inside], tr['t_star'][inside]):.3f} (<= 0.15), "

@@ -68,7 +68,7 @@ def fitted_store(refit=False):
         STORE.unlink()
     store.ingest(read_measurements(p) for p in raw_files(example_campaign()))
     fit = fit_campaign(store.iter_dies(), law="auto")
-    store.save_fit(fit.cells_, fit.summary_, fit.model_.to_dict(), fit.arrays_)
+    fit.save(store)
     return store
 
 
@@ -108,11 +108,11 @@ NB1 = [
                       "the RTN."),
     new_code_cell(
         'fit = fit_campaign(store.iter_dies(), law="auto")\n'
-        'store.save_fit(fit.cells_, fit.summary_, fit.model_.to_dict(), fit.arrays_)\n'
-        'summary = fit.summary_\n'
+        'fit.save(store)                      # atomic; CampaignResult.load(store) reads it back\n'
+        'summary = fit.summary()\n'
         'print("devices:", summary["devices"])\n'
         'print("drift law:", summary["drift"]["law"], {k: round(v["bic"]) for k, v in summary["drift"]["scores"].items()})\n'
-        'fit.cells_.head()'
+        'fit.cells.head()'
     ),
     new_code_cell(
         'print(f"{\'parameter\':>14} {\'family\':>10} {\'median\':>11}  90 % interval")\n'

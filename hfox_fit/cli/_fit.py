@@ -58,39 +58,18 @@ def run_fit(args) -> int:
         warnings.simplefilter("always")
         fit = fit_campaign(store.iter_dies(), law=args.law, jobs=args.jobs, progress=not args.quiet,
                            n_dies=len(dies))
-    store.save_fit(fit.cells_, fit.summary_, fit.model_.to_dict(), fit.arrays_)
+    fit.save(store)
     if args.summary:
         path = Path(args.summary)
         try:
-            path.write_text(json.dumps(fit.summary_, indent=2) + "\n", encoding="utf-8")
+            path.write_text(json.dumps(fit.summary(), indent=2) + "\n", encoding="utf-8")
         except OSError as err:
             raise HfoxError(f"fit: cannot write the summary to {str(path)!r}: {err}.") from err
     for w in caught:
         print(f"hfox-fit fit: warning: {w.message}", file=sys.stderr)
     if not args.quiet:
-        print(_describe(fit.summary_, args.store))
+        print(fit.describe(args.store))
     return 0
-
-
-def _describe(s: dict, store) -> str:
-    dev = s["devices"]
-    flagged = ", ".join(f"{k} {v}" for k, v in dev["flagged"].items() if v) or "none"
-    scores = s["drift"]["scores"]
-    best = scores[s["drift"]["law"]]["aic"]
-    lines = [
-        f"fitted {dev['fitted']} of {dev['total']} cells in {store} (flagged: {flagged})",
-        "drift law: " + s["drift"]["law"] + " ("
-        + ", ".join(f"{k} dAIC {v['aic'] - best:+.3g}" for k, v in scores.items()) + ")",
-    ]
-    for p, d in s["d2d"].items():
-        ci = d.get("median_ci90")
-        ci_s = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
-        lines.append(f"  {p:8s} {d['family']:12s} median {d['median']:.4g}{ci_s}")
-    pk, rt = s["pink"], s["rtn"]
-    lines.append(f"pink noise: std {pk['std']:.3g}, exponent {pk['exponent']:.3g}")
-    p_down = "n/a" if rt["p_down"] is None else f"{rt['p_down']:.3g}"
-    lines.append(f"RTN: p_up {rt['p_up']:.3g}, p_down {p_down}, amplitude median {rt['amplitude']['median']:.3g}")
-    return "\n".join(lines)
 
 
 def run_devices(args) -> int:

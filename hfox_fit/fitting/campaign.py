@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,6 +23,7 @@ from ..exceptions import FitError
 from ..laws import AUTO_LAWS, ParameterLaw, get_law
 from ..model import DeviceModel
 from ..schema import DieData
+from ._result import CampaignResult
 from .d2d import CANDIDATE_FAMILIES, D2DFitter, fit_parameter
 from .drift import (
     DRIFT_MODELS,
@@ -37,7 +37,7 @@ from .drift import (
 from .flags import FLAG_NAMES
 from .noise import NoiseFitter
 
-__all__ = ["CampaignFit", "fit_die", "fit_campaign"]
+__all__ = ["CampaignFitter", "CampaignResult", "CampaignFit", "fit_die", "fit_campaign"]
 
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -59,60 +59,6 @@ def fit_die(die: DieData, law: str = "auto", options: DriftOptions | None = None
     law = check_law(law, allow_auto=True)
     laws = AUTO_LAWS if law == "auto" else (law,)
     return fit_drift_die(die, laws, options)
-
-
-@dataclass
-class CampaignFit:
-    """The fit of a campaign (see :func:`fit_campaign`).
-
-    Attributes
-    ----------
-    cells_ : DataFrame
-        One row per (cell, cycle) of the chosen law (see :class:`DriftFitter`).
-    summary_ : dict
-        The summary JSON (devices, drift, d2d, correlation, pink, rtn, c2c, ...).
-    model_ : DeviceModel
-    arrays_ : dict of str to ndarray
-        Residual spectrum (``spectrum_freq``, ``spectrum_measured``, ``spectrum_fitted``),
-        ``w`` quantiles per pulse (``w_pulse``, ``w_quantile_levels``, ``w_quantiles``),
-        example traces (``w_traces``) and the per-cell values behind each D2D law.
-    law_ : str
-    drift_ : DriftFitter
-    noise_ : NoiseFitter
-    d2d_ : D2DFitter
-    law_fits_ : dict of str to lmfit.model.ModelResult
-        Each law fitted (lmfit) to the campaign's median ``w(t)``, for the report.
-    """
-
-    cells_: pd.DataFrame
-    summary_: dict
-    model_: DeviceModel
-    arrays_: dict
-    law_: str
-    drift_: DriftFitter
-    noise_: NoiseFitter
-    d2d_: D2DFitter
-    law_fits_: dict = field(default_factory=dict)
-
-    def report(self) -> str:
-        """Plain-text report: law scores, lmfit fits of the median curve, D2D laws and noise."""
-        s = self.summary_
-        lines = ["[[Drift law]]", f"    chosen: {self.law_} (lowest total AIC)"]
-        best = s["drift"]["scores"][self.law_]["aic"]
-        for name, sc in s["drift"]["scores"].items():
-            lines.append(f"    {name:10s} AIC {sc['aic']:.6g} (dAIC {sc['aic'] - best:+.4g})  BIC {sc['bic']:.6g}")
-        for name, res in self.law_fits_.items():
-            lines.append(f"[[lmfit: {name} on the median w(t)]]")
-            lines.append("    " + res.fit_report(show_correl=False).replace("\n", "\n    "))
-        lines.append("[[D2D laws]]")
-        for p, d in s["d2d"].items():
-            lines.append(f"    {p:8s} {d['family']:12s} median {d['median']:.5g} 90% CI {d['median_ci90']} "
-                         f"KS {d['ks']}")
-        pk = s["pink"]
-        lines.append(f"[[Pink noise]] std {pk['std']:.4g} +/- {pk.get('std_stderr')} exponent {pk['exponent']:.3g}")
-        rt = s["rtn"]
-        lines.append(f"[[RTN]] p_up {rt['p_up']:.3g} {rt.get('p_up_ci90')} p_down {rt['p_down']} {rt.get('p_down_ci90')}")
-        return "\n".join(lines)
 
 
 def _device_flags(cells: pd.DataFrame):
@@ -217,7 +163,7 @@ def _median_curve_fits(traces: np.ndarray, offset: np.ndarray) -> dict:
 
 def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False, *,
                  options: DriftOptions | None = None, bootstrap: int = 200, random_state: int = 0,
-                 n_dies: int | None = None, max_masked: float = 0.3) -> CampaignFit:
+                 n_dies: int | None = None, max_masked: float = 0.3) -> CampaignResult:
     """Fit the weak-RESET model to a campaign.
 
     Parameters
@@ -243,7 +189,8 @@ def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False,
 
     Returns
     -------
-    CampaignFit
+    CampaignResult
+        The same as ``CampaignFitter(law, ...).fit(dies).result_``.
 
     Raises
     ------
@@ -255,47 +202,81 @@ def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False,
     >>> from hfox_fit.synth import make_wafer
     >>> wafer = make_wafer("paper", devices=128, pulses=400, seed=1)
     >>> fit = fit_campaign(wafer.dies, law="two_slope", bootstrap=20)
-    >>> fit.summary_["devices"]["total"]
+    >>> fit.summary()["devices"]["total"]
     128
-    >>> fit.model_.law
+    >>> fit.model.law
     'two_slope'
     """
-    law = check_law(law, allow_auto=True)
-    if jobs is None or int(jobs) < 1:
-        raise FitError(f"jobs must be a positive integer, got {jobs!r}.")
-    if isinstance(dies, DieData):
-        dies = [dies]
-    if n_dies is None and hasattr(dies, "__len__"):
-        n_dies = len(dies)
-    from tqdm.auto import tqdm
+    fitter = CampaignFitter(law, jobs, progress, options=options, bootstrap=bootstrap, random_state=random_state,
+                            max_masked=max_masked)
+    return fitter.fit(dies, n_dies=n_dies).result_
 
-    results = []
-    bar = tqdm(total=n_dies, desc="fit", unit="die", disable=not progress, leave=False)
-    try:
-        if int(jobs) == 1:
-            for d in dies:
-                if not isinstance(d, DieData):
-                    raise FitError(f"fit_campaign expects DieData objects, got {type(d).__name__}.")
-                results.append(_fit_die_recorded(d, law, options))
-                bar.update(1)
-        else:
-            with ProcessPoolExecutor(max_workers=int(jobs)) as pool:
-                futures = []
+
+class CampaignFitter:
+    """Fit the weak-RESET model to a campaign: ``CampaignFitter(...).fit(dies)`` sets :attr:`result_`.
+
+    Parameters are those of :func:`fit_campaign`; :meth:`fit` maps :func:`fit_die` over the
+    dies (in ``jobs`` worker processes) and pools the results.
+
+    Attributes
+    ----------
+    result_ : CampaignResult
+        The fit: per-cell table, device model, summary, validation arrays (after :meth:`fit`).
+
+    Examples
+    --------
+    >>> from hfox_fit.synth import make_wafer
+    >>> wafer = make_wafer("paper", devices=128, pulses=400, seed=1)
+    >>> CampaignFitter(law="two_slope", bootstrap=20).fit(wafer.dies).result_.law
+    'two_slope'
+    """
+
+    def __init__(self, law: str = "auto", jobs: int = 1, progress: bool = False, *,
+                 options: DriftOptions | None = None, bootstrap: int = 200, random_state: int = 0,
+                 max_masked: float = 0.3):
+        self.law, self.jobs, self.progress = law, jobs, progress
+        self.options, self.bootstrap, self.random_state, self.max_masked = options, bootstrap, random_state, max_masked
+
+    def fit(self, dies, n_dies: int | None = None) -> CampaignFitter:
+        """Fit ``dies`` (an iterable of DieData; ``n_dies`` sizes the progress bar of an iterator)."""
+        law, jobs, progress, options = self.law, self.jobs, self.progress, self.options
+        law = check_law(law, allow_auto=True)
+        if jobs is None or int(jobs) < 1:
+            raise FitError(f"jobs must be a positive integer, got {jobs!r}.")
+        if isinstance(dies, DieData):
+            dies = [dies]
+        if n_dies is None and hasattr(dies, "__len__"):
+            n_dies = len(dies)
+        from tqdm.auto import tqdm
+
+        results = []
+        bar = tqdm(total=n_dies, desc="fit", unit="die", disable=not progress, leave=False)
+        try:
+            if int(jobs) == 1:
                 for d in dies:
                     if not isinstance(d, DieData):
                         raise FitError(f"fit_campaign expects DieData objects, got {type(d).__name__}.")
-                    futures.append(pool.submit(_fit_die_recorded, d, law, options))
-                for fut in futures:
-                    results.append(fut.result())
+                    results.append(_fit_die_recorded(d, law, options))
                     bar.update(1)
-    finally:
-        bar.close()
-    if not results:
-        raise FitError("no dies to fit: the campaign is empty. Ingest measurements first.")
-    for _, caught in results:  # warnings of the per-die step, raised here even from worker processes
-        for category, message in caught:
-            warnings.warn(message, category, stacklevel=2)
-    return _pool([r for r, _ in results], law, bootstrap, random_state, max_masked)
+            else:
+                with ProcessPoolExecutor(max_workers=int(jobs)) as pool:
+                    futures = []
+                    for d in dies:
+                        if not isinstance(d, DieData):
+                            raise FitError(f"fit_campaign expects DieData objects, got {type(d).__name__}.")
+                        futures.append(pool.submit(_fit_die_recorded, d, law, options))
+                    for fut in futures:
+                        results.append(fut.result())
+                        bar.update(1)
+        finally:
+            bar.close()
+        if not results:
+            raise FitError("no dies to fit: the campaign is empty. Ingest measurements first.")
+        for _, caught in results:  # warnings of the per-die step, raised here even from worker processes
+            for category, message in caught:
+                warnings.warn(message, category, stacklevel=3)
+        self.result_ = _pool([r for r, _ in results], law, self.bootstrap, self.random_state, self.max_masked)
+        return self
 
 
 def _fit_die_recorded(die, law, options):
@@ -306,7 +287,7 @@ def _fit_die_recorded(die, law, options):
     return res, [(w.category, str(w.message)) for w in caught]
 
 
-def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignFit:
+def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignResult:
     laws = AUTO_LAWS if law == "auto" else (law,)
     drift = DriftFitter(law=law)._from_results(results, laws)
     if not drift.per_cell_["flag"].eq("ok").any():
@@ -432,6 +413,9 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignFit:
     arrays["rtn_amplitudes"] = amps
     offset = results[0].offset if results[0].offset is not None else np.zeros(max(traces.shape[1], 1))
     law_fits = _median_curve_fits(traces, offset) if traces.size else {}
-    return CampaignFit(cells_=cells, summary_=summary, model_=model, arrays_=arrays, law_=chosen, drift_=drift,
-                       noise_=noise, d2d_=d2d, law_fits_=law_fits)
+    return CampaignResult(cells, summary, model, arrays, law_fits=law_fits, drift=drift, noise=noise, d2d=d2d)
 
+
+
+#: The name of :class:`CampaignResult` before 0.2 (kept for one release).
+CampaignFit = CampaignResult

@@ -10,7 +10,7 @@ What is compared:
   KS distance <= 0.05): measured over the ``ok`` cells with ``R0`` the read right
   after SET (pulse 0), simulated over the array's cells;
 * the spectrum of the residuals, band by band (within a factor 1.5). Measured
-  residual: ``w`` minus each cell's fitted drift law (``fit.cells_``: a line where
+  residual: ``w`` minus each cell's fitted drift law (``fit.cells``: a line where
   the fit found no significant break); simulated residual: ``w`` minus the drift
   law of each simulated cell's own drawn parameters (``arr.cell_parameters``). Both
   keep the pink offset, the pink noise, the RTN and (measured only) the bench's
@@ -54,7 +54,7 @@ def _no_rtn_model():
 
 def _measured(wafer, fit):
     """w of the cells the fit kept (flag ok, read at pulse 0 present) and their fitted drift parameters."""
-    cells = fit.cells_
+    cells = fit.cells
     cells = cells[(cells["flag"] == "ok") & (cells["cycle"] == 0)]
     fitted = {(str(d), str(v)): i for i, (d, v) in enumerate(zip(cells["die"], cells["device"]))}
     table = {k: cells[k].to_numpy(float) for k in DRIFT}
@@ -116,8 +116,8 @@ def _fidelity(model, seed):
     for t in KS_PULSES:
         m = w_meas[:, t]
         ks[t] = stats.ks_2samp(m[np.isfinite(m)], w_sim[:, t]).statistic
-    f, s_meas = band_spectrum(_residuals(fit.model_, w_meas, p_meas))
-    _, s_sim = band_spectrum(_residuals(fit.model_, w_sim, p_sim))
+    f, s_meas = band_spectrum(_residuals(fit.model, w_meas, p_meas))
+    _, s_sim = band_spectrum(_residuals(fit.model, w_sim, p_sim))
     return {"fit": fit, "n": len(w_meas), "ks": ks, "f": f, "ratio": s_sim / s_meas}
 
 
@@ -161,13 +161,13 @@ def test_residual_spectrum_matches_the_measured_one(paper):
 def test_from_fit_keeps_the_fit_and_its_provenance(paper):
     fit = paper["fit"]
     arr = WeakResetArray.from_fit(fit, 10, seed=0)
-    assert arr.model is fit.model_ and arr.provenance["built_from"] == "in-memory fit"
-    assert arr.provenance["cells_used"] == fit.summary_["devices"]["fitted"]
+    assert arr.model is fit.model and arr.provenance["built_from"] == "in-memory fit"
+    assert arr.provenance["cells_used"] == fit.summary()["devices"]["fitted"]
 
 
 def test_without_rtn_the_pink_stand_in_matches_the_measured_spectrum(no_rtn):
     """No RTN: the residual spectrum is the pink filter's (plus read noise); the stand-in within 1.5 of it."""
-    assert no_rtn["fit"].model_.rtn.stationary_high < 0.01  # the fit found (next to) no RTN
+    assert no_rtn["fit"].model.rtn.stationary_high < 0.01  # the fit found (next to) no RTN
     _check(no_rtn, "paper without RTN")
 
 

@@ -24,7 +24,7 @@ def _family_ok(entry, truth_law):
 
 
 def test_summary_follows_the_contract(paper_fit):
-    s = paper_fit.summary_
+    s = paper_fit.summary()
     json.dumps(s, allow_nan=False)  # strict JSON: no NaN or Infinity
     assert set(s["devices"]) >= {"total", "fitted", "flagged"} and set(s["devices"]["flagged"]) == set(FLAGS)
     assert s["drift"]["law"] == "two_slope"
@@ -47,11 +47,11 @@ def test_summary_follows_the_contract(paper_fit):
 
 
 def test_the_device_model_is_built_and_simulates(paper_fit):
-    m = paper_fit.model_
+    m = paper_fit.model
     assert isinstance(m, DeviceModel) and m.law == "two_slope"
     assert set(m.d2d) == {"m1", "t_star", "m2", "c1", "r0", "rtn_amplitude"}
-    assert m.pink.std == pytest.approx(paper_fit.summary_["pink"]["std"])
-    assert m.rtn.p_up == pytest.approx(paper_fit.summary_["rtn"]["p_up"])
+    assert m.pink.std == pytest.approx(paper_fit.summary()["pink"]["std"])
+    assert m.rtn.p_up == pytest.approx(paper_fit.summary()["rtn"]["p_up"])
     again = DeviceModel.from_dict(json.loads(json.dumps(m.to_dict())))
     w, params = again.simulate(50, 200, rng=np.random.default_rng(0))
     assert w.shape == (50, 1, 201) and np.isfinite(w).all()
@@ -66,8 +66,8 @@ def test_population_laws(which, paper_wafer, paper_fit, wafer_b, wafer_b_fit):
     test_coverage_slow.py checks the law's median and the intervals' coverage).
     """
     wafer, fit = (paper_wafer, paper_fit) if which == "paper" else (wafer_b, wafer_b_fit)
-    s, truth = fit.summary_, wafer.model
-    cells = fit.cells_
+    s, truth = fit.summary(), wafer.model
+    cells = fit.cells
     tr = truth_for(wafer, cells)
     ok = (cells["flag"] == "ok").to_numpy()
     for p in ("r0", "t_star", "m1"):
@@ -78,7 +78,7 @@ def test_population_laws(which, paper_wafer, paper_fit, wafer_b, wafer_b_fit):
 
 
 def test_wafer_b_correlation_and_c2c(wafer_b_fit):
-    s = wafer_b_fit.summary_
+    s = wafer_b_fit.summary()
     names = s["correlation"]["names"]
     i, j = names.index("m1"), names.index("t_star")
     assert s["correlation"]["copula"][i][j] == pytest.approx(-0.6, abs=0.1)
@@ -86,19 +86,19 @@ def test_wafer_b_correlation_and_c2c(wafer_b_fit):
     assert s["c2c"]["r0"]["significant"] and s["c2c"]["r0"]["scale"] == pytest.approx(60.0, rel=0.2)
     assert s["c2c"]["m1"]["significant"] and s["c2c"]["m1"]["scale"] == pytest.approx(4e-5, rel=0.3)
     assert not s["c2c"]["c1"]["significant"]
-    assert set(wafer_b_fit.model_.c2c) >= {"r0", "m1"}
-    assert wafer_b_fit.model_.correlation[i, j] == pytest.approx(-0.6, abs=0.1)
+    assert set(wafer_b_fit.model.c2c) >= {"r0", "m1"}
+    assert wafer_b_fit.model.correlation[i, j] == pytest.approx(-0.6, abs=0.1)
 
 
 def test_arrays_for_validation_plots(paper_fit):
-    a = paper_fit.arrays_
+    a = paper_fit.arrays
     assert a["spectrum_freq"].shape == a["spectrum_measured"].shape == a["spectrum_fitted"].shape
     assert np.all(np.diff(a["spectrum_freq"]) > 0)
     assert a["w_quantiles"].shape == (len(a["w_quantile_levels"]), len(a["w_pulse"]))
     assert np.all(np.diff(a["w_quantiles"], axis=0) >= 0)
     assert a["w_traces"].shape[1] == len(a["w_pulse"])
-    assert len(a["d2d_values_m1"]) == paper_fit.summary_["devices"]["fitted"]
-    assert set(paper_fit.law_fits_) == {"two_slope", "power", "log"}
+    assert len(a["d2d_values_m1"]) == paper_fit.summary()["devices"]["fitted"]
+    assert set(paper_fit.law_fits) == {"two_slope", "power", "log"}
     assert "[[Drift law]]" in paper_fit.report()
 
 
@@ -106,14 +106,14 @@ def test_jobs_and_progress_give_the_same_fit(small_wafer, capsys):
     one = fit_quietly(small_wafer.dies, law="two_slope", bootstrap=10)
     two = fit_quietly(small_wafer.dies, law="two_slope", bootstrap=10, jobs=2, progress=True)
     assert isinstance(two, CampaignFit)
-    np.testing.assert_allclose(one.cells_["m1"], two.cells_["m1"])
-    assert one.summary_ == two.summary_
+    np.testing.assert_allclose(one.cells["m1"], two.cells["m1"])
+    assert one.summary() == two.summary()
     assert "die" in capsys.readouterr().err  # the tqdm bar (one step per die)
 
 
 def test_a_generator_of_dies_is_accepted(small_wafer):
     fit = fit_quietly(iter(small_wafer.dies), law="power", bootstrap=10)
-    assert fit.law_ == "power" and list(fit.summary_["d2d"]) == ["a", "b", "c1", "r0"]
+    assert fit.law == "power" and list(fit.summary()["d2d"]) == ["a", "b", "c1", "r0"]
 
 
 def test_bad_input_is_a_clear_error(small_wafer):
@@ -141,7 +141,7 @@ def test_convergence_warnings_reach_the_caller(small_wafer, first_fit_fails, job
 
     with pytest.warns(FitConvergenceWarning, match="did not converge"):
         fit = fit_campaign(small_wafer.dies, law="two_slope", jobs=jobs, bootstrap=10)
-    assert fit.summary_["devices"]["flagged"]["failed"] == 1
+    assert fit.summary()["devices"]["flagged"]["failed"] == 1
 
 
 def test_t_star_law_keeps_only_trains_whose_break_could_be_found():

@@ -19,7 +19,7 @@ def _campaigns(preset):
     out = []
     for seed in SEEDS:
         wafer = make_wafer(preset, devices=1024, pulses=1000, seed=seed)
-        s = fit_quietly(wafer.dies, law="two_slope", bootstrap=200).summary_
+        s = fit_quietly(wafer.dies, law="two_slope", bootstrap=200).summary()
         out.append({p: (s["d2d"][p]["family"], s["d2d"][p]["median"], s["d2d"][p]["median_ci90"],
                         wafer.model.d2d[p]) for p in ("r0", "t_star", "m1")})
     return out

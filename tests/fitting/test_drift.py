@@ -34,7 +34,7 @@ def test_unknown_law_is_a_clear_error(small_wafer, bad):
 
 
 def test_per_cell_accuracy_paper(paper_wafer, paper_fit):
-    cells = paper_fit.drift_.per_law_["two_slope"]
+    cells = paper_fit.drift.per_law_["two_slope"]
     truth = truth_for(paper_wafer, cells)
     ok = (cells["flag"] == "ok").to_numpy() & (truth["flag"] == "ok").to_numpy()
     inside = ok & (truth["t_star"].to_numpy() < 1000)
@@ -46,7 +46,7 @@ def test_per_cell_accuracy_paper(paper_wafer, paper_fit):
 
 
 def test_per_cell_accuracy_wafer_b(wafer_b, wafer_b_fit):
-    cells = wafer_b_fit.cells_
+    cells = wafer_b_fit.cells
     truth = truth_for(wafer_b, cells)
     ok = (cells["flag"] == "ok").to_numpy() & (truth["flag"] == "ok").to_numpy()
     inside = ok & (truth["t_star"].to_numpy() < 1000)
@@ -57,7 +57,7 @@ def test_per_cell_accuracy_wafer_b(wafer_b, wafer_b_fit):
 
 def test_standard_errors_match_the_monte_carlo_spread(paper_wafer, paper_fit):
     """NIST pattern: true values within 2 (3) stderr about as often as a Gaussian says."""
-    cells = paper_fit.drift_.per_law_["two_slope"]
+    cells = paper_fit.drift.per_law_["two_slope"]
     truth = truth_for(paper_wafer, cells)
     brk = (cells["flag"] == "ok").to_numpy() & np.isfinite(cells["t_star"].to_numpy())
     for p in ("m1", "t_star", "m2"):

@@ -15,7 +15,7 @@ from hfox_fit.synth import MeasurementEffects, make_wafer
 @pytest.mark.parametrize("which", ["paper", "wafer_b"])
 def test_recall_and_precision_of_broken_cells(which, paper_wafer, paper_fit, wafer_b, wafer_b_fit):
     wafer, fit = (paper_wafer, paper_fit) if which == "paper" else (wafer_b, wafer_b_fit)
-    cells = fit.cells_
+    cells = fit.cells
     truth = truth_for(wafer, cells)
     assert len(cells) == len(wafer.truth)  # flagged cells are kept
     for kind in ("stuck", "abrupt", "open"):
@@ -34,8 +34,8 @@ def test_recall_and_precision_of_broken_cells(which, paper_wafer, paper_fit, waf
 
 
 def test_summary_counts_the_flags(paper_fit):
-    s = paper_fit.summary_["devices"]
-    cells = paper_fit.cells_
+    s = paper_fit.summary()["devices"]
+    cells = paper_fit.cells
     for kind in ("stuck", "abrupt", "open", "failed"):
         assert s["flagged"][kind] == (cells["flag"] == kind).sum()
     assert s["total"] == len(cells)

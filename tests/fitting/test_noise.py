@@ -48,7 +48,7 @@ def test_spectrum_needs_segments():
 @pytest.mark.parametrize("which", ["paper", "wafer_b"])
 def test_campaign_noise_within_targets(which, paper_wafer, paper_fit, wafer_b, wafer_b_fit):
     wafer, fit = (paper_wafer, paper_fit) if which == "paper" else (wafer_b, wafer_b_fit)
-    s, m = fit.summary_, wafer.model
+    s, m = fit.summary(), wafer.model
     assert s["pink"]["std"] == pytest.approx(m.pink.std, rel=0.20)
     assert s["pink"]["exponent"] == pytest.approx(m.pink.exponent, abs=0.2)
     assert s["rtn"]["p_up"] == pytest.approx(m.rtn.p_up, rel=0.5)
@@ -64,7 +64,7 @@ def test_campaign_noise_within_targets(which, paper_wafer, paper_fit, wafer_b, w
 
 def test_rtn_states_are_found(paper_wafer, paper_fit):
     """The HMM's high blocks match the true telegraph state on cells with a visible amplitude."""
-    res = paper_fit.drift_.die_results_[0]
+    res = paper_fit.drift.die_results_[0]
     truth = paper_wafer.truth
     order = {d: i for i, d in enumerate(truth["device"])}
     die = paper_wafer.dies[0]
@@ -83,7 +83,7 @@ def test_a_wafer_without_rtn_reports_none():
     model = preset_model("paper")
     model.rtn = TelegraphNoise(0.0, 0.0)
     wafer = make_wafer(model, devices=256, pulses=600, seed=4)
-    s = fit_quietly(wafer.dies, law="two_slope", bootstrap=20).summary_
+    s = fit_quietly(wafer.dies, law="two_slope", bootstrap=20).summary()
     assert s["rtn"]["p_up"] < 2e-4
     assert s["rtn"]["n_showing"] <= 3
     assert s["rtn"]["p_up_ci90"][1] < 1e-3
@@ -94,7 +94,7 @@ def test_other_noise_values_are_measured_not_assumed():
     model.pink = PinkNoise(alpha=0.05, d=0.4)
     model.rtn = TelegraphNoise(3e-3, 6e-3)
     wafer = make_wafer(model, devices=256, pulses=800, seed=5)
-    s = fit_quietly(wafer.dies, law="two_slope", bootstrap=20).summary_
+    s = fit_quietly(wafer.dies, law="two_slope", bootstrap=20).summary()
     assert s["pink"]["std"] == pytest.approx(model.pink.std, rel=0.2)
     assert s["pink"]["exponent"] == pytest.approx(0.8, abs=0.15)
     assert s["rtn"]["p_up"] == pytest.approx(3e-3, rel=0.5)

@@ -26,9 +26,9 @@ def test_crosssim_reset_ramps(crosssim_reset):
     die = read_ramps(crosssim_reset)
     assert die.n_cycles == 40
     fit = fit_quietly([die], law="auto", bootstrap=50)
-    cells = fit.cells_
+    cells = fit.cells
     assert (cells["success"] & (cells["flag"] == "ok")).sum() >= 38
-    s = fit.summary_
+    s = fit.summary()
     json.dumps(s, allow_nan=False)
     scores = s["drift"]["scores"]
     assert s["drift"]["law"] == min(scores, key=lambda k: scores[k]["aic"])

@@ -21,7 +21,7 @@ def test_report_of_a_fitted_synthetic_wafer(tmp_path):
     fit_campaign = _fit_campaign()
     wafer = make_wafer("paper", devices=400, pulses=300, seed=21)
     fit = fit_campaign(wafer.dies, law="auto")
-    res = build_report(wafer.dies, fit.cells_, fit.summary_, fit.model_, tmp_path, store_name="fit",
+    res = build_report(wafer.dies, fit.cells, fit.summary(), fit.model, tmp_path, store_name="fit",
                        figures=False)
     m = res.metrics
     n_ok = int((wafer.truth["flag"] == "ok").sum())
@@ -34,8 +34,8 @@ def test_report_of_a_fitted_synthetic_wafer(tmp_path):
     assert m["figures"]["band"]["mean_abs_median_diff"] < 0.03
     # The tables show the summary's numbers.
     law_params = [r["param"] for r in m["tables"]["d2d"] if r["in_summary"]]
-    assert set(fit.model_.parameter_names) - {"rtn_amplitude"} <= set(law_params) | {"rtn_amplitude"}
+    assert set(fit.model.parameter_names) - {"rtn_amplitude"} <= set(law_params) | {"rtn_amplitude"}
     for row in m["tables"]["d2d"]:
         if row["in_summary"]:
-            assert row["median"] == fit.summary_["d2d"][row["param"]]["median"]
+            assert row["median"] == fit.summary()["d2d"][row["param"]]["median"]
     assert np.isfinite(m["figures"]["noise"]["residual_std_measured"])

@@ -1,0 +1,262 @@
+"""Result objects of a fit: one estimate, one fitted law, one campaign.
+
+In the lmfit / scikit-learn manner: :class:`ParamEstimate` is a value with its
+standard error and 90 % interval (``None`` where unknown, never 0);
+:class:`FitResult` is one fitted law (its parameters, statistics and a text
+report); :class:`CampaignResult` is the whole fit of a campaign, the one object
+the command line, the report and the export read, built fresh by the fitter or
+loaded back from a campaign store.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+__all__ = ["ParamEstimate", "FitResult", "CampaignResult"]
+
+# units of what the summary reports (w = ln(R/R0) is dimensionless)
+_UNITS = {"m1": "1/pulse", "m2": "1/pulse", "t_star": "pulse", "c1": "1", "r0": "Ohm", "a": None, "b": "1",
+          "tau": "pulse", "rtn_amplitude": "1", "std": "1", "exponent": "1", "white_std": "1",
+          "p_up": "1/pulse", "p_down": "1/pulse"}
+
+
+def _number(x):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _interval(ci):
+    return None if ci is None else (float(ci[0]), float(ci[1]))
+
+
+@dataclass(frozen=True)
+class ParamEstimate:
+    """A fitted number with its uncertainty.
+
+    Attributes
+    ----------
+    value : float or None
+    stderr : float or None
+        Standard error; ``None`` when it is not known (never 0 for "unknown").
+    ci90 : (float, float) or None
+        90 % interval; ``None`` when it is not known.
+    unit : str or None
+    note : str or None
+        Why there is no uncertainty, or how it was obtained.
+    """
+
+    value: float | None
+    stderr: float | None = None
+    ci90: tuple | None = None
+    unit: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "stderr": self.stderr,
+                "ci90": list(self.ci90) if self.ci90 is not None else None, "unit": self.unit, "note": self.note}
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return "n/a"
+        text = f"{self.value:.5g}"
+        if self.stderr is not None:
+            text += f" +/- {self.stderr:.2g}"
+        if self.ci90 is not None:
+            text += f" [{self.ci90[0]:.5g}, {self.ci90[1]:.5g}]"
+        if self.unit and self.unit != "1":
+            text += f" {self.unit}"
+        return text
+
+
+@dataclass
+class FitResult:
+    """One fitted law: its parameters (each a :class:`ParamEstimate`) and its statistics.
+
+    Attributes
+    ----------
+    name : str
+        What was fitted, e.g. ``"d2d.m1"``, ``"pink"``, ``"rtn"``.
+    params : dict of str to ParamEstimate
+    stats : dict
+        Family, goodness of fit (KS), scores, counts: whatever the fit reports.
+    note : str or None
+    """
+
+    name: str
+    params: dict
+    stats: dict = field(default_factory=dict)
+    note: str | None = None
+
+    def report(self) -> str:
+        lines = [f"[[{self.name}]]"]
+        lines += [f"    {k:14s} {v}" for k, v in self.params.items()]
+        for k, v in self.stats.items():
+            if not isinstance(v, (dict, list)):
+                lines.append(f"    {k:14s} {v}")
+        if self.note:
+            lines.append(f"    note: {self.note}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "params": {k: v.to_dict() for k, v in self.params.items()},
+                "stats": dict(self.stats), "note": self.note}
+
+
+def _d2d_result(name: str, d: dict) -> FitResult:
+    unit = _UNITS.get(name)
+    params = {"median": ParamEstimate(_number(d.get("median")), None, _interval(d.get("median_ci90")), unit,
+                                      None if d.get("median_ci90") else "no interval: fallback law")}
+    for k, v in (d.get("params") or {}).items():
+        params[k] = ParamEstimate(_number(v), None, None, unit if k in ("loc", "scale") else "1",
+                                  "no standard error for the family's parameters yet")
+    stats = {k: d[k] for k in ("family", "ks", "n_used", "n_cells", "n_censored", "bounds") if k in d}
+    return FitResult(f"d2d.{name}", params, stats, d.get("note"))
+
+
+def _noise_result(name: str, d: dict, keys) -> FitResult:
+    params = {k: ParamEstimate(_number(d.get(k)), _number(d.get(k + "_stderr")), _interval(d.get(k + "_ci90")),
+                               _UNITS.get(k)) for k in keys if k in d}
+    stats = {k: v for k, v in d.items() if not any(k == p or k.startswith(p + "_") for p in keys)
+             and k != "note" and not isinstance(v, dict)}
+    return FitResult(name, params, stats, d.get("note"))
+
+
+_DEPRECATED = {"cells_": "cells", "summary_": "summary()", "model_": "model", "arrays_": "arrays",
+               "law_": "law", "law_fits_": "law_fits"}
+
+
+class CampaignResult:
+    """The fit of a campaign: per-cell table, device model, summary, validation arrays.
+
+    Built by :class:`~hfox_fit.fitting.CampaignFitter` (or :func:`~hfox_fit.fitting.fit_campaign`),
+    or loaded back from a campaign store with :meth:`load`.
+
+    Attributes
+    ----------
+    cells : DataFrame
+        One row per (cell, cycle): the drift law's parameters with ``*_stderr``, ``r0``, flags.
+    model : DeviceModel
+    arrays : dict of str to ndarray
+        Residual spectrum, ``w`` quantiles per pulse, example traces, per-cell D2D values.
+    law : str
+        The drift law chosen.
+    law_fits : dict of str to lmfit ModelResult
+        Each law fitted to the campaign's median ``w(t)`` (fresh fits only; empty when loaded).
+    fitted_at : str or None
+        When the fit was saved (loaded results only).
+    drift, noise, d2d : fitters or None
+        The fitters behind a fresh result (``None`` when loaded from a store).
+    """
+
+    def __init__(self, cells: pd.DataFrame, summary: dict, model, arrays: dict, *, law_fits: dict | None = None,
+                 fitted_at: str | None = None, history: list | None = None, drift=None, noise=None, d2d=None):
+        self.cells = cells
+        self._summary = summary
+        self.model = model
+        self.arrays = arrays
+        self.law = summary.get("drift", {}).get("law") or getattr(model, "law", None)
+        self.law_fits = law_fits or {}
+        self.fitted_at = fitted_at
+        self.history = history or []
+        self.drift, self.noise, self.d2d = drift, noise, d2d
+
+    # ------------------------------------------------------------ what the user reads
+    def summary(self) -> dict:
+        """The summary JSON (devices, trains, drift, d2d, correlation, c2c, pink, rtn, notes)."""
+        return self._summary
+
+    @property
+    def params(self) -> dict:
+        """Every fitted law as a :class:`FitResult`: ``d2d.<parameter>``, ``pink``, ``rtn``, ``rtn.amplitude``."""
+        s = self._summary
+        out = {f"d2d.{p}": _d2d_result(p, d) for p, d in s.get("d2d", {}).items()}
+        if "pink" in s:
+            out["pink"] = _noise_result("pink", s["pink"], ("std", "exponent", "white_std"))
+        if "rtn" in s:
+            out["rtn"] = _noise_result("rtn", s["rtn"], ("p_up", "p_down"))
+            if isinstance(s["rtn"].get("amplitude"), dict):
+                out["rtn.amplitude"] = _d2d_result("rtn_amplitude", s["rtn"]["amplitude"])
+        return out
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """The per-(cell, cycle) table (a copy)."""
+        return self.cells.copy()
+
+    def describe(self, store="") -> str:
+        """The short text ``hfox-fit fit`` prints: counts, law scores, each D2D median, noise."""
+        s = self._summary
+        dev = s["devices"]
+        flagged = ", ".join(f"{k} {v}" for k, v in dev["flagged"].items() if v) or "none"
+        scores = s["drift"]["scores"]
+        best = scores[s["drift"]["law"]]["aic"]
+        lines = [
+            f"fitted {dev['fitted']} of {dev['total']} cells in {store} (flagged: {flagged})",
+            "drift law: " + s["drift"]["law"] + " ("
+            + ", ".join(f"{k} dAIC {v['aic'] - best:+.3g}" for k, v in scores.items()) + ")",
+        ]
+        for p, d in s["d2d"].items():
+            ci = d.get("median_ci90")
+            ci_s = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
+            lines.append(f"  {p:8s} {d['family']:12s} median {d['median']:.4g}{ci_s}")
+        pk, rt = s["pink"], s["rtn"]
+        lines.append(f"pink noise: std {pk['std']:.3g}, exponent {pk['exponent']:.3g}")
+        p_down = "n/a" if rt["p_down"] is None else f"{rt['p_down']:.3g}"
+        lines.append(f"RTN: p_up {rt['p_up']:.3g}, p_down {p_down}, amplitude median {rt['amplitude']['median']:.3g}")
+        return "\n".join(lines)
+
+    def report(self) -> str:
+        """Plain-text report: law scores, lmfit fits of the median curve, every fitted law with its uncertainty."""
+        s = self._summary
+        lines = ["[[Drift law]]", f"    chosen: {self.law} (lowest total AIC)"]
+        best = s["drift"]["scores"][self.law]["aic"]
+        for name, sc in s["drift"]["scores"].items():
+            lines.append(f"    {name:10s} AIC {sc['aic']:.6g} (dAIC {sc['aic'] - best:+.4g})  BIC {sc['bic']:.6g}")
+        for name, res in self.law_fits.items():
+            lines.append(f"[[lmfit: {name} on the median w(t)]]")
+            lines.append("    " + res.fit_report(show_correl=False).replace("\n", "\n    "))
+        lines += [r.report() for r in self.params.values()]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"CampaignResult(law={self.law!r}, trains={len(self.cells)}, "
+                f"fitted={int(self.cells['flag'].eq('ok').sum()) if 'flag' in self.cells else '?'})")
+
+    # ------------------------------------------------------------ store round trip
+    def save(self, store) -> None:
+        """Save into a campaign store (a :class:`~hfox_fit.store.CampaignStore` or a path), atomically."""
+        store = _as_store(store)
+        store.save_fit(self.cells, self._summary, self.model.to_dict(), self.arrays)
+
+    @classmethod
+    def load(cls, store) -> CampaignResult:
+        """Load the fit saved in a campaign store (a ``CampaignStore`` or a path)."""
+        from ..model import DeviceModel
+
+        stored = _as_store(store).load_fit()
+        return cls(stored.cells, stored.summary, DeviceModel.from_dict(stored.model), stored.arrays,
+                   fitted_at=stored.fitted_at, history=stored.history)
+
+    # ------------------------------------------------------------ one release of the old names
+    def __getattr__(self, name):
+        if name in _DEPRECATED:
+            warnings.warn(f"CampaignResult.{name} is deprecated and goes in the next release; use "
+                          f".{_DEPRECATED[name]}", DeprecationWarning, stacklevel=2)
+            new = _DEPRECATED[name]
+            return self.summary() if new == "summary()" else getattr(self, new)
+        if name in ("drift_", "noise_", "d2d_"):
+            warnings.warn(f"CampaignResult.{name} is deprecated and goes in the next release; use "
+                          f".{name[:-1]}", DeprecationWarning, stacklevel=2)
+            return getattr(self, name[:-1])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+def _as_store(store):
+    if hasattr(store, "save_fit") and hasattr(store, "load_fit"):
+        return store
+    # a path: the store layer sits above fitting, so it is imported only here
+    from ..store import CampaignStore
+
+    return CampaignStore(store)
