@@ -221,13 +221,13 @@ def test_failing_second_file_leaves_store_untouched(tmp_path):
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, OSError, RuntimeError])
 def test_interrupted_write_leaves_store_untouched(tmp_path, monkeypatch, exc):
-    import hfox_fit.store as st
+    import hfox_fit.store._ingest as st
 
     store = CampaignStore(tmp_path / "c.h5")
     store.ingest([as_result(wafer_table(devices=10, pulses=4), tmp_path / "a.csv")])
     before = file_sha(store.path)
     calls = []
-    real = st._write_die
+    real = st.write_die
 
     def flaky(*args, **kw):
         calls.append(1)
@@ -235,19 +235,19 @@ def test_interrupted_write_leaves_store_untouched(tmp_path, monkeypatch, exc):
             raise exc("boom")
         return real(*args, **kw)
 
-    monkeypatch.setattr(st, "_write_die", flaky)
+    monkeypatch.setattr(st, "write_die", flaky)
     new = [as_result(wafer_table(w, devices=10, pulses=4), tmp_path / f"{w}.csv") for w in ("W02", "W03")]
     with pytest.raises(exc):
         store.ingest(new)
     assert len(calls) == 2
     assert file_sha(store.path) == before
     assert store_files(tmp_path) == ["W02.csv", "W03.csv", "a.csv", "c.h5"]  # no temp file left
-    monkeypatch.setattr(st, "_write_die", real)
+    monkeypatch.setattr(st, "write_die", real)
     assert store.ingest(new).files == [str(p.path) for p in new]
 
 
 def test_interrupted_save_fit_leaves_store_untouched(tmp_path, monkeypatch):
-    import hfox_fit.store as st
+    import hfox_fit.store._fit as st
 
     store = CampaignStore(tmp_path / "c.h5")
     store.ingest([as_result(wafer_table(devices=5, pulses=3), tmp_path / "a.csv")])
@@ -256,7 +256,7 @@ def test_interrupted_save_fit_leaves_store_untouched(tmp_path, monkeypatch):
     def broken(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(st, "_write_frame", broken)
+    monkeypatch.setattr(st, "write_frame", broken)
     with pytest.raises(KeyboardInterrupt):
         store.save_fit(pd.DataFrame({"x": [1.0]}), {}, {})
     assert file_sha(store.path) == before
@@ -264,17 +264,17 @@ def test_interrupted_save_fit_leaves_store_untouched(tmp_path, monkeypatch):
 
 
 def test_concurrent_change_is_detected(tmp_path, monkeypatch):
-    import hfox_fit.store as st
+    import hfox_fit.store._ingest as st
 
     store = CampaignStore(tmp_path / "c.h5")
     store.ingest([as_result(wafer_table(devices=5, pulses=3), tmp_path / "a.csv")])
-    real = st._write_die
+    real = st.write_die
 
     def meddle(*a, **k):  # another process rewrites the store meanwhile
         CampaignStore(store.path).save_fit(pd.DataFrame({"x": [1]}), {}, {})
         return real(*a, **k)
 
-    monkeypatch.setattr(st, "_write_die", meddle)
+    monkeypatch.setattr(st, "write_die", meddle)
     with pytest.raises(StoreError, match="changed by another process"):
         store.ingest([as_result(wafer_table("W02", devices=5, pulses=3), tmp_path / "b.csv")])
     assert store.dies() == [("W01", "D01")]
