@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import h5py
 import numpy as np
@@ -143,6 +144,17 @@ def test_ingest_table_and_generator(tmp_path):
     gen = (as_result(t, tmp_path / f"g{i}.csv") for i, t in enumerate([wafer_table("W09", devices=4, pulses=2)]))
     assert store.ingest(gen).files == [str(tmp_path / "g0.csv")]
     assert ("W09", "D01") in store.dies()
+
+
+def test_write_seconds_times_the_hdf5_writes(tmp_path):
+    store = CampaignStore(tmp_path / "c.h5")
+    t = time.perf_counter()
+    s = store.ingest([as_result(wafer_table(w, devices=20, pulses=5), tmp_path / f"{w}.csv") for w in ("W01", "W02")])
+    total = time.perf_counter() - t
+    assert isinstance(s.write_seconds, float)
+    assert 0.0 < s.write_seconds <= total
+    again = store.ingest([as_result(wafer_table("W01", devices=20, pulses=5), tmp_path / "copy.csv")])
+    assert not again.changed and again.write_seconds == 0.0  # same SHA-256: nothing written
 
 
 # ------------------------------------------------------------------ duplicates and conflicts
