@@ -384,15 +384,26 @@ class DieData:
 def table_to_dies(table: pd.DataFrame, *, source: str = "table") -> list[DieData]:
     """Split a validated measurement table into one :class:`DieData` per (wafer, die).
 
+    The dies come sorted by (wafer, die), the devices of a die by id and its
+    cycles by number (ids compared as str). Tables whose ids are categoricals
+    (as validated tables and reader output have them) are split in O(n) on the
+    category codes, about 10 x faster than other tables; both ways give the
+    same dies and the same errors.
+
     Raises
     ------
     SchemaError
         When the conditions (v_read, v_pulse, pulse_width) change within one
         pulse train: the array form keeps one value per train.
     """
-    dies = []
     if len(table) == 0:
-        return dies
+        return []
+    ids = [table[c] for c in _ID_COLUMNS]
+    if all(isinstance(s.dtype, pd.CategoricalDtype) for s in ids):
+        codes = [s.cat.codes.to_numpy() for s in ids]
+        if not any((c < 0).any() for c in codes):
+            return _split_categorical(table, ids, codes, source)
+    dies = []
     for (wafer, die), part in table.groupby(["wafer", "die"], sort=True, observed=True):
         devices, dev_idx = np.unique(part["device"].to_numpy(dtype=object).astype(str), return_inverse=True)
         cycles, cyc_idx = np.unique(part["cycle"].to_numpy(), return_inverse=True)
@@ -435,6 +446,84 @@ def table_to_dies(table: pd.DataFrame, *, source: str = "table") -> list[DieData
             )
         )
     return dies
+
+
+def _split_categorical(table: pd.DataFrame, ids: list, codes: list, source: str) -> list[DieData]:
+    """:func:`table_to_dies` of a table whose id columns are categoricals without missing codes."""
+    n = len(table)
+    names, ranks = [], []
+    for s in ids:  # rank of each category in str order
+        cats = np.asarray(s.cat.categories, dtype=object).astype(str)
+        order = np.argsort(cats, kind="stable")
+        rank = np.empty(len(cats), dtype=np.int64)
+        rank[order] = np.arange(len(cats))
+        names.append(cats[order])
+        ranks.append(rank)
+    wr, dr = ranks[0][codes[0]], ranks[1][codes[1]]
+    key = wr * len(names[1]) + dr
+    if (key == key[0]).all():
+        groups = [(int(key[0]), None)]
+    else:
+        order = np.argsort(key, kind="stable")
+        sk = key[order]
+        cut = np.flatnonzero(sk[1:] != sk[:-1]) + 1
+        groups = [(int(sk[a]), order[a:b]) for a, b in zip(np.r_[0, cut], np.r_[cut, n])]
+    cols = {c: table[c].to_numpy() for c in ("cycle", "pulse", "resistance") + CONDITIONS}
+    dev_all = ranks[2][codes[2]]
+    dies = []
+    for k, rows in groups:
+        wafer, die = names[0][k // len(names[1])], names[1][k % len(names[1])]
+        pick = (lambda a: a) if rows is None else (lambda a, rows=rows: a[rows])
+        devices, dev_idx = _dense(pick(dev_all), len(names[2]))
+        cyc = pick(cols["cycle"])
+        cmax = int(cyc.max())
+        if cmax < 4 * len(cyc) + 1024 and int(cyc.min()) >= 0:
+            cycles, cyc_idx = _dense(cyc, cmax + 1)
+        else:
+            cycles, cyc_idx = np.unique(cyc, return_inverse=True)
+        pulse = pick(cols["pulse"])
+        nd, nc, npulse = len(devices), len(cycles), int(pulse.max()) + 1
+        train = dev_idx * nc + cyc_idx
+        flat = train * npulse + pulse
+        resistance = np.full(nd * nc * npulse, np.nan)
+        present = np.zeros(nd * nc * npulse, bool)
+        resistance[flat] = pick(cols["resistance"])
+        present[flat] = True
+        conds = {}
+        for col in CONDITIONS:
+            values = pick(cols[col])
+            per_train = np.full(nd * nc, np.nan)
+            per_train[train] = values
+            back = per_train[train]
+            differ = ~((values == back) | (np.isnan(values) & np.isnan(back)))
+            if differ.any():
+                d, c = divmod(int(train[differ].min()), nc)
+                raise SchemaError(
+                    f"{source}: {col} changes within one pulse train ({wafer}/{die}/{names[2][devices[d]]} "
+                    f"cycle {cycles[c]}); a train must be measured under one condition. "
+                    "Give the reads under the new condition another cycle number."
+                )
+            conds[col] = per_train.reshape(nd, nc)
+        dies.append(
+            DieData(
+                wafer=str(wafer),
+                die=str(die),
+                devices=np.array(names[2][devices].tolist(), dtype=str),  # str width of this die's ids
+                cycles=np.asarray(cycles, dtype="int64"),
+                resistance=resistance.reshape(nd, nc, npulse),
+                present=present.reshape(nd, nc, npulse),
+                **conds,
+            )
+        )
+    return dies
+
+
+def _dense(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values of small non-negative ints and each value's index among them."""
+    used = np.zeros(size, bool)
+    used[values] = True
+    index = np.cumsum(used) - 1
+    return np.flatnonzero(used), index[values]
 
 
 def dies_to_table(dies) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import h5py
 import numpy as np
@@ -145,6 +146,17 @@ def test_ingest_table_and_generator(tmp_path):
     assert ("W09", "D01") in store.dies()
 
 
+def test_write_seconds_times_the_hdf5_writes(tmp_path):
+    store = CampaignStore(tmp_path / "c.h5")
+    t = time.perf_counter()
+    s = store.ingest([as_result(wafer_table(w, devices=20, pulses=5), tmp_path / f"{w}.csv") for w in ("W01", "W02")])
+    total = time.perf_counter() - t
+    assert isinstance(s.write_seconds, float)
+    assert 0.0 < s.write_seconds <= total
+    again = store.ingest([as_result(wafer_table("W01", devices=20, pulses=5), tmp_path / "copy.csv")])
+    assert not again.changed and again.write_seconds == 0.0  # same SHA-256: nothing written
+
+
 # ------------------------------------------------------------------ duplicates and conflicts
 def test_duplicate_files_add_nothing(tmp_path):
     table = wafer_table(devices=10, pulses=4)
@@ -221,13 +233,13 @@ def test_failing_second_file_leaves_store_untouched(tmp_path):
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, OSError, RuntimeError])
 def test_interrupted_write_leaves_store_untouched(tmp_path, monkeypatch, exc):
-    import hfox_fit.store as st
+    import hfox_fit.store._ingest as st
 
     store = CampaignStore(tmp_path / "c.h5")
     store.ingest([as_result(wafer_table(devices=10, pulses=4), tmp_path / "a.csv")])
     before = file_sha(store.path)
     calls = []
-    real = st._write_die
+    real = st.write_die
 
     def flaky(*args, **kw):
         calls.append(1)
@@ -235,19 +247,19 @@ def test_interrupted_write_leaves_store_untouched(tmp_path, monkeypatch, exc):
             raise exc("boom")
         return real(*args, **kw)
 
-    monkeypatch.setattr(st, "_write_die", flaky)
+    monkeypatch.setattr(st, "write_die", flaky)
     new = [as_result(wafer_table(w, devices=10, pulses=4), tmp_path / f"{w}.csv") for w in ("W02", "W03")]
     with pytest.raises(exc):
         store.ingest(new)
     assert len(calls) == 2
     assert file_sha(store.path) == before
     assert store_files(tmp_path) == ["W02.csv", "W03.csv", "a.csv", "c.h5"]  # no temp file left
-    monkeypatch.setattr(st, "_write_die", real)
+    monkeypatch.setattr(st, "write_die", real)
     assert store.ingest(new).files == [str(p.path) for p in new]
 
 
 def test_interrupted_save_fit_leaves_store_untouched(tmp_path, monkeypatch):
-    import hfox_fit.store as st
+    import hfox_fit.store._fit as st
 
     store = CampaignStore(tmp_path / "c.h5")
     store.ingest([as_result(wafer_table(devices=5, pulses=3), tmp_path / "a.csv")])
@@ -256,7 +268,7 @@ def test_interrupted_save_fit_leaves_store_untouched(tmp_path, monkeypatch):
     def broken(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(st, "_write_frame", broken)
+    monkeypatch.setattr(st, "write_frame", broken)
     with pytest.raises(KeyboardInterrupt):
         store.save_fit(pd.DataFrame({"x": [1.0]}), {}, {})
     assert file_sha(store.path) == before
@@ -264,17 +276,17 @@ def test_interrupted_save_fit_leaves_store_untouched(tmp_path, monkeypatch):
 
 
 def test_concurrent_change_is_detected(tmp_path, monkeypatch):
-    import hfox_fit.store as st
+    import hfox_fit.store._ingest as st
 
     store = CampaignStore(tmp_path / "c.h5")
     store.ingest([as_result(wafer_table(devices=5, pulses=3), tmp_path / "a.csv")])
-    real = st._write_die
+    real = st.write_die
 
     def meddle(*a, **k):  # another process rewrites the store meanwhile
         CampaignStore(store.path).save_fit(pd.DataFrame({"x": [1]}), {}, {})
         return real(*a, **k)
 
-    monkeypatch.setattr(st, "_write_die", meddle)
+    monkeypatch.setattr(st, "write_die", meddle)
     with pytest.raises(StoreError, match="changed by another process"):
         store.ingest([as_result(wafer_table("W02", devices=5, pulses=3), tmp_path / "b.csv")])
     assert store.dies() == [("W01", "D01")]

@@ -1,4 +1,5 @@
-"""store.split_dies (the fast path of ingest) agrees with schema.table_to_dies."""
+"""The split of a table into dies: one function (schema.table_to_dies), whose fast path
+on categorical ids (what ingest gets) agrees with its general path (any other ids)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from hfox_fit.exceptions import SchemaError
 from hfox_fit.schema import table_to_dies
-from hfox_fit.store import split_dies
+from hfox_fit.store import split_dies  # the former name, kept
 
 FIELDS = ("devices", "cycles", "resistance", "present", "v_read", "v_pulse", "pulse_width")
 NAMES = ["W01", "W2", "wé", "D01", "D10", "d", "A1/r00c00", "A1/r00c01", "A2/r07c15", "x", "10", "9"]
@@ -41,35 +42,49 @@ def random_table(seed: int, *, vary: bool, wide_cycles: bool) -> pd.DataFrame:
         table.loc[i, "v_pulse"] = 1.5 if np.isnan(table.loc[i, "v_pulse"]) else np.nan
     table = table.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # any row order
     for col in ("wafer", "die", "device"):
-        # Unsorted categories with an unused one: split_dies must not rely on canonical ids.
+        # Unsorted categories with an unused one: the fast path must not rely on canonical ids.
         cats = list(rng.permutation(sorted(set(table[col])))) + ["unused"]
         table[col] = pd.Categorical(table[col], categories=cats)
     return table[["wafer", "die", "device", "cycle", "pulse", "resistance", "v_read", "v_pulse", "pulse_width"]]
 
 
+def test_store_splits_with_the_schema_function():
+    assert split_dies is table_to_dies
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), vary=st.booleans(), wide=st.booleans())
-def test_split_dies_matches_table_to_dies(seed, vary, wide):
+def test_categorical_ids_split_as_string_ids(seed, vary, wide):
     table = random_table(seed, vary=vary, wide_cycles=wide)
     try:
         ref = table_to_dies(table.astype({c: str for c in ("wafer", "die", "device")}), source="t")
     except SchemaError as err:
         with pytest.raises(SchemaError) as got:
-            split_dies(table, source="t")
+            table_to_dies(table, source="t")
         assert str(got.value) == str(err)
         return
-    got = split_dies(table, source="t")
+    got = table_to_dies(table, source="t")
     assert [(d.wafer, d.die) for d in got] == [(d.wafer, d.die) for d in ref]
     for a, b in zip(got, ref):
         for name in FIELDS:
             x, y = getattr(a, name), getattr(b, name)
-            assert x.dtype.kind == y.dtype.kind, name
+            assert x.dtype == y.dtype, name
             np.testing.assert_array_equal(x, y, err_msg=name)
 
 
-def test_split_dies_falls_back_for_string_ids():
+def test_negative_cycles_take_the_general_cycle_index():
+    table = random_table(5, vary=False, wide_cycles=False)
+    table["cycle"] -= 3
+    got = table_to_dies(table)
+    ref = table_to_dies(table.astype({c: str for c in ("wafer", "die", "device")}))
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a.cycles, b.cycles)
+        np.testing.assert_array_equal(a.resistance, b.resistance)
+
+
+def test_string_ids_and_empty_tables():
     table = random_table(3, vary=False, wide_cycles=False).astype({"device": "string"})
-    got, ref = split_dies(table), table_to_dies(table)
+    got, ref = table_to_dies(table), table_to_dies(table.astype({"device": object}))
     assert len(got) == len(ref) > 0
     np.testing.assert_array_equal(got[0].resistance, ref[0].resistance)
-    assert split_dies(table.iloc[:0]) == []
+    assert table_to_dies(table.iloc[:0]) == []

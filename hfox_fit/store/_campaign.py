@@ -1,0 +1,199 @@
+"""The campaign store object: one HDF5 file per measurement campaign, and reading it.
+
+:class:`CampaignStore` is the public face of the package; changing the file is
+done by :mod:`._ingest` (measurements) and :mod:`._fit` (the fit), opening and
+the atomic rewrite by :mod:`._file`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from ..exceptions import StoreError
+from ..schema import DieData, dies_to_table
+from ._dies import die_index, read_die
+from ._file import open_store
+from ._fit import StoredFit, load_fit, save_fit
+from ._h5 import attr, key
+from ._ingest import IngestSummary, TableResult, ingest, read_sources, sha256_file, sha256_table
+
+
+class CampaignStore:
+    """One HDF5 file per measurement campaign: reads per die, provenance, fit.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The store file. It need not exist for :meth:`ingest`, which creates it;
+        the reading methods raise :class:`~hfox_fit.StoreError` when it is absent.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from hfox_fit.synth import make_wafer
+    >>> from hfox_fit.schema import dies_to_table
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> store = CampaignStore(tmp / "campaign.h5")
+    >>> table = dies_to_table(make_wafer(devices=8, pulses=5, seed=0).dies)
+    >>> store.ingest_table(table, name="simulated").rows_stored
+    48
+    >>> store.dies()
+    [('W01', 'D01')]
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"CampaignStore({str(self.path)!r})"
+
+    def exists(self) -> bool:
+        """True when the store file exists."""
+        return self.path.exists()
+
+    # ------------------------------------------------------------------ ingest
+    def ingest(self, results: Iterable) -> IngestSummary:
+        """Add the tables of several read files to the store, all or nothing.
+
+        Parameters
+        ----------
+        results : iterable of ReadResult
+            What :func:`hfox_fit.parsers.read_measurements` returned for each
+            file. A generator is consumed one result at a time, so only one
+            file's table is in memory at once.
+
+        Returns
+        -------
+        IngestSummary
+
+        Raises
+        ------
+        StoreError
+            A read (wafer, die, device, cycle, pulse) of a new file is already
+            in the store or in another new file (the message names both files),
+            a pulse train gets reads under other conditions, or the store cannot
+            be read or written. The store is then left as it was.
+
+        Notes
+        -----
+        A file whose SHA-256 is already in the store (or earlier in ``results``)
+        adds nothing and is listed in ``IngestSummary.duplicates``. Exceptions
+        raised while ``results`` is consumed (a reader's ParseError, Ctrl-C)
+        also leave the store untouched.
+        """
+        return ingest(self.path, results)
+
+    def ingest_table(self, table: pd.DataFrame, *, name: str = "table", format: str = "table") -> IngestSummary:
+        """Ingest a measurement table that does not come from a file.
+
+        The table's content (its SHA-256) stands for the file in the provenance,
+        so the same table ingested twice adds nothing the second time.
+        """
+        result = TableResult(table=table, path=name, format=format, sha256=sha256_table(table))
+        return self.ingest([result])
+
+    # ------------------------------------------------------------------ reading
+    def dies(self) -> list[tuple[str, str]]:
+        """Return the (wafer, die) pairs in the store, sorted."""
+        with open_store(self.path) as f:
+            return sorted(die_index(f))
+
+    def read_die(self, wafer: str, die: str) -> DieData:
+        """Return the reads of one die as :class:`~hfox_fit.schema.DieData`."""
+        with open_store(self.path) as f:
+            return read_die(self._die_group(f, wafer, die))
+
+    def iter_dies(self) -> Iterator[DieData]:
+        """Yield every die of the store as :class:`~hfox_fit.schema.DieData`, one at a time."""
+        with open_store(self.path) as f:
+            index = die_index(f)
+            for k in sorted(index):
+                yield read_die(f[index[k]])
+
+    def read_table(self) -> pd.DataFrame:
+        """Return every read as the measurement table, sorted by (wafer, die, device, cycle, pulse).
+
+        The dtypes are those of :data:`hfox_fit.schema.DTYPES` (as made by
+        :func:`hfox_fit.schema.dies_to_table`); failed reads are rows with a NaN
+        resistance, exactly as ingested.
+        """
+        return dies_to_table(list(self.iter_dies()))
+
+    def sources(self) -> list[dict]:
+        """Return the provenance of every ingested file, in ingest order."""
+        with open_store(self.path) as f:
+            return read_sources(f)
+
+    def sha256(self) -> str:
+        """Return the SHA-256 (hex) of the store file."""
+        open_store(self.path).close()
+        return sha256_file(self.path)[0]
+
+    def summary(self) -> dict:
+        """Return counts: wafers, dies, cells, trains, reads, failed reads, sources, rejected rows, fit."""
+        with open_store(self.path) as f:
+            index = die_index(f)
+            out = {
+                "path": str(self.path),
+                "format_version": int(f.attrs["format_version"]),
+                "created_at": attr(f, "created_at"),
+                "modified_at": attr(f, "modified_at"),
+                "wafers": len({w for w, _ in index}),
+                "dies": len(index),
+                "cells": 0,
+                "trains": 0,
+                "reads": 0,
+                "failed_reads": 0,
+            }
+            for g in index.values():
+                a = f[g].attrs
+                out["cells"] += int(a["n_cells"])
+                out["trains"] += int(a["n_trains"])
+                out["reads"] += int(a["n_reads"])
+                out["failed_reads"] += int(a["n_failed"])
+            records = read_sources(f)
+            out["sources"] = len(records)
+            out["rows_read"] = sum(int(s["rows_read"]) for s in records)
+            out["rows_rejected"] = sum(int(s["rows_rejected"]) for s in records)
+            out["fitted_at"] = attr(f["fit"], "fitted_at") if "fit" in f else None
+            out["size_bytes"] = self.path.stat().st_size
+            return out
+
+    def _die_group(self, f, wafer, die):
+        path = f"measurements/{key(wafer)}/{key(die)}"
+        if path not in f:
+            known = sorted(die_index(f))
+            shown = ", ".join(f"{w}/{d}" for w, d in known[:10]) + (" ..." if len(known) > 10 else "")
+            raise StoreError(
+                f"{str(self.path)!r} holds no die {wafer}/{die}; it holds {len(known)} die(s): "
+                f"{shown or 'none'}."
+            )
+        return f[path]
+
+    # ------------------------------------------------------------------ fit
+    def save_fit(self, cells: pd.DataFrame, summary: dict, model: dict, arrays: dict | None = None) -> None:
+        """Save a fit, replacing the previous one (its time stays in the history).
+
+        Parameters
+        ----------
+        cells : pandas.DataFrame
+            One row per cell (or per train): stored one dataset per column.
+        summary, model : dict
+            JSON-safe results (numpy scalars and arrays are converted).
+        arrays : dict of str to ndarray, optional
+            Extra arrays (e.g. residuals), stored as they are.
+        """
+        save_fit(self.path, cells, summary, model, arrays)
+
+    def load_fit(self) -> StoredFit:
+        """Return the saved fit.
+
+        Raises
+        ------
+        StoreError
+            When the store holds no fit yet.
+        """
+        return load_fit(self.path)
