@@ -12,7 +12,6 @@ per-(cell, cycle) table, the summary JSON (the contract other tools read), a
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -23,6 +22,7 @@ from ..exceptions import FitError
 from ..laws import AUTO_LAWS, ParameterLaw, get_law
 from ..model import DeviceModel
 from ..schema import DieData
+from ._executor import map_dies
 from ._result import CampaignResult
 from .d2d import CANDIDATE_FAMILIES, D2DFitter, fit_parameter
 from .drift import (
@@ -247,29 +247,7 @@ class CampaignFitter:
             dies = [dies]
         if n_dies is None and hasattr(dies, "__len__"):
             n_dies = len(dies)
-        from tqdm.auto import tqdm
-
-        results = []
-        bar = tqdm(total=n_dies, desc="fit", unit="die", disable=not progress, leave=False)
-        try:
-            if int(jobs) == 1:
-                for d in dies:
-                    if not isinstance(d, DieData):
-                        raise FitError(f"fit_campaign expects DieData objects, got {type(d).__name__}.")
-                    results.append(_fit_die_recorded(d, law, options))
-                    bar.update(1)
-            else:
-                with ProcessPoolExecutor(max_workers=int(jobs)) as pool:
-                    futures = []
-                    for d in dies:
-                        if not isinstance(d, DieData):
-                            raise FitError(f"fit_campaign expects DieData objects, got {type(d).__name__}.")
-                        futures.append(pool.submit(_fit_die_recorded, d, law, options))
-                    for fut in futures:
-                        results.append(fut.result())
-                        bar.update(1)
-        finally:
-            bar.close()
+        results = map_dies(_fit_die_recorded, dies, (law, options), jobs=jobs, progress=progress, n_dies=n_dies)
         if not results:
             raise FitError("no dies to fit: the campaign is empty. Ingest measurements first.")
         for _, caught in results:  # warnings of the per-die step, raised here even from worker processes
