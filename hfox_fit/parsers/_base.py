@@ -1,8 +1,8 @@
 """The reader contract: the :class:`Parser` plug-in interface and the :class:`ReadResult` it returns.
 
-Readers subclass :class:`Parser` (plug-ins may just quack like one). This
-module imports no reader: the registry of formats is
-:mod:`hfox_fit.parsers._registry`.
+Readers subclass :class:`Parser` (plug-ins may just quack like one); the built-in
+ones end their read with :func:`read_result`. This module imports no reader:
+the registry of formats is :mod:`hfox_fit.parsers._registry`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..exceptions import FormatError
 
-__all__ = ["Parser", "ReadResult"]
+__all__ = ["Parser", "ReadResult", "read_result"]
 
 
 @dataclass
@@ -86,3 +86,22 @@ class Parser:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
+
+def read_result(table: pd.DataFrame, path: Path, format: str, *, rows_read: int, rejects, notes,
+                metadata: dict) -> ReadResult:
+    """The :class:`ReadResult` a built-in reader ends with.
+
+    ``rejects`` is the read's :class:`~hfox_fit.parsers._common.Rejects` (its
+    ``count`` and kept ``messages`` become ``rows_rejected`` and ``rejected``),
+    ``notes`` its :class:`~hfox_fit.parsers._common.Notes`; both are copied.
+    """
+    return ReadResult(
+        table=table,
+        path=path,
+        format=format,
+        rows_read=rows_read,
+        rows_rejected=rejects.count,
+        rejected=list(rejects.messages),
+        notes=list(notes),
+        metadata=metadata,
+    )
