@@ -2,7 +2,8 @@
 
 Each command lives in its own module ``hfox_fit.cli._<name>`` exposing
 ``register(subparsers)``, which adds a sub-parser whose ``func(args)`` returns
-an exit code. User errors (:class:`hfox_fit.HfoxError`) print one clear
+an exit code (through :func:`hfox_fit.cli._common.add_command`, with the
+options several commands share). User errors (:class:`hfox_fit.HfoxError`) print one clear
 message and exit 2; they never show a traceback.
 """
 
@@ -17,7 +18,9 @@ from .._version import __version__
 from ..exceptions import HfoxError
 
 # Order in which commands appear in --help.
-COMMAND_MODULES = ("ingest", "synth", "fit", "export", "report", "run")
+COMMAND_MODULES = (
+    "ingest", "formats", "measurements", "synth", "fit", "devices", "export", "report", "run", "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,11 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..exceptions import FitError, StoreError
+from ._common import add_command, add_output, add_store
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "export",
+        run_export,
         help="write the store's fit as a PyTorch checkpoint (model.pt)",
         description=(
             "Write the device model fitted in a campaign store as a checkpoint that "
@@ -22,10 +25,8 @@ def register(subparsers) -> None:
             "SHA-256, the cells used, the fit time and the hfox_fit version."
         ),
     )
-    p.add_argument("store", metavar="STORE.h5", help="campaign store holding a fit (`hfox-fit fit`)")
-    p.add_argument("-o", "--output", metavar="MODEL.pt", default=None,
-                   help="checkpoint to write (default: the store's name with .pt)")
-    p.set_defaults(func=run_export)
+    add_store(p, "campaign store holding a fit (`hfox-fit fit`)")
+    add_output(p, "MODEL.pt", "checkpoint to write (default: the store's name with .pt)", default=None)
 
 
 def _cells_columns(cells) -> dict:

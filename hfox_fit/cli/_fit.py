@@ -1,4 +1,4 @@
-"""``hfox-fit fit`` and ``hfox-fit devices``: fit a campaign store, export its per-cell table."""
+"""``hfox-fit fit``: fit the weak-RESET model to a campaign store and save the fit in it."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ LAW_CHOICES = ("auto", *AUTO_LAWS)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
+    from ._common import add_command, add_quiet, add_store
+
+    p = add_command(
+        subparsers,
         "fit",
+        run_fit,
         help="fit the weak-RESET model to a campaign store",
         description=(
             "Fit the drift law of every cell and cycle (robust to RTN), the pink and RTN noise laws, "
@@ -23,25 +27,12 @@ def register(subparsers) -> None:
             "previous one) and print a short summary."
         ),
     )
-    p.add_argument("store", metavar="STORE.h5", help="campaign store (see `hfox-fit ingest`)")
+    add_store(p, "campaign store (see `hfox-fit ingest`)")
     p.add_argument("--law", choices=LAW_CHOICES, default="auto",
                    help="drift law; auto fits them all and keeps the lowest total AIC (default: auto)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes, one die each (default: 1)")
     p.add_argument("--summary", metavar="FILE.json", help="also write the summary JSON to this file")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no printed summary")
-    p.set_defaults(func=run_fit)
-
-    d = subparsers.add_parser(
-        "devices",
-        help="write the fitted per-cell table of a store as CSV",
-        description=(
-            "Write one row per cell and cycle of the store's fit: wafer, die, device, cycle, the drift "
-            "law's parameters with their standard errors, r0 and r0_stderr (Ohm), flag and flag_reason."
-        ),
-    )
-    d.add_argument("store", metavar="STORE.h5", help="campaign store holding a fit (see `hfox-fit fit`)")
-    d.add_argument("-o", "--output", required=True, metavar="FILE.csv", help="CSV file to write")
-    d.set_defaults(func=run_devices)
+    add_quiet(p, "no progress bar and no printed summary")
 
 
 def run_fit(args) -> int:
@@ -69,29 +60,4 @@ def run_fit(args) -> int:
         print(f"hfox-fit fit: warning: {w.message}", file=sys.stderr)
     if not args.quiet:
         print(fit.describe(args.store))
-    return 0
-
-
-def run_devices(args) -> int:
-    from ..laws import get_law
-    from ..store import CampaignStore
-
-    fit = CampaignStore(args.store).load_fit()  # StoreError when there is no fit
-    cells = fit.cells
-    law = fit.summary.get("drift", {}).get("law") or fit.model.get("law")
-    params = list(get_law(law).params)
-    cols = ["wafer", "die", "device", "cycle"]
-    for p in params:
-        cols += [p, p + "_stderr"]
-    cols += ["r0", "r0_stderr", "flag", "flag_reason"]
-    missing = [c for c in cols if c not in cells.columns]
-    if missing:
-        raise HfoxError(f"devices: the stored fit lacks column(s) {missing}; re-run `hfox-fit fit {args.store}`.")
-    extra = [c for c in ("note",) if c in cells.columns]
-    out = Path(args.output)
-    try:
-        cells[cols + extra].to_csv(out, index=False)
-    except OSError as err:
-        raise HfoxError(f"devices: cannot write {str(out)!r}: {err}.") from err
-    print(f"wrote {len(cells)} row(s) ({law} parameters) to {out}")
     return 0

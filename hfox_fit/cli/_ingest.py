@@ -1,7 +1,7 @@
-"""``hfox-fit ingest``, ``hfox-fit formats`` and ``hfox-fit measurements``.
+"""``hfox-fit ingest``: read raw measurement files into a campaign store, all or nothing.
 
-``ingest`` reads raw files into a campaign store (all or nothing), ``formats``
-lists the readers, ``measurements`` writes a store's reads back as a tidy table.
+``hfox-fit formats`` lists the readers it can use; ``hfox-fit measurements``
+writes a store's reads back as a tidy table.
 """
 
 from __future__ import annotations
@@ -11,20 +11,20 @@ import sys
 import warnings
 from pathlib import Path
 
-from .._atomic import atomic_path
-from ..exceptions import FormatError, HfoxError, IngestWarning, ParseError, StoreError
+from ..exceptions import HfoxError, IngestWarning, ParseError, StoreError
+from ._common import add_command, add_quiet
 
 #: File names ``ingest`` never reads when it walks a folder (besides hidden files).
 SKIPPED_NAMES = ("truth.json",)
 #: Rejected-line messages printed after an ingest.
 SHOW_REJECTED = 5
-#: Suffixes ``measurements -o`` can write.
-TIDY_SUFFIXES = (".csv", ".parquet")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "ingest",
+        run_ingest,
         help="read raw measurement files into a campaign store",
         description=(
             "Read raw measurement files into a campaign store (HDF5), all or nothing: when one file "
@@ -48,27 +48,9 @@ def register(subparsers) -> None:
         help="'error' (default): a malformed line stops the ingest; 'skip': drop it, count it "
         "and record the count in the store",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-file notes")
-    p.set_defaults(func=run_ingest)
-
-    p = subparsers.add_parser(
-        "formats",
-        help="list the readers of raw measurement files",
-        description="List the readers of raw files: name, file suffixes, origin (built-in or plug-in) and description.",
-    )
-    p.set_defaults(func=run_formats)
-
-    p = subparsers.add_parser(
-        "measurements",
-        help="write the reads of a campaign store as a tidy table",
-        description="Write every read of a campaign store as the tidy measurement table (.csv or .parquet).",
-    )
-    p.add_argument("store", metavar="STORE.h5", help="campaign store")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output file, .csv or .parquet")
-    p.set_defaults(func=run_measurements)
+    add_quiet(p, "no progress bar and no per-file notes")
 
 
-# ---------------------------------------------------------------------- ingest
 def collect_files(paths, *, exclude=()) -> list[Path]:
     """Expand files and folders into the list of files to ingest.
 
@@ -205,60 +187,6 @@ def _print_summary(summary, store, *, quiet: bool) -> None:
         f"store: {s['wafers']} wafer(s), {s['dies']} die(s), {s['cells']:,} cells, {s['reads']:,} reads "
         f"({s['failed_reads']:,} failed), {s['sources']} source file(s), {s['size_bytes'] / 1e6:.1f} MB"
     )
-
-
-# ---------------------------------------------------------------------- formats
-def run_formats(args) -> int:
-    from ..parsers import list_formats
-
-    rows = []
-    for parser in list_formats():
-        rows.append(
-            (
-                str(parser.name),
-                " ".join(getattr(parser, "suffixes", ()) or ()) or "-",
-                _origin(parser),
-                str(getattr(parser, "description", "") or ""),
-            )
-        )
-    header = ("name", "suffixes", "origin", "description")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(3)]
-    for r in [header] + rows:
-        print("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
-    return 0
-
-
-def _origin(parser) -> str:
-    origin = getattr(parser, "origin", None)
-    if origin:
-        return str(origin)
-    cls = parser if isinstance(parser, type) else type(parser)
-    module = cls.__module__ or ""
-    if module == "hfox_fit" or module.startswith("hfox_fit."):
-        return "built-in"
-    return f"plug-in ({module.split('.')[0]})"
-
-
-# ----------------------------------------------------------------- measurements
-def run_measurements(args) -> int:
-    from ..parsers import write_measurements
-    from ..store import CampaignStore
-
-    out = Path(args.output)
-    if out.suffix.lower() not in TIDY_SUFFIXES:
-        raise FormatError(
-            f"cannot write {str(out)!r}: the tidy table is written as {' or '.join(TIDY_SUFFIXES)}; "
-            f"got suffix {out.suffix or '(none)'!r}. Name the output e.g. 'reads.csv'."
-        )
-    if out.is_dir():
-        raise StoreError(f"{str(out)!r} is a folder; pass a file name ending in .csv or .parquet.")
-    if not out.parent.is_dir():
-        raise StoreError(f"cannot write {str(out)!r}: folder {str(out.parent)!r} does not exist.")
-    table = CampaignStore(args.store).read_table()
-    with atomic_path(out, suffix=out.suffix) as tmp:  # the tidy writer picks CSV or Parquet by suffix
-        write_measurements(table, tmp, "tidy")
-    print(f"wrote {len(table):,} reads of {args.store} to {out}")
-    return 0
 
 
 __all__ = ["register", "collect_files", "SKIPPED_NAMES"]

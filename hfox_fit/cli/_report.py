@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from ..exceptions import HfoxError
+from ._common import add_command, add_output, add_store
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "report",
+        run_report,
         help="write the validation report (HTML, PNGs, metrics.json) of a fitted store",
         description=(
             "Compare a campaign's measurements with its fitted model: cell traces, the population "
@@ -17,15 +20,14 @@ def register(subparsers) -> None:
             "DIR/metrics.json with every number shown."
         ),
     )
-    p.add_argument("store", metavar="STORE.h5", help="campaign store holding a fit (hfox-fit fit)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created when missing)")
+    add_store(p, "campaign store holding a fit (hfox-fit fit)")
+    add_output(p, "DIR", "output folder (created when missing)", required=True)
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of the simulated population and cell subsamples (default: 0)")
     p.add_argument("--pulses", default="10,100,last", metavar="LIST",
                    help="pulse counts of the distribution panels, 'last' for the last pulse (default: 10,100,last)")
     p.add_argument("--max-noise-cells", type=int, default=2048, metavar="N",
                    help="cell-cycles used by the noise figures (default: 2048)")
-    p.set_defaults(func=run_report)
 
 
 def _pulses(text: str) -> tuple:

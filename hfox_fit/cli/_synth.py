@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from ..exceptions import HfoxError
+from ._common import add_command, add_output
 
 #: Formats ``synth`` can write (each has a writer in :mod:`hfox_fit.parsers`).
 WRITABLE_FORMATS = ("bench", "b1500", "ramps", "hdf5", "tidy")
@@ -15,8 +16,10 @@ def register(subparsers) -> None:
     from ..model import MODEL_PRESETS
     from ..synth import EFFECT_PRESETS, TRUTH_NAME
 
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "synth",
+        run_synth,
         help="write raw files of a simulated wafer (with its ground truth)",
         description=(
             "Simulate a wafer from a preset device model (read noise, ADC step, failed reads and "
@@ -24,7 +27,7 @@ def register(subparsers) -> None:
             f"truth beside them as {TRUTH_NAME}."
         ),
     )
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (new or empty)")
+    add_output(p, "DIR", "folder to write (new or empty)", required=True)
     p.add_argument("--preset", choices=sorted(MODEL_PRESETS), default="paper", help="ground-truth model (default: paper)")
     p.add_argument(
         "--effects", choices=sorted(EFFECT_PRESETS), default="bench",
@@ -39,7 +42,6 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed (default: fresh entropy)")
     p.add_argument("--wafer", default="W01", metavar="W", help="wafer id (default: W01)")
     p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
-    p.set_defaults(func=run_synth)
 
 
 def run_synth(args) -> int:

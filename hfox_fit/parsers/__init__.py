@@ -26,8 +26,9 @@ import pandas as pd
 
 from ..exceptions import FormatError, IngestWarning, ParseError
 from ..schema import validate_table
-from ._base import BUILTIN_PARSERS, ENTRY_POINT_GROUP, Parser, ReadResult, get_parser, list_formats
+from ._base import Parser, ReadResult
 from ._common import check_file, check_on_bad_lines, check_v_read_arg, read_head
+from ._registry import BUILTIN_PARSERS, ENTRY_POINT_GROUP, get_parser, list_formats
 
 __all__ = [
     "BUILTIN_PARSERS",

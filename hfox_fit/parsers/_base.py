@@ -1,25 +1,20 @@
-"""The parser plug-in interface, the read result and the registry of formats.
+"""The reader contract: the :class:`Parser` plug-in interface and the :class:`ReadResult` it returns.
 
-Built-in parsers are listed in :data:`BUILTIN_PARSERS`; third-party parsers
-join through the entry-point group ``hfox_fit.parsers`` (in their own
-setup.cfg: ``mylab = mylab_hfox:MyLabParser``), the way flake8 plug-ins do.
+Readers subclass :class:`Parser` (plug-ins may just quack like one); the built-in
+ones end their read with :func:`read_result`. This module imports no reader:
+the registry of formats is :mod:`hfox_fit.parsers._registry`.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from ..exceptions import FormatError, IngestWarning
+from ..exceptions import FormatError
 
-__all__ = ["Parser", "ReadResult", "BUILTIN_PARSERS", "ENTRY_POINT_GROUP", "list_formats", "get_parser"]
-
-#: Entry-point group third-party parsers register under.
-ENTRY_POINT_GROUP = "hfox_fit.parsers"
+__all__ = ["Parser", "ReadResult", "read_result"]
 
 
 @dataclass
@@ -92,88 +87,21 @@ class Parser:
         return f"<{type(self).__name__} {self.name!r}>"
 
 
-def _entry_points():
-    """The installed entry points of ``ENTRY_POINT_GROUP`` (a seam for tests)."""
-    return importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+def read_result(table: pd.DataFrame, path: Path, format: str, *, rows_read: int, rejects, notes,
+                metadata: dict) -> ReadResult:
+    """The :class:`ReadResult` a built-in reader ends with.
 
-
-_cache: dict = {}
-
-
-def _plugins(taken: set) -> list[Parser]:
-    """Load the plug-ins once per process (again if ``_entry_points`` is replaced, as tests do)."""
-    key = (_entry_points, frozenset(taken))
-    if key not in _cache:
-        _cache.clear()
-        _cache[key] = _load_plugins(taken)
-    return list(_cache[key])
-
-
-def _load_plugins(taken: set) -> list[Parser]:
-    found = []
-    for ep in _entry_points():
-        try:
-            obj = ep.load()
-            parser = obj() if isinstance(obj, type) else obj
-            name = getattr(parser, "name", None)
-            if not (isinstance(name, str) and name and callable(getattr(parser, "read", None))
-                    and callable(getattr(parser, "sniff", None))):
-                raise TypeError("it is not a Parser (needs a str 'name', 'sniff' and 'read')")
-        except Exception as err:  # a broken plug-in must not break hfox_fit
-            warnings.warn(
-                f"hfox_fit parser plug-in {ep.name!r} ({ep.value}) failed to load and is ignored: "
-                f"{type(err).__name__}: {err}. Reinstall or fix the package that provides it.",
-                IngestWarning,
-                stacklevel=3,
-            )
-            continue
-        if name in taken:
-            warnings.warn(
-                f"hfox_fit parser plug-in {ep.name!r} ({ep.value}) uses the format name {name!r}, "
-                "which is already taken; it is ignored. Rename the format in that plug-in.",
-                IngestWarning,
-                stacklevel=3,
-            )
-            continue
-        taken.add(name)
-        found.append(parser)
-    return found
-
-
-def list_formats() -> list[Parser]:
-    """Return one instance of every parser: the built-ins, then the entry-point plug-ins.
-
-    Plug-ins are loaded once per process. One that fails to load gives an
-    :class:`~hfox_fit.exceptions.IngestWarning` naming it and is left out.
+    ``rejects`` is the read's :class:`~hfox_fit.parsers._common.Rejects` (its
+    ``count`` and kept ``messages`` become ``rows_rejected`` and ``rejected``),
+    ``notes`` its :class:`~hfox_fit.parsers._common.Notes`; both are copied.
     """
-    builtins = [cls() for cls in BUILTIN_PARSERS]
-    return builtins + _plugins({p.name for p in builtins})
-
-
-def get_parser(name: str) -> Parser:
-    """Return the parser of format ``name``.
-
-    Raises
-    ------
-    FormatError
-        No installed parser has that name; the message lists them.
-    """
-    parsers = list_formats()
-    for parser in parsers:
-        if parser.name == name:
-            return parser
-    raise FormatError(
-        f"unknown format {name!r}. Installed formats: {[p.name for p in parsers]}. "
-        "Pass one of them as format=... (--format on the command line)."
+    return ReadResult(
+        table=table,
+        path=path,
+        format=format,
+        rows_read=rows_read,
+        rows_rejected=rejects.count,
+        rejected=list(rejects.messages),
+        notes=list(notes),
+        metadata=metadata,
     )
-
-
-# The built-in formats import Parser from this module, so they come last.
-from .b1500 import B1500Parser  # noqa: E402
-from .bench import BenchParser  # noqa: E402
-from .hdf5 import Hdf5Parser  # noqa: E402
-from .ramps import RampsParser  # noqa: E402
-from .tidy import TidyParser  # noqa: E402
-
-#: The parsers that ship with hfox_fit, in the order they are tried.
-BUILTIN_PARSERS = (BenchParser, B1500Parser, RampsParser, Hdf5Parser, TidyParser)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import FormatError, ParseError
-from ._base import Parser, ReadResult
+from ._base import Parser, ReadResult, read_result
 from ._common import (
     MAX_COUNTER,
     Notes,
@@ -495,13 +495,7 @@ class _B1500Reader:
             }
             for r in self.records
         ]
-        return ReadResult(
-            table=table,
-            path=self.path,
-            format="b1500",
-            rows_read=self.rows_read,
-            rows_rejected=self.rejects.count,
-            rejected=list(self.rejects.messages),
-            notes=list(self.notes),
+        return read_result(
+            table, self.path, "b1500", rows_read=self.rows_read, rejects=self.rejects, notes=self.notes,
             metadata={"records": records},
         )

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import ParseError
-from ._base import Parser, ReadResult
+from ._base import Parser, ReadResult, read_result
 from ._common import (
     MAX_COUNTER,
     MAX_ROW_COL,
@@ -475,13 +475,7 @@ class _BenchReader:
              **{k: b[k] for k in ("wafer", "die", "array", "v_read", "v_pulse", "pulse_width")}}
             for b in blocks
         ]
-        return ReadResult(
-            table=table,
-            path=self.path,
-            format="bench",
-            rows_read=self.rows_read,
-            rows_rejected=self.rejects.count,
-            rejected=list(self.rejects.messages),
-            notes=list(self.notes),
+        return read_result(
+            table, self.path, "bench", rows_read=self.rows_read, rejects=self.rejects, notes=self.notes,
             metadata=metadata,
         )

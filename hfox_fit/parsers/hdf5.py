@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import FormatError, ParseError
-from ._base import Parser, ReadResult
+from ._base import Parser, ReadResult, read_result
 from ._common import (
     Notes,
     Rejects,
@@ -283,13 +283,7 @@ class _Hdf5Reader:
                 "pulse_width": np.repeat([p[9] for p in parts], counts).astype(np.float64),
             },
         )
-        return ReadResult(
-            table=table,
-            path=self.path,
-            format="hdf5",
-            rows_read=self.rows_read,
-            rows_rejected=self.rejects.count,
-            rejected=list(self.rejects.messages),
-            notes=list(self.notes),
+        return read_result(
+            table, self.path, "hdf5", rows_read=self.rows_read, rejects=self.rejects, notes=self.notes,
             metadata={"groups": self.groups},
         )

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import FormatError, ParseError
-from ._base import Parser, ReadResult
+from ._base import Parser, ReadResult, read_result
 from ._common import (
     Notes,
     Rejects,
@@ -146,14 +146,8 @@ class RampsParser(Parser):
                 "pulse_width": np.full(n, math.nan),
             },
         )
-        return ReadResult(
-            table=table,
-            path=path,
-            format=self.name,
-            rows_read=n + rejects.count,
-            rows_rejected=rejects.count,
-            rejected=list(rejects.messages),
-            notes=list(notes),
+        return read_result(
+            table, path, self.name, rows_read=n + rejects.count, rejects=rejects, notes=notes,
             metadata={"ramps": [f"rmp{c + 1}" for c in cycles], "pulses": (last + 1).tolist()},
         )
 

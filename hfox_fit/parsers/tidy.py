@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..exceptions import FormatError, ParseError
 from ..schema import COLUMNS
-from ._base import Parser, ReadResult
+from ._base import Parser, ReadResult, read_result
 from ._common import (
     MAX_COUNTER,
     NA_VALUES,
@@ -75,14 +75,8 @@ class TidyParser(Parser):
             frame, rows_read = _read_csv(path, notes, rejects)
         rejects.flush()
         table = _to_table(frame)
-        return ReadResult(
-            table=table,
-            path=path,
-            format=self.name,
-            rows_read=rows_read,
-            rows_rejected=rejects.count,
-            rejected=list(rejects.messages),
-            notes=list(notes),
+        return read_result(
+            table, path, self.name, rows_read=rows_read, rejects=rejects, notes=notes,
             metadata={"container": "parquet" if parquet else "csv"},
         )
 

@@ -206,9 +206,9 @@ class FakeEntryPoint:
 
 
 def test_formats_marks_plugins(monkeypatch, capsys):
-    import hfox_fit.parsers._base as base
+    import hfox_fit.parsers._registry as registry
 
-    monkeypatch.setattr(base, "_entry_points", lambda: [FakeEntryPoint()])
+    monkeypatch.setattr(registry, "_entry_points", lambda: [FakeEntryPoint()])
     assert main(["formats"]) == 0
     (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("mylab")]
     assert line.split()[:3] == ["mylab", ".dat", "plug-in"] and line.endswith("a lab's own format")

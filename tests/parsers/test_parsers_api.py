@@ -15,7 +15,7 @@ from hfox_fit.parsers import (
     BUILTIN_PARSERS,
     Parser,
     ReadResult,
-    _base,
+    _registry,
     get_parser,
     list_formats,
     read_measurements,
@@ -75,7 +75,7 @@ class LabParser(Parser):
 
 
 def test_plugin_from_an_entry_point_is_listed_and_used(monkeypatch, tmp_path):
-    monkeypatch.setattr(_base, "_entry_points", lambda: [_EP("mylab", LabParser)])
+    monkeypatch.setattr(_registry, "_entry_points", lambda: [_EP("mylab", LabParser)])
     assert [p.name for p in list_formats()] == BUILTINS + ["mylab"]
     f = tmp_path / "run.lab"
     f.write_text("MYLAB 1000 1100.5 1200\n")
@@ -87,7 +87,7 @@ def test_plugin_from_an_entry_point_is_listed_and_used(monkeypatch, tmp_path):
 
 def test_broken_plugin_warns_and_is_left_out(monkeypatch):
     eps = [_EP("broken", ImportError("No module named 'mylab_hfox'")), _EP("mylab", LabParser)]
-    monkeypatch.setattr(_base, "_entry_points", lambda: eps)
+    monkeypatch.setattr(_registry, "_entry_points", lambda: eps)
     with pytest.warns(IngestWarning, match=r"plug-in 'broken' \(mylab_hfox:Parser\) failed to load.*ImportError"):
         names = [p.name for p in list_formats()]
     assert names == BUILTINS + ["mylab"]
@@ -98,7 +98,7 @@ def test_broken_plugin_warns_and_is_left_out(monkeypatch):
     [(object(), "is not a Parser"), (type("Clash", (LabParser,), {"name": "bench"}), "already taken")],
 )
 def test_plugin_that_is_not_a_parser_or_clashes_is_ignored(monkeypatch, obj, match):
-    monkeypatch.setattr(_base, "_entry_points", lambda: [_EP("odd", obj)])
+    monkeypatch.setattr(_registry, "_entry_points", lambda: [_EP("odd", obj)])
     with pytest.warns(IngestWarning, match=match):
         assert [p.name for p in list_formats()] == BUILTINS
 
@@ -110,7 +110,7 @@ def test_plugin_that_miscounts_is_refused(monkeypatch, tmp_path):
             res.rows_read += 1
             return res
 
-    monkeypatch.setattr(_base, "_entry_points", lambda: [_EP("mylab", Miscount)])
+    monkeypatch.setattr(_registry, "_entry_points", lambda: [_EP("mylab", Miscount)])
     f = tmp_path / "run.lab"
     f.write_text("MYLAB 1000\n")
     with pytest.raises(FormatError, match=r"parser 'mylab' miscounted .*run\.lab.*rows_read 2 != 1 stored \+ 0"):
@@ -230,7 +230,7 @@ def test_one_argument_sniff_and_read_only_plugin(monkeypatch, tmp_path):
         def sniff(self, head):  # the house-style example's signature
             return head.startswith(b"MYLAB")
 
-    monkeypatch.setattr(_base, "_entry_points", lambda: [_EP("oldlab", OldStyle)])
+    monkeypatch.setattr(_registry, "_entry_points", lambda: [_EP("oldlab", OldStyle)])
     f = tmp_path / "run.lab"
     f.write_text("MYLAB 5\n")
     assert read_measurements(f).format == "oldlab"
@@ -244,7 +244,7 @@ def test_os_errors_become_parse_errors(monkeypatch, tmp_path):
         def read(self, path, **kw):
             raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(_base, "_entry_points", lambda: [_EP("mylab", Flaky)])
+    monkeypatch.setattr(_registry, "_entry_points", lambda: [_EP("mylab", Flaky)])
     f = tmp_path / "run.lab"
     f.write_text("MYLAB 5\n")
     with pytest.raises(ParseError, match=r"run\.lab: cannot read the file: Permission denied\."):

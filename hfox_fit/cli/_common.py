@@ -1,0 +1,50 @@
+"""What the ``hfox-fit`` command modules share: adding a command's sub-parser and the options several take.
+
+Each command module's ``register(subparsers)`` calls :func:`add_command`, then
+adds its own arguments, using the helpers here for the ones that recur (the
+campaign store, ``-o/--output``, ``--quiet`` and the pipeline options of
+``run`` and ``demo``). Argument order and help texts are the module's to choose:
+the helpers only spell each option once.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_command(subparsers, name: str, func, *, help: str, description: str,
+                **defaults) -> argparse.ArgumentParser:
+    """Add command ``name``, run by ``func(args)`` (which returns an exit code), and return its parser.
+
+    ``help`` is its line in ``hfox-fit --help``, ``description`` the text of
+    ``hfox-fit NAME --help``; ``defaults`` are further attributes set on ``args``.
+    """
+    p = subparsers.add_parser(name, help=help, description=description)
+    p.set_defaults(func=func, **defaults)
+    return p
+
+
+def add_store(p: argparse.ArgumentParser, help: str) -> None:
+    """The positional campaign store, ``STORE.h5``."""
+    p.add_argument("store", metavar="STORE.h5", help=help)
+
+
+def add_output(p: argparse.ArgumentParser, metavar: str, help: str, **kwargs) -> None:
+    """``-o/--output`` (``required=True`` or a ``default=`` go in ``kwargs``)."""
+    p.add_argument("-o", "--output", metavar=metavar, help=help, **kwargs)
+
+
+def add_quiet(p: argparse.ArgumentParser, help: str) -> None:
+    """``--quiet``, a flag."""
+    p.add_argument("--quiet", action="store_true", help=help)
+
+
+def add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    """The reader and fit options of ``run`` and ``demo``, passed on to ``ingest`` and ``fit``."""
+    p.add_argument("--format", default=None, metavar="NAME", help="reader to use (default: sniffed)")
+    p.add_argument("--wafer", default=None, help="wafer id where the files give none")
+    p.add_argument("--die", default=None, help="die id where the files give none")
+    p.add_argument("--v-read", type=float, default=None, metavar="V", help="read voltage (V) where the files give none")
+    p.add_argument("--law", default="auto", help="drift law: auto|two_slope|power|log (default: auto)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel fit workers")
+    add_quiet(p, "no progress bars")

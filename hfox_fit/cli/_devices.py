@@ -1,0 +1,48 @@
+"""``hfox-fit devices``: write the fitted per-cell table of a campaign store as CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..exceptions import HfoxError
+from ._common import add_command, add_output, add_store
+
+
+def register(subparsers) -> None:
+    p = add_command(
+        subparsers,
+        "devices",
+        run_devices,
+        help="write the fitted per-cell table of a store as CSV",
+        description=(
+            "Write one row per cell and cycle of the store's fit: wafer, die, device, cycle, the drift "
+            "law's parameters with their standard errors, r0 and r0_stderr (Ohm), flag and flag_reason."
+        ),
+    )
+    add_store(p, "campaign store holding a fit (see `hfox-fit fit`)")
+    add_output(p, "FILE.csv", "CSV file to write", required=True)
+
+
+def run_devices(args) -> int:
+    from ..laws import get_law
+    from ..store import CampaignStore
+
+    fit = CampaignStore(args.store).load_fit()  # StoreError when there is no fit
+    cells = fit.cells
+    law = fit.summary.get("drift", {}).get("law") or fit.model.get("law")
+    params = list(get_law(law).params)
+    cols = ["wafer", "die", "device", "cycle"]
+    for p in params:
+        cols += [p, p + "_stderr"]
+    cols += ["r0", "r0_stderr", "flag", "flag_reason"]
+    missing = [c for c in cols if c not in cells.columns]
+    if missing:
+        raise HfoxError(f"devices: the stored fit lacks column(s) {missing}; re-run `hfox-fit fit {args.store}`.")
+    extra = [c for c in ("note",) if c in cells.columns]
+    out = Path(args.output)
+    try:
+        cells[cols + extra].to_csv(out, index=False)
+    except OSError as err:
+        raise HfoxError(f"devices: cannot write {str(out)!r}: {err}.") from err
+    print(f"wrote {len(cells)} row(s) ({law} parameters) to {out}")
+    return 0

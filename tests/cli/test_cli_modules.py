@@ -1,0 +1,26 @@
+"""The command line has one module per command, each registering just its command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from hfox_fit.cli import COMMAND_MODULES, build_parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> list:
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(sub.choices)
+
+
+def test_every_command_has_its_own_module_in_help_order():
+    assert _commands(build_parser()) == list(COMMAND_MODULES)
+
+
+def test_each_module_registers_only_its_command_with_a_func():
+    for name in COMMAND_MODULES:
+        parser = argparse.ArgumentParser(prog="hfox-fit")
+        sub = parser.add_subparsers(dest="command")
+        importlib.import_module(f"hfox_fit.cli._{name}").register(sub)
+        assert list(sub.choices) == [name]
+        assert callable(sub.choices[name].get_default("func"))
