@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..laws import AUTO_LAWS
+
 
 def add_command(subparsers, name: str, func, *, help: str, description: str,
                 **defaults) -> argparse.ArgumentParser:
@@ -45,6 +47,6 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wafer", default=None, help="wafer id where the files give none")
     p.add_argument("--die", default=None, help="die id where the files give none")
     p.add_argument("--v-read", type=float, default=None, metavar="V", help="read voltage (V) where the files give none")
-    p.add_argument("--law", default="auto", help="drift law: auto|two_slope|power|log (default: auto)")
+    p.add_argument("--law", default="auto", help="drift law: " + "|".join(("auto", *AUTO_LAWS)) + " (default: auto)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel fit workers")
     add_quiet(p, "no progress bars")
