@@ -377,19 +377,6 @@ def test_caller_generator_is_used():
     torch.testing.assert_close(a.pulse(3), b.pulse(3), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("law", ["two_slope", "power", "log"])
-def test_torch_drift_laws_match_numpy(law):
-    from hfox_fit.laws import DRIFT_LAWS
-    from hfox_fit.torch import TORCH_LAWS
-
-    t = np.arange(1.0, 3000.0, 7.0)
-    rng = np.random.default_rng(0)
-    params = {k: rng.uniform(0.05, 1.0, t.size) * (300 if k in ("t_star", "tau") else 1)
-              for k in DRIFT_LAWS[law].params}
-    out = TORCH_LAWS[law](torch.tensor(t), {k: torch.tensor(v) for k, v in params.items()})
-    np.testing.assert_allclose(out.numpy(), DRIFT_LAWS[law](t, **params), rtol=1e-12)
-
-
 def _log_model():
     from hfox_fit import DeviceModel
 
