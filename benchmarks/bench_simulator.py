@@ -15,7 +15,7 @@ draws 15 fresh innovations per cell, shifts the tap history of the cells given
 ``k`` pulses with one roll per distinct ``k``, and advances the RTN with a table
 of transition-matrix powers. Both use torch's default thread count here (or
 ``--threads``). WeakResetArray's CPU update runs in blocks of
-``hfox_fit.torch._array.CPU_BLOCK`` cells on that many worker threads, whose
+``hfox_fit.torch.CPU_BLOCK`` cells on that many worker threads, whose
 torch operations are single-threaded (no operation waits at torch's thread-pool
 barrier), falling back to one thread while the process gets about one core; the
 reference's whole-array operations go to torch's thread pool. The ``compile=True``

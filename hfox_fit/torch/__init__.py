@@ -7,6 +7,8 @@
   D2D, C2C, pink noise and RTN can be switched off one by one.
 * :class:`CellBackedWeights`: hold the weights of any ``nn.Module`` in simulated
   cell pairs (BL, BLb), updated by pulses after each optimizer step.
+* :data:`TORCH_LAWS`: the torch formulas of the drift laws of :data:`hfox_fit.laws.DRIFT_LAWS`;
+  :data:`CPU_BLOCK`, :func:`block_threads`: the block size and thread count of the CPU update.
 
 Training through the cells (a binarized network, any optimizer)::
 
@@ -23,18 +25,22 @@ Training through the cells (a binarized network, any optimizer)::
         stats = cells.step()                 # ... it becomes pulses; weights read back
 """
 
-from ._array import TORCH_LAWS, WeakResetArray
+from ._array import WeakResetArray
 from ._checkpoint import FORMAT, FORMAT_VERSION, export_checkpoint, load_checkpoint
+from ._laws import TORCH_LAWS
 from ._pink import PinkMarkov, pink_markov
+from ._threads import CPU_BLOCK, block_threads
 from ._weights import CellBackedWeights, sign_readout
 
 __all__ = [
+    "CPU_BLOCK",
     "CellBackedWeights",
     "FORMAT",
     "FORMAT_VERSION",
     "PinkMarkov",
     "TORCH_LAWS",
     "WeakResetArray",
+    "block_threads",
     "export_checkpoint",
     "load_checkpoint",
     "pink_markov",

@@ -18,29 +18,19 @@ every cell at a cost that does not depend on ``n``:
 
 So one call with ``n`` has the same distribution as ``n`` calls with 1.
 
-On a CPU the update runs block by block (:data:`CPU_BLOCK` cells) on a pool of
-worker threads (:func:`block_threads`: ``torch.get_num_threads()`` of them), each
-taking the next block as it comes free; torch operations release the GIL, so the
-blocks run in parallel. Every torch operation in a worker is single-threaded
-(its OpenMP thread count is set to 1), so no operation goes to torch's intra-op
-thread pool, whose barrier waits for every pool thread to be scheduled (which
-takes milliseconds on a busy machine); and when the process gets no more than
-about one core, the calls go to one thread (see ``_Balance``). Each block draws
-from its own ``torch.Generator``, seeded from the array's, so the results do not
-depend on the number of threads nor on their timing.
-On a GPU the whole array is one block.
+On a CPU the update runs block by block on worker threads (see
+:mod:`hfox_fit.torch._threads`); each block draws from its own
+``torch.Generator``, seeded from the array's, so the results do not depend on
+the number of threads nor on their timing. On a GPU the whole array is one block.
+The closed-form block update is in :mod:`hfox_fit.torch._update`, the drift
+formulas in :mod:`hfox_fit.torch._laws`, the checks of pulse counts in
+:mod:`hfox_fit.torch._counts`, the generators and ``state_dict`` handling in
+:mod:`hfox_fit.torch._state`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import numbers
-import os
-import threading
-import time
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -48,233 +38,17 @@ from torch import nn
 
 from ..exceptions import FitError
 from ..model import DeviceModel
+from . import _update
+from ._counts import pulse_counts
+from ._laws import torch_law
 from ._pink import pink_markov
+from ._state import ResumableState
+from ._threads import GRAIN_BLOCK, _block_size, _run_blocks, block_threads
+from ._update import LOG2E, NEVER, geometric_wait, pulse_block
 
-__all__ = ["WeakResetArray", "TORCH_LAWS", "CPU_BLOCK", "block_threads"]
+__all__ = ["WeakResetArray"]
 
-_MAX_COUNT = 1 << 30
 _MAX_PULSES = (1 << 31) - 1  # pulses since SET are int32
-_NEVER = 1 << 30  # waiting time of a state the chain never leaves
-_STATE_VERSION = 3
-_GOLDEN = 0x9E3779B97F4A7C15  # odd: b * _GOLDEN differs mod 2**32 for every block
-_LOG2E = 1.0 / math.log(2.0)
-#: Cells per block of the CPU update. The blocks run on worker threads whose torch operations are
-#: single-threaded (see :func:`block_threads`), a block at a time per thread (a multiple of 16 keeps
-#: randn's layout the same for every block).
-CPU_BLOCK = 131008
-#: Largest operation that torch runs on one thread whatever its thread settings (its parallel grain
-#: is 32768 elements): the size of the checks made on the calling thread, and the block size where
-#: the worker threads cannot be made single-threaded (a torch build without OpenMP).
-GRAIN_BLOCK = 32752
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
-_POOL_SERIAL = False
-_POOL_LOCK = threading.Lock()
-
-
-def _drop_pool() -> None:  # a forked child has the pool object (and maybe a held lock) but not the threads
-    global _POOL, _POOL_SIZE, _POOL_SERIAL, _POOL_LOCK
-    _POOL, _POOL_SIZE, _POOL_SERIAL, _POOL_LOCK = None, 0, False, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_drop_pool)
-
-
-def block_threads() -> int:
-    """Threads the CPU update of a :class:`WeakResetArray` runs its blocks on: ``torch.get_num_threads()``.
-
-    The blocks run on a pool of worker threads (torch operations release the
-    GIL), each taking the next block as it comes free; every torch operation
-    in a worker is single-threaded, so no operation waits at a thread-pool
-    barrier (which takes milliseconds on a busy machine). ``torch.set_num_threads(1)``
-    makes the update serial. The results do not depend on the thread count:
-    every block draws from its own generator.
-    """
-    return max(1, torch.get_num_threads())
-
-
-def _openmp() -> bool:
-    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
-
-
-def _pool(workers: int) -> tuple[ThreadPoolExecutor, bool]:
-    """The worker threads (at least ``workers``), and whether their torch operations are single-threaded."""
-    global _POOL, _POOL_SIZE, _POOL_SERIAL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL_SIZE < workers:  # (a smaller pool's threads end once it is unused)
-            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hfox-cells")
-            serial = False
-            if _openmp():
-                # torch's intra-op thread count is an OpenMP setting of each thread: set it to 1 in every
-                # worker (the barrier makes each task run on its own thread), then give the process-wide
-                # default (used by threads started later) back its value.
-                before = torch.get_num_threads()
-                barrier = threading.Barrier(workers)
-
-                def one_thread():
-                    torch.set_num_threads(1)
-                    barrier.wait()
-                    return torch.get_num_threads() == 1
-
-                try:
-                    serial = all(f.result() for f in [pool.submit(one_thread) for _ in range(workers)])
-                finally:
-                    torch.set_num_threads(before)
-            _POOL, _POOL_SIZE, _POOL_SERIAL = pool, workers, serial
-        return _POOL, _POOL_SERIAL
-
-
-def _serial_workers() -> bool:
-    """Whether the worker threads run torch operations on one thread (builds the pool once)."""
-    return _pool(1)[1]
-
-
-class _Balance:
-    """How many worker threads a call uses: all it may while they run in parallel, one while they don't.
-
-    On a machine busy with other work the process may get about one core: two
-    threads then take turns at the GIL and at that core, and a call is slower
-    than on one thread. A call on several threads that got less than
-    :attr:`MIN_CORES` cores' worth of CPU time (the workers' own CPU time over
-    the call's wall time) sends the next :attr:`SERIAL_CALLS` calls to one
-    thread, after which the threads are tried again. The results are the same
-    either way.
-    """
-
-    MIN_CORES = 1.3
-    SERIAL_CALLS = 16
-
-    def __init__(self):
-        self.serial_left = 0
-
-    def workers(self, wanted: int) -> int:
-        return 1 if self.serial_left > 0 else wanted
-
-    def report(self, workers: int, cpu_s: float, wall_s: float) -> None:
-        if workers == 1:
-            self.serial_left = max(0, self.serial_left - 1)
-        elif cpu_s < self.MIN_CORES * wall_s:
-            self.serial_left = self.SERIAL_CALLS
-
-
-_BALANCE = _Balance()
-
-
-def _run_blocks(fn, count: int, workers: int, balance: bool = False) -> None:
-    """Run ``fn(b)`` for ``b = 0..count-1`` on up to ``workers`` worker threads; returns when all are done.
-
-    The threads take the next block as they come free (a thread that the OS
-    holds up delays the call by at most the block it holds), and torch
-    operations release the GIL, so the blocks run in parallel. ``fn`` must not
-    depend on the order. See :class:`_Balance` for the number of threads used
-    (``balance``: this call's timing counts).
-    """
-    workers = _BALANCE.workers(max(1, min(workers, count)))
-    lock = threading.Lock()
-    nxt = [0]
-    failed = []
-
-    def loop():
-        cpu0 = time.thread_time()
-        with torch.no_grad():
-            while not failed:
-                with lock:
-                    b = nxt[0]
-                    nxt[0] += 1
-                if b >= count:
-                    break
-                try:
-                    fn(b)
-                except BaseException:
-                    failed.append(True)
-                    raise
-        return time.thread_time() - cpu0
-
-    pool, _ = _pool(workers)
-    t0 = time.perf_counter()
-    futures = [pool.submit(loop) for _ in range(workers)]
-    errors = [f.exception() for f in futures]  # waits for every thread
-    for err in errors:
-        if err is not None:
-            raise err
-    if balance:
-        _BALANCE.report(workers, sum(f.result() for f in futures), time.perf_counter() - t0)
-
-
-def _block_size(dev: torch.device, num_devices: int) -> int:
-    """Cells per block of the update: a GPU does the whole array at once."""
-    if dev.type != "cpu":
-        return num_devices
-    return CPU_BLOCK if _serial_workers() else min(CPU_BLOCK, GRAIN_BLOCK)
-
-
-def _block_seeds(base: int, count: int) -> list:
-    """Seeds of ``count`` block generators from one 63-bit ``base``: all distinct in their low 32 bits
-    (the CPU generator keeps only those), consecutive blocks far apart."""
-    return [(base + b * _GOLDEN) & ((1 << 63) - 1) for b in range(count)]
-
-
-def _two_slope(t, p):
-    # m1 min(t, t*) + m2 max(t - t*, 0) + c1: the two-slope law, continuous at t*
-    before = torch.clamp(t, max=p["t_star"])
-    w = torch.addcmul(p["c1"], p["m1"], before)
-    return w.addcmul_(p["m2"], torch.sub(t, before))
-
-
-def _power(t, p):
-    return torch.addcmul(p["c1"], p["a"], torch.pow(t, p["b"]))
-
-
-def _log(t, p):
-    return torch.addcmul(p["c1"], p["a"], torch.log1p(t / p["tau"]))
-
-
-#: Torch versions of the drift laws of :data:`hfox_fit.laws.DRIFT_LAWS`.
-TORCH_LAWS = {"two_slope": _two_slope, "power": _power, "log": _log}
-
-
-def _dense(law, names, t, rows, x, xr, xi, coef, z, white, off, gain, pink_on, states):
-    """Drift plus pink term of one block after its pulses; updates the pink states in place.
-
-    Plain tensor code, run as it is or through ``torch.compile``. ``t`` (B,) pulses
-    since SET (already advanced, as floats); ``rows`` the block's parameters; ``x``
-    (B,) the pink stand-in's real state, ``xr`` and ``xi`` (B,) the real and
-    imaginary parts of its complex state;
-    ``coef`` the n-step coefficients ``lambda**n, L00, L22, Re p**n, Im p**n,
-    L10, L20, L11, L21`` (each (B,) or (1,)); ``z`` (rows, B) normal draws;
-    ``off``, ``gain`` (B,) the pink mean and gain at ``t``.
-    """
-    w = law(t, dict(zip(names, rows)))
-    if not pink_on:
-        return w
-    if states:
-        a0, l00, l22, pc, ps, l10, l20, l11, l21 = coef
-        # x <- lambda**n x + L00 z0
-        x.mul_(a0).addcmul_(l00, z[0])
-        # xr + i xi <- p**n (xr + i xi) + (L10 + i L20) z0 + (L11 + i L21) z1 + i L22 z2, in real arithmetic
-        re = torch.mul(xr, pc).addcmul_(xi, ps, value=-1.0)
-        re.addcmul_(l10, z[0]).addcmul_(l11, z[1])
-        xi.mul_(pc).addcmul_(xr, ps).addcmul_(l20, z[0]).addcmul_(l21, z[1]).addcmul_(l22, z[2])
-        xr.copy_(re)
-        core = re.add_(x)
-        if white > 0:
-            core.add_(z[3], alpha=white)
-    else:
-        core = z[0].mul(white)
-    # exact mean of the non-centred innovations, and the gain making the variance exact
-    return w.add_(off).addcmul_(gain, core)
-
-
-_COMPILED = None
-
-
-def _compiled_dense():
-    global _COMPILED
-    if _COMPILED is None:
-        _COMPILED = torch.compile(_dense, fullgraph=True, dynamic=False)
-    return _COMPILED
 
 
 def resolve_device(device) -> torch.device:
@@ -296,7 +70,7 @@ def resolve_device(device) -> torch.device:
     return dev
 
 
-class WeakResetArray(nn.Module):
+class WeakResetArray(ResumableState, nn.Module):
     r"""A 1-D array of ``num_devices`` simulated weak-RESET cells.
 
     Parameters
@@ -379,11 +153,7 @@ class WeakResetArray(nn.Module):
         super().__init__()
         if not isinstance(model, DeviceModel):
             raise TypeError(f"WeakResetArray needs a DeviceModel, got {type(model).__name__}.")
-        if model.law not in TORCH_LAWS:
-            raise FitError(
-                f"WeakResetArray has no torch version of drift law {model.law!r}; "
-                f"it simulates {sorted(TORCH_LAWS)}."
-            )
+        law = torch_law(model.law)  # a FitError naming the law when it has no torch formula
         if isinstance(num_devices, bool) or not isinstance(num_devices, numbers.Integral) or num_devices < 1:
             raise ValueError(f"num_devices must be a positive int; got {num_devices!r}.")
         if dtype not in (torch.float32, torch.float64):
@@ -415,7 +185,7 @@ class WeakResetArray(nn.Module):
         self._block_size = _block_size(dev, num_devices)
         self._block_gens = []
         self._const_cache = None
-        self._law = TORCH_LAWS[model.law]
+        self._law = law
         self.param_names = tuple(model.parameter_names)
         self.c2c_names = tuple(k for k in self.param_names if k in model.c2c) if self.c2c else ()
         self._c2c_rows = tuple(self.param_names.index(k) for k in self.c2c_names)
@@ -460,7 +230,7 @@ class WeakResetArray(nn.Module):
         self.register_buffer("pink_xi", torch.zeros(2, num_devices, **fkw))  # rows: real, imaginary part
         self.register_buffer("rtn_high", torch.zeros(num_devices, dtype=torch.bool, device=dev))
         # pulses until the cell's next RTN switch (geometric waiting time)
-        self.register_buffer("rtn_wait", torch.full((num_devices,), _NEVER, dtype=torch.int32, device=dev))
+        self.register_buffer("rtn_wait", torch.full((num_devices,), NEVER, dtype=torch.int32, device=dev))
         self.register_buffer("w", torch.zeros(num_devices, **fkw))
         self._pulse_bound = 0  # no cell has had more pulses since SET than this
         self._seed_blocks()
@@ -573,73 +343,10 @@ class WeakResetArray(nn.Module):
             }
         return self._const_cache
 
-    def _seed_blocks(self) -> None:
-        """One generator per block of the update, seeded from the array's generator.
-
-        Every draw of :meth:`pulse` comes from the generator of the block it is for, so the
-        results do not depend on the threads the blocks run on, nor on their timing.
-        """
-        g = self._generator
-        count = -(-self.num_devices // self._block_size)
-        base = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
-        gens = []
-        for seed in _block_seeds(base, count):
-            gb = torch.Generator(device=g.device)
-            gb.manual_seed(seed)
-            gens.append(gb)
-        self._block_gens = gens
-
-    def _geometric(self, high: torch.Tensor, generator=None) -> torch.Tensor:
-        """Pulses until the next switch of chains now in state ``high`` (>= 1; _NEVER if they cannot leave).
-
-        ``P(wait = k) = (1 - p)**(k - 1) p`` with ``p`` the state's switching
-        probability, drawn by ``Tensor.geometric_`` (a serial kernel: no thread
-        pool, no MKL VML call, whose thread team costs milliseconds on a busy machine).
-        """
+    def _geometric(self, high: torch.Tensor) -> torch.Tensor:
+        """Waiting times to the next RTN switch of chains in state ``high``, from the array's generator."""
         c = self._constants()
-        g = self._generator if generator is None else generator
-        any_high = bool(high.any())
-        needed = (not bool(high.all()) if any_high else True, any_high)  # low chains, high chains
-        waits = []
-        for p, need in zip((c["p_up"], c["p_down"]), needed):
-            w = torch.empty(high.shape if need else (0,), dtype=torch.float64, device=high.device)
-            if need and 0.0 < p < 1.0:
-                w.geometric_(p, generator=g)
-            else:
-                w.fill_(1.0 if p >= 1.0 else float(_NEVER))
-            waits.append(w)
-        if not needed[0]:
-            wait = waits[1]
-        elif not needed[1]:
-            wait = waits[0]
-        else:
-            wait = torch.where(high, waits[1], waits[0])
-        return wait.clamp_(max=_NEVER).to(torch.int32)
-
-    def _rtn_switch(self, idx: torch.Tensor, high: torch.Tensor, wait: torch.Tensor, g) -> None:
-        """Chains ``idx`` (of the block ``high``, ``wait``) whose waiting time ran out within this call's pulses.
-
-        A chain switches at the end of its waiting time, spends the pulses left in the
-        closed-form n-step law of the 2x2 matrix, and draws a new waiting time from the
-        state it ends in (the chain is memoryless). Draws come from ``g``.
-        """
-        c = self._constants()
-        p_up, p_down = c["p_up"], c["p_down"]
-        was_high = high.index_select(0, idx)
-        can_leave = torch.where(was_high, p_down > 0, p_up > 0)
-        left = wait.index_select(0, idx).neg_().to(torch.float64)  # pulses after the first switch
-        s = p_up + p_down
-        lam_m = torch.pow(1.0 - s, left)
-        pi_high = p_up / s if s > 0 else 0.0
-        p_high = lam_m.mul_((~was_high).double().sub_(pi_high)).add_(pi_high)  # pi (1 - l) + l [low after switch]
-        u = torch.rand(idx.shape, generator=g, device=idx.device, dtype=torch.float64)
-        final = torch.where(can_leave, u < p_high, was_high)
-        high.index_copy_(0, idx, final)
-        wait.index_copy_(0, idx, self._geometric(final, g))
-
-    def _numpy_seed(self) -> int:
-        g = self._generator
-        return int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
+        return geometric_wait(high, c["p_up"], c["p_down"], self._generator)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -683,7 +390,7 @@ class WeakResetArray(nn.Module):
     @property
     def resistance(self) -> torch.Tensor:
         """Resistance at the last read (Ohm), shape (num_devices,)."""
-        return torch.mul(self.w, _LOG2E).exp2_().mul_(self.r0)  # as pulse() computes it
+        return torch.mul(self.w, LOG2E).exp2_().mul_(self.r0)  # as pulse() computes it
 
     @property
     def conductance(self) -> torch.Tensor:
@@ -769,75 +476,20 @@ class WeakResetArray(nn.Module):
 
     # ------------------------------------------------------------------ pulses
     def _counts(self, n) -> tuple[torch.Tensor, int | None, int, int, list | None]:
-        """Validate pulse counts.
+        """Validate pulse counts (see :func:`~hfox_fit.torch._counts.pulse_counts`)."""
+        return pulse_counts(n, self.num_devices, self.device, self._block_bounds)
 
-        Returns an int tensor on the array's device (shape () or (N,)), its value
-        if it is a scalar, the smallest and largest count, and the smallest count
-        of each block (None for a scalar).
-        """
-        big = f"pulse counts above {_MAX_COUNT} are not supported"
-        if isinstance(n, (numbers.Integral, float)) and not isinstance(n, bool):
-            if isinstance(n, float) and not n.is_integer():
-                raise ValueError(f"pulse counts must be whole numbers; got {n}.")
-            if n < 0:
-                raise ValueError(f"pulse counts must be >= 0; got {n}.")
-            if n > _MAX_COUNT:
-                raise ValueError(f"{big}; got {n}.")
-            return torch.tensor(int(n), dtype=torch.int64, device=self.device), int(n), int(n), int(n), None
-        t = n if isinstance(n, torch.Tensor) else torch.as_tensor(np.asarray(n))
-        if t.dtype == torch.bool:
-            t = t.to(torch.int64)
-        if t.is_complex():
-            raise ValueError(f"pulse counts must be integers; got dtype {t.dtype}.")
-        if tuple(t.shape) not in ((), (1,), (self.num_devices,)):
-            raise ValueError(
-                f"pulse counts of shape {tuple(t.shape)} do not match the array of {self.num_devices} "
-                f"cells; pass an int, or a tensor of shape (), (1,) or ({self.num_devices},)."
-            )
-        if t.numel() == 0:
-            raise ValueError("pulse counts are empty.")
-        t = t.detach()
-        if t.is_floating_point():
-            bad = ~torch.isfinite(t) | (t != torch.round(t))
-            if bool(bad.any()):
-                i = int(torch.nonzero(bad.reshape(-1))[0])
-                raise ValueError(
-                    f"pulse counts must be whole numbers; cell {i} got {float(t.reshape(-1)[i])}. "
-                    "Round them first (e.g. torch.round)."
-                )
-            lo, hi = torch.aminmax(t)
-            if bool(lo < 0):
-                i = int(torch.nonzero(t.reshape(-1) < 0)[0])
-                raise ValueError(f"pulse counts must be >= 0; cell {i} got {t.reshape(-1)[i].item()}.")
-            if bool(hi > _MAX_COUNT):
-                raise ValueError(f"{big}; got {float(hi):.0f}.")
-            t = t.to(torch.int64)
-        elif t.dtype not in (torch.int32, torch.int64):
-            t = t.to(torch.int64)
-        t = t.to(device=self.device)
-        if t.dim() == 1 and t.numel() == 1 and self.num_devices != 1:
-            t = t.reshape(())
-        flat = t.reshape(-1)
-        if flat.numel() > 1:  # block by block (a whole-array reduction would go to torch's thread pool)
-            views = self._constants()["views"]
-            bounds = [None] * len(views)
+    def _block_bounds(self, flat: torch.Tensor) -> list:
+        """``torch.aminmax`` of each block of ``flat`` (num_devices,), block by block."""
+        views = self._constants()["views"]
+        bounds = [None] * len(views)
 
-            def check(b):
-                s, e = views[b]["range"]
-                bounds[b] = torch.aminmax(flat[s:e])
+        def check(b):
+            s, e = views[b]["range"]
+            bounds[b] = torch.aminmax(flat[s:e])
 
-            self._blocks(check)
-            lows = [int(b[0]) for b in bounds]  # the smallest count of each block
-            lo, hi = min(lows), max(int(b[1]) for b in bounds)
-        else:
-            lo = hi = int(flat[0])
-            lows = None
-        if lo < 0:
-            i = int(torch.nonzero(flat < 0)[0])
-            raise ValueError(f"pulse counts must be >= 0; cell {i} got {int(flat[i])}.")
-        if hi > _MAX_COUNT:
-            raise ValueError(f"{big}; got {hi}.")
-        return t, (hi if t.dim() == 0 else None), lo, hi, lows
+        self._blocks(check)
+        return bounds
 
     @torch.no_grad()
     def pulse(self, n=1) -> torch.Tensor:
@@ -885,12 +537,12 @@ class WeakResetArray(nn.Module):
         call = {
             "n": n, "scalar": scalar, "lows": lows, "fixed": fixed, "clamp": hi > c["horizon"],
             "t_clamp": self._pulse_bound + hi > c["horizon"],
-            "compiled": _compiled_dense() if self.compile else None,
+            "compiled": _update._compiled_dense() if self.compile else None,
             "out": torch.empty_like(self.w),
         }
         self._pulse_bound += hi
         views = c["views"]
-        self._blocks(lambda b: self._pulse_block(b, views[b], call), balance=True)
+        self._blocks(lambda b: pulse_block(self, b, views[b], call), balance=True)
         return call["out"]
 
     def _blocks(self, fn, balance: bool = False) -> None:
@@ -902,145 +554,6 @@ class WeakResetArray(nn.Module):
             for b in range(len(c["views"])):
                 fn(b)
 
-    def _pulse_block(self, b: int, v: dict, call: dict) -> None:
-        """``pulse()`` for block ``b`` (views ``v``): every draw from the block's own generator."""
-        c = self._constants()
-        g, dtype = self._block_gens[b], self.dtype
-        horizon = c["horizon"]
-        s, e = v["range"]
-        scalar = call["scalar"]
-        if scalar is not None:
-            nb32 = scalar
-            block_lo = scalar
-        else:
-            nb32 = call["n"][s:e]
-            if nb32.dtype != torch.int32:  # counts are <= 2**30 (checked)
-                nb32 = nb32.to(torch.int32)
-            block_lo = call["lows"][b]
-        t = v["pulses"]
-        t.add_(nb32)
-        if self.rtn:  # the telegraph chains whose waiting time runs out within these pulses
-            wait = v["wait"]
-            wait.sub_(nb32)
-            idx = torch.nonzero(wait <= 0).squeeze(1)
-            if idx.numel():
-                self._rtn_switch(idx, v["high"], wait, g)
-        rows = self._block_rows(v)
-        z = off = gain = coef = table = None
-        pink_on, states = self.pink, c["states"]
-        if scalar is None and (block_lo == 0 or (pink_on and states)):
-            # the n-step coefficients (one gather of all the rows) and [n > 0]
-            table = c["coef"].index_select(1, nb32 if not call["clamp"] else nb32.clamp(max=horizon))
-        if pink_on:
-            z = torch.randn(c["draws"], e - s, generator=g, device=t.device, dtype=dtype)
-            if states:
-                coef = call["fixed"] if scalar is not None else table
-                coef = tuple(coef[:9].unbind(0))
-            if not call["t_clamp"]:
-                off, gain = c["table"].index_select(1, t).unbind(0)
-            elif t.device.type == "cpu" and int(t.min()) >= horizon:
-                # every cell of the block is past the stand-in's memory: row T (a GPU skips the sync)
-                off, gain = c["table"][:, horizon:].unbind(0)
-            else:
-                off, gain = c["table"].index_select(1, t.clamp(max=horizon)).unbind(0)
-        args = (self._law, self.param_names, t.to(dtype), rows, v["x"], v["xr"], v["xi"], coef, z, c["white"],
-                off, gain, pink_on, states)
-        w_new = None
-        compiled = call["compiled"] if self.compile else None
-        if compiled is not None:
-            try:
-                w_new = compiled(*args)
-            except Exception as err:  # no C++ compiler / Triton, unsupported op, ...
-                with _POOL_LOCK:
-                    warn, self.compile = self.compile, False
-                if warn:
-                    warnings.warn(
-                        f"torch.compile of the pulse update failed ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0] if str(err) else ''}); this array goes on in eager mode.",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
-        if w_new is None:
-            w_new = _dense(*args)
-        if self.rtn:
-            high = torch.nonzero(v["high"]).squeeze(1)
-            if high.numel():
-                amp = rows[c["amp_row"]].index_select(0, high)
-                u = torch.rand(2, high.numel(), generator=g, device=t.device, dtype=dtype)
-                w_new.index_add_(0, high, u[0].mul_(u[1]).mul_(amp))  # U1 U2 A, fresh at each read
-        wb = v["w"]
-        if block_lo == 0:  # cells given 0 pulses keep their read (weight 0 or 1: exact)
-            wb.lerp_(w_new, table[9])
-        else:
-            wb.copy_(w_new)
-        # R = r0 exp(w) = r0 2**(w log2 e) (torch.exp runs on the thread pool from 2048 elements on)
-        ob = torch.mul(wb, _LOG2E, out=call["out"][s:e])
-        ob.exp2_().mul_(rows[c["r0_row"]])
-
     def forward(self, n=1) -> torch.Tensor:
         """Same as :meth:`pulse`."""
         return self.pulse(n)
-
-    # ------------------------------------------------------------------ state
-    def get_extra_state(self) -> dict:
-        return {
-            "version": _STATE_VERSION,
-            "rng_state": self._generator.get_state(),
-            "rng_device": self._generator.device.type,
-            "block_rng_states": torch.stack([gb.get_state() for gb in self._block_gens]),
-            "pink": self.pink,
-            "rtn": self.rtn,
-            "d2d": self.d2d,
-            "c2c": self.c2c,
-        }
-
-    def set_extra_state(self, state) -> None:
-        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
-            raise ValueError("this state_dict was not written by this version of WeakResetArray.")
-        self.pink, self.rtn = bool(state["pink"]), bool(state["rtn"])
-        self.d2d, self.c2c = bool(state["d2d"]), bool(state["c2c"])
-        rng_state = state["rng_state"].cpu()
-        blocks = state["block_rng_states"].cpu()
-        if state["rng_device"] == self._generator.device.type and len(blocks) == len(self._block_gens):
-            self._generator.set_state(rng_state)
-            for gb, st in zip(self._block_gens, blocks):
-                gb.set_state(st.clone())
-            return
-        if state["rng_device"] == self._generator.device.type:
-            self._generator.set_state(rng_state)
-            why = (f"the state_dict comes from an update in {len(blocks)} block(s) and this array runs in "
-                   f"{len(self._block_gens)}")
-        else:
-            seed = int.from_bytes(hashlib.sha256(rng_state.numpy().tobytes()).digest()[:8], "little")
-            self._generator.manual_seed(seed >> 1)
-            why = (f"the state_dict's random generator comes from a {state['rng_device']} device and this "
-                   f"array lives on {self._generator.device.type}")
-        self._seed_blocks()
-        warnings.warn(
-            f"{why}: the run goes on with generators seeded from it, so it continues in distribution "
-            "but not draw for draw.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_const_cache"] = None  # views of the buffers: rebuilt on demand
-        return state
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._const_cache = None
-        self._pulse_bound = int(self.pulses.max()) if self.num_devices else 0
-
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        self._const_cache = None
-        dev = self.w.device
-        if self._generator.device != dev:
-            seed = self._numpy_seed()
-            self._generator = torch.Generator(device=dev)
-            self._generator.manual_seed(seed)
-            self._block_size = _block_size(dev, self.num_devices)
-            self._seed_blocks()
-        return self

@@ -42,6 +42,7 @@ import numpy as np
 from scipy import optimize, special
 
 from ..laws import pink_coefficients
+from ..model import PinkNoise
 
 __all__ = ["PinkMarkov", "pink_markov", "filter_spectrum", "exact_variance", "N_STATES"]
 
@@ -263,18 +264,18 @@ def pink_markov(alpha: float, d: float, taps: int) -> PinkMarkov:
     taps = int(taps)
     if taps < 1:
         raise ValueError(f"the pink filter needs at least 1 tap; got taps={taps}.")
-    b = pink_coefficients(taps, d)
+    pink = PinkNoise(alpha=alpha, d=d, taps=taps)
+    b = pink.coefficients
     if taps == 1 or not np.any(b[1:]):
         lam, pole, r, c = 0.0, 0j, 0.0, 0j
-        white = float(np.sqrt(np.sum(b**2) / 12.0)) * alpha
+        white = pink.std  # a white filter: the whole term is white
         states, horizon = 0, taps
     else:
         lam, pole, r, c, white = _fit_unit(float(d), taps)
         r, c, white = r * alpha, c * alpha, white * abs(alpha)
         states, horizon = N_STATES, max(taps, _horizon(lam, pole))
     t = np.arange(horizon + 1)
-    cum = np.concatenate([[0.0], np.cumsum(b)])
-    offset = alpha * 0.5 * cum[np.minimum(t, taps)]
+    offset = pink.offset(t)
     pm = PinkMarkov(lam, pole, r, c, white, offset, np.ones(horizon + 1), 0.0, states)
     q = pm.covariance(t)
     model_var = q[:, 0, 0] + 2 * q[:, 0, 1] + q[:, 1, 1] + white**2

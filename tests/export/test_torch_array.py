@@ -115,7 +115,7 @@ def test_one_call_with_n_equals_n_calls_with_one(switches):
 
 def test_block_boundaries_do_not_matter(monkeypatch):
     """The CPU update runs block by block: small blocks and one block give the same law (and exact resumes)."""
-    from hfox_fit.torch import _array
+    from hfox_fit.torch import _threads
 
     model = preset_model("wafer_b")  # C2C rows too
     n_cells = 20000
@@ -123,7 +123,7 @@ def test_block_boundaries_do_not_matter(monkeypatch):
     one = WeakResetArray(model, n_cells, seed=1)
     for _ in range(20):
         one.pulse(counts)
-    monkeypatch.setattr(_array, "CPU_BLOCK", 1008)  # 20 blocks, the last one short
+    monkeypatch.setattr(_threads, "CPU_BLOCK", 1008)  # 20 blocks, the last one short
     many = WeakResetArray(model, n_cells, seed=2)
     assert len(many._constants()["views"]) == 20
     for _ in range(20):
@@ -138,7 +138,7 @@ def test_block_boundaries_do_not_matter(monkeypatch):
     again.load_state_dict(state)
     torch.testing.assert_close(again.pulse(counts), many.pulse(counts), rtol=0, atol=0)
     # a state from an update in other blocks: goes on in distribution, and says so
-    monkeypatch.setattr(_array, "CPU_BLOCK", 131008)
+    monkeypatch.setattr(_threads, "CPU_BLOCK", 131008)
     other = WeakResetArray(model, n_cells, seed=4)
     with pytest.warns(RuntimeWarning, match="20 block.*in 1.*continues in distribution"):
         other.load_state_dict(many.state_dict())
@@ -148,11 +148,11 @@ def test_block_boundaries_do_not_matter(monkeypatch):
 @pytest.mark.parametrize("block", [4096, 32752])
 def test_thread_count_does_not_change_results(monkeypatch, block):
     """Every block draws from its own generator: one thread or several, the same numbers."""
-    from hfox_fit.torch import _array
+    from hfox_fit.torch import _threads
 
-    monkeypatch.setattr(_array, "CPU_BLOCK", block)
-    monkeypatch.setattr(_array._BALANCE, "MIN_CORES", 0.0)  # never fall back to one thread here
-    monkeypatch.setattr(_array._BALANCE, "serial_left", 0)
+    monkeypatch.setattr(_threads, "CPU_BLOCK", block)
+    monkeypatch.setattr(_threads._BALANCE, "MIN_CORES", 0.0)  # never fall back to one thread here
+    monkeypatch.setattr(_threads._BALANCE, "serial_left", 0)
     model = preset_model("wafer_b")
     n_cells = 70_000  # several blocks, above torch's parallel grain: the worker threads run them
     counts = torch.arange(n_cells) % 15
@@ -179,13 +179,13 @@ def test_thread_count_does_not_change_results(monkeypatch, block):
 
 def test_worker_threads_run_torch_serially():
     """Torch operations in the worker threads are single-threaded; the caller's thread count is untouched."""
-    from hfox_fit.torch import _array
+    from hfox_fit.torch import _threads
 
     threads = torch.get_num_threads()
     seen = []
-    _array._run_blocks(lambda b: seen.append(torch.get_num_threads()), 4, 2)
+    _threads._run_blocks(lambda b: seen.append(torch.get_num_threads()), 4, 2)
     assert torch.get_num_threads() == threads
-    if _array._serial_workers():
+    if _threads._serial_workers():
         assert seen == [1, 1, 1, 1]
 
 
@@ -377,19 +377,6 @@ def test_caller_generator_is_used():
     torch.testing.assert_close(a.pulse(3), b.pulse(3), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("law", ["two_slope", "power", "log"])
-def test_torch_drift_laws_match_numpy(law):
-    from hfox_fit.laws import DRIFT_LAWS
-    from hfox_fit.torch import TORCH_LAWS
-
-    t = np.arange(1.0, 3000.0, 7.0)
-    rng = np.random.default_rng(0)
-    params = {k: rng.uniform(0.05, 1.0, t.size) * (300 if k in ("t_star", "tau") else 1)
-              for k in DRIFT_LAWS[law].params}
-    out = TORCH_LAWS[law](torch.tensor(t), {k: torch.tensor(v) for k, v in params.items()})
-    np.testing.assert_allclose(out.numpy(), DRIFT_LAWS[law](t, **params), rtol=1e-12)
-
-
 def _log_model():
     from hfox_fit import DeviceModel
 
@@ -432,14 +419,14 @@ def test_state_from_another_device_kind_warns_and_goes_on():
 
 
 def test_compile_falls_back_to_eager_with_a_warning(monkeypatch):
-    from hfox_fit.torch import _array
+    from hfox_fit.torch import _update
 
     def broken():
         def run(*args):
             raise RuntimeError("no C++ compiler")
         return run
 
-    monkeypatch.setattr(_array, "_compiled_dense", broken)
+    monkeypatch.setattr(_update, "_compiled_dense", broken)
     model = preset_model("paper")
     a = WeakResetArray(model, 200, seed=0, compile=True)
     b = WeakResetArray(model, 200, seed=0)

@@ -1,0 +1,200 @@
+"""The update of one block of cells by ``n`` pulses, in closed form: drift, pink term and telegraph chains.
+
+* :func:`_dense`: the drift law at the new pulse count plus the pink stand-in's
+  exact ``n``-step transition (plain tensor code, eager or through
+  ``torch.compile``: :func:`_compiled_dense`);
+* :func:`geometric_wait` and :func:`rtn_switch`: each telegraph chain keeps its
+  waiting time to the next switch (geometric, drawn at each switch); a chain
+  that switches within the ``n`` pulses ends them in the closed-form law of the
+  2x2 matrix power, so only the few cells that switch cost anything;
+* :func:`pulse_block`: one block of a :class:`~hfox_fit.torch.WeakResetArray`
+  through both, every draw from the block's own generator, then read.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from . import _threads
+
+__all__ = ["LOG2E", "NEVER", "geometric_wait", "pulse_block", "rtn_switch"]
+
+#: Waiting time of a state the chain never leaves.
+NEVER = 1 << 30
+#: log2(e): ``R = r0 exp(w)`` is computed as ``r0 2**(w log2 e)``.
+LOG2E = 1.0 / math.log(2.0)
+
+
+def _dense(law, names, t, rows, x, xr, xi, coef, z, white, off, gain, pink_on, states):
+    """Drift plus pink term of one block after its pulses; updates the pink states in place.
+
+    Plain tensor code, run as it is or through ``torch.compile``. ``t`` (B,) pulses
+    since SET (already advanced, as floats); ``rows`` the block's parameters; ``x``
+    (B,) the pink stand-in's real state, ``xr`` and ``xi`` (B,) the real and
+    imaginary parts of its complex state;
+    ``coef`` the n-step coefficients ``lambda**n, L00, L22, Re p**n, Im p**n,
+    L10, L20, L11, L21`` (each (B,) or (1,)); ``z`` (rows, B) normal draws;
+    ``off``, ``gain`` (B,) the pink mean and gain at ``t``.
+    """
+    w = law(t, dict(zip(names, rows)))
+    if not pink_on:
+        return w
+    if states:
+        a0, l00, l22, pc, ps, l10, l20, l11, l21 = coef
+        # x <- lambda**n x + L00 z0
+        x.mul_(a0).addcmul_(l00, z[0])
+        # xr + i xi <- p**n (xr + i xi) + (L10 + i L20) z0 + (L11 + i L21) z1 + i L22 z2, in real arithmetic
+        re = torch.mul(xr, pc).addcmul_(xi, ps, value=-1.0)
+        re.addcmul_(l10, z[0]).addcmul_(l11, z[1])
+        xi.mul_(pc).addcmul_(xr, ps).addcmul_(l20, z[0]).addcmul_(l21, z[1]).addcmul_(l22, z[2])
+        xr.copy_(re)
+        core = re.add_(x)
+        if white > 0:
+            core.add_(z[3], alpha=white)
+    else:
+        core = z[0].mul(white)
+    # exact mean of the non-centred innovations, and the gain making the variance exact
+    return w.add_(off).addcmul_(gain, core)
+
+
+_COMPILED = None
+
+
+def _compiled_dense():
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = torch.compile(_dense, fullgraph=True, dynamic=False)
+    return _COMPILED
+
+
+
+def geometric_wait(high: torch.Tensor, p_up: float, p_down: float, g: torch.Generator) -> torch.Tensor:
+    """Pulses until the next switch of chains now in state ``high`` (>= 1; :data:`NEVER` if they cannot leave).
+
+    ``P(wait = k) = (1 - p)**(k - 1) p`` with ``p`` the state's switching
+    probability (``p_up`` from low, ``p_down`` from high), drawn from ``g`` by
+    ``Tensor.geometric_`` (a serial kernel: no thread pool, no MKL VML call, whose
+    thread team costs milliseconds on a busy machine).
+    """
+    any_high = bool(high.any())
+    needed = (not bool(high.all()) if any_high else True, any_high)  # low chains, high chains
+    waits = []
+    for p, need in zip((p_up, p_down), needed):
+        w = torch.empty(high.shape if need else (0,), dtype=torch.float64, device=high.device)
+        if need and 0.0 < p < 1.0:
+            w.geometric_(p, generator=g)
+        else:
+            w.fill_(1.0 if p >= 1.0 else float(NEVER))
+        waits.append(w)
+    if not needed[0]:
+        wait = waits[1]
+    elif not needed[1]:
+        wait = waits[0]
+    else:
+        wait = torch.where(high, waits[1], waits[0])
+    return wait.clamp_(max=NEVER).to(torch.int32)
+
+
+def rtn_switch(idx: torch.Tensor, high: torch.Tensor, wait: torch.Tensor, g: torch.Generator,
+               p_up: float, p_down: float) -> None:
+    """Chains ``idx`` (of the block ``high``, ``wait``) whose waiting time ran out within this call's pulses.
+
+    A chain switches at the end of its waiting time, spends the pulses left in the
+    closed-form n-step law of the 2x2 matrix, and draws a new waiting time from the
+    state it ends in (the chain is memoryless). Draws come from ``g``.
+    """
+    was_high = high.index_select(0, idx)
+    can_leave = torch.where(was_high, p_down > 0, p_up > 0)
+    left = wait.index_select(0, idx).neg_().to(torch.float64)  # pulses after the first switch
+    s = p_up + p_down
+    lam_m = torch.pow(1.0 - s, left)
+    pi_high = p_up / s if s > 0 else 0.0
+    p_high = lam_m.mul_((~was_high).double().sub_(pi_high)).add_(pi_high)  # pi (1 - l) + l [low after switch]
+    u = torch.rand(idx.shape, generator=g, device=idx.device, dtype=torch.float64)
+    final = torch.where(can_leave, u < p_high, was_high)
+    high.index_copy_(0, idx, final)
+    wait.index_copy_(0, idx, geometric_wait(final, p_up, p_down, g))
+
+
+def pulse_block(arr, b: int, v: dict, call: dict) -> None:
+    """``arr.pulse()`` for block ``b`` (views ``v``): every draw from the block's own generator.
+
+    ``arr`` is the :class:`~hfox_fit.torch.WeakResetArray`, ``v`` its block's entry of
+    ``arr._constants()['views']``, ``call`` what :meth:`~hfox_fit.torch.WeakResetArray.pulse`
+    worked out for the whole call (counts, their bounds, the output tensor).
+    """
+    c = arr._constants()
+    g, dtype = arr._block_gens[b], arr.dtype
+    horizon = c["horizon"]
+    s, e = v["range"]
+    scalar = call["scalar"]
+    if scalar is not None:
+        nb32 = scalar
+        block_lo = scalar
+    else:
+        nb32 = call["n"][s:e]
+        if nb32.dtype != torch.int32:  # counts are <= 2**30 (checked)
+            nb32 = nb32.to(torch.int32)
+        block_lo = call["lows"][b]
+    t = v["pulses"]
+    t.add_(nb32)
+    if arr.rtn:  # the telegraph chains whose waiting time runs out within these pulses
+        wait = v["wait"]
+        wait.sub_(nb32)
+        idx = torch.nonzero(wait <= 0).squeeze(1)
+        if idx.numel():
+            rtn_switch(idx, v["high"], wait, g, c["p_up"], c["p_down"])
+    rows = arr._block_rows(v)
+    z = off = gain = coef = table = None
+    pink_on, states = arr.pink, c["states"]
+    if scalar is None and (block_lo == 0 or (pink_on and states)):
+        # the n-step coefficients (one gather of all the rows) and [n > 0]
+        table = c["coef"].index_select(1, nb32 if not call["clamp"] else nb32.clamp(max=horizon))
+    if pink_on:
+        z = torch.randn(c["draws"], e - s, generator=g, device=t.device, dtype=dtype)
+        if states:
+            coef = call["fixed"] if scalar is not None else table
+            coef = tuple(coef[:9].unbind(0))
+        if not call["t_clamp"]:
+            off, gain = c["table"].index_select(1, t).unbind(0)
+        elif t.device.type == "cpu" and int(t.min()) >= horizon:
+            # every cell of the block is past the stand-in's memory: row T (a GPU skips the sync)
+            off, gain = c["table"][:, horizon:].unbind(0)
+        else:
+            off, gain = c["table"].index_select(1, t.clamp(max=horizon)).unbind(0)
+    args = (arr._law, arr.param_names, t.to(dtype), rows, v["x"], v["xr"], v["xi"], coef, z, c["white"],
+            off, gain, pink_on, states)
+    w_new = None
+    compiled = call["compiled"] if arr.compile else None
+    if compiled is not None:
+        try:
+            w_new = compiled(*args)
+        except Exception as err:  # no C++ compiler / Triton, unsupported op, ...
+            with _threads._POOL_LOCK:
+                warn, arr.compile = arr.compile, False
+            if warn:
+                warnings.warn(
+                    f"torch.compile of the pulse update failed ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else ''}); this array goes on in eager mode.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+    if w_new is None:
+        w_new = _dense(*args)
+    if arr.rtn:
+        high = torch.nonzero(v["high"]).squeeze(1)
+        if high.numel():
+            amp = rows[c["amp_row"]].index_select(0, high)
+            u = torch.rand(2, high.numel(), generator=g, device=t.device, dtype=dtype)
+            w_new.index_add_(0, high, u[0].mul_(u[1]).mul_(amp))  # U1 U2 A, fresh at each read
+    wb = v["w"]
+    if block_lo == 0:  # cells given 0 pulses keep their read (weight 0 or 1: exact)
+        wb.lerp_(w_new, table[9])
+    else:
+        wb.copy_(w_new)
+    # R = r0 exp(w) = r0 2**(w log2 e) (torch.exp runs on the thread pool from 2048 elements on)
+    ob = torch.mul(wb, LOG2E, out=call["out"][s:e])
+    ob.exp2_().mul_(rows[c["r0_row"]])
