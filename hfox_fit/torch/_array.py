@@ -274,8 +274,8 @@ class WeakResetArray(ResumableState, nn.Module):
 
         Parameters
         ----------
-        fit : CampaignFit or DeviceModel
-            What :func:`hfox_fit.fitting.fit_campaign` returned (its ``model_``
+        fit : CampaignResult or DeviceModel
+            What :func:`hfox_fit.fitting.fit_campaign` returned (its ``model``
             is simulated), or a model.
         num_devices : int
         seed, device, dtype, **switches
@@ -294,16 +294,16 @@ class WeakResetArray(ResumableState, nn.Module):
         ...                    law="two_slope", bootstrap=5)             # doctest: +SKIP
         >>> cells = WeakResetArray.from_fit(fit, 10_000, seed=0)        # doctest: +SKIP
         """
-        model = getattr(fit, "model_", fit)
+        model = fit if isinstance(fit, DeviceModel) else getattr(fit, "model", None)
         if not isinstance(model, DeviceModel):
-            raise TypeError(f"from_fit needs a CampaignFit or a DeviceModel; got {type(fit).__name__}.")
-        summary = getattr(fit, "summary_", None) or {}
+            raise TypeError(f"from_fit needs a CampaignResult or a DeviceModel; got {type(fit).__name__}.")
+        summary = fit.summary() if callable(getattr(fit, "summary", None)) else {}
         devices = summary.get("devices") or {}
         fitted = devices.get("fitted")
         if fitted is not None and int(fitted) <= 0:
             raise FitError(
                 f"the fit used no cells (0 fitted of {devices.get('total', '?')}): there is no model to "
-                "simulate. Check the cell flags (fit.cells_['flag']) and the fit options."
+                "simulate. Check the cell flags (fit.cells['flag']) and the fit options."
             )
         arr = cls(model, num_devices, seed=seed, device=device, dtype=dtype, **switches)
         arr.provenance = {**{k: v for k, v in model.meta.items() if isinstance(v, (str, int, float))},
