@@ -42,7 +42,7 @@ from ..laws import get_law
 from ._collect import _OPTIONAL, _check_inputs, _collect, _prepare_out_dir, die_coordinates
 from ._html import FIGURES, _html, _render
 from ._sections import _die_map_section, _noise_section, _parameter_section, _population_section
-from ._tables import FLAGS, _sec, _tables
+from ._tables import _flag_counts, _sec, _tables
 
 __all__ = ["ReportError", "ReportResult", "build_report", "report_store", "FIGURES", "die_coordinates"]
 
@@ -163,10 +163,7 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
         },
         "figures": {},
     }
-    flag_counts = {f: int((flag == f).sum()) for f in FLAGS}
-    other = int(len(flag) - sum(flag_counts.values()))
-    if other:
-        flag_counts["other"] = other
+    flag_counts = _flag_counts(flag)
     metrics["cells"] = {
         "fit_table_rows": int(len(cells)), "measured_cell_cycles": col.n_cell_cycles,
         "usable": n_usable_table, "by_flag": flag_counts, "unmatched": col.unmatched,

@@ -15,7 +15,6 @@ import html
 import numpy as np
 
 from ._collect import _NO_COORDS
-from ._tables import FLAGS
 
 #: Figure names (PNG file stems) in page order.
 FIGURES = ("traces", "band", "ecdf", "parameters", "pairs", "c2c", "noise", "die_map")
@@ -174,7 +173,7 @@ def _tables_html(tables):
     out = ["<h2 id='tables'>Fit tables</h2>"]
     fl = tables["flags"]
     rows = []
-    for f in FLAGS + (("other",) if "other" in fl["fit_table"] else ()):
+    for f in fl["fit_table"]:  # "ok", the fit's flags, "other" if any
         rows.append([f, _fmt(fl["fit_table"].get(f, 0)),
                      _fmt(fl["summary"].get(f)) if f != "ok" else _fmt(fl["summary"].get("fitted"))])
     rows.append(["total", _fmt(sum(fl["fit_table"].values())), _fmt(fl["summary"].get("total"))])

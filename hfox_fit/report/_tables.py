@@ -10,8 +10,25 @@ from __future__ import annotations
 
 import numpy as np
 
-#: The values of the fit table's ``flag`` column, in table order.
-FLAGS = ("ok", "stuck", "abrupt", "open", "failed")
+
+def _fit_flags():
+    """The fit's flag names (:data:`hfox_fit.fitting.flags.FLAG_NAMES`), in table order; ``"ok"`` is none.
+
+    Imported when a report is built, not with this module: :mod:`hfox_fit.fitting`
+    loads lmfit, which loads matplotlib, and importing :mod:`hfox_fit.report` must not.
+    """
+    from ..fitting.flags import FLAG_NAMES
+
+    return FLAG_NAMES
+
+
+def _flag_counts(flag):
+    """Fit-table rows per value of ``flag``: ``"ok"``, each fit flag, then ``"other"`` if any."""
+    counts = {f: int((flag == f).sum()) for f in ("ok", *_fit_flags())}
+    other = int(len(flag) - sum(counts.values()))
+    if other:
+        counts["other"] = other
+    return counts
 
 
 def _sec(d, key):
@@ -36,7 +53,7 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
     tables["flags"] = {
         "fit_table": flag_counts,
         "summary": {"total": devices.get("total"), "fitted": devices.get("fitted"),
-                    **{f: flagged.get(f) for f in FLAGS[1:]}},
+                    **{f: flagged.get(f) for f in _fit_flags()}},
     }
     if not devices:
         notes.append("the fit summary has no 'devices' counts.")
