@@ -67,18 +67,34 @@ def _model_spearman(model, names):
     return rho
 
 
+def _pink_autocov(pink, alpha):
+    """Autocovariance of the pink term at lags ``0 .. taps - 1``, as the pink fit models it.
+
+    :func:`hfox_fit.fitting.noise._autocov` without its white part. Imported here, not
+    at the top: :mod:`hfox_fit.fitting` loads lmfit, which loads matplotlib, and
+    importing :mod:`hfox_fit.report` must not.
+    """
+    from ..fitting.noise import _autocov
+
+    return _autocov(alpha, pink.d, 0.0, pink.taps)
+
+
 def _pink_psd(model, f):
-    b = model.pink.coefficients
-    k = np.arange(len(b))
-    h = np.exp(-2j * np.pi * np.outer(f, k)) @ b
-    return 2.0 * model.pink.alpha**2 / 12.0 * np.abs(h) ** 2
+    """One-sided PSD of the fitted pink term at ``f`` (1/pulse): the Fourier series of its autocovariance.
+
+    ``S(f) = 2 (gamma_0 + 2 sum_k gamma_k cos(2 pi f k))``, i.e.
+    ``2 alpha**2 / 12 |sum_k b_k exp(-2 pi i f k)|**2``; one-sided to match :func:`_welch`.
+    """
+    g = _pink_autocov(model.pink, model.pink.alpha)
+    k = np.arange(1, len(g))
+    return 2.0 * (g[0] + 2.0 * np.cos(2.0 * np.pi * np.outer(f, k)) @ g[1:])
 
 
 def _pink_acf(model, lags):
-    b = model.pink.coefficients
-    full = np.correlate(b, b, mode="full")[len(b) - 1:]
-    full = full / full[0]
-    return np.array([full[lag] if lag < len(full) else 0.0 for lag in lags])
+    """Autocorrelation of the fitted pink term at ``lags`` (0 beyond the filter's taps)."""
+    g = _pink_autocov(model.pink, 1.0)  # alpha cancels; 1.0 keeps alpha = 0 defined
+    g = g / g[0]
+    return np.array([g[lag] if lag < len(g) else 0.0 for lag in lags])
 
 
 def _noise_rows(stack, first):
