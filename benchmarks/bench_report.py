@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hfox_fit.fitting import FLAG_NAMES
 from hfox_fit.synth import make_wafer
 
 BUDGET_S = 60.0
@@ -44,7 +45,7 @@ def truth_fit(wafer):
            for p in params}
     summary = {
         "devices": {"total": len(cells), "fitted": int(ok.sum()),
-                    "flagged": {f: int(counts.get(f, 0)) for f in ("stuck", "abrupt", "open", "failed")}},
+                    "flagged": {f: int(counts.get(f, 0)) for f in FLAG_NAMES}},
         "drift": {"law": "two_slope", "scores": {"two_slope": {"aic": 0.0, "bic": 0.0}}},
         "d2d": d2d,
         "correlation": {"names": list(params[:4]), "spearman": np.eye(4).tolist(), "copula": np.eye(4).tolist()},

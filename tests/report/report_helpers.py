@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from hfox_fit.fitting import FLAG_NAMES
 from hfox_fit.laws import get_law
 from hfox_fit.synth import make_wafer
 
@@ -46,7 +47,7 @@ def truth_fit(wafer, *, rel_stderr=0.02):
                 cop[i, j] = model.correlation[cn.index(a), cn.index(b)]
     summary = {
         "devices": {"total": int(len(cells)), "fitted": int(ok.sum()),
-                    "flagged": {f: int(counts.get(f, 0)) for f in ("stuck", "abrupt", "open", "failed")}},
+                    "flagged": {f: int(counts.get(f, 0)) for f in FLAG_NAMES}},
         "drift": {"law": model.law, "scores": {"two_slope": {"aic": -1.0e6, "bic": -0.99e6},
                                                "power": {"aic": -0.95e6, "bic": -0.94e6},
                                                "log": {"aic": -0.97e6, "bic": -0.96e6}}},

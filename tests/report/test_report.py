@@ -15,6 +15,7 @@ from report_helpers import truth_fit
 from scipy import stats
 
 from hfox_fit import HfoxError, ParameterLaw
+from hfox_fit.fitting import FLAG_NAMES
 from hfox_fit.laws import get_law
 from hfox_fit.report import FIGURES, ReportError, build_report
 from hfox_fit.synth import make_wafer
@@ -160,6 +161,23 @@ def test_zero_usable_cells_gives_a_report_that_says_so(tmp_path):
     m = json.loads(res.metrics_path.read_text())
     assert m["cells"]["usable"] == 0 and m["cells"]["by_flag"]["failed"] == 60
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_the_flags_counted_are_the_fits_flags(tmp_path):
+    # The report's flag names are the fit's (hfox_fit.fitting.FLAG_NAMES): a flag the fit writes
+    # is never lumped into "other", and the tables list every one of them in the same order.
+    w = make_wafer("paper", devices=60, pulses=40, seed=6)
+    cells, summary, model = truth_fit(w)
+    names = ("ok", *FLAG_NAMES)
+    cells["flag"] = [names[i % len(names)] for i in range(len(cells))]
+    res = build_report(w.dies, cells, summary, model, tmp_path, figures=False)
+    by_flag = res.metrics["cells"]["by_flag"]
+    assert tuple(by_flag) == names
+    assert all(by_flag[f] == int((cells["flag"] == f).sum()) > 0 for f in names)
+    assert tuple(res.metrics["tables"]["flags"]["summary"]) == ("total", "fitted", *FLAG_NAMES)
+    page = res.html.read_text(encoding="utf-8")
+    table = page[page.index("<h3>Cells per flag</h3>"):page.index("<h3>Drift-law scores</h3>")]
+    assert re.findall(r'<tr><td class="l">(\w+)</td>', table) == [*names, "total"]
 
 
 def test_empty_summary_and_no_dies_are_reported(tmp_path):

@@ -1,0 +1,236 @@
+"""The page: the figures drawn to PNG and one self-contained HTML file that embeds them.
+
+:func:`_render` draws each figure a section described (matplotlib, imported
+here only) to a PNG beside the page; :func:`_html` assembles ``report.html``
+(inline CSS, figures as base64 PNG, no script, no external file) with the
+header, notes, at-a-glance cards, figures and fit tables; :func:`_fmt` formats
+a number for the page and the captions.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+
+import numpy as np
+
+from ._collect import _NO_COORDS
+
+#: Figure names (PNG file stems) in page order.
+FIGURES = ("traces", "band", "ecdf", "parameters", "pairs", "c2c", "noise", "die_map")
+
+
+def _fmt(x, digits=4):
+    if x is None:
+        return "–"
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return f"{int(x):,}"
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return html.escape(str(x))
+    if not np.isfinite(x):
+        return "–"
+    return f"{x:.{digits}g}"
+
+
+def _render(figs, out, dpi):
+    if not figs:
+        return {}, {}
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    paths, embedded = {}, {}
+    style = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+             "axes.spines.top": False, "axes.spines.right": False}
+    with matplotlib.rc_context(style):
+        for name in FIGURES:
+            if name not in figs:
+                continue
+            draw, size, _ = figs[name]
+            fig = Figure(figsize=size, layout="constrained" if name != "pairs" else None)
+            draw(fig)
+            path = out / f"{name}.png"
+            fig.savefig(path, dpi=dpi)
+            paths[name] = path
+            embedded[name] = base64.b64encode(path.read_bytes()).decode("ascii")
+    return paths, embedded
+
+
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Helvetica,Arial,sans-serif;
+ margin:0;background:#f4f5f7;color:#1d2127;font-size:15px;line-height:1.45}
+main{max-width:1180px;margin:0 auto;padding:18px 26px 40px;background:#fff;min-height:100vh}
+h1{font-size:26px;margin:6px 0 2px}h2{font-size:20px;margin:30px 0 8px;border-bottom:2px solid #1f5fa8;
+ padding-bottom:3px}h3{font-size:16px;margin:18px 0 6px}
+.sub{color:#555;font-size:13px}
+.notes{background:#fff6e0;border-left:5px solid #e0a100;padding:8px 14px;margin:14px 0}
+.notes li{margin:3px 0}
+.glance{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
+.card{background:#eef3fa;border-radius:6px;padding:8px 14px;min-width:150px}
+.card b{display:block;font-size:20px;color:#1f5fa8}.card span{font-size:12px;color:#444}
+figure{margin:14px 0 26px}figure img{max-width:100%;height:auto;border:1px solid #ddd}
+figcaption{font-size:13px;color:#333;margin-top:4px}
+table{border-collapse:collapse;margin:6px 0 14px;font-size:13px}
+th,td{border:1px solid #ccd;padding:3px 8px;text-align:right}th{background:#e6ebf2}
+td.l,th.l{text-align:left}tr:nth-child(even) td{background:#f7f9fc}
+.chosen td{font-weight:bold}
+.missing{color:#8a5a00;font-style:italic}
+nav a{margin-right:12px;font-size:13px}
+footer{margin-top:30px;font-size:12px;color:#666}
+"""
+
+_TITLES = {
+    "traces": "Cell traces with their fitted law",
+    "band": "Population over pulses: measured vs simulated",
+    "ecdf": "Distributions of w at chosen pulse counts",
+    "parameters": "D2D parameters: histograms and QQ plots",
+    "pairs": "Parameter correlations",
+    "c2c": "Cycle-to-cycle variation",
+    "noise": "Noise: spectrum, autocorrelation, RTN dwell times",
+    "die_map": "Die map",
+}
+
+
+def _table(header, rows, left=1):
+    h = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(str(c))}</th>' for i, c in enumerate(header))
+    body = []
+    for r in rows:
+        cls = ' class="chosen"' if isinstance(r, tuple) and r and r[0] == "__chosen__" else ""
+        cells = r[1] if cls else r
+        body.append(f"<tr{cls}>" + "".join(
+            f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(cells)) + "</tr>")
+    return f"<table><tr>{h}</tr>{''.join(body)}</table>"
+
+
+def _matrix(names, mat):
+    try:
+        names = [str(n) for n in names]
+        mat = np.asarray(mat, dtype=float).reshape(len(names), len(names))
+    except (TypeError, ValueError):
+        return '<p class="missing">not in the fit summary</p>'
+    if not names:
+        return '<p class="missing">not in the fit summary</p>'
+    rows = [[html.escape(n)] + [_fmt(v, 3) for v in row] for n, row in zip(names, mat)]
+    return _table([""] + names, rows)
+
+
+def _html(metrics, figs, embedded, notes, tables):
+    e = html.escape
+    meta = metrics["meta"]
+    cells = metrics["cells"]
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+             f"<title>Validation report – {e(meta['store'])}</title><style>{_CSS}</style></head><body><main>"]
+    parts.append(f"<h1>Validation report: {e(meta['store'])}</h1>")
+    parts.append(
+        f"<div class='sub'>wafer(s) {e(', '.join(meta['wafers']) or '–')} · {meta['n_dies']} die(s) · "
+        f"{e(', '.join(map(str, meta['pulses_per_train'])) or '–')} pulses per train · drift law "
+        f"<b>{e(meta['law'])}</b> · fitted {e(str(meta.get('fitted_at') or 'at an unknown time'))} · "
+        f"report {e(meta['generated_at'])} by hfox_fit {e(meta['hfox_fit_version'])}, seed {meta['seed']}</div>")
+    nav = " ".join(f"<a href='#{n}'>{e(_TITLES[n])}</a>" for n in FIGURES if n in figs)
+    parts.append(f"<nav>{nav} <a href='#tables'>Fit tables</a></nav>")
+    if notes:
+        parts.append("<div class='notes'><b>What this report could not show or left out</b><ul>"
+                     + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul></div>")
+    figm = metrics["figures"]
+    cards = [(f"{cells['usable']:,}", f"usable cell-cycles of {cells['fit_table_rows']:,} fitted"),
+             (f"{sum(v for k, v in cells['by_flag'].items() if k != 'ok'):,}", "flagged cell-cycles")]
+    ecdf = figm.get("ecdf", {}).get("pulses", {})
+    if ecdf:
+        last = max(ecdf, key=int)
+        cards.append((f"{ecdf[last]['ks']:.3f}", f"KS distance of w after {last} pulses"))
+    if figm.get("band", {}).get("max_abs_median_diff") is not None:
+        cards.append((_fmt(figm["band"]["max_abs_median_diff"], 3), "largest |median w difference|"))
+    if "noise" in figm:
+        cards.append((_fmt(figm["noise"]["residual_std_measured"], 3), "residual std of w (measured)"))
+    parts.append("<div class='glance'>" + "".join(
+        f"<div class='card'><b>{v}</b><span>{e(t)}</span></div>" for v, t in cards) + "</div>")
+    for name in FIGURES:
+        if name == "die_map" and name not in figs:
+            msg = figm.get("die_map", {}).get("message", _NO_COORDS)
+            parts.append(f"<h2 id='die_map'>{e(_TITLES[name])}</h2><p class='missing'>{e(msg)}.</p>")
+            continue
+        if name not in figs:
+            continue
+        _, _, caption = figs[name]
+        parts.append(f"<h2 id='{name}'>{e(_TITLES[name])}</h2><figure>"
+                     f"<img src='data:image/png;base64,{embedded[name]}' data-file='{name}.png' "
+                     f"alt='{e(_TITLES[name])}'><figcaption>{e(caption)} "
+                     f"<span class='sub'>[{name}.png]</span></figcaption></figure>")
+    parts.append(_tables_html(tables))
+    parts.append(f"<footer>Every number above is in metrics.json beside this page. Measured w = ln(R/R0) "
+                 f"uses each cell-cycle's fitted r0; simulated cells come from the fitted model with seed "
+                 f"{meta['seed']}. Report built in {meta['elapsed_s']:.1f} s.</footer>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts)
+
+
+def _tables_html(tables):
+    e = html.escape
+    out = ["<h2 id='tables'>Fit tables</h2>"]
+    fl = tables["flags"]
+    rows = []
+    for f in fl["fit_table"]:  # "ok", the fit's flags, "other" if any
+        rows.append([f, _fmt(fl["fit_table"].get(f, 0)),
+                     _fmt(fl["summary"].get(f)) if f != "ok" else _fmt(fl["summary"].get("fitted"))])
+    rows.append(["total", _fmt(sum(fl["fit_table"].values())), _fmt(fl["summary"].get("total"))])
+    out.append("<h3>Cells per flag</h3>" + _table(["flag", "fit table (cell-cycles)", "summary (devices; ok = fitted)"], rows))
+    sc = tables["scores"]
+    out.append("<h3>Drift-law scores</h3>")
+    if sc["rows"]:
+        rows = []
+        for r in sc["rows"]:
+            cells = [e(r["law"]) + (" ✔" if r["chosen"] else ""), _fmt(r["aic"], 8), _fmt(r["bic"], 8),
+                     _fmt(r["delta_aic"], 4), _fmt(r["delta_bic"], 4)]
+            rows.append(("__chosen__", cells) if r["chosen"] else cells)
+        out.append(_table(["law", "AIC", "BIC", "ΔAIC", "ΔBIC"], rows))
+    else:
+        out.append("<p class='missing'>no law scores in the fit summary</p>")
+    out.append("<h3>D2D laws (every fitted number with its 90 % interval as the summary gives it)</h3>")
+    rows = []
+    for r in tables["d2d"]:
+        params = r["params"]
+        params = (", ".join(f"{e(str(k))}={_fmt(v)}" for k, v in params.items()) if isinstance(params, dict)
+                  else _fmt(params)) or "–"
+        bounds, ci = r["bounds"], r["median_ci90"]
+        bounds = "[" + ", ".join(_fmt(b) for b in bounds) + "]" if isinstance(bounds, (list, tuple)) else (
+            "none" if bounds is None else _fmt(bounds))
+        ci = "[" + ", ".join(_fmt(b) for b in ci) + "]" if isinstance(ci, (list, tuple)) else _fmt(ci)
+        name = e(r["param"]) + ("" if r["in_summary"] else " <span class='missing'>(not in summary)</span>")
+        rows.append([name, e(r["unit"] if r["unit"] not in ("", "1") else "–"), e(str(r["family"] or "–")),
+                     params, bounds, _fmt(r["median"]), ci, _fmt(r["median_measured"]),
+                     _fmt(r["median_cell_stderr"], 3), _fmt(r["ks_summary"], 3), _fmt(r["ks_report"], 3)])
+    out.append(_table(["parameter", "unit", "family", "law parameters", "bounds", "median", "median 90 % CI",
+                       "median of fitted cells", "median per-cell stderr", "KS (fit)", "KS (this report)"],
+                      rows, left=5))
+    c = tables["correlation"]
+    out.append("<h3>Correlation (fit summary)</h3><div style='display:flex;gap:30px;flex-wrap:wrap'>"
+               f"<div><b>Spearman</b>{_matrix(c['names'], c['spearman'])}</div>"
+               f"<div><b>Gaussian copula</b>{_matrix(c['names'], c['copula'])}</div></div>")
+    p = tables["pink"]
+    out.append("<h3>Noise</h3>" + _table(
+        ["quantity", "fit summary", "model", "measured here"],
+        [["pink std of w", _fmt(p["std"]), _fmt(p["model_std"]), "–"],
+         ["pink spectral exponent β", _fmt(p["exponent"]), _fmt(p["model_exponent"]), "–"],
+         ["pink α", "–", _fmt(p["model_alpha"]), "–"],
+         ["residual std of w (pink + RTN + read noise)", "–",
+          _fmt(p["residual_std_simulated"], 3) + " (simulated)", _fmt(p["residual_std_measured"], 3)],
+         ["residual PSD log-log slope, 0.02-0.2 cycles/pulse", "–",
+          f"{_fmt(p['slope_simulated'], 3)} (simulated; pink law alone {_fmt(p['slope_model'], 3)})",
+          _fmt(p["slope_measured"], 3)]]))
+    r = tables["rtn"]
+    out.append(_table(
+        ["RTN", "fit summary", "model", "measured here"],
+        [["p_up (low→high, 1/pulse)", _fmt(r["p_up"]), _fmt(r["model_p_up"]), "–"],
+         ["p_down (high→low, 1/pulse)", _fmt(r["p_down"]), _fmt(r["model_p_down"]), "–"],
+         ["amplitude median", _fmt(r["amplitude_median"]), _fmt(r["model_amplitude_median"]), "–"],
+         ["fraction of smoothed reads detected high", "–", _fmt(r["fraction_high_simulated"], 3) + " (simulated)",
+          _fmt(r["fraction_high_measured"], 3)],
+         ["mean complete high dwell (pulses)", "–", _fmt(r["mean_high_simulated"], 3) + " (simulated)",
+          _fmt(r["mean_high_measured"], 3)],
+         ["mean complete low dwell (pulses)", "–", _fmt(r["mean_low_simulated"], 3) + " (simulated)",
+          _fmt(r["mean_low_measured"], 3)]]))
+    return "\n".join(out)

@@ -1,0 +1,197 @@
+"""The statistics the report's figures show, apart from the drawing.
+
+Quantile bands, normal scores, Spearman correlations (measured, simulated and
+the model's), the fitted pink law's spectrum and autocorrelation, residual
+spectra (Welch) and autocorrelations, RTN dwell-time runs and their windowed
+geometric law, and KS distances to a fitted law.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import signal, special, stats
+
+
+def _quantiles(stack):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q = np.nanquantile(stack, [0.05, 0.5, 0.95], axis=0)
+    n = np.isfinite(stack).sum(axis=0)
+    return {"q05": q[0].astype(float), "q50": q[1].astype(float), "q95": q[2].astype(float), "n": n}
+
+
+def _normal_scores(x):
+    """Phi^-1(rank / (n + 1)) over the finite values; NaN stays NaN."""
+    x = np.asarray(x, float)
+    out = np.full(len(x), np.nan)
+    fin = np.isfinite(x)
+    out[fin] = special.ndtri(stats.rankdata(x[fin]) / (fin.sum() + 1))
+    return out
+
+
+def _spearman(mat):
+    """Spearman correlation matrix, each pair over the rows where both values are finite.
+
+    Not :func:`hfox_fit.fitting.d2d.correlations`: the fit needs a usable copula
+    matrix, so it writes 0 for a pair with fewer than 5 cells or a constant
+    column; the report shows what was measured, so such a pair is NaN (under 3
+    cells, or undefined) and 3 or 4 cells still give a value. Where both are
+    defined they agree (both are the correlation of the ranks).
+    """
+    k = mat.shape[1]
+    rho = np.eye(k)
+    fin = np.isfinite(mat)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for i in range(k):
+            for j in range(i + 1, k):
+                both = fin[:, i] & fin[:, j]
+                if both.sum() < 3:
+                    r = np.nan
+                else:
+                    r = np.corrcoef(stats.rankdata(mat[both, i]), stats.rankdata(mat[both, j]))[0, 1]
+                rho[i, j] = rho[j, i] = r
+    return rho
+
+
+def _model_spearman(model, names):
+    k = len(names)
+    rho = np.eye(k)
+    cn = list(model.correlation_names)
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i != j and a in cn and b in cn:
+                r = model.correlation[cn.index(a), cn.index(b)]
+                rho[i, j] = 6.0 / np.pi * np.arcsin(r / 2.0)
+    return rho
+
+
+def _pink_autocov(pink, alpha):
+    """Autocovariance of the pink term at lags ``0 .. taps - 1``, as the pink fit models it.
+
+    :func:`hfox_fit.fitting.noise._autocov` without its white part. Imported here, not
+    at the top: :mod:`hfox_fit.fitting` loads lmfit, which loads matplotlib, and
+    importing :mod:`hfox_fit.report` must not.
+    """
+    from ..fitting.noise import _autocov
+
+    return _autocov(alpha, pink.d, 0.0, pink.taps)
+
+
+def _pink_psd(model, f):
+    """One-sided PSD of the fitted pink term at ``f`` (1/pulse): the Fourier series of its autocovariance.
+
+    ``S(f) = 2 (gamma_0 + 2 sum_k gamma_k cos(2 pi f k))``, i.e.
+    ``2 alpha**2 / 12 |sum_k b_k exp(-2 pi i f k)|**2``; one-sided to match :func:`_welch`.
+    """
+    g = _pink_autocov(model.pink, model.pink.alpha)
+    k = np.arange(1, len(g))
+    return 2.0 * (g[0] + 2.0 * np.cos(2.0 * np.pi * np.outer(f, k)) @ g[1:])
+
+
+def _pink_acf(model, lags):
+    """Autocorrelation of the fitted pink term at ``lags`` (0 beyond the filter's taps)."""
+    g = _pink_autocov(model.pink, 1.0)  # alpha cancels; 1.0 keeps alpha = 0 defined
+    g = g / g[0]
+    return np.array([g[lag] if lag < len(g) else 0.0 for lag in lags])
+
+
+def _noise_rows(stack, first):
+    x = np.asarray(stack[:, first:], float)
+    if x.shape[1] == 0:
+        return x
+    keep = np.isnan(x).mean(axis=1) <= 0.1
+    x = x[keep]
+    mean = np.nanmean(x, axis=1, keepdims=True) if len(x) else np.zeros((0, 1))
+    x = x - mean
+    x[np.isnan(x)] = 0.0
+    return x
+
+
+def _welch(x, nperseg):
+    f, p = signal.welch(x, fs=1.0, nperseg=nperseg, axis=-1, detrend="constant")
+    return f, p.mean(axis=0)
+
+
+def _acf(x, maxlag):
+    n, length = x.shape
+    nfft = 1 << int(np.ceil(np.log2(2 * length)))
+    spec = np.fft.rfft(x, nfft, axis=1)
+    ac = np.fft.irfft(spec * np.conj(spec), nfft, axis=1)[:, :maxlag + 1]
+    good = ac[:, 0] > 0
+    return (ac[good] / ac[good, :1]).mean(axis=0), int(good.sum())
+
+
+def _slope(f, p, lo=0.02, hi=0.2):
+    sel = (f >= lo) & (f <= hi) & (p > 0)
+    if sel.sum() < 3:
+        return None
+    return float(-np.polyfit(np.log(f[sel]), np.log(p[sel]), 1)[0])
+
+
+def _dwell_runs(x, window, sigma, *, k_spread=6.0, hysteresis=0.2):
+    """Complete high/low RTN runs found by a per-cell threshold with hysteresis.
+
+    Each row is smoothed by a ``window``-pulse moving average ``s``. A row whose
+    spread ``q98(s) - q25(s)`` exceeds ``k_spread * sigma`` (``sigma``: the
+    fitted pink noise after the same averaging) is an RTN cell; it goes high
+    above ``mid + hysteresis * spread`` and low again below
+    ``mid - hysteresis * spread``, ``mid`` the middle of the two quantiles.
+    Runs touching either end of the row are censored and dropped.
+
+    Returns
+    -------
+    high, low : ndarray of int
+        Lengths of complete high and low runs (pulses).
+    fraction_high : float
+        Fraction of smoothed reads in the high state.
+    n_rtn_cells : int
+    length : int
+        Length of the smoothed rows.
+    """
+    c = np.cumsum(np.pad(x, ((0, 0), (1, 0))), axis=1)
+    s = (c[:, window:] - c[:, :-window]) / window
+    n, length = s.shape
+    lo, hi = np.quantile(s, [0.25, 0.98], axis=1) if n else (np.zeros(0), np.zeros(0))
+    spread = hi - lo
+    rtn = spread > k_spread * sigma
+    mid = 0.5 * (lo + hi)
+    up = np.where(rtn, mid + hysteresis * spread, np.inf)
+    down = np.where(rtn, mid - hysteresis * spread, np.inf)
+    high = np.zeros((n, length), bool)
+    state = np.zeros(n, bool)
+    for j in range(length):
+        state = np.where(state, s[:, j] > down, s[:, j] > up)
+        high[:, j] = state
+    change = np.ones_like(high)
+    change[:, 1:] = high[:, 1:] != high[:, :-1]
+    starts = np.flatnonzero(change.ravel())
+    lengths = np.diff(np.append(starts, high.size))
+    colstart = starts % max(length, 1)
+    complete = (colstart > 0) & (colstart + lengths < length)
+    st = high.ravel()[starts]
+    frac = float(high.mean()) if high.size else float("nan")
+    return lengths[complete & st], lengths[complete & ~st], frac, int(rtn.sum()), length
+
+
+def _dwell_hist(runs, edges):
+    counts, _ = np.histogram(runs, bins=edges)
+    total = counts.sum()
+    widths = np.diff(edges)
+    dens = counts / (total * widths) if total else np.zeros(len(widths))
+    return counts, dens
+
+
+def _geometric_windowed(p, edges, length):
+    k = np.arange(int(edges[0]), int(edges[-1]) + 1)
+    g = p * (1.0 - p) ** (k - 1) * np.maximum(length - k - 1, 0)
+    per_bin = np.array([g[(k >= a) & (k < b)].sum() for a, b in zip(edges[:-1], edges[1:])])
+    total = per_bin.sum()
+    return per_bin / (total * np.diff(edges)) if total > 0 else per_bin
+
+
+def _ks_law(values, law):
+    if len(values) == 0:
+        return None
+    return float(stats.kstest(values, law.cdf).statistic)

@@ -1,0 +1,122 @@
+"""The fit tables of the report: what the fit summary says, beside what the report measured.
+
+Cells per flag (fit table and summary), the drift-law scores (AIC/BIC), the D2D
+laws with their intervals, the summary's correlations, and the pink and RTN
+noise laws against the model and the noise figure's numbers. A part the summary
+lacks is a note, not an error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _fit_flags():
+    """The fit's flag names (:data:`hfox_fit.fitting.flags.FLAG_NAMES`), in table order; ``"ok"`` is none.
+
+    Imported when a report is built, not with this module: :mod:`hfox_fit.fitting`
+    loads lmfit, which loads matplotlib, and importing :mod:`hfox_fit.report` must not.
+    """
+    from ..fitting.flags import FLAG_NAMES
+
+    return FLAG_NAMES
+
+
+def _flag_counts(flag):
+    """Fit-table rows per value of ``flag``: ``"ok"``, each fit flag, then ``"other"`` if any."""
+    counts = {f: int((flag == f).sum()) for f in ("ok", *_fit_flags())}
+    other = int(len(flag) - sum(counts.values()))
+    if other:
+        counts["other"] = other
+    return counts
+
+
+def _sec(d, key):
+    """``d[key]`` when it is a dict, else an empty dict (a summary may lack or garble a part)."""
+    v = d.get(key) if isinstance(d, dict) else None
+    return v if isinstance(v, dict) else {}
+
+
+def _num(x):
+    """``x`` as a float, or None when it is not a finite number."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
+    tables = {}
+    devices = _sec(summary, "devices")
+    flagged = _sec(devices, "flagged")
+    tables["flags"] = {
+        "fit_table": flag_counts,
+        "summary": {"total": devices.get("total"), "fitted": devices.get("fitted"),
+                    **{f: flagged.get(f) for f in _fit_flags()}},
+    }
+    if not devices:
+        notes.append("the fit summary has no 'devices' counts.")
+    drift = _sec(summary, "drift")
+    scores = {str(k): (v if isinstance(v, dict) else {}) for k, v in _sec(drift, "scores").items()}
+    rows = []
+    if scores:
+        aics = {k: _num(v.get("aic")) for k, v in scores.items()}
+        bics = {k: _num(v.get("bic")) for k, v in scores.items()}
+        best_aic = min((a for a in aics.values() if a is not None), default=None)
+        best_bic = min((b for b in bics.values() if b is not None), default=None)
+        for name in sorted(scores, key=lambda k: (aics[k] is None, aics[k] or 0.0)):
+            aic, bic = aics[name], bics[name]
+            rows.append({"law": name, "aic": aic, "bic": bic,
+                         "delta_aic": aic - best_aic if aic is not None and best_aic is not None else None,
+                         "delta_bic": bic - best_bic if bic is not None and best_bic is not None else None,
+                         "chosen": name == drift.get("law")})
+    else:
+        notes.append("the fit summary has no drift-law scores (AIC/BIC).")
+    tables["scores"] = {"law": drift.get("law"), "rows": rows}
+    d2d = _sec(summary, "d2d")
+    pfig = metrics["figures"].get("parameters", {}).get("params", {})
+    prow = []
+    for p in list(d2d) + [p for p in model.parameter_names if p not in d2d and p in cells.columns]:
+        s = _sec(d2d, p)
+        se_col = f"{p}_stderr"
+        se = cells[se_col].to_numpy(dtype=float)[usable] if se_col in cells.columns else np.array([])
+        se = se[np.isfinite(se)]
+        prow.append({"param": p, "unit": units.get(p, ""), "family": s.get("family"),
+                     "params": s.get("params"), "bounds": s.get("bounds"), "median": s.get("median"),
+                     "median_ci90": s.get("median_ci90"), "ks_summary": s.get("ks"),
+                     "ks_report": pfig.get(p, {}).get("ks"),
+                     "median_measured": pfig.get(p, {}).get("median_measured"),
+                     "median_cell_stderr": float(np.median(se)) if len(se) else None,
+                     "in_summary": p in d2d})
+    if not d2d:
+        notes.append("the fit summary has no D2D laws.")
+    tables["d2d"] = prow
+    corr = _sec(summary, "correlation")
+    tables["correlation"] = {"names": corr.get("names"), "spearman": corr.get("spearman"),
+                             "copula": corr.get("copula")}
+    pink = _sec(summary, "pink")
+    nfig = metrics["figures"].get("noise", {})
+    tables["pink"] = {"std": pink.get("std"), "exponent": pink.get("exponent"),
+                      "model_alpha": model.pink.alpha, "model_std": model.pink.std,
+                      "model_exponent": model.pink.exponent,
+                      "residual_std_measured": nfig.get("residual_std_measured"),
+                      "residual_std_simulated": nfig.get("residual_std_simulated"),
+                      "slope_model": nfig.get("spectrum", {}).get("slope_model"),
+                      "slope_measured": nfig.get("spectrum", {}).get("slope_measured"),
+                      "slope_simulated": nfig.get("spectrum", {}).get("slope_simulated")}
+    rtn = _sec(summary, "rtn")
+    dw = nfig.get("dwell", {})
+    tables["rtn"] = {"p_up": rtn.get("p_up"), "p_down": rtn.get("p_down"),
+                     "amplitude_median": _sec(rtn, "amplitude").get("median"),
+                     "model_p_up": model.rtn.p_up, "model_p_down": model.rtn.p_down,
+                     "model_amplitude_median": (model.d2d["rtn_amplitude"].median()
+                                                if "rtn_amplitude" in model.d2d else None),
+                     "fraction_high_measured": dw.get("fraction_high_measured"),
+                     "fraction_high_simulated": dw.get("fraction_high_simulated"),
+                     **{f"mean_{st}_{side}": dw.get(st, {}).get(f"mean_{side}")
+                        for st in ("high", "low") for side in ("measured", "simulated")}}
+    for key in ("pink", "rtn", "correlation"):
+        if not _sec(summary, key):
+            notes.append(f"the fit summary has no '{key}' section.")
+    return tables
