@@ -27,7 +27,7 @@ import numpy as np
 from scipy import optimize
 
 from ..exceptions import FitError
-from ..laws import pink_coefficients
+from ..laws import pink_autocovariance, pink_coefficients
 from ..model import PinkNoise
 
 __all__ = ["SpectrumStats", "PinkSpectrum", "segment_periodograms", "fit_pink_spectrum"]
@@ -58,13 +58,6 @@ def _design(L: int, max_lag: int) -> np.ndarray:
     c = c / np.sum(h**2)
     c.flags.writeable = False  # cached: shared by every call
     return c
-
-
-def _autocov(alpha, d, white, taps):
-    b = pink_coefficients(taps, d)
-    g = np.array([np.dot(b[: taps - k], b[k:]) for k in range(taps)]) * alpha**2 / 12.0
-    g[0] += white**2
-    return g
 
 
 @dataclass
@@ -196,7 +189,7 @@ class PinkSpectrum:
     def autocov(self) -> np.ndarray:
         """Autocovariance (lags 0..taps-1) of pink + white noise, in w^2."""
         p = self.pink
-        return _autocov(p.alpha, p.d, self.white_std, p.taps)
+        return pink_autocovariance(p.alpha, p.d, self.white_std, p.taps)
 
     @property
     def long_run_ratio(self) -> float:
@@ -207,7 +200,7 @@ class PinkSpectrum:
 
 def _spectrum_residual(values, c, measured, weight, taps):
     alpha, d, white = values
-    model = c @ _autocov(alpha, d, white, taps)
+    model = c @ pink_autocovariance(alpha, d, white, taps)
     return (np.log(measured) - np.log(np.maximum(model, 1e-300))) * weight
 
 
@@ -272,7 +265,7 @@ def fit_pink_spectrum(stats: SpectrumStats, *, bootstrap: int = 100, rng=0) -> P
             exp_err = float(2 * np.sqrt(cov[names.index("d"), names.index("d")]))
         if "white" in names and result.params["white"].stderr is not None:
             white_err = float(result.params["white"].stderr)
-    fitted = c @ _autocov(alpha, d, white, taps)
+    fitted = c @ pink_autocovariance(alpha, d, white, taps)
     out = PinkSpectrum(std=float(std), std_stderr=std_err, exponent=float(2 * d), exponent_stderr=exp_err,
                        white_std=float(white), white_std_stderr=white_err, taps=taps, n_segments=int(K),
                        freqs=stats.freqs, measured=measured, fitted=fitted, lmfit_result=result)

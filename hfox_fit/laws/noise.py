@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["pink_coefficients", "rtn_transition_power"]
+__all__ = ["pink_coefficients", "pink_autocovariance", "rtn_transition_power"]
 
 
 def pink_coefficients(taps: int = 15, d: float = 0.5) -> np.ndarray:
@@ -19,6 +19,19 @@ def pink_coefficients(taps: int = 15, d: float = 0.5) -> np.ndarray:
     for k in range(1, taps):
         b[k] = b[k - 1] * (k - 1 + d) / k
     return b
+
+
+def pink_autocovariance(alpha, d, white, taps):
+    """Autocovariance at lags ``0 .. taps - 1`` of the pink term plus white read noise.
+
+    The pink term is the ``taps``-tap filter :func:`pink_coefficients` over uniform
+    innovations of amplitude ``alpha`` (variance ``alpha**2 / 12``); ``white`` is the
+    std of the independent read noise, added at lag 0.
+    """
+    b = pink_coefficients(taps, d)
+    g = np.array([np.dot(b[: taps - k], b[k:]) for k in range(taps)]) * alpha**2 / 12.0
+    g[0] += white**2
+    return g
 
 
 def rtn_transition_power(p_up, p_down, n):

@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 from scipy import signal, special, stats
 
+from ..laws import pink_autocovariance
+
 
 def _quantiles(stack):
     with warnings.catch_warnings():
@@ -70,13 +72,9 @@ def _model_spearman(model, names):
 def _pink_autocov(pink, alpha):
     """Autocovariance of the pink term at lags ``0 .. taps - 1``, as the pink fit models it.
 
-    :func:`hfox_fit.fitting.noise._autocov` without its white part. Imported here, not
-    at the top: :mod:`hfox_fit.fitting` loads lmfit, which loads matplotlib, and
-    importing :mod:`hfox_fit.report` must not.
+    :func:`hfox_fit.laws.pink_autocovariance` (what the pink fit models) without its white part.
     """
-    from ..fitting.noise import _autocov
-
-    return _autocov(alpha, pink.d, 0.0, pink.taps)
+    return pink_autocovariance(alpha, pink.d, 0.0, pink.taps)
 
 
 def _pink_psd(model, f):
