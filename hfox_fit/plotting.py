@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "plot_ablation",
     "MEASURED",
     "SIMULATED",
     "MODEL",
@@ -512,4 +513,37 @@ def plot_die_map(x, y, values, *, label="", labels=None, ax=None, cmap="viridis"
     ax.set_xlabel("die x")
     ax.set_ylabel("die y")
     ax.set_aspect("equal")
+    return ax
+
+
+def plot_ablation(rows, *, ax=None, title="Test accuracy per condition (mean +/- std over seeds)"):
+    """Test accuracy over epochs for each condition of a training study, mean +/- std over seeds.
+
+    Parameters
+    ----------
+    rows : iterable of dict
+        One per condition, seed and epoch, with ``condition``, ``seed``, ``epoch`` and
+        ``test_accuracy`` (the rows of ``ablation.csv``).
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    ax = _axes(ax)
+    rows = list(rows)
+    for i, cond in enumerate(dict.fromkeys(r["condition"] for r in rows)):
+        epochs = sorted({int(r["epoch"]) for r in rows if r["condition"] == cond})
+        acc = [[float(r["test_accuracy"]) for r in rows if r["condition"] == cond and int(r["epoch"]) == e]
+               for e in epochs]
+        mean = np.array([np.mean(a) for a in acc])
+        std = np.array([np.std(a, ddof=1) if len(a) > 1 else 0.0 for a in acc])
+        colour = _TRACE_COLOURS[i % len(_TRACE_COLOURS)]
+        ax.plot(epochs, mean, color=colour, lw=1.6, label=cond, ls="--" if cond == "software" else "-")
+        ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
     return ax

@@ -7,6 +7,9 @@
   D2D, C2C, pink noise and RTN can be switched off one by one.
 * :class:`CellBackedWeights`: hold the weights of any ``nn.Module`` in simulated
   cell pairs (BL, BLb), updated by pulses after each optimizer step.
+* The paper's training study: :class:`BinarizedMLP`, :func:`train_network` (any module, one
+  condition of :data:`CONDITIONS`, per-epoch metrics), :func:`run_ablation` (every condition
+  and seed, the files of ``hfox-fit train-demo``), :func:`load_dataset` (digits or IDX).
 * :data:`TORCH_LAWS`: the torch formulas of the drift laws of :data:`hfox_fit.laws.DRIFT_LAWS`;
   :data:`CPU_BLOCK`, :func:`block_threads`: the block size and thread count of the CPU update.
 
@@ -26,13 +29,19 @@ Training through the cells (a binarized network, any optimizer)::
 """
 
 from ._array import WeakResetArray
+from ._bnn import BinarizedMLP, binarize
 from ._checkpoint import FORMAT, FORMAT_VERSION, export_checkpoint, load_checkpoint
+from ._data import load_dataset, make_loader, read_idx
 from ._laws import TORCH_LAWS
 from ._pink import PinkMarkov, pink_markov
+from ._study import run_ablation, summarize_ablation
 from ._threads import CPU_BLOCK, block_threads
+from ._training import CONDITIONS, headroom_pulses, train_network
 from ._weights import CellBackedWeights, sign_readout
 
 __all__ = [
+    "BinarizedMLP",
+    "CONDITIONS",
     "CPU_BLOCK",
     "CellBackedWeights",
     "FORMAT",
@@ -40,9 +49,17 @@ __all__ = [
     "PinkMarkov",
     "TORCH_LAWS",
     "WeakResetArray",
+    "binarize",
     "block_threads",
     "export_checkpoint",
+    "headroom_pulses",
     "load_checkpoint",
+    "load_dataset",
+    "make_loader",
     "pink_markov",
+    "read_idx",
+    "run_ablation",
     "sign_readout",
+    "summarize_ablation",
+    "train_network",
 ]

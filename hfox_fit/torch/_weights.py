@@ -73,6 +73,12 @@ class CellBackedWeights(nn.Module):
         ``2 * numel`` cells: the BL cells of all weights, then the BLb cells.
     numel : int
         Number of weights backed.
+    set_count : torch.Tensor
+        SET operations each cell received since it was built (int64, BL cells then BLb).
+    pulse_count : torch.Tensor
+        Weak RESET pulses each cell received (int64): endurance is what these two measure.
+    pulses_since_set : torch.Tensor
+        Pulses each cell received since its last SET (int64).
 
     Examples
     --------
@@ -132,6 +138,9 @@ class CellBackedWeights(nn.Module):
             self.cells = WeakResetArray(model, 2 * self.numel, seed=seed, device=device, dtype=dtype, **switches)
         else:
             raise TypeError(f"model must be a DeviceModel or a checkpoint path; got {type(model).__name__}.")
+        self.set_count = torch.zeros(2 * self.numel, dtype=torch.int64, device=self.cells.device)
+        self.pulse_count = torch.zeros(2 * self.numel, dtype=torch.int64, device=self.cells.device)
+        self.pulses_since_set = torch.zeros(2 * self.numel, dtype=torch.int64, device=self.cells.device)
         if init == "program":
             self.program(max_steps=max_program_steps)
         self.sync()
@@ -202,7 +211,7 @@ class CellBackedWeights(nn.Module):
         if not bool(torch.isfinite(delta).all()):
             raise ValueError("the optimizer left NaN or infinite weights; no pulses were applied.")
         n = torch.round(delta / self.scale).clamp_(-self.max_pulses, self.max_pulses).to(torch.int32)
-        self.cells.pulse(torch.cat([n.clamp(min=0), n.neg().clamp_(min=0)]))
+        self._pulse_pairs(n)
         after = self._read_flat()
         for p, value in zip(self._params, self._split(after)):
             p.copy_(value.to(p.device))
@@ -218,7 +227,71 @@ class CellBackedWeights(nn.Module):
                                  f"got {mask.dtype} of shape {tuple(mask.shape)}.")
             mask = torch.cat([mask, mask])
         self.cells.set_(mask)
+        self.set_count += 1 if mask is None else mask.to(torch.int64)
+        if mask is None:
+            self.pulses_since_set.zero_()
+        else:
+            self.pulses_since_set[mask] = 0
         self.sync()
+
+    def _pulse_pairs(self, n: torch.Tensor) -> None:
+        """Signed pulse count per weight: + pulses BL, - pulses BLb; counted per cell."""
+        counts = torch.cat([n.clamp(min=0), n.neg().clamp(min=0)]).to(torch.int64)
+        self.cells.pulse(counts)
+        self.pulse_count += counts
+        self.pulses_since_set += counts
+
+    def _program_to(self, target: torch.Tensor, max_steps: int) -> int:
+        """Pulse the pairs whose readout sign differs from ``target`` (±1, flat); return those still wrong."""
+        for i in range(max_steps + 1):
+            now = torch.where(self._read_flat() >= 0, 1.0, -1.0)
+            bad = now != target
+            wrong = int(bad.sum())
+            if wrong == 0 or i == max_steps:
+                break
+            self._pulse_pairs(torch.where(bad, target * self.max_pulses, 0.0).to(torch.int32))
+        return wrong
+
+    def saturated(self, headroom: int) -> torch.Tensor:
+        """Pairs whose two cells have both taken ``headroom`` pulses or more since their SET (bool, flat).
+
+        RESET only raises R, and past its break a cell climbs at its small second slope:
+        a pair whose cells are both that far along has little room left to move its
+        weight either way. The controller counts the pulses it applied, so this is what
+        the hardware can see.
+        """
+        h = int(headroom)
+        return (self.pulses_since_set[: self.numel] >= h) & (self.pulses_since_set[self.numel:] >= h)
+
+    @torch.no_grad()
+    def reset_saturated(self, headroom: int, max_steps: int = 20) -> int:
+        """Re-SET the saturated pairs (:meth:`saturated`) as the hardware would, keeping their weights' signs.
+
+        ``headroom`` is in pulses since SET (:func:`hfox_fit.torch.headroom_pulses` of the model).
+
+        Both cells of each such pair are SET (back near R0), then the cell of the
+        weight's sign is pulsed until the pair reads that sign again (at most
+        ``max_steps`` rounds of ``max_pulses``). The SETs and pulses are counted in
+        :attr:`set_count` and :attr:`pulse_count`.
+
+        Returns
+        -------
+        int
+            Pairs re-SET.
+        """
+        mask = self.saturated(headroom)
+        k = int(mask.sum())
+        if k == 0:
+            return 0
+        target = torch.where(self._read_flat() >= 0, 1.0, -1.0)
+        both = torch.cat([mask, mask])
+        self.cells.set_(both)
+        self.set_count += both.to(torch.int64)
+        self.pulses_since_set[both] = 0
+        # only the re-SET pairs are programmed: the others already read their target
+        self._program_to(target, max_steps)
+        self.sync()
+        return k
 
     @torch.no_grad()
     def program(self, max_steps: int = 1000) -> int:
@@ -230,14 +303,7 @@ class CellBackedWeights(nn.Module):
             Weights still of the wrong sign after ``max_steps`` (a warning says so).
         """
         target = torch.where(self._flat_params() >= 0, 1.0, -1.0)
-        for i in range(max_steps + 1):
-            now = torch.where(self._read_flat() >= 0, 1.0, -1.0)
-            bad = now != target
-            wrong = int(bad.sum())
-            if wrong == 0 or i == max_steps:
-                break
-            n = torch.where(bad, target * self.max_pulses, 0.0).to(torch.int32)
-            self.cells.pulse(torch.cat([n.clamp(min=0), n.neg().clamp_(min=0)]))
+        wrong = self._program_to(target, max_steps)
         if wrong:
             warnings.warn(f"{wrong} of {self.numel} weights still read the wrong sign after {max_steps} "
                           "programming steps.", RuntimeWarning, stacklevel=2)
