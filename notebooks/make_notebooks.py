@@ -234,6 +234,22 @@ NB3 = [
         'weights = torch.sign(bl.resistance - blb.resistance)\n'
         'print("weights +1:", int((weights > 0).sum()), "| -1:", int((weights < 0).sum()))'
     ),
+    new_markdown_cell("## The paper's ablation on this wafer\n\n"
+                      "Train a binarized MLP on scikit-learn's 8×8 digits with its weights in cell pairs of "
+                      "this model, under `software`, `device` and `no_d2d` (D2D switched off), a few epochs "
+                      "and one seed here; `hfox-fit train-demo --model model.pt --out DIR` runs all six "
+                      "conditions over 3 seeds. Your own network goes through `train_network` the same way."),
+    new_code_cell(
+        'from hfox_fit.torch import BinarizedMLP, load_dataset, make_loader, run_ablation, train_network\n\n'
+        'summary = run_ablation(path, WORK / "train", epochs=3, seeds=1,\n'
+        '                       conditions=["software", "device", "no_d2d"])\n'
+        'print((WORK / "train" / "summary.txt").read_text())\n\n'
+        'x, y, x_test, y_test = load_dataset("digits")\n'
+        'rows = train_network(lambda: BinarizedMLP((64, 128, 10)), make_loader(x, y),\n'
+        '                     make_loader(x_test, y_test, shuffle=False), condition="device",\n'
+        '                     model=model_back, seed=0, epochs=2)\n'
+        'print(rows[-1])'
+    ),
 ]
 
 

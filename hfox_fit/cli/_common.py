@@ -50,3 +50,6 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--law", default="auto", help="drift law: " + "|".join(("auto", *AUTO_LAWS)) + " (default: auto)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel fit workers")
     add_quiet(p, "no progress bars")
+    p.add_argument("--train", action="store_true",
+                   help="also run the training study (`hfox-fit train-demo`: digits, default settings) into "
+                        "OUTDIR/train and show it in the report")

@@ -28,6 +28,8 @@ def register(subparsers) -> None:
                    help="pulse counts of the distribution panels, 'last' for the last pulse (default: 10,100,last)")
     p.add_argument("--max-noise-cells", type=int, default=2048, metavar="N",
                    help="cell-cycles used by the noise figures (default: 2048)")
+    p.add_argument("--training", default=None, metavar="DIR",
+                   help="also show the training study in DIR (written by `hfox-fit train-demo --out DIR`)")
 
 
 def _pulses(text: str) -> tuple:
@@ -57,7 +59,7 @@ def run_report(args) -> int:
     if args.max_noise_cells < 1:
         raise HfoxError(f"report: --max-noise-cells must be >= 1; got {args.max_noise_cells}.")
     res = report_store(args.store, args.output, seed=args.seed, pulses=_pulses(args.pulses),
-                       max_noise_cells=args.max_noise_cells)
+                       max_noise_cells=args.max_noise_cells, training=args.training)
     print(f"wrote {res.html} ({len(res.figures)} figures, {res.n_cells:,} cell-cycles compared, "
           f"{res.elapsed_s:.1f} s); numbers in {res.metrics_path}")
     for note in res.notes:

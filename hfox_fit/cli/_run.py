@@ -32,13 +32,18 @@ def _step_args(args, out: Path) -> dict[str, list[str]]:
                         ("--v-read", args.v_read)):
         if value is not None:
             ingest += [flag, str(value)]
-    return {
+    steps = {
         "ingest": ingest,
         "fit": [store, "--law", args.law, "--jobs", str(args.jobs),
                 "--summary", str(out / "fit_summary.json"), *quiet],
         "export": [store, "-o", str(out / "model.pt")],
         "report": [store, "-o", str(out / "report")],
     }
+    if getattr(args, "train", False):
+        steps = {k: v for k, v in steps.items() if k != "report"}
+        steps["train-demo"] = ["--model", str(out / "model.pt"), "--out", str(out / "train"), *quiet]
+        steps["report"] = [store, "-o", str(out / "report"), "--training", str(out / "train")]
+    return steps
 
 
 def run_pipeline(args) -> int:
@@ -60,6 +65,7 @@ def run_pipeline(args) -> int:
             return code
         if not args.quiet:
             print(f"   {step} done in {time.perf_counter() - t0:.1f} s", flush=True)
+    study = f", training study {out / 'train'}" if getattr(args, "train", False) else ""
     print(f"hfox-fit run: done. Store {out / 'campaign.h5'}, model {out / 'model.pt'}, "
-          f"report {out / 'report' / 'report.html'}")
+          f"report {out / 'report' / 'report.html'}{study}")
     return 0

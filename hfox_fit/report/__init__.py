@@ -43,6 +43,7 @@ from ._collect import _OPTIONAL, _check_inputs, _collect, _prepare_out_dir, die_
 from ._html import FIGURES, _html, _render
 from ._sections import _die_map_section, _noise_section, _parameter_section, _population_section
 from ._tables import _flag_counts, _sec, _tables
+from ._training import training_section
 
 __all__ = ["ReportError", "ReportResult", "build_report", "report_store", "FIGURES", "die_coordinates"]
 
@@ -92,7 +93,7 @@ def _units(model):
 
 def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign", seed=0,
                  pulses=(10, 100, -1), max_population_cells=50_000, max_noise_cells=2048,
-                 max_scatter_points=1500, fitted_at=None, dpi=100, figures=True) -> ReportResult:
+                 max_scatter_points=1500, fitted_at=None, dpi=100, figures=True, training=None) -> ReportResult:
     """Write the validation report of a fitted campaign.
 
     Parameters
@@ -128,6 +129,9 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
     figures : bool, default=True
         False skips drawing: ``metrics.json`` and the page (tables, notes) only,
         for fast automated checks.
+    training : path-like, optional
+        Folder of a training study (``hfox-fit train-demo --out``): its accuracy figure
+        and summary are added.
 
     Returns
     -------
@@ -208,6 +212,8 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
                            rng_plot, max_scatter_points)
         _noise_section(col, model, metrics, figs, notes)
     _die_map_section(col, model, pnames, units, metrics, figs, notes)
+    if training is not None:
+        training_section(training, metrics, figs, notes)
     tables = _tables(summary, cells, usable, flag_counts, metrics, model, units, notes)
     metrics["tables"] = tables
 

@@ -17,7 +17,7 @@ import numpy as np
 from ._collect import _NO_COORDS
 
 #: Figure names (PNG file stems) in page order.
-FIGURES = ("traces", "band", "ecdf", "parameters", "pairs", "c2c", "noise", "die_map")
+FIGURES = ("traces", "band", "ecdf", "parameters", "pairs", "c2c", "noise", "die_map", "training")
 
 
 def _fmt(x, digits=4):
@@ -91,6 +91,7 @@ _TITLES = {
     "c2c": "Cycle-to-cycle variation",
     "noise": "Noise: spectrum, autocorrelation, RTN dwell times",
     "die_map": "Die map",
+    "training": "Training study: which imperfection costs accuracy",
 }
 
 

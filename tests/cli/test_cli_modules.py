@@ -13,8 +13,12 @@ def _commands(parser: argparse.ArgumentParser) -> list:
     return list(sub.choices)
 
 
+def _command(module: str) -> str:
+    return module.replace("_", "-")  # module _train_demo holds the command train-demo
+
+
 def test_every_command_has_its_own_module_in_help_order():
-    assert _commands(build_parser()) == list(COMMAND_MODULES)
+    assert _commands(build_parser()) == [_command(m) for m in COMMAND_MODULES]
 
 
 def test_each_module_registers_only_its_command_with_a_func():
@@ -22,5 +26,5 @@ def test_each_module_registers_only_its_command_with_a_func():
         parser = argparse.ArgumentParser(prog="hfox-fit")
         sub = parser.add_subparsers(dest="command")
         importlib.import_module(f"hfox_fit.cli._{name}").register(sub)
-        assert list(sub.choices) == [name]
-        assert callable(sub.choices[name].get_default("func"))
+        assert list(sub.choices) == [_command(name)]
+        assert callable(sub.choices[_command(name)].get_default("func"))

@@ -206,3 +206,29 @@ def test_cli_refuses_bad_input_and_leaves_no_output(tmp_path, capsys, checkpoint
                  "--quiet"]) == 2
     assert "train-images-idx3-ubyte" in capsys.readouterr().err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".train-demo-")]
+
+
+def test_the_report_shows_a_study_and_says_when_it_cannot(tmp_path, checkpoint):
+    from hfox_fit.report._training import training_section
+
+    run_ablation(checkpoint, tmp_path / "study", dataset=_idx_folder(tmp_path / "set"), epochs=1, seeds=1,
+                 conditions=["software", "device"], hidden=8)
+    metrics, figs, notes = {"figures": {}}, {}, []
+    training_section(tmp_path / "study", metrics, figs, notes)
+    assert "training" in figs and not notes
+    assert metrics["figures"]["training"]["summary"]["conditions"].keys() == {"software", "device"}
+    assert "software" in figs["training"][2]
+    training_section(tmp_path / "nothing", metrics, figs := {}, notes)
+    assert not figs and "no training study shown" in notes[0]
+
+
+def test_run_with_train_adds_the_study_before_the_report(tmp_path):
+    from hfox_fit.cli import build_parser
+    from hfox_fit.cli._run import _step_args
+
+    args = build_parser().parse_args(["run", "raw", "-o", str(tmp_path), "--train"])
+    steps = _step_args(args, tmp_path)
+    assert list(steps) == ["ingest", "fit", "export", "train-demo", "report"]
+    assert steps["report"][-2:] == ["--training", str(tmp_path / "train")]
+    plain = _step_args(build_parser().parse_args(["run", "raw", "-o", str(tmp_path)]), tmp_path)
+    assert list(plain) == ["ingest", "fit", "export", "report"]
