@@ -24,12 +24,12 @@ def register(subparsers) -> None:
 
 
 def run_devices(args) -> int:
+    from ..fitting import CampaignResult
     from ..laws import get_law
-    from ..store import CampaignStore
 
-    fit = CampaignStore(args.store).load_fit()  # StoreError when there is no fit
+    fit = CampaignResult.load(args.store)  # StoreError when there is no fit
     cells = fit.cells
-    law = fit.summary.get("drift", {}).get("law") or fit.model.get("law")
+    law = fit.law
     params = list(get_law(law).params)
     cols = ["wafer", "die", "device", "cycle"]
     for p in params:

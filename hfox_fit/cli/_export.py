@@ -40,12 +40,12 @@ def _cells_columns(cells) -> dict:
 
 
 def run_export(args) -> int:
-    from ..model import DeviceModel
+    from ..fitting import CampaignResult
     from ..store import CampaignStore
 
     store = CampaignStore(args.store)
-    fit = store.load_fit()
-    devices = (fit.summary or {}).get("devices") or {}
+    fit = CampaignResult.load(store)  # StoreError: no store, no fit, an unreadable model
+    devices = (fit.summary() or {}).get("devices") or {}
     fitted = devices.get("fitted")
     if fitted is None:
         raise StoreError(
@@ -58,10 +58,7 @@ def run_export(args) -> int:
             "there is no model to export. Check the cell flags with `hfox-fit report` and the "
             "fit options, then fit again."
         )
-    try:
-        model = DeviceModel.from_dict(fit.model)
-    except (KeyError, TypeError) as err:
-        raise StoreError(f"the model saved in {store.path.name!r} is incomplete ({err!r}); fit again.") from err
+    model = fit.model
     out = Path(args.output) if args.output else store.path.with_suffix(".pt")
     if out.is_dir():
         raise StoreError(f"-o {str(out)!r} is a folder; give the checkpoint's file name (model.pt).")

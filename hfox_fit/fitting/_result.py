@@ -232,12 +232,25 @@ class CampaignResult:
 
     @classmethod
     def load(cls, store) -> CampaignResult:
-        """Load the fit saved in a campaign store (a ``CampaignStore`` or a path)."""
+        """Load the fit saved in a campaign store (a ``CampaignStore`` or a path).
+
+        Raises
+        ------
+        StoreError
+            No store, no fit in it, or a saved model that cannot be read.
+        """
+        from ..exceptions import StoreError
         from ..model import DeviceModel
 
-        stored = _as_store(store).load_fit()
-        return cls(stored.cells, stored.summary, DeviceModel.from_dict(stored.model), stored.arrays,
-                   fitted_at=stored.fitted_at, history=stored.history)
+        store = _as_store(store)
+        stored = store.load_fit()
+        try:
+            model = DeviceModel.from_dict(stored.model)
+        except (KeyError, TypeError, ValueError) as err:  # FitError is a ValueError too
+            name = getattr(getattr(store, "path", None), "name", str(store))
+            raise StoreError(f"the model saved in {name!r} is incomplete ({err!r}); fit again.") from err
+        return cls(stored.cells, stored.summary, model, stored.arrays, fitted_at=stored.fitted_at,
+                   history=stored.history)
 
     # ------------------------------------------------------------ one release of the old names
     def __getattr__(self, name):

@@ -267,10 +267,11 @@ def report_store(path, out_dir, **kwargs) -> ReportResult:
     """
     path = Path(path)
     _prepare_out_dir(out_dir, create=False)
+    from ..fitting import CampaignResult  # here: hfox_fit.fitting loads lmfit, and lmfit matplotlib
     from ..store import CampaignStore
 
     store = CampaignStore(path)
-    fit = store.load_fit()  # StoreError: missing file, not a store, no fit yet (one clear line)
+    fit = CampaignResult.load(store)  # StoreError: missing file, not a store, no fit yet (one clear line)
     kwargs.setdefault("store_name", path.name)
     kwargs.setdefault("fitted_at", fit.fitted_at)
-    return build_report(store.iter_dies(), fit.cells, fit.summary, fit.model, out_dir, **kwargs)
+    return build_report(store.iter_dies(), fit.cells, fit.summary(), fit.model, out_dir, **kwargs)
