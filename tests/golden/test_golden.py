@@ -27,12 +27,28 @@ def _tolerance() -> dict:
                                                                              "atol": FOREIGN_ATOL}
 
 
+def _where() -> str:
+    recorded = json.loads((GOLDEN / "machine.json").read_text())
+    if recorded == machine():
+        return "on the machine the goldens were recorded on"
+    return (f"on another machine than the goldens' ({machine()} against {recorded}): if a library upgrade "
+            "moved the numbers, check that the change is the library's, then re-record with "
+            "`python3 tests/golden/make_golden.py`")
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_outputs_match_the_golden_record(name, tmp_path):
     if name == "example" and not (GOLDEN.parents[2] / "data" / "raw" / "truth.json").is_file():
         pytest.skip("data/ example campaign absent")
     tol = _tolerance()
     got, want = run_case(name, tmp_path), load_case(name)
+    try:
+        _compare(name, got, want, tol)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n(compared {_where()})") from None
+
+
+def _compare(name, got, want, tol):
     for part in ("summary", "metrics", "checkpoint"):
         assert_close_tree(json.loads(json.dumps(got[part])), want[part], **tol, path=f"{name}.{part}")
     assert sorted(got["tensors"]) == sorted(want["tensors"])
