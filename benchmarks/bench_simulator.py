@@ -35,7 +35,7 @@ import torch
 
 from hfox_fit import preset_model
 from hfox_fit.laws import pink_coefficients
-from hfox_fit.torch import WeakResetArray
+from hfox_fit.torch import CPU_BLOCK, WeakResetArray
 
 MAX_PULSES = 14
 
@@ -157,6 +157,54 @@ def run(device, cells, steps, seed=0, compiled=True, rounds=3) -> dict:
     }
 
 
+def floors(device, cells, draws, state_bytes, threads, reps=5) -> dict:
+    """What bounds the update: drawing its normal random numbers, and moving its state, measured alone.
+
+    The draws are made as WeakResetArray makes them (one generator per block of
+    ``CPU_BLOCK`` cells, the blocks on ``threads`` worker threads on the CPU); the
+    state traffic is a copy of ``state_bytes`` per cell (read once, written once).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    device = torch.device(device)
+    block = CPU_BLOCK if device.type == "cpu" else cells
+    sizes = [min(block, cells - s) for s in range(0, cells, block)]
+    gens = [torch.Generator(device=device).manual_seed(i) for i in range(len(sizes))]
+
+    def draw(i):
+        torch.randn(draws, sizes[i], generator=gens[i], device=device)
+
+    def all_draws(pool):
+        if pool is None:
+            for i in range(len(sizes)):
+                draw(i)
+        else:
+            list(pool.map(draw, range(len(sizes))))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    pool = ThreadPoolExecutor(threads) if device.type == "cpu" and threads > 1 else None
+    try:
+        all_draws(pool)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            all_draws(pool)
+        t_rng = (time.perf_counter() - t0) / reps
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    src = torch.empty(int(state_bytes * cells) // 4, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        dst.copy_(src)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t_mem = (time.perf_counter() - t0) / reps
+    return {"rng_ms": 1e3 * t_rng, "mem_ms": 1e3 * t_mem}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=1_000_000)
@@ -180,6 +228,13 @@ def main(argv=None):
                   f"({r['compiled_ms']:.1f} ms/step; first call {r['compile_s']:.0f} s, compiling)")
         elif r["compile_s"] is not None:
             print(f"[{r['device']}] WeakResetArray(compile=True): torch.compile failed here; eager only")
+        pm = WeakResetArray(preset_model("paper"), 16, seed=0).pink_markov
+        draws = pm.states + (1 if pm.white_scale > 0 else 0)
+        f = floors(dev, args.cells, draws, r["fast_bytes_per_cell"], torch.get_num_threads())
+        print(f"[{r['device']}] floors: drawing the {draws} normal numbers per cell alone takes {f['rng_ms']:.1f} ms "
+              f"({args.cells / f['rng_ms'] * 1e3:.3g} cell-updates/s at most; {100 * f['rng_ms'] / r['fast_ms']:.0f} % "
+              f"of WeakResetArray's step); copying its {r['fast_bytes_per_cell']:.0f} B/cell state takes "
+              f"{f['mem_ms']:.1f} ms ({100 * f['mem_ms'] / r['fast_ms']:.0f} %)")
         print(f"[{r['device']}] speed-up: {r['speedup']:.1f}x (target >= 10x); "
               f"bytes per cell: {r['fast_bytes_per_cell']:.1f} (target <= 64); "
               f"load average now {os.getloadavg()[0]:.2f}")
