@@ -19,7 +19,7 @@ from ..exceptions import HfoxError
 
 # Order in which commands appear in --help.
 COMMAND_MODULES = (
-    "ingest", "formats", "measurements", "synth", "fit", "devices", "export", "report", "run", "demo",
+    "ingest", "formats", "measurements", "info", "synth", "fit", "devices", "export", "report", "run", "demo",
     "train_demo",
 )
 

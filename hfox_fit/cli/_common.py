@@ -42,13 +42,15 @@ def add_quiet(p: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_pipeline_options(p: argparse.ArgumentParser) -> None:
-    """The reader and fit options of ``run`` and ``demo``, passed on to ``ingest`` and ``fit``."""
+    """The reader, fit and report options of ``run`` and ``demo``, passed on to ``ingest``, ``fit`` and ``report``."""
     p.add_argument("--format", default=None, metavar="NAME", help="reader to use (default: sniffed)")
     p.add_argument("--wafer", default=None, help="wafer id where the files give none")
     p.add_argument("--die", default=None, help="die id where the files give none")
     p.add_argument("--v-read", type=float, default=None, metavar="V", help="read voltage (V) where the files give none")
     p.add_argument("--law", default="auto", help="drift law: " + "|".join(("auto", *AUTO_LAWS)) + " (default: auto)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel fit workers")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the report's simulated population and cell subsamples (default: 0)")
     add_quiet(p, "no progress bars")
     p.add_argument("--train", action="store_true",
                    help="also run the training study (`hfox-fit train-demo`: digits, default settings) into "

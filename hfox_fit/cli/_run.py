@@ -1,7 +1,8 @@
-"""``hfox-fit run``: ingest → fit → export → report in one go, each step run as its own command."""
+"""``hfox-fit run``: ingest → fit → devices → export → report in one go, each step run as its own command."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -15,8 +16,9 @@ def register(subparsers) -> None:
         "run",
         run_pipeline,
         help="ingest, fit, export and report in one go",
-        description="Ingest raw files into OUTDIR/campaign.h5, fit the weak-RESET model, export "
-        "OUTDIR/model.pt and write the validation report to OUTDIR/report/. Re-running on the same "
+        description="Ingest raw files into OUTDIR/campaign.h5, fit the weak-RESET model, write the "
+        "fitted cells to OUTDIR/devices.csv, export OUTDIR/model.pt and write the validation report to "
+        "OUTDIR/report/. Every option is checked before anything is written. Re-running on the same "
         "OUTDIR skips files already ingested and replaces the fit.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="raw files or folders")
@@ -36,23 +38,55 @@ def _step_args(args, out: Path) -> dict[str, list[str]]:
         "ingest": ingest,
         "fit": [store, "--law", args.law, "--jobs", str(args.jobs),
                 "--summary", str(out / "fit_summary.json"), *quiet],
+        "devices": [store, "-o", str(out / "devices.csv")],
         "export": [store, "-o", str(out / "model.pt")],
-        "report": [store, "-o", str(out / "report")],
     }
+    report = [store, "-o", str(out / "report"), "--seed", str(args.seed)]
     if getattr(args, "train", False):
-        steps = {k: v for k, v in steps.items() if k != "report"}
+        # train-demo has no base-seed option (its --seeds is a count), so the seed goes to the report only
         steps["train-demo"] = ["--model", str(out / "model.pt"), "--out", str(out / "train"), *quiet]
-        steps["report"] = [store, "-o", str(out / "report"), "--training", str(out / "train")]
+        report += ["--training", str(out / "train")]
+    steps["report"] = report
     return steps
+
+
+def check_options(args) -> None:
+    """Refuse a bad option of ``run`` or ``demo`` before anything is written (:class:`HfoxError`)."""
+    from ..parsers import list_formats
+    from ._fit import LAW_CHOICES
+
+    if args.law not in LAW_CHOICES:
+        raise HfoxError(f"--law must be one of {', '.join(LAW_CHOICES)}; got {args.law!r}. "
+                        "Pick one, or leave it out to let the fit choose (auto).")
+    if args.jobs < 1:
+        raise HfoxError(f"--jobs must be >= 1 (the number of fit workers); got {args.jobs}.")
+    if args.seed < 0:
+        raise HfoxError(f"--seed must be >= 0; got {args.seed}.")
+    if args.v_read is not None and not (math.isfinite(args.v_read) and args.v_read > 0):
+        raise HfoxError(f"--v-read must be a read voltage > 0 in V (e.g. 0.1); got {args.v_read}.")
+    if args.format is not None:
+        names = [str(p.name) for p in list_formats()]
+        if args.format not in names:
+            raise HfoxError(f"--format must name an installed reader ({', '.join(names)}); got "
+                            f"{args.format!r}. See `hfox-fit formats`, or leave it out to recognise each file.")
+    for raw in args.paths:
+        if not Path(raw).exists():
+            raise HfoxError(f"input {str(raw)!r} does not exist; give existing raw files or folders.")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise HfoxError(f"output {str(out)!r} exists and is not a folder; choose another -o OUTDIR.")
 
 
 def run_pipeline(args) -> int:
     from . import build_parser
 
+    check_options(args)
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise HfoxError(f"output {str(out)!r} exists and is not a folder; choose another -o OUTDIR.")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HfoxError(f"cannot create the output folder {str(out)!r}: {err.strerror or err}; "
+                        "choose another -o OUTDIR.") from err
     parser = build_parser()
     for step, argv in _step_args(args, out).items():
         if not args.quiet:
@@ -66,6 +100,6 @@ def run_pipeline(args) -> int:
         if not args.quiet:
             print(f"   {step} done in {time.perf_counter() - t0:.1f} s", flush=True)
     study = f", training study {out / 'train'}" if getattr(args, "train", False) else ""
-    print(f"hfox-fit run: done. Store {out / 'campaign.h5'}, model {out / 'model.pt'}, "
-          f"report {out / 'report' / 'report.html'}{study}")
+    print(f"hfox-fit run: done. Store {out / 'campaign.h5'}, devices {out / 'devices.csv'}, "
+          f"model {out / 'model.pt'}, report {out / 'report' / 'report.html'}{study}")
     return 0

@@ -7,13 +7,15 @@ the atomic rewrite by :mod:`._file`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..exceptions import StoreError
-from ..schema import DieData, dies_to_table
+from ..schema import CONDITIONS, DieData, dies_to_table
 from ._dies import die_index, read_die
 from ._file import open_store
 from ._fit import StoredFit, load_fit, save_fit
@@ -162,6 +164,74 @@ class CampaignStore:
             out["size_bytes"] = self.path.stat().st_size
             return out
 
+    def inventory(self) -> dict:
+        """Return what the store holds, read from its attributes and small datasets only.
+
+        No per-read array (resistance, present) is read, so this stays fast on a large store.
+
+        Returns
+        -------
+        dict
+            JSON-safe: ``path``, ``format_version``, ``hfox_fit_version``, ``created_at``,
+            ``modified_at``, ``size_bytes``; ``dies`` (one dict per die, sorted: wafer, die,
+            cells, cycles, pulses, trains, reads, failed_reads); ``conditions`` (for each of
+            v_read, v_pulse, pulse_width: one ``{"value", "cells", "trains"}`` per distinct value,
+            ``value`` None for trains that give none; a cell counts once per value it was
+            measured at); ``sources`` (the provenance records without their rejected-line
+            messages and notes); ``fit`` (None, or ``fitted_at``, ``history``,
+            ``hfox_fit_version`` and the fit's ``summary``, without its per-cell table).
+        """
+        with open_store(self.path) as f:
+            try:
+                return self._inventory(f)
+            except (KeyError, OSError, ValueError, TypeError) as err:
+                raise StoreError(
+                    f"{str(self.path)!r} is a campaign store but part of it cannot be read ({err}); the file "
+                    "may be damaged. Restore it from a backup or ingest the raw files again."
+                ) from err
+
+    def _inventory(self, f) -> dict:
+        index = die_index(f)
+        dies = []
+        counts = {col: {} for col in CONDITIONS}
+        for (wafer, die), name in sorted(index.items()):
+            g = f[name]
+            a = g.attrs
+            dies.append({
+                "wafer": wafer, "die": die, "cells": int(a["n_cells"]), "cycles": int(a["n_cycles"]),
+                "pulses": int(a["n_pulses"]), "trains": int(a["n_trains"]), "reads": int(a["n_reads"]),
+                "failed_reads": int(a["n_failed"]),
+            })
+            trained = g["source"][...] >= 0
+            for col in CONDITIONS:
+                _count_values(counts[col], g[col][...], trained)
+        sources = [{k: v for k, v in s.items() if k not in ("rejected", "notes")} for s in read_sources(f)]
+        fit = None
+        if "fit" in f:
+            g = f["fit"]
+            fit = {
+                "fitted_at": attr(g, "fitted_at"),
+                "history": json.loads(attr(g, "history") or "[]"),
+                "hfox_fit_version": attr(g, "hfox_fit_version"),
+                "summary": json.loads(g["summary"].asstr()[()]),
+            }
+        return {
+            "path": str(self.path),
+            "format_version": int(f.attrs["format_version"]),
+            "hfox_fit_version": attr(f, "hfox_fit_version"),
+            "created_at": attr(f, "created_at"),
+            "modified_at": attr(f, "modified_at"),
+            "size_bytes": self.path.stat().st_size,
+            "dies": dies,
+            "conditions": {
+                col: [{"value": v, "cells": c, "trains": t}
+                      for v, (c, t) in sorted(counts[col].items(), key=lambda kv: (kv[0] is None, kv[0] or 0.0))]
+                for col in CONDITIONS
+            },
+            "sources": sources,
+            "fit": fit,
+        }
+
     def _die_group(self, f, wafer, die):
         path = f"measurements/{key(wafer)}/{key(die)}"
         if path not in f:
@@ -197,3 +267,19 @@ class CampaignStore:
             When the store holds no fit yet.
         """
         return load_fit(self.path)
+
+
+def _count_values(counts: dict, values: np.ndarray, trained: np.ndarray) -> None:
+    """Add to ``counts`` ({value or None: [cells, trains]}) the trains of one die's (cells, cycles) ``values``."""
+    values = np.where(trained, values, np.nan)
+    known = ~np.isnan(values)
+    for v in np.unique(values[known]):
+        hit = values == v
+        c = counts.setdefault(float(v), [0, 0])
+        c[0] += int(hit.any(axis=1).sum())
+        c[1] += int(hit.sum())
+    unknown = trained & ~known
+    if unknown.any():
+        c = counts.setdefault(None, [0, 0])
+        c[0] += int(unknown.any(axis=1).sum())
+        c[1] += int(unknown.sum())

@@ -228,7 +228,7 @@ def test_run_with_train_adds_the_study_before_the_report(tmp_path):
 
     args = build_parser().parse_args(["run", "raw", "-o", str(tmp_path), "--train"])
     steps = _step_args(args, tmp_path)
-    assert list(steps) == ["ingest", "fit", "export", "train-demo", "report"]
+    assert list(steps) == ["ingest", "fit", "devices", "export", "train-demo", "report"]
     assert steps["report"][-2:] == ["--training", str(tmp_path / "train")]
     plain = _step_args(build_parser().parse_args(["run", "raw", "-o", str(tmp_path)]), tmp_path)
-    assert list(plain) == ["ingest", "fit", "export", "report"]
+    assert list(plain) == ["ingest", "fit", "devices", "export", "report"]

@@ -1,0 +1,79 @@
+"""`hfox-fit run` and `demo`: every option checked before anything is written; --seed; devices.csv."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from hfox_fit.cli import build_parser, main
+from hfox_fit.cli._run import _step_args
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    """One tiny bench file (60 cells x 1 cycle x 61 reads): enough for every step of `run`."""
+    out = tmp_path_factory.mktemp("raw")
+    assert main(["synth", "-o", str(out), "--format", "bench", "--devices", "60", "--pulses", "60",
+                 "--cycles", "1", "--seed", "3"]) == 0
+    return out
+
+
+BAD = [
+    (["--law", "nope"], "--law must be one of auto, "),
+    (["--jobs", "0"], "--jobs must be >= 1"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--v-read", "-0.1"], "--v-read must be a read voltage > 0"),
+    (["--v-read", "nan"], "--v-read must be a read voltage > 0"),
+    (["--format", "nope"], "--format must name an installed reader (bench, "),
+]
+
+
+@pytest.mark.parametrize(("option", "message"), BAD, ids=[" ".join(o) for o, _ in BAD])
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_a_bad_option_leaves_no_output_folder(raw, tmp_path, capsys, command, option, message):
+    out = tmp_path / "out" / "nested"
+    argv = [command, *([str(raw)] if command == "run" else []), "-o", str(out), *option]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hfox-fit {command}: error: {message}") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_input_or_a_file_as_output_leaves_files_as_they_were(raw, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(raw), str(tmp_path / "absent.csv"), "-o", str(out)]) == 2
+    assert "input" in capsys.readouterr().err and not out.exists()
+    taken = tmp_path / "taken"
+    taken.write_text("keep me\n")
+    assert main(["run", str(raw), "-o", str(taken)]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "keep me\n"
+
+
+def test_seed_goes_to_the_report_and_devices_come_after_the_fit(tmp_path):
+    args = build_parser().parse_args(["run", "raw", "-o", str(tmp_path), "--seed", "7", "--train"])
+    steps = _step_args(args, tmp_path)
+    assert list(steps) == ["ingest", "fit", "devices", "export", "train-demo", "report"]
+    assert steps["devices"] == [str(tmp_path / "campaign.h5"), "-o", str(tmp_path / "devices.csv")]
+    assert steps["report"][steps["report"].index("--seed") + 1] == "7"
+    assert "--seed" not in steps["train-demo"]  # train-demo has no base seed
+    demo = build_parser().parse_args(["demo", "-o", str(tmp_path)])
+    demo.paths = ["raw"]  # what `demo` sets before running the steps
+    default = _step_args(demo, tmp_path)
+    assert default["report"][default["report"].index("--seed") + 1] == "0"
+
+
+def test_run_writes_the_devices_csv_and_passes_the_seed(raw, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(raw), "-o", str(out), "--quiet", "--seed", "5"]) == 0
+    done = capsys.readouterr().out.strip().splitlines()[-1]
+    assert done.startswith("hfox-fit run: done.") and f"devices {out / 'devices.csv'}" in done
+    devices = pd.read_csv(out / "devices.csv")
+    fit = json.loads((out / "fit_summary.json").read_text())
+    assert len(devices) == fit["trains"]["total"] == 60
+    assert list(devices.columns[:4]) == ["wafer", "die", "device", "cycle"]
+    assert {"r0", "r0_stderr", "flag", "flag_reason"} <= set(devices.columns)
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert metrics["meta"]["seed"] == 5
