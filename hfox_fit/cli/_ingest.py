@@ -11,7 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..exceptions import HfoxError, IngestWarning, ParseError, StoreError
+from ..exceptions import FormatError, HfoxError, IngestWarning, ParseError, StoreError
 from ._common import add_command, add_quiet
 
 #: File names ``ingest`` never reads when it walks a folder (besides hidden files).
@@ -32,7 +32,10 @@ def register(subparsers) -> None:
             "the store (same SHA-256) is skipped. A folder means every file in it, recursively, "
             "in sorted order, except hidden files and folders (names starting with '.'), files "
             f"named {', '.join(SKIPPED_NAMES)} (the ground truth written by `hfox-fit synth`) and "
-            "the store itself."
+            "the store itself; a file of a folder that no reader recognises (by its content or suffix; "
+            "with --format, that reader alone) is skipped and named (--strict refuses instead). A file "
+            "named on the command line is always read. A file that holds no read (a header alone) is "
+            "refused."
         ),
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="raw file or folder of raw files")
@@ -48,15 +51,17 @@ def register(subparsers) -> None:
         help="'error' (default): a malformed line stops the ingest; 'skip': drop it, count it "
         "and record the count in the store",
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a folder that holds a file no reader recognises (default: skip that file, "
+        "name it and record it in the store)",
+    )
     add_quiet(p, "no progress bar and no per-file notes")
 
 
-def collect_files(paths, *, exclude=()) -> list[Path]:
-    """Expand files and folders into the list of files to ingest.
-
-    Folders are walked recursively in sorted order; hidden entries (a name
-    starting with '.'), files named in :data:`SKIPPED_NAMES` and the paths in
-    ``exclude`` are left out. A file named explicitly is always taken.
+def _walk(paths, exclude=()):
+    """Yield ``(file, folder)`` for the files to consider: ``folder`` is None for a file named explicitly.
 
     Raises
     ------
@@ -64,42 +69,136 @@ def collect_files(paths, *, exclude=()) -> list[Path]:
         A path does not exist, or a folder holds no file to ingest.
     """
     excluded = {Path(p).resolve() for p in exclude}
-    files: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_file():
-            files.append(p)
+            yield p, None
         elif p.is_dir():
-            found = []
+            found = 0
             for root, dirs, names in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(names):
                     f = Path(root) / name
                     if name.startswith(".") or name in SKIPPED_NAMES or f.resolve() in excluded:
                         continue
-                    found.append(f)
+                    found += 1
+                    yield f, p
             if not found:
                 raise ParseError(
                     "folder holds no file to ingest (hidden files and "
                     f"{', '.join(SKIPPED_NAMES)} are skipped).",
                     path=p,
                 )
-            files.extend(found)
         elif p.exists():
             raise ParseError("is neither a file nor a folder.", path=p)
         else:
             raise ParseError("no such file or folder. Check the path.", path=p)
-    return files
+
+
+def collect_files(paths, *, exclude=()) -> list[Path]:
+    """Expand files and folders into the list of files to consider.
+
+    Folders are walked recursively in sorted order; hidden entries (a name
+    starting with '.'), files named in :data:`SKIPPED_NAMES` and the paths in
+    ``exclude`` are left out. A file named explicitly is always taken.
+    :func:`select_files` then leaves out the files of a folder that no reader
+    recognises.
+
+    Raises
+    ------
+    ParseError
+        A path does not exist, or a folder holds no file to ingest.
+    """
+    return [f for f, _ in _walk(paths, exclude)]
+
+
+def select_files(paths, *, exclude=(), format=None, strict=False):
+    """The files to read, each with its format, and the files of folders left out.
+
+    A file named explicitly is always read (with ``format``, or the format
+    recognised when it is read). A file found in a folder is read when a reader
+    recognises it (its content, else its suffix; only the ``format`` reader when
+    one is given); one that no reader recognises is left out, or refused when
+    ``strict``; one that several readers recognise is refused (which to use
+    cannot be guessed).
+
+    Returns
+    -------
+    (list of (Path, str or None), list of (Path, str))
+        The files to read with the format name to read them with (None: recognise
+        it when it is read), and the files left out with the reason.
+
+    Raises
+    ------
+    ParseError
+        A path does not exist; a folder holds no file that a reader recognises;
+        ``strict`` and a folder holds a file that no reader recognises.
+    FormatError
+        A file of a folder fits several formats.
+    """
+    from ..parsers import list_formats, recognise
+
+    names = ", ".join(p.name for p in list_formats())
+    take: list = []
+    skipped: list = []
+    kept_in: dict = {}
+    for f, folder in _walk(paths, exclude):
+        if folder is None:
+            take.append((f, format))
+            continue
+        kept_in.setdefault(folder, [])
+        try:
+            matches, how = recognise(f, format)
+        except OSError as err:
+            raise ParseError(f"cannot read the file: {err.strerror or err}.", path=f) from err
+        if len(matches) == 1:
+            take.append((f, matches[0].name))
+            kept_in[folder].append(f)
+            continue
+        if not matches:
+            reason = (
+                f"the {format} reader recognises neither its content nor its {how}" if format
+                else f"no reader recognises its content or its {how}"
+            )
+            if strict:
+                raise ParseError(
+                    f"{reason}; --strict refuses a folder that holds such a file. Move the file out of "
+                    f"{str(folder)!r}, or leave out --strict to skip it. Nothing was ingested.",
+                    path=f,
+                )
+            skipped.append((f, reason))
+            continue
+        found = [p.name for p in matches]
+        detail = (
+            f"its content fits several formats {found}" if how == "content"
+            else f"no format recognises its content and its {how} fits several formats {found}"
+        )
+        raise FormatError(
+            f"cannot tell the format of {str(f)!r} (in the folder {str(folder)!r}): {detail}. If it is not "
+            "measurements, move it out of the folder; if it is, ingest it on its own with --format NAME "
+            f"(one of {names}), or give --format NAME for the whole folder when every file in it is of "
+            "that format. Nothing was ingested."
+        )
+    for folder, kept in kept_in.items():
+        if not kept:
+            left = [f"{f.name} ({why})" for f, why in skipped if folder in f.parents][:SHOW_REJECTED]
+            raise ParseError(
+                f"folder holds no file that a reader recognises; left out: {'; '.join(left)}. If they "
+                "are measurements, name them on the command line with --format NAME "
+                f"(one of {names}). Nothing was ingested.",
+                path=folder,
+            )
+    return take, skipped
 
 
 def _read_all(files, args, progress):
     from ..parsers import read_measurements
 
-    for path in files:
+    for path, fmt in files:
         try:
             result = read_measurements(
                 path,
-                args.format,
+                fmt,
                 wafer=args.wafer,
                 die=args.die,
                 v_read=args.v_read,
@@ -126,19 +225,29 @@ def run_ingest(args) -> int:
     store = CampaignStore(args.store)
     if store.exists():
         store.summary()  # a path that is not a store fails here, before any file is read
-    files = collect_files(args.paths, exclude=[store.path])
+    if args.format is not None:
+        from ..parsers import get_parser
+
+        get_parser(args.format)  # an unknown name fails here, before any file is looked at
+    files, skipped = select_files(args.paths, exclude=[store.path], format=args.format, strict=args.strict)
+    for f, why in skipped:
+        print(
+            f"hfox-fit ingest: skipped {f}: {why}. To read it anyway, name it on the command line "
+            "with --format NAME; --strict refuses the folder instead.",
+            file=sys.stderr,
+        )
     progress = None
     if not args.quiet:
         from tqdm import tqdm
 
         progress = tqdm(
-            total=sum(_size(f) for f in files), unit="B", unit_scale=True, unit_divisor=1024,
+            total=sum(_size(f) for f, _ in files), unit="B", unit_scale=True, unit_divisor=1024,
             desc="ingest", file=sys.stderr, delay=1.0, leave=False,
         )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IngestWarning)
         try:
-            summary = store.ingest(_read_all(files, args, progress))
+            summary = store.ingest(_read_all(files, args, progress), skipped=skipped)
         except HfoxError as err:
             sep = "" if str(err).rstrip().endswith((".", "!")) else "."
             raise StoreError(f"{err}{sep} Nothing was ingested; {str(store.path)!r} is as it was.") from err
@@ -168,6 +277,8 @@ def _print_summary(summary, store, *, quiet: bool) -> None:
     line = f"ingested {n_new} file(s) into {summary.store}"
     if n_dup:
         line += f"; {n_dup} file(s) already present, skipped"
+    if summary.left_out:
+        line += f"; {len(summary.left_out)} unrecognised file(s) skipped (named above)"
     print(line)
     if n_new:
         print(
@@ -189,4 +300,4 @@ def _print_summary(summary, store, *, quiet: bool) -> None:
     )
 
 
-__all__ = ["register", "collect_files", "SKIPPED_NAMES"]
+__all__ = ["register", "collect_files", "select_files", "SKIPPED_NAMES"]

@@ -4,6 +4,7 @@ Public API (contract used by the store, the CLI and ``synth``)::
 
     read_measurements(path, format=None, *, wafer=None, die=None, v_read=None,
                       on_bad_lines="error") -> ReadResult
+    recognise(path, format=None) -> (list[Parser], how)
     write_measurements(table, path, format, **options) -> list[pathlib.Path]
     list_formats() -> list[Parser]
     get_parser(name) -> Parser
@@ -38,6 +39,7 @@ __all__ = [
     "get_parser",
     "list_formats",
     "read_measurements",
+    "recognise",
     "write_measurements",
 ]
 
@@ -76,7 +78,8 @@ def read_measurements(path, format=None, *, wafer=None, die=None, v_read=None,
     Raises
     ------
     ParseError
-        The file cannot be read; the message names the file and line (or HDF5 path).
+        The file cannot be read, or holds no read at all (a header alone); the
+        message names the file and line (or HDF5 path).
     FormatError
         No installed format (or several) recognises the file, or ``format`` is unknown.
 
@@ -107,6 +110,8 @@ def read_measurements(path, format=None, *, wafer=None, die=None, v_read=None,
             f"parser {parser.name!r} returned {type(result).__name__} for {str(path)!r}, not a ReadResult; "
             "fix that parser plug-in."
         )
+    if result.rows_read == 0:
+        raise ParseError(_no_reads(path), path=path)
     table = validate_table(result.table, source=f"{parser.name} reader of {str(path)!r}")
     if result.rows_read != len(table) + result.rows_rejected:
         raise FormatError(
@@ -123,10 +128,42 @@ def read_measurements(path, format=None, *, wafer=None, die=None, v_read=None,
     return replace(result, table=table, path=path, format=parser.name)
 
 
-def _choose(path: Path) -> Parser:
-    """The parser for ``path``: the ones that sniff its content, else those of its suffix."""
+def _no_reads(path: Path) -> str:
+    """The message for a file that holds no data row at all (a header alone)."""
     head = read_head(path, SNIFF_BYTES)
-    parsers = list_formats()
+    if b"\x00" in head:  # binary (HDF5, Parquet): no lines to count
+        what = "holds no reads: only its header (groups, columns or metadata), no data"
+    else:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        n = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        what = f"holds no reads: only its header ({n} line(s)), no data row below it"
+    return (
+        f"{what}; expected at least one read. If the run measured nothing, leave the file out of the "
+        "ingest (move it out of the folder you ingest); if it did, export it again with its data."
+    )
+
+
+def recognise(path, format=None) -> tuple[list, str]:
+    """Which formats recognise a file, without reading it: by its content, else by its suffix.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file (only its first bytes are read).
+    format : str, optional
+        Consider this format alone (as ``--format`` does).
+
+    Returns
+    -------
+    (list of Parser, str)
+        The parsers that recognise the file (none, one or several) and how:
+        ``"content"`` or ``"suffix '.csv'"``. ``read_measurements(path)``
+        reads a file that exactly one parser recognises.
+    """
+    path = Path(path)
+    head = read_head(path, SNIFF_BYTES)
+    parsers = [get_parser(format)] if format is not None else list_formats()
     matches = []
     for parser in parsers:
         try:
@@ -139,13 +176,20 @@ def _choose(path: Path) -> Parser:
                 IngestWarning,
                 stacklevel=3,
             )
-    how = "content"
-    if not matches:
-        suffix = path.suffix.lower()
-        matches = [p for p in parsers if suffix and suffix in tuple(s.lower() for s in p.suffixes)]
-        how = f"suffix {suffix!r}"
+    if matches:
+        return matches, "content"
+    suffix = path.suffix.lower()
+    matches = [p for p in parsers if suffix and suffix in tuple(s.lower() for s in p.suffixes)]
+    return matches, f"suffix {suffix!r}"
+
+
+def _choose(path: Path) -> Parser:
+    """The parser for ``path``: the ones that sniff its content, else those of its suffix."""
+    matches, how = recognise(path)
     if len(matches) == 1:
         return matches[0]
+    head = read_head(path, SNIFF_BYTES)
+    parsers = list_formats()
     names = [p.name for p in parsers]
     hint = ""
     if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head[:512]:

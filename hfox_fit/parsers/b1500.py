@@ -14,10 +14,11 @@
     DataValue, 0, 1.4312000000000001E-05
 
 Records follow each other newest first. ``TestTarget`` names the cell
-(``{wafer}_{die}_{array}_r{row}c{col}``), ``IterationIndex`` the cycle; the
-data hold a pulse counter ``PulseNo`` and the read current ``Iread`` (A) or a
-read resistance ``Rread`` (Ohm); other columns and other header lines are
-ignored. The ``DataValue`` lines of a record go through the pandas C engine;
+(``{wafer}_{die}_{array}_r{row}c{col}``), ``IterationIndex`` the cycle (a
+record without one is one cycle, numbered by its order among the records of its
+cell in the file, from 0, and noted); the data hold a pulse counter ``PulseNo``
+and the read current ``Iread`` (A) or a read resistance ``Rread`` (Ohm); other
+columns and other header lines are ignored. The ``DataValue`` lines of a record go through the pandas C engine;
 only a record that holds a bad line is read line by line.
 """
 
@@ -79,6 +80,8 @@ TARGET = "testrecord.testtarget"
 ITERATION = "testrecord.iterationindex"
 _TARGET_RE = re.compile(r"^(?:(?P<wafer>.+)_(?P<die>[^_]+)_)?(?P<array>[^_/]+)_r(?P<row>\d+)c(?P<col>\d+)$")
 _DATA = b"DataValue"
+#: Records named in the note about records without an IterationIndex.
+SHOW_NOTED = 3
 
 
 class B1500Parser(Parser):
@@ -181,6 +184,8 @@ class _B1500Reader:
         self.from_name = ids_from_name(path)
         self.records: list = []
         self.seen: dict = {}
+        self.cell_records: dict = {}  # (wafer, die, device) -> records of that cell so far
+        self.no_iteration: list = []  # (record index, line, device, cycle) of records without one
         self.order = TrainOrder()
         self.rows_read = 0
 
@@ -290,15 +295,17 @@ class _B1500Reader:
                     path=self.path, line=tline,
                 )
         device = device_id(m["array"], int(m["row"]), int(m["col"]))
+        cell = (str(ids["wafer"]), str(ids["die"]), device)
+        order = self.cell_records.get(cell, 0)
+        self.cell_records[cell] = order + 1
         text, iline = rec.meta.get(ITERATION, (None, rec.line))
         if text is None:
-            raise ParseError(
-                f"{where} has no 'MetaData, TestRecord.IterationIndex' line; it gives the cycle number.",
-                path=self.path, line=rec.line,
-            )
-        cycle, msg = parse_counter(text, "IterationIndex")
-        if msg:
-            raise ParseError(msg + ".", path=self.path, line=iline)
+            cycle = order
+            self.no_iteration.append((rec.index, rec.line, device, cycle))
+        else:
+            cycle, msg = parse_counter(text, "IterationIndex")
+            if msg:
+                raise ParseError(msg + ".", path=self.path, line=iline)
         cond = {}
         file_v = None
         if "v_read" in rec.params:
@@ -426,10 +433,14 @@ class _B1500Reader:
         where = (lambda pos: pos + first_line) if lines is None else (lambda pos: lines[pos])
         if rec.duplicate_of is not None:
             wafer, die, device, cycle = rec.identity[:4]
+            why = "" if ITERATION in rec.meta else (
+                f" (it has no TestRecord.IterationIndex: cycle {cycle} is its order among the records "
+                "of the cell, from 0)"
+            )
             self.rejects.add_many(
                 where(np.arange(len(pulse))),
                 lambda i: f"the record at line {rec.line} repeats cell {device} cycle {cycle} of "
-                          f"{wafer}/{die}, already read in the record at line {rec.duplicate_of}; "
+                          f"{wafer}/{die}, already read in the record at line {rec.duplicate_of}{why}; "
                           "expected one record per cell and IterationIndex",
             )
             return
@@ -467,7 +478,26 @@ class _B1500Reader:
         self.notes.add(f"{self.path}:{rec.line}: {msg}; the reads present were kept")
 
     # ------------------------------------------------------------ assembly
+    def _note_no_iteration(self) -> None:
+        """One note for the records read without an IterationIndex (the first few named)."""
+        gone = self.no_iteration
+        if not gone:
+            return
+        each = [f"record {i} (line {ln}, cell {dev}) as cycle {c}" for i, ln, dev, c in gone[:SHOW_NOTED]]
+        more = f", and {len(gone) - SHOW_NOTED} more" if len(gone) > SHOW_NOTED else ""
+        if len(gone) == 1:
+            i, ln, dev, c = gone[0]
+            head = f"record {i} (line {ln}) has no TestRecord.IterationIndex: read as cycle {c}"
+            tail = f"its order among the records of cell {dev} in the file, from 0"
+            self.notes.add(f"{head} ({tail})")
+            return
+        self.notes.add(
+            f"{len(gone)} records have no TestRecord.IterationIndex: each is read as one cycle, numbered "
+            f"by its order among the records of its cell in the file (from 0): {'; '.join(each)}{more}"
+        )
+
     def _finish(self) -> ReadResult:
+        self._note_no_iteration()
         kept = [r for r in self.records if r.pulses]
         counts = [sum(len(p) for p in r.pulses) for r in kept]
         ids = {}

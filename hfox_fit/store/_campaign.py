@@ -57,7 +57,7 @@ class CampaignStore:
         return self.path.exists()
 
     # ------------------------------------------------------------------ ingest
-    def ingest(self, results: Iterable) -> IngestSummary:
+    def ingest(self, results: Iterable, *, skipped=()) -> IngestSummary:
         """Add the tables of several read files to the store, all or nothing.
 
         Parameters
@@ -66,6 +66,10 @@ class CampaignStore:
             What :func:`hfox_fit.parsers.read_measurements` returned for each
             file. A generator is consumed one result at a time, so only one
             file's table is in memory at once.
+        skipped : iterable of (path, reason), optional
+            Files of the same ingest that were left out (no reader recognises
+            them): they go into ``IngestSummary.left_out`` and
+            into the provenance record of each file added (``skipped_beside``).
 
         Returns
         -------
@@ -86,7 +90,7 @@ class CampaignStore:
         raised while ``results`` is consumed (a reader's ParseError, Ctrl-C)
         also leave the store untouched.
         """
-        return ingest(self.path, results)
+        return ingest(self.path, results, skipped)
 
     def ingest_table(self, table: pd.DataFrame, *, name: str = "table", format: str = "table") -> IngestSummary:
         """Ingest a measurement table that does not come from a file.

@@ -50,6 +50,10 @@ class IngestSummary:
         Readers' notes (defaults taken, ...) and the store's own remarks.
     dies : list of (str, str)
         (wafer, die) written or changed.
+    left_out : list of (str, str)
+        Files of the same ingest left out because no reader recognises them:
+        (path, reason). They are also in the provenance record
+        (``skipped_beside``) of every file this ingest added.
     write_seconds : float
         Wall time spent writing the new or changed dies into the HDF5 file (their
         datasets and attributes, compression included). Reading the files, splitting
@@ -67,6 +71,7 @@ class IngestSummary:
     notes: list = field(default_factory=list)
     dies: list = field(default_factory=list)
     write_seconds: float = 0.0
+    left_out: list = field(default_factory=list)
 
     @property
     def skipped(self) -> list:
@@ -105,15 +110,19 @@ def read_sources(f) -> list[dict]:
     return [json.loads(s) for s in f["sources"].asstr()[...]]
 
 
-def ingest(path: Path, results: Iterable) -> IngestSummary:
+def ingest(path: Path, results: Iterable, skipped=()) -> IngestSummary:
     """Add the read results to the store ``path`` (see :meth:`CampaignStore.ingest`)."""
+    left_out = [(str(p), str(why)) for p, why in skipped]
+    beside = [f"{p}: {why}" for p, why in left_out[:MAX_REJECTED]]
+    if len(left_out) > MAX_REJECTED:
+        beside.append(f"... and {len(left_out) - MAX_REJECTED} more")
     if path.exists():
         with open_store(path) as f:
             old_sources = read_sources(f)
     else:
         old_sources = []
     known = {s["sha256"]: s["path"] for s in old_sources}
-    summary = IngestSummary(store=str(path))
+    summary = IngestSummary(store=str(path), left_out=left_out)
     parts: dict[tuple[str, str], list] = {}
     new_sources: list[dict] = []
     for res in results:
@@ -133,6 +142,8 @@ def ingest(path: Path, results: Iterable) -> IngestSummary:
         stored = len(table)
         del table  # with ``del res`` below: only one file's table is alive at a time
         record = _source_record(res, index=index, label=label, sha=sha, size=size, stored=stored, dies=dies)
+        if beside:
+            record["skipped_beside"] = beside
         for d in dies:
             src = np.where(d.present.any(axis=2), np.int32(index), np.int32(-1))
             parts.setdefault((d.wafer, d.die), []).append((d, src))

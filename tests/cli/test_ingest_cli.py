@@ -102,6 +102,149 @@ def test_collect_files_skips_truth_hidden_and_store(tmp_path):
     assert collect_files([tmp_path / ".x.csv"]) == [tmp_path / ".x.csv"]  # named explicitly: taken
 
 
+# ------------------------------------------------------------------ a header alone
+def _bench_header(raw: Path) -> str:
+    lines = bench_files(raw)[0].read_text().splitlines(keepends=True)
+    return "".join(lines[: next(i for i, line in enumerate(lines) if not line.startswith("#")) + 1])
+
+
+@pytest.mark.parametrize("fmt", ["bench", "tidy"])
+def test_header_only_file_is_refused_and_the_store_untouched(tmp_path, raw, fmt, capsys):
+    f = tmp_path / ("W01_D01_A9.csv" if fmt == "bench" else "table.csv")
+    f.write_text(_bench_header(raw) if fmt == "bench" else "wafer,die,device,cycle,pulse,resistance,v_read,"
+                 "v_pulse,pulse_width\n")
+    n = f.read_text().count("\n")
+    store = tmp_path / "c.h5"
+    assert main(["ingest", str(f), "--store", str(store)]) == 2
+    out, err = capsys.readouterr()
+    assert err == (f"hfox-fit ingest: error: {f}: holds no reads: only its header ({n} line(s)), no data row "
+                   "below it; expected at least one read. If the run measured nothing, leave the file out of "
+                   "the ingest (move it out of the folder you ingest); if it did, export it again with its "
+                   f"data. Nothing was ingested; {str(store)!r} is as it was.\n")
+    assert out == "" and not store.exists()  # not even created
+
+    # In a folder beside good files, and into an existing store: refused, the store as it was.
+    first = bench_files(raw)[0]
+    assert main(["ingest", str(first), "--store", str(store), "--quiet"]) == 0
+    before = sha(store)
+    folder = copy_raw(raw, tmp_path / "raw")
+    shutil.copy(f, folder / f.name)
+    capsys.readouterr()
+    assert main(["ingest", str(folder), "--store", str(store)]) == 2
+    assert "holds no reads: only its header" in capsys.readouterr().err
+    assert sha(store) == before
+
+
+# ------------------------------------------------------------------ a folder with other files
+def _folder_with_extras(raw: Path, dest: Path) -> Path:
+    folder = copy_raw(raw, dest)
+    (folder / "README.txt").write_text("wafer W01, measured on the bench\n")
+    (folder / "sub").mkdir(exist_ok=True)
+    (folder / "sub" / "notes.md").write_text("# notes\n")
+    (folder / "map.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    return folder
+
+
+def test_folder_skips_and_names_the_files_no_reader_recognises(tmp_path, raw, raw_table, capsys):
+    folder = _folder_with_extras(raw, tmp_path / "raw")
+    store = tmp_path / "c.h5"
+    files = bench_files(raw)
+    assert main(["ingest", str(folder), "--store", str(store)]) == 0
+    out, err = capsys.readouterr()
+    extras = [folder / "README.txt", folder / "map.png", folder / "sub" / "notes.md"]
+    assert err.splitlines() == [
+        f"hfox-fit ingest: skipped {p}: no reader recognises its content or its suffix {p.suffix!r}. To read it "
+        "anyway, name it on the command line with --format NAME; --strict refuses the folder instead."
+        for p in extras
+    ]
+    assert f"ingested {len(files)} file(s) into {store}; 3 unrecognised file(s) skipped (named above)" in out
+    cs = CampaignStore(store)
+    assert cs.summary()["reads"] == len(raw_table)
+    assert [Path(s["path"]).name for s in cs.sources()] == [f.name for f in files]
+    for rec in cs.sources():  # the provenance says what was left out beside each file
+        assert rec["skipped_beside"] == [
+            f"{p}: no reader recognises its content or its suffix {p.suffix!r}" for p in extras
+        ]
+
+    # The same with --format: only that reader is asked.
+    other = tmp_path / "d.h5"
+    assert main(["ingest", str(folder), "--store", str(other), "--format", "bench", "--quiet"]) == 0
+    assert "skipped " + str(folder / "README.txt") + ": the bench reader recognises neither its content nor " \
+           "its suffix '.txt'" in capsys.readouterr().err
+    assert CampaignStore(other).summary()["reads"] == len(raw_table)
+
+
+def test_strict_refuses_a_folder_with_a_file_no_reader_recognises(tmp_path, raw, capsys):
+    folder = _folder_with_extras(raw, tmp_path / "raw")
+    store = tmp_path / "c.h5"
+    assert main(["ingest", str(folder), "--store", str(store), "--strict"]) == 2
+    out, err = capsys.readouterr()
+    assert err == (f"hfox-fit ingest: error: {folder / 'README.txt'}: no reader recognises its content or its "
+                   "suffix '.txt'; --strict refuses a folder that holds such a file. Move the file out of "
+                   f"{str(folder)!r}, or leave out --strict to skip it. Nothing was ingested.\n")
+    assert out == "" and not store.exists()
+    assert main(["ingest", str(bench_files(raw)[0]), "--store", str(store), "--quiet"]) == 0
+    before = sha(store)
+    assert main(["ingest", str(folder), "--store", str(store), "--strict"]) == 2
+    assert sha(store) == before
+    # Following the advice works: with the extra files moved out, --strict ingests the folder.
+    for p in ("README.txt", "map.png", "sub/notes.md"):
+        (folder / p).unlink()
+    capsys.readouterr()
+    assert main(["ingest", str(folder), "--store", str(store), "--strict", "--quiet"]) == 0
+    assert len(CampaignStore(store).sources()) == len(bench_files(raw))
+
+
+def test_a_file_named_explicitly_is_never_skipped_and_the_advice_works(tmp_path, capsys):
+    """A B1500 export that starts with a TestParameter line is not recognised in a folder; named with --format it is read."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    text = ("TestParameter, Measurement.Read.Voltage, 0.1\nMetaData, TestRecord.TestTarget, W07_D12_A2_r00c00\n"
+            "MetaData, TestRecord.IterationIndex, 0\nDataName, PulseNo, Iread\nDataValue, 0, 1E-05\n"
+            "DataValue, 1, 1.1E-05\n")
+    odd = folder / "W07_D12_run.dat"
+    odd.write_text(text)
+    (folder / "W07_D12_A2.csv").write_text("# hfox-bench v1\n# v_read: 0.1\nrow,col,cycle,pulse,i_read\n"
+                                           "0,0,1,0,1e-05\n")
+    store = tmp_path / "c.h5"
+    assert main(["ingest", str(folder), "--store", str(store), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {odd}: no reader recognises its content or its suffix '.dat'. To read it anyway, name it " \
+           "on the command line with --format NAME" in err
+    assert CampaignStore(store).summary()["reads"] == 1
+    # Named on the command line without --format: refused (strict), naming the file.
+    assert main(["ingest", str(odd), "--store", str(store)]) == 2
+    assert f"cannot infer the format of {str(odd)!r}" in capsys.readouterr().err
+    # The advice: named with --format, it is read.
+    assert main(["ingest", str(odd), "--store", str(store), "--format", "b1500", "--quiet"]) == 0
+    assert CampaignStore(store).summary()["reads"] == 3
+
+
+def test_folder_of_unrecognised_files_or_an_ambiguous_one_is_refused(tmp_path, raw, capsys):
+    only = tmp_path / "docs"
+    only.mkdir()
+    (only / "README.txt").write_text("hello\n")
+    store = tmp_path / "c.h5"
+    assert main(["ingest", str(only), "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert f"{only}: folder holds no file that a reader recognises; left out: README.txt (no reader recognises " \
+           "its content or its suffix '.txt'). If they are measurements, name them on the command line with " \
+           "--format NAME (one of bench, b1500, ramps, hdf5, tidy). Nothing was ingested." in err
+    assert not store.exists()
+    # A .csv that no reader recognises by content may be a damaged data file: refused, not skipped.
+    folder = copy_raw(raw, tmp_path / "raw")
+    (folder / "wafer_map.csv").write_text("x,y\n1,2\n")
+    assert main(["ingest", str(folder), "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert (f"cannot tell the format of {str(folder / 'wafer_map.csv')!r} (in the folder {str(folder)!r}): no "
+            "format recognises its content and its suffix '.csv' fits several formats ['bench', 'b1500', "
+            "'ramps', 'tidy']. If it is not measurements, move it out of the folder; if it is, ingest it on its "
+            "own with --format NAME") in err
+    assert not store.exists()
+    (folder / "wafer_map.csv").rename(tmp_path / "wafer_map.csv")  # the advice: moved out, the folder goes in
+    assert main(["ingest", str(folder), "--store", str(store), "--quiet"]) == 0
+
+
 def test_unreadable_file_leaves_store_untouched(tmp_path, raw, capsys):
     folder = copy_raw(raw, tmp_path / "raw")
     store = tmp_path / "c.h5"

@@ -160,7 +160,6 @@ def test_truncated_record(tmp_path):
         ({"target": None}, r":1: the record at line 1 has no 'MetaData, TestRecord.TestTarget' line"),
         ({"target": "cell7"}, r":6: the record at line 1 has TestTarget 'cell7'; expected the cell as "
                               r"\{wafer\}_\{die\}_\{array\}_r\{row\}c\{col\}"),
-        ({"iteration": None}, r":1: the record at line 1 has no 'MetaData, TestRecord.IterationIndex' line"),
         ({"iteration": "x"}, r":7: IterationIndex must be a non-negative integer, saw 'x'"),
         ({"names": "PulseNo, Vread"}, r":10: expected a read current column 'Iread' \(A\) or a read resistance "
                                       r"column 'Rread' \(Ohm\) in DataName, saw \['PulseNo', 'Vread'\]"),
@@ -171,6 +170,49 @@ def test_truncated_record(tmp_path):
 def test_bad_record_headers(tmp_path, kw, match):
     with pytest.raises(ParseError, match=r"W07_D12\.csv" + match):
         read_measurements(write(tmp_path, record(**kw)))
+
+
+def test_record_without_iteration_index_is_one_cycle_numbered_by_its_order(tmp_path):
+    """Records without IterationIndex: one cycle each, numbered per cell in file order, noted."""
+    a = record(iteration=None)
+    b = record(iteration=None, rows=((0, "2E-05"), (1, "2.1E-05"), (2, "2.2E-05")))
+    other = record(target="W07_D12_A2_r00c01", iteration=None, rows=((0, "3E-05"),))
+    res = read_measurements(write(tmp_path, a + other + b))
+    t = res.table.astype({"device": str})
+    got = t.groupby(["device", "cycle"]).size().to_dict()
+    assert got == {("A2/r00c00", 0): 2, ("A2/r00c00", 1): 3, ("A2/r00c01", 0): 1}
+    assert res.rows_read == 6 and res.rows_rejected == 0
+    (note,) = [n for n in res.notes if "IterationIndex" in n]
+    assert note.startswith("3 records have no TestRecord.IterationIndex: each is read as one cycle")
+    assert "record 0 (line 1, cell A2/r00c00) as cycle 0" in note
+    assert "record 2 (line 22, cell A2/r00c00) as cycle 1" in note
+    assert [r["iteration_index"] for r in res.metadata["records"]] == [None, None, None]
+
+    (only,) = [n for n in read_measurements(write(tmp_path, a, "W07_D12_one.csv")).notes if "Iteration" in n]
+    assert only == ("record 0 (line 1) has no TestRecord.IterationIndex: read as cycle 0 "
+                    "(its order among the records of cell A2/r00c00 in the file, from 0)")
+
+
+def test_bad_row_of_a_record_without_iteration_index_is_reported_at_its_line(tmp_path):
+    text = record(iteration=None) + record(iteration=None, rows=((0, "2E-05"), ("x", "2.1E-05"), (2, "2.2E-05")))
+    f = write(tmp_path, text)
+    with pytest.raises(ParseError, match=r"W07_D12\.csv:22: PulseNo must be a non-negative integer, saw 'x'"):
+        read_measurements(f)
+    res = read_measurements(f, on_bad_lines="skip")
+    assert (res.rows_read, len(res.table), res.rows_rejected) == (5, 4, 1)
+    assert res.rejected == [f"{f}:22: PulseNo must be a non-negative integer, saw 'x'"]
+    assert sorted(res.table["cycle"].tolist()) == [0, 0, 1, 1]
+
+
+def test_record_without_iteration_index_beside_one_with_it(tmp_path):
+    """The order counts every record of the cell; a clash with a given index is a repeated train."""
+    f = write(tmp_path, record(iteration=5) + record(iteration=None))
+    assert sorted(set(read_measurements(f).table["cycle"])) == [1, 5]
+    f = write(tmp_path, record(iteration=1) + record(iteration=None), "W07_D12_clash.csv")
+    with pytest.raises(ParseError, match=r":22: the record at line 13 repeats cell A2/r00c00 cycle 1 of W07/D12, "
+                                         r"already read in the record at line 1 \(it has no TestRecord\."
+                                         r"IterationIndex: cycle 1 is its order"):
+        read_measurements(f)
 
 
 def test_target_without_ids_and_no_file_convention(tmp_path):

@@ -19,9 +19,10 @@ from hfox_fit.parsers import (
     get_parser,
     list_formats,
     read_measurements,
+    recognise,
     write_measurements,
 )
-from hfox_fit.schema import validate_table
+from hfox_fit.schema import COLUMNS, validate_table
 
 BUILTINS = ["bench", "b1500", "ramps", "hdf5", "tidy"]
 TARGETS = {"bench": "raw", "b1500": "raw", "ramps": "raw", "hdf5": "W01.h5", "tidy": "W01.csv"}
@@ -257,3 +258,69 @@ def test_ids_taken_from_arguments_are_noted(tmp_path):
     res = read_measurements(f, wafer="W1", die="D2", v_read=0.2)
     assert res.notes[:2] == ["wafer 'W1' taken from the arguments", "die 'D2' taken from the arguments"]
     assert "v_read 0.2 taken from the arguments" in res.notes
+
+
+# ------------------------------------------------------------ a header and no read
+def _header_only(fmt: str) -> str:
+    if fmt == "bench":
+        text = (DATA / "W07_D12_A2.csv").read_text()
+        return text[: text.index("row,col,cycle,pulse,i_read\n") + len("row,col,cycle,pulse,i_read\n")]
+    if fmt == "tidy":
+        return ",".join(COLUMNS) + "\n"
+    if fmt == "ramps":
+        return "rmp1,rmp2,rmp3\n"
+    return ("SetupTitle, WeakReset\nPrimitiveTest, WeakResetTrain\nTestParameter, Measurement.Read.Voltage, 0.1\n"
+            "MetaData, TestRecord.TestTarget, W07_D12_A2_r00c00\nMetaData, TestRecord.IterationIndex, 3\n"
+            "DataName, PulseNo, Iread\n")
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+@pytest.mark.parametrize("fmt", ["bench", "tidy", "ramps", "b1500"])
+def test_a_header_alone_is_refused(tmp_path, fmt, crlf):
+    text = _header_only(fmt)
+    n = text.count("\n")
+    f = tmp_path / "W07_D12_A2.csv"
+    f.write_bytes(text.replace("\n", "\r\n" if crlf else "\n").encode())
+    assert [p.name for p in recognise(f)[0]] == [fmt]  # it does look like the format
+    for how in (None, fmt):
+        with pytest.raises(ParseError, match=rf"W07_D12_A2\.csv: holds no reads: only its header \({n} line\(s\)\), "
+                                             r"no data row below it; expected at least one read\. If the run "
+                                             r"measured nothing, leave the file out of the ingest"):
+            read_measurements(f, how)
+    with pytest.raises(ParseError, match="holds no reads"):
+        read_measurements(f, how, on_bad_lines="skip")
+
+
+def test_an_hdf5_dump_or_parquet_table_without_reads_is_refused(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    f = tmp_path / "W07_D12.h5"
+    with h5py.File(f, "w") as h:
+        g = h.create_group("W07/D12/A2")
+        g.attrs.update(v_read=0.1, v_pulse=1.25, pulse_width=1e-6)
+        g["row"] = np.zeros(0, np.int64)
+        g["col"] = np.zeros(0, np.int64)
+        g["i_read"] = np.zeros((0, 4))
+    with pytest.raises(ParseError, match=r"W07_D12\.h5: holds no reads: only its header \(groups, columns or "
+                                         r"metadata\), no data; expected at least one read"):
+        read_measurements(f)
+    pytest.importorskip("pyarrow")
+    p = tmp_path / "t.parquet"
+    sample_table().iloc[:0].to_parquet(p)
+    with pytest.raises(ParseError, match=r"t\.parquet: holds no reads: only its header"):
+        read_measurements(p)
+
+
+def test_recognise_says_which_formats_and_how(tmp_path):
+    assert [p.name for p in recognise(DATA / "W07_D12_A2.csv")[0]] == ["bench"]
+    assert recognise(DATA / "W07_D12_A2.csv")[1] == "content"
+    notes = tmp_path / "notes.md"
+    notes.write_text("# notes\n")
+    assert recognise(notes) == ([], "suffix '.md'")
+    odd = tmp_path / "x.csv"
+    odd.write_text("a,b\n1,2\n")
+    matches, how = recognise(odd)
+    assert [p.name for p in matches] == ["bench", "b1500", "ramps", "tidy"] and how == "suffix '.csv'"
+    assert [p.name for p in recognise(odd, "ramps")[0]] == ["ramps"]
+    assert recognise(notes, "bench") == ([], "suffix '.md'")
+    with pytest.raises(FormatError, match="unknown format 'nope'"):
+        recognise(notes, "nope")
