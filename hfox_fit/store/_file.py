@@ -13,7 +13,7 @@ from pathlib import Path
 
 import h5py
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, refuse_read_only
 from .._version import __version__
 from ..exceptions import StoreError
 from ..schema import COLUMNS, UNITS
@@ -79,6 +79,14 @@ def _check_format(f: h5py.File, p: Path) -> None:
         )
 
 
+_READ_ONLY = {"error": StoreError, "what": "the campaign store", "needs": "ingest/fit need to rewrite it"}
+
+
+def check_writable(p: Path) -> None:
+    """Refuse (StoreError) a read-only store file before any work: every change rewrites it."""
+    refuse_read_only(p, **_READ_ONLY)
+
+
 @contextmanager
 def rewrite(p: Path):
     """Yield ``(old, new)`` h5py files; on success move ``new`` over the store ``p``.
@@ -86,11 +94,13 @@ def rewrite(p: Path):
     ``old`` is the current store opened read-only (None when there is none).
     Any exception, KeyboardInterrupt included, removes the new file and
     leaves the store untouched; so does a change of the store by another
-    process meanwhile (:class:`StoreError`).
+    process meanwhile (:class:`StoreError`). A read-only store is refused
+    (:func:`check_writable`), never replaced.
     """
     old_stat = None
     if p.exists():
         open_store(p).close()  # refuse non-stores before writing anything
+        check_writable(p)
         old_stat = os.stat(p)
     elif not p.parent.is_dir():
         raise StoreError(
@@ -99,7 +109,7 @@ def rewrite(p: Path):
         )
     with ExitStack() as stack:
         try:
-            tmp = stack.enter_context(atomic_path(p))
+            tmp = stack.enter_context(atomic_path(p, **_READ_ONLY))
         except OSError as err:
             raise StoreError(f"cannot write beside the campaign store {str(p)!r}: {err}.") from err
         old = open_store(p) if old_stat is not None else None

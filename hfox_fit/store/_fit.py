@@ -11,7 +11,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..exceptions import StoreError
-from ._file import init_root, open_store, rewrite
+from ._file import check_writable, init_root, open_store, rewrite
 from ._h5 import STR, attr, dumps, now, read_array, read_frame, write_array, write_frame
 
 
@@ -31,8 +31,8 @@ def save_fit(path: Path, cells: pd.DataFrame, summary: dict, model: dict, arrays
     """Save a fit in the store ``path`` (see :meth:`CampaignStore.save_fit`)."""
     if not isinstance(cells, pd.DataFrame):
         raise StoreError(f"save_fit: cells must be a pandas DataFrame, got {type(cells).__name__}.")
-    if not path.exists():
-        open_store(path)  # raises the 'does not exist' message
+    open_store(path).close()  # a missing or damaged store is refused first
+    check_writable(path)  # then a read-only one, before any work
     summary_json, model_json = dumps(summary), dumps(model)
     with rewrite(path) as (old, new):
         for name in old:

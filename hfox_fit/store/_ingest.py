@@ -22,7 +22,7 @@ from .._version import __version__
 from ..exceptions import StoreError
 from ..schema import COLUMNS, CONDITIONS, DieData, table_to_dies, validate_table
 from ._dies import read_die, write_die
-from ._file import init_root, open_store, rewrite
+from ._file import check_writable, init_root, open_store, rewrite
 from ._h5 import STR, attr, dumps, key, now
 
 #: Rejected-line messages kept per source file.
@@ -119,6 +119,7 @@ def ingest(path: Path, results: Iterable, skipped=()) -> IngestSummary:
     if path.exists():
         with open_store(path) as f:
             old_sources = read_sources(f)
+        check_writable(path)  # before any raw file is read
     else:
         old_sources = []
     known = {s["sha256"]: s["path"] for s in old_sources}

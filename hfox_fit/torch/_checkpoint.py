@@ -5,14 +5,22 @@ The file is a plain dict that opens with ``torch.load(path, weights_only=True)``
     {"format": "hfox_fit.device_model", "format_version": 1,
      "hfox_fit_version": "0.1.0",
      "config": {...plain types: law, parameter names, law families, provenance...},
-     "state_dict": {"d2d.m1.params": tensor, "d2d.m1.bounds": tensor, ...}}
+     "state_dict": {"d2d.m1.params": tensor, "d2d.m1.bounds": tensor, ...},
+     "checksum": "sha256:..."}
 
 Every number of the model is a float64 tensor of ``state_dict`` (so it comes
-back bit for bit); ``config`` says what each tensor means.
+back bit for bit); ``config`` says what each tensor means. ``checksum``
+(:func:`checkpoint_checksum`) covers everything else in the file: a checkpoint
+altered after export is refused on load. Checkpoints written before the
+checksum existed still load (their provenance says they were not verified).
+Values outside their law's range are refused on export and on load
+(:func:`check_model_ranges`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from datetime import datetime, timezone
@@ -27,7 +35,8 @@ from ..exceptions import CheckpointError, FitError
 from ..laws import FAMILIES, ParameterLaw
 from ..model import DeviceModel, PinkNoise, TelegraphNoise
 
-__all__ = ["export_checkpoint", "load_checkpoint", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["export_checkpoint", "load_checkpoint", "checkpoint_checksum", "check_model_ranges",
+           "FORMAT", "FORMAT_VERSION"]
 
 #: Value of the ``format`` key of a checkpoint.
 FORMAT = "hfox_fit.device_model"
@@ -37,6 +46,13 @@ _MIN_VERSION = 1
 
 #: Provenance keys every checkpoint carries (None where unknown).
 PROVENANCE_KEYS = ("store_sha256", "store", "cells_used", "cells", "fitted_at", "hfox_fit_version")
+
+#: Top-level key of the checksum (absent in checkpoints written before it existed).
+CHECKSUM_KEY = "checksum"
+_CHECKSUM_SCHEME = b"hfox_fit.device_model checksum 1"
+#: Note in the provenance returned for a checkpoint without a checksum.
+UNVERIFIED_NOTE = ("written before checkpoints carried a checksum: its contents could not be verified. "
+                   "Export it again from the store to add one.")
 
 
 def _plain(obj, where: str):
@@ -62,6 +78,101 @@ def _plain(obj, where: str):
         f"{where}: only str, int, float, bool, None, lists and dicts can go in a checkpoint; "
         f"got {type(obj).__name__}."
     )
+
+
+def checkpoint_checksum(obj: dict) -> str:
+    """``"sha256:<hex>"`` of a checkpoint dict, over everything but its ``checksum`` key.
+
+    The hash covers, each length-prefixed: a scheme tag; the other top-level keys
+    (``format``, ``format_version``, ``hfox_fit_version``, ``config``) as canonical
+    JSON (sorted keys, no spaces); then every ``state_dict`` tensor in sorted name
+    order as its name, dtype, shape and raw bytes. A value changed anywhere after
+    export changes the checksum.
+
+    Raises
+    ------
+    TypeError, ValueError, AttributeError, RuntimeError
+        When ``obj`` is not made of plain data and tensors (a damaged file).
+    """
+    h = hashlib.sha256()
+
+    def put(b: bytes) -> None:
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+
+    put(_CHECKSUM_SCHEME)
+    head = {k: v for k, v in obj.items() if k not in ("state_dict", CHECKSUM_KEY)}
+    put(json.dumps(head, sort_keys=True, separators=(",", ":"), allow_nan=True).encode())
+    state = obj["state_dict"]
+    for name in sorted(state):
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"state_dict[{name!r}] is a {type(t).__name__}, not a tensor")
+        put(name.encode())
+        put(str(t.dtype).encode())
+        put(json.dumps(list(t.shape)).encode())
+        put(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+#: Rounding allowed in the copula correlation (a fitted one is symmetric and has a unit diagonal to a few ulps).
+_CORR_TOL = 1e-9
+
+
+def _refuse(where: str, what: str, value, must: str) -> None:
+    raise CheckpointError(
+        f"{where}: {what} is {value!r}; it must be {must}. The checkpoint holds a value no model can "
+        "have: it was edited or damaged. Export it again from the store."
+    )
+
+
+def check_model_ranges(model: DeviceModel, where: str) -> None:
+    """Refuse (CheckpointError) a model with a value outside its law's range.
+
+    A D2D or C2C law's parameters must be finite, its ``scale`` and shape
+    parameters (:data:`hfox_fit.laws.FAMILIES`) positive and its truncation
+    ``lo < hi`` (checked by :class:`~hfox_fit.laws.ParameterLaw` on load); the
+    copula correlation symmetric, with unit diagonal, entries in [-1, 1] and
+    positive semi-definite; pink ``alpha >= 0`` with at least one tap; RTN
+    probabilities in [0, 1]. ``where`` (the file name) starts the message.
+    """
+    for prefix, laws in (("d2d", model.d2d), ("c2c", model.c2c)):
+        for name, law in laws.items():
+            positive = set(FAMILIES[law.family]) | {"scale"}
+            for key, value in law.params.items():
+                what = f"{prefix} law {name!r} ({law.family}) parameter {key!r}"
+                if not math.isfinite(value):
+                    _refuse(where, what, value, "finite")
+                if key in positive and not value > 0:
+                    _refuse(where, what, value, "positive")
+            expected = set(FAMILIES[law.family]) | {"loc", "scale"}
+            if not set(FAMILIES[law.family]) <= set(law.params) <= expected:
+                _refuse(where, f"the parameter list of {prefix} law {name!r} ({law.family})",
+                        sorted(law.params), f"among {sorted(expected)}, with {sorted(FAMILIES[law.family])}")
+    corr, names = np.asarray(model.correlation, float), list(model.correlation_names)
+    what = f"the copula correlation over {names}"
+    if corr.size:
+        if not np.all(np.isfinite(corr)):
+            _refuse(where, what, corr.tolist(), "finite")
+        if np.any(np.abs(np.diag(corr) - 1) > _CORR_TOL):
+            _refuse(where, f"the diagonal of {what}", np.diag(corr).tolist(), "all ones")
+        if np.any(np.abs(corr) > 1 + _CORR_TOL):
+            _refuse(where, what, corr.tolist(), "within [-1, 1]")
+        if np.any(np.abs(corr - corr.T) > _CORR_TOL):
+            _refuse(where, what, corr.tolist(), "symmetric")
+        low = float(np.linalg.eigvalsh((corr + corr.T) / 2).min())
+        if low < -_CORR_TOL:
+            _refuse(where, f"the smallest eigenvalue of {what}", low, ">= 0 (positive semi-definite)")
+    if not (math.isfinite(model.pink.alpha) and model.pink.alpha >= 0):
+        _refuse(where, "pink.alpha", model.pink.alpha, "finite and >= 0")
+    if not math.isfinite(model.pink.d):
+        _refuse(where, "pink.d", model.pink.d, "finite")
+    if model.pink.taps < 1:
+        _refuse(where, "pink_taps", model.pink.taps, ">= 1")
+    for key in ("p_up", "p_down"):
+        p = getattr(model.rtn, key)
+        if not 0.0 <= p <= 1.0:
+            _refuse(where, f"rtn.{key}", p, "a probability in [0, 1]")
 
 
 def _law_entry(prefix: str, name: str, law: ParameterLaw, config: dict, state: dict) -> None:
@@ -103,7 +214,8 @@ def export_checkpoint(model: DeviceModel, path, *, provenance: dict) -> Path:
     model : DeviceModel
         The fitted (or preset) model.
     path : str or path-like
-        Output file, conventionally ``model.pt``; replaced if it exists.
+        Output file, conventionally ``model.pt``; replaced if it exists
+        (a read-only one is refused, never replaced).
     provenance : dict
         Plain data saying where the model comes from: ``store_sha256`` (hex
         SHA-256 of the campaign store), ``store`` (its file name),
@@ -120,6 +232,9 @@ def export_checkpoint(model: DeviceModel, path, *, provenance: dict) -> Path:
     ------
     FitError
         When ``provenance["cells_used"] == 0`` (a fit with no usable cells).
+    CheckpointError
+        When ``path`` exists and is read-only, or a value of ``model`` is
+        outside its law's range (:func:`check_model_ranges`).
     TypeError
         When ``model`` is not a DeviceModel or ``provenance`` is not plain data.
 
@@ -146,6 +261,8 @@ def export_checkpoint(model: DeviceModel, path, *, provenance: dict) -> Path:
             "the fit used no cells (provenance cells_used = 0): there is no model to export. "
             "Check the cell flags of the fit and fit again."
         )
+    path = Path(path)
+    check_model_ranges(model, f"cannot export {path.name}")
     config, state = _model_payload(model)
     config["provenance"] = prov
     payload = {
@@ -155,8 +272,9 @@ def export_checkpoint(model: DeviceModel, path, *, provenance: dict) -> Path:
         "config": config,
         "state_dict": state,
     }
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    payload[CHECKSUM_KEY] = checkpoint_checksum(payload)
+    with atomic_path(path, error=CheckpointError, what="the checkpoint",
+                     needs="export needs to replace it") as tmp, open(tmp, "wb") as fh:
         torch.save(payload, fh)
         fh.flush()
         os.fsync(fh.fileno())
@@ -176,7 +294,13 @@ def _law_from(prefix: str, name: str, entry, state: dict, where: str) -> Paramet
         if not isinstance(b, torch.Tensor) or b.numel() != 2:
             raise CheckpointError(f"{where}: the bounds of {prefix} law {name!r} are missing or damaged.")
         bounds = tuple(float(x) for x in b.tolist())
-    return ParameterLaw(entry["family"], dict(zip(names, (float(x) for x in values.tolist()))), bounds)
+    try:  # ParameterLaw checks the truncation (lo < hi)
+        return ParameterLaw(entry["family"], dict(zip(names, (float(x) for x in values.tolist()))), bounds)
+    except FitError as err:
+        raise CheckpointError(
+            f"{where}: {prefix} law {name!r}: {err} The checkpoint holds a value no model can have: it was "
+            "edited or damaged. Export it again from the store."
+        ) from err
 
 
 def _scalar(state: dict, key: str, where: str) -> float:
@@ -197,13 +321,16 @@ def load_checkpoint(path) -> tuple[DeviceModel, dict]:
     -------
     model : DeviceModel
     provenance : dict
-        Store hash, cells used, fit time, hfox_fit version (see :func:`export_checkpoint`).
+        Store hash, cells used, fit time, hfox_fit version (see :func:`export_checkpoint`),
+        and ``checksum``: the verified checksum, or None for a checkpoint written
+        before checkpoints carried one (then ``checksum_note`` says so).
 
     Raises
     ------
     CheckpointError
         When the file is missing, damaged, of another format, of a newer
-        ``format_version``, or from a fit with no usable cells.
+        ``format_version``, altered after export (its checksum differs), holds a
+        value outside its law's range, or is from a fit with no usable cells.
     """
     path = Path(path)
     where = path.name
@@ -233,6 +360,17 @@ def load_checkpoint(path) -> tuple[DeviceModel, dict]:
     config, state = obj.get("config"), obj.get("state_dict")
     if not isinstance(config, dict) or not isinstance(state, dict):
         raise CheckpointError(f"{where} lacks its 'config' or 'state_dict'; the file is damaged.")
+    stored = obj.get(CHECKSUM_KEY)
+    if stored is not None:
+        try:
+            actual = checkpoint_checksum(obj)
+        except (TypeError, ValueError, AttributeError, RuntimeError) as err:
+            raise CheckpointError(f"{where}: its contents cannot be checksummed ({err}); the file is damaged.") from err
+        if stored != actual:
+            raise CheckpointError(
+                f"{where}: the checkpoint's contents do not match its checksum: it was altered after "
+                "export; export it again from the store."
+            )
     prov = config.get("provenance")
     if not isinstance(prov, dict):
         raise CheckpointError(f"{where} lacks its provenance; the file is damaged.")
@@ -264,4 +402,9 @@ def load_checkpoint(path) -> tuple[DeviceModel, dict]:
         raise
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{where}: the model description is damaged ({err}).") from err
-    return model, dict(prov)
+    check_model_ranges(model, where)
+    prov = dict(prov)
+    prov[CHECKSUM_KEY] = stored
+    if stored is None:
+        prov["checksum_note"] = UNVERIFIED_NOTE
+    return model, prov

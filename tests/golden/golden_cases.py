@@ -27,7 +27,8 @@ CASES = {
     "paper": ["--preset", "paper", "--devices", "400", "--pulses", "400", "--cycles", "1", "--seed", "31"],
     "wafer_b": ["--preset", "wafer_b", "--devices", "300", "--pulses", "300", "--cycles", "2", "--seed", "32"],
 }
-VOLATILE = {"fitted_at", "exported_at", "generated_at", "elapsed_s", "store_sha256", "store", "hfox_fit_version"}
+VOLATILE = {"fitted_at", "exported_at", "generated_at", "elapsed_s", "store_sha256", "store", "hfox_fit_version",
+            "checksum"}
 
 
 def machine() -> dict:

@@ -292,6 +292,61 @@ def test_concurrent_change_is_detected(tmp_path, monkeypatch):
     assert store.dies() == [("W01", "D01")]
 
 
+@pytest.mark.parametrize("write", ["ingest", "ingest_table", "save_fit", "duplicate"])
+def test_read_only_store_is_never_replaced(tmp_path, write):
+    # Tests run as root in CI, where writing a 0o444 file succeeds: the refusal must come from
+    # the mode bits, and must happen before any raw file is read.
+    store = CampaignStore(tmp_path / "c.h5")
+    store.ingest([as_result(wafer_table(devices=5, pulses=3), tmp_path / "a.csv")])
+    store.path.chmod(0o444)
+    before, st = file_sha(store.path), store.path.stat()
+    consumed = []
+
+    def results():
+        consumed.append(1)
+        yield as_result(wafer_table("W02", devices=5, pulses=3), tmp_path / "b.csv")
+
+    calls = {
+        "ingest": lambda: store.ingest(results()),
+        "ingest_table": lambda: store.ingest_table(wafer_table("W02", devices=5, pulses=3)),
+        "save_fit": lambda: store.save_fit(pd.DataFrame({"x": [1.0]}), {}, {}),
+        "duplicate": lambda: store.ingest([as_result(wafer_table(devices=5, pulses=3), tmp_path / "a.csv")]),
+    }
+    with pytest.raises(StoreError) as err:
+        calls[write]()
+    assert str(err.value) == (
+        f"the campaign store {str(store.path)!r} is read-only; ingest/fit need to rewrite it. "
+        "Make it writable (chmod u+w) or copy it."
+    )
+    assert not consumed
+    assert file_sha(store.path) == before
+    after = store.path.stat()
+    assert (after.st_mode, after.st_ino, after.st_mtime_ns) == (st.st_mode, st.st_ino, st.st_mtime_ns)
+    assert store_files(tmp_path) == ["a.csv", "c.h5"]  # no temp file left
+    store.path.chmod(0o644)  # made writable again, the same call goes through
+    calls[write]()
+
+
+def test_store_made_read_only_during_a_write_is_not_replaced(tmp_path, monkeypatch):
+    import hfox_fit.store._ingest as st
+
+    store = CampaignStore(tmp_path / "c.h5")
+    store.ingest([as_result(wafer_table(devices=5, pulses=3), tmp_path / "a.csv")])
+    before = file_sha(store.path)
+    real = st.write_die
+
+    def lock(*a, **k):
+        store.path.chmod(0o444)
+        return real(*a, **k)
+
+    monkeypatch.setattr(st, "write_die", lock)
+    with pytest.raises(StoreError, match=r"is read-only; ingest/fit need to rewrite it\. Make it writable"):
+        store.ingest([as_result(wafer_table("W02", devices=5, pulses=3), tmp_path / "b.csv")])
+    assert file_sha(store.path) == before
+    assert store.path.stat().st_mode & 0o777 == 0o444
+    assert store_files(tmp_path) == ["a.csv", "b.csv", "c.h5"]  # no temp file left
+
+
 # ------------------------------------------------------------------ bad stores
 def test_missing_store(tmp_path):
     with pytest.raises(StoreError, match=r"'.*nope\.h5' does not exist\. Create it with `hfox-fit ingest"):
@@ -362,3 +417,23 @@ def test_table_to_dies_inverse_is_dies_to_table(tmp_path, two_wafers):
     # The store relies on the schema's array form; check it on the same data it stores.
     back = dies_to_table(table_to_dies(two_wafers))
     pd.testing.assert_frame_equal(sorted_table(back), sorted_table(two_wafers))
+
+
+def test_atomic_writer_refuses_a_read_only_target(tmp_path):
+    # The one helper behind every atomic writer (store, checkpoint, tidy table, truth JSON).
+    from hfox_fit._atomic import atomic_path
+    from hfox_fit.exceptions import HfoxError
+
+    target = tmp_path / "out.json"
+    target.write_text("{}\n")
+    target.chmod(0o444)
+    with pytest.raises(HfoxError, match=r"the file '.*out\.json' is read-only; this write would replace it\. "
+                                         r"Make it writable \(chmod u\+w\) or copy it\."):
+        with atomic_path(target) as tmp:
+            tmp.write_text("[]\n")
+    assert target.read_text() == "{}\n" and target.stat().st_mode & 0o777 == 0o444
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+    target.chmod(0o644)
+    with atomic_path(target) as tmp:
+        tmp.write_text("[]\n")
+    assert target.read_text() == "[]\n" and target.stat().st_mode & 0o777 == 0o644
