@@ -7,6 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .._atomic import atomic_path, refuse_read_only
 from ..exceptions import HfoxError
 from ..laws import AUTO_LAWS
 
@@ -45,6 +46,9 @@ def run_fit(args) -> int:
     dies = store.dies()  # raises StoreError when the store is missing or damaged
     if not dies:
         raise HfoxError(f"fit: {args.store!r} holds no measurements; run `hfox-fit ingest` first.")
+    store.check_writable()  # before the fit, not after it: saving the fit rewrites the store
+    if args.summary:
+        refuse_read_only(Path(args.summary))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = fit_campaign(store.iter_dies(), law=args.law, jobs=args.jobs, progress=not args.quiet,
@@ -53,7 +57,8 @@ def run_fit(args) -> int:
     if args.summary:
         path = Path(args.summary)
         try:
-            path.write_text(json.dumps(fit.summary(), indent=2) + "\n", encoding="utf-8")
+            with atomic_path(path, suffix=".json") as tmp:
+                tmp.write_text(json.dumps(fit.summary(), indent=2) + "\n", encoding="utf-8")
         except OSError as err:
             raise HfoxError(f"fit: cannot write the summary to {str(path)!r}: {err}.") from err
     for w in caught:

@@ -52,6 +52,12 @@ class CampaignStore:
     def __repr__(self) -> str:
         return f"CampaignStore({str(self.path)!r})"
 
+    def check_writable(self) -> None:
+        """Refuse (:class:`~hfox_fit.StoreError`) a read-only store before a long job that ends by rewriting it."""
+        from ._file import check_writable
+
+        check_writable(self.path)
+
     def exists(self) -> bool:
         """True when the store file exists."""
         return self.path.exists()

@@ -74,3 +74,27 @@ def test_devices_needs_a_fit(tmp_path, small_wafer_module, capsys):
     store_module.CampaignStore(path).ingest_table(dies_to_table(small_wafer_module.dies[:1]), name="sim")
     assert main(["devices", str(path), "-o", str(tmp_path / "x.csv")]) == 2
     assert "no fit" in capsys.readouterr().err
+
+
+def test_read_only_store_or_summary_is_refused_before_the_fit(tmp_path, small_wafer_module, capsys, monkeypatch):
+    import shutil
+
+    import hfox_fit.fitting as fitting
+
+    path = tmp_path / "ro.h5"
+    store_module.CampaignStore(path).ingest_table(dies_to_table(small_wafer_module.dies), name="simulated")
+    calls = []
+    monkeypatch.setattr(fitting, "fit_campaign", lambda *a, **k: calls.append(1))  # the fit must not start
+    path.chmod(0o444)
+    before = path.read_bytes()
+    assert main(["fit", str(path), "--quiet"]) == 2
+    assert "is read-only" in capsys.readouterr().err and not calls
+    assert path.read_bytes() == before and (path.stat().st_mode & 0o777) == 0o444
+    writable = tmp_path / "rw.h5"
+    shutil.copy(path, writable)
+    writable.chmod(0o644)
+    summary = tmp_path / "s.json"
+    summary.write_text("{}\n")
+    summary.chmod(0o444)
+    assert main(["fit", str(writable), "--quiet", "--summary", str(summary)]) == 2
+    assert "is read-only" in capsys.readouterr().err and not calls and summary.read_text() == "{}\n"
