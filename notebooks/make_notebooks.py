@@ -11,12 +11,15 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 
-# Shared first code cell: find the example campaign (or simulate a small one), and a fitted
-# store that the three notebooks share through the system's temporary folder.
+# Shared first code cell: find the example campaign (data/raw of the source checkout) and the
+# working folder (notebooks/_work/, or $HFOX_FIT_NOTEBOOK_WORK), and a fitted store that the three
+# notebooks share there. Paths are resolved, never filtered by their spelling: Jupyter runs a
+# notebook in its own folder, so the campaign is ../data/raw there and data/raw from the root.
 SETUP = '''\
+import hashlib
 import json
+import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,25 +30,48 @@ from hfox_fit.parsers import read_measurements
 from hfox_fit.store import CampaignStore
 from hfox_fit.synth import TRUTH_NAME, make_wafer, write_wafer
 
-# The example campaign: raw files written by `hfox-fit synth` into data/ (beside this folder).
-DATA = next((p for p in (Path("../data"), Path("data")) if p.is_dir()), None)
-WORK = Path(tempfile.gettempdir()) / "hfox_fit_notebooks"   # shared by the three notebooks
-if FRESH and WORK.exists():
-    shutil.rmtree(WORK)                                       # notebook 1 starts from nothing
-WORK.mkdir(exist_ok=True)
+
+def _checkout():
+    """The source checkout that holds the example campaign (data/raw), or None."""
+    here = Path.cwd().resolve()
+    for root in (here, here.parent, Path(hfox_fit.__file__).resolve().parents[1]):
+        if (root / "data" / "raw").is_dir() and (root / "hfox_fit").is_dir():
+            return root
+    return None
+
+
+def shown(path):
+    """A path as short as it gets from here (../data/raw in notebooks/)."""
+    return os.path.relpath(path)
+
+
+ROOT = _checkout()
+DATA = ROOT / "data" / "raw" if ROOT else None   # the example campaign: 512 cells x 300 pulses
+# Working files (store, report, checkpoint): notebooks/_work/ of this checkout (git ignores it),
+# or the folder named by $HFOX_FIT_NOTEBOOK_WORK (the tests give each run its own). Never data/.
+WORK = Path(os.environ.get("HFOX_FIT_NOTEBOOK_WORK") or (ROOT / "notebooks" if ROOT else Path.cwd()) / "_work")
+WORK.mkdir(parents=True, exist_ok=True)
 STORE = WORK / "campaign.h5"
+if FRESH:                                         # notebook 1 starts from the raw files
+    for old in (STORE, WORK / "model.pt", WORK / "report", WORK / "train"):
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def raw_files(folder):
-    """Raw measurement files of a folder (what `hfox-fit ingest FOLDER` would read)."""
-    if folder is None:
+    """Raw measurement files under a folder, as `hfox-fit ingest FOLDER` reads them
+    (recursively; hidden files and folders and truth.json skipped)."""
+    if folder is None or not Path(folder).is_dir():
         return []
+    folder = Path(folder)
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != TRUTH_NAME
-                  and not any(part.startswith(".") for part in p.parts) and p.suffix != ".h5")
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def example_campaign():
-    """Folder of raw files: data/ when it holds some, else a small simulated wafer."""
+    """Folder of raw files: data/raw of the checkout, else a small simulated wafer (said so)."""
     if raw_files(DATA):
         return DATA
     folder = WORK / "raw"
@@ -55,24 +81,39 @@ def example_campaign():
     return folder
 
 
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def fitted_store(refit=False):
-    """The campaign store with a fit (ingest and fit the example campaign when needed)."""
+    """The campaign store with a fit of the example campaign (ingest and fit it when the store
+    holds no fit, or a fit of other files)."""
     store = CampaignStore(STORE)
+    files = raw_files(example_campaign())
     if store.exists() and not refit:
         try:
-            store.load_fit()
-            return store
+            same = {s["sha256"] for s in store.sources()} == {_sha256(p) for p in files}
+            if same:
+                store.load_fit()
+                return store
         except hfox_fit.StoreError:
             pass
     if store.exists():
         STORE.unlink()
-    store.ingest(read_measurements(p) for p in raw_files(example_campaign()))
+    store.ingest(read_measurements(p) for p in files)
     fit = fit_campaign(store.iter_dies(), law="auto")
     fit.save(store)
     return store
 
 
-print("hfox_fit", hfox_fit.__version__, "| example campaign:", example_campaign())
+CAMPAIGN = example_campaign()
+if CAMPAIGN != DATA:
+    print("NOTE: no example campaign (data/raw of the source checkout) here, in its parent folder or "
+          "beside the hfox_fit package: it ships with the source checkout, not with an installed package. "
+          f"These notebooks use a small SIMULATED wafer instead (256 cells): {shown(CAMPAIGN)}")
+print("hfox_fit", hfox_fit.__version__)
+print("example campaign:", shown(CAMPAIGN), f"({len(raw_files(CAMPAIGN))} raw files)")
+print("working folder:  ", shown(WORK))
 '''
 
 NB1 = [
@@ -88,7 +129,7 @@ NB1 = [
                       "Each file goes through a reader (recognised from its first bytes) and the "
                       "schema check; the store keeps one array per die, with failed reads as NaN."),
     new_code_cell(
-        'files = raw_files(example_campaign())\n'
+        'files = raw_files(CAMPAIGN)\n'
         'print(len(files), "raw file(s), e.g.", files[0].name)\n'
         'first = read_measurements(files[0])\n'
         'print(first.format, "reader:", len(first.table), "reads;", first.notes[:2])\n'
@@ -96,8 +137,10 @@ NB1 = [
     ),
     new_code_cell(
         'store = CampaignStore(STORE)\n'
-        'ingested = store.ingest(read_measurements(p) for p in files)\n'
-        'print(f"{ingested.rows_stored:,} reads stored from {len(ingested.files)} file(s); dies {store.dies()[:4]}")\n'
+        'store.ingest(read_measurements(p) for p in files)\n'
+        'counts = store.summary()\n'
+        'print(f"{counts[\'cells\']} cells, {counts[\'reads\']:,} reads ({counts[\'failed_reads\']} failed) "\n'
+        '      f"from {counts[\'sources\']} file(s) of {shown(CAMPAIGN)}; dies {store.dies()[:4]}")\n'
         'die = store.read_die(*store.dies()[0])\n'
         'print("one die:", die.resistance.shape, "(cells, cycles, pulses); failed reads:",\n'
         '      int(np.isnan(die.resistance).sum()))'
@@ -124,7 +167,7 @@ NB1 = [
     new_markdown_cell("## Against the ground truth\n\nA simulated campaign carries its truth "
                       "(`truth.json`); compare the fitted medians with the true laws."),
     new_code_cell(
-        'truth_path = example_campaign() / TRUTH_NAME\n'
+        'truth_path = CAMPAIGN / TRUTH_NAME\n'
         'if truth_path.is_file():\n'
         '    true_model = hfox_fit.DeviceModel.from_dict(json.loads(truth_path.read_text())["model"])\n'
         '    for name, law in summary["d2d"].items():\n'
