@@ -191,16 +191,18 @@ class _Candidate:
 
     def pack(self, kw, eps):
         f = self.family
-        if f == "norm":
-            v = [kw["loc"], np.log(kw["scale"])]
-        elif f == "expon" and "loc" not in self.fixed:
-            v = [kw["loc"] / self.ref, np.log(kw["scale"])]
-        elif f in ("expon", "uniform"):
-            v = [np.log(kw["scale"])]
-        elif f == "gamma":
-            v = [np.log(kw["a"]), np.log(kw["a"] * kw["scale"])]
-        else:
-            v = [np.log(kw[FAMILIES[f][0]]), np.log(kw["scale"])]
+        # a scale that underflowed to 0 in unpack packs to -inf (a start the likelihood rejects)
+        with np.errstate(divide="ignore"):
+            if f == "norm":
+                v = [kw["loc"], np.log(kw["scale"])]
+            elif f == "expon" and "loc" not in self.fixed:
+                v = [kw["loc"] / self.ref, np.log(kw["scale"])]
+            elif f in ("expon", "uniform"):
+                v = [np.log(kw["scale"])]
+            elif f == "gamma":
+                v = [np.log(kw["a"]), np.log(kw["a"] * kw["scale"])]
+            else:
+                v = [np.log(kw[FAMILIES[f][0]]), np.log(kw["scale"])]
         if self._guarded:
             v.append(special.logit(min(max(eps / MAX_CONTAMINATION, 1e-6), 1 - 1e-6)))
         return np.array(v, float)
@@ -356,8 +358,11 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
     v0 = cand.pack(start, 0.01)
 
     def nll(v):
-        kw, eps = cand.unpack(v)
-        s = np.sum(cand.terms(kw, eps, data))
+        # the optimizer tries extreme parameters: exp() may overflow and the terms sum to nan
+        # (inf - inf); such a point is rejected below, so numpy need not warn about it
+        with np.errstate(all="ignore"):
+            kw, eps = cand.unpack(v)
+            s = np.sum(cand.terms(kw, eps, data))
         return -s if np.isfinite(s) else 1e300
 
     if start_v is not None and len(start_v) == len(v0):
@@ -377,8 +382,9 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
             sub._guarded = cand._guarded
 
             def nll_loc(v, sub=sub):
-                kw, eps = sub.unpack(v)
-                val = np.sum(sub.terms(kw, eps, data))
+                with np.errstate(all="ignore"):  # as in nll: a non-finite point is rejected
+                    kw, eps = sub.unpack(v)
+                    val = np.sum(sub.terms(kw, eps, data))
                 return -val if np.isfinite(val) else 1e300
 
             scale0 = max(float(np.mean(x[x >= loc]) - loc), 1e-300) if np.any(x >= loc) else start["scale"]

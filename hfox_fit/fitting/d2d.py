@@ -259,7 +259,11 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
         note = _join(note, f"the {law.family} law's median {median:.4g} lies outside the 90 % interval of the "
                            f"cells' own median ({sample_median:.4g}): the family fits the bulk of the cells "
                            "only roughly")
-    return ParamFit(name, law, median, ci, _ks(law, data), scores, int(len(x)), int(len(lo)), excluded, note,
+    ks = _ks(law, data)
+    if ks is not None and not np.isfinite(ks):
+        note = _join(note, f"KS statistic unavailable: the fitted {law.family} law is degenerate (its "
+                           "distribution function cannot be evaluated at the cells' values)")
+    return ParamFit(name, law, median, ci, ks, scores, int(len(x)), int(len(lo)), excluded, note,
                     contamination=float(eps), sample_median=float(sample_median), sample_median_ci90=sample_ci)
 
 

@@ -195,8 +195,11 @@ def _parameter_section(cells, usable, col, model, pnames, units, metrics, figs, 
 
         axes = fig.subplots(2, len(names), squeeze=False)
         for j, p in enumerate(names):
-            plot_parameter_hist(values[p], model.d2d[p], name=p, unit=units.get(p, ""), ks=out[p]["ks"],
-                                simulated=sim[p] if p in model.c2c else None, ax=axes[0, j])
+            # a narrowly truncated law's density overflows only outside its window, where it is set
+            # to 0; a degenerate one's is not drawn (see fitting._law_checks._law_cdf)
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                plot_parameter_hist(values[p], model.d2d[p], name=p, unit=units.get(p, ""), ks=out[p]["ks"],
+                                    simulated=sim[p] if p in model.c2c else None, ax=axes[0, j])
             plot_qq(out[p]["qq"]["model"], out[p]["qq"]["measured"], name=p, unit=units.get(p, ""),
                     ax=axes[1, j])
 
@@ -347,8 +350,15 @@ def _noise_section(col, model, metrics, figs, notes):
         axes[0, 1].set_title("residual autocorrelation", fontsize=10)
         for ax, state in ((axes[1, 0], "high"), (axes[1, 1], "low")):
             d = dwell[state]
-            plot_dwell(edges, d["density_measured"], d["density_simulated"], d["density_model"], state=state,
-                       ax=ax, model_label=f"geometric, p={d['p_leave']:.2g}/pulse, seen in {L}-pulse windows")
+            densities = (d["density_measured"], d["density_simulated"], d["density_model"])
+            if not any(np.any(np.asarray(y, float) > 0) for y in densities):
+                # nothing to draw on log axes (matplotlib would warn that it cannot log-scale)
+                ax.text(0.5, 0.5, f"no {state}-state dwell runs measured, simulated or expected\n"
+                        f"in {L}-pulse windows", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+                ax.set_axis_off()
+            else:
+                plot_dwell(edges, *densities, state=state, ax=ax,
+                           model_label=f"geometric, p={d['p_leave']:.2g}/pulse, seen in {L}-pulse windows")
             ax.set_title(f"RTN {state}-state dwell: {d['n_runs_measured']} measured, "
                          f"{d['n_runs_simulated']} simulated runs", fontsize=10)
 
