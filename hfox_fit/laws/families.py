@@ -73,13 +73,16 @@ class ParameterLaw:
     def cdf(self, x):
         """Distribution function of the (truncated) law."""
         lo, hi = self._cdf_bounds()
-        return np.clip((self.dist.cdf(x) - lo) / (hi - lo), 0.0, 1.0)
+        # a window far in the tail holds ~1e-300 of the mass: the ratio overflows above it, then clips to 1
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            return np.clip((self.dist.cdf(x) - lo) / (hi - lo), 0.0, 1.0)
 
     def pdf(self, x):
         """Density of the (truncated) law (zero outside the bounds)."""
         lo, hi = self._cdf_bounds()
         x = np.asarray(x, dtype=float)
-        p = self.dist.pdf(x) / (hi - lo)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # as in cdf
+            p = self.dist.pdf(x) / (hi - lo)
         if self.bounds is not None:
             p = np.where((x >= self.bounds[0]) & (x <= self.bounds[1]), p, 0.0)
         return p
