@@ -18,9 +18,29 @@ from .exceptions import (
     SchemaError,
     StoreError,
 )
-from .laws import DRIFT_LAWS, ParameterLaw
-from .model import DeviceModel, PinkNoise, TelegraphNoise, preset_model
-from .schema import COLUMNS, DieData, validate_table
+
+# The numerical parts load on first use (PEP 562), so `import hfox_fit.cli` is quick and an
+# interrupt while the command starts up reaches the command line's handler, not a traceback.
+_LAZY = {
+    "DRIFT_LAWS": "laws", "ParameterLaw": "laws",
+    "DeviceModel": "model", "PinkNoise": "model", "TelegraphNoise": "model", "preset_model": "model",
+    "COLUMNS": "schema", "DieData": "schema", "validate_table": "schema",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hfox_fit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__",

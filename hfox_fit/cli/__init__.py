@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import signal
 import sys
+import threading
 
 from .._version import __version__
 from ..exceptions import HfoxError
@@ -39,22 +41,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_name(argv) -> str:
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not str(a).startswith("-")]
+    return str(words[0]) if words else "command"
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    command = _command_name(argv)
+    args = None
+    interrupted = []
+
+    def on_sigint(signum, frame):  # as Python's own handler, but remembered: an import it breaks
+        interrupted.append(signum)  # surfaces as an ImportError, which is still an interrupt
+        raise KeyboardInterrupt
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, on_sigint)
     try:
+        parser = build_parser()  # imports the commands: an interrupt here is handled too
+        args = parser.parse_args(argv)
+        command = args.command or command
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        args.completed = []  # what a command finished (a store rewritten, a file written), for an interrupt
         return int(args.func(args) or 0)
     except HfoxError as err:
-        print(f"hfox-fit {args.command}: error: {err}", file=sys.stderr)
+        if interrupted:
+            return _interrupted(command, args)
+        print(f"hfox-fit {command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"hfox-fit {args.command}: interrupted; files were left as they were.", file=sys.stderr)
-        return 130
+        return _interrupted(command, args)
     except BrokenPipeError:
         return 0
+    except Exception:
+        if interrupted:
+            return _interrupted(command, args)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(command: str, args) -> int:
+    done = getattr(args, "completed", None)
+    if done:
+        print(f"hfox-fit {command}: interrupted after it had {'; '.join(done)} (complete); nothing else "
+              "was changed.", file=sys.stderr)
+    else:
+        print(f"hfox-fit {command}: interrupted; files were left as they were.", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -54,11 +54,13 @@ def run_fit(args) -> int:
         fit = fit_campaign(store.iter_dies(), law=args.law, jobs=args.jobs, progress=not args.quiet,
                            n_dies=len(dies))
     fit.save(store)
+    getattr(args, "completed", []).append(f"saved the fit in {args.store}")
     if args.summary:
         path = Path(args.summary)
         try:
             with atomic_path(path, suffix=".json") as tmp:
                 tmp.write_text(json.dumps(fit.summary(), indent=2) + "\n", encoding="utf-8")
+            getattr(args, "completed", []).append(f"written {path}")
         except OSError as err:
             raise HfoxError(f"fit: cannot write the summary to {str(path)!r}: {err}.") from err
     for w in caught:

@@ -248,6 +248,7 @@ def run_ingest(args) -> int:
         warnings.simplefilter("always", IngestWarning)
         try:
             summary = store.ingest(_read_all(files, args, progress), skipped=skipped)
+            getattr(args, "completed", []).append(f"stored the ingest in {store.path}")
         except HfoxError as err:
             sep = "" if str(err).rstrip().endswith((".", "!")) else "."
             raise StoreError(f"{err}{sep} Nothing was ingested; {str(store.path)!r} is as it was.") from err

@@ -98,3 +98,16 @@ def test_read_only_store_or_summary_is_refused_before_the_fit(tmp_path, small_wa
     summary.chmod(0o444)
     assert main(["fit", str(writable), "--quiet", "--summary", str(summary)]) == 2
     assert "is read-only" in capsys.readouterr().err and not calls and summary.read_text() == "{}\n"
+
+
+def test_an_interrupt_after_the_save_says_the_fit_is_complete(store, capsys, monkeypatch):
+    from hfox_fit.fitting import CampaignResult
+
+    def interrupt(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CampaignResult, "describe", interrupt)
+    assert main(["fit", str(store), "--law", "two_slope"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"hfox-fit fit: interrupted after it had saved the fit in {store} (complete); nothing else was changed."
+    assert store_module.CampaignStore(store).load_fit().summary["drift"]["law"] == "two_slope"
