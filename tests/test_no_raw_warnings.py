@@ -88,21 +88,18 @@ def test_pipeline_raises_no_raw_warning(name, tmp_path, torch_loaded):
 
 
 def test_narrow_truncation_cdf_is_clipped_without_a_warning():
-    from hfox_fit.fitting._law_checks import _law_cdf
-
     # a normal truncated far in its tail: the window holds ~1e-310 of the family's mass
     law = ParameterLaw("norm", {"loc": 1.9523e-3, "scale": 5.1161e-5}, (3.7545e-10, 2.4702e-5))
     assert 0 < np.diff(law._cdf_bounds())[0] < 1e-300
     x = np.array([1e-6, 2e-5, 1e-4, 1e-2])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        u = _law_cdf(law, x)
+        u = law.cdf(x)
     assert np.all(np.isfinite(u)) and np.all((u >= 0) & (u <= 1))
     assert np.all(np.diff(u) >= 0)
     assert u[-1] == 1.0 and u[-2] == 1.0  # above the window
-    with warnings.catch_warnings():  # ParameterLaw.cdf itself is quiet too, with the same values
+    with warnings.catch_warnings():  # the density too
         warnings.simplefilter("error")
-        np.testing.assert_array_equal(law.cdf(x), u)
         assert np.all(np.isfinite(law.pdf(x)))
 
 
@@ -118,13 +115,12 @@ def test_packing_an_underflowed_scale_gives_minus_inf_without_a_warning():
 
 def test_degenerate_law_gives_a_nan_ks_and_a_note_not_a_warning(monkeypatch):
     from hfox_fit.fitting import d2d
-    from hfox_fit.fitting._law_checks import _law_cdf
 
     # a Weibull of shape 2e17 truncated below its scale: no mass at all in its window in floating point
     law = ParameterLaw("weibull_min", {"c": 2.2e17, "loc": 0.0, "scale": 8.1362e-6}, (9.6e-8, 8.1361e-6))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        u = _law_cdf(law, np.array([1e-7, 1e-2]))
+        u = law.cdf(np.array([1e-7, 1e-2]))
     assert np.isnan(u[0]) and u[1] == 1.0
 
     monkeypatch.setattr(d2d, "_ks", lambda law, data: float("nan"))

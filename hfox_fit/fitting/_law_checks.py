@@ -15,20 +15,6 @@ from ..laws import ParameterLaw
 from ._families import _GH_NODES, _Candidate, _Data, _median
 
 
-def _law_cdf(law: ParameterLaw, x) -> np.ndarray:
-    """``law.cdf(x)`` without numpy's warnings about a narrow truncation.
-
-    A truncated law whose window holds almost none of its family's mass (a normal truncated
-    far in its tail: mass ~1e-310) divides by that mass; above the window the quotient
-    overflows to inf and is clipped to 1, which is the right value, so nothing is lost. A
-    degenerate law whose window holds no mass at all in floating point (a Weibull of shape
-    1e17 on a tiny campaign) gives NaN below its window: :func:`_ks` then returns NaN and
-    the fit's note says why (see ``d2d.fit_parameter``).
-    """
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        return np.asarray(law.cdf(x), float)
-
-
 def _ks(law: ParameterLaw, data: _Data):
     """Kolmogorov-Smirnov statistic of the values against the law, by the probability integral transform.
 
@@ -54,13 +40,13 @@ def _ks(law: ParameterLaw, data: _Data):
             return None
         t_ev = times[keep]
         km_after = 1.0 - surv[keep]
-        f = _law_cdf(law, t_ev)
+        f = np.asarray(law.cdf(t_ev), float)
         prev = np.concatenate([[0.0], (1.0 - surv)[:-1]])[keep]
         return float(max(np.max(np.abs(km_after - f)), np.max(np.abs(prev - f))))
-    u = _law_cdf(law, data.x)
+    u = np.asarray(law.cdf(data.x), float)
     if data.nodes is not None:
         _, wts = np.polynomial.hermite.hermgauss(_GH_NODES)
-        u[data.eiv] = _law_cdf(law, data.nodes) @ (wts / np.sqrt(np.pi))
+        u[data.eiv] = np.asarray(law.cdf(data.nodes), float) @ (wts / np.sqrt(np.pi))
     u = np.sort(u)
     i = np.arange(1, len(u) + 1)
     d = max(np.max(i / len(u) - u), np.max(u - (i - 1) / len(u)))

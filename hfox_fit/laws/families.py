@@ -72,16 +72,17 @@ class ParameterLaw:
 
     def cdf(self, x):
         """Distribution function of the (truncated) law."""
-        lo, hi = self._cdf_bounds()
-        # a window far in the tail holds ~1e-300 of the mass: the ratio overflows above it, then clips to 1
+        # A window far in the tail holds ~1e-300 of the family's mass: the ratio overflows above it
+        # and clips to 1 (right); a window holding no mass in floating point gives NaN below it.
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            lo, hi = self._cdf_bounds()
             return np.clip((self.dist.cdf(x) - lo) / (hi - lo), 0.0, 1.0)
 
     def pdf(self, x):
         """Density of the (truncated) law (zero outside the bounds)."""
-        lo, hi = self._cdf_bounds()
         x = np.asarray(x, dtype=float)
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # as in cdf
+            lo, hi = self._cdf_bounds()
             p = self.dist.pdf(x) / (hi - lo)
         if self.bounds is not None:
             p = np.where((x >= self.bounds[0]) & (x <= self.bounds[1]), p, 0.0)

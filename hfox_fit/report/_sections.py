@@ -195,11 +195,8 @@ def _parameter_section(cells, usable, col, model, pnames, units, metrics, figs, 
 
         axes = fig.subplots(2, len(names), squeeze=False)
         for j, p in enumerate(names):
-            # a narrowly truncated law's density overflows only outside its window, where it is set
-            # to 0; a degenerate one's is not drawn (see fitting._law_checks._law_cdf)
-            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-                plot_parameter_hist(values[p], model.d2d[p], name=p, unit=units.get(p, ""), ks=out[p]["ks"],
-                                    simulated=sim[p] if p in model.c2c else None, ax=axes[0, j])
+            plot_parameter_hist(values[p], model.d2d[p], name=p, unit=units.get(p, ""), ks=out[p]["ks"],
+                                simulated=sim[p] if p in model.c2c else None, ax=axes[0, j])
             plot_qq(out[p]["qq"]["model"], out[p]["qq"]["measured"], name=p, unit=units.get(p, ""),
                     ax=axes[1, j])
 
