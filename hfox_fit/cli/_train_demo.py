@@ -8,8 +8,6 @@ from __future__ import annotations
 from ..exceptions import HfoxError
 from ._common import add_command, add_quiet
 
-CONDITION_NAMES = ("software", "device", "no_d2d", "no_c2c", "no_pink", "no_rtn")
-
 
 def register(subparsers) -> None:
     p = add_command(
@@ -32,8 +30,9 @@ def register(subparsers) -> None:
                         "(train-images-idx3-ubyte, ... gzipped or not)")
     p.add_argument("--epochs", type=int, default=20, metavar="E", help="epochs per run (default: 20)")
     p.add_argument("--seeds", type=int, default=3, metavar="S", help="seeds per condition (default: 3)")
-    p.add_argument("--conditions", default=",".join(CONDITION_NAMES), metavar="LIST",
-                   help="comma-separated conditions (default: all six)")
+    p.add_argument("--conditions", default=None, metavar="LIST",
+                   help="comma-separated conditions of software, device, no_d2d, no_c2c, no_pink, no_rtn "
+                        "(default: all six; hfox_fit.torch.CONDITIONS)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default: cpu)")
     p.add_argument("--hidden", type=int, default=None, metavar="N",
                    help="hidden width (default: 256 for the digits, the paper's 3000 for 28x28 images)")
@@ -47,9 +46,7 @@ def run_train_demo(args) -> int:
 
     from ..torch import run_ablation
     from ..torch._study import summary_text
-    from ..torch._training import check_conditions
 
-    conditions = check_conditions(args.conditions)
     if args.device == "cuda":
         import torch
 
@@ -58,7 +55,7 @@ def run_train_demo(args) -> int:
     t0 = time.perf_counter()
     try:
         summary = run_ablation(args.model, args.out, dataset=args.dataset, epochs=args.epochs, seeds=args.seeds,
-                               conditions=conditions, device=args.device, hidden=args.hidden,
+                               conditions=args.conditions, device=args.device, hidden=args.hidden,
                                batch_size=args.batch_size, lr=args.lr, progress=not args.quiet)
     except ImportError as err:  # scikit-learn missing for the digits
         raise HfoxError(f"train-demo: {err}") from err

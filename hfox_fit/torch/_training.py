@@ -143,7 +143,7 @@ def train_network(net: nn.Module, train_loader, test_loader, *, condition: str =
         (pairs re-SET), ``set_ops`` and ``max_cell_pulses`` (endurance so far: SETs and the
         most pulses any one cell received), ``wall_s``.
     """
-    check_conditions([condition])
+    check_conditions([condition])  # before anything is built (cell_weights checks again for its own callers)
     torch.manual_seed(seed)
     if not isinstance(net, nn.Module):
         net = net()

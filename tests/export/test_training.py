@@ -107,6 +107,16 @@ def test_each_condition_switches_off_its_part_only(condition, checkpoint):
     assert (float(m1.std()) == 0.0) is (condition == "no_d2d")  # every cell the median cell without D2D
 
 
+def test_the_command_line_names_every_condition():
+    from hfox_fit.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    help_text = sub.choices["train-demo"].format_help().replace("\n", " ")
+    for name in CONDITIONS:
+        assert name in help_text, name
+
+
 def test_unknown_condition_is_refused():
     with pytest.raises(HfoxError, match="unknown condition"):
         cell_weights(BinarizedMLP((4, 3, 2)), None, "no_noise", scale=0.01)
