@@ -162,8 +162,6 @@ def _fit(fit, store: str) -> list[str]:
 
 def _describe(summary: dict, store: str) -> str:
     """What ``hfox-fit fit`` printed for this fit (its summary alone: no per-cell table is read)."""
-    import pandas as pd
+    from ..fitting._result import describe_summary
 
-    from ..fitting import CampaignResult
-
-    return CampaignResult(pd.DataFrame(), summary, None, {}).describe(store)
+    return describe_summary(summary, store)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-__all__ = ["ParamEstimate", "FitResult", "CampaignResult"]
+__all__ = ["ParamEstimate", "FitResult", "CampaignResult", "describe_summary"]
 
 # units of what the summary reports (w = ln(R/R0) is dimensionless)
 _UNITS = {"m1": "1/pulse", "m2": "1/pulse", "t_star": "pulse", "c1": "1", "r0": "Ohm", "a": None, "b": "1",
@@ -124,6 +124,28 @@ def _noise_result(name: str, d: dict, keys) -> FitResult:
     return FitResult(name, params, stats, d.get("note"))
 
 
+def describe_summary(s: dict, store="") -> str:
+    """The short text ``hfox-fit fit`` prints for a fit summary: counts, law scores, each D2D median, noise."""
+    dev = s["devices"]
+    flagged = ", ".join(f"{k} {v}" for k, v in dev["flagged"].items() if v) or "none"
+    scores = s["drift"]["scores"]
+    best = scores[s["drift"]["law"]]["aic"]
+    lines = [
+        f"fitted {dev['fitted']} of {dev['total']} cells in {store} (flagged: {flagged})",
+        "drift law: " + s["drift"]["law"] + " ("
+        + ", ".join(f"{k} dAIC {v['aic'] - best:+.3g}" for k, v in scores.items()) + ")",
+    ]
+    for p, d in s["d2d"].items():
+        ci = d.get("median_ci90")
+        ci_s = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
+        lines.append(f"  {p:8s} {d['family']:12s} median {d['median']:.4g}{ci_s}")
+    pk, rt = s["pink"], s["rtn"]
+    lines.append(f"pink noise: std {pk['std']:.3g}, exponent {pk['exponent']:.3g}")
+    p_down = "n/a" if rt["p_down"] is None else f"{rt['p_down']:.3g}"
+    lines.append(f"RTN: p_up {rt['p_up']:.3g}, p_down {p_down}, amplitude median {rt['amplitude']['median']:.3g}")
+    return "\n".join(lines)
+
+
 _DEPRECATED = {"cells_": "cells", "summary_": "summary()", "model_": "model", "arrays_": "arrays",
                "law_": "law", "law_fits_": "law_fits"}
 
@@ -187,25 +209,7 @@ class CampaignResult:
 
     def describe(self, store="") -> str:
         """The short text ``hfox-fit fit`` prints: counts, law scores, each D2D median, noise."""
-        s = self._summary
-        dev = s["devices"]
-        flagged = ", ".join(f"{k} {v}" for k, v in dev["flagged"].items() if v) or "none"
-        scores = s["drift"]["scores"]
-        best = scores[s["drift"]["law"]]["aic"]
-        lines = [
-            f"fitted {dev['fitted']} of {dev['total']} cells in {store} (flagged: {flagged})",
-            "drift law: " + s["drift"]["law"] + " ("
-            + ", ".join(f"{k} dAIC {v['aic'] - best:+.3g}" for k, v in scores.items()) + ")",
-        ]
-        for p, d in s["d2d"].items():
-            ci = d.get("median_ci90")
-            ci_s = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
-            lines.append(f"  {p:8s} {d['family']:12s} median {d['median']:.4g}{ci_s}")
-        pk, rt = s["pink"], s["rtn"]
-        lines.append(f"pink noise: std {pk['std']:.3g}, exponent {pk['exponent']:.3g}")
-        p_down = "n/a" if rt["p_down"] is None else f"{rt['p_down']:.3g}"
-        lines.append(f"RTN: p_up {rt['p_up']:.3g}, p_down {p_down}, amplitude median {rt['amplitude']['median']:.3g}")
-        return "\n".join(lines)
+        return describe_summary(self._summary, store)
 
     def report(self) -> str:
         """Plain-text report: law scores, lmfit fits of the median curve, every fitted law with its uncertainty."""
