@@ -67,18 +67,16 @@ def main(argv=None) -> int:
             return 2
         args.completed = []  # what a command finished (a store rewritten, a file written), for an interrupt
         return int(args.func(args) or 0)
-    except HfoxError as err:
-        if interrupted:
-            return _interrupted(command, args)
-        print(f"hfox-fit {command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return _interrupted(command, args)
     except BrokenPipeError:
         return 0
-    except Exception:
-        if interrupted:
+    except Exception as err:
+        if interrupted:  # what the interrupt broke (an import, say) is still the interrupt
             return _interrupted(command, args)
+        if isinstance(err, HfoxError):
+            print(f"hfox-fit {command}: error: {err}", file=sys.stderr)
+            return 2
         raise
     finally:
         if previous is not None:
