@@ -284,10 +284,7 @@ class CellBackedWeights(nn.Module):
         if k == 0:
             return 0
         target = torch.where(self._read_flat() >= 0, 1.0, -1.0)
-        both = torch.cat([mask, mask])
-        self.cells.set_(both)
-        self.set_count += both.to(torch.int64)
-        self.pulses_since_set[both] = 0
+        self.set_(mask)  # counts the SETs, restarts the pulses since SET
         # only the re-SET pairs are programmed: the others already read their target
         self._program_to(target, max_steps)
         self.sync()
