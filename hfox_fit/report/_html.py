@@ -209,7 +209,9 @@ def _tables_html(tables):
         ci = "[" + ", ".join(_fmt(b) for b in ci) + "]" if isinstance(ci, (list, tuple)) else _fmt(ci)
         name = e(r["param"]) + ("" if r["in_summary"] else " <span class='missing'>(not in summary)</span>")
         rows.append([name, e(r["unit"] if r["unit"] not in ("", "1") else "–"), e(str(r["family"] or "–")),
-                     params, bounds, _fmt(r["median"]), ci, _fmt(r["median_measured"]),
+                     params, bounds, _fmt(r["median"]), ci,
+                     e(r["median_measured_note"]) if r.get("median_measured") is None and r.get("median_measured_note")
+                     else _fmt(r["median_measured"]),
                      _fmt(r["median_cell_stderr"], 3), _fmt(r["ks_summary"], 3),
                      _fmt(r["ks_report"], 3) + (" (Kaplan-Meier)" if r.get("ks_method") == "kaplan-meier" else ""),
                      _beyond(r.get("mass_beyond_trains"), r.get("extrapolated"))])

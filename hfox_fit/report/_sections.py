@@ -205,6 +205,14 @@ def _parameter_section(cells, usable, col, model, pnames, units, metrics, figs, 
                   "median_measured": float(np.median(v)) if len(v) else None,
                   "median_model": law.median(),
                   "hist": {"edges": edges, "density": counts}, "qq": chk["qq"]}
+        if chk["method"] == "kaplan-meier":
+            # the breaks seen are the early ones: their median is not the cells' median
+            km = chk["km"]
+            half = np.flatnonzero(km["cdf"] >= 0.5)
+            out[p]["median_measured"] = float(km["t"][half[0]]) if half.size else None
+            out[p]["median_measured_note"] = (
+                "Kaplan-Meier median" if half.size else
+                f"> {chk['upto']:.0f} (Kaplan-Meier reaches {chk['km_at_upto']:.2f} there)")
         for key in ("km", "with_errors"):
             if key in chk:
                 out[p][key] = chk[key]
@@ -240,13 +248,16 @@ def _parameter_section(cells, usable, col, model, pnames, units, metrics, figs, 
     censored = [p for p in names if out[p]["ks_method"] == "kaplan-meier"]
     cens_txt = "".join(
         f" {p}: {out[p]['n_ks_censored']:,} of {out[p]['n_ks_censored'] + out[p]['n_ks_exact']:,} cells are "
-        f"right-censored (no break before {out[p]['ks_upto']:.0f} pulses), so its top panel is the "
+        f"right-censored (no break before {out[p]['ks_upto']:.0f} pulses)"
+        + (f", {out[p]['n_left_out']:,} more are left out as the fit leaves them out (a break that could not "
+           "be seen wherever it lay, or a mostly masked train)" if out[p].get("n_left_out") else "")
+        + ", so its top panel is the "
         "Kaplan-Meier CDF of the cells against the fitted law's CDF, its KS distance sup |KM - F| over "
         f"[0, {out[p]['ks_upto']:.0f}] (the censoring point: the fit's likelihood counts each censored "
         "cell as F beyond it), and its QQ plot stops where the Kaplan-Meier estimate does"
         + (f"; shaded: beyond the longest train ({out[p]['limit']} pulses), "
            f"{100 * out[p]['mass_beyond']:.0f} % of the law, extrapolated." if out[p]["mass_beyond"] else ".")
-        for p in censored)
+        for p in censored) + "".join(f" {out[p]['note']}." for p in names if out[p].get("note"))
     figs["parameters"] = (draw_params, (max(8.0, 2.9 * len(names)), 5.8),
                           f"Per-cell fitted parameters of {n_cells:,} usable cell-cycles (n in each legend: a "
                           "cell whose fit leaves a parameter unset, e.g. no break within the train, is not in "

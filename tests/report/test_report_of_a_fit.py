@@ -68,6 +68,8 @@ def test_censored_break_law_is_checked_like_with_like(fitted_report):
     assert ts["extrapolated"] and ts["mass_beyond"] == pytest.approx(truth_beyond, abs=0.15)
     row = next(r for r in m["tables"]["d2d"] if r["param"] == "t_star")
     assert row["extrapolated"] and row["mass_beyond_trains"] == ts["mass_beyond"]
+    # the median of the breaks seen (the early ones) is not shown as the cells' median
+    assert row["median_measured"] is None and row["median_measured_note"].startswith(">")
     assert f"{100 * ts['mass_beyond']:.0f} %, extrapolated" in res.html.read_text()
     assert any("extrapolated" in n for n in res.notes)
     assert "Kaplan-Meier" in m["figures"]["parameters"]["caption"]
