@@ -24,6 +24,7 @@ __all__ = [
     "plot_ecdf",
     "plot_parameter_hist",
     "plot_qq",
+    "plot_censored_cdf",
     "plot_pairs",
     "plot_spectrum",
     "plot_acf",
@@ -208,7 +209,7 @@ def plot_ecdf(measured, simulated=None, *, ks=None, ax=None, title=None, xlabel=
 
 
 def plot_parameter_hist(values, law=None, *, name="", unit="", ks=None, simulated=None,
-                        bins=50, ax=None, rescale=True):
+                        bins=50, ax=None, rescale=True, with_errors=None):
     """Plot a histogram of fitted per-cell values with the fitted density.
 
     Parameters
@@ -226,6 +227,9 @@ def plot_parameter_hist(values, law=None, *, name="", unit="", ks=None, simulate
     ax : matplotlib Axes, optional
     rescale : bool, default=True
         Show very small or large values in a power-of-ten unit (see :func:`scale_unit`).
+    with_errors : (x, density), optional
+        The law's density with the cells' measurement errors added (dashed): what the
+        values look like where those errors are not small.
 
     Returns
     -------
@@ -262,6 +266,10 @@ def plot_parameter_hist(values, law=None, *, name="", unit="", ks=None, simulate
     if law is not None:
         x = np.linspace(lo, hi, 400)
         ax.plot(x / factor, law.pdf(x) * factor, color=MODEL, lw=1.5, label=f"fitted {law.family}")
+    if with_errors is not None:
+        ex, ey = (np.asarray(a, float) for a in with_errors)
+        ex, ey = ex[(ex >= lo) & (ex <= hi)], ey[(ex >= lo) & (ex <= hi)]
+        ax.plot(ex / factor, ey * factor, color=MODEL, lw=1.2, ls="--", label="fitted law + cells' errors")
     title = name + (f"   KS D = {ks:.3f}" if ks is not None else "")
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(axis_label(name, shown))
@@ -271,7 +279,7 @@ def plot_parameter_hist(values, law=None, *, name="", unit="", ks=None, simulate
 
 
 def plot_qq(model_quantiles, sample_quantiles, *, name="", unit="", ax=None,
-            xlabel="fitted law quantile", ylabel="fitted cells quantile", rescale=True):
+            xlabel="fitted law quantile", ylabel="fitted cells quantile", rescale=True, note=None):
     """Plot sample quantiles against the fitted law's quantiles (QQ plot).
 
     Parameters
@@ -283,12 +291,16 @@ def plot_qq(model_quantiles, sample_quantiles, *, name="", unit="", ax=None,
     xlabel, ylabel : str
     rescale : bool, default=True
         Show very small or large values in a power-of-ten unit (see :func:`scale_unit`).
+    note : str, optional
+        Written in the lower right corner (e.g. where censored quantiles stop).
 
     Returns
     -------
     matplotlib Axes
     """
     ax = _axes(ax)
+    if note:
+        _textbox(ax, note, loc="upper left")
     x = np.asarray(model_quantiles, float)
     y = np.asarray(sample_quantiles, float)
     factor, shown = scale_unit(np.concatenate([x, y]), unit) if rescale else (1.0, unit)
@@ -303,6 +315,65 @@ def plot_qq(model_quantiles, sample_quantiles, *, name="", unit="", ax=None,
         ax.set_title(f"QQ: {name}", fontsize=10)
     ax.set_xlabel(axis_label(xlabel, shown))
     ax.set_ylabel(axis_label(ylabel, shown))
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_censored_cdf(t, km_cdf, law, *, name="", unit="", ks=None, upto=None, limit=None,
+                      mass_beyond=None, n_exact=None, n_censored=None, ax=None, rescale=True):
+    """Plot the Kaplan-Meier CDF of right-censored per-cell values against the fitted law's CDF.
+
+    Parameters
+    ----------
+    t, km_cdf : array-like of shape (k,)
+        Observed values (ascending) and the Kaplan-Meier CDF just after each
+        (:func:`hfox_fit.report._stats.kaplan_meier`), in ``unit``.
+    law : ParameterLaw
+        The fitted law (untruncated by the censoring: its CDF is drawn beyond it).
+    name, unit : str
+    ks : float, optional
+        Censored KS distance (``sup |KM - F|`` up to ``upto``), written in the title.
+    upto : float, optional
+        Censoring point: the Kaplan-Meier estimate stops there (dotted line).
+    limit : float, optional
+        Longest train: beyond it is shaded and the law is extrapolated.
+    mass_beyond : float, optional
+        The law's mass beyond ``limit``, written in the shaded region.
+    n_exact, n_censored : int, optional
+        Observed and censored values, for the legend.
+    ax : matplotlib Axes, optional
+    rescale : bool, default=True
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    ax = _axes(ax)
+    t, f = np.asarray(t, float), np.asarray(km_cdf, float)
+    edge = float(upto) if upto is not None else (float(t[-1]) if t.size else 1.0)
+    right = max(edge, float(limit or 0.0))
+    top = float(law.ppf(0.95))
+    xmax = min(max(1.3 * right, top), 4.0 * right) if np.isfinite(top) else 1.3 * right
+    factor, shown = scale_unit([0.0, xmax], unit) if rescale else (1.0, unit)
+    counts = f"{n_exact:,} seen, {n_censored:,} censored" if n_exact is not None else ""
+    ax.step(np.r_[0.0, t, edge] / factor, np.r_[0.0, f, f[-1] if f.size else 0.0], where="post",
+            color=MEASURED, lw=1.6, label="Kaplan-Meier" + (f" ({counts})" if counts else ""))
+    x = np.linspace(0.0, xmax, 400)
+    ax.plot(x / factor, law.cdf(x), color=MODEL, lw=1.4, label=f"fitted {law.family}")
+    if upto is not None:
+        ax.axvline(edge / factor, color="0.35", ls=":", lw=1.0, label="censoring point")
+    if limit is not None and limit < xmax:
+        ax.axvspan(limit / factor, xmax / factor, color="0.88", zorder=0)
+        text = "beyond the\nlongest train" + (
+            f":\n{100 * mass_beyond:.0f} % of the law,\nextrapolated" if mass_beyond is not None else "")
+        ax.text((limit + 0.04 * (xmax - limit)) / factor, 0.03, text, fontsize=7, va="bottom", ha="left",
+                color="0.25")
+    ax.set_xlim(0.0, xmax / factor)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_title(name + (f"   KS D = {ks:.3f} (censored)" if ks is not None else ""), fontsize=10)
+    ax.set_xlabel(axis_label(name, shown))
+    ax.set_ylabel("fraction of cells (CDF)")
+    ax.legend(fontsize=6.5, loc="upper left")
     ax.grid(alpha=0.3)
     return ax
 

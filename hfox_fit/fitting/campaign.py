@@ -37,7 +37,7 @@ from .drift import (
 from .flags import FLAG_NAMES
 from .noise import NoiseFitter
 
-__all__ = ["CampaignFitter", "CampaignResult", "CampaignFit", "fit_die", "fit_campaign"]
+__all__ = ["CampaignFitter", "CampaignResult", "CampaignFit", "fit_die", "fit_campaign", "d2d_rows"]
 
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -122,6 +122,20 @@ def _identifiable_breaks(rows: pd.DataFrame) -> pd.DataFrame:
         if col in rows:
             rows.loc[weak, col] = np.nan
     return rows
+
+
+def d2d_rows(cells: pd.DataFrame, law: str, max_masked: float = 0.3) -> pd.DataFrame:
+    """The per-train table the D2D laws are fitted to (flagged rows still in; the D2D step drops them).
+
+    Breaks censored at one point (:func:`~hfox_fit.fitting.breaks.censor_late_breaks`), ``t_star``
+    blanked where a break could not be seen wherever it lay (:func:`_identifiable_breaks`), the drift
+    parameters blanked on mostly masked trains (:func:`_leave_out_masked`, skipped when the table has
+    no read counts). The report compares each law with exactly these values.
+    """
+    rows = _identifiable_breaks(censor_late_breaks(cells)) if get_law(law).has_break else cells
+    if "n_reads" not in rows or "n_masked" not in rows:
+        return rows
+    return _leave_out_masked(rows, list(get_law(law).params), max_masked)
 
 
 def _lmfit_check(results, law) -> dict:
@@ -287,9 +301,8 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignResu
 
     # D2D
     params = list(get_law(chosen).params) + ["r0"]
-    d2d_rows = _identifiable_breaks(censor_late_breaks(cells)) if get_law(chosen).has_break else cells
-    d2d_rows = _leave_out_masked(d2d_rows, list(get_law(chosen).params), max_masked)
-    d2d = D2DFitter(params, bootstrap=bootstrap, random_state=random_state, fallback=True).fit(d2d_rows)
+    d2d = D2DFitter(params, bootstrap=bootstrap, random_state=random_state, fallback=True).fit(
+        d2d_rows(cells, chosen, max_masked))
     notes.extend(d2d.notes_)
     fits, laws_used, cell_tab = d2d.fits_, d2d.laws_, d2d.cells_
     # RTN amplitude law (observed above a detection limit: fitted with that window, reported untruncated)

@@ -221,3 +221,46 @@ def _collect(dies, cells, model, *, rng_sub, rng_sim, max_population_cells, max_
     for rows in groups.values():
         col.unmatched += len(rows)
     return col, usable, flag
+
+
+def _law_inputs(cells, model, names, *, max_stderr_ratio=20.0):
+    """The values each D2D law was fitted to, per cell, as the fit's D2D step saw them.
+
+    The fit table goes through :func:`hfox_fit.fitting.campaign.d2d_rows` (breaks censored
+    at one point, unidentifiable ones blanked) and :func:`hfox_fit.fitting.d2d.cell_values`
+    (unflagged cycles averaged per cell); values whose standard error exceeds
+    ``max_stderr_ratio`` times the robust spread are left out, as the fit leaves them out.
+    Returns ``({name: {"x", "se", "lo", "n_left_out"}}, note)``; ``({}, why)`` when the
+    table cannot be read that way (the report then uses the usable cell-cycles as they are).
+    """
+    from ..fitting.campaign import d2d_rows  # here: hfox_fit.fitting loads lmfit (and matplotlib)
+    from ..fitting.d2d import cell_values
+
+    try:
+        rows = d2d_rows(cells, model.law)
+        if "flag" in rows:
+            rows = rows[rows["flag"].astype(str) == "ok"]
+        per_cell = cell_values(rows, names) if len(rows) else None
+    except (KeyError, ValueError) as err:
+        return {}, f"the fit table lacks what the D2D step reads ({err}): law checks use the usable cell-cycles"
+    if per_cell is None:
+        return {}, "no unflagged row in the fit table"
+    out = {}
+    for p in names:
+        v = per_cell[p].to_numpy(float)
+        se = per_cell[p + "_stderr"].to_numpy(float)
+        exact = np.isfinite(v)
+        if exact.sum() >= 5:
+            q1, q3 = np.percentile(v[exact], [25, 75])
+            spread = (q3 - q1) / 1.349
+            if spread > 0 and np.isfinite(se[exact]).any():
+                exact &= np.isfinite(se) & (se <= max_stderr_ratio * spread)
+        lo = np.zeros(0)
+        if p + "_lo" in per_cell:
+            lo_all = per_cell[p + "_lo"].to_numpy(float)
+            hi_all = per_cell[p + "_hi"].to_numpy(float)
+            cens = ~np.isfinite(v) & np.isfinite(lo_all) & np.isposinf(hi_all)
+            lo = lo_all[cens]
+        out[p] = {"x": v[exact], "se": se[exact], "lo": lo, "n_cells": int(len(v)),
+                  "n_left_out": int(len(v) - exact.sum() - len(lo))}
+    return out, None

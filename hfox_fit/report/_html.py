@@ -20,6 +20,13 @@ from ._collect import _NO_COORDS
 FIGURES = ("traces", "band", "ecdf", "parameters", "pairs", "c2c", "noise", "die_map", "training")
 
 
+def _beyond(mass, extrapolated):
+    """The D2D table's cell for the law's mass beyond the longest train: "82 %, extrapolated"."""
+    if mass is None:
+        return "–"
+    return f"{100 * mass:.0f} %" + (", extrapolated" if extrapolated else "")
+
+
 def _fmt(x, digits=4):
     if x is None:
         return "–"
@@ -202,10 +209,15 @@ def _tables_html(tables):
         ci = "[" + ", ".join(_fmt(b) for b in ci) + "]" if isinstance(ci, (list, tuple)) else _fmt(ci)
         name = e(r["param"]) + ("" if r["in_summary"] else " <span class='missing'>(not in summary)</span>")
         rows.append([name, e(r["unit"] if r["unit"] not in ("", "1") else "–"), e(str(r["family"] or "–")),
-                     params, bounds, _fmt(r["median"]), ci, _fmt(r["median_measured"]),
-                     _fmt(r["median_cell_stderr"], 3), _fmt(r["ks_summary"], 3), _fmt(r["ks_report"], 3)])
+                     params, bounds, _fmt(r["median"]), ci,
+                     e(r["median_measured_note"]) if r.get("median_measured") is None and r.get("median_measured_note")
+                     else _fmt(r["median_measured"]),
+                     _fmt(r["median_cell_stderr"], 3), _fmt(r["ks_summary"], 3),
+                     _fmt(r["ks_report"], 3) + (" (Kaplan-Meier)" if r.get("ks_method") == "kaplan-meier" else ""),
+                     _beyond(r.get("mass_beyond_trains"), r.get("extrapolated"))])
     out.append(_table(["parameter", "unit", "family", "law parameters", "bounds", "median", "median 90 % CI",
-                       "median of fitted cells", "median per-cell stderr", "KS (fit)", "KS (this report)"],
+                       "median of fitted cells", "median per-cell stderr", "KS (fit)", "KS (this report)",
+                       "law's mass beyond the longest train"],
                       rows, left=5))
     c = tables["correlation"]
     out.append("<h3>Correlation (fit summary)</h3><div style='display:flex;gap:30px;flex-wrap:wrap'>"

@@ -16,14 +16,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._collect import _NO_COORDS, _evaluable, _pad
+from ..laws import get_law
+from ._collect import _NO_COORDS, _evaluable, _law_inputs, _pad
 from ._html import _fmt
 from ._stats import (
     _acf,
     _dwell_hist,
     _dwell_runs,
     _geometric_windowed,
-    _ks_law,
+    _law_check,
     _model_spearman,
     _noise_rows,
     _normal_scores,
@@ -172,41 +173,100 @@ def _parameter_section(cells, usable, col, model, pnames, units, metrics, figs, 
     values = {p: cells[p].to_numpy(dtype=float)[usable] for p in names}
     values = {p: v[np.isfinite(v)] for p, v in values.items()}
     sim = {p: np.concatenate([b[p] for b in col.sim_params]) for p in names}
-    probs = np.linspace(0.005, 0.995, 199)
+    # the D2D step fits the drift parameters and r0 (the RTN amplitude law comes from the noise fit)
+    fitted, why = _law_inputs(cells, model, [p for p in names if p in (*pnames, "r0")])
+    if why:
+        notes.append(why + ".")
+    longest = max(col.pulse_counts) if col.pulse_counts else None
+    break_params = set(get_law(model.law).break_params)
     out = {}
     for p in names:
         law = model.d2d[p]
         v = values[p]
         counts, edges = (np.histogram(v, bins=50, density=True) if len(v) else (np.array([]), np.array([])))
         c2c = p in model.c2c
-        ks = (float(stats.ks_2samp(v, sim[p]).statistic) if c2c and len(v) else _ks_law(v, law))
-        out[p] = {"n": len(v), "unit": units.get(p, ""), "ks": ks,
-                  "ks_against": "simulated D2D+C2C population" if c2c else f"fitted {law.family} law",
+        limit = longest if units.get(p) == "pulse" else None
+        if p in fitted and not c2c:
+            d = fitted[p]
+            chk = _law_check(d["x"], law, se=d["se"], lo=d["lo"], limit=limit)
+            against = (f"fitted {law.family} law, by Kaplan-Meier below the censoring point"
+                       if chk["method"] == "kaplan-meier" else
+                       f"fitted {law.family} law with each cell's measurement error")
+            per = {"n_left_out": d["n_left_out"], "n_fit_cells": d["n_cells"]}
+        else:
+            chk = _law_check(v, law, limit=limit)
+            against, per = f"fitted {law.family} law", {}
+            if c2c and len(v):
+                chk["ks"], against = float(stats.ks_2samp(v, sim[p]).statistic), "simulated D2D+C2C population"
+        out[p] = {"n": len(v), "unit": units.get(p, ""), "ks": chk["ks"], "ks_against": against,
+                  "ks_method": chk["method"], "n_ks_exact": chk["n_exact"], "n_ks_censored": chk["n_censored"],
+                  "ks_upto": chk["upto"], "limit": limit, "mass_beyond": chk["mass_beyond"],
+                  "extrapolated": chk["extrapolated"], **per,
                   "median_measured": float(np.median(v)) if len(v) else None,
                   "median_model": law.median(),
-                  "hist": {"edges": edges, "density": counts},
-                  "qq": {"p": probs, "model": law.ppf(probs),
-                         "measured": np.quantile(v, probs) if len(v) else np.full(len(probs), np.nan)}}
+                  "hist": {"edges": edges, "density": counts}, "qq": chk["qq"]}
+        if chk["method"] == "kaplan-meier":
+            # the breaks seen are the early ones: their median is not the cells' median
+            km = chk["km"]
+            half = np.flatnonzero(km["cdf"] >= 0.5)
+            out[p]["median_measured"] = float(km["t"][half[0]]) if half.size else None
+            out[p]["median_measured_note"] = (
+                "Kaplan-Meier median" if half.size else
+                f"> {chk['upto']:.0f} (Kaplan-Meier reaches {chk['km_at_upto']:.2f} there)")
+        for key in ("km", "with_errors"):
+            if key in chk:
+                out[p][key] = chk[key]
+        if chk["extrapolated"]:
+            notes.append(f"the fitted {p} law has {100 * chk['mass_beyond']:.0f} % of its mass beyond the "
+                         f"longest train ({limit} pulses): that part is extrapolated, not measured.")
+        if p in break_params and p in fitted and not c2c and fitted[p]["n_left_out"] and not chk["n_censored"]:
+            out[p]["note"] = (f"{p} is measured only on the {chk['n_exact']:,} of {fitted[p]['n_cells']:,} "
+                              "cells with a break within their train")
     n_cells = int(usable.sum())
     metrics["figures"]["parameters"] = {"n_cells": n_cells, "params": out}
 
     def draw_params(fig):
-        from ..plotting import plot_parameter_hist, plot_qq
+        from ..plotting import plot_censored_cdf, plot_parameter_hist, plot_qq
 
         axes = fig.subplots(2, len(names), squeeze=False)
         for j, p in enumerate(names):
-            plot_parameter_hist(values[p], model.d2d[p], name=p, unit=units.get(p, ""), ks=out[p]["ks"],
-                                simulated=sim[p] if p in model.c2c else None, ax=axes[0, j])
-            plot_qq(out[p]["qq"]["model"], out[p]["qq"]["measured"], name=p, unit=units.get(p, ""),
-                    ax=axes[1, j])
+            o, u = out[p], units.get(p, "")
+            if o["ks_method"] == "kaplan-meier":
+                plot_censored_cdf(o["km"]["t"], o["km"]["cdf"], model.d2d[p], name=p, unit=u, ks=o["ks"],
+                                  upto=o["ks_upto"], limit=o["limit"], mass_beyond=o["mass_beyond"],
+                                  n_exact=o["n_ks_exact"], n_censored=o["n_ks_censored"], ax=axes[0, j])
+            else:
+                seen = o.get("with_errors")
+                plot_parameter_hist(values[p], model.d2d[p], name=p, unit=u, ks=o["ks"],
+                                    simulated=sim[p] if p in model.c2c else None, ax=axes[0, j],
+                                    with_errors=(seen["x"], seen["pdf"]) if seen else None)
+            qq_note = (f"Kaplan-Meier, up to p = {o['qq']['p'][-1]:.2f}\n(beyond: censored)"
+                       if o["ks_method"] == "kaplan-meier" and len(o["qq"]["p"]) else None)
+            plot_qq(o["qq"]["model"], o["qq"]["measured"], name=p, unit=u, note=qq_note, ax=axes[1, j],
+                    xlabel="law + cells' errors, quantile" if "with_errors" in o else "fitted law quantile")
 
+    censored = [p for p in names if out[p]["ks_method"] == "kaplan-meier"]
+    cens_txt = "".join(
+        f" {p}: {out[p]['n_ks_censored']:,} of {out[p]['n_ks_censored'] + out[p]['n_ks_exact']:,} cells are "
+        f"right-censored (no break before {out[p]['ks_upto']:.0f} pulses)"
+        + (f", {out[p]['n_left_out']:,} more are left out as the fit leaves them out (a break that could not "
+           "be seen wherever it lay, or a mostly masked train)" if out[p].get("n_left_out") else "")
+        + ", so its top panel is the "
+        "Kaplan-Meier CDF of the cells against the fitted law's CDF, its KS distance sup |KM - F| over "
+        f"[0, {out[p]['ks_upto']:.0f}] (the censoring point: the fit's likelihood counts each censored "
+        "cell as F beyond it), and its QQ plot stops where the Kaplan-Meier estimate does"
+        + (f"; shaded: beyond the longest train ({out[p]['limit']} pulses), "
+           f"{100 * out[p]['mass_beyond']:.0f} % of the law, extrapolated." if out[p]["mass_beyond"] else ".")
+        for p in censored) + "".join(f" {out[p]['note']}." for p in names if out[p].get("note"))
     figs["parameters"] = (draw_params, (max(8.0, 2.9 * len(names)), 5.8),
                           f"Per-cell fitted parameters of {n_cells:,} usable cell-cycles (n in each legend: a "
                           "cell whose fit leaves a parameter unset, e.g. no break within the train, is not in "
                           "that histogram, which is then cut near the train length): histograms with the "
-                          "fitted D2D density (top; KS distance to the fitted law, or to the simulated "
-                          "D2D+C2C population where the model has C2C) and QQ plots against the fitted "
-                          "law at 199 probabilities from 0.5 % to 99.5 % (bottom).")
+                          "fitted D2D density (top) and QQ plots against the fitted law at 199 probabilities "
+                          "from 0.5 % to 99.5 % (bottom). KS distance: of the values the law was fitted to "
+                          "(per cell, as the fit's D2D step saw them) to the law convolved with each cell's "
+                          "measurement error, or to the simulated D2D+C2C population where the model has "
+                          "C2C." + cens_txt)
 
     # Pairs in normal-score space (pairwise-complete: a cell without t_star still shows m1 vs c1).
     pair_names = [p for p in names if len(values[p]) >= 3]

@@ -3,7 +3,9 @@
 Quantile bands, normal scores, Spearman correlations (measured, simulated and
 the model's), the fitted pink law's spectrum and autocorrelation, residual
 spectra (Welch) and autocorrelations, RTN dwell-time runs and their windowed
-geometric law, and KS distances to a fitted law.
+geometric law, KS distances to a fitted law, and the Kaplan-Meier estimate and
+censored KS distance of a right-censored parameter (:func:`kaplan_meier`,
+:func:`_law_check`).
 """
 
 from __future__ import annotations
@@ -189,8 +191,142 @@ def _geometric_windowed(p, edges, length):
     return per_bin / (total * np.diff(edges)) if total > 0 else per_bin
 
 
-def _ks_law(values, law):
-    if len(values) == 0:
+def kaplan_meier(times, observed):
+    """Kaplan-Meier estimate of the CDF of right-censored values (numpy only).
+
+    Parameters
+    ----------
+    times : array-like of shape (n,)
+        Each value, or for a censored one the point it is known to exceed.
+    observed : array-like of bool, shape (n,)
+        True where the value was seen, False where it is only known to exceed ``times``.
+        A value censored at an event time counts as at risk at that time.
+
+    Returns
+    -------
+    t : ndarray
+        Distinct observed values, ascending.
+    cdf : ndarray
+        Estimated ``F(t)`` just after each of them (``1 - S``).
+    at_risk : ndarray of int
+        Values still at risk (``>= t``) at each of them.
+    """
+    t = np.asarray(times, float)
+    e = np.asarray(observed, bool)
+    keep = np.isfinite(t)
+    t, e = t[keep], e[keep]
+    ut = np.unique(t[e])
+    at_risk = len(t) - np.searchsorted(np.sort(t), ut, side="left")
+    deaths = np.bincount(np.searchsorted(ut, t[e]), minlength=len(ut))
+    surv = np.cumprod(1.0 - deaths / np.maximum(at_risk, 1))
+    return ut, 1.0 - surv, at_risk
+
+
+def _eiv_cdf(law, x, se):
+    """The law's CDF at ``x`` convolved with each value's Gaussian error ``se`` (as the D2D fit does).
+
+    Gauss-Hermite quadrature over the error (12 nodes, the fit's); a value with no
+    positive finite error maps to the law's own CDF.
+    """
+    x = np.asarray(x, float)
+    u = np.asarray(law.cdf(x), float)
+    if se is None:
+        return u
+    se = np.asarray(se, float)
+    noisy = np.isfinite(se) & (se > 0)
+    if noisy.any():
+        z, w = np.polynomial.hermite.hermgauss(12)
+        nodes = x[noisy, None] - np.sqrt(2.0) * se[noisy, None] * z[None, :]
+        u[noisy] = np.asarray(law.cdf(nodes), float) @ (w / np.sqrt(np.pi))
+    return u
+
+
+def _law_with_errors(law, x, se, *, min_ratio=0.2, max_cells=400, n_grid=500):
+    """CDF and density of the law plus the measurement error of a random cell (mixture over the cells).
+
+    What the values would look like if the law were right. None when the errors are
+    small (median error under ``min_ratio`` of the law's robust spread): the law itself is then
+    what is seen.
+    """
+    if se is None or len(x) < 5:
         return None
-    # a degenerate law's NaN CDF gives a NaN statistic (ParameterLaw.cdf says why, quietly)
-    return float(stats.kstest(values, law.cdf).statistic)
+    se = np.asarray(se, float)
+    se = se[np.isfinite(se) & (se > 0)]
+    q25, q50, q75 = np.asarray(law.ppf([0.25, 0.5, 0.75]), float)
+    spread = (q75 - q25) / 1.349
+    if not (se.size and np.isfinite(spread) and spread > 0 and np.median(se) >= min_ratio * spread):
+        return None
+    if se.size > max_cells:
+        se = np.quantile(se, (np.arange(max_cells) + 0.5) / max_cells)
+    lo, hi = np.asarray(law.ppf([0.001, 0.999]), float)
+    lo, hi = min(lo, np.min(x)) - 4 * se.max(), max(hi, np.max(x)) + 4 * se.max()
+    grid = np.linspace(lo, hi, n_grid)
+    z, w = np.polynomial.hermite.hermgauss(12)
+    nodes = grid[:, None, None] - np.sqrt(2.0) * se[None, :, None] * z[None, None, :]
+    cdf = np.maximum.accumulate((np.asarray(law.cdf(nodes), float) @ (w / np.sqrt(np.pi))).mean(axis=1))
+    return {"x": grid, "cdf": cdf, "pdf": np.gradient(cdf, grid), "median_error": float(np.median(se)),
+            "law_spread": float(spread)}
+
+
+def _ks_uniform(u):
+    u = np.sort(np.asarray(u, float))
+    i = np.arange(1, len(u) + 1)
+    return float(max(np.max(i / len(u) - u), np.max(u - (i - 1) / len(u)), 0.0))
+
+
+#: Fraction of a law's mass beyond the longest train above which the law is called extrapolated.
+EXTRAPOLATED = 0.5
+
+
+def _law_check(x, law, *, se=None, lo=None, limit=None, min_at_risk=0.05, probs=None):
+    """How the values a D2D law was fitted to compare with it, like with like.
+
+    Without censored values: the KS distance of the exact values ``x`` to the law
+    convolved with each value's measurement error ``se`` (probability integral
+    transform), and a QQ plot of the values against the law. With right-censored
+    values (``lo``: each known only to exceed its point): the Kaplan-Meier CDF
+    against the law's untruncated CDF, ``sup |KM - F|`` over ``[0, upto]``,
+    ``upto`` the last point where at least ``min_at_risk`` of the values are still at
+    risk (the censoring point); the QQ plot stops where the KM estimate does.
+    ``limit`` (the longest train, for a parameter in pulses) gives the law's mass
+    beyond what any train could show.
+    """
+    x = np.asarray(x, float)
+    lo = np.zeros(0) if lo is None else np.asarray(lo, float)
+    probs = np.linspace(0.005, 0.995, 199) if probs is None else probs
+    out = {"n_exact": int(len(x)), "n_censored": int(len(lo)), "ks": None, "method": "ks", "upto": None,
+           "mass_beyond": None, "extrapolated": False, "limit": limit}
+    if limit is not None:
+        beyond = 1.0 - float(np.asarray(law.cdf(float(limit)), float))
+        out["mass_beyond"] = beyond if np.isfinite(beyond) else None
+        out["extrapolated"] = bool(np.isfinite(beyond) and beyond >= EXTRAPOLATED)
+    if len(lo) == 0:
+        out["ks"] = _ks_uniform(_eiv_cdf(law, x, se)) if len(x) else None
+        qm = np.quantile(x, probs) if len(x) else np.full(len(probs), np.nan)
+        out["qq"] = {"p": probs, "model": law.ppf(probs), "measured": qm}
+        seen = _law_with_errors(law, x, se)
+        if seen is not None:
+            # like with like: the values carry their errors, so their quantiles are the mixture's
+            out["with_errors"] = seen
+            out["qq"]["model"] = np.interp(probs, seen["cdf"], seen["x"])
+        return out
+    times = np.concatenate([x, lo])
+    t, cdf, at_risk = kaplan_meier(times, np.r_[np.ones(len(x), bool), np.zeros(len(lo), bool)])
+    n = len(times)
+    srt = np.sort(times)
+    # the last point with enough values at risk: the censoring point of most cells
+    upto = float(srt[max(0, n - max(1, int(np.ceil(min_at_risk * n))))])
+    keep = t <= upto
+    t, cdf = t[keep], cdf[keep]
+    out.update({"method": "kaplan-meier", "upto": upto, "km": {"t": t, "cdf": cdf},
+                "km_at_upto": float(cdf[-1]) if len(cdf) else 0.0})
+    if len(t):
+        f = np.asarray(law.cdf(t), float)
+        before = np.r_[0.0, cdf[:-1]]
+        f_up = float(np.asarray(law.cdf(upto), float))
+        out["ks"] = float(max(np.max(np.abs(cdf - f)), np.max(np.abs(before - f)), abs(cdf[-1] - f_up)))
+    p_top = out["km_at_upto"]
+    pk = probs[probs <= p_top]
+    measured = t[np.minimum(np.searchsorted(cdf, pk - 1e-12), len(t) - 1)] if len(pk) else np.zeros(0)
+    out["qq"] = {"p": pk, "model": law.ppf(pk), "measured": measured}
+    return out

@@ -87,7 +87,11 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
                      "median_ci90": s.get("median_ci90"), "ks_summary": s.get("ks"),
                      "ks_report": pfig.get(p, {}).get("ks"),
                      "median_measured": pfig.get(p, {}).get("median_measured"),
+                     "median_measured_note": pfig.get(p, {}).get("median_measured_note"),
                      "median_cell_stderr": float(np.median(se)) if len(se) else None,
+                     "ks_method": pfig.get(p, {}).get("ks_method"),
+                     "mass_beyond_trains": pfig.get(p, {}).get("mass_beyond"),
+                     "extrapolated": bool(pfig.get(p, {}).get("extrapolated", False)),
                      "in_summary": p in d2d})
     if not d2d:
         notes.append("the fit summary has no D2D laws.")

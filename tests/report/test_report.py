@@ -95,9 +95,20 @@ def test_parameter_numbers_match_recomputation(small_report):
     res, cells, summary, model = small_report
     params = res.metrics["figures"]["parameters"]["params"]
     ok = cells["flag"] == "ok"
+    from hfox_fit.fitting.campaign import d2d_rows
+
+    fitted = d2d_rows(cells, model.law)  # the values the D2D laws are fitted to
+    fitted = fitted[fitted["flag"] == "ok"]
+    z = np.linspace(-8, 8, 4001)
     for p in ("m1", "t_star", "m2", "c1", "r0"):
         v = cells.loc[ok, p].to_numpy()
-        assert params[p]["ks"] == pytest.approx(stats.kstest(v, model.d2d[p].cdf).statistic)
+        x = fitted[p].to_numpy(float)
+        se = fitted[p + "_stderr"].to_numpy(float)[np.isfinite(x)]
+        x = x[np.isfinite(x)]
+        # each value against the law convolved with its own error, by a dense quadrature
+        u = np.trapezoid(model.d2d[p].cdf(x[:, None] - se[:, None] * z) * stats.norm.pdf(z), z, axis=1)
+        assert params[p]["ks"] == pytest.approx(stats.kstest(u, "uniform").statistic, abs=1e-6)
+        assert params[p]["ks_method"] == "ks" and params[p]["n_ks_exact"] == len(x)
         assert params[p]["median_measured"] == pytest.approx(np.median(v))
         np.testing.assert_allclose(params[p]["qq"]["measured"], np.quantile(v, params[p]["qq"]["p"]))
     pairs = res.metrics["figures"]["pairs"]
