@@ -180,7 +180,9 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
         if unset.any():
             notes.append(f"{int(unset.sum()):,} usable cell-cycle(s) have no fitted {' / '.join(optional)} "
                          "(no significant break within the train): their fitted law is the straight line "
-                         f"m1 t + c1, and they are not in the {' and '.join(optional)} histograms.")
+                         f"m1 t + c1. A censored parameter's panel counts them as censored at the end of "
+                         "their train (Kaplan-Meier); a histogram of a parameter that exists only after a "
+                         "break leaves them out.")
     if "flag" not in cells.columns:
         notes.append("the fit table has no 'flag' column: every row was taken as 'ok'.")
     if col.n_dies == 0:
