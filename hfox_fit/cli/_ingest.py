@@ -207,7 +207,7 @@ def _read_all(files, args, progress):
         except OSError as err:
             raise ParseError(f"cannot read the file: {err.strerror or err}.", path=path) from err
         if progress is not None:
-            progress.update(_size(path))
+            progress.advance(_size(path))
         yield result
         del result  # let the store drop this table before the next file is parsed
 
@@ -238,12 +238,9 @@ def run_ingest(args) -> int:
         )
     progress = None
     if not args.quiet:
-        from tqdm import tqdm
+        from .._progress import DEFAULT_DELAY, Progress
 
-        progress = tqdm(
-            total=sum(_size(f) for f, _ in files), unit="B", unit_scale=True, unit_divisor=1024,
-            desc="ingest", file=sys.stderr, delay=1.0, leave=False,
-        )
+        progress = Progress("ingest", sum(_size(f) for f, _ in files), "B", unit_scale=True, delay=DEFAULT_DELAY)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IngestWarning)
         try:

@@ -39,9 +39,9 @@ def _step_args(args, out: Path) -> dict[str, list[str]]:
         "fit": [store, "--law", args.law, "--jobs", str(args.jobs),
                 "--summary", str(out / "fit_summary.json"), *quiet],
         "devices": [store, "-o", str(out / "devices.csv")],
-        "export": [store, "-o", str(out / "model.pt")],
+        "export": [store, "-o", str(out / "model.pt"), *quiet],
     }
-    report = [store, "-o", str(out / "report"), "--seed", str(args.seed)]
+    report = [store, "-o", str(out / "report"), "--seed", str(args.seed), *quiet]
     if getattr(args, "train", False):
         # train-demo has no base-seed option (its --seeds is a count), so the seed goes to the report only
         steps["train-demo"] = ["--model", str(out / "model.pt"), "--out", str(out / "train"), *quiet]

@@ -36,7 +36,7 @@ def _fmt(x, digits=4):
     return f"{x:.{digits}g}"
 
 
-def _render(figs, out, dpi):
+def _render(figs, out, dpi, progress=None):
     if not figs:
         return {}, {}
     import matplotlib
@@ -45,10 +45,11 @@ def _render(figs, out, dpi):
     paths, embedded = {}, {}
     style = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
              "axes.spines.top": False, "axes.spines.right": False}
+    names = [n for n in FIGURES if n in figs]
     with matplotlib.rc_context(style):
-        for name in FIGURES:
-            if name not in figs:
-                continue
+        for k, name in enumerate(names):
+            if progress is not None:
+                progress(f"drawing figure {k + 1}/{len(names)} ({name})")
             draw, size, _ = figs[name]
             fig = Figure(figsize=size, layout="constrained" if name != "pairs" else None)
             draw(fig)
