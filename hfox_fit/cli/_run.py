@@ -30,6 +30,8 @@ def _step_args(args, out: Path) -> dict[str, list[str]]:
     store = str(out / "campaign.h5")
     quiet = ["--quiet"] if args.quiet else []
     ingest = [*map(str, args.paths), "--store", store, *quiet]
+    if getattr(args, "die_positions", None):
+        ingest += ["--die-positions", str(args.die_positions)]
     for flag, value in (("--format", args.format), ("--wafer", args.wafer), ("--die", args.die),
                         ("--v-read", args.v_read)):
         if value is not None:
@@ -69,6 +71,10 @@ def check_options(args) -> None:
         if args.format not in names:
             raise HfoxError(f"--format must name an installed reader ({', '.join(names)}); got "
                             f"{args.format!r}. See `hfox-fit formats`, or leave it out to recognise each file.")
+    if getattr(args, "die_positions", None):
+        from ..store import read_die_positions
+
+        read_die_positions(args.die_positions)  # a bad line fails here, before anything is written
     for raw in args.paths:
         if not Path(raw).exists():
             raise HfoxError(f"input {str(raw)!r} does not exist; give existing raw files or folders.")

@@ -41,7 +41,8 @@ from ..exceptions import ReportError
 from ..laws import get_law
 from ._collect import _OPTIONAL, _check_inputs, _collect, _prepare_out_dir, die_coordinates
 from ._html import FIGURES, _html, _render
-from ._sections import _die_map_section, _noise_section, _parameter_section, _population_section
+from ._maps import _die_map_section
+from ._sections import _noise_section, _parameter_section, _population_section
 from ._tables import _flag_counts, _sec, _tables
 from ._training import training_section
 
@@ -217,7 +218,7 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
         _parameter_section(cells, usable, col, model, pnames, units, metrics, figs, notes,
                            rng_plot, max_scatter_points)
         _noise_section(col, model, metrics, figs, notes)
-    _die_map_section(col, model, pnames, units, metrics, figs, notes)
+    _die_map_section(col, model, pnames, units, metrics, figs, notes, cells, usable, flag)
     if training is not None:
         training_section(training, metrics, figs, notes)
     tables = _tables(summary, cells, usable, flag_counts, metrics, model, units, notes)
