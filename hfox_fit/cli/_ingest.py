@@ -232,7 +232,7 @@ def run_ingest(args) -> int:
 
     store = CampaignStore(args.store)
     if not args.paths and not args.die_positions:
-        raise HfoxError("ingest: give raw files or folders to read (PATH ...), or --die-positions FILE.csv.")
+        raise HfoxError("give raw files or folders to read (PATH ...), or --die-positions FILE.csv.")
     if store.exists():
         store.summary()  # a path that is not a store fails here, before any file is read
     positions = None
@@ -242,7 +242,7 @@ def run_ingest(args) -> int:
         positions = read_die_positions(args.die_positions)  # a bad line fails here, before any raw file
         if not args.paths:
             if not store.exists():
-                raise HfoxError(f"ingest: {str(store.path)!r} does not exist; give the raw files with "
+                raise HfoxError(f"{str(store.path)!r} does not exist; give the raw files with "
                                 "--die-positions, or ingest them first.")
             summary = store.set_die_positions(positions)
             getattr(args, "completed", []).append(f"stored the die positions in {store.path}")
