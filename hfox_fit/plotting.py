@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._plot_maps import FLAG_COLOURS, plot_array_map, plot_die_map
+
 __all__ = [
     "plot_ablation",
     "MEASURED",
@@ -30,6 +32,8 @@ __all__ = [
     "plot_acf",
     "plot_dwell",
     "plot_die_map",
+    "plot_array_map",
+    "FLAG_COLOURS",
     "axis_label",
     "scale_unit",
 ]
@@ -534,56 +538,6 @@ def plot_dwell(edges, measured, simulated=None, model=None, *, state="high", ax=
     ax.set_ylabel("density (1/pulse)")
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(alpha=0.3, which="both")
-    return ax
-
-
-def plot_die_map(x, y, values, *, label="", labels=None, ax=None, cmap="viridis"):
-    """Plot one value per die as a square at the die coordinates.
-
-    Parameters
-    ----------
-    x, y : array-like of shape (n_dies,)
-        Die coordinates (die-pitch units, as the campaign gives them).
-    values : array-like of shape (n_dies,)
-    label : str
-        Colour-bar label, with unit.
-    labels : list of str, optional
-        Die names written in each square.
-    ax : matplotlib Axes, optional
-    cmap : str
-
-    Returns
-    -------
-    matplotlib Axes
-    """
-    from matplotlib.collections import PatchCollection
-    from matplotlib.patches import Rectangle
-
-    ax = _axes(ax)
-    x = np.asarray(x, float)
-    y = np.asarray(y, float)
-    values = np.asarray(values, float)
-
-    def _pitch(c):
-        d = np.diff(np.unique(c))
-        return float(d.min()) if d.size else 1.0
-
-    px, py = _pitch(x), _pitch(y)
-    rects = [Rectangle((xi - 0.46 * px, yi - 0.46 * py), 0.92 * px, 0.92 * py) for xi, yi in zip(x, y)]
-    coll = PatchCollection(rects, cmap=cmap, edgecolor="0.3", linewidth=0.5)
-    coll.set_array(np.ma.masked_invalid(values))
-    ax.add_collection(coll)
-    ax.set_xlim(x.min() - px, x.max() + px)
-    ax.set_ylim(y.min() - py, y.max() + py)
-    if labels is not None:
-        norm = coll.norm
-        for xi, yi, lab, v in zip(x, y, labels, values):
-            dark = np.isfinite(v) and norm(v) < 0.55
-            ax.text(xi, yi, lab, ha="center", va="center", fontsize=7, color="white" if dark else "black")
-    ax.figure.colorbar(coll, ax=ax, label=label, shrink=0.85)
-    ax.set_xlabel("die x")
-    ax.set_ylabel("die y")
-    ax.set_aspect("equal")
     return ax
 
 

@@ -45,6 +45,8 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     """The reader, fit and report options of ``run`` and ``demo``, passed on to ``ingest``, ``fit`` and ``report``."""
     p.add_argument("--format", default=None, metavar="NAME", help="reader to use (default: sniffed)")
     p.add_argument("--wafer", default=None, help="wafer id where the files give none")
+    p.add_argument("--die-positions", default=None, metavar="FILE.csv",
+                   help="the dies' positions on the wafer (columns wafer,die,x,y), for the report's die map")
     p.add_argument("--die", default=None, help="die id where the files give none")
     p.add_argument("--v-read", type=float, default=None, metavar="V", help="read voltage (V) where the files give none")
     p.add_argument("--law", default="auto", help="drift law: " + "|".join(("auto", *AUTO_LAWS)) + " (default: auto)")

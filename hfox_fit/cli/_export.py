@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..exceptions import FitError, StoreError
-from ._common import add_command, add_output, add_store
+from ._common import add_command, add_output, add_quiet, add_store
 
 
 def register(subparsers) -> None:
@@ -27,6 +27,7 @@ def register(subparsers) -> None:
     )
     add_store(p, "campaign store holding a fit (`hfox-fit fit`)")
     add_output(p, "MODEL.pt", "checkpoint to write (default: the store's name with .pt)", default=None)
+    add_quiet(p, "no progress lines")
 
 
 def _cells_columns(cells) -> dict:
@@ -40,9 +41,17 @@ def _cells_columns(cells) -> dict:
 
 
 def run_export(args) -> int:
+    from .._progress import DEFAULT_DELAY, Progress
+
+    with Progress("export", enabled=not getattr(args, "quiet", False), delay=DEFAULT_DELAY) as bar:
+        return _export(args, bar)
+
+
+def _export(args, bar) -> int:
     from ..fitting import CampaignResult
     from ..store import CampaignStore
 
+    bar.stage("reading the fit")
     store = CampaignStore(args.store)
     fit = CampaignResult.load(store)  # StoreError: no store, no fit, an unreadable model
     devices = (fit.summary() or {}).get("devices") or {}
@@ -63,8 +72,10 @@ def run_export(args) -> int:
     if out.is_dir():
         raise StoreError(f"-o {str(out)!r} is a folder; give the checkpoint's file name (model.pt).")
 
+    bar.stage("loading torch")
     from ..torch import export_checkpoint
 
+    bar.stage("hashing the store (SHA-256)")
     provenance = {
         "store": store.path.name,
         "store_sha256": store.sha256(),
@@ -72,6 +83,8 @@ def run_export(args) -> int:
         "cells": _cells_columns(fit.cells),
         "fitted_at": fit.fitted_at,
     }
+    bar.stage(f"writing {out}")
     export_checkpoint(model, out, provenance=provenance)
+    bar.close(f"done in {bar.elapsed():.1f} s")
     print(f"wrote {out} (law {model.law}, {int(fitted)} cells, store sha256 {provenance['store_sha256'][:12]}...)")
     return 0

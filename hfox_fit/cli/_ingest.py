@@ -35,10 +35,11 @@ def register(subparsers) -> None:
             "the store itself; a file of a folder that no reader recognises (by its content or suffix; "
             "with --format, that reader alone) is skipped and named (--strict refuses instead). A file "
             "named on the command line is always read. A file that holds no read (a header alone) is "
-            "refused."
+            "refused. --die-positions places the dies on the wafer (for the report's die map), with "
+            "the files or alone on an existing store."
         ),
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="raw file or folder of raw files")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="raw file or folder of raw files")
     p.add_argument("--store", required=True, metavar="STORE.h5", help="campaign store (created if absent)")
     p.add_argument("--format", metavar="NAME", help="reader to use (default: recognise each file; see `hfox-fit formats`)")
     p.add_argument("--wafer", metavar="W", help="wafer id for files that name none")
@@ -56,6 +57,13 @@ def register(subparsers) -> None:
         action="store_true",
         help="refuse a folder that holds a file no reader recognises (default: skip that file, "
         "name it and record it in the store)",
+    )
+    p.add_argument(
+        "--die-positions",
+        metavar="FILE.csv",
+        help="CSV of the dies' positions on the wafer, columns wafer,die,x,y (wafer may be left out when "
+        "every wafer has the same layout; x, y in die pitches or mm); kept in the store for the report's "
+        "die map. Without PATHs, sets the positions of an existing store",
     )
     add_quiet(p, "no progress bar and no per-file notes")
 
@@ -207,7 +215,7 @@ def _read_all(files, args, progress):
         except OSError as err:
             raise ParseError(f"cannot read the file: {err.strerror or err}.", path=path) from err
         if progress is not None:
-            progress.update(_size(path))
+            progress.advance(_size(path))
         yield result
         del result  # let the store drop this table before the next file is parsed
 
@@ -223,8 +231,24 @@ def run_ingest(args) -> int:
     from ..store import CampaignStore
 
     store = CampaignStore(args.store)
+    if not args.paths and not args.die_positions:
+        raise HfoxError("give raw files or folders to read (PATH ...), or --die-positions FILE.csv.")
     if store.exists():
         store.summary()  # a path that is not a store fails here, before any file is read
+    positions = None
+    if args.die_positions:
+        from ..store import read_die_positions
+
+        positions = read_die_positions(args.die_positions)  # a bad line fails here, before any raw file
+        if not args.paths:
+            if not store.exists():
+                raise HfoxError(f"{str(store.path)!r} does not exist; give the raw files with "
+                                "--die-positions, or ingest them first.")
+            summary = store.set_die_positions(positions)
+            getattr(args, "completed", []).append(f"stored the die positions in {store.path}")
+            for note in summary.notes:
+                print(note)
+            return 0
     if args.format is not None:
         from ..parsers import get_parser
 
@@ -238,16 +262,13 @@ def run_ingest(args) -> int:
         )
     progress = None
     if not args.quiet:
-        from tqdm import tqdm
+        from .._progress import DEFAULT_DELAY, Progress
 
-        progress = tqdm(
-            total=sum(_size(f) for f, _ in files), unit="B", unit_scale=True, unit_divisor=1024,
-            desc="ingest", file=sys.stderr, delay=1.0, leave=False,
-        )
+        progress = Progress("ingest", sum(_size(f) for f, _ in files), "B", unit_scale=True, delay=DEFAULT_DELAY)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IngestWarning)
         try:
-            summary = store.ingest(_read_all(files, args, progress), skipped=skipped)
+            summary = store.ingest(_read_all(files, args, progress), skipped=skipped, positions=positions)
             getattr(args, "completed", []).append(f"stored the ingest in {store.path}")
         except HfoxError as err:
             sep = "" if str(err).rstrip().endswith((".", "!")) else "."

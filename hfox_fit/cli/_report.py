@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..exceptions import HfoxError
-from ._common import add_command, add_output, add_store
+from ._common import add_command, add_output, add_quiet, add_store
 
 
 def register(subparsers) -> None:
@@ -30,6 +30,7 @@ def register(subparsers) -> None:
                    help="cell-cycles used by the noise figures (default: 2048)")
     p.add_argument("--training", default=None, metavar="DIR",
                    help="also show the training study in DIR (written by `hfox-fit train-demo --out DIR`)")
+    add_quiet(p, "no progress lines")
 
 
 def _pulses(text: str) -> tuple:
@@ -54,12 +55,16 @@ def _pulses(text: str) -> tuple:
 
 
 def run_report(args) -> int:
+    from .._progress import DEFAULT_DELAY, Progress
     from ..report import report_store
 
     if args.max_noise_cells < 1:
         raise HfoxError(f"report: --max-noise-cells must be >= 1; got {args.max_noise_cells}.")
-    res = report_store(args.store, args.output, seed=args.seed, pulses=_pulses(args.pulses),
-                       max_noise_cells=args.max_noise_cells, training=args.training)
+    pulses = _pulses(args.pulses)
+    with Progress("report", enabled=not getattr(args, "quiet", False), delay=DEFAULT_DELAY) as bar:
+        res = report_store(args.store, args.output, seed=args.seed, pulses=pulses,
+                           max_noise_cells=args.max_noise_cells, training=args.training, progress=bar.stage)
+        bar.close(f"done in {bar.elapsed():.1f} s")
     print(f"wrote {res.html} ({len(res.figures)} figures, {res.n_cells:,} cell-cycles compared, "
           f"{res.elapsed_s:.1f} s); numbers in {res.metrics_path}")
     for note in res.notes:

@@ -30,6 +30,8 @@ def _step_args(args, out: Path) -> dict[str, list[str]]:
     store = str(out / "campaign.h5")
     quiet = ["--quiet"] if args.quiet else []
     ingest = [*map(str, args.paths), "--store", store, *quiet]
+    if getattr(args, "die_positions", None):
+        ingest += ["--die-positions", str(args.die_positions)]
     for flag, value in (("--format", args.format), ("--wafer", args.wafer), ("--die", args.die),
                         ("--v-read", args.v_read)):
         if value is not None:
@@ -39,9 +41,9 @@ def _step_args(args, out: Path) -> dict[str, list[str]]:
         "fit": [store, "--law", args.law, "--jobs", str(args.jobs),
                 "--summary", str(out / "fit_summary.json"), *quiet],
         "devices": [store, "-o", str(out / "devices.csv")],
-        "export": [store, "-o", str(out / "model.pt")],
+        "export": [store, "-o", str(out / "model.pt"), *quiet],
     }
-    report = [store, "-o", str(out / "report"), "--seed", str(args.seed)]
+    report = [store, "-o", str(out / "report"), "--seed", str(args.seed), *quiet]
     if getattr(args, "train", False):
         # train-demo has no base-seed option (its --seeds is a count), so the seed goes to the report only
         steps["train-demo"] = ["--model", str(out / "model.pt"), "--out", str(out / "train"), *quiet]
@@ -69,6 +71,10 @@ def check_options(args) -> None:
         if args.format not in names:
             raise HfoxError(f"--format must name an installed reader ({', '.join(names)}); got "
                             f"{args.format!r}. See `hfox-fit formats`, or leave it out to recognise each file.")
+    if getattr(args, "die_positions", None):
+        from ..store import read_die_positions
+
+        read_die_positions(args.die_positions)  # a bad line fails here, before anything is written
     for raw in args.paths:
         if not Path(raw).exists():
             raise HfoxError(f"input {str(raw)!r} does not exist; give existing raw files or folders.")

@@ -42,7 +42,7 @@ __all__ = ["CampaignFitter", "CampaignResult", "CampaignFit", "fit_die", "fit_ca
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-def fit_die(die: DieData, law: str = "auto", options: DriftOptions | None = None):
+def fit_die(die: DieData, law: str = "auto", options: DriftOptions | None = None, *, progress=None):
     """Fit one die: drift law(s), flags, RTN detection and residual spectrum (pure function).
 
     Parameters
@@ -51,6 +51,8 @@ def fit_die(die: DieData, law: str = "auto", options: DriftOptions | None = None
     law : str, default="auto"
         A registered law, or "auto" for all of them on the same reads.
     options : DriftOptions, optional
+    progress : callable, optional
+        Called with the fraction of the die done (0 to 1), for a progress bar.
 
     Returns
     -------
@@ -58,7 +60,7 @@ def fit_die(die: DieData, law: str = "auto", options: DriftOptions | None = None
     """
     law = check_law(law, allow_auto=True)
     laws = AUTO_LAWS if law == "auto" else (law,)
-    return fit_drift_die(die, laws, options)
+    return fit_drift_die(die, laws, options, progress=progress)
 
 
 def _device_flags(cells: pd.DataFrame):
@@ -189,7 +191,8 @@ def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False,
     jobs : int, default=1
         Worker processes for the per-die step.
     progress : bool, default=False
-        Show a tqdm progress bar (one step per die).
+        Show progress on stderr: the per-die step (moving within each die), then one line
+        per pooled step (noise, D2D laws, ...); whole lines when stderr is not a terminal.
     options : DriftOptions, optional
     bootstrap : int, default=200
         Bootstrap replicates for the intervals.
@@ -261,26 +264,36 @@ class CampaignFitter:
             dies = [dies]
         if n_dies is None and hasattr(dies, "__len__"):
             n_dies = len(dies)
-        results = map_dies(_fit_die_recorded, dies, (law, options), jobs=jobs, progress=progress, n_dies=n_dies)
-        if not results:
-            raise FitError("no dies to fit: the campaign is empty. Ingest measurements first.")
-        for _, caught in results:  # warnings of the per-die step, raised here even from worker processes
-            for category, message in caught:
-                warnings.warn(message, category, stacklevel=3)
-        self.result_ = _pool([r for r, _ in results], law, self.bootstrap, self.random_state, self.max_masked)
+        from .._progress import Progress
+
+        bar = Progress("fit", n_dies, "die", enabled=bool(progress))
+        try:
+            results = map_dies(_fit_die_recorded, dies, (law, options), jobs=jobs, progress=bar, n_dies=n_dies)
+            if not results:
+                raise FitError("no dies to fit: the campaign is empty. Ingest measurements first.")
+            for _, caught in results:  # warnings of the per-die step, raised here even from worker processes
+                for category, message in caught:
+                    warnings.warn(message, category, stacklevel=3)
+            self.result_ = _pool([r for r, _ in results], law, self.bootstrap, self.random_state, self.max_masked,
+                                 stage=bar.stage)
+            bar.close(f"done in {bar.elapsed():.1f} s")
+        finally:
+            bar.close()
         return self
 
 
-def _fit_die_recorded(die, law, options):
+def _fit_die_recorded(die, law, options, progress=None):
     """:func:`fit_die` with its warnings recorded (worker processes do not show them)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = fit_die(die, law, options)
+        res = fit_die(die, law, options, progress=progress)
     return res, [(w.category, str(w.message)) for w in caught]
 
 
-def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignResult:
+def _pool(results, law, bootstrap, random_state, max_masked=0.3, stage=None) -> CampaignResult:
+    stage = stage or (lambda text: None)  # one line per pooled step, for the progress display
     laws = AUTO_LAWS if law == "auto" else (law,)
+    stage("pooling: drift law choice over the dies")
     drift = DriftFitter(law=law)._from_results(results, laws)
     if not drift.per_cell_["flag"].eq("ok").any():
         reasons = drift.per_cell_["flag_reason"].value_counts().head(3).to_dict()
@@ -296,10 +309,12 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignResu
     rng = np.random.default_rng(random_state)
 
     # noise
+    stage(f"pooling: noise laws (pink, RTN; {bootstrap} bootstrap replicates)")
     noise = NoiseFitter(bootstrap=bootstrap, random_state=random_state).fit(drift)
     pink, rtn = noise.pink_, noise.rtn_
 
     # D2D
+    stage(f"pooling: D2D laws and correlations ({bootstrap} bootstrap replicates)")
     params = list(get_law(chosen).params) + ["r0"]
     d2d = D2DFitter(params, bootstrap=bootstrap, random_state=random_state, fallback=True).fit(
         d2d_rows(cells, chosen, max_masked))
@@ -388,6 +403,7 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignResu
     summary = json_safe(summary)
 
     # arrays for validation plots
+    stage("pooling: summary and validation arrays")
     traces = np.concatenate([r.traces for r in results if r.traces.size], axis=0) if any(
         r.traces.size for r in results) else np.zeros((0, 0))
     arrays = {

@@ -54,7 +54,6 @@ the post-break slopes seen elsewhere.
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -65,6 +64,7 @@ import pandas as pd
 from ..exceptions import FitConvergenceWarning, FitError, NotFittedError
 from ..laws import AUTO_LAWS, DRIFT_LAWS, get_law
 from ..schema import DieData
+from ._clock import PhaseClock
 from ._lawfit import (
     _binned_fit,
     _evaluate,
@@ -206,25 +206,8 @@ class DriftOptions:
     flags: FlagOptions = field(default_factory=FlagOptions)
 
 
-class _Clock:
-    """Wall and CPU seconds per phase into ``timings`` (a dict, or None for no timing)."""
-
-    def __init__(self, timings):
-        self.timings = timings
-        if timings is not None:
-            self.last = (time.perf_counter(), time.process_time())
-
-    def __call__(self, phase: str):
-        if self.timings is None:
-            return
-        now = (time.perf_counter(), time.process_time())
-        wall, cpu = self.timings.get(phase, (0.0, 0.0))
-        self.timings[phase] = (wall + now[0] - self.last[0], cpu + now[1] - self.last[1])
-        self.last = now
-
-
 def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | None = None, *,
-                  timings: dict | None = None) -> DieDriftResult:
+                  timings: dict | None = None, progress=None) -> DieDriftResult:
     """Fit the drift laws ``laws`` to every (cell, cycle) of one die (see module doc).
 
     Parameters
@@ -238,12 +221,14 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
         (:func:`~hfox_fit.fitting.flags.detect_flags`), ``noise`` (the die's residual
         spectrum and its pink + white fit), and the drift fit's own phases
         ``prepare``, ``prefit``, ``rtn``, ``fit``, ``tables``.
+    progress : callable, optional
+        Called with the fraction of the die done (0 to 1) as the phases end, for a progress bar.
 
     Returns
     -------
     DieDriftResult
     """
-    clock = _Clock(timings)
+    clock = PhaseClock(timings, progress)
     options = options or DriftOptions()
     laws = tuple(check_law(name) for name in laws)
     if not isinstance(die, DieData):
@@ -406,8 +391,10 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
     # states from a drift no longer dragged by the telegraph reads)
     # the break lies between fitted reads (not among reads left out at the start or the end)
     lo_t, hi_t = _span(t, W, first_t, last_t)
-    fits = {name: _fit_law(name, t, scale, Yc[sub], W[sub], lo_t[sub], hi_t[sub], buffers, y_masked=True)
-            for name in laws}
+    fits = {}
+    for k, name in enumerate(laws):
+        fits[name] = _fit_law(name, t, scale, Yc[sub], W[sub], lo_t[sub], hi_t[sub], buffers, y_masked=True)
+        clock.within("noise", "fit", (k + 1) / len(laws))
     clock("fit")
     if options.final_rtn:
         resid_main = np.full((n, T), np.nan)

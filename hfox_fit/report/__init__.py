@@ -41,7 +41,8 @@ from ..exceptions import ReportError
 from ..laws import get_law
 from ._collect import _OPTIONAL, _check_inputs, _collect, _prepare_out_dir, die_coordinates
 from ._html import FIGURES, _html, _render
-from ._sections import _die_map_section, _noise_section, _parameter_section, _population_section
+from ._maps import _die_map_section
+from ._sections import _noise_section, _parameter_section, _population_section
 from ._tables import _flag_counts, _sec, _tables
 from ._training import training_section
 
@@ -93,7 +94,8 @@ def _units(model):
 
 def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign", seed=0,
                  pulses=(10, 100, -1), max_population_cells=50_000, max_noise_cells=2048,
-                 max_scatter_points=1500, fitted_at=None, dpi=100, figures=True, training=None) -> ReportResult:
+                 max_scatter_points=1500, fitted_at=None, dpi=100, figures=True, training=None,
+                 progress=None) -> ReportResult:
     """Write the validation report of a fitted campaign.
 
     Parameters
@@ -132,6 +134,8 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
     training : path-like, optional
         Folder of a training study (``hfox-fit train-demo --out``): its accuracy figure
         and summary are added.
+    progress : callable, optional
+        Called with a short description of each stage as it starts (a progress display).
 
     Returns
     -------
@@ -152,7 +156,9 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
     pnames = law.params
     units = _units(model)
     notes = []
+    stage = progress or (lambda text: None)
 
+    stage("reading the measurements and simulating the fitted population")
     col, usable, flag = _collect(dies, cells, model, rng_sub=rng_sub, rng_sim=rng_sim,
                                  max_population_cells=max_population_cells,
                                  max_noise_cells=max_noise_cells)
@@ -208,12 +214,13 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
             "with the model are left out; the fit tables below are all this report can show."
         )
     else:
+        stage("comparing the population, the D2D laws and the noise")
         _population_section(col, model, pnames, pulses, metrics, figs, samples, notes,
                             n_usable_table, max_population_cells)
         _parameter_section(cells, usable, col, model, pnames, units, metrics, figs, notes,
                            rng_plot, max_scatter_points)
         _noise_section(col, model, metrics, figs, notes)
-    _die_map_section(col, model, pnames, units, metrics, figs, notes)
+    _die_map_section(col, model, pnames, units, metrics, figs, notes, cells, usable, flag)
     if training is not None:
         training_section(training, metrics, figs, notes)
     tables = _tables(summary, cells, usable, flag_counts, metrics, model, units, notes)
@@ -225,7 +232,7 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
         notes.append(f"figures were not drawn (figures=False); their numbers are in metrics.json: "
                      f"{', '.join(n for n in FIGURES if n in figs)}.")
         figs = {}
-    figure_paths, embedded = _render(figs, out, dpi)
+    figure_paths, embedded = _render(figs, out, dpi, progress=progress)
     for name, path in figure_paths.items():
         metrics["figures"][name]["file"] = path.name
     for name in FIGURES:  # stale PNGs of an earlier report would contradict this one
@@ -235,6 +242,7 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
     metrics["notes"] = list(notes)
     elapsed = time.perf_counter() - t_start
     metrics["meta"]["elapsed_s"] = round(elapsed, 3)
+    stage("writing report.html and metrics.json")
     page = _html(metrics, figs, embedded, notes, tables)
     html_path = out / "report.html"
     html_path.write_text(page, encoding="utf-8")
@@ -273,6 +281,8 @@ def report_store(path, out_dir, **kwargs) -> ReportResult:
     from ..store import CampaignStore
 
     store = CampaignStore(path)
+    if kwargs.get("progress"):
+        kwargs["progress"]("reading the fit")
     fit = CampaignResult.load(store)  # StoreError: missing file, not a store, no fit yet (one clear line)
     kwargs.setdefault("store_name", path.name)
     kwargs.setdefault("fitted_at", fit.fitted_at)

@@ -15,9 +15,10 @@ import html
 import numpy as np
 
 from ._collect import _NO_COORDS
+from ._layout import legends_off_data, legible, ticks_apart
 
 #: Figure names (PNG file stems) in page order.
-FIGURES = ("traces", "band", "ecdf", "parameters", "pairs", "c2c", "noise", "die_map", "training")
+FIGURES = ("traces", "band", "ecdf", "parameters", "pairs", "c2c", "noise", "die_map", "array_map", "training")
 
 
 def _beyond(mass, extrapolated):
@@ -43,22 +44,36 @@ def _fmt(x, digits=4):
     return f"{x:.{digits}g}"
 
 
-def _render(figs, out, dpi):
+#: Width of the page's column in inches at the figures' 100 dpi (main's 1180 px less its padding).
+PAGE_WIDTH_IN = 11.28
+#: The figures' style: one place for the report's font sizes and frame.
+_STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+          "xtick.labelsize": 8.5, "ytick.labelsize": 8.5, "figure.titlesize": 11,
+          "axes.spines.top": False, "axes.spines.right": False}
+
+
+def _render(figs, out, dpi, progress=None):
     if not figs:
         return {}, {}
     import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     paths, embedded = {}, {}
-    style = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
-             "axes.spines.top": False, "axes.spines.right": False}
-    with matplotlib.rc_context(style):
-        for name in FIGURES:
-            if name not in figs:
-                continue
-            draw, size, _ = figs[name]
-            fig = Figure(figsize=size, layout="constrained" if name != "pairs" else None)
+    names = [n for n in FIGURES if n in figs]
+    with matplotlib.rc_context(_STYLE):
+        for k, name in enumerate(names):
+            if progress is not None:
+                progress(f"drawing figure {k + 1}/{len(names)} ({name})")
+            draw, (width, height), _ = figs[name]
+            # no wider than the page's column: the browser would shrink the PNG, and its text with it
+            fig = Figure(figsize=(min(width, PAGE_WIDTH_IN), height),
+                         layout="constrained" if name != "pairs" else None)
+            FigureCanvasAgg(fig)
             draw(fig)
+            legible(fig)
+            legends_off_data(fig)
+            ticks_apart(fig)
             path = out / f"{name}.png"
             fig.savefig(path, dpi=dpi)
             paths[name] = path
@@ -98,6 +113,7 @@ _TITLES = {
     "c2c": "Cycle-to-cycle variation",
     "noise": "Noise: spectrum, autocorrelation, RTN dwell times",
     "die_map": "Die map",
+    "array_map": "Array map: cells by row and column",
     "training": "Training study: which imperfection costs accuracy",
 }
 
@@ -158,7 +174,8 @@ def _html(metrics, figs, embedded, notes, tables):
         f"<div class='card'><b>{v}</b><span>{e(t)}</span></div>" for v, t in cards) + "</div>")
     for name in FIGURES:
         if name == "die_map" and name not in figs:
-            msg = figm.get("die_map", {}).get("message", _NO_COORDS)
+            entry = figm.get("die_map", {})
+            msg = entry.get("message", _NO_COORDS) + (f": {entry['hint']}" if entry.get("hint") else "")
             parts.append(f"<h2 id='die_map'>{e(_TITLES[name])}</h2><p class='missing'>{e(msg)}.</p>")
             continue
         if name not in figs:

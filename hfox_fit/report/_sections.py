@@ -5,7 +5,7 @@ statistics (:mod:`._stats`), writes them to ``metrics["figures"][name]`` and
 adds ``figs[name] = (draw, size, caption)``; ``draw`` fills a matplotlib figure
 through :mod:`hfox_fit.plotting` and runs only when the page is rendered.
 Sections: population (traces, band, ECDF), parameters (histograms and QQ,
-pairs, C2C), noise (spectrum, autocorrelation, RTN dwell times), die map.
+pairs, C2C), noise (spectrum, autocorrelation, RTN dwell times); the maps are in :mod:`._maps`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import pandas as pd
 from scipy import stats
 
 from ..laws import get_law
-from ._collect import _NO_COORDS, _evaluable, _law_inputs, _pad
+from ._collect import _evaluable, _law_inputs, _pad
 from ._html import _fmt
+from ._layout import parameter_axes, parameter_figsize
 from ._stats import (
     _acf,
     _dwell_hist,
@@ -228,7 +229,7 @@ def _parameter_section(cells, usable, col, model, pnames, units, metrics, figs, 
     def draw_params(fig):
         from ..plotting import plot_censored_cdf, plot_parameter_hist, plot_qq
 
-        axes = fig.subplots(2, len(names), squeeze=False)
+        axes = parameter_axes(fig, 2, len(names))
         for j, p in enumerate(names):
             o, u = out[p], units.get(p, "")
             if o["ks_method"] == "kaplan-meier":
@@ -258,7 +259,7 @@ def _parameter_section(cells, usable, col, model, pnames, units, metrics, figs, 
         + (f"; shaded: beyond the longest train ({out[p]['limit']} pulses), "
            f"{100 * out[p]['mass_beyond']:.0f} % of the law, extrapolated." if out[p]["mass_beyond"] else ".")
         for p in censored) + "".join(f" {out[p]['note']}." for p in names if out[p].get("note"))
-    figs["parameters"] = (draw_params, (max(8.0, 2.9 * len(names)), 5.8),
+    figs["parameters"] = (draw_params, parameter_figsize(len(names), 5.8),
                           f"Per-cell fitted parameters of {n_cells:,} usable cell-cycles (n in each legend: a "
                           "cell whose fit leaves a parameter unset, e.g. no break within the train, is not in "
                           "that histogram, which is then cut near the train length): histograms with the "
@@ -329,14 +330,14 @@ def _parameter_section(cells, usable, col, model, pnames, units, metrics, figs, 
             def draw_c2c(fig):
                 from ..plotting import plot_ecdf, plot_parameter_hist
 
-                axes = fig.subplots(2, len(res), squeeze=False)
+                axes = parameter_axes(fig, 2, len(res))
                 for j, (p, r) in enumerate(res.items()):
                     plot_parameter_hist(r["measured"], None, name=f"{p} - cell mean", unit=units.get(p, ""),
                                         ks=r["ks"], simulated=r["simulated"], ax=axes[0, j])
                     plot_ecdf(r["measured"], r["simulated"], ks=r["ks"], ax=axes[1, j],
                               xlabel=f"{p} - cell mean ({units.get(p, '')})")
 
-            figs["c2c"] = (draw_c2c, (max(7.0, 3.4 * len(res)), 6.0),
+            figs["c2c"] = (draw_c2c, parameter_figsize(len(res), 6.0, 7.0),
                            f"Cycle-to-cycle variation: deviation of each cycle's parameter from its cell's "
                            f"mean over cycles, for {int(multi.sum()):,} cell-cycles of cells with two or more "
                            "usable cycles, against the same statistic of the simulated population.")
@@ -431,45 +432,3 @@ def _noise_section(col, model, metrics, figs, notes):
                      "complete runs (not touching either end of the train) count, so long dwells are "
                      "under-represented on both sides, and dwells shorter than half the smoothing are not binned; "
                      "the geometric law is drawn as seen through the same window.")
-
-
-def _die_map_section(col, model, pnames, units, metrics, figs, notes):
-    mkey = "m1" if "m1" in pnames else pnames[0]
-    dies = col.dies
-    known = [d for d in dies if d["coords"] is not None and d["n_cells"] > 0]
-    entry = {"param": mkey, "dies": [{"wafer": d["wafer"], "die": d["die"], "n_cells": d["n_cells"],
-                                      "x": d["coords"][0] if d["coords"] else None,
-                                      "y": d["coords"][1] if d["coords"] else None,
-                                      f"median_{mkey}": d[f"median_{mkey}"], "median_r0": d["median_r0"]}
-                                     for d in dies]}
-    metrics["figures"]["die_map"] = entry
-    if not any(d["coords"] is not None for d in dies):
-        entry["message"] = _NO_COORDS
-        notes.append(f"{_NO_COORDS}: no die map (DieData.attrs needs 'x'/'y' or 'die_x'/'die_y').")
-        return
-    if not known:
-        entry["message"] = "no die with coordinates has usable cells"
-        notes.append("no die map: the dies with coordinates have no usable cells.")
-        return
-    if len(known) < len(dies):
-        notes.append(f"die map: {len(dies) - len(known)} die(s) without coordinates or usable cells are not shown.")
-    wafers = sorted({d["wafer"] for d in known})
-
-    def draw_map(fig):
-        from ..plotting import plot_die_map
-
-        axes = fig.subplots(1, 2)
-        x = [d["coords"][0] for d in known]
-        y = [d["coords"][1] for d in known]
-        lab = [d["die"] for d in known]
-        plot_die_map(x, y, [d[f"median_{mkey}"] for d in known], ax=axes[0], labels=lab,
-                     label=f"median {mkey} ({units.get(mkey, '')})")
-        plot_die_map(x, y, [d["median_r0"] if d["median_r0"] is not None else np.nan for d in known],
-                     ax=axes[1], labels=lab, label="median R0 (Ohm)", cmap="magma")
-        axes[0].set_title(f"median {mkey} per die", fontsize=10)
-        axes[1].set_title("median R0 per die", fontsize=10)
-
-    n = sum(d["n_cells"] for d in known)
-    figs["die_map"] = (draw_map, (11, 4.6),
-                       f"Die maps of the median fitted {mkey} and R0 over {len(known)} dies ({n:,} usable "
-                       f"cell-cycles; wafer{'s' if len(wafers) > 1 else ''} {', '.join(wafers)}).")

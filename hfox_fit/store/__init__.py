@@ -5,7 +5,8 @@ Layout (format ``hfox_fit.campaign``, version :data:`FORMAT_VERSION`)::
     /                          attrs: format, format_version, hfox_fit_version,
                                       created_at, modified_at (UTC ISO), units (JSON)
     /measurements/<wafer>/<die>/   attrs: wafer, die, n_cells, n_cycles, n_pulses,
-                                          n_trains, n_reads, n_failed, attrs (JSON)
+                                          n_trains, n_reads, n_failed, attrs (JSON; the die's
+                                          position on the wafer as its x, y)
         devices      str   [cells]                   cell ids, sorted (UTF-8)
         cycles       int64 [cycles]                  cycle numbers, sorted
         resistance   float64 [cells, cycles, pulses]  Ohm; NaN = failed or not taken
@@ -38,6 +39,7 @@ One idea per module:
 - :mod:`._ingest`: adding read files (provenance, SHA-256, merging, clashes);
 - :mod:`._fit`: saving and loading the fit (:class:`StoredFit`);
 - :mod:`._dies`: the HDF5 group of one die;
+- :mod:`._positions`: die positions on the wafer (a ``wafer,die,x,y`` CSV) into the dies' ``attrs``;
 - :mod:`._h5`: generic HDF5 helpers (names, attributes, JSON, frames, arrays).
 
 The split of a table into dies is :func:`hfox_fit.schema.table_to_dies`
@@ -50,5 +52,7 @@ from ._file import FORMAT, FORMAT_VERSION
 from ._fit import StoredFit
 from ._h5 import COMPRESSION  # noqa: F401  (module constant of the former hfox_fit.store)
 from ._ingest import MAX_REJECTED, IngestSummary  # noqa: F401  (MAX_REJECTED: as above)
+from ._positions import DiePositions, read_die_positions
 
-__all__ = ["CampaignStore", "IngestSummary", "StoredFit", "FORMAT", "FORMAT_VERSION", "split_dies"]
+__all__ = ["CampaignStore", "IngestSummary", "StoredFit", "FORMAT", "FORMAT_VERSION", "split_dies", "DiePositions",
+           "read_die_positions"]

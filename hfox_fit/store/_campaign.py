@@ -21,6 +21,7 @@ from ._file import open_store
 from ._fit import StoredFit, load_fit, save_fit
 from ._h5 import attr, key
 from ._ingest import IngestSummary, TableResult, ingest, read_sources, sha256_file, sha256_table
+from ._positions import DiePositions, read_die_positions
 
 
 class CampaignStore:
@@ -63,7 +64,7 @@ class CampaignStore:
         return self.path.exists()
 
     # ------------------------------------------------------------------ ingest
-    def ingest(self, results: Iterable, *, skipped=()) -> IngestSummary:
+    def ingest(self, results: Iterable, *, skipped=(), positions=None) -> IngestSummary:
         """Add the tables of several read files to the store, all or nothing.
 
         Parameters
@@ -76,6 +77,9 @@ class CampaignStore:
             Files of the same ingest that were left out (no reader recognises
             them): they go into ``IngestSummary.left_out`` and
             into the provenance record of each file added (``skipped_beside``).
+        positions : str, path-like or DiePositions, optional
+            A die positions CSV (columns ``wafer,die,x,y``; see :func:`read_die_positions`), set on
+            the dies of the store in the same rewrite (the die map of the report uses them).
 
         Returns
         -------
@@ -96,7 +100,26 @@ class CampaignStore:
         raised while ``results`` is consumed (a reader's ParseError, Ctrl-C)
         also leave the store untouched.
         """
-        return ingest(self.path, results, skipped)
+        if positions is not None and not isinstance(positions, DiePositions):
+            positions = read_die_positions(positions)  # checked before any file is read
+        return ingest(self.path, results, skipped, positions)
+
+    def set_die_positions(self, positions) -> IngestSummary:
+        """Set the dies' positions on the wafer from a CSV (``wafer,die,x,y``) or a :class:`DiePositions`.
+
+        One atomic rewrite; its ``notes`` say how many dies were placed, which positions
+        name no die of the store and which dies have none.
+
+        Raises
+        ------
+        ParseError
+            The CSV is malformed (the message names the file and line).
+        StoreError
+            No position names a die of the store, or the store cannot be rewritten.
+        """
+        if not self.exists():
+            raise StoreError(f"{str(self.path)!r} does not exist; ingest measurements first.")
+        return self.ingest([], positions=positions)
 
     def ingest_table(self, table: pd.DataFrame, *, name: str = "table", format: str = "table") -> IngestSummary:
         """Ingest a measurement table that does not come from a file.

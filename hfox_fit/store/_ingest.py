@@ -24,6 +24,7 @@ from ..schema import COLUMNS, CONDITIONS, DieData, table_to_dies, validate_table
 from ._dies import read_die, write_die
 from ._file import check_writable, init_root, open_store, rewrite
 from ._h5 import STR, attr, dumps, key, now
+from ._positions import apply_positions
 
 #: Rejected-line messages kept per source file.
 MAX_REJECTED = 20
@@ -110,8 +111,8 @@ def read_sources(f) -> list[dict]:
     return [json.loads(s) for s in f["sources"].asstr()[...]]
 
 
-def ingest(path: Path, results: Iterable, skipped=()) -> IngestSummary:
-    """Add the read results to the store ``path`` (see :meth:`CampaignStore.ingest`)."""
+def ingest(path: Path, results: Iterable, skipped=(), positions=None) -> IngestSummary:
+    """Add the read results (and die ``positions``, a DiePositions) to the store ``path`` (see :meth:`CampaignStore.ingest`)."""
     left_out = [(str(p), str(why)) for p, why in skipped]
     beside = [f"{p}: {why}" for p, why in left_out[:MAX_REJECTED]]
     if len(left_out) > MAX_REJECTED:
@@ -157,7 +158,7 @@ def ingest(path: Path, results: Iterable, skipped=()) -> IngestSummary:
         summary.rejected.extend(f"{label}: {m}" for m in record["rejected"])
         summary.notes.extend(f"{label}: {m}" for m in record["notes"])
         del res
-    if not new_sources and path.exists():
+    if not new_sources and path.exists() and positions is None:
         return summary
     paths = [s["path"] for s in old_sources] + [s["path"] for s in new_sources]
     with rewrite(path) as (old, new):
@@ -182,6 +183,8 @@ def ingest(path: Path, results: Iterable, skipped=()) -> IngestSummary:
             write_die(wgroup, die, source)
             summary.write_seconds += time.perf_counter() - t
             summary.dies.append(k)
+        if positions is not None:
+            summary.notes.extend(apply_positions(meas, positions))
         records = [dumps(s) for s in old_sources + new_sources]
         new.create_dataset("sources", data=np.array(records, dtype=object), dtype=STR)
         if old is not None and "fit" in old:
