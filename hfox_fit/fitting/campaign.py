@@ -253,7 +253,8 @@ class CampaignFitter:
         for _, caught in results:  # warnings of the per-die step, raised here even from worker processes
             for category, message in caught:
                 warnings.warn(message, category, stacklevel=3)
-        self.result_ = _pool([r for r, _ in results], law, self.bootstrap, self.random_state, self.max_masked)
+        self.result_ = _pool([r for r, _ in results], law, self.bootstrap, self.random_state, self.max_masked,
+                             options)
         return self
 
 
@@ -265,9 +266,9 @@ def _fit_die_recorded(die, law, options):
     return res, [(w.category, str(w.message)) for w in caught]
 
 
-def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignResult:
+def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None) -> CampaignResult:
     laws = AUTO_LAWS if law == "auto" else (law,)
-    drift = DriftFitter(law=law)._from_results(results, laws)
+    drift = DriftFitter(law=law, options=options)._from_results(results, laws)
     if not drift.per_cell_["flag"].eq("ok").any():
         reasons = drift.per_cell_["flag_reason"].value_counts().head(3).to_dict()
         raise FitError(
