@@ -50,6 +50,69 @@ the others (mostly 1000-pulse trains) a right ``m1`` under a line that misses
 the early break the data show (``t_star`` undetermined). ``tests/fitting/
 test_goodness_of_fit.py`` holds the rate under 1 % on the 1000-pulse presets
 and the example campaign.
+
+Stuck trains
+------------
+Two ways, either suffices:
+
+1. *Quiet and flat*: the read-to-read noise is under ``stuck_noise_ratio``
+   times the die's typical noise (no pink noise, no RTN: only the read noise)
+   and ``w`` stays within a few noise widths of 0. This works on any train
+   length.
+2. *No drift*, whatever the noise: a stuck cell may keep its 1/f noise and its
+   telegraph noise. The reads after the first ``STUCK_SKIP`` pulses (where the
+   pink term's history fills up and its positive offset builds, see
+   :meth:`hfox_fit.model.PinkNoise.offset`) are cut into blocks of about
+   ``STUCK_BLOCK`` reads, longer than the noise's correlation (15 pulses).
+   Blocks whose read-to-read variance shows the RTN high state are kept, with
+   the telegraph term's mean taken out: ``A / 4`` times the block's share of
+   high reads, ``A`` from the excess variance ``7 A**2 / 144`` of the cell's
+   clearly-high blocks (the model's ``U1 U2 A``). Two estimates of the rise of
+   ``w`` over the train, each with a standard error from the scatter of the
+   block means (successive differences of RTN-free blocks, so a drift does not
+   inflate it; pink noise is correlated, so the reads are never treated as
+   independent):
+
+   * ``step``: mean of the last third of the blocks minus the first two
+     blocks (sees a rise that happened early and stopped, ``t*`` small, ``m2``
+     near 0);
+   * ``trend``: a weighted straight line through the block means, times the
+     span (the most precise for a slow, steady drift).
+
+   The train is stuck when both upper bounds, ``estimate + stuck_z *
+   stderr``, are below ``r_min``, the smallest rise expected of a working
+   cell: the larger of ``stuck_rise`` (0.01 in ``w``) and ``stuck_fraction``
+   times the die's slow-but-working rise (5th percentile of the rises of its
+   trains that clearly drift, when the die's trains are resolved: see
+   :func:`_typical_rise`), and when ``r_min`` is at least ``_POWER`` = 2
+   standard errors of both estimates. So a flag needs evidence: where the
+   noise over the train cannot tell a slow working cell from a stuck one,
+   the no-drift test flags nothing and only the quiet path can.
+
+   Train length: the test needs at least 6 blocks (``STUCK_SKIP + 6 *
+   STUCK_BLOCK`` = 208 pulses). With the reference model's pink noise (std
+   0.01, long-run std 0.031 per read) the standard error of the ``step`` is
+   about 0.004 whatever the length (64 reads at the start) and that of the
+   ``trend`` about ``0.031 * sqrt(12 / n)`` over ``n`` reads: over 100
+   pulses (0.012) a slow cell (``m1 = 3.74e-5`` rises by 0.004) and a stuck
+   one cannot be told apart and nothing is flagged; over 300 pulses neither
+   preset reaches the 2 standard errors either; the test starts to flag
+   around 500 pulses and is meant for trains of about 1000 pulses or more.
+
+   Limits, measured with the defaults on 1000-pulse trains and 5 % noisy
+   stuck cells (``tests/fitting/test_flags.py``): ``wafer_b`` (2 x 4096
+   cells) recall 100 %, 0.01 % of the working cells flagged (cells that rise
+   early, ``t*`` near 60, then stop). ``paper`` (12 x 2048 cells): recall
+   63-81 %, precision 95-99 %, 0.05-0.16 % of the working cells flagged; at
+   2000 pulses recall 89-94 %. The ``paper`` D2D laws make some working
+   cells drift less than the noise resolves (``t*`` near its lower bound of
+   41 pulses followed by ``m2`` near 0: about 0.1 % of its cells rise by less
+   than 0.01 in ``w`` from pulse 17 to 1000, 0.9 % by less than 0.02, while a
+   stuck train's rise scatters by about 0.004), so more recall there costs
+   false flags on those cells: ``stuck_rise`` and ``stuck_z`` move that
+   trade-off (``stuck_rise=0.02``: recall 90-99 %, 0.4-1.2 % of the working
+   cells flagged). Quiet stuck cells are found at any length (recall 100 %
+   on both presets, 100 to 2000 pulses).
 """
 
 from __future__ import annotations
