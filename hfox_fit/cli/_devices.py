@@ -16,7 +16,11 @@ def register(subparsers) -> None:
         help="write the fitted per-cell table of a store as CSV",
         description=(
             "Write one row per cell and cycle of the store's fit: wafer, die, device, cycle, the drift "
-            "law's parameters with their standard errors, r0 and r0_stderr (Ohm), flag and flag_reason."
+            "law's parameters with their standard errors, r0 and r0_stderr (Ohm), flag and flag_reason, and "
+            "how well the law follows the train's reads: resid_std (robust std of w - law), misfit (mean "
+            "square of the residual's block means over what the noise gives: about 1 for a good fit), "
+            "fit_r2 (share of the slow change of w the law explains) and max_gap (w - law where the law is "
+            "farthest from the reads); a train whose law leaves its reads is flagged poor_fit."
         ),
     )
     add_store(p, "campaign store holding a fit (see `hfox-fit fit`)")
@@ -25,6 +29,7 @@ def register(subparsers) -> None:
 
 def run_devices(args) -> int:
     from ..fitting import CampaignResult
+    from ..fitting._tables import GOF_COLUMNS
     from ..laws import get_law
 
     fit = CampaignResult.load(args.store)  # StoreError when there is no fit
@@ -38,7 +43,8 @@ def run_devices(args) -> int:
     missing = [c for c in cols if c not in cells.columns]
     if missing:
         raise HfoxError(f"devices: the stored fit lacks column(s) {missing}; re-run `hfox-fit fit {args.store}`.")
-    extra = [c for c in ("note",) if c in cells.columns]
+    # goodness of fit (fits stored before it existed lack these columns)
+    extra = [c for c in (*GOF_COLUMNS, "note") if c in cells.columns]
     out = Path(args.output)
     try:
         cells[cols + extra].to_csv(out, index=False)

@@ -3,8 +3,36 @@
 :func:`_law_table` turns a vectorised fit (:class:`~hfox_fit.fitting._lawfit._LawFit`)
 into the per-(cell, cycle) table of :class:`DieDriftResult`: standard errors in
 the die's noise model (``kappa``, or a train's own long-run variance), for a
-law with a break the break's significance and the straight-line fallback, and
-the quasi-likelihood AIC/BIC.
+law with a break the break's significance and the straight-line fallback, the
+quasi-likelihood AIC/BIC, and how well the reported law follows the reads
+(:func:`goodness_of_fit`).
+
+Goodness of fit
+---------------
+Each fitted train gets, for the law *as reported* (a two-slope train without a
+reported break is the straight line ``c1 + m1 t``; see :meth:`DriftLaw.fill_no_break`),
+on the reads its fit used:
+
+* ``resid_std``: the robust standard deviation (interquartile range / 1.349)
+  of the residuals ``w - law(t)``, the spread of the reads around the law;
+* ``misfit``: the mean square of the residual's block means (blocks of
+  ``min(32, T // 8)`` pulses, at least 4), in units of what the noise alone
+  gives: the train's read-to-read variance times the die's ratio of the two
+  (the median over its unflagged trains, so the pink noise's correlation is
+  calibrated on the die itself). About 1 when the law follows the reads; it
+  grows with the square of a systematic departure (a departure of ``d`` in
+  ``w`` over blocks of ``B`` reads adds about ``B d^2 / (ratio * var)``). A
+  smooth departure does not touch the read-to-read changes, so it cannot hide
+  in its own noise scale; telegraph scatter does raise them (such trains are
+  judged more leniently);
+* ``fit_r2``: ``1 - sum(block mean residual^2) / sum((block mean of w - its
+  mean)^2)``: the share of the train's slow change of ``w`` the law explains
+  (1: all of it; 0 or less: the law does no better than a constant ``w``);
+* ``max_gap``: the block mean residual of largest size (``w`` minus the law,
+  signed), where the law is farthest from the reads.
+
+A train is flagged ``poor_fit`` when both ``misfit`` and ``fit_r2`` say so
+(:func:`hfox_fit.fitting.flags.flag_poor_fit`).
 """
 
 from __future__ import annotations
@@ -17,10 +45,15 @@ import pandas as pd
 from ..laws import get_law
 from ..schema import DieData
 from . import _separable as sep
-from ._lawfit import _LawFit
+from ._lawfit import _evaluate, _LawFit
 from .noise import SpectrumStats
 
-__all__ = ["DieDriftResult"]
+__all__ = ["DieDriftResult", "goodness_of_fit", "GOF_COLUMNS"]
+
+#: The goodness-of-fit columns of the per-train table (see the module doc).
+GOF_COLUMNS = ("resid_std", "misfit", "fit_r2", "max_gap")
+#: Longest block (pulses) of the goodness of fit, fewest blocks, shortest block.
+_GOF_BLOCK, _GOF_MIN_BLOCKS, _GOF_SHORTEST = 32, 8, 4
 
 
 @dataclass
@@ -124,7 +157,8 @@ def _empty_table(name, ids, flag, reason, lnr0):
     df["r0_stderr"] = np.nan
     fl = np.where(flag == "ok", "failed", flag)
     rs = np.where(flag == "ok", "pulse train too short to fit", reason)
-    for col in ("n_reads", "last_pulse", "n_masked", "rtn_amplitude", "rtn_amplitude_stderr", "sigma", "aic", "bic"):
+    for col in ("n_reads", "last_pulse", "n_masked", "rtn_amplitude", "rtn_amplitude_stderr", "sigma", "aic", "bic",
+                *GOF_COLUMNS):
         df[col] = np.nan
     df["rtn"] = False
     if law.has_break:
@@ -153,13 +187,105 @@ def _long_run_variance(resid, w, block: int = 32):
     return np.where(full.sum(axis=1) >= 4, lrv, np.nan)
 
 
+def goodness_of_fit(y, mask, curve, ref_rows=None, ratio: float | None = None):
+    """How well ``curve`` follows the reads ``y`` of each row (see the module doc).
+
+    Parameters
+    ----------
+    y : ndarray of shape (N, T)
+        ``w`` at pulses 1..T (any value where ``mask`` is False).
+    mask : ndarray of bool, shape (N, T)
+        The reads to judge (those the fit used).
+    curve : ndarray of shape (N, T)
+        The law's ``w`` at the same pulses.
+    ref_rows : ndarray of bool, shape (N,), optional
+        Rows that calibrate the die's ratio of block-mean to read-to-read
+        variance (its median over them; default all rows).
+    ratio : float, optional
+        That ratio, when already known (the same die, another curve).
+
+    Returns
+    -------
+    dict of ndarray of shape (N,)
+        :data:`GOF_COLUMNS` (NaN where a row has fewer than 4 full blocks, or no
+        reference rows calibrate the ratio).
+    ratio : float
+        The die's ratio (at least 1: white noise).
+    """
+    n, T = y.shape
+    out = {c: np.full(n, np.nan) for c in GOF_COLUMNS}
+    if n == 0 or T < 2:
+        return out, ratio if ratio is not None else float("nan")
+    with np.errstate(invalid="ignore"):
+        r = np.where(mask, y - curve, np.nan)
+    out["resid_std"] = _robust_std_rows(r)
+    block = max(min(_GOF_BLOCK, T // _GOF_MIN_BLOCKS), _GOF_SHORTEST)
+    nb = T // block
+    d = np.diff(r, axis=1)
+    dok = np.isfinite(d)
+    n_d = dok.sum(1)
+    var_d = np.where(dok, d * d, 0.0).sum(1) / np.maximum(2 * n_d, 1)  # read-to-read variance
+    m = mask[:, : nb * block].reshape(n, nb, block)
+    cnt = m.sum(2)
+    full = cnt >= block / 2
+    n_full = full.sum(1)
+    r_sum = np.where(mask, r, 0.0)[:, : nb * block].reshape(n, nb, block).sum(2)
+    y_sum = np.where(mask, y, 0.0)[:, : nb * block].reshape(n, nb, block).sum(2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r_mean = np.where(full, r_sum / np.maximum(cnt, 1), 0.0)
+        y_mean = np.where(full, y_sum / np.maximum(cnt, 1), 0.0)
+        raw = (r_mean * r_mean * cnt).sum(1) / n_full / var_d
+        centre = y_mean.sum(1) / n_full
+        sst = np.where(full, (y_mean - centre[:, None]) ** 2, 0.0).sum(1)
+        r2 = 1.0 - (r_mean * r_mean).sum(1) / sst
+    usable = (n_full >= 4) & (var_d > 0) & np.isfinite(raw)
+    if ratio is None:
+        ref = usable & (np.ones(n, bool) if ref_rows is None else np.asarray(ref_rows, bool))
+        ratio = max(float(np.median(raw[ref])), 1.0) if ref.any() else float("nan")
+    out["misfit"] = np.where(usable, raw / ratio, np.nan)
+    out["fit_r2"] = np.where(usable & (sst > 0), r2, np.nan)
+    far = np.argmax(np.abs(r_mean), axis=1)
+    out["max_gap"] = np.where(usable, r_mean[np.arange(n), far], np.nan)
+    return out, ratio
+
+
+def _robust_std_rows(x):
+    """Robust standard deviation of each row of ``x`` ignoring NaN: interquartile range / 1.349 (one sort)."""
+    s = np.sort(x.astype(np.float32), axis=1)  # NaN last; float32: a spread to 3 digits, half the sort
+    k = np.isfinite(x).sum(axis=1)
+    rows = np.arange(x.shape[0])
+    q = []
+    for level in (0.25, 0.75):
+        pos = level * np.maximum(k - 1, 0)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, np.maximum(k - 1, 0))
+        q.append(s[rows, lo] * (1 - (pos - lo)) + s[rows, hi] * (pos - lo))
+    return np.where(k >= 4, (q[1] - q[0]).astype(float) / 1.349, np.nan)
+
+
+def _law_curve(law, t, values: dict):
+    """The law's ``w`` (rows, T) for the reported parameters (no break where ``t_star`` is NaN)."""
+    params = {q: np.asarray(values[q], float) for q in law.params}
+    if law.has_break:
+        params = law.fill_no_break(params)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return law(t[None, :], **{q: v[:, None] for q, v in params.items()})
+
+
 def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, scale, W, kappa, options,
-               white=np.nan, lrv=None):
+               white=np.nan, y=None):
+    """The per-train table of law ``name`` from its fit ``f`` on ``y`` (w on the fitted reads ``W``)."""
     law = get_law(name)
     slaw = sep.SEPARABLE_LAWS[name]
     n = len(ids)
     p = len(law.params)
     prof = f.profile
+    y_sub = y[sub]
+    # the train's own long-run variance of the residual (block sums), for the standard errors below
+    if law.has_break:
+        lrv = _long_run_from_blocks(*_block_residual_sums(prof, f.beta, f.theta, 32), 32)
+    else:
+        lrv = _long_run_variance(np.where(W[sub], y_sub - _evaluate(name, t, scale, f), 0.0), W[sub])
     nn = prof.tot[0] if prof is not None else np.count_nonzero(W[sub], axis=1).astype(float)
     dof = np.maximum(nn - p, 1)
     sigma2 = f.sse / dof
@@ -304,6 +430,22 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
     if law.has_break:
         cols["t_star_censored"] = np.zeros(n, bool)  # decided over the campaign by classify_breaks
     cols["sigma"] = full(np.sqrt(sigma2))
+    # goodness of fit of the law as reported; for a train without a reported break also of its straight
+    # line, which classify_breaks reports instead when it finds the break censored (flag_poor_fit swaps)
+    gof, ratio = goodness_of_fit(y_sub, W[sub], _law_curve(law, t, values), flag[sub] == "ok")
+    for c in GOF_COLUMNS:
+        cols[c] = full(gof[c])
+    if law.has_break:
+        line = {c: gof[c].copy() for c in GOF_COLUMNS}
+        other = np.nonzero(no_break & ~use_line)[0]
+        if other.size:
+            tt = t[None, :]
+            curve = line_beta[other, :1] + line_beta[other, 1:2] * (tt / scale)
+            g_line, _ = goodness_of_fit(y_sub[other], W[sub][other], curve, ratio=ratio)
+            for c in GOF_COLUMNS:
+                line[c][other] = g_line[c]
+        for c in GOF_COLUMNS:
+            cols[c + "_line"] = full(np.where(no_break, line[c], np.nan))
     cols["aic"] = full(aic)
     cols["bic"] = full(bic)
     ok_fit = np.zeros(n, bool)

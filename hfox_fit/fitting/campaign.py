@@ -275,7 +275,7 @@ class CampaignFitter:
                 for category, message in caught:
                     warnings.warn(message, category, stacklevel=3)
             self.result_ = _pool([r for r, _ in results], law, self.bootstrap, self.random_state, self.max_masked,
-                                 stage=bar.stage)
+                                 options, stage=bar.stage)
             bar.close(f"done in {bar.elapsed():.1f} s")
         finally:
             bar.close()
@@ -290,11 +290,11 @@ def _fit_die_recorded(die, law, options, progress=None):
     return res, [(w.category, str(w.message)) for w in caught]
 
 
-def _pool(results, law, bootstrap, random_state, max_masked=0.3, stage=None) -> CampaignResult:
+def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, stage=None) -> CampaignResult:
     stage = stage or (lambda text: None)  # one line per pooled step, for the progress display
     laws = AUTO_LAWS if law == "auto" else (law,)
     stage("pooling: drift law choice over the dies")
-    drift = DriftFitter(law=law)._from_results(results, laws)
+    drift = DriftFitter(law=law, options=options)._from_results(results, laws)
     if not drift.per_cell_["flag"].eq("ok").any():
         reasons = drift.per_cell_["flag_reason"].value_counts().head(3).to_dict()
         raise FitError(

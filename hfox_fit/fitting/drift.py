@@ -77,17 +77,10 @@ from ._lawfit import (
 from ._lmfit import DRIFT_MODELS, _lmfit_fallback, _lmfit_refit, _verify
 from ._robust import _extrapolate_r0, _r0_at_set, _robust_scale, _rtn_hides, _rtn_states
 from ._select import choose_law, score_laws
-from ._tables import (
-    DieDriftResult,
-    _block_residual_sums,
-    _empty_table,
-    _law_table,
-    _long_run_from_blocks,
-    _long_run_variance,
-)
+from ._tables import DieDriftResult, _empty_table, _law_table
 from ._util import _join  # noqa: F401 - kept importable here
 from .breaks import censor_late_breaks, classify_breaks, steepest_post_break_slope
-from .flags import FlagOptions, detect_flags
+from .flags import FlagOptions, detect_flags, flag_poor_fit
 from .noise import (
     _VAR_U1U2,
     block_stats,
@@ -434,15 +427,8 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
     tables = {}
     verify = {}
     for name in laws:
-        f = fits[name]
-        if get_law(name).has_break:
-            r_b, c_b = _block_residual_sums(f.profile, f.beta, f.theta, 32)
-            lrv = _long_run_from_blocks(r_b, c_b, 32)
-        else:
-            resid_f = np.where(W[sub], Yc[sub] - _evaluate(name, t, scale, f), 0.0)
-            lrv = _long_run_variance(resid_f, W[sub])
-        tables[name] = _law_table(name, f, sub, ids, flag.copy(), reason.copy(), common, r0_note, t, scale,
-                                  W, kappa_rows[sub], options, white, lrv)
+        tables[name] = _law_table(name, fits[name], sub, ids, flag.copy(), reason.copy(), common, r0_note, t,
+                                  scale, W, kappa_rows[sub], options, white, y=Yc)
         _lmfit_fallback(name, tables[name], flag, t, Yc, W, kappa_rows)
         verify[name] = _verify(name, tables[name], t, Yc, W, options.verify)
         bad = tables[name]["flag"].eq("failed") & pd.Series(flag == "ok")
@@ -543,6 +529,8 @@ class DriftFitter:
         self.law_ = choose_law(self.scores_) if len(laws) > 1 else laws[0]
         if get_law(self.law_).has_break:
             self.per_law_[self.law_] = classify_breaks(self.per_law_[self.law_])
+        flags = (self.options or DriftOptions()).flags
+        self.per_law_ = {name: flag_poor_fit(table, flags) for name, table in self.per_law_.items()}
         self.per_cell_ = self.per_law_[self.law_]
         self.spectrum_stats_ = [r.spectrum for r in results]
         self.rtn_stats_ = [r.rtn for r in results]

@@ -193,6 +193,30 @@ def _html(metrics, figs, embedded, notes, tables):
     return "\n".join(parts)
 
 
+def _flagged_html(flagged, gof):
+    """The flagged cells (device, flag, reason; capped) and how closely the laws follow the reads."""
+    e = html.escape
+    out = []
+    if gof:
+        rows = [[e(c), _fmt(gof[c].get("n")), *(_fmt(v, 3) for k, v in gof[c].items() if k != "n")]
+                for c in ("resid_std", "misfit", "fit_r2") if isinstance(gof.get(c), dict)]
+        out.append("<h3>Goodness of fit (usable cell-cycles)</h3><p>resid_std: robust std of w − law; misfit: "
+                   "mean square of the residual's block means over what the noise gives (about 1 for a law that "
+                   "follows the reads); fit_r2: share of w's slow change the law explains. Quantiles on the bad "
+                   "side: median, 90th and 99th percentiles (fit_r2: median, 10th and 1st).</p>"
+                   + _table(["column", "cells", "median", "90 % / 10 %", "99 % / 1 %"], rows))
+    if not flagged or not flagged.get("total"):
+        return "".join(out + ["<h3>Flagged cells</h3><p>none</p>"])
+    rows = [[e(f"{r.get('wafer', '')}/{r.get('die', '')}/{r.get('device', '')}"), _fmt(r.get("cycle")),
+             e(r["flag"]), e(r["reason"])] for r in flagged["rows"]]
+    rest = flagged["total"] - flagged["shown"]
+    head = (f"<h3>Flagged cells</h3><p>{flagged['total']:,} flagged cell-cycle(s)"
+            + (f"; the first {flagged['shown']:,} are listed (at most {flagged['cap']} in all, shared among the "
+               f"flags), {rest:,} more are in the devices table (<code>hfox-fit devices</code>)" if rest else "")
+            + ".</p>")
+    return "".join(out) + head + _table(["wafer/die/device", "cycle", "flag", "reason"], rows, left=4)
+
+
 def _tables_html(tables):
     e = html.escape
     out = ["<h2 id='tables'>Fit tables</h2>"]
@@ -214,6 +238,7 @@ def _tables_html(tables):
         out.append(_table(["law", "AIC", "BIC", "ΔAIC", "ΔBIC"], rows))
     else:
         out.append("<p class='missing'>no law scores in the fit summary</p>")
+    out.append(_flagged_html(tables.get("flagged"), tables.get("goodness_of_fit")))
     out.append("<h3>D2D laws (every fitted number with its 90 % interval as the summary gives it)</h3>")
     rows = []
     for r in tables["d2d"]:

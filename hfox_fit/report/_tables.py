@@ -1,6 +1,9 @@
 """The fit tables of the report: what the fit summary says, beside what the report measured.
 
-Cells per flag (fit table and summary), the drift-law scores (AIC/BIC), the D2D
+Cells per flag (fit table and summary), the flagged cells themselves (device,
+flag, reason: the first :data:`FLAGGED_CAP`, shared among the flags, and the
+count of the rest), how closely the fitted laws follow the reads (goodness of
+fit over the usable cells), the drift-law scores (AIC/BIC), the D2D
 laws with their intervals, the summary's correlations, and the pink and RTN
 noise laws against the model and the noise figure's numbers. A part the summary
 lacks is a note, not an error.
@@ -31,6 +34,69 @@ def _flag_counts(flag):
     return counts
 
 
+#: Flagged cells listed by name in the report (the rest are counted).
+FLAGGED_CAP = 50
+#: Goodness-of-fit columns of the fit table (:mod:`hfox_fit.fitting._tables`) the report summarises.
+_GOF = ("resid_std", "misfit", "fit_r2")
+
+
+def _flagged_cells(cells, cap: int = FLAGGED_CAP):
+    """The flagged rows of the fit table: up to ``cap`` of them (device, flag, reason), and how many in all.
+
+    The list is shared among the flags (each gets an equal part of ``cap``, what
+    one does not use goes to the others) so a rare flag is not hidden behind a
+    common one; within a flag, rows keep the table's order.
+    """
+    empty = {"total": 0, "shown": 0, "cap": int(cap), "by_flag": {}, "rows": []}
+    if "flag" not in cells.columns or not len(cells):
+        return empty
+    flag = cells["flag"].astype(str).to_numpy()
+    bad = np.nonzero(flag != "ok")[0]
+    if bad.size == 0:
+        return empty
+    order = [f for f in _fit_flags() if (flag[bad] == f).any()]
+    order += sorted(set(flag[bad]) - set(order))
+    groups = {f: bad[flag[bad] == f] for f in order}
+    take = {f: 0 for f in order}
+    left = int(cap)
+    while left > 0 and any(take[f] < len(groups[f]) for f in order):
+        open_ = [f for f in order if take[f] < len(groups[f])]
+        share = max(left // len(open_), 1)
+        for f in open_:
+            k = min(share, len(groups[f]) - take[f], left)
+            take[f] += k
+            left -= k
+    chosen = np.concatenate([groups[f][: take[f]] for f in order])
+    rows = []
+    ids = [c for c in ("wafer", "die", "device", "cycle") if c in cells.columns]
+    for i in chosen:
+        r = cells.iloc[int(i)]
+        row = {c: (int(r[c]) if c == "cycle" else str(r[c])) for c in ids}
+        row["flag"] = str(r["flag"])
+        row["reason"] = str(r["flag_reason"]) if "flag_reason" in cells.columns else ""
+        for c in ("misfit", "fit_r2", "max_gap"):
+            row[c] = _num(r[c]) if c in cells.columns else None
+        rows.append(row)
+    return {"total": int(bad.size), "shown": len(rows), "cap": int(cap),
+            "by_flag": {f: int(len(groups[f])) for f in order}, "rows": rows}
+
+
+def _goodness_of_fit(cells, usable, notes):
+    """Median and 90th / 99th percentiles of the goodness-of-fit columns over the usable rows (None where absent)."""
+    out = {"n": int(np.count_nonzero(usable))}
+    missing = [c for c in _GOF if c not in cells.columns]
+    for c in _GOF:
+        v = cells[c].to_numpy(dtype=float)[usable] if c in cells.columns else np.array([])
+        v = v[np.isfinite(v)]
+        q = (0.5, 0.1, 0.01) if c == "fit_r2" else (0.5, 0.9, 0.99)  # the bad side of each
+        out[c] = {"n": int(v.size), **{f"q{round(100 * x):02d}": (float(np.quantile(v, x)) if v.size else None)
+                                       for x in q}}
+    if missing:
+        notes.append(f"the fit table has no goodness-of-fit column(s) {missing} (a fit stored before they existed): "
+                     "re-run the fit to see how closely each law follows its reads.")
+    return out
+
+
 def _sec(d, key):
     """``d[key]`` when it is a dict, else an empty dict (a summary may lack or garble a part)."""
     v = d.get(key) if isinstance(d, dict) else None
@@ -57,6 +123,8 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
     }
     if not devices:
         notes.append("the fit summary has no 'devices' counts.")
+    tables["flagged"] = _flagged_cells(cells)
+    tables["goodness_of_fit"] = _goodness_of_fit(cells, usable, notes)
     drift = _sec(summary, "drift")
     scores = {str(k): (v if isinstance(v, dict) else {}) for k, v in _sec(drift, "scores").items()}
     rows = []

@@ -11,7 +11,7 @@ from fit_helpers import fit_quietly, truth_for
 from hfox_fit import DeviceModel, FitError
 from hfox_fit.fitting import CampaignFit, fit_campaign
 
-FLAGS = ("stuck", "abrupt", "open", "failed")
+FLAGS = ("stuck", "abrupt", "open", "failed", "poor_fit")
 
 
 def _family_ok(entry, truth_law):

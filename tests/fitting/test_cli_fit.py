@@ -46,7 +46,7 @@ def test_fit_then_devices(store, tmp_path, capsys):
     for col in ("m1", "m1_stderr", "t_star", "t_star_stderr", "m2", "m2_stderr", "c1", "c1_stderr", "r0",
                 "r0_stderr", "flag", "flag_reason"):
         assert col in df, col
-    assert len(df) == 96 and set(df["flag"]) <= {"ok", "stuck", "abrupt", "open", "failed"}
+    assert len(df) == 96 and set(df["flag"]) <= {"ok", "stuck", "abrupt", "open", "failed", "poor_fit"}
 
 
 def test_refit_replaces_and_keeps_history(store, capsys):
