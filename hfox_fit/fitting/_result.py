@@ -109,10 +109,20 @@ def _d2d_result(name: str, d: dict) -> FitResult:
     unit = _UNITS.get(name)
     params = {"median": ParamEstimate(_number(d.get("median")), None, _interval(d.get("median_ci90")), unit,
                                       None if d.get("median_ci90") else "no interval: fallback law")}
+    ses, cis = d.get("params_stderr") or {}, d.get("params_ci90") or {}
     for k, v in (d.get("params") or {}).items():
-        params[k] = ParamEstimate(_number(v), None, None, unit if k in ("loc", "scale") else "1",
-                                  "no standard error for the family's parameters yet")
-    stats = {k: d[k] for k in ("family", "ks", "n_used", "n_cells", "n_censored", "bounds") if k in d}
+        ci = cis.get(k)
+        if ci is not None:
+            why = "bootstrap over cells, conditional on the family"
+        elif k in cis or cis:
+            why = "held fixed by the fit (not a free parameter of the family)" if k not in cis else \
+                "the bootstrap gave too few finite replicates"
+        else:
+            why = "no interval: fallback law or no bootstrap"
+        params[k] = ParamEstimate(_number(v), _number(ses.get(k)), _interval(ci), unit if k in ("loc", "scale") else "1",
+                                  why)
+    stats = {k: d[k] for k in ("family", "ks", "n_used", "n_cells", "n_censored", "bounds", "family_share")
+             if k in d}
     return FitResult(f"d2d.{name}", params, stats, d.get("note"))
 
 
