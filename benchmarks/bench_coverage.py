@@ -84,7 +84,7 @@ def interval_checks(preset, seed, devices=512, pulses=1000, bootstrap=200):
                 truth = float(np.asarray(model.correlation)[true_names.index(names[i]), true_names.index(names[j])])
             ci = (corr.get("copula_ci90") or [[None] * len(names)] * len(names))[i][j]
             rows.append(_row(f"copula {names[i]}~{names[j]}", truth, ci, relative=False))
-    rows.append(_row("pink std", model.pink.std(), s["pink"].get("std_ci90")))
+    rows.append(_row("pink std", model.pink.std, s["pink"].get("std_ci90")))
     rows.append(_row("rtn p_up", model.rtn.p_up, s["rtn"].get("p_up_ci90")))
     rows.append(_row("rtn p_down", model.rtn.p_down, s["rtn"].get("p_down_ci90")))
     return rows

@@ -126,6 +126,21 @@ def _d2d_result(name: str, d: dict) -> FitResult:
     return FitResult(f"d2d.{name}", params, stats, d.get("note"))
 
 
+def _correlation_result(d: dict) -> FitResult:
+    """Each pair's Gaussian-copula correlation (``copula a~b``) with its bootstrap interval."""
+    names, cop = d["names"], d["copula"]
+    ses, cis = d.get("copula_stderr"), d.get("copula_ci90")
+    params = {}
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            ci = cis[i][j] if cis else None
+            params[f"copula {names[i]}~{names[j]}"] = ParamEstimate(
+                _number(cop[i][j]), _number(ses[i][j]) if ses else None, _interval(ci), "1",
+                "bootstrap over cells" if ci is not None else "no interval: fewer than 5 cells or no bootstrap")
+    return FitResult("correlation", params, {"names": ", ".join(names)},
+                     "Gaussian-copula correlation (normal scores of the ranks), pairwise complete")
+
+
 def _noise_result(name: str, d: dict, keys) -> FitResult:
     params = {k: ParamEstimate(_number(d.get(k)), _number(d.get(k + "_stderr")), _interval(d.get(k + "_ci90")),
                                _UNITS.get(k)) for k in keys if k in d}
@@ -202,7 +217,8 @@ class CampaignResult:
 
     @property
     def params(self) -> dict:
-        """Every fitted law as a :class:`FitResult`: ``d2d.<parameter>``, ``pink``, ``rtn``, ``rtn.amplitude``."""
+        """Every fitted law as a :class:`FitResult`: ``d2d.<parameter>``, ``pink``, ``rtn``, ``rtn.amplitude``,
+        ``correlation`` (each pair's copula correlation)."""
         s = self._summary
         out = {f"d2d.{p}": _d2d_result(p, d) for p, d in s.get("d2d", {}).items()}
         if "pink" in s:
@@ -211,6 +227,8 @@ class CampaignResult:
             out["rtn"] = _noise_result("rtn", s["rtn"], ("p_up", "p_down"))
             if isinstance(s["rtn"].get("amplitude"), dict):
                 out["rtn.amplitude"] = _d2d_result("rtn_amplitude", s["rtn"]["amplitude"])
+        if len(s.get("correlation", {}).get("names", [])) >= 2:
+            out["correlation"] = _correlation_result(s["correlation"])
         return out
 
     def to_dataframe(self) -> pd.DataFrame:
