@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..laws import ParameterLaw
-from ._families import _GH_NODES, _Candidate, _Data, _cdf, _ppf
+from ._families import _GH_NODES, _Candidate, _cdf, _Data, _ppf
 
 
 def _ks(law: ParameterLaw, data: _Data):
@@ -190,7 +190,7 @@ def _bootstrap_law(candidates: dict, order, chosen: str, data: _Data, n_boot, rn
             steps = -grad @ hinv.T  # one Newton step
             loglik = weights @ base + 0.5 * np.sum(grad * steps, axis=1)
             with np.errstate(all="ignore"):
-                kw, _ = cand.unpack((v[:, None] + steps.T))
+                kw, _ = cand.unpack(v[:, None] + steps.T)
                 med = np.asarray(_vector_median(cand.family, kw, cand.bounds), float)
             ok = np.isfinite(med) & np.isfinite(loglik)
             meds[rows, j] = np.where(ok, med, np.nan)
