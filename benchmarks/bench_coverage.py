@@ -51,9 +51,9 @@ def _truncated_mass(law):
     return float(lo + 1.0 - hi)
 
 
-def _row(quantity, truth, ci, relative=True):
+def _row(quantity, truth, ci, value, relative=True):
     return {"quantity": quantity, "truth": float(truth), "ci": None if ci is None else (float(ci[0]), float(ci[1])),
-            "relative": relative}
+            "value": float("nan") if value is None else float(value), "relative": relative}
 
 
 def interval_checks(preset, seed, devices=512, pulses=1000, bootstrap=200):
@@ -68,12 +68,13 @@ def interval_checks(preset, seed, devices=512, pulses=1000, bootstrap=200):
         law = model.d2d.get(p)
         if law is None:
             continue
-        rows.append(_row(f"median {p}", law.median(), d.get("median_ci90")))
-        rows.append(_row(f"KM median {p}", law.median(), d.get("sample_median_ci90")))
-        if d.get("family") == law.family and _truncated_mass(law) < MAX_TRUNCATED_MASS:
+        rows.append(_row(f"median {p}", law.median(), d.get("median_ci90"), d.get("median")))
+        rows.append(_row(f"KM median {p}", law.median(), d.get("sample_median_ci90"), d.get("sample_median")))
+        # the family's parameters have a true value only when both laws are that family, untruncated
+        if d.get("family") == law.family and d.get("bounds") is None and _truncated_mass(law) < MAX_TRUNCATED_MASS:
             for k, ci in (d.get("params_ci90") or {}).items():
                 if k in law.params:
-                    rows.append(_row(f"{p}.{k}", law.params[k], ci))
+                    rows.append(_row(f"{p}.{k}", law.params[k], ci, d["params"].get(k)))
     corr = s["correlation"]
     names = corr["names"]
     true_names = list(model.correlation_names)
@@ -83,27 +84,32 @@ def interval_checks(preset, seed, devices=512, pulses=1000, bootstrap=200):
             if names[i] in true_names and names[j] in true_names:
                 truth = float(np.asarray(model.correlation)[true_names.index(names[i]), true_names.index(names[j])])
             ci = (corr.get("copula_ci90") or [[None] * len(names)] * len(names))[i][j]
-            rows.append(_row(f"copula {names[i]}~{names[j]}", truth, ci, relative=False))
-    rows.append(_row("pink std", model.pink.std, s["pink"].get("std_ci90")))
-    rows.append(_row("rtn p_up", model.rtn.p_up, s["rtn"].get("p_up_ci90")))
-    rows.append(_row("rtn p_down", model.rtn.p_down, s["rtn"].get("p_down_ci90")))
+            rows.append(_row(f"copula {names[i]}~{names[j]}", truth, ci, corr["copula"][i][j], relative=False))
+    rows.append(_row("pink std", model.pink.std, s["pink"].get("std_ci90"), s["pink"].get("std")))
+    rows.append(_row("rtn p_up", model.rtn.p_up, s["rtn"].get("p_up_ci90"), s["rtn"].get("p_up")))
+    rows.append(_row("rtn p_down", model.rtn.p_down, s["rtn"].get("p_down_ci90"), s["rtn"].get("p_down")))
     return rows
 
 
 def coverage_table(rows_by_preset):
-    """{(quantity, preset): (coverage, mean width, n seeds with an interval, n seeds without)}."""
+    """{(quantity, preset): (coverage, mean width, mean error, n seeds with an interval, n seeds without)}.
+
+    Width and error are relative to the truth (absolute for correlations); the mean
+    error of the estimate is its bias (a bias, unlike a narrow interval, is not mended
+    by widening the interval)."""
     out = {}
     for preset, rows in rows_by_preset.items():
         for q in dict.fromkeys(r["quantity"] for r in rows):
             these = [r for r in rows if r["quantity"] == q]
             have = [r for r in these if r["ci"] is not None]
             if not have:
-                out[q, preset] = (np.nan, np.nan, 0, len(these))
+                out[q, preset] = (np.nan, np.nan, np.nan, 0, len(these))
                 continue
             cov = np.mean([r["ci"][0] <= r["truth"] <= r["ci"][1] for r in have])
-            width = np.mean([(r["ci"][1] - r["ci"][0]) / (abs(r["truth"]) if r["relative"] and r["truth"] else 1.0)
-                             for r in have])
-            out[q, preset] = (float(cov), float(width), len(have), len(these) - len(have))
+            scale = [abs(r["truth"]) if r["relative"] and r["truth"] else 1.0 for r in have]
+            width = np.mean([(r["ci"][1] - r["ci"][0]) / u for r, u in zip(have, scale)])
+            error = np.nanmean([(r["value"] - r["truth"]) / u for r, u in zip(have, scale)])
+            out[q, preset] = (float(cov), float(width), float(error), len(have), len(these) - len(have))
     return out
 
 
@@ -149,11 +155,12 @@ def main(argv=None):
     print(f"\ncoverage of the 90 % intervals over {args.seeds} seeds per preset ({args.devices} cells x "
           f"{args.pulses} pulses, bootstrap={args.bootstrap}); consistent with 90 % at {args.seeds} seeds: "
           f"{lo:.1%}..{hi:.1%} (2 binomial sd)")
-    print(f"{'quantity':26s} {'preset':8s} {'coverage':>8s} {'width':>9s} {'n':>4s} {'no ci':>5s}  in band")
-    for (q, preset), (cov, width, n, missing) in table.items():
+    print("width and error: relative to the truth (absolute for correlations); error: mean of (estimate - truth)")
+    print(f"{'quantity':26s} {'preset':8s} {'coverage':>8s} {'width':>9s} {'error':>9s} {'n':>4s} {'no ci':>5s}  in band")
+    for (q, preset), (cov, width, error, n, missing) in table.items():
         lo_n, hi_n = band(n)
         flag = "" if not n else ("yes" if lo_n <= cov <= hi_n else "NO")
-        print(f"{q:26s} {preset:8s} {cov:8.1%} {width:9.4f} {n:4d} {missing:5d}  {flag}")
+        print(f"{q:26s} {preset:8s} {cov:8.1%} {width:9.4f} {error:+9.4f} {n:4d} {missing:5d}  {flag}")
     print(f"\n{sum(len(r) for r in rows.values())} intervals from {args.seeds * len(args.presets)} fits in "
           f"{elapsed:.0f} s ({elapsed / (args.seeds * len(args.presets)):.1f} s per wafer)")
 
