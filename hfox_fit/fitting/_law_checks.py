@@ -1,7 +1,9 @@
 """How well a fitted D2D law is known and how well it fits: the checks reported beside it.
 
-The law's median's 90 % interval is a bootstrap over cells (one Newton step from
-the maximum-likelihood fit per replicate, with the score of each cell). The
+The intervals of the law's median and parameters are a bootstrap over cells of
+the whole D2D step (:func:`_bootstrap_law`: every candidate family refitted by
+one Newton step from its maximum-likelihood fit with the score of each cell, and
+the family chosen again, in each replicate). The
 cells' own median (Kaplan-Meier under censoring, percentile bootstrap) is a
 family-free check on it, and the Kolmogorov-Smirnov distance of the values
 (measurement error included) to the law a check on its shape.

@@ -11,9 +11,12 @@ Cells whose value is only bounded (e.g. a two-slope break beyond the last
 pulse) enter as censored observations, ``log(F(hi) - F(lo))``; cells whose
 standard error is large against the population's spread are left out (and
 counted). Every value with a standard error enters the likelihood convolved
-with its Gaussian measurement error (errors in variables). The median's 90 %
-interval is a bootstrap over cells (one Newton step from the maximum-likelihood
-fit per replicate, with the score of each cell). The cells' own median
+with its Gaussian measurement error (errors in variables). The 90 % intervals
+of the median and of the family's parameters are a bootstrap over cells of the
+whole step: in each replicate every candidate is refitted (one Newton step from
+its maximum-likelihood fit, with the score of each cell) and the family chosen
+again by AIC, so the sampling of the cells, their fit errors and the choice of
+the family are all in the interval. The cells' own median
 (Kaplan-Meier under censoring, percentile bootstrap) is reported beside it as a
 family-free check.
 
