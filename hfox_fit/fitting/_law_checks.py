@@ -1,7 +1,9 @@
 """How well a fitted D2D law is known and how well it fits: the checks reported beside it.
 
-The law's median's 90 % interval is a bootstrap over cells (one Newton step from
-the maximum-likelihood fit per replicate, with the score of each cell). The
+The intervals of the law's median and parameters are a bootstrap over cells of
+the whole D2D step (:func:`_bootstrap_law`: every candidate family refitted by
+one Newton step from its maximum-likelihood fit with the score of each cell, and
+the family chosen again, in each replicate). The
 cells' own median (Kaplan-Meier under censoring, percentile bootstrap) is a
 family-free check on it, and the Kolmogorov-Smirnov distance of the values
 (measurement error included) to the law a check on its shape.
@@ -12,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..laws import ParameterLaw
-from ._families import _GH_NODES, _Candidate, _Data, _median
+from ._families import _GH_NODES, _Candidate, _cdf, _Data, _ppf
 
 
 def _ks(law: ParameterLaw, data: _Data):
@@ -96,14 +98,11 @@ def _sample_median(data: _Data, n_boot, rng):
     return med, ci
 
 
-def _bootstrap_median(cand: _Candidate, kw, eps, data: _Data, n_boot, rng):
-    """One-step (Newton) bootstrap over observations of the law's median; 90 % interval."""
-    if n_boot <= 0:
-        return None
+def _local_fit(cand: _Candidate, kw, eps, data: _Data):
+    """Per-observation log-likelihood, scores and inverse Hessian of one candidate at its fit (None if not finite)."""
     v = cand.pack(kw, eps)
     p = len(v)
-    n = data.n
-    if p == 0 or n < 5:
+    if p == 0 or data.n < 5:
         return None
     h = 1e-4 * np.maximum(np.abs(v), 1.0)
 
@@ -111,9 +110,10 @@ def _bootstrap_median(cand: _Candidate, kw, eps, data: _Data, n_boot, rng):
         k, e = cand.unpack(vv)
         return cand.terms(k, e, data)
 
-    if not np.all(np.isfinite(terms(v))):
+    base = terms(v)
+    if not np.all(np.isfinite(base)):
         return None
-    score = np.empty((n, p))
+    score = np.empty((data.n, p))
     hess = np.empty((p, p))
     # near a boundary of the parameter space a step may overflow exp() or give inf - inf; the
     # non-finite derivatives are caught below (no interval, and the fit's note says so)
@@ -134,11 +134,93 @@ def _bootstrap_median(cand: _Candidate, kw, eps, data: _Data, n_boot, rng):
         hinv = np.linalg.inv(hess)
     except np.linalg.LinAlgError:
         return None
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
-    steps = -((weights - 1.0) @ score) @ hinv.T
-    meds = np.array([_median(cand.family, cand.unpack(v + st)[0], cand.bounds) for st in steps])
-    meds = meds[np.isfinite(meds)]
-    if len(meds) < max(10, n_boot // 2):
-        return None
-    return [float(np.percentile(meds, 5)), float(np.percentile(meds, 95))]
+    return v, base, score, hinv
 
+
+def _vector_median(family, kw, bounds):
+    """Median of the (truncated) law for arrays of parameters (one per replicate)."""
+    if bounds is None:
+        return _ppf(family, 0.5, kw)
+    lo, hi = (_cdf(family, np.full(np.shape(kw["scale"]), b, float), kw) for b in bounds)
+    return np.clip(_ppf(family, lo + 0.5 * (hi - lo), kw), *bounds)
+
+
+def _bootstrap_law(candidates: dict, order, chosen: str, data: _Data, n_boot, rng, rule=None):
+    """Bootstrap over cells of the whole D2D step: every candidate refitted, the family chosen again.
+
+    Each replicate draws the cells (each with its value, its measurement error and its
+    censoring) with replacement; every candidate of ``candidates`` (key -> (candidate,
+    kw, eps)) is refitted by one Newton step from its fit with the replicate's weights,
+    its AIC is the replicate's log-likelihood at that point (second order), and ``rule``
+    (AIC by key, in ``order`` -> chosen key per replicate) picks the family, as the fit
+    did. So the spread of the replicates holds the sampling of the cells, their fit
+    errors and the choice of the family.
+
+    Returns
+    -------
+    dict or None
+        ``median``: the replicates' medians (chosen family each); ``params``: the
+        replicates of the ``chosen`` family's parameters (``{name: array}``), and
+        ``chosen_share``, the fraction of replicates that chose it. None when the
+        chosen candidate's likelihood cannot be differentiated.
+    """
+    if n_boot <= 0:
+        return None
+    keys = [k for k in order if k in candidates]
+    local = {}
+    for k in keys:
+        cand, kw, eps = candidates[k]
+        loc = _local_fit(cand, kw, eps, data)
+        if loc is not None:
+            local[k] = loc
+    if chosen not in local:
+        return None
+    keys = [k for k in keys if k in local]
+    n = data.n
+    meds = np.full((n_boot, len(keys)), np.nan)
+    aic = np.full((n_boot, len(keys)), np.inf)
+    chosen_params = {}
+    chunk = max(1, 2_000_000 // n)
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(float)
+        rows = slice(start, start + size)
+        for j, k in enumerate(keys):
+            cand = candidates[k][0]
+            v, base, score, hinv = local[k]
+            grad = weights @ score  # the replicate's score at the fit
+            steps = -grad @ hinv.T  # one Newton step
+            loglik = weights @ base + 0.5 * np.sum(grad * steps, axis=1)
+            with np.errstate(all="ignore"):
+                kw, _ = cand.unpack(v[:, None] + steps.T)
+                med = np.asarray(_vector_median(cand.family, kw, cand.bounds), float)
+            ok = np.isfinite(med) & np.isfinite(loglik)
+            meds[rows, j] = np.where(ok, med, np.nan)
+            aic[rows, j] = np.where(ok, 2 * cand.n_params - 2 * loglik, np.inf)
+            if k == chosen:
+                for name, val in kw.items():
+                    if name not in cand.fixed and np.ndim(val):
+                        chosen_params.setdefault(name, []).append(np.asarray(val, float))
+    pick = (rule or _first_within_2)(aic, keys)
+    med = meds[np.arange(n_boot), pick]
+    med = med[np.isfinite(med)]
+    if len(med) < max(10, n_boot // 2):
+        return None
+    return {"median": med, "params": {k: np.concatenate(v) for k, v in chosen_params.items()},
+            "chosen_share": float(np.mean(np.asarray(keys)[pick] == chosen))}
+
+
+def _first_within_2(aic, keys):
+    """Per replicate (row of ``aic``): the first key, in order, within 2 AIC units of the lowest."""
+    low = np.min(aic, axis=1, keepdims=True)
+    return np.argmax(aic <= low + 2.0, axis=1)
+
+
+def _percentile_interval(values, level=0.90):
+    """Percentile interval and standard deviation of bootstrap replicates (None, None when too few)."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if len(values) < 10:
+        return None, None
+    a = 50 * (1 - level)
+    return [float(np.percentile(values, a)), float(np.percentile(values, 100 - a))], float(np.std(values, ddof=1))

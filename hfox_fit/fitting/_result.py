@@ -109,11 +109,36 @@ def _d2d_result(name: str, d: dict) -> FitResult:
     unit = _UNITS.get(name)
     params = {"median": ParamEstimate(_number(d.get("median")), None, _interval(d.get("median_ci90")), unit,
                                       None if d.get("median_ci90") else "no interval: fallback law")}
+    ses, cis = d.get("params_stderr") or {}, d.get("params_ci90") or {}
     for k, v in (d.get("params") or {}).items():
-        params[k] = ParamEstimate(_number(v), None, None, unit if k in ("loc", "scale") else "1",
-                                  "no standard error for the family's parameters yet")
-    stats = {k: d[k] for k in ("family", "ks", "n_used", "n_cells", "n_censored", "bounds") if k in d}
+        ci = cis.get(k)
+        if ci is not None:
+            why = "bootstrap over cells, conditional on the family"
+        elif k in cis or cis:
+            why = "held fixed by the fit (not a free parameter of the family)" if k not in cis else \
+                "the bootstrap gave too few finite replicates"
+        else:
+            why = "no interval: fallback law or no bootstrap"
+        params[k] = ParamEstimate(_number(v), _number(ses.get(k)), _interval(ci), unit if k in ("loc", "scale") else "1",
+                                  why)
+    stats = {k: d[k] for k in ("family", "ks", "n_used", "n_cells", "n_censored", "bounds", "family_share")
+             if k in d}
     return FitResult(f"d2d.{name}", params, stats, d.get("note"))
+
+
+def _correlation_result(d: dict) -> FitResult:
+    """Each pair's Gaussian-copula correlation (``copula a~b``) with its bootstrap interval."""
+    names, cop = d["names"], d["copula"]
+    ses, cis = d.get("copula_stderr"), d.get("copula_ci90")
+    params = {}
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            ci = cis[i][j] if cis else None
+            params[f"copula {names[i]}~{names[j]}"] = ParamEstimate(
+                _number(cop[i][j]), _number(ses[i][j]) if ses else None, _interval(ci), "1",
+                "bootstrap over cells" if ci is not None else "no interval: fewer than 5 cells or no bootstrap")
+    return FitResult("correlation", params, {"names": ", ".join(names)},
+                     "Gaussian-copula correlation (normal scores of the ranks), pairwise complete")
 
 
 def _noise_result(name: str, d: dict, keys) -> FitResult:
@@ -192,7 +217,8 @@ class CampaignResult:
 
     @property
     def params(self) -> dict:
-        """Every fitted law as a :class:`FitResult`: ``d2d.<parameter>``, ``pink``, ``rtn``, ``rtn.amplitude``."""
+        """Every fitted law as a :class:`FitResult`: ``d2d.<parameter>``, ``pink``, ``rtn``, ``rtn.amplitude``,
+        ``correlation`` (each pair's copula correlation)."""
         s = self._summary
         out = {f"d2d.{p}": _d2d_result(p, d) for p, d in s.get("d2d", {}).items()}
         if "pink" in s:
@@ -201,6 +227,8 @@ class CampaignResult:
             out["rtn"] = _noise_result("rtn", s["rtn"], ("p_up", "p_down"))
             if isinstance(s["rtn"].get("amplitude"), dict):
                 out["rtn.amplitude"] = _d2d_result("rtn_amplitude", s["rtn"]["amplitude"])
+        if len(s.get("correlation", {}).get("names", [])) >= 2:
+            out["correlation"] = _correlation_result(s["correlation"])
         return out
 
     def to_dataframe(self) -> pd.DataFrame:

@@ -368,6 +368,8 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, s
         d2d_summary["t_star"]["n_censored_trains"] = int(cells["t_star_censored"].fillna(False).astype(bool).sum())
     amp_summary = {"median": amp_law.median(), "median_ci90": amp_fit.median_ci90 if amp_fit else None,
                    "family": amp_law.family, "params": amp_law.params, "bounds": None,
+                   "params_stderr": amp_fit.to_dict()["params_stderr"] if amp_fit else {},
+                   "params_ci90": dict(amp_fit.params_ci90) if amp_fit else {},
                    "n_cells": int(amps.size), "detection_limit": rtn.detection_limit,
                    "note": ("fitted to the amplitudes of cells showing RTN, above the smallest one seen "
                             "(detection limit); smaller amplitudes are extrapolated by the law")}
@@ -383,7 +385,8 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, s
                            "ratio kappa) summed over the trains every law fitted"),
                   "lmfit_check": _lmfit_check(results, chosen)},
         "d2d": d2d_summary,
-        "correlation": {"names": corr["names"], "spearman": corr["spearman"], "copula": corr["copula"]},
+        "correlation": {k: corr[k] for k in ("names", "spearman", "copula", "copula_stderr", "copula_ci90",
+                                             "spearman_stderr", "spearman_ci90") if k in corr},
         "c2c": {p: {k: v for k, v in c.items() if k != "law"} | ({"family": "norm", "params": c["law"].params}
                                                                  if "law" in c else {})
                 for p, c in d2d.c2c_.items()},

