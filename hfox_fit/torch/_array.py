@@ -233,6 +233,7 @@ class WeakResetArray(ResumableState, nn.Module):
         self.register_buffer("rtn_wait", torch.full((num_devices,), NEVER, dtype=torch.int32, device=dev))
         self.register_buffer("w", torch.zeros(num_devices, **fkw))
         self._pulse_bound = 0  # no cell has had more pulses since SET than this
+        self._last_read = None  # (R of every cell, its key): see resistance
         self._seed_blocks()
         self.set_()
 
@@ -389,8 +390,28 @@ class WeakResetArray(ResumableState, nn.Module):
 
     @property
     def resistance(self) -> torch.Tensor:
-        """Resistance at the last read (Ohm), shape (num_devices,)."""
-        return torch.mul(self.w, LOG2E).exp2_().mul_(self.r0)  # as pulse() computes it
+        """Resistance at the last read (Ohm), shape (num_devices,).
+
+        The tensor the last :meth:`pulse` returned while nothing has changed the
+        state, the parameters or that tensor since (their version counters say so);
+        else computed afresh (and kept).
+        """
+        kept = self._last_read
+        if kept is not None and kept[1] is not None and kept[1] == self._read_key(kept[0]):
+            return kept[0]
+        r = torch.mul(self.w, LOG2E).exp2_().mul_(self.r0)  # as pulse() computes it
+        self._keep_read(r)
+        return r
+
+    def _read_key(self, r: torch.Tensor):
+        """Version counters of ``r`` and of what a read depends on (None where they are not tracked)."""
+        try:
+            return (r._version, self.w._version, self.cell_params._version, self.c2c_dev._version)
+        except RuntimeError:  # inference tensors keep no version counter: nothing is kept
+            return None
+
+    def _keep_read(self, r: torch.Tensor) -> None:
+        self._last_read = (r, self._read_key(r))
 
     @property
     def conductance(self) -> torch.Tensor:
@@ -539,10 +560,12 @@ class WeakResetArray(ResumableState, nn.Module):
             "t_clamp": self._pulse_bound + hi > c["horizon"],
             "compiled": _update._compiled_dense() if self.compile else None,
             "out": torch.empty_like(self.w),
+            "prev": self.resistance if lo == 0 else None,  # the read of the cells given 0 pulses
         }
         self._pulse_bound += hi
         views = c["views"]
         self._blocks(lambda b: pulse_block(self, b, views[b], call), balance=True)
+        self._keep_read(call["out"])
         return call["out"]
 
     def _blocks(self, fn, balance: bool = False) -> None:

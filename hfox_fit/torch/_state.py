@@ -105,16 +105,19 @@ class ResumableState:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_const_cache"] = None  # views of the buffers: rebuilt on demand
+        state["_last_read"] = None
         return state
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
         self._const_cache = None
+        self._last_read = None
         self._pulse_bound = int(self.pulses.max()) if self.num_devices else 0
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
         self._const_cache = None
+        self._last_read = None
         dev = self.w.device
         if self._generator.device != dev:
             seed = self._numpy_seed()
