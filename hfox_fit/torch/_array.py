@@ -42,32 +42,13 @@ from . import _update
 from ._counts import pulse_counts
 from ._laws import torch_law
 from ._pink import pink_markov
-from ._state import ResumableState
+from ._state import ResumableState, resolve_device
 from ._threads import GRAIN_BLOCK, _block_size, _run_blocks, block_threads
 from ._update import LOG2E, NEVER, geometric_wait, pulse_block
 
 __all__ = ["WeakResetArray"]
 
 _MAX_PULSES = (1 << 31) - 1  # pulses since SET are int32
-
-
-def resolve_device(device) -> torch.device:
-    """Return ``torch.device(device)`` after checking a tensor can live there."""
-    if device is None:
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-        torch.empty(1, device=dev)
-    except (RuntimeError, AssertionError, TypeError, ValueError) as err:
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(
-            f"cannot place the cell array on device {str(device)!r}: {detail}. "
-            f"Pass device='cpu' or one of the devices this machine has "
-            f"(torch.cuda.is_available() = {torch.cuda.is_available()})."
-        ) from err
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
 
 
 class WeakResetArray(ResumableState, nn.Module):
@@ -576,6 +557,19 @@ class WeakResetArray(ResumableState, nn.Module):
         else:
             for b in range(len(c["views"])):
                 fn(b)
+
+    def pulse_pairs(self, n) -> torch.Tensor:
+        """Pulse one cell of each pair ``(i, i + num_devices // 2)``, by the sign of ``n[i]``.
+
+        Cell ``i`` gets ``n[i]`` pulses where ``n[i] > 0``, cell ``i + num_devices // 2`` gets
+        ``-n[i]`` where ``n[i] < 0`` (``n``: ints of shape ``(num_devices // 2,)``): the BL / BLb
+        layout of :class:`~hfox_fit.torch.CellBackedWeights`. The same law as :meth:`pulse` with
+        those counts, at about half the cost (each pair's pulsed cell is picked out, updated and
+        put back; its partner keeps its state and read). Returns the resistance of every cell.
+        """
+        from ._pairs import pulse_pairs
+
+        return pulse_pairs(self, n)
 
     def forward(self, n=1) -> torch.Tensor:
         """Same as :meth:`pulse`."""

@@ -264,10 +264,7 @@ class CellBackedWeights(nn.Module):
 
     def _pulse_pairs(self, n: torch.Tensor) -> None:
         """Signed pulse count per weight: + pulses BL, - pulses BLb; counted per cell."""
-        counts = torch.empty(2 * self.numel, dtype=torch.int32, device=self.cells.device)
-        torch.clamp(n, min=0, out=counts[: self.numel])
-        torch.clamp(n, max=0, out=counts[self.numel:]).neg_()
-        self.cells.pulse(counts)  # (the cells count them: see pulse_count)
+        self.cells.pulse_pairs(n)  # (the cells count them: see pulse_count)
 
     def _program_to(self, target: torch.Tensor, max_steps: int) -> int:
         """Pulse the pairs whose readout sign differs from ``target`` (±1, flat); return those still wrong."""
