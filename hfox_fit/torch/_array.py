@@ -16,7 +16,11 @@ every cell at a cost that does not depend on ``n``:
   pulses ends them in the closed-form law of the 2x2 matrix power, so only the
   few cells that switch cost anything.
 
-So one call with ``n`` has the same distribution as ``n`` calls with 1.
+So one call with ``n`` has the same distribution as ``n`` calls with 1. A cell
+given 0 pulses keeps its state and read: blocks where few cells get pulses update
+only those, and ``pulse_pairs`` pulses one cell of each pair (the layout of
+:class:`~hfox_fit.torch.CellBackedWeights`) without touching its partner. The last
+read is kept (``resistance``) until something changes it.
 
 On a CPU the update runs block by block on worker threads (see
 :mod:`hfox_fit.torch._threads`); each block draws from its own

@@ -8,7 +8,7 @@ the array) puts all these generators in ``state_dict()`` as extra state, so
 ``load_state_dict`` resumes a run draw for draw on the same kind of device (and
 in distribution, with a warning, elsewhere); it also drops the cached views of
 the buffers on loads, pickling and moves, and reseeds the generators on a move
-to another device.
+to another device. :func:`resolve_device` checks the device an array is placed on.
 """
 
 from __future__ import annotations

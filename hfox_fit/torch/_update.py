@@ -8,7 +8,10 @@
   that switches within the ``n`` pulses ends them in the closed-form law of the
   2x2 matrix power, so only the few cells that switch cost anything;
 * :func:`pulse_block`: one block of a :class:`~hfox_fit.torch.WeakResetArray`
-  through both, every draw from the block's own generator, then read.
+  through both, every draw from the block's own generator, then read. A block
+  where at most :data:`SPARSE_SHARE` of the cells get pulses updates only those
+  (gathered by index, scattered back): a cell given 0 pulses keeps its state and
+  read either way, so only which draws go to which cell changes.
 """
 
 from __future__ import annotations
