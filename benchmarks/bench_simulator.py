@@ -20,8 +20,12 @@ torch operations are single-threaded (no operation waits at torch's thread-pool
 barrier), falling back to one thread while the process gets about one core; the
 reference's whole-array operations go to torch's thread pool. The ``compile=True``
 row is WeakResetArray with its per-block drift and pink update fused by
-``torch.compile`` (the first call, which compiles, is left out). Figures are
-printed, not asserted; the CUDA rows appear when ``torch.cuda.is_available()``.
+``torch.compile`` (the first call, which compiles, is left out). A row with
+only 10 % of the cells given pulses (the others 0, which the update skips block
+by block) shows the case of training. The floors (drawing the normal numbers
+alone, copying the state once) state what bounds the update, and a torch.profiler
+table of one thread's update shows where its time goes. Figures are printed, not
+asserted; the CUDA rows appear when ``torch.cuda.is_available()``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from hfox_fit.laws import pink_coefficients
 from hfox_fit.torch import CPU_BLOCK, WeakResetArray
 
 MAX_PULSES = 14
+SPARSE_SHARE_BENCH = 0.1  # share of the cells given pulses in the sparse row
 
 
 class ReferenceArray:
@@ -133,6 +138,9 @@ def run(device, cells, steps, seed=0, compiled=True, rounds=3) -> dict:
         t_fast += step_times(fast, counts[r * per_round: (r + 1) * per_round + 1], device)
         t_ref += step_times(ref, counts[r * 2: r * 2 + 3], device)  # the reference is slow: 2 steps a round
     t_fast, t_ref = float(np.median(t_fast)), float(np.median(t_ref))
+    # few cells pulsed (training: most weights get no pulse in a step): the cells given 0 are skipped
+    few = [c * (torch.rand(cells, generator=g, device=device) < SPARSE_SHARE_BENCH) for c in counts[: per_round + 1]]
+    t_sparse = float(np.median(step_times(fast, few, device)))
     t_comp = compile_s = None
     if compiled:
         comp = WeakResetArray(model, cells, seed=seed, device=device, compile=True)
@@ -152,6 +160,8 @@ def run(device, cells, steps, seed=0, compiled=True, rounds=3) -> dict:
         "speedup": t_ref / t_fast,
         "ref_ms": 1e3 * t_ref,
         "fast_ms": 1e3 * t_fast,
+        "sparse_updates_per_s": cells / t_sparse,
+        "sparse_ms": 1e3 * t_sparse,
         "fast_bytes_per_cell": fast.bytes_per_cell(),
         "ref_bytes_per_cell": ref.state_bytes_per_cell(),
     }
@@ -205,6 +215,28 @@ def floors(device, cells, draws, state_bytes, threads, reps=5) -> dict:
     return {"rng_ms": 1e3 * t_rng, "mem_ms": 1e3 * t_mem}
 
 
+def op_profile(cells, steps=4, top=7, seed=0) -> list:
+    """Share of the update's time per torch operation (one thread, block by block, CPU; torch.profiler).
+
+    Returns ``[(name, share, calls_per_step)]``, largest first, then the rest.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    g = torch.Generator().manual_seed(seed + 2)
+    arr = WeakResetArray(preset_model("paper"), cells, seed=seed)
+    arr._constants()["threaded"] = False  # on this thread, where the profiler sees the operations
+    counts = [torch.randint(0, MAX_PULSES + 1, (cells,), generator=g) for _ in range(steps + 1)]
+    arr.pulse(counts[0])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for n in counts[1:]:
+            arr.pulse(n)
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows) or 1.0
+    out = [(e.key.replace("aten::", ""), e.self_cpu_time_total / total, e.count / steps) for e in rows[:top]]
+    out.append(("(the rest)", sum(e.self_cpu_time_total for e in rows[top:]) / total, 0))
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=1_000_000)
@@ -223,6 +255,9 @@ def main(argv=None):
               f"({r['ref_ms']:.1f} ms/step, {r['ref_bytes_per_cell']:.0f} B/cell)")
         print(f"[{r['device']}] WeakResetArray:              {r['fast_updates_per_s']:.3g} cell-updates/s "
               f"({r['fast_ms']:.1f} ms/step, {r['fast_bytes_per_cell']:.1f} B/cell)")
+        print(f"[{r['device']}] WeakResetArray, {SPARSE_SHARE_BENCH:.0%} of the cells pulsed (the others 0, "
+              f"skipped): {r['sparse_updates_per_s']:.3g} cell-updates/s counting every cell "
+              f"({r['sparse_ms']:.1f} ms/step)")
         if r["compiled_updates_per_s"]:
             print(f"[{r['device']}] WeakResetArray(compile=True): {r['compiled_updates_per_s']:.3g} cell-updates/s "
                   f"({r['compiled_ms']:.1f} ms/step; first call {r['compile_s']:.0f} s, compiling)")
@@ -235,6 +270,17 @@ def main(argv=None):
               f"({args.cells / f['rng_ms'] * 1e3:.3g} cell-updates/s at most; {100 * f['rng_ms'] / r['fast_ms']:.0f} % "
               f"of WeakResetArray's step); copying its {r['fast_bytes_per_cell']:.0f} B/cell state takes "
               f"{f['mem_ms']:.1f} ms ({100 * f['mem_ms'] / r['fast_ms']:.0f} %)")
+        cap = args.cells / f["rng_ms"] * 1e3
+        print(f"[{r['device']}] bound: the normal draws alone cap the rate at {cap:.3g} cell-updates/s "
+              f"({'below' if cap < 1e8 else 'above'} the 1e8 target); WeakResetArray runs at "
+              f"{100 * r['fast_updates_per_s'] / cap:.0f} % of that cap, the rest of its step going to the "
+              f"operations below")
+        if dev == "cpu":
+            prof = op_profile(min(args.cells, 4 * CPU_BLOCK))
+            print(f"[{r['device']}] profile of the update (share of its CPU time per torch operation, one thread; "
+                  f"normal_: the draws, index_select: the n-step coefficients and pink tables, nonzero: the "
+                  f"telegraph chains that switch and the high ones): "
+                  + ", ".join(f"{name} {100 * share:.0f} %" for name, share, _ in prof))
         print(f"[{r['device']}] speed-up: {r['speedup']:.1f}x (target >= 10x); "
               f"bytes per cell: {r['fast_bytes_per_cell']:.1f} (target <= 64); "
               f"load average now {os.getloadavg()[0]:.2f}")

@@ -2,17 +2,22 @@
 
 Usage::
 
-    python benchmarks/bench_train.py [--hidden 3000] [--inputs 784] [--batch 100] [--steps 30]
+    python benchmarks/bench_train.py [--hidden 3000] [--inputs 784] [--batch 100] [--steps 30] [--threads N]
 
 The network is the paper's binarized MLP (784-3000-10 by default, 2.4 million
 weights, so 4.8 million cells); the data are random images of that size (the
 step's cost does not depend on the pixels). Both variants run in the same
 process, in alternating rounds so that a burst of load from other processes hits
 both, and the medians of the step times are printed with their ratio (target:
-device ≤ 3x software on the CPU). A device step is the software step (forward,
-backward, Adam) plus ``CellBackedWeights.step()`` (the update becomes pulses, the
-weights are read back) and the re-SET check. The CUDA rows appear when
-``torch.cuda.is_available()``. Figures are printed, not asserted.
+device ≤ 3x software on the CPU), with the CPU time per step of each (all
+threads; less sensitive to the load of other processes than the wall time). A
+device step is the software step (forward, backward, Adam) plus
+``CellBackedWeights.step()`` (the update becomes pulses on one cell of each pair,
+``WeakResetArray.pulse_pairs``, and the weights are read back) and the re-SET
+check; the script prints the time of these parts, and the floors of the pulses:
+drawing their normal numbers alone (as the update draws them) and moving the
+cells' state once. The CUDA rows appear when ``torch.cuda.is_available()``.
+Figures are printed, not asserted.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from torch import nn
 
 from hfox_fit import preset_model
 from hfox_fit.torch import BinarizedMLP, CellBackedWeights, headroom_pulses
+from hfox_fit.torch._threads import _run_blocks, block_threads
 
 
 def _sync(device):
@@ -44,15 +50,75 @@ def _make(sizes, device, with_cells, seed=0):
     return net, opt, cells
 
 
-def _step(net, opt, cells, x, y, headroom):
+class _Timer:
+    """Wall seconds spent in a wrapped function (the device step's parts)."""
+
+    def __init__(self, fn, device):
+        self.fn, self.device, self.seconds, self.calls = fn, device, 0.0, 0
+
+    def __call__(self, *args, **kwargs):
+        _sync(self.device)
+        t0 = time.perf_counter()
+        out = self.fn(*args, **kwargs)
+        _sync(self.device)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return out
+
+
+def _step(net, opt, cells, x, y, headroom, parts=None):
+    t0 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
     nn.functional.cross_entropy(net(x), y).backward()
     opt.step()
+    if parts is not None:
+        _sync(x.device)
+        parts["network"] += time.perf_counter() - t0
     if cells is not None:
-        cells.step()
+        t1 = time.perf_counter()
+        stats = cells.step()
         cells.reset_saturated(headroom)
+        if parts is not None:
+            _sync(x.device)
+            parts["cells"] += time.perf_counter() - t1
+            parts["pulsed"] += int(torch.count_nonzero(stats["counts"]))
     else:
         net.clip_weights()
+
+
+def _floors(cells, pulsed: int, reps: int = 3) -> dict:
+    """What the pulses cost at the least: the normal draws of the pulsed cells, and moving the pairs' state.
+
+    The draws as the update makes them (``draws`` per pulsed cell, from one generator per block of
+    ``CPU_BLOCK`` pairs, the blocks on the update's worker threads); the state traffic: a copy of the
+    bytes per cell of both cells of every pair (each pair's state is read, its pulsed cell written).
+    """
+    arr = cells.cells
+    device = arr.device
+    draws = arr._constants()["draws"]
+    block = arr._block_size
+    sizes = [min(block, pulsed - s) for s in range(0, pulsed, block)]
+    gens = [torch.Generator(device=device).manual_seed(i) for i in range(len(sizes))]
+
+    def all_draws():
+        if device.type == "cpu" and len(sizes) > 1:
+            _run_blocks(lambda i: torch.randn(draws, sizes[i], generator=gens[i], device=device), len(sizes),
+                        block_threads())
+        else:
+            for i, k in enumerate(sizes):
+                torch.randn(draws, k, generator=gens[i], device=device)
+        _sync(device)
+
+    def timed(fn):
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - t0) / reps
+
+    src = torch.empty(int(arr.bytes_per_cell() * arr.num_devices) // 4, device=device)
+    dst = torch.empty_like(src)
+    return {"draws": draws, "rng_s": timed(all_draws), "mem_s": timed(lambda: (dst.copy_(src), _sync(device)))}
 
 
 def run(device, sizes, batch, steps, rounds=5):
@@ -63,21 +129,47 @@ def run(device, sizes, batch, steps, rounds=5):
     variants = {"software": _make(sizes, device, False), "device": _make(sizes, device, True)}
     for v in variants.values():  # warm-up: first-call costs
         _step(*v, x, y, headroom)
+    cells = variants["device"][2]
+    pulse_timer = _Timer(cells.cells.pulse_pairs, device)
+    cells.cells.pulse_pairs = pulse_timer  # (an instance attribute: times the pulses inside cells.step())
     times = {k: [] for k in variants}
+    cpu = {k: 0.0 for k in variants}
+    parts = {"network": 0.0, "cells": 0.0, "pulsed": 0}
     per_round = max(steps // rounds, 1)
     for _ in range(rounds):
         for name, v in variants.items():
             _sync(device)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(per_round):
-                _step(*v, x, y, headroom)
+                _step(*v, x, y, headroom, parts if name == "device" else None)
             _sync(device)
             times[name].append((time.perf_counter() - t0) / per_round)
+            cpu[name] += time.process_time() - c0
+    del cells.cells.pulse_pairs
+    n_steps = rounds * per_round
     sw, dev = statistics.median(times["software"]), statistics.median(times["device"])
-    cells = variants["device"][2]
-    print(f"[{device.type}] software step: {sw * 1e3:.1f} ms; device step: {dev * 1e3:.1f} ms "
+    cpu_sw, cpu_dev = cpu["software"] / n_steps, cpu["device"] / n_steps
+    tag = f"[{device.type}]"
+    print(f"{tag} software step: {sw * 1e3:.1f} ms; device step: {dev * 1e3:.1f} ms "
           f"({2 * cells.numel:,} cells, {cells.numel:,} weights); device / software = {dev / sw:.2f}x "
           f"(target <= 3x on the CPU): {'OK' if dev / sw <= 3 or device.type != 'cpu' else 'ABOVE TARGET'}")
+    if device.type == "cpu":
+        print(f"{tag} CPU time per step (all threads; less sensitive to other processes' load): software "
+              f"{cpu_sw * 1e3:.1f} ms, device {cpu_dev * 1e3:.1f} ms: {cpu_dev / cpu_sw:.2f}x")
+    # where a device step's time goes (the wall time of its parts, summed over the timed steps)
+    pulsed = parts["pulsed"] / n_steps
+    net_s, cells_s, pulse_s = parts["network"] / n_steps, parts["cells"] / n_steps, pulse_timer.seconds / n_steps
+    print(f"{tag} device step, by part: network (forward, backward, Adam) {net_s * 1e3:.1f} ms; pulses "
+          f"(WeakResetArray.pulse_pairs, {pulsed:,.0f} pairs pulsed, {pulsed / cells.numel:.0%}) "
+          f"{pulse_s * 1e3:.1f} ms; the rest of CellBackedWeights.step and reset_saturated (update -> counts, "
+          f"readout, copies) {(cells_s - pulse_s) * 1e3:.1f} ms")
+    f = _floors(cells, max(int(pulsed), 1))
+    print(f"{tag} floors of the pulses: drawing their {f['draws']} normal numbers per pulsed cell alone takes "
+          f"{f['rng_s'] * 1e3:.1f} ms ({f['rng_s'] / sw:.2f}x the software step, "
+          f"{100 * f['rng_s'] / max(pulse_s, 1e-12):.0f} % of the pulses' time); moving the cells' "
+          f"{cells.cells.bytes_per_cell():.0f} B/cell state once takes {f['mem_s'] * 1e3:.1f} ms "
+          f"({f['mem_s'] / sw:.2f}x); the pulses take {pulse_s / max(f['rng_s'] + f['mem_s'], 1e-12):.1f}x "
+          "the two together")
 
 
 def main(argv=None) -> int:
@@ -87,7 +179,11 @@ def main(argv=None) -> int:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's); 1 is steadiest on a machine busy with other work")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sizes = (args.inputs, args.hidden, args.classes)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), network {sizes}, batch {args.batch}; "

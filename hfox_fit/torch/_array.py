@@ -16,7 +16,11 @@ every cell at a cost that does not depend on ``n``:
   pulses ends them in the closed-form law of the 2x2 matrix power, so only the
   few cells that switch cost anything.
 
-So one call with ``n`` has the same distribution as ``n`` calls with 1.
+So one call with ``n`` has the same distribution as ``n`` calls with 1. A cell
+given 0 pulses keeps its state and read: blocks where few cells get pulses update
+only those, and ``pulse_pairs`` pulses one cell of each pair (the layout of
+:class:`~hfox_fit.torch.CellBackedWeights`) without touching its partner. The last
+read is kept (``resistance``) until something changes it.
 
 On a CPU the update runs block by block on worker threads (see
 :mod:`hfox_fit.torch._threads`); each block draws from its own
@@ -42,32 +46,13 @@ from . import _update
 from ._counts import pulse_counts
 from ._laws import torch_law
 from ._pink import pink_markov
-from ._state import ResumableState
+from ._state import ResumableState, resolve_device
 from ._threads import GRAIN_BLOCK, _block_size, _run_blocks, block_threads
 from ._update import LOG2E, NEVER, geometric_wait, pulse_block
 
 __all__ = ["WeakResetArray"]
 
 _MAX_PULSES = (1 << 31) - 1  # pulses since SET are int32
-
-
-def resolve_device(device) -> torch.device:
-    """Return ``torch.device(device)`` after checking a tensor can live there."""
-    if device is None:
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-        torch.empty(1, device=dev)
-    except (RuntimeError, AssertionError, TypeError, ValueError) as err:
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(
-            f"cannot place the cell array on device {str(device)!r}: {detail}. "
-            f"Pass device='cpu' or one of the devices this machine has "
-            f"(torch.cuda.is_available() = {torch.cuda.is_available()})."
-        ) from err
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
 
 
 class WeakResetArray(ResumableState, nn.Module):
@@ -233,6 +218,7 @@ class WeakResetArray(ResumableState, nn.Module):
         self.register_buffer("rtn_wait", torch.full((num_devices,), NEVER, dtype=torch.int32, device=dev))
         self.register_buffer("w", torch.zeros(num_devices, **fkw))
         self._pulse_bound = 0  # no cell has had more pulses since SET than this
+        self._last_read = None  # (R of every cell, its key): see resistance
         self._seed_blocks()
         self.set_()
 
@@ -389,8 +375,28 @@ class WeakResetArray(ResumableState, nn.Module):
 
     @property
     def resistance(self) -> torch.Tensor:
-        """Resistance at the last read (Ohm), shape (num_devices,)."""
-        return torch.mul(self.w, LOG2E).exp2_().mul_(self.r0)  # as pulse() computes it
+        """Resistance at the last read (Ohm), shape (num_devices,).
+
+        The tensor the last :meth:`pulse` returned while nothing has changed the
+        state, the parameters or that tensor since (their version counters say so);
+        else computed afresh (and kept).
+        """
+        kept = self._last_read
+        if kept is not None and kept[1] is not None and kept[1] == self._read_key(kept[0]):
+            return kept[0]
+        r = torch.mul(self.w, LOG2E).exp2_().mul_(self.r0)  # as pulse() computes it
+        self._keep_read(r)
+        return r
+
+    def _read_key(self, r: torch.Tensor):
+        """Version counters of ``r`` and of what a read depends on (None where they are not tracked)."""
+        try:
+            return (r._version, self.w._version, self.cell_params._version, self.c2c_dev._version)
+        except RuntimeError:  # inference tensors keep no version counter: nothing is kept
+            return None
+
+    def _keep_read(self, r: torch.Tensor) -> None:
+        self._last_read = (r, self._read_key(r))
 
     @property
     def conductance(self) -> torch.Tensor:
@@ -539,10 +545,12 @@ class WeakResetArray(ResumableState, nn.Module):
             "t_clamp": self._pulse_bound + hi > c["horizon"],
             "compiled": _update._compiled_dense() if self.compile else None,
             "out": torch.empty_like(self.w),
+            "prev": self.resistance if lo == 0 else None,  # the read of the cells given 0 pulses
         }
         self._pulse_bound += hi
         views = c["views"]
         self._blocks(lambda b: pulse_block(self, b, views[b], call), balance=True)
+        self._keep_read(call["out"])
         return call["out"]
 
     def _blocks(self, fn, balance: bool = False) -> None:
@@ -553,6 +561,19 @@ class WeakResetArray(ResumableState, nn.Module):
         else:
             for b in range(len(c["views"])):
                 fn(b)
+
+    def pulse_pairs(self, n) -> torch.Tensor:
+        """Pulse one cell of each pair ``(i, i + num_devices // 2)``, by the sign of ``n[i]``.
+
+        Cell ``i`` gets ``n[i]`` pulses where ``n[i] > 0``, cell ``i + num_devices // 2`` gets
+        ``-n[i]`` where ``n[i] < 0`` (``n``: ints of shape ``(num_devices // 2,)``): the BL / BLb
+        layout of :class:`~hfox_fit.torch.CellBackedWeights`. The same law as :meth:`pulse` with
+        those counts, at about half the cost (each pair's pulsed cell is picked out, updated and
+        put back; its partner keeps its state and read). Returns the resistance of every cell.
+        """
+        from ._pairs import pulse_pairs
+
+        return pulse_pairs(self, n)
 
     def forward(self, n=1) -> torch.Tensor:
         """Same as :meth:`pulse`."""

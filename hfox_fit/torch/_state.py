@@ -8,7 +8,7 @@ the array) puts all these generators in ``state_dict()`` as extra state, so
 ``load_state_dict`` resumes a run draw for draw on the same kind of device (and
 in distribution, with a warning, elsewhere); it also drops the cached views of
 the buffers on loads, pickling and moves, and reseeds the generators on a move
-to another device.
+to another device. :func:`resolve_device` checks the device an array is placed on.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from ._threads import _block_size
 
-__all__ = ["ResumableState"]
+__all__ = ["ResumableState", "resolve_device"]
 
 _STATE_VERSION = 3
 _GOLDEN = 0x9E3779B97F4A7C15  # odd: b * _GOLDEN differs mod 2**32 for every block
@@ -30,6 +30,25 @@ def _block_seeds(base: int, count: int) -> list:
     """Seeds of ``count`` block generators from one 63-bit ``base``: all distinct in their low 32 bits
     (the CPU generator keeps only those), consecutive blocks far apart."""
     return [(base + b * _GOLDEN) & ((1 << 63) - 1) for b in range(count)]
+
+
+def resolve_device(device) -> torch.device:
+    """Return ``torch.device(device)`` after checking a tensor can live there."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+        torch.empty(1, device=dev)
+    except (RuntimeError, AssertionError, TypeError, ValueError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"cannot place the cell array on device {str(device)!r}: {detail}. "
+            f"Pass device='cpu' or one of the devices this machine has "
+            f"(torch.cuda.is_available() = {torch.cuda.is_available()})."
+        ) from err
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 class ResumableState:
@@ -105,16 +124,19 @@ class ResumableState:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_const_cache"] = None  # views of the buffers: rebuilt on demand
+        state["_last_read"] = None
         return state
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
         self._const_cache = None
+        self._last_read = None
         self._pulse_bound = int(self.pulses.max()) if self.num_devices else 0
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
         self._const_cache = None
+        self._last_read = None
         dev = self.w.device
         if self._generator.device != dev:
             seed = self._numpy_seed()

@@ -8,7 +8,10 @@
   that switches within the ``n`` pulses ends them in the closed-form law of the
   2x2 matrix power, so only the few cells that switch cost anything;
 * :func:`pulse_block`: one block of a :class:`~hfox_fit.torch.WeakResetArray`
-  through both, every draw from the block's own generator, then read.
+  through both, every draw from the block's own generator, then read. A block
+  where at most :data:`SPARSE_SHARE` of the cells get pulses updates only those
+  (gathered by index, scattered back): a cell given 0 pulses keeps its state and
+  read either way, so only which draws go to which cell changes.
 """
 
 from __future__ import annotations
@@ -66,7 +69,9 @@ _COMPILED = None
 def _compiled_dense():
     global _COMPILED
     if _COMPILED is None:
-        _COMPILED = torch.compile(_dense, fullgraph=True, dynamic=False)
+        # dynamic=None: a second size (a short last block, the cells of a sparse update) compiles once more,
+        # with sizes symbolic, instead of once per size
+        _COMPILED = torch.compile(_dense, fullgraph=True, dynamic=None)
     return _COMPILED
 
 
@@ -119,26 +124,62 @@ def rtn_switch(idx: torch.Tensor, high: torch.Tensor, wait: torch.Tensor, g: tor
     wait.index_copy_(0, idx, geometric_wait(final, p_up, p_down, g))
 
 
+#: A block whose share of cells given pulses is at most this is updated on those cells only (gathered by
+#: index, scattered back); above it, the whole block (cells given 0 pulses keep their state either way).
+SPARSE_SHARE = 0.4
+#: The per-cell state that the update changes (keys of a block's views).
+_STATE = ("pulses", "wait", "high", "x", "xr", "xi", "w")
+
+
 def pulse_block(arr, b: int, v: dict, call: dict) -> None:
     """``arr.pulse()`` for block ``b`` (views ``v``): every draw from the block's own generator.
 
     ``arr`` is the :class:`~hfox_fit.torch.WeakResetArray`, ``v`` its block's entry of
     ``arr._constants()['views']``, ``call`` what :meth:`~hfox_fit.torch.WeakResetArray.pulse`
-    worked out for the whole call (counts, their bounds, the output tensor).
+    worked out for the whole call (counts, their bounds, the output tensor, the last read).
+
+    Cells given 0 pulses keep their state and read, so a block where few cells get
+    pulses updates only those (the others cost a scan): the draws then go to them
+    alone, which changes which numbers a cell receives but not their law, and
+    depends on the counts only (not on threads or timing).
+    """
+    s, e = v["range"]
+    out = call["out"][s:e]
+    if call["scalar"] is not None:
+        _update_cells(arr, b, v, call["scalar"], call["scalar"], out, call)
+        return
+    nb32 = call["n"][s:e]
+    if nb32.dtype != torch.int32:  # counts are <= 2**30 (checked)
+        nb32 = nb32.to(torch.int32)
+    block_lo = call["lows"][b]
+    if block_lo == 0 and int(torch.count_nonzero(nb32)) <= SPARSE_SHARE * (e - s):
+        out.copy_(call["prev"][s:e])  # the last read of the cells given 0 pulses
+        idx = torch.nonzero(nb32).squeeze(1)
+        if idx.numel() == 0:
+            return
+        keys = [k for k in _STATE if (k not in ("wait", "high") or arr.rtn) and
+                (k not in ("x", "xr", "xi") or (arr.pink and arr._constants()["states"]))]
+        sub = {k: v[k].index_select(0, idx) for k in keys}
+        sub["params"] = tuple(p.index_select(0, idx) for p in v["params"])
+        sub["c2c"] = tuple(p.index_select(0, idx) for p in v["c2c"])
+        r = torch.empty(idx.numel(), dtype=out.dtype, device=out.device)
+        _update_cells(arr, b, sub, nb32.index_select(0, idx), 1, r, call)
+        for k in keys:
+            v[k].index_copy_(0, idx, sub[k])
+        out.index_copy_(0, idx, r)
+        return
+    _update_cells(arr, b, v, nb32, block_lo, out, call)
+
+
+def _update_cells(arr, b: int, v: dict, nb32, block_lo: int, out: torch.Tensor, call: dict) -> None:
+    """Pulse the cells of ``v`` (a block's views, or the gathered cells of a block) by ``nb32``; read into ``out``.
+
+    ``nb32``: an int (every cell) or an int32 tensor of counts; ``block_lo`` the smallest.
     """
     c = arr._constants()
     g, dtype = arr._block_gens[b], arr.dtype
     horizon = c["horizon"]
-    s, e = v["range"]
-    scalar = call["scalar"]
-    if scalar is not None:
-        nb32 = scalar
-        block_lo = scalar
-    else:
-        nb32 = call["n"][s:e]
-        if nb32.dtype != torch.int32:  # counts are <= 2**30 (checked)
-            nb32 = nb32.to(torch.int32)
-        block_lo = call["lows"][b]
+    scalar = nb32 if isinstance(nb32, int) else None
     t = v["pulses"]
     t.add_(nb32)
     if arr.rtn:  # the telegraph chains whose waiting time runs out within these pulses
@@ -154,7 +195,7 @@ def pulse_block(arr, b: int, v: dict, call: dict) -> None:
         # the n-step coefficients (one gather of all the rows) and [n > 0]
         table = c["coef"].index_select(1, nb32 if not call["clamp"] else nb32.clamp(max=horizon))
     if pink_on:
-        z = torch.randn(c["draws"], e - s, generator=g, device=t.device, dtype=dtype)
+        z = torch.randn(c["draws"], t.numel(), generator=g, device=t.device, dtype=dtype)
         if states:
             coef = call["fixed"] if scalar is not None else table
             coef = tuple(coef[:9].unbind(0))
@@ -165,7 +206,7 @@ def pulse_block(arr, b: int, v: dict, call: dict) -> None:
             off, gain = c["table"][:, horizon:].unbind(0)
         else:
             off, gain = c["table"].index_select(1, t.clamp(max=horizon)).unbind(0)
-    args = (arr._law, arr.param_names, t.to(dtype), rows, v["x"], v["xr"], v["xi"], coef, z, c["white"],
+    args = (arr._law, arr.param_names, t.to(dtype), rows, v.get("x"), v.get("xr"), v.get("xi"), coef, z, c["white"],
             off, gain, pink_on, states)
     w_new = None
     compiled = call["compiled"] if arr.compile else None
@@ -196,5 +237,4 @@ def pulse_block(arr, b: int, v: dict, call: dict) -> None:
     else:
         wb.copy_(w_new)
     # R = r0 exp(w) = r0 2**(w log2 e) (torch.exp runs on the thread pool from 2048 elements on)
-    ob = torch.mul(wb, LOG2E, out=call["out"][s:e])
-    ob.exp2_().mul_(rows[c["r0_row"]])
+    torch.mul(wb, LOG2E, out=out).exp2_().mul_(rows[c["r0_row"]])

@@ -30,9 +30,20 @@ from ._array import WeakResetArray
 __all__ = ["CellBackedWeights", "sign_readout"]
 
 
+def _versions(*tensors):
+    """Version counters of ``tensors`` (in-place changes bump them); None where they keep none."""
+    try:
+        return tuple(t._version for t in tensors)
+    except RuntimeError:  # inference tensors
+        return None
+
+
 def sign_readout(r_bl: torch.Tensor, r_blb: torch.Tensor) -> torch.Tensor:
     """Binary weight of a cell pair: +1 where ``R_BL >= R_BLb``, else -1 (ties read +1)."""
-    return torch.where(r_bl >= r_blb, 1.0, -1.0).to(r_bl.dtype)
+    # (a comparison written as 1.0 / 0.0, then 2 b - 1 in place: torch.where with scalar branches, or a
+    # bool tensor converted to floats, cost several times more)
+    out = torch.empty(r_bl.shape, dtype=r_bl.dtype, device=r_bl.device)
+    return torch.ge(r_bl, r_blb, out=out).mul_(2).sub_(1)
 
 
 class CellBackedWeights(nn.Module):
@@ -77,8 +88,9 @@ class CellBackedWeights(nn.Module):
         SET operations each cell received since it was built (int64, BL cells then BLb).
     pulse_count : torch.Tensor
         Weak RESET pulses each cell received (int64): endurance is what these two measure.
+        (Counted by the cells since their last SET, plus what they had at each SET before.)
     pulses_since_set : torch.Tensor
-        Pulses each cell received since its last SET (int64).
+        Pulses each cell received since its last SET (int64; the cells' own count, read each time).
 
     Examples
     --------
@@ -139,8 +151,9 @@ class CellBackedWeights(nn.Module):
         else:
             raise TypeError(f"model must be a DeviceModel or a checkpoint path; got {type(model).__name__}.")
         self.set_count = torch.zeros(2 * self.numel, dtype=torch.int64, device=self.cells.device)
-        self.pulse_count = torch.zeros(2 * self.numel, dtype=torch.int64, device=self.cells.device)
-        self.pulses_since_set = torch.zeros(2 * self.numel, dtype=torch.int64, device=self.cells.device)
+        # pulses before each cell's last SET: pulse_count adds the cells' own count since (no work per step)
+        self._pulses_before_set = torch.zeros(2 * self.numel, dtype=torch.int64, device=self.cells.device)
+        self._readout = None  # (resistances, their version, weights read from them): see _read_flat
         if init == "program":
             self.program(max_steps=max_program_steps)
         self.sync()
@@ -161,9 +174,26 @@ class CellBackedWeights(nn.Module):
         """Resistance of the BLb cells (Ohm), flat over all weights."""
         return self.cells.resistance[self.numel:]
 
+    @property
+    def pulse_count(self) -> torch.Tensor:
+        """Weak RESET pulses each cell received since it was built (int64, BL cells then BLb)."""
+        return self._pulses_before_set + self.cells.pulses
+
+    @property
+    def pulses_since_set(self) -> torch.Tensor:
+        """Pulses each cell received since its last SET (int64, BL cells then BLb)."""
+        return self.cells.pulses.to(torch.int64)
+
     def _read_flat(self) -> torch.Tensor:
+        """The weights the cells read, flat; kept while the cells' last read and the result are unchanged
+        (a training step then reads the cells once, after its pulses)."""
         r = self.cells.resistance
-        return self.readout(r[: self.numel], r[self.numel:])
+        kept = self._readout
+        if kept is not None and kept[0] is r and kept[1] == _versions(r, kept[2]) and kept[1] is not None:
+            return kept[2]
+        flat = self.readout(r[: self.numel], r[self.numel:])
+        self._readout = (r, _versions(r, flat), flat)
+        return flat
 
     def _split(self, flat: torch.Tensor) -> list:
         out, i = [], 0
@@ -207,15 +237,15 @@ class CellBackedWeights(nn.Module):
             When an update is NaN or infinite.
         """
         before = self._read_flat()
-        delta = self._flat_params() - before
-        if not bool(torch.isfinite(delta).all()):
+        steps = self._flat_params().sub_(before).div_(self.scale)  # the update in pulses
+        if not all(map(torch.isfinite, torch.aminmax(steps))):  # (a NaN makes both NaN)
             raise ValueError("the optimizer left NaN or infinite weights; no pulses were applied.")
-        n = torch.round(delta / self.scale).clamp_(-self.max_pulses, self.max_pulses).to(torch.int32)
+        n = steps.round_().clamp_(-self.max_pulses, self.max_pulses).to(torch.int32)
         self._pulse_pairs(n)
         after = self._read_flat()
         for p, value in zip(self._params, self._split(after)):
             p.copy_(value.to(p.device))
-        return {"pulses": n.abs().sum(), "flips": (after != before).sum(), "counts": n}
+        return {"pulses": n.abs().sum(), "flips": torch.count_nonzero(torch.ne(after, before)), "counts": n}
 
     @torch.no_grad()
     def set_(self, mask=None) -> None:
@@ -226,20 +256,15 @@ class CellBackedWeights(nn.Module):
                 raise ValueError(f"mask must be a bool tensor of shape ({self.numel},); "
                                  f"got {mask.dtype} of shape {tuple(mask.shape)}.")
             mask = torch.cat([mask, mask])
+        since = self.cells.pulses
+        self._pulses_before_set += since if mask is None else torch.where(mask, since, 0)
         self.cells.set_(mask)
         self.set_count += 1 if mask is None else mask.to(torch.int64)
-        if mask is None:
-            self.pulses_since_set.zero_()
-        else:
-            self.pulses_since_set[mask] = 0
         self.sync()
 
     def _pulse_pairs(self, n: torch.Tensor) -> None:
         """Signed pulse count per weight: + pulses BL, - pulses BLb; counted per cell."""
-        counts = torch.cat([n.clamp(min=0), n.neg().clamp(min=0)]).to(torch.int64)
-        self.cells.pulse(counts)
-        self.pulse_count += counts
-        self.pulses_since_set += counts
+        self.cells.pulse_pairs(n)  # (the cells count them: see pulse_count)
 
     def _program_to(self, target: torch.Tensor, max_steps: int) -> int:
         """Pulse the pairs whose readout sign differs from ``target`` (±1, flat); return those still wrong."""
@@ -260,8 +285,8 @@ class CellBackedWeights(nn.Module):
         weight either way. The controller counts the pulses it applied, so this is what
         the hardware can see.
         """
-        h = int(headroom)
-        return (self.pulses_since_set[: self.numel] >= h) & (self.pulses_since_set[self.numel:] >= h)
+        t = self.cells.pulses
+        return torch.minimum(t[: self.numel], t[self.numel:]) >= int(headroom)
 
     @torch.no_grad()
     def reset_saturated(self, headroom: int, max_steps: int = 20) -> int:
@@ -280,7 +305,7 @@ class CellBackedWeights(nn.Module):
             Pairs re-SET.
         """
         mask = self.saturated(headroom)
-        k = int(mask.sum())
+        k = int(torch.count_nonzero(mask))
         if k == 0:
             return 0
         target = torch.where(self._read_flat() >= 0, 1.0, -1.0)

@@ -166,6 +166,8 @@ def test_thread_count_does_not_change_results(monkeypatch, block):
             reads = [arr.pulse(counts), arr.pulse(5), arr.pulse(counts.flip(0))]
             arr.set_(torch.arange(n_cells) % 3 == 0)
             reads.append(arr.pulse(counts))
+            reads.append(arr.pulse(counts * (torch.arange(n_cells) % 4 == 0)))  # few cells: the sparse update
+            reads.append(arr.pulse_pairs((counts[: n_cells // 2] - 7).to(torch.int32)))
             runs.append((reads, {k: v.clone() for k, v in arr.state_dict().items() if isinstance(v, torch.Tensor)}))
     finally:
         torch.set_num_threads(threads)
@@ -509,3 +511,96 @@ def test_rtn_chains_that_cannot_leave_a_state(p_up, p_down):
         assert not arr.rtn_high.any()  # never leaves low
     else:
         assert arr.rtn_high.all()  # high is absorbing after 10**6 pulses
+
+
+def _state(arr):
+    return {k: v.clone() for k, v in arr.state_dict().items() if isinstance(v, torch.Tensor)}
+
+
+@pytest.mark.parametrize("switches", [{}, {"pink": False}, {"rtn": False}])
+def test_pulse_pairs_pulses_one_cell_of_each_pair_with_the_law_of_pulse(switches):
+    """pulse_pairs(n): + pulses cell i, - pulses cell i + N/2; the partner and the 0 pairs keep state and read."""
+    model = preset_model("wafer_b")  # C2C rows too
+    half = 20000
+    g = torch.Generator().manual_seed(3)
+    pairs = WeakResetArray(model, 2 * half, seed=1, d2d=False, **switches)
+    plain = WeakResetArray(model, 2 * half, seed=2, d2d=False, **switches)
+    for step in range(12):
+        n = torch.randint(-6, 7, (half,), generator=g, dtype=torch.int32)
+        counts = torch.cat([n.clamp(min=0), (-n).clamp(min=0)])
+        before, r_before = _state(pairs), pairs.resistance.clone()
+        r = pairs.pulse_pairs(n)
+        plain.pulse(counts)
+        assert torch.equal(pairs.pulses - before["pulses"], counts)
+        still = counts == 0
+        for k in ("w", "pulses", "pink_x", "rtn_high", "rtn_wait"):
+            assert torch.equal(getattr(pairs, k)[still], before[k][still]), (step, k)
+        assert torch.equal(pairs.pink_xi[:, still], before["pink_xi"][:, still])
+        assert torch.equal(r[still], r_before[still])
+        assert torch.equal(r, pairs.resistance)
+    assert torch.equal(pairs.pulses, plain.pulses)
+    moved = pairs.pulses > 0
+    res = stats.ks_2samp(pairs.w[moved].numpy(), plain.w[moved].numpy())
+    assert res.pvalue > 1e-3, res
+
+
+def test_pulse_pairs_resumes_exactly_and_refuses_bad_counts():
+    model = preset_model("paper")
+    n = (torch.arange(500) % 9 - 4).to(torch.int32)
+    a = WeakResetArray(model, 1000, seed=7)
+    a.pulse_pairs(n)
+    b = WeakResetArray(model, 1000, seed=8)
+    b.load_state_dict(a.state_dict())
+    for _ in range(3):
+        assert torch.equal(a.pulse_pairs(n), b.pulse_pairs(n))
+    with pytest.raises(ValueError, match=r"signed integer counts of shape \(500,\)"):
+        a.pulse_pairs(torch.zeros(1000, dtype=torch.int32))
+    with pytest.raises(ValueError, match="signed integer"):
+        a.pulse_pairs(torch.zeros(500))
+    with pytest.raises(ValueError, match="even number of cells"):
+        WeakResetArray(model, 7, seed=0).pulse_pairs(torch.zeros(3, dtype=torch.int32))
+    with pytest.raises(ValueError, match="above"):
+        a.pulse_pairs(torch.full((500,), -(2**31) + 1, dtype=torch.int64))
+    assert torch.equal(a.pulse_pairs(torch.zeros(500, dtype=torch.int32)), a.resistance)  # nothing moves
+
+
+def test_sparse_update_has_the_law_of_the_whole_block_update(monkeypatch):
+    """Few cells given pulses: only they are updated (gathered by index); same law, others untouched."""
+    from hfox_fit.torch import _update
+
+    model = preset_model("wafer_b")
+    n_cells = 40000
+    few = (torch.arange(n_cells) % 5 == 0) * (torch.arange(n_cells) % 13 + 1)  # 20 % of the cells
+    runs = {}
+    for share, seed in ((1.0, 1), (0.0, 2)):  # always sparse, never sparse
+        monkeypatch.setattr(_update, "SPARSE_SHARE", share)
+        arr = WeakResetArray(model, n_cells, seed=seed, d2d=False)
+        for _ in range(10):
+            before = _state(arr)
+            r_before = arr.resistance.clone()
+            r = arr.pulse(few)
+            for k in ("w", "pulses", "pink_x", "rtn_wait"):
+                assert torch.equal(getattr(arr, k)[few == 0], before[k][few == 0]), k
+            assert torch.equal(r[few == 0], r_before[few == 0])
+        runs[share] = arr
+    assert torch.equal(runs[1.0].pulses, runs[0.0].pulses)
+    sel = few > 0
+    res = stats.ks_2samp(runs[1.0].w[sel].numpy(), runs[0.0].w[sel].numpy())
+    assert res.pvalue > 1e-3, res
+
+
+def test_the_kept_read_follows_every_change():
+    """resistance is kept between reads, and recomputed after any change to the state or the kept tensor."""
+    arr = WeakResetArray(preset_model("paper"), 300, seed=0)
+    r = arr.pulse(5)
+    assert arr.resistance is r
+    fresh = torch.mul(arr.w, 1.0 / np.log(2.0)).exp2_().mul_(arr.r0)
+    torch.testing.assert_close(r, fresh, rtol=1e-6, atol=0)
+    with torch.no_grad():
+        arr.w.add_(0.5)
+    torch.testing.assert_close(arr.resistance, r * np.exp(0.5), rtol=1e-5, atol=0)
+    r2 = arr.resistance
+    r2.mul_(2.0)  # the caller changes the tensor it was given: it is not kept any more
+    torch.testing.assert_close(arr.resistance, r * np.exp(0.5), rtol=1e-5, atol=0)
+    arr.set_()
+    torch.testing.assert_close(arr.resistance, arr.r0, rtol=0, atol=0)

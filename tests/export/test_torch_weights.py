@@ -142,3 +142,25 @@ def test_bad_input():
         cells.step()
     with pytest.raises(ValueError, match=r"mask must be a bool tensor of shape \(4,\)"):
         cells.set_(torch.ones(3, dtype=torch.bool))
+
+
+def test_pulse_and_set_counts_are_exact_across_sets():
+    """pulse_count adds every pulse a cell took, across SETs; pulses_since_set restarts at each SET."""
+    w = torch.nn.Parameter(torch.zeros(40, 5))
+    cells = CellBackedWeights([w], preset_model("paper"), scale=0.01, max_pulses=6, seed=0)
+    g = torch.Generator().manual_seed(0)
+    total = torch.zeros(400, dtype=torch.int64)
+    pairs = torch.arange(200) % 2 == 0
+    at_set = torch.zeros(400, dtype=torch.int64)
+    for step in range(6):
+        with torch.no_grad():
+            w.add_(torch.randn(40, 5, generator=g) * 0.05)
+        n = cells.step()["counts"].to(torch.int64)
+        total += torch.cat([n.clamp(min=0), (-n).clamp(min=0)])
+        if step == 2:
+            cells.set_(pairs)
+            at_set = torch.where(torch.cat([pairs, pairs]), total, 0)
+    assert int(total.sum()) > 0
+    assert torch.equal(cells.pulse_count, total)
+    assert torch.equal(cells.pulses_since_set, total - at_set)
+    assert torch.equal(cells.set_count, torch.cat([pairs, pairs]).to(torch.int64))

@@ -1,0 +1,152 @@
+"""Pulsing one cell of each pair: :meth:`WeakResetArray.pulse_pairs <hfox_fit.torch.WeakResetArray.pulse_pairs>`.
+
+:class:`~hfox_fit.torch.CellBackedWeights` keeps each weight in cells ``i`` (BL)
+and ``i + half`` (BLb) and pulses one of them per step, by the sign of the
+update. Through :meth:`~hfox_fit.torch.WeakResetArray.pulse` the cells that get
+0 pulses (half of them at least) still cost a full update each, or a gather and
+scatter by index; here each pair's pulsed cell is picked out by a select
+(bitwise, on the sign: vectorized, no index), updated by the same
+closed-form block update as ``pulse``, and written back by a select. A pair given
+0 pulses updates a cell by 0 pulses, which leaves it as it was, and writes nothing
+back.
+
+The pairs run in blocks of the array's block size on the worker threads, block
+``b`` drawing from the array's block generator ``b``, so the numbers do not depend
+on the threads.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._counts import pulse_counts
+from ._threads import _run_blocks, block_threads
+from ._update import _STATE, _update_cells
+
+__all__ = ["pulse_pairs"]
+
+
+def _pair_views(arr) -> list:
+    """Per block of pairs: its range of pairs and views of the BL and BLb cells' state (cached)."""
+    c = arr._constants()
+    if "pairs" not in c:
+        half, block = arr.num_devices // 2, arr._block_size
+        bufs = {"pulses": arr.pulses, "wait": arr.rtn_wait, "high": arr.rtn_high, "x": arr.pink_x,
+                "xr": arr.pink_xi[0], "xi": arr.pink_xi[1], "w": arr.w}
+
+        def side(s, e):
+            v = {k: buf[s:e] for k, buf in bufs.items()}
+            v["params"] = tuple(arr.cell_params[:, s:e].unbind(0))
+            v["c2c"] = tuple(arr.c2c_dev[:, s:e].unbind(0))
+            return v
+
+        c["pairs"] = [{"range": (s, min(s + block, half)), "bl": side(s, min(s + block, half)),
+                       "blb": side(half + s, half + min(s + block, half))} for s in range(0, half, block)]
+    return c["pairs"]
+
+
+_BITS = {1: torch.bool, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+class _Select:
+    """``torch.where(cond, a, b)`` bit for bit, as ``b ^ ((a ^ b) & mask)`` on the values' bits.
+
+    (The CPU ``torch.where`` is not vectorized: several times slower than these three bitwise operations.)
+    """
+
+    def __init__(self, cond: torch.Tensor):
+        self.cond = cond
+        self.masks = {1: cond}
+
+    def _mask(self, size: int) -> torch.Tensor:
+        if size not in self.masks:
+            self.masks[size] = self.cond.to(_BITS[size]).neg_()  # all bits set where cond
+        return self.masks[size]
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        size = a.element_size()
+        bits = _BITS[size]
+        ai, bi = (x.view(bits) for x in (a, b))
+        picked = torch.bitwise_xor(ai, bi).bitwise_and_(self._mask(size))
+        if out is None:
+            return picked.bitwise_xor_(bi).view(a.dtype)
+        return torch.bitwise_xor(picked, bi, out=out.view(bits))
+
+
+def _pair_block(arr, b: int, v: dict, call: dict) -> None:
+    """Pulse the pairs of block ``b``: select each pair's pulsed cell, update it, write it back."""
+    s, e = v["range"]
+    half = arr.num_devices // 2
+    signed = call["signed"][s:e]
+    pos, neg = _Select(signed > 0), _Select(signed < 0)
+    bl, blb = v["bl"], v["blb"]
+    keys = [k for k in _STATE if (k not in ("wait", "high") or arr.rtn) and
+            (k not in ("x", "xr", "xi") or (arr.pink and arr._constants()["states"]))]
+    cell = {k: pos(bl[k], blb[k]) for k in keys}
+    cell["params"] = tuple(pos(p, q) for p, q in zip(bl["params"], blb["params"]))
+    cell["c2c"] = tuple(pos(p, q) for p, q in zip(bl["c2c"], blb["c2c"]))
+    r = torch.empty(e - s, dtype=arr.dtype, device=arr.device)
+    _update_cells(arr, b, cell, call["n"][s:e], call["lows"][b], r, call)
+    for k in keys:  # (a pair given 0 pulses writes nothing back)
+        pos(cell[k], bl[k], out=bl[k])
+        neg(cell[k], blb[k], out=blb[k])
+    out, prev = call["out"], call["prev"]
+    pos(r, prev[s:e], out=out[s:e])
+    neg(r, prev[half + s:half + e], out=out[half + s:half + e])
+
+
+def pulse_pairs(arr, n) -> torch.Tensor:
+    """``arr.pulse_pairs(n)`` (see there): checks the counts, then updates the pairs block by block."""
+    from ._array import _MAX_PULSES  # (the array module imports this one on use)
+
+    if arr.num_devices % 2:
+        raise ValueError(f"pulse_pairs needs an even number of cells (pairs i, i + N/2); the array has "
+                         f"{arr.num_devices}.")
+    half = arr.num_devices // 2
+    signed = n if isinstance(n, torch.Tensor) else torch.as_tensor(n)
+    if signed.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64) or tuple(signed.shape) != (half,):
+        raise ValueError(f"pulse_pairs takes signed integer counts of shape ({half},), one per pair; got "
+                         f"{signed.dtype} of shape {tuple(signed.shape)}.")
+    signed = signed.detach().to(arr.device)
+    views = _pair_views(arr)
+    c = arr._constants()
+
+    def bounds(flat):
+        out = [None] * len(views)
+
+        def one(b):
+            s, e = views[b]["range"]
+            out[b] = torch.aminmax(flat[s:e])
+
+        _blocks(c, len(views), one)
+        return out
+
+    counts, _, lo, hi, lows = pulse_counts(signed.abs(), half, arr.device, bounds)
+    signed = signed.to(torch.int32)  # (counts above 2**30 were refused)
+    lows = lows if lows is not None else [lo]  # (one pair)
+    if hi == 0:
+        return arr.resistance
+    if arr._pulse_bound + hi > _MAX_PULSES:
+        raise ValueError(f"these pulses would take a cell past {_MAX_PULSES} pulses since its last SET "
+                         f"(up to {arr._pulse_bound} so far, {hi} more); SET the cells (set_()) first.")
+    call = {
+        "n": counts.reshape(-1).to(torch.int32), "signed": signed, "scalar": None, "lows": lows, "fixed": None,
+        "clamp": hi > c["horizon"], "t_clamp": arr._pulse_bound + hi > c["horizon"],
+        "compiled": None, "out": torch.empty_like(arr.w), "prev": arr.resistance,
+    }
+    if arr.compile:
+        from . import _update
+
+        call["compiled"] = _update._compiled_dense()
+    arr._pulse_bound += hi
+    _blocks(c, len(views), lambda b: _pair_block(arr, b, views[b], call), balance=True)
+    arr._keep_read(call["out"])
+    return call["out"]
+
+
+def _blocks(c: dict, count: int, fn, balance: bool = False) -> None:
+    if c["threaded"]:
+        _run_blocks(fn, count, block_threads(), balance)
+    else:
+        for b in range(count):
+            fn(b)
