@@ -16,7 +16,8 @@ from scipy import special
 from .exceptions import FitError
 from .laws import ParameterLaw, get_law, pink_coefficients
 
-__all__ = ["PinkNoise", "TelegraphNoise", "DeviceModel", "MODEL_PRESETS", "preset_model"]
+__all__ = ["PinkNoise", "TelegraphNoise", "ConditionLaw", "DeviceModel", "MODEL_PRESETS", "preset_model",
+           "scaled_law"]
 
 
 @dataclass
@@ -78,6 +79,120 @@ class TelegraphNoise:
     def stationary_high(self) -> float:
         s = self.p_up + self.p_down
         return self.p_up / s if s > 0 else 0.0
+
+
+def scaled_law(law: ParameterLaw, factor: float = 1.0, shift: float = 0.0) -> ParameterLaw:
+    """The law of ``factor * X + shift`` for ``X`` of ``law`` (``factor > 0``): loc, scale and bounds move alike.
+
+    Every family of :data:`hfox_fit.laws.FAMILIES` is a location-scale family, so the result
+    has the same family and shape, and its median is ``factor * median + shift`` exactly.
+    """
+    if not factor > 0:
+        raise FitError(f"a law can only be scaled by a positive factor, got {factor!r}.")
+    params = dict(law.params)
+    params["loc"] = params.get("loc", 0.0) * factor + shift
+    params["scale"] = params.get("scale", 1.0) * factor
+    bounds = None if law.bounds is None else (law.bounds[0] * factor + shift, law.bounds[1] * factor + shift)
+    return ParameterLaw(law.family, params, bounds)
+
+
+@dataclass
+class ConditionLaw:
+    r"""How the D2D laws' location moves with the pulse condition (amplitude ``V``, width ``w``).
+
+    For a parameter on the ``"log"`` scale (positive parameters)
+
+    .. math:: \ln \mathrm{median}(V, w) = a + b_v (V - V_{ref}) + b_w \ln(w / w_{ref})
+
+    and on the ``"linear"`` scale (parameters that may be <= 0, such as ``c1``) the same right-hand
+    side gives the median itself. The shape of each law (its spread) does not move: the law at
+    a condition is the reference law scaled (log) or shifted (linear) to the predicted median.
+
+    Attributes
+    ----------
+    v_ref, width_ref : float
+        Reference amplitude (V) and width (s).
+    params : dict of str to dict
+        Per parameter: ``a``, ``b_v`` (1/V), ``b_w`` (per e-fold of width), ``scale``
+        (``"log"`` or ``"linear"``), and, when fitted, ``b_v_stderr``, ``b_w_stderr``, ``a_stderr``.
+    v_range, width_range : tuple of float or None
+        The conditions the law was fitted on (None: not fitted, e.g. a synthetic truth).
+    fitted_v, fitted_width : bool
+        Whether each factor varied in the data (a factor that did not vary has no slope).
+    """
+
+    v_ref: float
+    width_ref: float
+    params: dict
+    v_range: tuple | None = None
+    width_range: tuple | None = None
+    fitted_v: bool = True
+    fitted_width: bool = True
+
+    def __post_init__(self):
+        if not (np.isfinite(self.v_ref) and self.width_ref > 0):
+            raise FitError(f"condition law: v_ref must be finite and width_ref > 0; got {self.v_ref}, "
+                           f"{self.width_ref}.")
+        self.params = {k: dict(v) for k, v in self.params.items()}
+        for name, c in self.params.items():
+            c.setdefault("scale", "log")
+            if c["scale"] not in ("log", "linear"):
+                raise FitError(f"condition law of {name!r}: scale must be 'log' or 'linear', got {c['scale']!r}.")
+
+    def predicted(self, name: str, v_pulse: float, pulse_width: float) -> float:
+        """The law's prediction at the condition: ``ln median`` (log scale) or the median (linear)."""
+        if not pulse_width > 0:
+            raise FitError(f"pulse_width must be > 0 s, got {pulse_width!r}.")
+        c = self.params[name]
+        return float(c["a"] + c.get("b_v", 0.0) * (v_pulse - self.v_ref)
+                     + c.get("b_w", 0.0) * np.log(pulse_width / self.width_ref))
+
+    def median(self, name: str, v_pulse: float, pulse_width: float) -> float:
+        """The median of parameter ``name`` at the condition."""
+        y = self.predicted(name, v_pulse, pulse_width)
+        return float(np.exp(y)) if self.params[name]["scale"] == "log" else y
+
+    def law_at(self, name: str, law: ParameterLaw, v_pulse: float, pulse_width: float) -> ParameterLaw:
+        """``law`` moved so that its median is the one the condition law predicts (same shape)."""
+        if name not in self.params:
+            return law
+        target, now = self.median(name, v_pulse, pulse_width), law.median()
+        if self.params[name]["scale"] == "log":
+            if not (now > 0 and target > 0):
+                raise FitError(f"condition law of {name!r}: the log scale needs a positive median, got {now!r}.")
+            return scaled_law(law, target / now)
+        return scaled_law(law, 1.0, target - now)
+
+    def to_dict(self) -> dict:
+        return {"v_ref": self.v_ref, "width_ref": self.width_ref,
+                "params": {k: dict(v) for k, v in self.params.items()},
+                "v_range": list(self.v_range) if self.v_range is not None else None,
+                "width_range": list(self.width_range) if self.width_range is not None else None,
+                "fitted_v": self.fitted_v, "fitted_width": self.fitted_width}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ConditionLaw:
+        vr, wr = d.get("v_range"), d.get("width_range")
+        return cls(float(d["v_ref"]), float(d["width_ref"]), {k: dict(v) for k, v in d["params"].items()},
+                   tuple(vr) if vr is not None else None, tuple(wr) if wr is not None else None,
+                   bool(d.get("fitted_v", True)), bool(d.get("fitted_width", True)))
+
+    @classmethod
+    def from_slopes(cls, model: DeviceModel, slopes: dict, v_ref: float, width_ref: float) -> ConditionLaw:
+        """The law whose reference condition ``(v_ref, width_ref)`` is described by ``model``.
+
+        ``slopes`` maps a parameter to ``{"b_v": ..., "b_w": ...}``; ``a`` is the log (or the
+        value) of the model's median, on the log scale wherever the median is positive.
+        """
+        params = {}
+        for name, c in slopes.items():
+            if name not in model.d2d:
+                raise FitError(f"condition law: the model has no D2D law for {name!r}; it has {sorted(model.d2d)}.")
+            med = model.d2d[name].median()
+            scale = c.get("scale", "log" if med > 0 else "linear")
+            params[name] = {"a": float(np.log(med)) if scale == "log" else float(med),
+                            "b_v": float(c.get("b_v", 0.0)), "b_w": float(c.get("b_w", 0.0)), "scale": scale}
+        return cls(float(v_ref), float(width_ref), params)
 
 
 @dataclass
