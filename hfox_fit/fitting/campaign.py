@@ -24,6 +24,7 @@ from ..model import DeviceModel
 from ..schema import DieData
 from ._executor import map_dies
 from ._result import CampaignResult
+from .conditions import ConditionRecorder, add_conditions
 from .d2d import CANDIDATE_FAMILIES, D2DFitter, fit_parameter
 from .drift import (
     DRIFT_MODELS,
@@ -247,13 +248,16 @@ class CampaignFitter:
             dies = [dies]
         if n_dies is None and hasattr(dies, "__len__"):
             n_dies = len(dies)
-        results = map_dies(_fit_die_recorded, dies, (law, options), jobs=jobs, progress=progress, n_dies=n_dies)
+        seen = ConditionRecorder()  # the pulse condition of every train, for the per-condition laws
+        results = map_dies(_fit_die_recorded, seen.watch(dies), (law, options), jobs=jobs, progress=progress,
+                           n_dies=n_dies)
         if not results:
             raise FitError("no dies to fit: the campaign is empty. Ingest measurements first.")
         for _, caught in results:  # warnings of the per-die step, raised here even from worker processes
             for category, message in caught:
                 warnings.warn(message, category, stacklevel=3)
-        self.result_ = _pool([r for r, _ in results], law, self.bootstrap, self.random_state, self.max_masked)
+        self.result_ = _pool([r for r, _ in results], law, self.bootstrap, self.random_state, self.max_masked,
+                             conditions=seen.table())
         return self
 
 
@@ -265,7 +269,7 @@ def _fit_die_recorded(die, law, options):
     return res, [(w.category, str(w.message)) for w in caught]
 
 
-def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignResult:
+def _pool(results, law, bootstrap, random_state, max_masked=0.3, conditions=None) -> CampaignResult:
     laws = AUTO_LAWS if law == "auto" else (law,)
     drift = DriftFitter(law=law)._from_results(results, laws)
     if not drift.per_cell_["flag"].eq("ok").any():
@@ -372,6 +376,7 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3) -> CampaignResu
                 "note": rtn.note or "per-pulse probabilities; intervals: bootstrap over trains"},
         "notes": notes,
     }
+    add_conditions(summary, d2d_rows, conditions, params, laws_used, bootstrap, random_state)  # with >= 2 conditions only
     summary = json_safe(summary)
 
     # arrays for validation plots
