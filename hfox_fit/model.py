@@ -8,7 +8,8 @@ through :meth:`DeviceModel.to_dict` as JSON-safe data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import special
@@ -114,7 +115,9 @@ class ConditionLaw:
         Reference amplitude (V) and width (s).
     params : dict of str to dict
         Per parameter: ``a``, ``b_v`` (1/V), ``b_w`` (per e-fold of width), ``scale``
-        (``"log"`` or ``"linear"``), and, when fitted, ``b_v_stderr``, ``b_w_stderr``, ``a_stderr``.
+        (``"log"`` or ``"linear"``), and, when fitted, ``b_v_stderr``, ``b_w_stderr``, ``a_stderr`` and
+        ``law`` (the law of the fitted condition nearest the reference, as a dict: the shape the law
+        takes at every condition).
     v_range, width_range : tuple of float or None
         The conditions the law was fitted on (None: not fitted, e.g. a synthetic truth).
     fitted_v, fitted_width : bool
@@ -156,6 +159,8 @@ class ConditionLaw:
         """``law`` moved so that its median is the one the condition law predicts (same shape)."""
         if name not in self.params:
             return law
+        if "law" in self.params[name]:  # the law of the fitted condition nearest the reference: its shape
+            law = ParameterLaw.from_dict(self.params[name]["law"])
         target, now = self.median(name, v_pulse, pulse_width), law.median()
         if self.params[name]["scale"] == "log":
             if not (now > 0 and target > 0):
@@ -216,7 +221,11 @@ class DeviceModel:
     pink : PinkNoise
     rtn : TelegraphNoise
     meta : dict
-        JSON-safe provenance (fit time, store hash, cells used, ...).
+        JSON-safe provenance (fit time, store hash, cells used, ...); ``meta["pulse_condition"]``
+        (``{"v_pulse", "pulse_width"}``) is the one condition a model was fitted at, or the one
+        :meth:`at` gave it.
+    condition_law : ConditionLaw or None
+        How the D2D laws move with the pulse condition (a fit over several conditions); see :meth:`at`.
     """
 
     law: str
@@ -227,6 +236,7 @@ class DeviceModel:
     correlation: np.ndarray | None = None
     c2c: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    condition_law: ConditionLaw | None = None
 
     def __post_init__(self):
         law = get_law(self.law)
@@ -347,8 +357,54 @@ class DeviceModel:
         u12 = rng.uniform(size=high.shape) * rng.uniform(size=high.shape)
         return np.where(high, u12 * amplitude[..., None], 0.0)
 
+    def at(self, v_pulse: float, pulse_width: float) -> DeviceModel:
+        """The model of the population programmed at pulse amplitude ``v_pulse`` (V) and width ``pulse_width`` (s).
+
+        With a condition law, every law it covers is moved to the median it predicts there
+        (same shape); a condition outside the fitted range warns that it extrapolates, and one
+        along a factor that did not vary in the fit is refused. A model fitted at one condition
+        returns itself for that condition and refuses any other, naming the one it knows.
+
+        Raises
+        ------
+        FitError
+            A condition the model cannot speak for.
+        """
+        v, w = float(v_pulse), float(pulse_width)
+        if not (np.isfinite(v) and np.isfinite(w) and w > 0):
+            raise FitError(f"at(): v_pulse must be finite and pulse_width > 0 s; got {v_pulse!r}, {pulse_width!r}.")
+        law = self.condition_law
+        here = self.meta.get("pulse_condition")
+        if law is None:
+            if not here or here.get("v_pulse") is None:
+                raise FitError("at(): this model has no condition law and no record of the pulse condition it was "
+                               "fitted at; fit a campaign measured at several conditions to move between them.")
+            if np.isclose(v, here["v_pulse"], rtol=1e-9, atol=1e-12) and np.isclose(w, here["pulse_width"],
+                                                                                    rtol=1e-9, atol=0.0):
+                return replace(self, meta=dict(self.meta))
+            raise FitError(f"at(): this model was fitted at one pulse condition, v_pulse {here['v_pulse']:g} V and "
+                           f"pulse_width {here['pulse_width']:g} s; it cannot tell the laws at {v:g} V, {w:g} s. "
+                           "Fit a campaign measured at several conditions.")
+        for name, value, ref, fitted, rng_, unit in (
+                ("v_pulse", v, law.v_ref, law.fitted_v, law.v_range, "V"),
+                ("pulse_width", w, law.width_ref, law.fitted_width, law.width_range, "s")):
+            if not fitted and not np.isclose(value, ref, rtol=1e-9, atol=1e-12):
+                raise FitError(f"at(): the condition law was fitted at one {name} only ({ref:g} {unit}); it cannot "
+                               f"tell the laws at {name} {value:g} {unit}.")
+            if rng_ is not None and not rng_[0] * (1 - 1e-9) <= value <= rng_[1] * (1 + 1e-9) + 1e-12:
+                warnings.warn(f"at(): {name} {value:g} {unit} lies outside the fitted range [{rng_[0]:g}, "
+                              f"{rng_[1]:g}] {unit}: the condition law extrapolates", UserWarning, stacklevel=2)
+        d2d = {n: law.law_at(n, lw, v, w) for n, lw in self.d2d.items()}
+        return replace(self, d2d=d2d, meta={**self.meta, "pulse_condition": {"v_pulse": v, "pulse_width": w}})
+
     def to_dict(self) -> dict:
         """JSON-safe description (inverse: :meth:`from_dict`)."""
+        out = self._dict()
+        if self.condition_law is not None:
+            out["condition_law"] = self.condition_law.to_dict()
+        return out
+
+    def _dict(self) -> dict:
         return {
             "law": self.law,
             "d2d": {k: v.to_dict() for k, v in self.d2d.items()},
@@ -371,6 +427,7 @@ class DeviceModel:
             pink=PinkNoise(**d.get("pink", {})),
             rtn=TelegraphNoise(**d.get("rtn", {})),
             meta=dict(d.get("meta", {})),
+            condition_law=ConditionLaw.from_dict(d["condition_law"]) if d.get("condition_law") else None,
         )
 
 

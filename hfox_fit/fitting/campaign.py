@@ -376,7 +376,7 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, conditions=None
                 "note": rtn.note or "per-pulse probabilities; intervals: bootstrap over trains"},
         "notes": notes,
     }
-    add_conditions(summary, d2d_rows, conditions, params, laws_used, bootstrap, random_state)  # with >= 2 conditions only
+    add_conditions(summary, model, d2d_rows, conditions, params, laws_used, bootstrap, random_state)
     summary = json_safe(summary)
 
     # arrays for validation plots

@@ -216,6 +216,7 @@ class ConditionFitter:
         pairs = sorted(set(zip(v[known].tolist(), w[known].tolist())))
         n_unknown = int((~known).sum())
         self.n_groups_ = len(pairs) + (n_unknown > 0)
+        self.single_ = pairs[0] if len(pairs) == 1 and not n_unknown else None
         if self.n_groups_ < 2:
             return self
         gid = np.full(len(rows), len(pairs))
@@ -285,6 +286,10 @@ class ConditionFitter:
             one = "amplitude (v_pulse)" if vary_v else "width (pulse_width)"
             out["note"] = (f"only the pulse {one} varies over the conditions: the law has that factor alone; "
                            f"{'b_w' if vary_v else 'b_v'} is 0 and not fitted")
+        # the condition nearest the reference lends its laws' shapes to the model at any condition
+        span_v = np.ptp(vs) or 1.0
+        span_w = np.ptp(np.log(ws)) or 1.0
+        nearest = groups[int(np.argmin(((vs - v_ref) / span_v) ** 2 + (np.log(ws / width_ref) / span_w) ** 2))]
         law_params = {}
         for p in self.params:
             entry = self._law_of(p, groups, X, names)
@@ -292,6 +297,8 @@ class ConditionFitter:
             if "a" in entry:
                 law_params[p] = {k: entry[k] for k in ("a", "a_stderr", "b_v", "b_v_stderr", "b_w", "b_w_stderr",
                                                        "scale") if k in entry}
+                if nearest.get("_fits") is not None and p in nearest["_fits"].laws_:
+                    law_params[p]["law"] = nearest["_fits"].laws_[p].to_dict()
         out["note"] = "; ".join(x for x in (out.get("note"), (
             "per parameter: ln median (the median itself where a condition's interval reaches 0) = a + b_v (V - "
             "v_ref) + b_w ln(width / width_ref), weighted least squares on the conditions' medians (weights from "
@@ -373,18 +380,23 @@ def summary_sections(fitter: ConditionFitter) -> dict:
     return out
 
 
-def add_conditions(summary: dict, rows: pd.DataFrame, conditions: pd.DataFrame | None, params, pooled=None,
-                   bootstrap: int = 200, random_state: int = 0) -> ConditionLaw | None:
-    """Fit ``rows`` per condition and add ``conditions``/``condition_law`` and the notes to ``summary``.
+def add_conditions(summary: dict, model, rows: pd.DataFrame, conditions: pd.DataFrame | None, params,
+                   pooled=None, bootstrap: int = 200, random_state: int = 0) -> ConditionLaw | None:
+    """Fit ``rows`` per condition; add ``conditions``/``condition_law`` and the notes to ``summary``.
 
-    Nothing changes with one condition (or ``conditions`` None). Returns the condition law, if any.
+    ``model`` (the pooled DeviceModel) gets the condition law, or, measured at one known
+    condition, ``meta["pulse_condition"]`` (so that :meth:`DeviceModel.at` can name it). The
+    summary does not change with one condition. Returns the condition law, if any.
     """
     if conditions is None or not len(conditions):
         return None
     fitter = ConditionFitter(params, pooled, bootstrap=bootstrap, random_state=random_state).fit(rows, conditions)
+    if fitter.single_ is not None:
+        model.meta["pulse_condition"] = {"v_pulse": fitter.single_[0], "pulse_width": fitter.single_[1]}
     extra = summary_sections(fitter)
     if not extra:
         return None
+    model.condition_law = fitter.law_
     summary.update(extra)
     pooled = f"pooled over the {fitter.n_groups_} pulse conditions (each condition's law: 'conditions')"
     for d in summary.get("d2d", {}).values():

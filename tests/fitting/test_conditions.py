@@ -170,3 +170,75 @@ def test_condition_law_stderrs_are_honest_over_seeds():
     rms = float(np.sqrt(np.mean(z**2)))
     assert 0.4 < rms < 1.6, z
     assert np.mean(np.abs(z) < 2) >= 0.8, z
+
+
+# --------------------------------------------------------------------------------------
+# the model at a condition, and the checkpoint that carries the condition law
+# --------------------------------------------------------------------------------------
+
+
+def _true_model_at(wafer, v, w):
+    law = wafer.condition_law
+    return replace(wafer.model, d2d={n: law.law_at(n, lw, v, w) for n, lw in wafer.model.d2d.items()})
+
+
+def test_the_model_at_a_condition_between_the_fitted_ones_gives_its_median_w(amplitude_only):
+    """The issue's check: median w of the model at 1.25 V (between 1.0 and 1.5) within 10 % of the truth's."""
+    wafer, fit = amplitude_only
+    model = fit.model
+    assert model.condition_law is not None and model.condition_law.v_range == (1.0, 1.5)
+    at = model.at(v_pulse=1.25, pulse_width=1e-6)
+    truth = _true_model_at(wafer, 1.25, 1e-6)
+    assert at.d2d["m1"].median() == pytest.approx(truth.d2d["m1"].median(), rel=0.1)
+    assert at.meta["pulse_condition"] == {"v_pulse": 1.25, "pulse_width": 1e-6}
+    w_fit, _ = at.simulate(4000, 400, rng=1)
+    w_true, _ = truth.simulate(4000, 400, rng=2)
+    for t in (100, 400):
+        assert np.median(w_fit[:, 0, t]) == pytest.approx(np.median(w_true[:, 0, t]), rel=0.1), t
+    # moving again from the moved model gives the same laws (the law, not the pooled model, decides)
+    assert at.at(1.0, 1e-6).d2d["m1"].median() == pytest.approx(model.at(1.0, 1e-6).d2d["m1"].median(), rel=1e-12)
+
+
+def test_the_model_warns_outside_the_fitted_range_and_refuses_a_factor_never_varied(amplitude_only):
+    from hfox_fit.exceptions import FitError
+
+    _, fit = amplitude_only
+    with pytest.warns(UserWarning, match=r"v_pulse 2 V lies outside the fitted range \[1, 1.5\] V: the condition law "
+                                         "extrapolates"):
+        fit.model.at(v_pulse=2.0, pulse_width=1e-6)
+    with pytest.raises(FitError, match=r"fitted at one pulse_width only \(1e-06 s\)"):
+        fit.model.at(v_pulse=1.2, pulse_width=2e-6)
+
+
+def test_a_model_of_one_condition_names_it_when_asked_for_another():
+    from hfox_fit.exceptions import FitError
+    from hfox_fit.model import DeviceModel
+
+    model = _fit(make_wafer("paper", devices=128, pulses=300, seed=3)).model
+    assert model.condition_law is None and model.meta["pulse_condition"] == {"v_pulse": 1.25, "pulse_width": 1e-6}
+    assert model.at(1.25, 1e-6).d2d["m1"] == model.d2d["m1"]
+    with pytest.raises(FitError, match=r"fitted at one pulse condition, v_pulse 1.25 V and pulse_width 1e-06 s"):
+        model.at(v_pulse=1.3, pulse_width=1e-6)
+    with pytest.raises(FitError, match="no condition law and no record"):
+        DeviceModel.from_dict({**model.to_dict(), "meta": {}}).at(1.25, 1e-6)
+
+
+def test_the_checkpoint_carries_the_condition_law_and_the_array_takes_a_condition(amplitude_only, tmp_path):
+    pytest.importorskip("torch")
+    from hfox_fit.model import DeviceModel
+    from hfox_fit.torch import WeakResetArray, export_checkpoint, load_checkpoint
+
+    _, fit = amplitude_only
+    path = export_checkpoint(fit.model, tmp_path / "model.pt", provenance={"cells_used": 192})
+    model, _ = load_checkpoint(path)
+    assert model.condition_law.to_dict() == fit.model.condition_law.to_dict()
+    assert DeviceModel.from_dict(fit.model.to_dict()).condition_law.to_dict() == model.condition_law.to_dict()
+    arr = WeakResetArray.from_checkpoint(path, 8, v_pulse=1.25, pulse_width=1e-6, seed=0)
+    assert arr.model.d2d["m1"].median() == pytest.approx(fit.model.at(1.25, 1e-6).d2d["m1"].median(), rel=1e-12)
+    from hfox_fit.exceptions import FitError
+
+    with pytest.raises(FitError, match="both v_pulse and pulse_width"):
+        WeakResetArray.from_checkpoint(path, 8, v_pulse=1.25)
+    # a model without a condition law writes no such key: checkpoints of one condition (and older ones) are unchanged
+    plain = export_checkpoint(replace(fit.model, condition_law=None), tmp_path / "plain.pt", provenance={})
+    assert load_checkpoint(plain)[0].condition_law is None
