@@ -4,10 +4,12 @@ A campaign measured at several weak-RESET conditions is one population per
 condition. The per-train drift fit does not depend on the condition (it is per
 cell), so :class:`ConditionFitter` only groups the per-(cell, cycle) table by the
 condition each train was measured at (as stored; cells of one condition may span
-dies and wafers) and reruns the D2D step (:func:`~hfox_fit.fitting.fit_parameter` on the cells, as
-:class:`~hfox_fit.fitting.D2DFitter` does)
-on each group. Trains whose ``v_pulse`` or ``pulse_width`` is unknown (NaN) form
-their own "unknown condition" group, never mixed into a known one.
+dies and wafers) and reruns the D2D step (:func:`~hfox_fit.fitting.fit_parameter` on
+the cells, as :class:`~hfox_fit.fitting.D2DFitter` does) on each group, every
+condition's law of a parameter in one family, chosen once on the cells of all the
+conditions scaled to a common median. Trains whose ``v_pulse`` or ``pulse_width``
+is unknown (NaN) form their own "unknown condition" group, never mixed into a
+known one.
 
 From the per-condition medians and their 90 % intervals it then fits the
 condition law of each parameter by weighted least squares,
@@ -95,8 +97,9 @@ class _FamilyFits:
 
     Same cells (:func:`cell_values` of the unflagged rows, computed for all the conditions at once), same :func:`fit_parameter` and the same
     fallback as the pooled step; correlations and C2C laws are pooled-only (they would cost as
-    much again and no condition law uses them). The contamination guard stays: without it a few
-    failed per-cell fits move an ``expon`` law's ``loc`` far below the cells.
+    much again and no condition law uses them). The contamination guard stays for ``expon`` (and
+    an unchosen family), whose ``loc`` a few failed per-cell fits would move far below the cells;
+    the other families' medians hardly feel them, and the guard would double their cost.
     ``fits_``, ``laws_``, ``notes_`` as D2DFitter's.
     """
 
@@ -116,7 +119,8 @@ class _FamilyFits:
             upper = cells[p + "_hi"].to_numpy() if p + "_hi" in cells else None
             try:
                 fit = fit_parameter(p, cells[p].to_numpy(), stderr=cells[p + "_stderr"].to_numpy(), lower=lower,
-                                    upper=upper, bootstrap=self.bootstrap, rng=rng, **choice)
+                                    upper=upper, bootstrap=self.bootstrap, rng=rng,
+                                    guard=choice.get("families", ("expon",))[0] == "expon", **choice)
             except FitError as err:
                 law, why = fallback_law(cells[p].to_numpy(), str(err))
                 if law is None:
@@ -161,11 +165,14 @@ def _shared_families(cells, cell_gid, params, pooled: dict, random_state: int) -
                 arr[at] = arr[at] / mk if ratio else arr[at] - mk
             if ratio:
                 se[at] = se[at] / mk
-        pick = np.sort(rng.permutation(len(x))[:_FAMILY_CELLS])
+        # the shape only: a random subset, without the few values <= 0 of a positive parameter (failed
+        # per-cell fits), so that no contamination guard is needed (it would double the cost)
+        usable = ~(x <= 0) if ratio else np.ones(len(x), bool)
+        pick = np.sort(rng.permutation(np.flatnonzero(usable))[:_FAMILY_CELLS])
         try:
             fit = fit_parameter(p, x[pick], stderr=se[pick], lower=None if lo is None else lo[pick],
                                 upper=None if hi is None else hi[pick], truncate=False, bootstrap=0, max_select=0,
-                                rng=rng, families=_POSITIVE_FIRST if ratio else CANDIDATE_FAMILIES)
+                                guard=False, rng=rng, families=_POSITIVE_FIRST if ratio else CANDIDATE_FAMILIES)
             out[p] = {"families": (fit.law.family,), "truncate": False}
         except FitError:
             law = pooled.get(p)

@@ -75,6 +75,8 @@ def test_one_varying_factor_gives_a_law_of_that_factor_alone(amplitude_only):
     assert abs(m1["b_v"] - 2.0) < 3 * m1["b_v_stderr"] and m1["b_v_stderr"] < 0.5
     assert m1["spread"]["choice"] in ("shared", "own")
     assert law["params"]["t_star"]["b_v"] < 0
+    text = fit.describe()
+    assert "pulse conditions: 2 (the laws above pool them)" in text and "condition law m1" in text
 
 
 def test_a_single_condition_adds_nothing():
