@@ -8,7 +8,8 @@ through :meth:`DeviceModel.to_dict` as JSON-safe data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import special
@@ -16,7 +17,8 @@ from scipy import special
 from .exceptions import FitError
 from .laws import ParameterLaw, get_law, pink_coefficients
 
-__all__ = ["PinkNoise", "TelegraphNoise", "DeviceModel", "MODEL_PRESETS", "preset_model"]
+__all__ = ["PinkNoise", "TelegraphNoise", "ConditionLaw", "DeviceModel", "MODEL_PRESETS", "preset_model",
+           "scaled_law"]
 
 
 @dataclass
@@ -80,6 +82,124 @@ class TelegraphNoise:
         return self.p_up / s if s > 0 else 0.0
 
 
+def scaled_law(law: ParameterLaw, factor: float = 1.0, shift: float = 0.0) -> ParameterLaw:
+    """The law of ``factor * X + shift`` for ``X`` of ``law`` (``factor > 0``): loc, scale and bounds move alike.
+
+    Every family of :data:`hfox_fit.laws.FAMILIES` is a location-scale family, so the result
+    has the same family and shape, and its median is ``factor * median + shift`` exactly.
+    """
+    if not factor > 0:
+        raise FitError(f"a law can only be scaled by a positive factor, got {factor!r}.")
+    params = dict(law.params)
+    params["loc"] = params.get("loc", 0.0) * factor + shift
+    params["scale"] = params.get("scale", 1.0) * factor
+    bounds = None if law.bounds is None else (law.bounds[0] * factor + shift, law.bounds[1] * factor + shift)
+    return ParameterLaw(law.family, params, bounds)
+
+
+@dataclass
+class ConditionLaw:
+    r"""How the D2D laws' location moves with the pulse condition (amplitude ``V``, width ``w``).
+
+    For a parameter on the ``"log"`` scale (positive parameters)
+
+    .. math:: \ln \mathrm{median}(V, w) = a + b_v (V - V_{ref}) + b_w \ln(w / w_{ref})
+
+    and on the ``"linear"`` scale (parameters that may be <= 0, such as ``c1``) the same right-hand
+    side gives the median itself. The shape of each law (its spread) does not move: the law at
+    a condition is the reference law scaled (log) or shifted (linear) to the predicted median.
+
+    Attributes
+    ----------
+    v_ref, width_ref : float
+        Reference amplitude (V) and width (s).
+    params : dict of str to dict
+        Per parameter: ``a``, ``b_v`` (1/V), ``b_w`` (per e-fold of width), ``scale``
+        (``"log"`` or ``"linear"``), and, when fitted, ``b_v_stderr``, ``b_w_stderr``, ``a_stderr`` and
+        ``law`` (the law of the fitted condition nearest the reference, as a dict: the shape the law
+        takes at every condition).
+    v_range, width_range : tuple of float or None
+        The conditions the law was fitted on (None: not fitted, e.g. a synthetic truth).
+    fitted_v, fitted_width : bool
+        Whether each factor varied in the data (a factor that did not vary has no slope).
+    """
+
+    v_ref: float
+    width_ref: float
+    params: dict
+    v_range: tuple | None = None
+    width_range: tuple | None = None
+    fitted_v: bool = True
+    fitted_width: bool = True
+
+    def __post_init__(self):
+        if not (np.isfinite(self.v_ref) and self.width_ref > 0):
+            raise FitError(f"condition law: v_ref must be finite and width_ref > 0; got {self.v_ref}, "
+                           f"{self.width_ref}.")
+        self.params = {k: dict(v) for k, v in self.params.items()}
+        for name, c in self.params.items():
+            c.setdefault("scale", "log")
+            if c["scale"] not in ("log", "linear"):
+                raise FitError(f"condition law of {name!r}: scale must be 'log' or 'linear', got {c['scale']!r}.")
+
+    def predicted(self, name: str, v_pulse: float, pulse_width: float) -> float:
+        """The law's prediction at the condition: ``ln median`` (log scale) or the median (linear)."""
+        if not pulse_width > 0:
+            raise FitError(f"pulse_width must be > 0 s, got {pulse_width!r}.")
+        c = self.params[name]
+        return float(c["a"] + c.get("b_v", 0.0) * (v_pulse - self.v_ref)
+                     + c.get("b_w", 0.0) * np.log(pulse_width / self.width_ref))
+
+    def median(self, name: str, v_pulse: float, pulse_width: float) -> float:
+        """The median of parameter ``name`` at the condition."""
+        y = self.predicted(name, v_pulse, pulse_width)
+        return float(np.exp(y)) if self.params[name]["scale"] == "log" else y
+
+    def law_at(self, name: str, law: ParameterLaw, v_pulse: float, pulse_width: float) -> ParameterLaw:
+        """``law`` moved so that its median is the one the condition law predicts (same shape)."""
+        if name not in self.params:
+            return law
+        if "law" in self.params[name]:  # the law of the fitted condition nearest the reference: its shape
+            law = ParameterLaw.from_dict(self.params[name]["law"])
+        target, now = self.median(name, v_pulse, pulse_width), law.median()
+        if self.params[name]["scale"] == "log":
+            if not (now > 0 and target > 0):
+                raise FitError(f"condition law of {name!r}: the log scale needs a positive median, got {now!r}.")
+            return scaled_law(law, target / now)
+        return scaled_law(law, 1.0, target - now)
+
+    def to_dict(self) -> dict:
+        return {"v_ref": self.v_ref, "width_ref": self.width_ref,
+                "params": {k: dict(v) for k, v in self.params.items()},
+                "v_range": list(self.v_range) if self.v_range is not None else None,
+                "width_range": list(self.width_range) if self.width_range is not None else None,
+                "fitted_v": self.fitted_v, "fitted_width": self.fitted_width}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ConditionLaw:
+        vr, wr = d.get("v_range"), d.get("width_range")
+        return cls(float(d["v_ref"]), float(d["width_ref"]), {k: dict(v) for k, v in d["params"].items()},
+                   tuple(vr) if vr is not None else None, tuple(wr) if wr is not None else None,
+                   bool(d.get("fitted_v", True)), bool(d.get("fitted_width", True)))
+
+    @classmethod
+    def from_slopes(cls, model: DeviceModel, slopes: dict, v_ref: float, width_ref: float) -> ConditionLaw:
+        """The law whose reference condition ``(v_ref, width_ref)`` is described by ``model``.
+
+        ``slopes`` maps a parameter to ``{"b_v": ..., "b_w": ...}``; ``a`` is the log (or the
+        value) of the model's median, on the log scale wherever the median is positive.
+        """
+        params = {}
+        for name, c in slopes.items():
+            if name not in model.d2d:
+                raise FitError(f"condition law: the model has no D2D law for {name!r}; it has {sorted(model.d2d)}.")
+            med = model.d2d[name].median()
+            scale = c.get("scale", "log" if med > 0 else "linear")
+            params[name] = {"a": float(np.log(med)) if scale == "log" else float(med),
+                            "b_v": float(c.get("b_v", 0.0)), "b_w": float(c.get("b_w", 0.0)), "scale": scale}
+        return cls(float(v_ref), float(width_ref), params)
+
+
 @dataclass
 class DeviceModel:
     """The weak-RESET model of a population of cells.
@@ -101,7 +221,11 @@ class DeviceModel:
     pink : PinkNoise
     rtn : TelegraphNoise
     meta : dict
-        JSON-safe provenance (fit time, store hash, cells used, ...).
+        JSON-safe provenance (fit time, store hash, cells used, ...); ``meta["pulse_condition"]``
+        (``{"v_pulse", "pulse_width"}``) is the one condition a model was fitted at, or the one
+        :meth:`at` gave it.
+    condition_law : ConditionLaw or None
+        How the D2D laws move with the pulse condition (a fit over several conditions); see :meth:`at`.
     """
 
     law: str
@@ -112,6 +236,7 @@ class DeviceModel:
     correlation: np.ndarray | None = None
     c2c: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    condition_law: ConditionLaw | None = None
 
     def __post_init__(self):
         law = get_law(self.law)
@@ -232,8 +357,54 @@ class DeviceModel:
         u12 = rng.uniform(size=high.shape) * rng.uniform(size=high.shape)
         return np.where(high, u12 * amplitude[..., None], 0.0)
 
+    def at(self, v_pulse: float, pulse_width: float) -> DeviceModel:
+        """The model of the population programmed at pulse amplitude ``v_pulse`` (V) and width ``pulse_width`` (s).
+
+        With a condition law, every law it covers is moved to the median it predicts there
+        (same shape); a condition outside the fitted range warns that it extrapolates, and one
+        along a factor that did not vary in the fit is refused. A model fitted at one condition
+        returns itself for that condition and refuses any other, naming the one it knows.
+
+        Raises
+        ------
+        FitError
+            A condition the model cannot speak for.
+        """
+        v, w = float(v_pulse), float(pulse_width)
+        if not (np.isfinite(v) and np.isfinite(w) and w > 0):
+            raise FitError(f"at(): v_pulse must be finite and pulse_width > 0 s; got {v_pulse!r}, {pulse_width!r}.")
+        law = self.condition_law
+        here = self.meta.get("pulse_condition")
+        if law is None:
+            if not here or here.get("v_pulse") is None:
+                raise FitError("at(): this model has no condition law and no record of the pulse condition it was "
+                               "fitted at; fit a campaign measured at several conditions to move between them.")
+            if np.isclose(v, here["v_pulse"], rtol=1e-9, atol=1e-12) and np.isclose(w, here["pulse_width"],
+                                                                                    rtol=1e-9, atol=0.0):
+                return replace(self, meta=dict(self.meta))
+            raise FitError(f"at(): this model was fitted at one pulse condition, v_pulse {here['v_pulse']:g} V and "
+                           f"pulse_width {here['pulse_width']:g} s; it cannot tell the laws at {v:g} V, {w:g} s. "
+                           "Fit a campaign measured at several conditions.")
+        for name, value, ref, fitted, rng_, unit in (
+                ("v_pulse", v, law.v_ref, law.fitted_v, law.v_range, "V"),
+                ("pulse_width", w, law.width_ref, law.fitted_width, law.width_range, "s")):
+            if not fitted and not np.isclose(value, ref, rtol=1e-9, atol=1e-12):
+                raise FitError(f"at(): the condition law was fitted at one {name} only ({ref:g} {unit}); it cannot "
+                               f"tell the laws at {name} {value:g} {unit}.")
+            if rng_ is not None and not rng_[0] * (1 - 1e-9) <= value <= rng_[1] * (1 + 1e-9) + 1e-12:
+                warnings.warn(f"at(): {name} {value:g} {unit} lies outside the fitted range [{rng_[0]:g}, "
+                              f"{rng_[1]:g}] {unit}: the condition law extrapolates", UserWarning, stacklevel=2)
+        d2d = {n: law.law_at(n, lw, v, w) for n, lw in self.d2d.items()}
+        return replace(self, d2d=d2d, meta={**self.meta, "pulse_condition": {"v_pulse": v, "pulse_width": w}})
+
     def to_dict(self) -> dict:
         """JSON-safe description (inverse: :meth:`from_dict`)."""
+        out = self._dict()
+        if self.condition_law is not None:
+            out["condition_law"] = self.condition_law.to_dict()
+        return out
+
+    def _dict(self) -> dict:
         return {
             "law": self.law,
             "d2d": {k: v.to_dict() for k, v in self.d2d.items()},
@@ -256,6 +427,7 @@ class DeviceModel:
             pink=PinkNoise(**d.get("pink", {})),
             rtn=TelegraphNoise(**d.get("rtn", {})),
             meta=dict(d.get("meta", {})),
+            condition_law=ConditionLaw.from_dict(d["condition_law"]) if d.get("condition_law") else None,
         )
 
 

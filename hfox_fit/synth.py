@@ -26,13 +26,17 @@ import pandas as pd
 from ._atomic import atomic_path
 from ._json import json_safe
 from .exceptions import FitError, FormatError
-from .model import DeviceModel, preset_model
+from .model import ConditionLaw, DeviceModel, preset_model
 from .schema import DieData, dies_to_table
 
 __all__ = [
     "MeasurementEffects",
     "SynthWafer",
     "make_wafer",
+    "make_condition_campaign",
+    "DEFAULT_CONDITION_SLOPES",
+    "DEFAULT_V_PULSES",
+    "DEFAULT_PULSE_WIDTHS",
     "write_wafer",
     "effects_preset",
     "EFFECT_PRESETS",
@@ -95,15 +99,20 @@ class SynthWafer:
     model: DeviceModel
     effects: MeasurementEffects
     meta: dict = field(default_factory=dict)
+    #: the true condition law of a campaign over several pulse conditions (``model`` is its reference)
+    condition_law: ConditionLaw | None = None
 
     def truth_json(self) -> dict:
         """Ground truth as JSON-safe data (written beside the raw files)."""
-        return {
+        out = {
             "model": self.model.to_dict(),
             "effects": self.effects.__dict__.copy(),
             "meta": dict(self.meta),
             "cells": self.truth.to_dict(orient="records"),
         }
+        if self.condition_law is not None:
+            out["condition_law"] = self.condition_law.to_dict()
+        return out
 
 
 def device_name(index: int) -> tuple[str, int, int]:
@@ -216,6 +225,80 @@ def make_wafer(preset="paper", *, devices: int = 1024, pulses: int = 1000, cycle
     meta = {"preset": preset if isinstance(preset, str) else "custom", "devices": devices,
             "pulses": pulses, "cycles": cycles, "seed": seed, "wafer": wafer}
     return SynthWafer(dies=dies, truth=truth, model=model, effects=effects, meta=meta)
+
+
+#: The condition law ``hfox-fit synth --conditions`` draws from by default: per parameter, the
+#: slope of ln median against the amplitude (``b_v``, 1/V) and against ln width (``b_w``). A larger
+#: or longer pulse drifts faster (m1 up) and breaks earlier (t* down); the others do not move.
+DEFAULT_CONDITION_SLOPES = {"m1": {"b_v": 2.0, "b_w": 0.5}, "t_star": {"b_v": -1.5, "b_w": -0.4}}
+#: The default grid of ``--conditions``: 3 amplitudes (V) x 3 widths (s), the reference in the middle.
+DEFAULT_V_PULSES = (1.15, 1.25, 1.35)
+DEFAULT_PULSE_WIDTHS = (0.5e-6, 1e-6, 2e-6)
+
+
+def make_condition_campaign(preset="paper", slopes=None, *, v_pulses=DEFAULT_V_PULSES,
+                            pulse_widths=DEFAULT_PULSE_WIDTHS, v_ref: float | None = None,
+                            width_ref: float | None = None, devices: int = 128, pulses: int = 1000,
+                            cycles: int = 1, seed=None, wafer: str = "W01",
+                            effects: MeasurementEffects | None = None) -> SynthWafer:
+    """Simulate a wafer measured at every pulse condition of a grid, from a known condition law.
+
+    Each (amplitude, width) pair of the grid gets its own ``devices`` cells (its own dies,
+    numbered on across the conditions), drawn from the reference model with every law of
+    ``slopes`` moved to the median the condition law gives there
+    (:meth:`hfox_fit.model.ConditionLaw.law_at`). The reads carry their condition in
+    ``v_pulse`` and ``pulse_width``; the truth has one row per (cell, cycle) with its
+    condition, and :attr:`SynthWafer.condition_law` records the true coefficients.
+
+    Parameters
+    ----------
+    preset : str or DeviceModel, default="paper"
+        The model at the reference condition.
+    slopes : dict, optional
+        Parameter -> ``{"b_v": ..., "b_w": ...}`` (default :data:`DEFAULT_CONDITION_SLOPES`).
+    v_pulses, pulse_widths : sequence of float
+        The grid (V, s); every pair is measured.
+    v_ref, width_ref : float, optional
+        The reference condition (default: the ``effects``' ``v_pulse`` and ``pulse_width``).
+    devices : int, default=128
+        Cells per condition.
+    pulses, cycles, seed, wafer, effects
+        As :func:`make_wafer`.
+    """
+    base = preset if isinstance(preset, DeviceModel) else preset_model(preset)
+    effects = effects or MeasurementEffects()
+    v_pulses = [float(v) for v in v_pulses]
+    pulse_widths = [float(w) for w in pulse_widths]
+    if not v_pulses or not pulse_widths:
+        raise FitError("make_condition_campaign: give at least one amplitude and one width.")
+    bad = [w for w in pulse_widths if not (np.isfinite(w) and w > 0)] + [v for v in v_pulses if not np.isfinite(v)]
+    if bad:
+        raise FitError(f"make_condition_campaign: amplitudes must be finite and widths > 0 s; got {bad}.")
+    grid = [(v, w) for v in v_pulses for w in pulse_widths]
+    if len(set(grid)) < len(grid):
+        raise FitError(f"make_condition_campaign: the grid repeats a condition: {grid}.")
+    law = ConditionLaw.from_slopes(base, DEFAULT_CONDITION_SLOPES if slopes is None else slopes,
+                                   effects.v_pulse if v_ref is None else v_ref,
+                                   effects.pulse_width if width_ref is None else width_ref)
+    seeds = np.random.SeedSequence(seed).spawn(len(grid))
+    dies, truths, n_dies = [], [], 0
+    for k, ((v, w), ss) in enumerate(zip(grid, seeds)):
+        model = replace(base, d2d={n: law.law_at(n, lw, v, w) for n, lw in base.d2d.items()})
+        part = make_wafer(model, devices=devices, pulses=pulses, cycles=cycles, seed=np.random.default_rng(ss),
+                          wafer=wafer, effects=replace(effects, v_pulse=v, pulse_width=w))
+        rename = {}
+        for die in part.dies:
+            n_dies += 1
+            rename[die.die] = f"D{n_dies:02d}"
+            die.die, die.attrs = rename[die.die], {**die.attrs, "die_index": n_dies - 1, "condition": k}
+            dies.append(die)
+        truth = part.truth.assign(die=part.truth["die"].map(rename), v_pulse=v, pulse_width=w)
+        truths.append(truth)
+    meta = {"preset": preset if isinstance(preset, str) else "custom", "devices": devices * len(grid),
+            "devices_per_condition": devices, "pulses": pulses, "cycles": cycles, "seed": seed, "wafer": wafer,
+            "conditions": [{"v_pulse": v, "pulse_width": w} for v, w in grid]}
+    return SynthWafer(dies=dies, truth=pd.concat(truths, ignore_index=True), model=base, effects=effects,
+                      meta=meta, condition_law=law)
 
 
 #: Named sets of measurement effects (``hfox-fit synth --effects``).

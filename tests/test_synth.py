@@ -87,3 +87,87 @@ def test_example_campaign_is_reproduced(tmp_path, capsys):
     assert new["effects"].pop("stuck_noise") is False
     old["effects"].pop("stuck_noise", None)
     assert_close_tree(new, old, rtol=GOLDEN_RTOL)
+
+
+# --------------------------------------------------------------------------------------
+# a campaign over several pulse conditions (hfox-fit synth --conditions)
+# --------------------------------------------------------------------------------------
+
+
+def test_condition_campaign_moves_each_law_to_the_median_its_condition_law_gives():
+    from hfox_fit.model import preset_model
+    from hfox_fit.synth import make_condition_campaign
+
+    slopes = {"m1": {"b_v": 2.0, "b_w": 0.5}, "t_star": {"b_v": -1.5, "b_w": -0.4}}
+    wafer = make_condition_campaign("wafer_b", slopes, v_pulses=(1.0, 1.5), pulse_widths=(1e-6, 4e-6),
+                                    v_ref=1.0, width_ref=1e-6, devices=400, pulses=20, seed=4)
+    law, base = wafer.condition_law, preset_model("wafer_b")
+    assert law.v_ref == 1.0 and law.width_ref == 1e-6
+    assert law.params["m1"]["a"] == pytest.approx(np.log(base.d2d["m1"].median()), rel=1e-12)
+    truth = wafer.truth
+    assert sorted(set(zip(truth["v_pulse"], truth["pulse_width"]))) == [(1.0, 1e-6), (1.0, 4e-6), (1.5, 1e-6),
+                                                                      (1.5, 4e-6)]
+    assert truth.groupby(["v_pulse", "pulse_width"]).size().eq(400).all()
+    # the reads carry the condition of the truth, die by die (dies numbered on across the conditions)
+    assert len({d.die for d in wafer.dies}) == len(wafer.dies) == 4
+    for die in wafer.dies:
+        rows = truth[truth["die"] == die.die]
+        assert set(rows["v_pulse"]) == set(np.unique(die.v_pulse)) and set(rows["pulse_width"]) == set(
+            np.unique(die.pulse_width))
+    # the cells' medians move as the law says (400 cells: the sample median is within ~6 % of the law's)
+    med = truth.groupby(["v_pulse", "pulse_width"])[["m1", "t_star", "m2"]].median()
+    for (v, w), row in med.iterrows():
+        for name in ("m1", "t_star"):
+            want = np.exp(law.predicted(name, v, w))
+            assert row[name] == pytest.approx(want, rel=0.12), (name, v, w)
+    # m1 at the largest, longest pulse: exp(2 * 0.5 + 0.5 ln 4) = 5.4 times the reference
+    assert med.loc[(1.5, 4e-6), "m1"] / med.loc[(1.0, 1e-6), "m1"] == pytest.approx(5.44, rel=0.15)
+    # a parameter without a slope keeps its law
+    assert med["m2"].max() / med["m2"].min() < 1.3
+    out = wafer.truth_json()
+    assert out["condition_law"]["params"]["t_star"]["b_w"] == -0.4
+    assert len(out["meta"]["conditions"]) == 4
+
+
+def test_condition_campaign_round_trips_through_the_table():
+    from hfox_fit.schema import dies_to_table, table_to_dies
+    from hfox_fit.synth import make_condition_campaign
+
+    wafer = make_condition_campaign("paper", devices=8, pulses=10, seed=1)
+    table = dies_to_table(wafer.dies)
+    pairs = set(zip(table["v_pulse"], table["pulse_width"]))
+    assert len(pairs) == 9
+    back = table_to_dies(table)
+    assert {(float(d.v_pulse[0, 0]), float(d.pulse_width[0, 0])) for d in back} == pairs
+
+
+def test_synth_cli_writes_a_condition_grid_with_its_law(tmp_path, capsys):
+    import pandas as pd
+
+    from hfox_fit.cli import main
+
+    out = tmp_path / "raw"
+    assert main(["synth", "-o", str(out), "--conditions", "1.2,1.4:1e-6,3e-6", "--condition-law",
+                 '{"m1": {"b_v": 1.0, "b_w": 0.3}, "v_ref": 1.2}', "--devices", "6", "--pulses", "12",
+                 "--format", "tidy", "--seed", "1"]) == 0
+    assert "24 cells at 4 pulse conditions" in capsys.readouterr().out
+    table = pd.read_csv(out / "W01.csv")
+    assert len(set(zip(table["v_pulse"], table["pulse_width"]))) == 4
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth["condition_law"]["v_ref"] == 1.2 and truth["condition_law"]["params"]["m1"]["b_w"] == 0.3
+    assert set(truth["cells"][0]) >= {"v_pulse", "pulse_width", "m1"}
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--conditions", "1.2,1.4"], "is not 'V1,V2,...:W1,W2,...'"),
+    (["--conditions", "1.2:-1e-6"], "widths > 0"),
+    (["--conditions", "default", "--condition-law", "{bad"], "--condition-law is not JSON"),
+    (["--conditions", "default", "--condition-law", '{"m9": {"b_v": 1}}'], "no D2D law for 'm9'"),
+    (["--condition-law", '{"m1": {"b_v": 1}}'], "needs --conditions"),
+])
+def test_synth_cli_refuses_a_bad_condition_grid_in_one_line(tmp_path, capsys, argv, says):
+    from hfox_fit.cli import main
+
+    assert main(["synth", "-o", str(tmp_path / "x"), "--devices", "4", "--pulses", "5", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1

@@ -42,10 +42,61 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed (default: fresh entropy)")
     p.add_argument("--wafer", default="W01", metavar="W", help="wafer id (default: W01)")
     p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
+    p.add_argument(
+        "--conditions", metavar="GRID", default=None,
+        help=("measure at a grid of pulse conditions, 'V1,V2,...:W1,W2,...' (amplitudes in V, widths in s; "
+              "'default' for 1.15,1.25,1.35:0.5e-6,1e-6,2e-6); --devices is then the cells per condition"),
+    )
+    p.add_argument(
+        "--condition-law", metavar="JSON", default=None,
+        help=("with --conditions: the slopes, as JSON text or a .json file, e.g. "
+              "'{\"m1\": {\"b_v\": 2.0, \"b_w\": 0.5}}' (ln median per V and per e-fold of width; "
+              "optional \"v_ref\", \"width_ref\"; default: m1 2.0/0.5, t_star -1.5/-0.4)"),
+    )
+
+
+def _grid(text: str) -> tuple[list, list]:
+    """``'V1,V2:W1,W2'`` -> amplitudes, widths (one clear error otherwise)."""
+    from ..synth import DEFAULT_PULSE_WIDTHS, DEFAULT_V_PULSES
+
+    if text.strip() == "default":
+        return list(DEFAULT_V_PULSES), list(DEFAULT_PULSE_WIDTHS)
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        vs, ws = ([float(x) for x in part.split(",") if x.strip()] for part in parts)
+    except ValueError:
+        raise HfoxError(f"synth: --conditions {text!r} is not 'V1,V2,...:W1,W2,...' (e.g. "
+                        "'1.15,1.25,1.35:0.5e-6,1e-6,2e-6') or 'default'.") from None
+    if not vs or not ws or any(not w > 0 for w in ws):
+        raise HfoxError(f"synth: --conditions {text!r}: give at least one amplitude and one width, widths > 0 s.")
+    return vs, ws
+
+
+def _slopes(text: str | None):
+    """The ``--condition-law`` JSON (text or file) -> slopes, v_ref, width_ref."""
+    import json
+
+    if text is None:
+        return None, None, None
+    source = Path(text)
+    raw = source.read_text(encoding="utf-8") if text.endswith(".json") and source.is_file() else text
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise HfoxError(f"synth: --condition-law is not JSON ({err}); e.g. '{{\"m1\": {{\"b_v\": 2.0}}}}'.") from None
+    if not isinstance(data, dict):
+        raise HfoxError("synth: --condition-law must be a JSON object of parameter -> {b_v, b_w}.")
+    v_ref, width_ref = data.pop("v_ref", None), data.pop("width_ref", None)
+    for name, c in data.items():
+        if not isinstance(c, dict) or set(c) - {"b_v", "b_w", "scale"}:
+            raise HfoxError(f"synth: --condition-law entry {name!r} must be an object with b_v and/or b_w; got {c!r}.")
+    return data, v_ref, width_ref
 
 
 def run_synth(args) -> int:
-    from ..synth import TRUTH_NAME, effects_preset, make_wafer, write_wafer
+    from ..synth import TRUTH_NAME, effects_preset, make_condition_campaign, make_wafer, write_wafer
 
     out = Path(args.output)
     if out.exists() and not out.is_dir():
@@ -58,22 +109,31 @@ def run_synth(args) -> int:
     for name in ("devices", "pulses", "cycles"):
         if getattr(args, name) < 1:
             raise HfoxError(f"synth: --{name} must be >= 1; got {getattr(args, name)}.")
-    wafer = make_wafer(
-        args.preset,
-        devices=args.devices,
-        pulses=args.pulses,
-        cycles=args.cycles,
-        seed=args.seed,
-        wafer=args.wafer,
-        effects=dataclasses.replace(effects_preset(args.effects), stuck_noise=args.stuck_noise),
-    )
+    effects = dataclasses.replace(effects_preset(args.effects), stuck_noise=args.stuck_noise)
+    common = dict(devices=args.devices, pulses=args.pulses, cycles=args.cycles, seed=args.seed, wafer=args.wafer,
+                  effects=effects)
+    if args.conditions is not None:
+        v_pulses, widths = _grid(args.conditions)
+        slopes, v_ref, width_ref = _slopes(args.condition_law)
+        wafer = make_condition_campaign(args.preset, slopes, v_pulses=v_pulses, pulse_widths=widths, v_ref=v_ref,
+                                        width_ref=width_ref, **common)
+    elif args.condition_law is not None:
+        raise HfoxError("synth: --condition-law needs --conditions (the grid to draw the campaign over).")
+    else:
+        wafer = make_wafer(args.preset, **common)
     wafer.meta["effects_preset"] = args.effects
     written = write_wafer(wafer, out, args.format)
     raw = [p for p in written if p.name != TRUTH_NAME]
     n_reads = sum(d.n_reads for d in wafer.dies)
     size = sum(p.stat().st_size for p in raw if p.is_file())
     print(
-        f"wrote {len(raw)} {args.format} file(s) to {out} ({args.devices} cells, {n_reads:,} reads, "
+        f"wrote {len(raw)} {args.format} file(s) to {out} ({len(wafer.truth.groupby(['die', 'device']))} cells"
+        f"{_condition_text(wafer)}, {n_reads:,} reads, "
         f"{size / 1e6:.1f} MB); ground truth in {out / TRUTH_NAME}"
     )
     return 0
+
+
+def _condition_text(wafer) -> str:
+    conds = wafer.meta.get("conditions")
+    return f" at {len(conds)} pulse conditions" if conds else ""

@@ -164,11 +164,32 @@ def describe_summary(s: dict, store="") -> str:
         ci = d.get("median_ci90")
         ci_s = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
         lines.append(f"  {p:8s} {d['family']:12s} median {d['median']:.4g}{ci_s}")
+    lines += _describe_conditions(s)
     pk, rt = s["pink"], s["rtn"]
     lines.append(f"pink noise: std {pk['std']:.3g}, exponent {pk['exponent']:.3g}")
     p_down = "n/a" if rt["p_down"] is None else f"{rt['p_down']:.3g}"
     lines.append(f"RTN: p_up {rt['p_up']:.3g}, p_down {p_down}, amplitude median {rt['amplitude']['median']:.3g}")
     return "\n".join(lines)
+
+
+def _describe_conditions(s: dict) -> list:
+    """The lines on the pulse conditions (none with one condition): each condition's medians, the slopes."""
+    conds = s.get("conditions")
+    if not conds:
+        return []
+    lines = [f"pulse conditions: {len(conds)} (the laws above pool them)"]
+    for c in conds:
+        where = "unknown condition" if c.get("v_pulse") is None else f"{c['v_pulse']:g} V, {c['pulse_width']:g} s"
+        meds = ", ".join(f"{p} {d['median']:.4g}" for p, d in c.get("d2d", {}).items() if d.get("median") is not None)
+        lines.append(f"  {where:22s} {c['n_cells']} cells: {meds}")
+    law = s.get("condition_law")
+    for p, e in (law or {}).get("params", {}).items():
+        if "a" not in e:
+            continue
+        slope = "; ".join(f"{b} {e[b]:+.3g} +- {e[b + '_stderr']:.2g}" for b in ("b_v", "b_w")
+                          if e.get(b + "_stderr") is not None)
+        lines.append(f"  condition law {p:7s} ({e['scale']} median): {slope}")
+    return lines
 
 
 _DEPRECATED = {"cells_": "cells", "summary_": "summary()", "model_": "model", "arrays_": "arrays",

@@ -24,6 +24,7 @@ from ..model import DeviceModel
 from ..schema import DieData
 from ._executor import map_dies
 from ._result import CampaignResult
+from .conditions import ConditionRecorder, add_conditions
 from .d2d import CANDIDATE_FAMILIES, D2DFitter, fit_parameter
 from .drift import (
     DRIFT_MODELS,
@@ -267,15 +268,17 @@ class CampaignFitter:
         from .._progress import Progress
 
         bar = Progress("fit", n_dies, "die", enabled=bool(progress))
+        seen = ConditionRecorder()  # the pulse condition of every train, for the per-condition laws
         try:
-            results = map_dies(_fit_die_recorded, dies, (law, options), jobs=jobs, progress=bar, n_dies=n_dies)
+            results = map_dies(_fit_die_recorded, seen.watch(dies), (law, options), jobs=jobs, progress=bar,
+                               n_dies=n_dies)
             if not results:
                 raise FitError("no dies to fit: the campaign is empty. Ingest measurements first.")
             for _, caught in results:  # warnings of the per-die step, raised here even from worker processes
                 for category, message in caught:
                     warnings.warn(message, category, stacklevel=3)
             self.result_ = _pool([r for r, _ in results], law, self.bootstrap, self.random_state, self.max_masked,
-                                 options, stage=bar.stage)
+                                 options, stage=bar.stage, conditions=seen.table())
             bar.close(f"done in {bar.elapsed():.1f} s")
         finally:
             bar.close()
@@ -290,7 +293,8 @@ def _fit_die_recorded(die, law, options, progress=None):
     return res, [(w.category, str(w.message)) for w in caught]
 
 
-def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, stage=None) -> CampaignResult:
+def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, stage=None,
+          conditions=None) -> CampaignResult:
     stage = stage or (lambda text: None)  # one line per pooled step, for the progress display
     laws = AUTO_LAWS if law == "auto" else (law,)
     stage("pooling: drift law choice over the dies")
@@ -316,8 +320,8 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, s
     # D2D
     stage(f"pooling: D2D laws and correlations ({bootstrap} bootstrap replicates)")
     params = list(get_law(chosen).params) + ["r0"]
-    d2d = D2DFitter(params, bootstrap=bootstrap, random_state=random_state, fallback=True).fit(
-        d2d_rows(cells, chosen, max_masked))
+    law_rows = d2d_rows(cells, chosen, max_masked)
+    d2d = D2DFitter(params, bootstrap=bootstrap, random_state=random_state, fallback=True).fit(law_rows)
     notes.extend(d2d.notes_)
     fits, laws_used, cell_tab = d2d.fits_, d2d.laws_, d2d.cells_
     # RTN amplitude law (observed above a detection limit: fitted with that window, reported untruncated)
@@ -403,6 +407,7 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, s
                 "note": rtn.note or "per-pulse probabilities; intervals: bootstrap over trains"},
         "notes": notes,
     }
+    add_conditions(summary, model, law_rows, conditions, params, laws_used, bootstrap, random_state)
     summary = json_safe(summary)
 
     # arrays for validation plots

@@ -225,6 +225,7 @@ class WeakResetArray(ResumableState, nn.Module):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_checkpoint(cls, path, num_devices: int, *, seed=None, device=None, dtype=torch.float32,
+                        v_pulse: float | None = None, pulse_width: float | None = None,
                         **switches) -> WeakResetArray:
         """Build an array from a checkpoint written by :func:`~hfox_fit.torch.export_checkpoint`.
 
@@ -235,6 +236,9 @@ class WeakResetArray(ResumableState, nn.Module):
         seed : int, optional
         device : str or torch.device, optional
         dtype : torch.dtype, default=torch.float32
+        v_pulse, pulse_width : float, optional
+            Simulate the cells programmed at this pulse condition (V, s): the model's
+            :meth:`~hfox_fit.model.DeviceModel.at`. Give both or neither.
         **switches
             ``d2d``, ``c2c``, ``pink``, ``rtn``, ``compile`` (see the class).
 
@@ -242,6 +246,8 @@ class WeakResetArray(ResumableState, nn.Module):
         ------
         CheckpointError
             When the file is damaged, too new, or from a fit with no usable cells.
+        FitError
+            When the model cannot speak for the condition asked (see ``DeviceModel.at``).
         ValueError
             When ``device`` is not available here.
         """
@@ -249,6 +255,10 @@ class WeakResetArray(ResumableState, nn.Module):
 
         dev = resolve_device(device)  # fail on the device before reading the file
         model, provenance = load_checkpoint(path)
+        if v_pulse is not None or pulse_width is not None:
+            if v_pulse is None or pulse_width is None:
+                raise FitError("from_checkpoint: give both v_pulse and pulse_width (the pulse condition), or neither.")
+            model = model.at(v_pulse=v_pulse, pulse_width=pulse_width)
         arr = cls(model, num_devices, seed=seed, device=dev, dtype=dtype, **switches)
         arr.provenance = provenance
         return arr

@@ -33,7 +33,7 @@ from .._atomic import atomic_path
 from .._version import __version__
 from ..exceptions import CheckpointError, FitError
 from ..laws import FAMILIES, ParameterLaw
-from ..model import DeviceModel, PinkNoise, TelegraphNoise
+from ..model import ConditionLaw, DeviceModel, PinkNoise, TelegraphNoise
 
 __all__ = ["export_checkpoint", "load_checkpoint", "checkpoint_checksum", "check_model_ranges",
            "FORMAT", "FORMAT_VERSION"]
@@ -193,6 +193,8 @@ def _model_payload(model: DeviceModel) -> tuple[dict, dict]:
         "pink_taps": int(model.pink.taps),
         "meta": _plain(model.meta, "model.meta"),
     }
+    if model.condition_law is not None:  # absent from checkpoints of one condition (and older ones)
+        config["condition_law"] = _plain(model.condition_law.to_dict(), "model.condition_law")
     state: dict = {}
     for name, law in model.d2d.items():
         _law_entry("d2d", name, law, config["d2d"], state)
@@ -397,6 +399,7 @@ def load_checkpoint(path) -> tuple[DeviceModel, dict]:
             rtn=TelegraphNoise(p_up=_scalar(state, "rtn.p_up", where),
                                p_down=_scalar(state, "rtn.p_down", where)),
             meta=dict(config.get("meta") or {}),
+            condition_law=ConditionLaw.from_dict(config["condition_law"]) if config.get("condition_law") else None,
         )
     except CheckpointError:
         raise

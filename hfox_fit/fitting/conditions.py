@@ -1,0 +1,412 @@
+r"""Pulse conditions: the D2D laws of each (v_pulse, pulse_width) and how they move between them.
+
+A campaign measured at several weak-RESET conditions is one population per
+condition. The per-train drift fit does not depend on the condition (it is per
+cell), so :class:`ConditionFitter` only groups the per-(cell, cycle) table by the
+condition each train was measured at (as stored; cells of one condition may span
+dies and wafers) and reruns the D2D step (:func:`~hfox_fit.fitting.fit_parameter` on
+the cells, as :class:`~hfox_fit.fitting.D2DFitter` does) on each group, every
+condition's law of a parameter in one family, chosen once on the cells of all the
+conditions scaled to a common median. Trains whose ``v_pulse`` or ``pulse_width``
+is unknown (NaN) form their own "unknown condition" group, never mixed into a
+known one.
+
+From the per-condition medians and their 90 % intervals it then fits the
+condition law of each parameter by weighted least squares,
+
+.. math:: \ln \mathrm{median} = a + b_v (V - V_{ref}) + b_w \ln(w / w_{ref})
+
+(the median itself for a parameter whose interval reaches 0 or below), with the
+stderrs scaled up by the Birge ratio when the medians scatter more than their
+intervals say. Whether the spread of the law is shared by the conditions or
+each condition's own is chosen by AIC on the conditions' spreads and reported.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..exceptions import FitError
+from ..model import ConditionLaw
+from ..schema import DieData
+from .d2d import CANDIDATE_FAMILIES, cell_values, fallback_law, fit_parameter
+
+__all__ = ["ConditionFitter", "ConditionRecorder", "add_conditions", "d2d_section", "summary_sections",
+           "train_conditions"]
+
+#: the order of preference (within 2 AIC units) for a positive parameter, whose conditions scale it
+_POSITIVE_FIRST = ("lognorm", "gamma", "weibull_min", "expon", "norm")
+#: cells on which the conditions' shared family is chosen (a subset: the choice only needs the shape)
+_FAMILY_CELLS = 300
+_KEYS = ["wafer", "die", "device", "cycle"]
+#: z of a two-sided 90 % interval: a 90 % interval is 2 * 1.645 standard errors wide
+_Z90 = 1.6448536269514722
+
+
+def train_conditions(die: DieData) -> pd.DataFrame:
+    """One row per (device, cycle) of ``die``: its ids, ``v_pulse`` and ``pulse_width`` (NaN where unknown)."""
+    n_cells, n_cycles = len(die.devices), len(die.cycles)
+    return pd.DataFrame({
+        "wafer": np.repeat(str(die.wafer), n_cells * n_cycles),
+        "die": np.repeat(str(die.die), n_cells * n_cycles),
+        "device": np.repeat(np.asarray(die.devices, dtype=str), n_cycles),
+        "cycle": np.tile(np.asarray(die.cycles, dtype="int64"), n_cells),
+        "v_pulse": np.asarray(die.v_pulse, float).reshape(-1),
+        "pulse_width": np.asarray(die.pulse_width, float).reshape(-1),
+    })
+
+
+class ConditionRecorder:
+    """Notes the condition of every train of the dies that pass through :meth:`watch` (cheap: two arrays per die)."""
+
+    def __init__(self):
+        self._parts = []
+
+    def watch(self, dies):
+        """Yield ``dies`` unchanged, recording their trains' conditions on the way."""
+        for die in dies:
+            if isinstance(die, DieData):
+                self._parts.append(train_conditions(die))
+            yield die
+
+    def table(self) -> pd.DataFrame:
+        if not self._parts:
+            return pd.DataFrame({k: [] for k in _KEYS + ["v_pulse", "pulse_width"]})
+        return pd.concat(self._parts, ignore_index=True)
+
+
+def d2d_section(d2d, params, cells: pd.DataFrame) -> dict:
+    """The summary's ``d2d`` section of one D2D fit: each parameter's law, median and interval, checks."""
+    out = {}
+    for p in params:
+        f = d2d.fits_.get(p)
+        if f is not None:
+            out[p] = f.to_dict()
+        else:
+            lw = d2d.laws_[p]
+            out[p] = {**lw.to_dict(), "median": lw.median(), "median_ci90": None, "ks": None,
+                      "note": next((n for n in d2d.notes_ if n.startswith(f"D2D {p}:")), "fallback law")}
+    if "t_star" in out and "t_star_censored" in cells:
+        out["t_star"]["n_censored_trains"] = int(cells["t_star_censored"].fillna(False).astype(bool).sum())
+    return out
+
+
+class _FamilyFits:
+    """The D2D step of :class:`D2DFitter` on one condition's rows, each law in the family shared by the conditions.
+
+    Same cells (:func:`cell_values` of the unflagged rows, computed for all the conditions at once), same :func:`fit_parameter` and the same
+    fallback as the pooled step; correlations and C2C laws are pooled-only (they would cost as
+    much again and no condition law uses them). The contamination guard stays for ``expon`` (and
+    an unchosen family), whose ``loc`` a few failed per-cell fits would move far below the cells;
+    the other families' medians hardly feel them, and the guard would double their cost.
+    ``fits_``, ``laws_``, ``notes_`` as D2DFitter's.
+    """
+
+    def __init__(self, params, pooled: dict, bootstrap: int, random_state: int):
+        # pooled: parameter -> {"families": (family,), "truncate": bool}, the family every condition shares
+        self.params, self.pooled, self.bootstrap, self.random_state = params, pooled, bootstrap, random_state
+
+    def fit(self, cells: pd.DataFrame | None) -> _FamilyFits:
+        """Fit from the per-cell table (:func:`cell_values` of the condition's unflagged rows)."""
+        if cells is None or cells.empty:
+            raise FitError("no unflagged cell to fit the D2D laws to")
+        rng = np.random.default_rng(self.random_state)
+        self.fits_, self.laws_, self.notes_ = {}, {}, []
+        for p in self.params:
+            choice = self.pooled.get(p, {})
+            lower = cells[p + "_lo"].to_numpy() if p + "_lo" in cells else None
+            upper = cells[p + "_hi"].to_numpy() if p + "_hi" in cells else None
+            try:
+                fit = fit_parameter(p, cells[p].to_numpy(), stderr=cells[p + "_stderr"].to_numpy(), lower=lower,
+                                    upper=upper, bootstrap=self.bootstrap, rng=rng,
+                                    guard=choice.get("families", ("expon",))[0] == "expon", **choice)
+            except FitError as err:
+                law, why = fallback_law(cells[p].to_numpy(), str(err))
+                if law is None:
+                    raise FitError(f"no D2D law for {p!r}: no finite value among the unflagged cells") from err
+                self.notes_.append(f"D2D {p}: {why}")
+                self.laws_[p] = law
+                continue
+            self.fits_[p], self.laws_[p] = fit, fit.law
+        return self
+
+
+def _shared_families(cells, cell_gid, params, pooled: dict, random_state: int) -> dict:
+    """Per parameter, the family (and truncation) every condition's law takes: ``{"families", "truncate"}``.
+
+    The conditions' medians move, so the pooled cells are a mixture and the pooled law's family
+    says little about each condition's. The family is chosen by AIC (as the D2D step does) on
+    the cells of all the conditions, each divided by its condition's median (less it, where some
+    value is <= 0), on at most ``_FAMILY_CELLS`` of them drawn at random, untruncated, without a
+    bootstrap; a positive parameter prefers the positive families (lognorm first) within 2 AIC units,
+    as its conditions scale it. Where that fails the pooled law's family is kept. One untruncated family for all
+    makes the conditions' laws differ in location and spread only, and costs one candidate per
+    condition instead of ten: truncation to a condition's range of values moves little of a
+    median and would double that.
+    """
+    out = {}
+    if cells is None or cells.empty:
+        return out
+    rng = np.random.default_rng(random_state)
+    for p in params:
+        x = cells[p].to_numpy(float).copy()
+        se = cells[p + "_stderr"].to_numpy(float).copy()
+        lo = cells[p + "_lo"].to_numpy(float).copy() if p + "_lo" in cells else None
+        hi = cells[p + "_hi"].to_numpy(float).copy() if p + "_hi" in cells else None
+        # positive but for a few failed per-cell fits (the guard sets those aside)
+        ratio = bool(np.mean(x[np.isfinite(x)] > 0) >= 0.97) if np.isfinite(x).any() else False
+        for k in np.unique(cell_gid):
+            at = cell_gid == k
+            mk = np.nanmedian(x[at]) if np.isfinite(x[at]).any() else np.nan
+            if not np.isfinite(mk) or (ratio and mk <= 0):
+                continue
+            for arr in (x, lo, hi) if lo is not None else (x,):
+                arr[at] = arr[at] / mk if ratio else arr[at] - mk
+            if ratio:
+                se[at] = se[at] / mk
+        # the shape only: a random subset, without the few values <= 0 of a positive parameter (failed
+        # per-cell fits), so that no contamination guard is needed (it would double the cost)
+        usable = ~(x <= 0) if ratio else np.ones(len(x), bool)
+        pick = np.sort(rng.permutation(np.flatnonzero(usable))[:_FAMILY_CELLS])
+        try:
+            fit = fit_parameter(p, x[pick], stderr=se[pick], lower=None if lo is None else lo[pick],
+                                upper=None if hi is None else hi[pick], truncate=False, bootstrap=0, max_select=0,
+                                guard=False, rng=rng, families=_POSITIVE_FIRST if ratio else CANDIDATE_FAMILIES)
+            out[p] = {"families": (fit.law.family,), "truncate": False}
+        except FitError:
+            law = pooled.get(p)
+            if law is not None:
+                out[p] = {"families": (law.family,), "truncate": law.bounds is not None}
+    return out
+
+
+class ConditionFitter:
+    """Per-condition D2D laws and the condition law: ``ConditionFitter(params).fit(rows, conditions)``.
+
+    Parameters
+    ----------
+    params : sequence of str
+        The per-cell parameters (columns of ``rows``), as for :class:`D2DFitter`.
+    pooled : dict of str to ParameterLaw, optional
+        The pooled laws, whose family every condition shares where the family cannot be
+        chosen on the conditions' cells (see :func:`_shared_families`).
+    bootstrap : int, default=200
+    random_state : int, default=0
+
+    Attributes
+    ----------
+    groups_ : list of dict
+        Per condition (known ones sorted by amplitude then width, the unknown one last):
+        ``v_pulse``, ``pulse_width`` (None when unknown), ``n_cells``, ``n_trains``,
+        ``n_trains_fitted``, ``d2d`` (as the summary's top-level one), ``notes``.
+    law_ : ConditionLaw or None
+        The fitted condition law (None with fewer than two known conditions).
+    law_summary_ : dict or None
+        The summary's ``condition_law``.
+    notes_ : list of str
+    """
+
+    def __init__(self, params, pooled: dict | None = None, bootstrap: int = 200, random_state: int = 0):
+        self.params, self.bootstrap, self.random_state = list(params), bootstrap, random_state
+        self.pooled = pooled or {}
+
+    def fit(self, rows: pd.DataFrame, conditions: pd.DataFrame) -> ConditionFitter:
+        """Group ``rows`` (per (cell, cycle), with ``flag``) by the ``conditions`` of their trains and fit each group."""
+        cond = conditions.drop_duplicates(_KEYS).astype({k: str for k in _KEYS[:3]})
+        keyed = rows[_KEYS].astype({k: str for k in _KEYS[:3]}).astype({"cycle": "int64"})
+        merged = keyed.merge(cond.astype({"cycle": "int64"}), on=_KEYS, how="left", validate="many_to_one")
+        v = merged["v_pulse"].to_numpy(float)
+        w = merged["pulse_width"].to_numpy(float)
+        known = np.isfinite(v) & np.isfinite(w)
+        self.groups_, self.notes_, self.law_, self.law_summary_ = [], [], None, None
+        pairs = sorted(set(zip(v[known].tolist(), w[known].tolist())))
+        n_unknown = int((~known).sum())
+        self.n_groups_ = len(pairs) + (n_unknown > 0)
+        self.single_ = pairs[0] if len(pairs) == 1 and not n_unknown else None
+        if self.n_groups_ < 2:
+            return self
+        gid = np.full(len(rows), len(pairs))
+        for k, (vk, wk) in enumerate(pairs):
+            gid[known & (v == vk) & (w == wk)] = k
+        # the cells of every group in one pass (a device measured at two conditions is two cells)
+        tagged = rows.assign(wafer=pd.Series(gid, index=rows.index).astype(str) + "|" + rows["wafer"].astype(str))
+        ok = tagged["flag"].eq("ok").to_numpy() if "flag" in tagged else np.ones(len(tagged), bool)
+        cells = cell_values(tagged[ok], self.params) if ok.any() else None
+        cell_gid = cells["wafer"].str.split("|", n=1).str[0].astype(int).to_numpy() if cells is not None else None
+        self.families_ = _shared_families(cells, cell_gid, self.params, self.pooled, self.random_state)
+        for k in range(len(pairs) + (n_unknown > 0)):
+            sub = rows[gid == k]
+            vk, wk = pairs[k] if k < len(pairs) else (None, None)
+            self.groups_.append(self._fit_group(sub, None if cells is None else cells[cell_gid == k], vk, wk, k))
+        if n_unknown:
+            group = self.groups_[-1]
+            why = (f"{n_unknown} train(s) have no v_pulse or pulse_width: they are fitted as one 'unknown "
+                   "condition' group, apart from every known condition")
+            group["notes"].insert(0, why)
+            self.notes_.append(f"conditions: {why}.")
+        self.notes_.append(
+            f"conditions: the campaign holds {self.n_groups_} pulse conditions; the top-level d2d laws pool them "
+            "(each condition's laws are in 'conditions', all of one family per parameter, how they move in "
+            "'condition_law')")
+        if len(pairs) >= 2:
+            self._fit_law([g for g in self.groups_ if g["v_pulse"] is not None])
+        return self
+
+    def _fit_group(self, sub: pd.DataFrame, cells, v, w, k) -> dict:
+        dev = sub[["wafer", "die", "device"]].drop_duplicates()
+        group = {"v_pulse": v, "pulse_width": w, "n_cells": int(len(dev)), "n_trains": int(len(sub)),
+                 "n_trains_fitted": int(sub["flag"].eq("ok").sum()) if "flag" in sub else int(len(sub)),
+                 "d2d": {}, "notes": []}
+        name = "unknown condition" if v is None else f"v_pulse {v:g} V, width {w:g} s"
+        try:
+            d2d = _FamilyFits(self.params, self.families_, bootstrap=self.bootstrap,
+                              random_state=self.random_state + 1 + k).fit(cells)
+        except FitError as err:
+            group["notes"].append(f"no D2D law at {name}: {err}")
+            self.notes_.append(f"conditions: no D2D law at {name}: {err}")
+            return group
+        group["d2d"] = d2d_section(d2d, self.params, sub)
+        group["notes"].extend(d2d.notes_)
+        group["_fits"] = d2d
+        return group
+
+    # ------------------------------------------------------------------ the condition law
+    def _fit_law(self, groups: list) -> None:
+        vs = np.array([g["v_pulse"] for g in groups], float)
+        ws = np.array([g["pulse_width"] for g in groups], float)
+        v_ref = float(np.median(np.unique(vs)))
+        width_ref = float(np.exp(np.median(np.log(np.unique(ws)))))
+        vary_v, vary_w = len(np.unique(vs)) > 1, len(np.unique(ws)) > 1
+        columns = [np.ones(len(groups))] + ([vs - v_ref] if vary_v else []) + (
+            [np.log(ws / width_ref)] if vary_w else [])
+        names = ["a"] + (["b_v"] if vary_v else []) + (["b_w"] if vary_w else [])
+        X = np.stack(columns, axis=1)
+        if np.linalg.matrix_rank(X) < X.shape[1]:
+            self.notes_.append("condition law: the conditions do not separate amplitude from width (they vary "
+                               "together); no condition law fitted")
+            return
+        out = {"v_ref": v_ref, "width_ref": width_ref, "v_range": [float(vs.min()), float(vs.max())],
+               "width_range": [float(ws.min()), float(ws.max())], "n_conditions": len(groups),
+               "factors": [f for f, on in (("v_pulse", vary_v), ("pulse_width", vary_w)) if on], "params": {}}
+        if not (vary_v and vary_w):
+            one = "amplitude (v_pulse)" if vary_v else "width (pulse_width)"
+            out["note"] = (f"only the pulse {one} varies over the conditions: the law has that factor alone; "
+                           f"{'b_w' if vary_v else 'b_v'} is 0 and not fitted")
+        # the condition nearest the reference lends its laws' shapes to the model at any condition
+        span_v = np.ptp(vs) or 1.0
+        span_w = np.ptp(np.log(ws)) or 1.0
+        nearest = groups[int(np.argmin(((vs - v_ref) / span_v) ** 2 + (np.log(ws / width_ref) / span_w) ** 2))]
+        law_params = {}
+        for p in self.params:
+            entry = self._law_of(p, groups, X, names)
+            out["params"][p] = entry
+            if "a" in entry:
+                law_params[p] = {k: entry[k] for k in ("a", "a_stderr", "b_v", "b_v_stderr", "b_w", "b_w_stderr",
+                                                       "scale") if k in entry}
+                if nearest.get("_fits") is not None and p in nearest["_fits"].laws_:
+                    law_params[p]["law"] = nearest["_fits"].laws_[p].to_dict()
+        out["note"] = "; ".join(x for x in (out.get("note"), (
+            "per parameter: ln median (the median itself where a condition's interval reaches 0) = a + b_v (V - "
+            "v_ref) + b_w ln(width / width_ref), weighted least squares on the conditions' medians (weights from "
+            "their 90 % intervals), stderrs scaled by the Birge ratio sqrt(chi2/dof) when above 1; spread: shared "
+            "or each condition's own, by AIC on the conditions' spreads")) if x)
+        self.law_summary_ = out
+        self.law_ = ConditionLaw(v_ref, width_ref, law_params, tuple(out["v_range"]), tuple(out["width_range"]),
+                                 vary_v, vary_w)
+
+    def _law_of(self, p: str, groups: list, X: np.ndarray, names: list) -> dict:
+        med, lo, hi, n_used, spread_q = [], [], [], [], []
+        for g in groups:
+            d = g["d2d"].get(p, {})
+            ci = d.get("median_ci90") or d.get("sample_median_ci90")
+            fit = g.get("_fits")
+            law = fit.laws_.get(p) if fit is not None else None
+            if d.get("median") is None or not ci or law is None:
+                return {"note": (f"no condition law: the condition v_pulse {g['v_pulse']:g} V, width "
+                                 f"{g['pulse_width']:g} s has no median interval for {p}")}
+            med.append(float(d["median"]))
+            lo.append(float(ci[0]))
+            hi.append(float(ci[1]))
+            n_used.append(max(int(d.get("n_used") or 0) + int(d.get("n_censored") or 0), 2))
+            spread_q.append(np.asarray(law.ppf([0.25, 0.75]), float))
+        med, lo, hi, n_used = (np.asarray(a, float) for a in (med, lo, hi, n_used))
+        q = np.asarray(spread_q)
+        log = bool(np.all(lo > 0) and np.all(med > 0) and np.all(q > 0))
+        f = np.log if log else (lambda x: x)
+        y = f(med)
+        se = (f(hi) - f(lo)) / (2 * _Z90)
+        if not np.all(np.isfinite(se) & (se > 0)):
+            return {"note": f"no condition law: a condition's median interval of {p} is empty"}
+        wts = 1.0 / se**2
+        A = X * np.sqrt(wts)[:, None]
+        coef, *_ = np.linalg.lstsq(A, y * np.sqrt(wts), rcond=None)
+        cov = np.linalg.inv(A.T @ A)
+        resid = (y - X @ coef) / se
+        chi2, dof = float(resid @ resid), len(y) - X.shape[1]
+        birge = float(np.sqrt(chi2 / dof)) if dof > 0 else 1.0
+        stderr = np.sqrt(np.diag(cov)) * max(birge, 1.0)
+        entry = {"scale": "log" if log else "linear", "a": float(coef[0]), "a_stderr": float(stderr[0]),
+                 "b_v": 0.0, "b_v_stderr": None, "b_w": 0.0, "b_w_stderr": None}
+        for name, c, s in zip(names[1:], coef[1:], stderr[1:]):
+            entry[name], entry[name + "_stderr"] = float(c), float(s)
+        entry.update({"chi2": chi2, "dof": dof, "birge_ratio": birge,
+                      "median_at_ref": float(np.exp(coef[0]) if log else coef[0])})
+        entry["spread"] = _spread_choice(f(q[:, 1]) - f(q[:, 0]), n_used, log)
+        return entry
+
+
+def _spread_choice(iqr: np.ndarray, n: np.ndarray, log: bool) -> dict:
+    """Shared or own spread by AIC: the conditions' spreads (IQR / 1.349 of each law, on the law's scale)
+    with the normal-theory stderr ``sigma / sqrt(2 n)``; one shared value (1 parameter) against one per
+    condition (as many parameters as conditions, which fit exactly)."""
+    sigma = iqr / 1.349
+    se = sigma / np.sqrt(2.0 * n)
+    wts = 1.0 / se**2
+    shared = float(np.sum(wts * sigma) / np.sum(wts))
+    chi2 = float(np.sum(((sigma - shared) / se) ** 2))
+    aic_shared, aic_own = chi2 + 2.0, 2.0 * len(sigma)
+    return {"choice": "shared" if aic_shared <= aic_own else "own", "aic_shared": aic_shared, "aic_own": aic_own,
+            "shared": shared, "shared_stderr": float(1.0 / np.sqrt(np.sum(wts))),
+            "per_condition": [float(s) for s in sigma],
+            "measure": ("IQR / 1.349 of each condition's law, of ln " if log else "IQR / 1.349 of each condition's "
+                        "law, of ") + "the parameter (the lognormal s where the law is lognormal)"}
+
+
+def summary_sections(fitter: ConditionFitter) -> dict:
+    """The summary keys ``conditions`` and ``condition_law`` of a fitted :class:`ConditionFitter` (empty: one condition)."""
+    if fitter.n_groups_ < 2:
+        return {}
+    groups = [{k: v for k, v in g.items() if not k.startswith("_")} for g in fitter.groups_]
+    for g in groups:
+        if g["v_pulse"] is None:
+            g["condition"] = "unknown"
+    out = {"conditions": groups}
+    if fitter.law_summary_ is not None:
+        out["condition_law"] = fitter.law_summary_
+    return out
+
+
+def add_conditions(summary: dict, model, rows: pd.DataFrame, conditions: pd.DataFrame | None, params,
+                   pooled=None, bootstrap: int = 200, random_state: int = 0) -> ConditionLaw | None:
+    """Fit ``rows`` per condition; add ``conditions``/``condition_law`` and the notes to ``summary``.
+
+    ``model`` (the pooled DeviceModel) gets the condition law, or, measured at one known
+    condition, ``meta["pulse_condition"]`` (so that :meth:`DeviceModel.at` can name it). The
+    summary does not change with one condition. Returns the condition law, if any.
+    """
+    if conditions is None or not len(conditions):
+        return None
+    fitter = ConditionFitter(params, pooled, bootstrap=bootstrap, random_state=random_state).fit(rows, conditions)
+    if fitter.single_ is not None:
+        model.meta["pulse_condition"] = {"v_pulse": fitter.single_[0], "pulse_width": fitter.single_[1]}
+    extra = summary_sections(fitter)
+    if not extra:
+        return None
+    model.condition_law = fitter.law_
+    summary.update(extra)
+    pooled = f"pooled over the {fitter.n_groups_} pulse conditions (each condition's law: 'conditions')"
+    for d in summary.get("d2d", {}).values():
+        d["note"] = f"{d['note']}; {pooled}" if d.get("note") else pooled
+    summary.setdefault("notes", []).extend(fitter.notes_)
+    return fitter.law_
