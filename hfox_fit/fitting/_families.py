@@ -214,6 +214,8 @@ class _Candidate:
     def n_params(self):
         """Free parameters counted by AIC (shape, loc, scale, bounds, contamination)."""
         k = {"norm": 2, "expon": 2, "uniform": 1}.get(self.family, 2)
+        if self.family == "expon" and self.bounds is not None:
+            k = 1  # the truncated expon's loc is its lower bound: the bound is counted, not twice
         return k + (2 if self.bounds is not None else 0) + (1 if self._guarded else 0)
 
     def _eiv_logpdf(self, kw, data: _Data):

@@ -3,9 +3,22 @@ r"""Device-to-device (D2D) laws of the per-cell parameters: the public D2D step.
 For each parameter, every candidate family (``norm``, ``lognorm``, ``expon``,
 ``gamma``, ``weibull_min``, each optionally truncated to the range of the
 data, which is the maximum-likelihood truncation) is fitted by maximum
-likelihood and the lowest AIC wins. Positive families have ``loc = 0``
-(``expon`` keeps a free ``loc``), so every untruncated candidate has two
-parameters and a truncated one four.
+likelihood on the same cells. Positive families have ``loc = 0`` (``expon``
+keeps a free ``loc``), so every untruncated candidate has two parameters (three
+with the contamination weight) and a truncated one four (three for ``expon``,
+whose ``loc`` is its lower bound). Candidates within 2 AIC of the lowest cannot
+be told apart: the summary lists them (``indistinguishable``) and the one with
+the fewest parameters, untruncated before truncated, then the lowest AIC, is
+kept (:data:`CHOICE_RULE`,
+:func:`choose_candidate`).
+
+The AIC of every candidate is on one scale: each is ``2 k - 2 log L`` of a
+normalised density of the same values (a truncated law divided by its mass
+between its bounds, an observation window likewise, censored cells as
+``F(hi) - F(lo)``), each value convolved with its measurement error, exactly
+(closed forms or Gauss-Legendre quadrature over the error window with the law's
+edges as limits). Truncated candidates take no censored cells: with censoring
+they are not fitted (their score is NaN with the reason).
 
 Cells whose value is only bounded (e.g. a two-slope break beyond the last
 pulse) enter as censored observations, ``log(F(hi) - F(lo))``; cells whose
@@ -44,6 +57,9 @@ from .correlation import correlations
 
 __all__ = [
     "CANDIDATE_FAMILIES",
+    "CHOICE_RULE",
+    "INDISTINGUISHABLE_AIC",
+    "choose_candidate",
     "ParamFit",
     "fit_parameter",
     "D2DFitter",
@@ -54,6 +70,12 @@ __all__ = [
 
 #: Families tried for every parameter (``uniform`` is added for the RTN amplitude).
 CANDIDATE_FAMILIES = ("norm", "lognorm", "expon", "gamma", "weibull_min")
+#: Candidates whose AIC is within this of the lowest cannot be told apart by the data.
+INDISTINGUISHABLE_AIC = 2.0
+#: How the law is chosen among indistinguishable candidates (also written in the summary).
+CHOICE_RULE = ("lowest AIC; candidates within 2 AIC of it are indistinguishable, and among them the one with "
+               "the fewest free parameters (truncation bounds and contamination weight counted), then an "
+               "untruncated law before a truncated one, then the lowest AIC, is kept")
 
 
 @dataclass
@@ -79,8 +101,11 @@ class ParamFit:
         error included (below most censoring points when there is censoring);
         None with fewer than 5 values.
     scores : dict
-        Per candidate ("lognorm", "lognorm_truncated", ...): ``aic``, ``loglik``
-        (NaN where it could not be fitted, with the reason in ``note``).
+        Per candidate ("lognorm", "lognorm_truncated", ...): ``aic``, ``loglik``,
+        ``n_params`` (NaN where it could not be fitted, with the reason in ``note``).
+    indistinguishable : list of str
+        The candidates within 2 AIC of the lowest (the data cannot tell them
+        apart), in order of AIC, when there are two or more; else empty.
     n_used, n_censored, n_excluded : int
     note : str
     """
@@ -98,6 +123,7 @@ class ParamFit:
     contamination: float = 0.0
     sample_median: float = np.nan
     sample_median_ci90: list | None = None
+    indistinguishable: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = self.law.to_dict()
@@ -111,7 +137,10 @@ class ParamFit:
             "n_censored": self.n_censored,
             "n_excluded": self.n_excluded,
             "contamination": self.contamination,
-            "scores": {k: {"aic": _f(v["aic"]), "loglik": _f(v["loglik"])} for k, v in self.scores.items()},
+            "scores": {k: {"aic": _f(v["aic"]), "loglik": _f(v["loglik"]), "n_params": v.get("n_params")}
+                       for k, v in self.scores.items()},
+            "indistinguishable": list(self.indistinguishable),
+            "choice_rule": CHOICE_RULE,
         })
         if self.note:
             d["note"] = self.note
@@ -142,8 +171,9 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
     lower, upper : array-like of shape (n,), optional
         Interval of cells whose value is NaN (``upper = inf``: right-censored).
     families : sequence of str
-        Candidates, in order of preference: within 2 AIC units of the best, the
-        first (untruncated before truncated) is kept.
+        Candidates. The choice among them is :func:`choose_candidate`
+        (:data:`CHOICE_RULE`): candidates within 2 AIC of the lowest are reported
+        as ``indistinguishable`` and the one with the fewest parameters is kept.
     truncate : bool, default=True
         Also try each family truncated to the data range.
     window : tuple of float, optional
@@ -202,11 +232,10 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
         kc = rng.random(len(lo)) < frac
         sel_data = _Data(x[kx], lo[kc], hi[kc], window, guard=data.guard, se=se_x[kx] if se_x is not None else None,
                          )
-    scores, fits, order = {}, {}, []
+    scores, fits = {}, {}
     for trunc in ((False, True) if truncate else (False,)):
         for fam in families:
             key = fam + ("_truncated" if trunc else "")
-            order.append(key)
             start = None
             if trunc and fam in fits and fam != "expon":
                 c0, k0, e0 = fits[fam]
@@ -216,15 +245,15 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
             except (ValueError, FloatingPointError) as err:
                 scores[key] = {"aic": np.nan, "loglik": np.nan, "note": str(err)}
                 continue
-            scores[key] = {"aic": 2 * cand.n_params - 2 * ll, "loglik": ll, "contamination": eps}
+            scores[key] = {"aic": 2 * cand.n_params - 2 * ll, "loglik": ll, "contamination": eps,
+                           "n_params": cand.n_params}
             fits[key] = (cand, kw, eps)
     finite = {k: v["aic"] for k, v in scores.items() if np.isfinite(v["aic"])}
     if not finite:
         raise FitError(f"parameter {name!r}: no candidate family could be fitted ({scores}).")
     note = ""
     while True:
-        low = min(finite.values())
-        best = next(k for k in order if k in finite and finite[k] <= low + 2.0)
+        best, tied = choose_candidate(finite, {k: fits[k][0].n_params for k in finite})
         cand, kw, eps = fits[best]
         if sel_data is data:
             break
@@ -263,8 +292,46 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
     if ks is not None and not np.isfinite(ks):
         note = _join(note, f"KS statistic unavailable: the fitted {law.family} law is degenerate (its "
                            "distribution function cannot be evaluated at the cells' values)")
+    if tied:
+        note = _join(note, f"{len(tied)} candidates are within {INDISTINGUISHABLE_AIC:g} AIC of the best "
+                           f"({', '.join(tied)}): the data cannot tell them apart; {best} is kept by the "
+                           "choice rule (fewest parameters, untruncated first, then lowest AIC)")
     return ParamFit(name, law, median, ci, ks, scores, int(len(x)), int(len(lo)), excluded, note,
-                    contamination=float(eps), sample_median=float(sample_median), sample_median_ci90=sample_ci)
+                    contamination=float(eps), sample_median=float(sample_median), sample_median_ci90=sample_ci,
+                    indistinguishable=tied)
+
+
+def choose_candidate(aic, n_params):
+    """The candidate kept among those fitted, and the ones the data cannot tell apart.
+
+    Parameters
+    ----------
+    aic : dict of str to float
+        Finite AIC of each fitted candidate ("lognorm", "expon_truncated", ...).
+    n_params : dict of str to int
+        Free parameters each candidate's AIC counts (truncation bounds and the
+        contamination weight included).
+
+    Returns
+    -------
+    chosen : str
+    indistinguishable : list of str
+        Every candidate within :data:`INDISTINGUISHABLE_AIC` of the lowest AIC, in
+        order of AIC, when there are two or more; else empty.
+
+    Notes
+    -----
+    :data:`CHOICE_RULE`: among the indistinguishable candidates, the one with the
+    fewest free parameters, then an untruncated law before a truncated one, then
+    the lowest AIC (ties by name). A difference below 2 AIC is not evidence for
+    the larger model, so the simpler law is kept, and a truncation to the data's
+    range that the data do not demand is not kept either; the order of
+    ``families`` plays no part.
+    """
+    low = min(aic.values())
+    near = sorted((k for k, v in aic.items() if v <= low + INDISTINGUISHABLE_AIC), key=lambda k: (aic[k], k))
+    chosen = min(near, key=lambda k: (n_params[k], k.endswith("_truncated"), aic[k], k))
+    return chosen, (near if len(near) > 1 else [])
 
 
 
