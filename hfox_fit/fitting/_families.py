@@ -87,6 +87,38 @@ def _cdf(family, x, kw):
         return np.where(pos, out, 0.0)
 
 
+def _sf(family, x, kw):
+    """Survival function ``1 - F``, without the cancellation of ``1 - _cdf`` in the upper tail."""
+    x = np.asarray(x, float)
+    with np.errstate(all="ignore"):
+        if family == "norm":
+            return special.ndtr(-(x - kw["loc"]) / kw["scale"])
+        if family == "uniform":
+            return np.clip(1.0 - (x - kw["loc"]) / kw["scale"], 0.0, 1.0)
+        if family == "expon":
+            y = (x - kw["loc"]) / kw["scale"]
+            return np.where(y > 0, np.exp(-y), 1.0)
+        y = np.where(np.isposinf(x), np.inf, x / kw["scale"])
+        pos = y > 0
+        yy = np.where(pos, y, 1.0)
+        if family == "lognorm":
+            out = special.ndtr(-np.log(yy) / kw["s"])
+        elif family == "gamma":
+            out = special.gammaincc(kw["a"], yy)
+        else:
+            out = np.exp(-np.power(yy, kw["c"]))
+        return np.where(pos, out, 1.0)
+
+
+def _mass(family, lo, hi, kw):
+    """``F(hi) - F(lo)``, from the survival function where ``lo`` is in the upper half: a window far
+    in the upper tail keeps its mass (``1 - 1e-17`` and ``1`` are the same double)."""
+    lo, hi = np.broadcast_arrays(np.asarray(lo, float), np.asarray(hi, float))
+    f_lo = _cdf(family, lo, kw)
+    upper = f_lo > 0.5
+    return np.where(upper, _sf(family, lo, kw) - _sf(family, hi, kw), _cdf(family, hi, kw) - f_lo)
+
+
 def _ppf(family, p, kw):
     p = np.asarray(p, float)
     with np.errstate(all="ignore"):
@@ -109,6 +141,75 @@ def _median(family, kw, bounds):
         return float(_ppf(family, 0.5, kw))
     lo, hi = _cdf(family, np.array(bounds, float), kw)
     return float(np.clip(_ppf(family, lo + 0.5 * (hi - lo), kw), *bounds))
+
+
+#: Half-width of a value's measurement-error window, in its stderrs (the Gaussian beyond holds < 1e-15).
+_WINDOW = 8.0
+_GL_T, _GL_W = np.polynomial.legendre.leggauss(32)
+_LOG_GL_W = np.log(_GL_W)
+
+
+def _support(family, kw, bounds):
+    """Where the (truncated) law has mass: the family's support cut at the truncation bounds."""
+    if family == "norm":
+        lo, hi = -np.inf, np.inf
+    elif family == "expon":
+        lo, hi = kw["loc"], np.inf
+    elif family == "uniform":
+        lo, hi = kw["loc"], kw["loc"] + kw["scale"]
+    else:
+        lo, hi = 0.0, np.inf
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return lo, hi
+
+
+def _legendre(a, b):
+    """Gauss-Legendre nodes over [a_i, b_i] (one row per value) and their log weights."""
+    half = 0.5 * (b - a)
+    return a[:, None] + half[:, None] * (_GL_T[None, :] + 1.0), np.log(half)[:, None] + _LOG_GL_W[None, :]
+
+
+def _convolved_logpdf(family, kw, bounds, x, se, wide):
+    """``log integral f(theta) N(x - theta; 0, se^2) dtheta`` over the law's support within ``bounds``.
+
+    ``f`` is the family's density (the truncation normaliser is applied by the caller). The
+    integral runs over the value's error window ``x +- 8 se`` cut at the support, in theta
+    (the density is smooth there), except for positive families where the window reaches 0
+    (a density such as gamma's with a < 1 is singular there) or the value is ``wide`` (its
+    stderr large against the spread, so that the law is narrow inside the window): those
+    integrate in probability, ``integral phi(x - Q(u)) du`` from ``F(a)`` to ``F(b)``. A value
+    whose window misses the support gets the Gaussian tail beyond the nearest edge.
+    """
+    lo, hi = _support(family, kw, bounds)
+    with np.errstate(all="ignore"):
+        a = np.maximum(lo, x - _WINDOW * se)
+        b = np.minimum(hi, x + _WINDOW * se)
+        inside = a < b
+        out = np.full(len(x), -np.inf)
+        by_u = inside & (wide | (a <= 0)) if family in _POSITIVE and family != "uniform" else np.zeros(len(x), bool)
+        by_t = inside & ~by_u
+        log_norm = -np.log(se) - 0.5 * np.log(2 * np.pi)
+        if by_t.any():
+            nodes, log_w = _legendre(a[by_t], b[by_t])
+            z = (x[by_t, None] - nodes) / se[by_t, None]
+            lp = _logpdf(family, nodes, kw) - 0.5 * z * z + log_w
+            out[by_t] = special.logsumexp(lp, axis=1) + log_norm[by_t]
+        if by_u.any():
+            fa, fb = _cdf(family, a[by_u], kw), _cdf(family, b[by_u], kw)
+            ok = fb > fa  # (a window in the far upper tail: its values hardly matter)
+            if ok.any():
+                u, log_w = _legendre(fa[ok], fb[ok])
+                xi, si = x[by_u][ok], se[by_u][ok]
+                z = (xi[:, None] - _ppf(family, u, kw)) / si[:, None]
+                res = np.full(int(by_u.sum()), -np.inf)
+                res[ok] = special.logsumexp(-0.5 * z * z + log_w, axis=1) - np.log(si) - 0.5 * np.log(2 * np.pi)
+                out[by_u] = res
+        if (~inside).any():
+            xo, so = x[~inside], se[~inside]
+            edge = np.where(xo < lo, lo, hi)
+            out[~inside] = _logpdf(family, edge, kw) + special.log_ndtr(-np.abs(xo - edge) / so)
+    return np.where(np.isnan(out), -np.inf, out)
 
 
 # --------------------------------------------------------------------------------------
@@ -136,6 +237,10 @@ class _Data:
             # stray outside a law's support and do not place truncation bounds or expon's loc
             self.eiv = np.isfinite(self.se) & (self.se > 0)
             self.noisy = np.isfinite(self.se) & (self.se > EIV_THRESHOLD * spread)
+        # stderr large against the spread: the law may be narrow inside the value's error window
+        self.wide = np.zeros(len(self.x), bool)
+        if self.se is not None and len(self.x) >= 5:
+            self.wide = self.eiv & (self.se > _WIDE * spread)
         self.nodes = None
         if self.eiv.any():
             z, wts = np.polynomial.hermite.hermgauss(_GH_NODES)
@@ -159,6 +264,8 @@ MAX_CONTAMINATION = 0.03
 #: (Every value with a stderr is convolved with its measurement error in the likelihood.)
 EIV_THRESHOLD = 0.05
 _GH_NODES = 12
+#: A stderr above this fraction of the spread: the value's likelihood integrates in probability.
+_WIDE = 0.25
 
 
 @dataclass
@@ -219,8 +326,14 @@ class _Candidate:
         return k + (2 if self.bounds is not None else 0) + (1 if self._guarded else 0)
 
     def _eiv_logpdf(self, kw, data: _Data):
-        """Log-density of the noisy values (law convolved with N(0, stderr^2)): closed forms for
-        untruncated norm and expon, Gauss-Hermite quadrature otherwise."""
+        """Log-density of the measured values (law convolved with N(0, stderr^2)).
+
+        Closed forms for untruncated norm and expon; otherwise Gauss-Legendre quadrature over
+        each value's error window (+-8 stderrs) cut at the law's support and truncation bounds,
+        so that the law's edges (expon's loc, a bound, 0) are integration limits, not steps
+        between nodes: every candidate's likelihood is then exact to well below 0.01 per value
+        and the AIC of closed-form and quadrature candidates compare on one scale.
+        """
         x, se = data.x[data.eiv], data.se[data.eiv]
         if self.bounds is None and self.family == "norm":
             var = kw["scale"] ** 2 + se**2
@@ -229,16 +342,7 @@ class _Candidate:
             lam = 1.0 / kw["scale"]  # exponentially modified Gaussian
             return (np.log(lam) + lam * (kw["loc"] - x) + 0.5 * (lam * se) ** 2
                     + special.log_ndtr((x - kw["loc"]) / se - lam * se))
-        lp = _logpdf(self.family, data.nodes, kw)
-        if self.bounds is None:
-            return special.logsumexp(lp + data.log_w[None, :], axis=1)
-        lo, hi = self.bounds  # the truncated density is zero outside its bounds
-        lp = np.where((data.nodes >= lo) & (data.nodes <= hi), lp, -np.inf)
-        out = special.logsumexp(lp + data.log_w[None, :], axis=1)
-        # a value far outside the bounds: the mass of its error beyond the nearest bound
-        near = np.where(x < lo, lo, hi)
-        tail = _logpdf(self.family, near, kw) + special.log_ndtr(-np.abs(x - near) / se)
-        return np.fmax(out, tail)
+        return _convolved_logpdf(self.family, kw, self.bounds, x, se, data.wide[data.eiv])
 
     def terms(self, kw, eps, data: _Data):
         """Per-observation log-likelihood (exact values first, then censored)."""
@@ -247,13 +351,13 @@ class _Candidate:
             lx = _logpdf(f, data.x, kw)
             if data.nodes is not None:
                 lx[data.eiv] = self._eiv_logpdf(kw, data)
-            pc = _cdf(f, data.hi, kw) - _cdf(f, data.lo, kw) if len(data.lo) else np.zeros(0)
+            pc = _mass(f, data.lo, data.hi, kw) if len(data.lo) else np.zeros(0)
             lz = 0.0
             lo_b, hi_b = (-np.inf, np.inf) if self.bounds is None else self.bounds
             if data.window is not None:
                 lo_b, hi_b = max(lo_b, data.window[0]), min(hi_b, data.window[1])
             if np.isfinite(lo_b) or np.isfinite(hi_b):
-                z = float(_cdf(f, hi_b, kw) - _cdf(f, lo_b, kw))
+                z = float(_mass(f, lo_b, hi_b, kw))
                 lz = np.log(z) if z > 0 else -np.inf
                 lx = lx - lz
                 pc = pc / z if z > 0 else pc * np.nan
@@ -373,7 +477,11 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
         # the likelihood jumps each time loc passes a value: scan loc over the low values
         # (scale and contamination optimised at each), then polish from the best
         precise = np.sort(x[~data.noisy[: len(x)]] if len(data.noisy) == len(x) else x)
-        locs = np.unique(np.concatenate([[loc0], precise[: max(int(MAX_CONTAMINATION * len(precise)), 1) + 1]]))
+        # with noisy values the edge is below the lowest value by their error: the moment estimate
+        # (mean - sd, the sd without the measurement error) is tried as well
+        var_err = float(np.mean(data.se[data.eiv] ** 2)) if data.eiv.any() else 0.0
+        loc_m = float(np.mean(x) - np.sqrt(max(float(np.var(x)) - var_err, 0.0)))
+        locs = np.unique(np.concatenate([[loc0, loc_m], precise[: max(int(MAX_CONTAMINATION * len(precise)), 1) + 1]]))
         if len(locs) > 24:
             locs = locs[np.linspace(0, len(locs) - 1, 24).astype(int)]
         scan = _Candidate(family, bounds, {})

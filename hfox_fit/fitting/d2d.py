@@ -8,8 +8,8 @@ keeps a free ``loc``), so every untruncated candidate has two parameters (three
 with the contamination weight) and a truncated one four (three for ``expon``,
 whose ``loc`` is its lower bound). Candidates within 2 AIC of the lowest cannot
 be told apart: the summary lists them (``indistinguishable``) and the one with
-the fewest parameters, untruncated before truncated, then the lowest AIC, is
-kept (:data:`CHOICE_RULE`,
+the fewest parameters, untruncated before truncated, shape-free (norm, expon)
+before shape families, then the lowest AIC, is kept (:data:`CHOICE_RULE`,
 :func:`choose_candidate`).
 
 The AIC of every candidate is on one scale: each is ``2 k - 2 log L`` of a
@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import FitError, NotFittedError
-from ..laws import ParameterLaw
+from ..laws import FAMILIES, ParameterLaw
 from ._families import EIV_THRESHOLD as EIV_THRESHOLD
 from ._families import MAX_CONTAMINATION as MAX_CONTAMINATION
 from ._families import _Data, _fit_candidate
@@ -75,7 +75,8 @@ INDISTINGUISHABLE_AIC = 2.0
 #: How the law is chosen among indistinguishable candidates (also written in the summary).
 CHOICE_RULE = ("lowest AIC; candidates within 2 AIC of it are indistinguishable, and among them the one with "
                "the fewest free parameters (truncation bounds and contamination weight counted), then an "
-               "untruncated law before a truncated one, then the lowest AIC, is kept")
+               "untruncated law before a truncated one, then a family without a shape parameter (norm, expon, "
+               "uniform) before one with, then the lowest AIC, is kept")
 
 
 @dataclass
@@ -295,7 +296,8 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
     if tied:
         note = _join(note, f"{len(tied)} candidates are within {INDISTINGUISHABLE_AIC:g} AIC of the best "
                            f"({', '.join(tied)}): the data cannot tell them apart; {best} is kept by the "
-                           "choice rule (fewest parameters, untruncated first, then lowest AIC)")
+                           "choice rule (fewest parameters, untruncated first, no shape parameter first, then "
+                           "lowest AIC)")
     return ParamFit(name, law, median, ci, ks, scores, int(len(x)), int(len(lo)), excluded, note,
                     contamination=float(eps), sample_median=float(sample_median), sample_median_ci90=sample_ci,
                     indistinguishable=tied)
@@ -322,15 +324,21 @@ def choose_candidate(aic, n_params):
     Notes
     -----
     :data:`CHOICE_RULE`: among the indistinguishable candidates, the one with the
-    fewest free parameters, then an untruncated law before a truncated one, then
-    the lowest AIC (ties by name). A difference below 2 AIC is not evidence for
-    the larger model, so the simpler law is kept, and a truncation to the data's
-    range that the data do not demand is not kept either; the order of
-    ``families`` plays no part.
+    fewest free parameters, then an untruncated law before a truncated one, then a
+    family without a shape parameter (norm, expon, uniform) before one with
+    (lognorm, gamma, weibull_min), then the lowest AIC (ties by name). A
+    difference below 2 AIC is not evidence for the larger model, so the simpler
+    law is kept; a truncation to the data's range that the data do not demand is
+    not kept; and a shape family that only mimics a shape-free one (gamma or
+    weibull_min with shape near 1 for an exponential) gives way to it. The order
+    of ``families`` plays no part.
     """
     low = min(aic.values())
     near = sorted((k for k, v in aic.items() if v <= low + INDISTINGUISHABLE_AIC), key=lambda k: (aic[k], k))
-    chosen = min(near, key=lambda k: (n_params[k], k.endswith("_truncated"), aic[k], k))
+    def has_shape(key):
+        return bool(FAMILIES.get(key.removesuffix("_truncated"), ()))
+
+    chosen = min(near, key=lambda k: (n_params[k], k.endswith("_truncated"), has_shape(k), aic[k], k))
     return chosen, (near if len(near) > 1 else [])
 
 
