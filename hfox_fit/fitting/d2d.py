@@ -70,6 +70,10 @@ __all__ = [
 
 #: Families tried for every parameter (``uniform`` is added for the RTN amplitude).
 CANDIDATE_FAMILIES = ("norm", "lognorm", "expon", "gamma", "weibull_min")
+#: What the candidates' AIC are computed on (also written in the summary): one scale for all of them.
+AIC_SCALE = ("2 k - 2 log L on the same cells for every candidate; each value convolved exactly with its "
+             "measurement error, a truncated law divided by its mass between its bounds, censored cells as "
+             "F(hi) - F(lo); truncated candidates are not fitted where cells are censored (score null)")
 #: Candidates whose AIC is within this of the lowest cannot be told apart by the data.
 INDISTINGUISHABLE_AIC = 2.0
 #: How the law is chosen among indistinguishable candidates (also written in the summary).
@@ -142,6 +146,7 @@ class ParamFit:
                        for k, v in self.scores.items()},
             "indistinguishable": list(self.indistinguishable),
             "choice_rule": CHOICE_RULE,
+            "aic_scale": AIC_SCALE,
         })
         if self.note:
             d["note"] = self.note
