@@ -87,6 +87,38 @@ def _cdf(family, x, kw):
         return np.where(pos, out, 0.0)
 
 
+def _sf(family, x, kw):
+    """Survival function ``1 - F``, without the cancellation of ``1 - _cdf`` in the upper tail."""
+    x = np.asarray(x, float)
+    with np.errstate(all="ignore"):
+        if family == "norm":
+            return special.ndtr(-(x - kw["loc"]) / kw["scale"])
+        if family == "uniform":
+            return np.clip(1.0 - (x - kw["loc"]) / kw["scale"], 0.0, 1.0)
+        if family == "expon":
+            y = (x - kw["loc"]) / kw["scale"]
+            return np.where(y > 0, np.exp(-y), 1.0)
+        y = np.where(np.isposinf(x), np.inf, x / kw["scale"])
+        pos = y > 0
+        yy = np.where(pos, y, 1.0)
+        if family == "lognorm":
+            out = special.ndtr(-np.log(yy) / kw["s"])
+        elif family == "gamma":
+            out = special.gammaincc(kw["a"], yy)
+        else:
+            out = np.exp(-np.power(yy, kw["c"]))
+        return np.where(pos, out, 1.0)
+
+
+def _mass(family, lo, hi, kw):
+    """``F(hi) - F(lo)``, from the survival function where ``lo`` is in the upper half: a window far
+    in the upper tail keeps its mass (``1 - 1e-17`` and ``1`` are the same double)."""
+    lo, hi = np.broadcast_arrays(np.asarray(lo, float), np.asarray(hi, float))
+    f_lo = _cdf(family, lo, kw)
+    upper = f_lo > 0.5
+    return np.where(upper, _sf(family, lo, kw) - _sf(family, hi, kw), _cdf(family, hi, kw) - f_lo)
+
+
 def _ppf(family, p, kw):
     p = np.asarray(p, float)
     with np.errstate(all="ignore"):
@@ -214,6 +246,8 @@ class _Candidate:
     def n_params(self):
         """Free parameters counted by AIC (shape, loc, scale, bounds, contamination)."""
         k = {"norm": 2, "expon": 2, "uniform": 1}.get(self.family, 2)
+        if self.family == "expon" and self.bounds is not None:
+            k = 1  # the truncated expon's loc is its lower bound: the bound is counted, not twice
         return k + (2 if self.bounds is not None else 0) + (1 if self._guarded else 0)
 
     def _eiv_logpdf(self, kw, data: _Data):
@@ -245,13 +279,13 @@ class _Candidate:
             lx = _logpdf(f, data.x, kw)
             if data.nodes is not None:
                 lx[data.eiv] = self._eiv_logpdf(kw, data)
-            pc = _cdf(f, data.hi, kw) - _cdf(f, data.lo, kw) if len(data.lo) else np.zeros(0)
+            pc = _mass(f, data.lo, data.hi, kw) if len(data.lo) else np.zeros(0)
             lz = 0.0
             lo_b, hi_b = (-np.inf, np.inf) if self.bounds is None else self.bounds
             if data.window is not None:
                 lo_b, hi_b = max(lo_b, data.window[0]), min(hi_b, data.window[1])
             if np.isfinite(lo_b) or np.isfinite(hi_b):
-                z = float(_cdf(f, hi_b, kw) - _cdf(f, lo_b, kw))
+                z = float(_mass(f, lo_b, hi_b, kw))
                 lz = np.log(z) if z > 0 else -np.inf
                 lx = lx - lz
                 pc = pc / z if z > 0 else pc * np.nan
@@ -371,7 +405,11 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
         # the likelihood jumps each time loc passes a value: scan loc over the low values
         # (scale and contamination optimised at each), then polish from the best
         precise = np.sort(x[~data.noisy[: len(x)]] if len(data.noisy) == len(x) else x)
-        locs = np.unique(np.concatenate([[loc0], precise[: max(int(MAX_CONTAMINATION * len(precise)), 1) + 1]]))
+        # with noisy values the edge is below the lowest value by their error: the moment estimate
+        # (mean - sd, the sd without the measurement error) is tried as well
+        var_err = float(np.mean(data.se[data.eiv] ** 2)) if data.eiv.any() else 0.0
+        loc_m = float(np.mean(x) - np.sqrt(max(float(np.var(x)) - var_err, 0.0)))
+        locs = np.unique(np.concatenate([[loc0, loc_m], precise[: max(int(MAX_CONTAMINATION * len(precise)), 1) + 1]]))
         if len(locs) > 24:
             locs = locs[np.linspace(0, len(locs) - 1, 24).astype(int)]
         scan = _Candidate(family, bounds, {})

@@ -3,9 +3,31 @@ r"""Device-to-device (D2D) laws of the per-cell parameters: the public D2D step.
 For each parameter, every candidate family (``norm``, ``lognorm``, ``expon``,
 ``gamma``, ``weibull_min``, each optionally truncated to the range of the
 data, which is the maximum-likelihood truncation) is fitted by maximum
-likelihood and the lowest AIC wins. Positive families have ``loc = 0``
-(``expon`` keeps a free ``loc``), so every untruncated candidate has two
-parameters and a truncated one four.
+likelihood on the same cells. Positive families have ``loc = 0`` (``expon``
+keeps a free ``loc``), so every untruncated candidate has two parameters (three
+with the contamination weight) and a truncated one four (three for ``expon``,
+whose ``loc`` is its lower bound). Candidates within 2 AIC of the lowest cannot
+be told apart: the summary lists them (``indistinguishable``) and the one with
+the fewest parameters, untruncated before truncated, shape-free (norm, expon)
+before shape families, then the lowest AIC, is kept (:data:`CHOICE_RULE`,
+:func:`choose_candidate`).
+
+The AIC of every candidate is ``2 k - 2 log L`` of a normalised density of the
+same cells (a truncated law divided by its mass between its bounds, taken from
+the survival function in the upper tail; an observation window likewise;
+censored cells as ``F(hi) - F(lo)``; truncated candidates are not fitted where
+cells are censored). One approximation keeps the scales from being exactly one
+(:data:`AIC_SCALE`, written in the summary): each value's measurement error is
+integrated in closed form for untruncated ``norm`` and ``expon`` but with a
+12-node Gauss-Hermite rule for the others, which misses a law's sharp edge (a
+truncation bound, 0) and laws narrower than a value's error; on the paper
+preset's m1 this moves a quadrature candidate's log-likelihood by a few units.
+An exact quadrature (Gauss-Legendre over each value's error window with the
+law's edges as limits) was measured: it moves the m1 choice on the paper preset
+from the exponential law to lognorm or gamma on 4 of 20 wafers (seeds 1000-1019;
+8 of 20 for seeds 0-19), because the per-cell m1 errors depend on the cell's own
+m1: with the same errors and stderrs shuffled across cells, the exponential wins
+by 15-30 AIC on those wafers.
 
 Cells whose value is only bounded (e.g. a two-slope break beyond the last
 pulse) enter as censored observations, ``log(F(hi) - F(lo))``; cells whose
@@ -36,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import FitError, NotFittedError
-from ..laws import ParameterLaw
+from ..laws import FAMILIES, ParameterLaw
 from ._families import EIV_THRESHOLD as EIV_THRESHOLD
 from ._families import MAX_CONTAMINATION as MAX_CONTAMINATION
 from ._families import _Data, _fit_candidate
@@ -47,6 +69,10 @@ from .correlation import correlations
 
 __all__ = [
     "CANDIDATE_FAMILIES",
+    "AIC_SCALE",
+    "CHOICE_RULE",
+    "INDISTINGUISHABLE_AIC",
+    "choose_candidate",
     "ParamFit",
     "fit_parameter",
     "D2DFitter",
@@ -57,6 +83,20 @@ __all__ = [
 
 #: Families tried for every parameter (``uniform`` is added for the RTN amplitude).
 CANDIDATE_FAMILIES = ("norm", "lognorm", "expon", "gamma", "weibull_min")
+#: What the candidates' AIC are computed on, and where their scales differ (also written in the summary).
+AIC_SCALE = ("2 k - 2 log L on the same cells for every candidate, a truncated law divided by its mass between "
+             "its bounds, censored cells as F(hi) - F(lo) (truncated candidates are not fitted where cells are "
+             "censored: score null). Not exactly one scale: the measurement error of each value is integrated in "
+             "closed form for untruncated norm and expon, by a 12-node Gauss-Hermite rule for the others, which "
+             "can move their log-likelihood by a few units where values sit near a law's edge or their error "
+             "is wider than the law")
+#: Candidates whose AIC is within this of the lowest cannot be told apart by the data.
+INDISTINGUISHABLE_AIC = 2.0
+#: How the law is chosen among indistinguishable candidates (also written in the summary).
+CHOICE_RULE = ("lowest AIC; candidates within 2 AIC of it are indistinguishable, and among them the one with "
+               "the fewest free parameters (truncation bounds and contamination weight counted), then an "
+               "untruncated law before a truncated one, then a family without a shape parameter (norm, expon, "
+               "uniform) before one with, then the lowest AIC, is kept")
 
 
 @dataclass
@@ -85,8 +125,11 @@ class ParamFit:
         error included (below most censoring points when there is censoring);
         None with fewer than 5 values.
     scores : dict
-        Per candidate ("lognorm", "lognorm_truncated", ...): ``aic``, ``loglik``
-        (NaN where it could not be fitted, with the reason in ``note``).
+        Per candidate ("lognorm", "lognorm_truncated", ...): ``aic``, ``loglik``,
+        ``n_params`` (NaN where it could not be fitted, with the reason in ``note``).
+    indistinguishable : list of str
+        The candidates within 2 AIC of the lowest (the data cannot tell them
+        apart), in order of AIC, when there are two or more; else empty.
     n_used, n_censored, n_excluded : int
     note : str
     params_stderr, params_ci90 : dict
@@ -114,6 +157,7 @@ class ParamFit:
     params_stderr: dict = field(default_factory=dict)
     params_ci90: dict = field(default_factory=dict)
     family_share: float | None = None
+    indistinguishable: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = self.law.to_dict()
@@ -130,7 +174,11 @@ class ParamFit:
             "n_censored": self.n_censored,
             "n_excluded": self.n_excluded,
             "contamination": self.contamination,
-            "scores": {k: {"aic": _f(v["aic"]), "loglik": _f(v["loglik"])} for k, v in self.scores.items()},
+            "scores": {k: {"aic": _f(v["aic"]), "loglik": _f(v["loglik"]), "n_params": v.get("n_params")}
+                       for k, v in self.scores.items()},
+            "indistinguishable": list(self.indistinguishable),
+            "choice_rule": CHOICE_RULE,
+            "aic_scale": AIC_SCALE,
         })
         if self.note:
             d["note"] = self.note
@@ -166,8 +214,9 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
     lower, upper : array-like of shape (n,), optional
         Interval of cells whose value is NaN (``upper = inf``: right-censored).
     families : sequence of str
-        Candidates, in order of preference: within 2 AIC units of the best, the
-        first (untruncated before truncated) is kept.
+        Candidates. The choice among them is :func:`choose_candidate`
+        (:data:`CHOICE_RULE`): candidates within 2 AIC of the lowest are reported
+        as ``indistinguishable`` and the one with the fewest parameters is kept.
     truncate : bool, default=True
         Also try each family truncated to the data range.
     window : tuple of float, optional
@@ -226,11 +275,10 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
         kc = rng.random(len(lo)) < frac
         sel_data = _Data(x[kx], lo[kc], hi[kc], window, guard=data.guard, se=se_x[kx] if se_x is not None else None,
                          )
-    scores, fits, order = {}, {}, []
+    scores, fits = {}, {}
     for trunc in ((False, True) if truncate else (False,)):
         for fam in families:
             key = fam + ("_truncated" if trunc else "")
-            order.append(key)
             start = None
             if trunc and fam in fits and fam != "expon":
                 c0, k0, e0 = fits[fam]
@@ -240,15 +288,15 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
             except (ValueError, FloatingPointError) as err:
                 scores[key] = {"aic": np.nan, "loglik": np.nan, "note": str(err)}
                 continue
-            scores[key] = {"aic": 2 * cand.n_params - 2 * ll, "loglik": ll, "contamination": eps}
+            scores[key] = {"aic": 2 * cand.n_params - 2 * ll, "loglik": ll, "contamination": eps,
+                           "n_params": cand.n_params}
             fits[key] = (cand, kw, eps)
     finite = {k: v["aic"] for k, v in scores.items() if np.isfinite(v["aic"])}
     if not finite:
         raise FitError(f"parameter {name!r}: no candidate family could be fitted ({scores}).")
     note = ""
     while True:
-        low = min(finite.values())
-        best = next(k for k in order if k in finite and finite[k] <= low + 2.0)
+        best, tied = choose_candidate(finite, {k: fits[k][0].n_params for k in finite})
         cand, kw, eps = fits[best]
         if sel_data is data:
             break
@@ -272,8 +320,8 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
     law = ParameterLaw(cand.family, kw, cand.bounds)
     # the interval: a bootstrap over cells of the whole step, every candidate refitted and the
     # family chosen again in each replicate (the candidates still standing, the chosen one as refitted)
-    boot = _bootstrap_law({**{k: fits[k] for k in finite}, best: (cand, kw, eps)}, order, best, data,
-                          bootstrap, rng)
+    boot = _bootstrap_law({**{k: fits[k] for k in finite}, best: (cand, kw, eps)}, list(finite), best, data,
+                          bootstrap, rng, rule=_choose_per_replicate({k: fits[k][0].n_params for k in finite}))
     ci, params_ci, params_se, chosen_share = None, {}, {}, None
     if boot is not None:
         ci, _ = _percentile_interval(boot["median"])
@@ -296,9 +344,67 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
     if ks is not None and not np.isfinite(ks):
         note = _join(note, f"KS statistic unavailable: the fitted {law.family} law is degenerate (its "
                            "distribution function cannot be evaluated at the cells' values)")
+    if tied:
+        note = _join(note, f"{len(tied)} candidates are within {INDISTINGUISHABLE_AIC:g} AIC of the best "
+                           f"({', '.join(tied)}): the data cannot tell them apart; {best} is kept by the "
+                           "choice rule (fewest parameters, untruncated first, no shape parameter first, then "
+                           "lowest AIC)")
     return ParamFit(name, law, median, ci, ks, scores, int(len(x)), int(len(lo)), excluded, note,
                     contamination=float(eps), sample_median=float(sample_median), sample_median_ci90=sample_ci,
-                    params_stderr=params_se, params_ci90=params_ci, family_share=chosen_share)
+                    params_stderr=params_se, params_ci90=params_ci, family_share=chosen_share,
+                    indistinguishable=tied)
+
+
+def choose_candidate(aic, n_params):
+    """The candidate kept among those fitted, and the ones the data cannot tell apart.
+
+    Parameters
+    ----------
+    aic : dict of str to float
+        Finite AIC of each fitted candidate ("lognorm", "expon_truncated", ...).
+    n_params : dict of str to int
+        Free parameters each candidate's AIC counts (truncation bounds and the
+        contamination weight included).
+
+    Returns
+    -------
+    chosen : str
+    indistinguishable : list of str
+        Every candidate within :data:`INDISTINGUISHABLE_AIC` of the lowest AIC, in
+        order of AIC, when there are two or more; else empty.
+
+    Notes
+    -----
+    :data:`CHOICE_RULE`: among the indistinguishable candidates, the one with the
+    fewest free parameters, then an untruncated law before a truncated one, then a
+    family without a shape parameter (norm, expon, uniform) before one with
+    (lognorm, gamma, weibull_min), then the lowest AIC (ties by name). A
+    difference below 2 AIC is not evidence for the larger model, so the simpler
+    law is kept; a truncation to the data's range that the data do not demand is
+    not kept; and a shape family that only mimics a shape-free one (gamma or
+    weibull_min with shape near 1 for an exponential) gives way to it. The order
+    of ``families`` plays no part.
+    """
+    low = min(aic.values())
+    near = sorted((k for k, v in aic.items() if v <= low + INDISTINGUISHABLE_AIC), key=lambda k: (aic[k], k))
+
+    def has_shape(key):
+        return bool(FAMILIES.get(key.removesuffix("_truncated"), ()))
+
+    chosen = min(near, key=lambda k: (n_params[k], k.endswith("_truncated"), has_shape(k), aic[k], k))
+    return chosen, (near if len(near) > 1 else [])
+
+
+def _choose_per_replicate(n_params):
+    """:func:`choose_candidate` as a bootstrap rule: AIC rows (replicates x keys) -> chosen column per row."""
+    def rule(aic, keys):
+        picks = np.zeros(len(aic), dtype=int)  # a row with no finite AIC gives a NaN median, dropped later
+        for i, row in enumerate(aic):
+            finite = {k: float(v) for k, v in zip(keys, row) if np.isfinite(v)}
+            if finite:
+                picks[i] = keys.index(choose_candidate(finite, {k: n_params[k] for k in finite})[0])
+        return picks
+    return rule
 
 
 

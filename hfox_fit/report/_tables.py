@@ -3,8 +3,9 @@
 Cells per flag (fit table and summary), the flagged cells themselves (device,
 flag, reason: the first :data:`FLAGGED_CAP`, shared among the flags, and the
 count of the rest), how closely the fitted laws follow the reads (goodness of
-fit over the usable cells), the drift-law scores (AIC/BIC), the D2D
-laws with their intervals, the summary's correlations, and the pink and RTN
+fit over the usable cells), the drift-law scores (AIC/BIC), the D2D laws with
+their intervals (the family cell names the candidates the data could not tell
+from it, within 2 AIC), the summary's correlations, and the pink and RTN
 noise laws against the model and the noise figure's numbers. A part the summary
 lacks is a note, not an error.
 """
@@ -112,6 +113,17 @@ def _num(x):
     return v if np.isfinite(v) else None
 
 
+def _family_label(family, bounds, tied):
+    """The law table's family cell: the family, and the candidates the data could not tell from it."""
+    if family is None or not tied:
+        return family
+    chosen = str(family) + ("_truncated" if bounds is not None else "")
+    others = [k for k in tied if k != chosen]
+    if not others:
+        return family
+    return f"{family} (indistinguishable within 2 AIC: {', '.join(others)}; kept by the choice rule)"
+
+
 def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
     tables = {}
     devices = _sec(summary, "devices")
@@ -150,7 +162,9 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
         se_col = f"{p}_stderr"
         se = cells[se_col].to_numpy(dtype=float)[usable] if se_col in cells.columns else np.array([])
         se = se[np.isfinite(se)]
-        prow.append({"param": p, "unit": units.get(p, ""), "family": s.get("family"),
+        tied = [str(k) for k in s.get("indistinguishable") or []]
+        prow.append({"param": p, "unit": units.get(p, ""), "family": _family_label(s.get("family"), s.get("bounds"), tied),
+                     "family_fitted": s.get("family"), "indistinguishable": tied,
                      "params": s.get("params"), "bounds": s.get("bounds"), "median": s.get("median"),
                      "median_ci90": s.get("median_ci90"), "ks_summary": s.get("ks"),
                      "ks_report": pfig.get(p, {}).get("ks"),
