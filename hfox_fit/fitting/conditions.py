@@ -114,7 +114,8 @@ class _FamilyFits:
         rng = np.random.default_rng(self.random_state)
         self.fits_, self.laws_, self.notes_ = {}, {}, []
         for p in self.params:
-            choice = self.pooled.get(p, {})
+            choice = dict(self.pooled.get(p, {}))
+            tied = choice.pop("indistinguishable", [])  # of the one family choice over all the conditions
             lower = cells[p + "_lo"].to_numpy() if p + "_lo" in cells else None
             upper = cells[p + "_hi"].to_numpy() if p + "_hi" in cells else None
             try:
@@ -128,6 +129,11 @@ class _FamilyFits:
                 self.notes_.append(f"D2D {p}: {why}")
                 self.laws_[p] = law
                 continue
+            if tied:
+                fit.indistinguishable = list(tied)
+                fit.note = "; ".join(filter(None, [fit.note, (
+                    f"the family was chosen once over every condition's cells (each scaled to its condition's "
+                    f"median), where {', '.join(tied)} are within 2 AIC of each other")]))
             self.fits_[p], self.laws_[p] = fit, fit.law
         return self
 
@@ -173,7 +179,8 @@ def _shared_families(cells, cell_gid, params, pooled: dict, random_state: int) -
             fit = fit_parameter(p, x[pick], stderr=se[pick], lower=None if lo is None else lo[pick],
                                 upper=None if hi is None else hi[pick], truncate=False, bootstrap=0, max_select=0,
                                 guard=False, rng=rng, families=_POSITIVE_FIRST if ratio else CANDIDATE_FAMILIES)
-            out[p] = {"families": (fit.law.family,), "truncate": False}
+            out[p] = {"families": (fit.law.family,), "truncate": False,
+                      "indistinguishable": [k.removesuffix("_truncated") for k in fit.indistinguishable]}
         except FitError:
             law = pooled.get(p)
             if law is not None:

@@ -54,7 +54,9 @@ def test_each_condition_has_its_own_d2d_laws_and_the_pooled_ones_say_so(amplitud
             assert d["family"] == conds[0]["d2d"][p]["family"]  # one family per parameter, other parameters
             assert d["median_ci90"][0] <= d["median"] <= d["median_ci90"][1]
     # the pooled cells are a mixture of two lognormals 2.7x apart: each condition's is found again
-    assert conds[0]["d2d"]["m1"]["family"] == "lognorm" and conds[0]["d2d"]["t_star"]["family"] == "lognorm"
+    for p in ("m1", "t_star"):  # lognorm, or a family the data cannot tell from it (within 2 AIC)
+        d = conds[0]["d2d"][p]
+        assert d["family"] == "lognorm" or "lognorm" in d.get("indistinguishable", []), (p, d["family"])
     for c in conds:
         truth = wafer.truth[(wafer.truth["v_pulse"] == c["v_pulse"]) & (wafer.truth["flag"] == "ok")]
         assert c["d2d"]["m1"]["median"] == pytest.approx(truth["m1"].median(), rel=0.1)
