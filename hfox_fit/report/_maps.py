@@ -17,7 +17,7 @@ import pandas as pd
 from ._collect import _NO_COORDS
 
 #: How to give die positions, as the page and the notes say it.
-POSITIONS_HINT = ("give them with `hfox-fit ingest STORE.h5 --die-positions FILE.csv` (a CSV with columns "
+POSITIONS_HINT = ("give them with `hfox-fit ingest --store STORE.h5 --die-positions FILE.csv` (a CSV with columns "
                   "wafer,die,x,y; the wafer column may be left out when every wafer has the same layout)")
 #: Arrays drawn in the array map (the others are counted in a note).
 MAX_ARRAYS = 4
