@@ -92,6 +92,8 @@ AIC_SCALE = ("2 k - 2 log L on the same cells for every candidate, a truncated l
              "is wider than the law")
 #: Candidates whose AIC is within this of the lowest cannot be told apart by the data.
 INDISTINGUISHABLE_AIC = 2.0
+#: Candidates further than this from the best AIC are not re-chosen in the bootstrap of the interval.
+BOOTSTRAP_AIC = 10.0
 #: How the law is chosen among indistinguishable candidates (also written in the summary).
 CHOICE_RULE = ("lowest AIC; candidates within 2 AIC of it are indistinguishable, and among them the one with "
                "the fewest free parameters (truncation bounds and contamination weight counted), then an "
@@ -320,8 +322,12 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
     law = ParameterLaw(cand.family, kw, cand.bounds)
     # the interval: a bootstrap over cells of the whole step, every candidate refitted and the
     # family chosen again in each replicate (the candidates still standing, the chosen one as refitted)
-    boot = _bootstrap_law({**{k: fits[k] for k in finite}, best: (cand, kw, eps)}, list(finite), best, data,
-                          bootstrap, rng, rule=_choose_per_replicate({k: fits[k][0].n_params for k in finite}))
+    # only candidates the data did not reject (within BOOTSTRAP_AIC of the best): a replicate's AIC is a
+    # second-order expansion, and a rejected truncated law (bounds at the sample's extremes) swings by
+    # hundreds between replicates and would be "chosen" with a median far from the data
+    plausible = [k for k in finite if finite[k] <= min(finite.values()) + BOOTSTRAP_AIC or k == best]
+    boot = _bootstrap_law({**{k: fits[k] for k in plausible}, best: (cand, kw, eps)}, plausible, best, data,
+                          bootstrap, rng, rule=_choose_per_replicate({k: fits[k][0].n_params for k in plausible}))
     ci, params_ci, params_se, chosen_share = None, {}, {}, None
     if boot is not None:
         ci, _ = _percentile_interval(boot["median"])
