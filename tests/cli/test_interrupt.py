@@ -7,13 +7,13 @@ signals here come after the command has started.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -28,22 +28,28 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@functools.lru_cache(maxsize=1)
-def _startup():
-    """Seconds this machine's interpreter takes to start (site, .pth files) before any command runs.
+def _wait_until_it_opens_a_file_in(p, folder, timeout=120.0):
+    """Wait until the command has a file of ``folder`` open (the store, a raw file): it is then running.
 
-    The signals are sent that long after the start, so a loaded machine does not move them into
-    the interpreter's own start-up, the window the docstring leaves out.
+    On a loaded machine a fixed delay can land in the interpreter's own start-up, before any
+    program's handler exists (the window the docstring leaves out); an open file proves the
+    command's code runs.
     """
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], check=True)
-    return 2 * (time.perf_counter() - t0)
+    fds, end = Path(f"/proc/{p.pid}/fd"), time.monotonic() + timeout
+    while p.poll() is None and time.monotonic() < end:
+        try:
+            if any(str(os.readlink(fd)).startswith(str(folder)) for fd in fds.iterdir()):
+                return
+        except OSError:  # a descriptor closed while we looked
+            pass
+        time.sleep(0.005)
 
 
 def _interrupt(argv, delay, cwd):
-    delay += _startup()
     p = subprocess.Popen([sys.executable, "-m", "hfox_fit", *argv], cwd=cwd, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
+    if Path("/proc").is_dir():
+        _wait_until_it_opens_a_file_in(p, cwd)
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=300)
