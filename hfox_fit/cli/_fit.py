@@ -14,6 +14,26 @@ from ..laws import AUTO_LAWS
 LAW_CHOICES = ("auto", *AUTO_LAWS)
 
 
+class StoredDie:
+    """One die of a campaign store, read where it is called (a worker opens the store read-only).
+
+    What the fit sends to a worker instead of the die's arrays: the store's path and the die's
+    names. The path must be reachable from the worker (see the README).
+    """
+
+    def __init__(self, path, wafer: str, die: str):
+        self.path, self.wafer, self.die = str(path), str(wafer), str(die)
+        self.name = f"{self.wafer}/{self.die}"
+
+    def __repr__(self) -> str:
+        return f"StoredDie({self.path!r}, {self.wafer!r}, {self.die!r})"
+
+    def __call__(self):
+        from ..store import CampaignStore
+
+        return CampaignStore(self.path).read_die(self.wafer, self.die)
+
+
 def register(subparsers) -> None:
     from ._common import add_command, add_quiet, add_store
 
@@ -31,7 +51,12 @@ def register(subparsers) -> None:
     add_store(p, "campaign store (see `hfox-fit ingest`)")
     p.add_argument("--law", choices=LAW_CHOICES, default="auto",
                    help="drift law; auto fits them all and keeps the lowest total AIC (default: auto)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes, one die each (default: 1)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="local worker processes, one die each (default: 1)")
+    p.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
+                   help=("run the dies on Dask: local:N starts N worker processes here, tcp://HOST:PORT uses a "
+                         "running scheduler whose workers can read STORE at the same path (needs "
+                         "`pip install 'hfox_fit[dask]'`); the numbers are the same as with --jobs"))
     p.add_argument("--summary", metavar="FILE.json", help="also write the summary JSON to this file")
     add_quiet(p, "no progress bar and no printed summary")
 
@@ -40,8 +65,17 @@ def run_fit(args) -> int:
     from ..fitting import fit_campaign
     from ..store import CampaignStore
 
-    if args.jobs < 1:
-        raise HfoxError(f"fit: --jobs must be >= 1; got {args.jobs}.")
+    from ..fitting._executor import _import_distributed, parse_scheduler
+
+    scheduler = getattr(args, "scheduler", None)
+    if scheduler is not None and args.jobs is not None:
+        raise HfoxError("fit: give --jobs N (local processes) or --scheduler (Dask), not both.")
+    jobs = 1 if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise HfoxError(f"fit: --jobs must be >= 1; got {jobs}.")
+    if scheduler is not None:  # before anything is read: a bad address or a missing dask writes nothing
+        parse_scheduler(scheduler)
+        _import_distributed()
     store = CampaignStore(args.store)
     dies = store.dies()  # raises StoreError when the store is missing or damaged
     if not dies:
@@ -51,8 +85,10 @@ def run_fit(args) -> int:
         refuse_read_only(Path(args.summary))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = fit_campaign(store.iter_dies(), law=args.law, jobs=args.jobs, progress=not args.quiet,
-                           n_dies=len(dies))
+        # each worker reads its die from the store; only this process writes the store
+        sources = [StoredDie(Path(args.store).resolve(), wafer, die) for wafer, die in dies]
+        fit = fit_campaign(sources, law=args.law, jobs=jobs, progress=not args.quiet, n_dies=len(dies),
+                           scheduler=scheduler)
     fit.save(store)
     getattr(args, "completed", []).append(f"saved the fit in {args.store}")
     if args.summary:
