@@ -63,9 +63,8 @@ def register(subparsers) -> None:
 
 def run_fit(args) -> int:
     from ..fitting import fit_campaign
-    from ..store import CampaignStore
-
     from ..fitting._executor import _import_distributed, parse_scheduler
+    from ..store import CampaignStore
 
     scheduler = getattr(args, "scheduler", None)
     if scheduler is not None and args.jobs is not None:

@@ -152,8 +152,7 @@ def _connect(scheduler: str):
 
 
 def _map_dask(func, items, args, scheduler, fractions) -> list:
-    from distributed import as_completed
-
+    as_completed = _import_distributed().as_completed
     client, cluster = _connect(scheduler)
     try:
         if not client.scheduler_info().get("workers"):
