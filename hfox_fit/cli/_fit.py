@@ -62,7 +62,7 @@ def register(subparsers) -> None:
 
 
 def run_fit(args) -> int:
-    from ..fitting import fit_campaign
+    from ..fitting import CampaignFitter
     from ..fitting._executor import _import_distributed, parse_scheduler
     from ..store import CampaignStore
 
@@ -86,8 +86,8 @@ def run_fit(args) -> int:
         warnings.simplefilter("always")
         # each worker reads its die from the store; only this process writes the store
         sources = [StoredDie(Path(args.store).resolve(), wafer, die) for wafer, die in dies]
-        fit = fit_campaign(sources, law=args.law, jobs=jobs, progress=not args.quiet, n_dies=len(dies),
-                           scheduler=scheduler)
+        fitter = CampaignFitter(args.law, jobs, not args.quiet, scheduler=scheduler, keep_going=True)
+        fit = fitter.fit(sources, n_dies=len(dies)).result_
     fit.save(store)
     getattr(args, "completed", []).append(f"saved the fit in {args.store}")
     if args.summary:
@@ -102,4 +102,16 @@ def run_fit(args) -> int:
         print(f"hfox-fit fit: warning: {w.message}", file=sys.stderr)
     if not args.quiet:
         print(fit.describe(args.store))
-    return 0
+    return _report_failed(fitter.failed_, len(dies), args.store)
+
+
+def _report_failed(failed: dict, n_dies: int, store) -> int:
+    """Name each die that failed twice on the cluster (its fit was saved without them); 1 when any did."""
+    if not failed:
+        return 0
+    for name, err in failed.items():
+        print(f"hfox-fit fit: die {name} failed twice, left out of the fit: {err}", file=sys.stderr)
+    print(f"hfox-fit fit: the fit saved in {store} covers the other {n_dies - len(failed)} of {n_dies} dies; "
+          f"fix the failed dies and run `hfox-fit fit {store}` again (refitting only them, "
+          f"`--only {' '.join(failed)}`, is not available yet).", file=sys.stderr)
+    return 1

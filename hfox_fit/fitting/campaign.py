@@ -22,7 +22,7 @@ from ..exceptions import FitError
 from ..laws import AUTO_LAWS, ParameterLaw, get_law
 from ..model import DeviceModel
 from ..schema import DieData
-from ._executor import map_dies
+from ._executor import ChunkFailure, map_dies
 from ._result import CampaignResult
 from .conditions import add_conditions, train_conditions
 from .d2d import CANDIDATE_FAMILIES, D2DFitter, fit_parameter
@@ -245,6 +245,10 @@ class CampaignFitter:
     ----------
     result_ : CampaignResult
         The fit: per-cell table, device model, summary, validation arrays (after :meth:`fit`).
+    failed_ : dict
+        ``{"W03/D07": "error"}``: the dies that failed twice on the Dask ``scheduler`` and were
+        left out (only with ``keep_going=True``; otherwise such a die raises
+        :class:`~hfox_fit.fitting._executor.ChunkFailure`).
 
     Examples
     --------
@@ -256,8 +260,9 @@ class CampaignFitter:
 
     def __init__(self, law: str = "auto", jobs: int = 1, progress: bool = False, *,
                  options: DriftOptions | None = None, bootstrap: int = 200, random_state: int = 0,
-                 max_masked: float = 0.3, scheduler: str | None = None):
+                 max_masked: float = 0.3, scheduler: str | None = None, keep_going: bool = False):
         self.law, self.jobs, self.progress, self.scheduler = law, jobs, progress, scheduler
+        self.keep_going = keep_going
         self.options, self.bootstrap, self.random_state, self.max_masked = options, bootstrap, random_state, max_masked
 
     def fit(self, dies, n_dies: int | None = None) -> CampaignFitter:
@@ -273,9 +278,16 @@ class CampaignFitter:
         from .._progress import Progress
 
         bar = Progress("fit", n_dies, "die", enabled=bool(progress))
+        self.failed_ = {}
         try:
-            results = map_dies(_fit_die_recorded, dies, (law, options), jobs=jobs, progress=bar, n_dies=n_dies,
-                               scheduler=self.scheduler)
+            try:
+                results = map_dies(_fit_die_recorded, dies, (law, options), jobs=jobs, progress=bar, n_dies=n_dies,
+                                   scheduler=self.scheduler)
+            except ChunkFailure as failure:
+                if not self.keep_going or all(r is None for r in failure.results):
+                    raise
+                self.failed_ = failure.failures  # the other dies are pooled; the caller reports these
+                results = [r for r in failure.results if r is not None]
             if not results:
                 raise FitError("no dies to fit: the campaign is empty. Ingest measurements first.")
             for _, caught, _ in results:  # warnings of the per-die step, raised here even from worker processes
@@ -285,6 +297,8 @@ class CampaignFitter:
             conditions = pd.concat([c for _, _, c in results], ignore_index=True)
             self.result_ = _pool([r for r, _, _ in results], law, self.bootstrap, self.random_state,
                                  self.max_masked, options, stage=bar.stage, conditions=conditions)
+            self.result_.summary()["notes"].extend(f"die {name} not fitted (failed twice): {err}"
+                                                   for name, err in self.failed_.items())
             bar.close(f"done in {bar.elapsed():.1f} s")
         finally:
             bar.close()

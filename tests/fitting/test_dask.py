@@ -7,10 +7,12 @@ A small store (3 dies of 64 cells x 250 pulses) is fitted with ``--jobs 1``, ``-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -57,10 +59,9 @@ def _env():
     return env
 
 
-@pytest.fixture(scope="module")
-def remote_cluster(tmp_path_factory):
-    """A ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1; yields (address, workers)."""
-    folder = tmp_path_factory.mktemp("scheduler")
+@contextlib.contextmanager
+def _cluster(folder, n_workers=2):
+    """A ``dask scheduler`` and ``n_workers`` ``dask worker`` processes on 127.0.0.1; yields (address, workers)."""
     scheduler_file = folder / "scheduler.json"
     log = open(folder / "log.txt", "w")
     procs = []
@@ -74,14 +75,14 @@ def remote_cluster(tmp_path_factory):
             time.sleep(0.2)
         assert scheduler_file.exists(), (folder / "log.txt").read_text()
         workers = []
-        for _ in range(2):
+        for _ in range(n_workers):  # no nanny: a killed worker stays dead
             workers.append(subprocess.Popen(
                 [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
                  "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--no-nanny", "--host", "127.0.0.1"],
                 stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=str(folder)))
         procs.extend(workers)
         with distributed.Client(scheduler_file=str(scheduler_file), timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
+            client.wait_for_workers(n_workers, timeout=60)
             address = client.scheduler.address
         yield address, workers
     finally:
@@ -94,6 +95,12 @@ def remote_cluster(tmp_path_factory):
                 p.kill()
                 p.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def remote_cluster(tmp_path_factory):
+    with _cluster(tmp_path_factory.mktemp("scheduler")) as cluster:
+        yield cluster
 
 
 def _fit(store, *options):
@@ -169,3 +176,77 @@ def test_without_dask_explains_install(store, capsys, monkeypatch):
     assert len(err.splitlines()) == 1 and "pip install 'hfox_fit[dask]'" in err, err
     with pytest.raises(FitError, match="hfox_fit\\[dask\\]"):
         _executor.map_dies(_fit_or_fail, [], ("x",), scheduler="local:1")
+
+
+class _FailingDie(StoredDie):
+    """D02 fails on every try (bad data that slipped through); D03 fails on its first try only."""
+
+    def __init__(self, path, wafer, die, marker=None):
+        super().__init__(path, wafer, die)
+        self.marker = marker
+
+    def __call__(self):
+        if self.die == "D02":
+            raise ValueError("resistance array damaged")
+        if self.die == "D03" and not Path(self.marker).exists():
+            Path(self.marker).write_text("tried once\n")
+            raise RuntimeError("transient failure")
+        return super().__call__()
+
+
+def test_cli_keeps_the_other_dies_and_names_the_failed(store, remote_cluster, tmp_path, monkeypatch, capsys):
+    import hfox_fit.cli._fit as cli_fit
+
+    address, _ = remote_cluster
+    marker = tmp_path / "d03-tried"
+    monkeypatch.setattr(cli_fit, "StoredDie", lambda path, wafer, die: _FailingDie(path, wafer, die, marker))
+    assert main(["fit", str(store), "--law", "two_slope", "--quiet", "--scheduler", address]) == 1
+    err = capsys.readouterr().err
+    assert "die W01/D02 failed twice" in err and "resistance array damaged" in err, err
+    assert "--only W01/D02" in err and "W01/D03" not in err, err
+    assert marker.exists()  # D03 failed once and was retried
+    fit = CampaignStore(store).load_fit()
+    assert sorted(set(fit.cells["die"])) == ["D01", "D03"] and len(fit.cells) == 2 * 64
+    assert any("W01/D02 not fitted" in note for note in fit.summary["notes"])
+
+
+def test_killed_worker_same_numbers(store, tmp_path):
+    from hfox_fit.fitting import CampaignFitter
+
+    sources = [StoredDie(store, w, d) for w, d in CampaignStore(store).dies()]
+    want = CampaignFitter("two_slope", bootstrap=20).fit(sources).result_
+    with _cluster(tmp_path) as (address, workers):
+        with distributed.Client(address, timeout="30s") as client:
+            pids = client.run(os.getpid)  # {worker address: its process id}
+            fitter = CampaignFitter("two_slope", bootstrap=20, scheduler=address)
+            errors = []
+            thread = threading.Thread(target=lambda: _catch(errors, fitter.fit, sources))
+            thread.start()
+            victim = None
+            deadline = time.monotonic() + 60
+            while victim is None and time.monotonic() < deadline:
+                busy = [addr for addr, keys in client.processing().items() if keys]
+                victim = busy[0] if busy else None
+                time.sleep(0.05)
+            assert victim is not None, "no worker ever took a die"
+            killed = next(p for p in workers if p.pid == pids[victim])
+            killed.kill()
+            thread.join(timeout=300)
+            assert not thread.is_alive() and not errors, errors
+            assert killed.wait(timeout=10) != 0
+            assert len(client.scheduler_info()["workers"]) == 1  # the fit finished on the other worker
+    _assert_same_fit_result(fitter.result_, want)
+
+
+def _catch(errors, func, *args):
+    try:
+        func(*args)
+    except Exception as err:  # noqa: BLE001 - shown by the test
+        errors.append(err)
+
+
+def _assert_same_fit_result(got, want):
+    assert len(got.cells) == len(want.cells) == N_DIES * 64
+    for col in want.cells.columns:
+        assert_close_arrays(got.cells[col].to_numpy(), want.cells[col].to_numpy(), rtol=RTOL, name=col)
+    assert_close_tree(got.summary(), want.summary(), rtol=RTOL)
