@@ -14,6 +14,26 @@ from ..laws import AUTO_LAWS
 LAW_CHOICES = ("auto", *AUTO_LAWS)
 
 
+class StoredDie:
+    """One die of a campaign store, read where it is called (a worker opens the store read-only).
+
+    What the fit sends to a worker instead of the die's arrays: the store's path and the die's
+    names. The path must be reachable from the worker (see the README).
+    """
+
+    def __init__(self, path, wafer: str, die: str):
+        self.path, self.wafer, self.die = str(path), str(wafer), str(die)
+        self.name = f"{self.wafer}/{self.die}"
+
+    def __repr__(self) -> str:
+        return f"StoredDie({self.path!r}, {self.wafer!r}, {self.die!r})"
+
+    def __call__(self):
+        from ..store import CampaignStore
+
+        return CampaignStore(self.path).read_die(self.wafer, self.die)
+
+
 def register(subparsers) -> None:
     from ._common import add_command, add_quiet, add_store
 
@@ -31,17 +51,30 @@ def register(subparsers) -> None:
     add_store(p, "campaign store (see `hfox-fit ingest`)")
     p.add_argument("--law", choices=LAW_CHOICES, default="auto",
                    help="drift law; auto fits them all and keeps the lowest total AIC (default: auto)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes, one die each (default: 1)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="local worker processes, one die each (default: 1)")
+    p.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
+                   help=("run the dies on Dask: local:N starts N worker processes here, tcp://HOST:PORT uses a "
+                         "running scheduler whose workers can read STORE at the same path (needs "
+                         "`pip install 'hfox_fit[dask]'`); the numbers are the same as with --jobs"))
     p.add_argument("--summary", metavar="FILE.json", help="also write the summary JSON to this file")
     add_quiet(p, "no progress bar and no printed summary")
 
 
 def run_fit(args) -> int:
-    from ..fitting import fit_campaign
+    from ..fitting import CampaignFitter
+    from ..fitting._executor import _import_distributed, parse_scheduler
     from ..store import CampaignStore
 
-    if args.jobs < 1:
-        raise HfoxError(f"fit: --jobs must be >= 1; got {args.jobs}.")
+    scheduler = getattr(args, "scheduler", None)
+    if scheduler is not None and args.jobs is not None:
+        raise HfoxError("fit: give --jobs N (local processes) or --scheduler (Dask), not both.")
+    jobs = 1 if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise HfoxError(f"fit: --jobs must be >= 1; got {jobs}.")
+    if scheduler is not None:  # before anything is read: a bad address or a missing dask writes nothing
+        parse_scheduler(scheduler)
+        _import_distributed()
     store = CampaignStore(args.store)
     dies = store.dies()  # raises StoreError when the store is missing or damaged
     if not dies:
@@ -51,8 +84,10 @@ def run_fit(args) -> int:
         refuse_read_only(Path(args.summary))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = fit_campaign(store.iter_dies(), law=args.law, jobs=args.jobs, progress=not args.quiet,
-                           n_dies=len(dies))
+        # each worker reads its die from the store; only this process writes the store
+        sources = [StoredDie(Path(args.store).resolve(), wafer, die) for wafer, die in dies]
+        fitter = CampaignFitter(args.law, jobs, not args.quiet, scheduler=scheduler, keep_going=True)
+        fit = fitter.fit(sources, n_dies=len(dies)).result_
     fit.save(store)
     getattr(args, "completed", []).append(f"saved the fit in {args.store}")
     if args.summary:
@@ -67,4 +102,16 @@ def run_fit(args) -> int:
         print(f"hfox-fit fit: warning: {w.message}", file=sys.stderr)
     if not args.quiet:
         print(fit.describe(args.store))
-    return 0
+    return _report_failed(fitter.failed_, len(dies), args.store)
+
+
+def _report_failed(failed: dict, n_dies: int, store) -> int:
+    """Name each die that failed twice on the cluster (its fit was saved without them); 1 when any did."""
+    if not failed:
+        return 0
+    for name, err in failed.items():
+        print(f"hfox-fit fit: die {name} failed twice, left out of the fit: {err}", file=sys.stderr)
+    print(f"hfox-fit fit: the fit saved in {store} covers the other {n_dies - len(failed)} of {n_dies} dies; "
+          f"fix the failed dies and run `hfox-fit fit {store}` again (refitting only them, "
+          f"`--only {' '.join(failed)}`, is not available yet).", file=sys.stderr)
+    return 1

@@ -22,9 +22,9 @@ from ..exceptions import FitError
 from ..laws import AUTO_LAWS, ParameterLaw, get_law
 from ..model import DeviceModel
 from ..schema import DieData
-from ._executor import map_dies
+from ._executor import ChunkFailure, map_dies
 from ._result import CampaignResult
-from .conditions import ConditionRecorder, add_conditions
+from .conditions import add_conditions, train_conditions
 from .d2d import CANDIDATE_FAMILIES, D2DFitter, fit_parameter
 from .drift import (
     DRIFT_MODELS,
@@ -180,13 +180,14 @@ def _median_curve_fits(traces: np.ndarray, offset: np.ndarray) -> dict:
 
 def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False, *,
                  options: DriftOptions | None = None, bootstrap: int = 200, random_state: int = 0,
-                 n_dies: int | None = None, max_masked: float = 0.3) -> CampaignResult:
+                 n_dies: int | None = None, max_masked: float = 0.3, scheduler: str | None = None) -> CampaignResult:
     """Fit the weak-RESET model to a campaign.
 
     Parameters
     ----------
     dies : iterable of DieData
-        E.g. a list, or ``CampaignStore(path).iter_dies()``.
+        E.g. a list, or ``CampaignStore(path).iter_dies()``; or die sources that workers
+        read themselves (see :mod:`hfox_fit.fitting._executor`).
     law : {"auto", "two_slope", "power", "log"}, default="auto"
         The drift law; "auto" fits all on the same reads and keeps the lowest total AIC.
     jobs : int, default=1
@@ -204,6 +205,10 @@ def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False,
         Trains with a larger fraction of reads masked as RTN-high are left out
         of the drift parameters' D2D fits (RTN may hide their break; it is
         independent of the drift, so this does not bias the populations).
+    scheduler : str, optional
+        Run the per-die step on Dask instead: ``"local:N"`` (a local cluster of N worker
+        processes) or ``"tcp://HOST:PORT"`` (a running scheduler); needs ``jobs=1``. The
+        fitted numbers are the same whichever way the dies run.
 
     Returns
     -------
@@ -226,7 +231,7 @@ def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False,
     'two_slope'
     """
     fitter = CampaignFitter(law, jobs, progress, options=options, bootstrap=bootstrap, random_state=random_state,
-                            max_masked=max_masked)
+                            max_masked=max_masked, scheduler=scheduler)
     return fitter.fit(dies, n_dies=n_dies).result_
 
 
@@ -234,12 +239,16 @@ class CampaignFitter:
     """Fit the weak-RESET model to a campaign: ``CampaignFitter(...).fit(dies)`` sets :attr:`result_`.
 
     Parameters are those of :func:`fit_campaign`; :meth:`fit` maps :func:`fit_die` over the
-    dies (in ``jobs`` worker processes) and pools the results.
+    dies (in ``jobs`` worker processes, or on the Dask ``scheduler``) and pools the results.
 
     Attributes
     ----------
     result_ : CampaignResult
         The fit: per-cell table, device model, summary, validation arrays (after :meth:`fit`).
+    failed_ : dict
+        ``{"W03/D07": "error"}``: the dies that failed twice on the Dask ``scheduler`` and were
+        left out (only with ``keep_going=True``; otherwise such a die raises
+        :class:`~hfox_fit.fitting._executor.ChunkFailure`).
 
     Examples
     --------
@@ -251,8 +260,9 @@ class CampaignFitter:
 
     def __init__(self, law: str = "auto", jobs: int = 1, progress: bool = False, *,
                  options: DriftOptions | None = None, bootstrap: int = 200, random_state: int = 0,
-                 max_masked: float = 0.3):
-        self.law, self.jobs, self.progress = law, jobs, progress
+                 max_masked: float = 0.3, scheduler: str | None = None, keep_going: bool = False):
+        self.law, self.jobs, self.progress, self.scheduler = law, jobs, progress, scheduler
+        self.keep_going = keep_going
         self.options, self.bootstrap, self.random_state, self.max_masked = options, bootstrap, random_state, max_masked
 
     def fit(self, dies, n_dies: int | None = None) -> CampaignFitter:
@@ -268,17 +278,27 @@ class CampaignFitter:
         from .._progress import Progress
 
         bar = Progress("fit", n_dies, "die", enabled=bool(progress))
-        seen = ConditionRecorder()  # the pulse condition of every train, for the per-condition laws
+        self.failed_ = {}
         try:
-            results = map_dies(_fit_die_recorded, seen.watch(dies), (law, options), jobs=jobs, progress=bar,
-                               n_dies=n_dies)
+            try:
+                results = map_dies(_fit_die_recorded, dies, (law, options), jobs=jobs, progress=bar, n_dies=n_dies,
+                                   scheduler=self.scheduler)
+            except ChunkFailure as failure:
+                if not self.keep_going or all(r is None for r in failure.results):
+                    raise
+                self.failed_ = failure.failures  # the other dies are pooled; the caller reports these
+                results = [r for r in failure.results if r is not None]
             if not results:
                 raise FitError("no dies to fit: the campaign is empty. Ingest measurements first.")
-            for _, caught in results:  # warnings of the per-die step, raised here even from worker processes
+            for _, caught, _ in results:  # warnings of the per-die step, raised here even from worker processes
                 for category, message in caught:
                     warnings.warn(message, category, stacklevel=3)
-            self.result_ = _pool([r for r, _ in results], law, self.bootstrap, self.random_state, self.max_masked,
-                                 options, stage=bar.stage, conditions=seen.table())
+            # the pulse condition of every train (read where the die was), for the per-condition laws
+            conditions = pd.concat([c for _, _, c in results], ignore_index=True)
+            self.result_ = _pool([r for r, _, _ in results], law, self.bootstrap, self.random_state,
+                                 self.max_masked, options, stage=bar.stage, conditions=conditions)
+            self.result_.summary()["notes"].extend(f"die {name} not fitted (failed twice): {err}"
+                                                   for name, err in self.failed_.items())
             bar.close(f"done in {bar.elapsed():.1f} s")
         finally:
             bar.close()
@@ -286,11 +306,11 @@ class CampaignFitter:
 
 
 def _fit_die_recorded(die, law, options, progress=None):
-    """:func:`fit_die` with its warnings recorded (worker processes do not show them)."""
+    """:func:`fit_die` with its warnings recorded (worker processes do not show them) and its trains' conditions."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = fit_die(die, law, options, progress=progress)
-    return res, [(w.category, str(w.message)) for w in caught]
+    return res, [(w.category, str(w.message)) for w in caught], train_conditions(die)
 
 
 def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, stage=None,

@@ -85,6 +85,7 @@ def test_read_only_store_or_summary_is_refused_before_the_fit(tmp_path, small_wa
     store_module.CampaignStore(path).ingest_table(dies_to_table(small_wafer_module.dies), name="simulated")
     calls = []
     monkeypatch.setattr(fitting, "fit_campaign", lambda *a, **k: calls.append(1))  # the fit must not start
+    monkeypatch.setattr(fitting, "CampaignFitter", lambda *a, **k: calls.append(1))  # (what `fit` calls)
     path.chmod(0o444)
     before = path.read_bytes()
     assert main(["fit", str(path), "--quiet"]) == 2
