@@ -409,7 +409,7 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, s
         "notes": notes,
     }
     add_conditions(summary, model, law_rows, conditions, params, laws_used, bootstrap, random_state)
-    add_wafers(summary, law_rows, params, laws_used, bootstrap, random_state)
+    add_wafers(summary, law_rows, params, laws_used, bootstrap, random_state, stage)
     summary = json_safe(summary)
 
     # arrays for validation plots

@@ -6,7 +6,7 @@ laws pool the wafers). This module adds what varies from wafer to wafer:
 * :func:`wafer_sections`: per wafer, the D2D step rerun on that wafer's cells (the same
   per-cell table, :func:`~hfox_fit.fitting.d2d.cell_values`, and the same per-parameter fit
   as the per-condition laws of :mod:`~hfox_fit.fitting.conditions`, each law in the pooled
-  law's family), with each median's bootstrap 90 % interval.
+  law's family, untruncated), with each median's bootstrap 90 % interval.
 * :func:`variance_components`: a nested random-effects ANOVA of each parameter over the
   per-train table, wafer > die > cell > cycle, by the method of moments for unbalanced
   data (Henderson's method I: the sums of squares between the groups of each level within
@@ -51,15 +51,15 @@ def wafer_sections(rows: pd.DataFrame, params, pooled: dict, bootstrap: int = 20
 
     ``rows`` is the D2D step's input (:func:`~hfox_fit.fitting.campaign.d2d_rows`, with ``flag``);
     ``pooled`` maps each parameter to its pooled :class:`~hfox_fit.laws.ParameterLaw`, whose
-    family (and truncation) every wafer's law takes, so that the wafers differ in location and
+    family every wafer's law takes (untruncated), so that the wafers differ in location and
     spread only. ``d2d`` is as the summary's top-level one (``median``, ``median_ci90``, ...).
     """
     params = list(params)
     wafer_of = rows["wafer"].astype(str)
     ok = rows["flag"].eq("ok").to_numpy() if "flag" in rows else np.ones(len(rows), bool)
     cells = cell_values(rows[ok], params) if ok.any() else None
-    families = {p: {"families": (law.family,), "truncate": law.bounds is not None}
-                for p, law in pooled.items() if p in params}
+    # untruncated, as the per-condition laws: truncation to each wafer's range would double the cost
+    families = {p: {"families": (law.family,), "truncate": False} for p, law in pooled.items() if p in params}
     out = []
     for k, name in enumerate(sorted(wafer_of.unique())):
         sub = rows[wafer_of.to_numpy() == name]
@@ -75,8 +75,25 @@ def wafer_sections(rows: pd.DataFrame, params, pooled: dict, bootstrap: int = 20
             continue
         entry["d2d"] = d2d_section(fits, params, sub)
         entry["notes"].extend(fits.notes_)
+        for p, d in entry["d2d"].items():
+            why = _law_misses_sample(d)
+            if why:  # a law that misses its own cells' median (few cells, a poor family): the sample's instead
+                d.update(law_median=d["median"], law_median_ci90=d.get("median_ci90"), median=d["sample_median"],
+                         median_ci90=d["sample_median_ci90"], median_from="sample")
+                entry["notes"].append(f"{p}: {why}; median and median_ci90 are the sample's")
         out.append(entry)
     return out
+
+
+def _law_misses_sample(d: dict) -> str | None:
+    """Why the law's median cannot stand for the wafer (it lies outside its sample median's 90 % interval)."""
+    med, ci = _num(d.get("median")), d.get("sample_median_ci90")
+    if med is None or not _ok_ci(ci) or _num(d.get("sample_median")) is None:
+        return None
+    if ci[0] <= med <= ci[1]:
+        return None
+    return (f"the {d.get('family')} law's median {med:.4g} lies outside the sample median's 90 % interval "
+            f"[{ci[0]:.4g}, {ci[1]:.4g}] (KS {d.get('ks') if d.get('ks') is None else round(d['ks'], 3)})")
 
 
 # ---------------------------------------------------------------------------- variance decomposition
@@ -183,10 +200,16 @@ def variance_components(rows: pd.DataFrame, params) -> dict:
 
 
 def add_wafers(summary: dict, rows: pd.DataFrame, params, pooled: dict, bootstrap: int = 200,
-               random_state: int = 0) -> None:
-    """Add ``wafers`` and ``variance`` to ``summary`` when ``rows`` hold two or more wafers (else nothing)."""
-    if "wafer" not in rows or rows["wafer"].astype(str).nunique() < 2:
+               random_state: int = 0, stage=None) -> None:
+    """Add ``wafers`` and ``variance`` to ``summary`` when ``rows`` hold two or more wafers (else nothing).
+
+    ``stage`` (optional) is called with one line for the progress display.
+    """
+    n_wafers = rows["wafer"].astype(str).nunique() if "wafer" in rows else 0
+    if n_wafers < 2:
         return
+    if stage is not None:
+        stage(f"pooling: wafer level ({n_wafers} wafers, {bootstrap} bootstrap replicates)")
     wafers = wafer_sections(rows, params, pooled, bootstrap, random_state)
     summary["wafers"] = wafers
     summary["variance"] = variance_components(rows, params)
