@@ -90,4 +90,6 @@ def format_comparison(result: dict) -> str:
             differ.append(name)
         lines.append(f"{name:10s} {ma:>12s} {mb:>12s} {ratio:>8s}  {ci_s:20s} {sig}")
     lines.append("differ beyond their uncertainty: " + (", ".join(differ) if differ else "none"))
+    lines.append(f"(each parameter at 90 %: of {len(result['parameters'])} that do not differ, one in ten is "
+                 "flagged by chance on average)")
     return "\n".join(lines)

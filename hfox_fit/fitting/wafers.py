@@ -151,8 +151,11 @@ def variance_components(rows: pd.DataFrame, params) -> dict:
         x = rows[p].to_numpy(float)
         se = rows[p + "_stderr"].to_numpy(float) if p + "_stderr" in rows else np.full(len(x), np.nan)
         use = ok & np.isfinite(x)
+        n_censored = 0
         if p == "t_star" and "t_star_censored" in rows:
-            use &= ~rows["t_star_censored"].fillna(False).astype(bool).to_numpy()
+            censored = rows["t_star_censored"].fillna(False).astype(bool).to_numpy()
+            n_censored = int((use & censored).sum())
+            use &= ~censored
         finite = x[use]
         log = finite.size > 0 and float(np.mean(finite > 0)) >= _POSITIVE_SHARE
         left_out = int((use & ~(x > 0)).sum()) if log else 0
@@ -194,7 +197,9 @@ def variance_components(rows: pd.DataFrame, params) -> dict:
             entry[lv] = float(v / total) if total > 0 else None
         entry["variance"] = {lv: float(v) for lv, v in var.items()}
         entry["note"] = "; ".join([f"nested random-effects ANOVA (method of moments) on the {entry['scale']} scale"]
-                                  + notes + ([f"{left_out} value(s) <= 0 left out"] if left_out else []))
+                                  + notes + ([f"{left_out} value(s) <= 0 left out"] if left_out else [])
+                                  + ([f"{n_censored} censored train(s) left out: the shares are those of the breaks "
+                                      "seen, which a wafer's other laws (m1) can select"] if n_censored else []))
         out[p] = entry
     return out
 
