@@ -34,6 +34,8 @@ __all__ = [
     "SynthWafer",
     "make_wafer",
     "make_condition_campaign",
+    "make_wafer_campaign",
+    "W2W_PARAMS",
     "DEFAULT_CONDITION_SLOPES",
     "DEFAULT_V_PULSES",
     "DEFAULT_PULSE_WIDTHS",
@@ -299,6 +301,81 @@ def make_condition_campaign(preset="paper", slopes=None, *, v_pulses=DEFAULT_V_P
             "conditions": [{"v_pulse": v, "pulse_width": w} for v, w in grid]}
     return SynthWafer(dies=dies, truth=pd.concat(truths, ignore_index=True), model=base, effects=effects,
                       meta=meta, condition_law=law)
+
+
+#: The parameters whose medians ``make_wafer_campaign`` shifts from wafer to wafer by default.
+W2W_PARAMS = ("m1", "t_star", "r0")
+
+
+def make_wafer_campaign(preset="paper", *, wafers: int = 2, w2w_sd: float = 0.0, factors=None,
+                        params=W2W_PARAMS, devices: int = 512, pulses: int = 1000, cycles: int = 1, seed=None,
+                        effects: MeasurementEffects | None = None) -> SynthWafer:
+    """Simulate several wafers whose medians move from wafer to wafer (a known W2W spread).
+
+    Wafer ``k`` (named ``W01``, ``W02``, ...) is :func:`make_wafer` of the model with the law
+    of every parameter of ``params`` scaled by its own factor (:func:`hfox_fit.model.scaled_law`:
+    same family and shape, median times the factor). The factors are either drawn, lognormal
+    ``exp(w2w_sd * z)`` with ``z`` standard normal, one per (wafer, parameter), or given:
+    ``factors`` is one number per wafer (every parameter of ``params`` alike) or one dict
+    ``{parameter: factor}`` per wafer. ``meta["wafers"]`` records each wafer's true factors and
+    medians, ``meta["w2w"]`` how they were made; the truth table has every wafer's cells.
+
+    Parameters
+    ----------
+    preset : str or DeviceModel, default="paper"
+    wafers : int, default=2
+        Number of wafers (ignored when ``factors`` is given: one wafer per entry).
+    w2w_sd : float, default=0.0
+        Standard deviation of the log of the drawn factors.
+    factors : sequence of float or of dict, optional
+    params : sequence of str, default=("m1", "t_star", "r0")
+    devices : int, default=512
+        Cells per wafer.
+    pulses, cycles, seed, effects
+        As :func:`make_wafer`.
+    """
+    from .model import scaled_law
+
+    base = preset if isinstance(preset, DeviceModel) else preset_model(preset)
+    params = tuple(params)
+    unknown = [p for p in params if p not in base.d2d]
+    if unknown:
+        raise FitError(f"make_wafer_campaign: the model has no D2D law for {unknown}; it has {sorted(base.d2d)}.")
+    if not (np.isfinite(w2w_sd) and w2w_sd >= 0):
+        raise FitError(f"make_wafer_campaign: w2w_sd must be >= 0; got {w2w_sd!r}.")
+    seeds = np.random.SeedSequence(seed).spawn(2)
+    if factors is None:
+        if int(wafers) < 1:
+            raise FitError(f"make_wafer_campaign: wafers must be >= 1; got {wafers!r}.")
+        z = np.random.default_rng(seeds[0]).standard_normal((int(wafers), len(params)))
+        table = [dict(zip(params, np.exp(w2w_sd * row).tolist())) for row in z]
+    else:
+        table = [dict(f) if isinstance(f, dict) else {p: float(f) for p in params} for f in factors]
+        if not table:
+            raise FitError("make_wafer_campaign: give at least one wafer's factors.")
+        for k, f in enumerate(table):
+            bad = {p: v for p, v in f.items() if p not in base.d2d or not (np.isfinite(v) and v > 0)}
+            if bad:
+                raise FitError(f"make_wafer_campaign: wafer {k + 1}'s factors {bad} are not positive factors of "
+                               f"parameters of the model ({sorted(base.d2d)}).")
+    wafer_seeds = seeds[1].spawn(len(table))
+    dies, truths, records = [], [], []
+    for k, (f, ss) in enumerate(zip(table, wafer_seeds)):
+        name = f"W{k + 1:02d}"
+        laws = {p: scaled_law(lw, f[p]) if p in f else lw for p, lw in base.d2d.items()}
+        part = make_wafer(replace(base, d2d=laws), devices=devices, pulses=pulses, cycles=cycles,
+                          seed=np.random.default_rng(ss), wafer=name, effects=effects)
+        dies.extend(part.dies)
+        truths.append(part.truth)
+        records.append({"wafer": name, "factors": {p: float(v) for p, v in f.items()},
+                        "medians": {p: laws[p].median() for p in f}})
+    meta = {"preset": preset if isinstance(preset, str) else "custom", "devices": devices * len(table),
+            "devices_per_wafer": devices, "pulses": pulses, "cycles": cycles, "seed": seed, "wafer": "wafers",
+            "w2w": {"sd": float(w2w_sd) if factors is None else None, "params": list(params),
+                    "how": "drawn: exp(sd * z), z standard normal" if factors is None else "given"},
+            "wafers": records}
+    return SynthWafer(dies=dies, truth=pd.concat(truths, ignore_index=True), model=base,
+                      effects=effects or MeasurementEffects(), meta=meta)
 
 
 #: Named sets of measurement effects (``hfox-fit synth --effects``).

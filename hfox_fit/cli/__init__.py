@@ -21,8 +21,8 @@ from ..exceptions import HfoxError
 
 # Order in which commands appear in --help.
 COMMAND_MODULES = (
-    "ingest", "formats", "measurements", "info", "synth", "fit", "devices", "export", "report", "run", "demo",
-    "train_demo",
+    "ingest", "formats", "measurements", "info", "synth", "fit", "devices", "compare", "export", "report", "run",
+    "demo", "train_demo",
 )
 
 

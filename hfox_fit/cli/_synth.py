@@ -53,6 +53,17 @@ def register(subparsers) -> None:
               "'{\"m1\": {\"b_v\": 2.0, \"b_w\": 0.5}}' (ln median per V and per e-fold of width; "
               "optional \"v_ref\", \"width_ref\"; default: m1 2.0/0.5, t_star -1.5/-0.4)"),
     )
+    p.add_argument("--wafers", type=int, default=None, metavar="N",
+                   help="draw N wafers (W01, W02, ...) whose medians move from wafer to wafer; --devices is then "
+                        "the cells per wafer")
+    p.add_argument("--w2w-sd", type=float, default=None, metavar="SD",
+                   help="with --wafers: sd of the log of each wafer's factor on the median of --w2w-params "
+                        "(lognormal; default 0.1)")
+    p.add_argument("--w2w-factors", metavar="F1,F2,...", default=None,
+                   help="each wafer's factor on the median of --w2w-params, one per wafer (instead of --w2w-sd; "
+                        "sets the number of wafers)")
+    p.add_argument("--w2w-params", metavar="P1,P2", default=None,
+                   help="parameters the wafer factors move (default: m1,t_star,r0)")
 
 
 def _grid(text: str) -> tuple[list, list]:
@@ -112,6 +123,8 @@ def run_synth(args) -> int:
     effects = dataclasses.replace(effects_preset(args.effects), stuck_noise=args.stuck_noise)
     common = dict(devices=args.devices, pulses=args.pulses, cycles=args.cycles, seed=args.seed, wafer=args.wafer,
                   effects=effects)
+    if args.conditions is not None and _wants_wafers(args):
+        raise HfoxError("synth: --conditions and --wafers/--w2w-* cannot be combined; draw one or the other.")
     if args.conditions is not None:
         v_pulses, widths = _grid(args.conditions)
         slopes, v_ref, width_ref = _slopes(args.condition_law)
@@ -119,6 +132,8 @@ def run_synth(args) -> int:
                                         width_ref=width_ref, **common)
     elif args.condition_law is not None:
         raise HfoxError("synth: --condition-law needs --conditions (the grid to draw the campaign over).")
+    elif _wants_wafers(args):
+        wafer = _wafer_campaign(args, common)
     else:
         wafer = make_wafer(args.preset, **common)
     wafer.meta["effects_preset"] = args.effects
@@ -127,8 +142,8 @@ def run_synth(args) -> int:
     n_reads = sum(d.n_reads for d in wafer.dies)
     size = sum(p.stat().st_size for p in raw if p.is_file())
     print(
-        f"wrote {len(raw)} {args.format} file(s) to {out} ({len(wafer.truth.groupby(['die', 'device']))} cells"
-        f"{_condition_text(wafer)}, {n_reads:,} reads, "
+        f"wrote {len(raw)} {args.format} file(s) to {out} ({len(wafer.truth.groupby(['wafer', 'die', 'device']))} cells"
+        f"{_condition_text(wafer)}{_wafers_text(wafer)}, {n_reads:,} reads, "
         f"{size / 1e6:.1f} MB); ground truth in {out / TRUTH_NAME}"
     )
     return 0
@@ -137,3 +152,47 @@ def run_synth(args) -> int:
 def _condition_text(wafer) -> str:
     conds = wafer.meta.get("conditions")
     return f" at {len(conds)} pulse conditions" if conds else ""
+
+
+def _wants_wafers(args) -> bool:
+    return any(getattr(args, k) is not None for k in ("wafers", "w2w_sd", "w2w_factors", "w2w_params"))
+
+
+def _wafer_campaign(args, common: dict):
+    """``--wafers N --w2w-sd SD`` or ``--w2w-factors F1,F2,...``: several wafers with a known W2W shift."""
+    from ..synth import W2W_PARAMS, make_wafer_campaign
+
+    params = W2W_PARAMS
+    if args.w2w_params is not None:
+        params = tuple(x.strip() for x in args.w2w_params.split(",") if x.strip())
+        if not params:
+            raise HfoxError(f"synth: --w2w-params {args.w2w_params!r} names no parameter; e.g. 'm1,t_star,r0'.")
+    factors = None
+    if args.w2w_factors is not None:
+        if args.w2w_sd is not None:
+            raise HfoxError("synth: give --w2w-sd (drawn factors) or --w2w-factors (given ones), not both.")
+        try:
+            factors = [float(x) for x in args.w2w_factors.split(",") if x.strip()]
+        except ValueError:
+            raise HfoxError(f"synth: --w2w-factors {args.w2w_factors!r} is not a comma-separated list of numbers "
+                            "(e.g. '1,1.2,0.9').") from None
+        if not factors or any(not (f > 0) for f in factors):
+            raise HfoxError(f"synth: --w2w-factors {args.w2w_factors!r}: give one factor > 0 per wafer.")
+        if args.wafers is not None and args.wafers != len(factors):
+            raise HfoxError(f"synth: --wafers {args.wafers} but --w2w-factors gives {len(factors)} factor(s); "
+                            "give one factor per wafer.")
+    elif args.wafers is None or args.wafers < 1:
+        raise HfoxError(f"synth: --wafers must be >= 1 with --w2w-sd/--w2w-params; got {args.wafers}.")
+    sd = 0.1 if args.w2w_sd is None else args.w2w_sd
+    if not sd >= 0:
+        raise HfoxError(f"synth: --w2w-sd must be >= 0; got {args.w2w_sd}.")
+    if args.wafer != "W01":
+        raise HfoxError("synth: --wafer names one wafer; with --wafers the wafers are named W01, W02, ...")
+    common = {k: v for k, v in common.items() if k != "wafer"}
+    return make_wafer_campaign(args.preset, wafers=args.wafers or 0, w2w_sd=sd, factors=factors, params=params,
+                               **common)
+
+
+def _wafers_text(wafer) -> str:
+    records = wafer.meta.get("wafers")
+    return f" on {len(records)} wafers" if records else ""

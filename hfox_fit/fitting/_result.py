@@ -165,6 +165,7 @@ def describe_summary(s: dict, store="") -> str:
         ci_s = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
         lines.append(f"  {p:8s} {d['family']:12s} median {d['median']:.4g}{ci_s}")
     lines += _describe_conditions(s)
+    lines += _describe_wafers(s)
     pk, rt = s["pink"], s["rtn"]
     lines.append(f"pink noise: std {pk['std']:.3g}, exponent {pk['exponent']:.3g}")
     p_down = "n/a" if rt["p_down"] is None else f"{rt['p_down']:.3g}"
@@ -189,6 +190,22 @@ def _describe_conditions(s: dict) -> list:
         slope = "; ".join(f"{b} {e[b]:+.3g} +- {e[b + '_stderr']:.2g}" for b in ("b_v", "b_w")
                           if e.get(b + "_stderr") is not None)
         lines.append(f"  condition law {p:7s} ({e['scale']} median): {slope}")
+    return lines
+
+
+def _describe_wafers(s: dict) -> list:
+    """The lines on the wafers (none with one wafer): each wafer's medians, the variance shares."""
+    wafers = s.get("wafers")
+    if not wafers:
+        return []
+    lines = [f"wafers: {len(wafers)} (the laws above pool them; `hfox-fit compare STORE --wafers A B` tests two)"]
+    for w in wafers:
+        meds = ", ".join(f"{p} {d['median']:.4g}" for p, d in w.get("d2d", {}).items() if d.get("median") is not None)
+        lines.append(f"  {w['wafer']:8s} {w['n_cells']} cells: {meds}")
+    lines.append("variance shares, wafer / die / cell / cycle (- where not separable):")
+    for p, v in (s.get("variance") or {}).items():
+        shares = " / ".join("-" if v.get(k) is None else f"{v[k]:.2f}" for k in ("wafer", "die", "cell", "cycle"))
+        lines.append(f"  {p:8s} {shares} ({v.get('scale')} scale)")
     return lines
 
 

@@ -37,6 +37,7 @@ from .drift import (
 )
 from .flags import FLAG_NAMES
 from .noise import NoiseFitter
+from .wafers import add_wafers
 
 __all__ = ["CampaignFitter", "CampaignResult", "CampaignFit", "fit_die", "fit_campaign", "d2d_rows"]
 
@@ -428,6 +429,7 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, s
         "notes": notes,
     }
     add_conditions(summary, model, law_rows, conditions, params, laws_used, bootstrap, random_state)
+    add_wafers(summary, law_rows, params, laws_used, bootstrap, random_state, stage)
     summary = json_safe(summary)
 
     # arrays for validation plots

@@ -1,0 +1,302 @@
+r"""The wafer level: each wafer's D2D laws, the variance decomposition, and comparisons of medians.
+
+A campaign of several wafers is fitted as one population (the top-level ``d2d``
+laws pool the wafers). This module adds what varies from wafer to wafer:
+
+* :func:`wafer_sections`: per wafer, the D2D step rerun on that wafer's cells (the same
+  per-cell table, :func:`~hfox_fit.fitting.d2d.cell_values`, and the same per-parameter fit
+  as the per-condition laws of :mod:`~hfox_fit.fitting.conditions`, each law in the pooled
+  law's family, untruncated), with each median's bootstrap 90 % interval.
+* :func:`variance_components`: a nested random-effects ANOVA of each parameter over the
+  per-train table, wafer > die > cell > cycle, by the method of moments for unbalanced
+  data (Henderson's method I: the sums of squares between the groups of each level within
+  its parent, set equal to their expectations). A positive parameter (97 % or more of its
+  values > 0) is decomposed on the log scale, the others on the linear scale. The read
+  noise's share, the mean squared per-train stderr (on the same scale, each capped at the
+  total variance so that a few failed trains cannot swamp it), is taken from the finest level (cycle, or cell with one train per cell); negative estimates are set to 0.
+  A level that has no more groups than its parent (one wafer, one die per wafer, one train
+  per cell) cannot be told apart from it: it is reported as None and its variance is in
+  the level above (below, for the cycle level, which merges into the cell level).
+* :func:`compare_medians`: the ratio of two medians with a 90 % interval, from their
+  90 % intervals (delta method on the log medians, each half-width taken as 1.645 sd).
+
+The summary keys ``wafers`` and ``variance`` (:func:`add_wafers`) appear only when the
+campaign has two or more wafers, so a one-wafer fit's summary does not change; the
+decomposition without the wafer level is :func:`variance_components` on its table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..exceptions import FitError
+from .conditions import _FamilyFits, d2d_section
+from .d2d import cell_values
+
+__all__ = ["add_wafers", "wafer_sections", "variance_components", "compare_medians", "compare_summaries",
+           "wafer_d2d", "LEVELS"]
+
+#: The levels of the decomposition, outermost first.
+LEVELS = ("wafer", "die", "cell", "cycle")
+#: z of a two-sided 90 % interval
+_Z90 = 1.6448536269514722
+#: a parameter is decomposed on the log scale when at least this share of its values is > 0
+_POSITIVE_SHARE = 0.97
+
+
+def wafer_sections(rows: pd.DataFrame, params, pooled: dict, bootstrap: int = 200,
+                   random_state: int = 0) -> list[dict]:
+    """Per wafer (sorted by name): ``wafer``, ``n_cells``, ``n_trains``, ``n_trains_fitted``, ``d2d``, ``notes``.
+
+    ``rows`` is the D2D step's input (:func:`~hfox_fit.fitting.campaign.d2d_rows`, with ``flag``);
+    ``pooled`` maps each parameter to its pooled :class:`~hfox_fit.laws.ParameterLaw`, whose
+    family every wafer's law takes (untruncated), so that the wafers differ in location and
+    spread only. ``d2d`` is as the summary's top-level one (``median``, ``median_ci90``, ...).
+    """
+    params = list(params)
+    wafer_of = rows["wafer"].astype(str)
+    ok = rows["flag"].eq("ok").to_numpy() if "flag" in rows else np.ones(len(rows), bool)
+    cells = cell_values(rows[ok], params) if ok.any() else None
+    # untruncated, as the per-condition laws: truncation to each wafer's range would double the cost
+    families = {p: {"families": (law.family,), "truncate": False} for p, law in pooled.items() if p in params}
+    out = []
+    for k, name in enumerate(sorted(wafer_of.unique())):
+        sub = rows[wafer_of.to_numpy() == name]
+        entry = {"wafer": name, "n_cells": int(len(sub[["die", "device"]].drop_duplicates())),
+                 "n_trains": int(len(sub)), "n_trains_fitted": int(ok[wafer_of.to_numpy() == name].sum()),
+                 "d2d": {}, "notes": []}
+        mine = None if cells is None else cells[cells["wafer"].astype(str).to_numpy() == name]
+        try:
+            fits = _FamilyFits(params, families, bootstrap, random_state + 1 + k).fit(mine)
+        except FitError as err:
+            entry["notes"].append(f"no D2D law for wafer {name}: {err}")
+            out.append(entry)
+            continue
+        entry["d2d"] = d2d_section(fits, params, sub)
+        entry["notes"].extend(fits.notes_)
+        for p, d in entry["d2d"].items():
+            why = _law_misses_sample(d)
+            if why:  # a law that misses its own cells' median (few cells, a poor family): the sample's instead
+                d.update(law_median=d["median"], law_median_ci90=d.get("median_ci90"), median=d["sample_median"],
+                         median_ci90=d["sample_median_ci90"], median_from="sample")
+                entry["notes"].append(f"{p}: {why}; median and median_ci90 are the sample's")
+        out.append(entry)
+    return out
+
+
+def _law_misses_sample(d: dict) -> str | None:
+    """Why the law's median cannot stand for the wafer (it lies outside its sample median's 90 % interval)."""
+    med, ci = _num(d.get("median")), d.get("sample_median_ci90")
+    if med is None or not _ok_ci(ci) or _num(d.get("sample_median")) is None:
+        return None
+    if ci[0] <= med <= ci[1]:
+        return None
+    return (f"the {d.get('family')} law's median {med:.4g} lies outside the sample median's 90 % interval "
+            f"[{ci[0]:.4g}, {ci[1]:.4g}] (KS {d.get('ks') if d.get('ks') is None else round(d['ks'], 3)})")
+
+
+# ---------------------------------------------------------------------------- variance decomposition
+def _codes(rows: pd.DataFrame) -> list[np.ndarray]:
+    """Group codes of each row at the wafer, die and cell levels (nested: a die code is per wafer)."""
+    keys = [["wafer"], ["wafer", "die"], ["wafer", "die", "device"]]
+    return [rows.groupby(k, sort=False, observed=True).ngroup().to_numpy() for k in keys]
+
+
+def _henderson(y: np.ndarray, codes: list[np.ndarray]):
+    """Variance components of the nested levels ``codes`` (outermost first) plus the residual.
+
+    Returns (levels kept, their variances): a level with no more groups than its parent is
+    dropped (its variance lies in the parent's; the residual's, with one row per finest group,
+    in the finest kept level).
+    """
+    n = len(y)
+    all_codes = [np.zeros(n, int)] + codes + [np.arange(n)]
+    sizes = [np.bincount(c) for c in all_codes]
+    n_groups = [len(s) for s in sizes]
+    kept = [i for i in range(1, len(all_codes)) if n_groups[i] > n_groups[i - 1]]
+    if not kept:
+        return [], np.zeros(0)
+    # T_X = sum_g n_g mean_g^2; E[T_X] = N mu^2 + sum_L var_L k(X, L), k = sum_g sum_{h in L} n_gh^2 / n_g
+    def total(i):
+        return float(np.sum(np.bincount(all_codes[i], weights=y) ** 2 / sizes[i]))
+
+    def k(x, level):
+        if level <= x:  # the component's group contains the row group: n_gh = n_g
+            return float(n)
+        pair = all_codes[x].astype(np.int64) * n_groups[level] + all_codes[level]
+        n_gh = np.bincount(np.unique(pair, return_inverse=True)[1])
+        parent = np.unique(pair, return_index=True)[1]
+        return float(np.sum(n_gh.astype(float) ** 2 / sizes[x][all_codes[x][parent]]))
+
+    chain = [0] + kept
+    ss = np.array([total(chain[j + 1]) - total(chain[j]) for j in range(len(kept))])
+    coef = np.array([[k(chain[j + 1], lv) - k(chain[j], lv) for lv in kept] for j in range(len(kept))])
+    return kept, np.linalg.solve(coef, ss)
+
+
+def variance_components(rows: pd.DataFrame, params) -> dict:
+    """Per parameter, the fractions of its variance between wafers, dies, cells and cycles.
+
+    ``rows`` is the per-train table (D2D input: unflagged trains are used; ``t_star`` of the
+    censored trains is left out). Returns ``{param: {"wafer", "die", "cell", "cycle", "scale",
+    "variance", "measurement_variance", "n_trains", "n_left_out", "note"}}``; the four fractions
+    of the levels that can be told apart sum to 1, the others are None (see the module text).
+    """
+    ok = rows["flag"].eq("ok").to_numpy() if "flag" in rows else np.ones(len(rows), bool)
+    out = {}
+    for p in params:
+        if p not in rows:
+            continue
+        x = rows[p].to_numpy(float)
+        se = rows[p + "_stderr"].to_numpy(float) if p + "_stderr" in rows else np.full(len(x), np.nan)
+        use = ok & np.isfinite(x)
+        n_censored = 0
+        if p == "t_star" and "t_star_censored" in rows:
+            censored = rows["t_star_censored"].fillna(False).astype(bool).to_numpy()
+            n_censored = int((use & censored).sum())
+            use &= ~censored
+        finite = x[use]
+        log = finite.size > 0 and float(np.mean(finite > 0)) >= _POSITIVE_SHARE
+        left_out = int((use & ~(x > 0)).sum()) if log else 0
+        if log:
+            use &= x > 0
+        sub = rows[use]
+        y = np.log(x[use]) if log else x[use]
+        err = (se[use] / x[use]) if log else se[use]
+        entry = {lv: None for lv in LEVELS}
+        entry.update({"scale": "log" if log else "linear", "variance": {}, "measurement_variance": None,
+                      "n_trains": int(use.sum()), "n_left_out": left_out})
+        if y.size < 3:
+            entry["note"] = "fewer than 3 usable trains: no decomposition"
+            out[p] = entry
+            continue
+        kept, var = _henderson(y - y.mean(), _codes(sub))
+        names = [LEVELS[i - 1] for i in kept]
+        var = dict(zip(names, var.tolist()))
+        notes = []
+        finest = names[-1] if names else None
+        # a failed train's stderr can dwarf the spread of every value (a slope near 0 on the log scale):
+        # no train's error counts for more than the total variance
+        err2 = np.minimum(err[np.isfinite(err)] ** 2, float(np.var(y)))
+        if finest is not None and err2.size:
+            entry["measurement_variance"] = float(np.mean(err2))
+            var[finest] -= entry["measurement_variance"]
+            notes.append(f"the mean squared per-train stderr (each at most the total variance) is taken from "
+                         f"the {finest} level")
+        negative = [lv for lv, v in var.items() if v < 0]
+        for lv in negative:
+            var[lv] = 0.0
+        if negative:
+            notes.append(f"negative estimates set to 0: {', '.join(negative)}")
+        merged = [lv for lv in LEVELS if lv not in var]
+        if merged:
+            notes.append(f"not separable from the level next to it (one group within each parent): {', '.join(merged)}")
+        total = sum(var.values())
+        for lv, v in var.items():
+            entry[lv] = float(v / total) if total > 0 else None
+        entry["variance"] = {lv: float(v) for lv, v in var.items()}
+        entry["note"] = "; ".join([f"nested random-effects ANOVA (method of moments) on the {entry['scale']} scale"]
+                                  + notes + ([f"{left_out} value(s) <= 0 left out"] if left_out else [])
+                                  + ([f"{n_censored} censored train(s) left out: the shares are those of the breaks "
+                                      "seen, which a wafer's other laws (m1) can select"] if n_censored else []))
+        out[p] = entry
+    return out
+
+
+def add_wafers(summary: dict, rows: pd.DataFrame, params, pooled: dict, bootstrap: int = 200,
+               random_state: int = 0, stage=None) -> None:
+    """Add ``wafers`` and ``variance`` to ``summary`` when ``rows`` hold two or more wafers (else nothing).
+
+    ``stage`` (optional) is called with one line for the progress display.
+    """
+    n_wafers = rows["wafer"].astype(str).nunique() if "wafer" in rows else 0
+    if n_wafers < 2:
+        return
+    if stage is not None:
+        stage(f"pooling: wafer level ({n_wafers} wafers, {bootstrap} bootstrap replicates)")
+    wafers = wafer_sections(rows, params, pooled, bootstrap, random_state)
+    summary["wafers"] = wafers
+    summary["variance"] = variance_components(rows, params)
+    note = f"pooled over the {len(wafers)} wafers (each wafer's law: 'wafers')"
+    for d in summary.get("d2d", {}).values():
+        d["note"] = f"{d['note']}; {note}" if d.get("note") else note
+    summary.setdefault("notes", []).extend(f"wafer {w['wafer']}: {n}" for w in wafers for n in w["notes"])
+
+
+# ---------------------------------------------------------------------------- comparisons
+def compare_medians(median_a, ci_a, median_b, ci_b) -> dict:
+    """``median_b / median_a`` with a 90 % interval and whether it excludes 1.
+
+    From the two 90 % intervals, each half-width on the log scale taken as 1.645 standard
+    errors (delta method); the interval is ``ratio * exp(+-1.645 sqrt(se_a^2 + se_b^2))``.
+    Where a median or an interval is not positive the difference ``median_b - median_a`` is
+    compared with 0 instead (``scale`` says which); without an interval ``significant`` is None.
+    """
+    out = {"median_a": _num(median_a), "median_b": _num(median_b), "ratio": None, "ratio_ci90": None,
+           "significant": None, "scale": "log"}
+    if out["median_a"] is None or out["median_b"] is None:
+        out["note"] = "a median is missing"
+        return out
+    a, b = out["median_a"], out["median_b"]
+    have_ci = _ok_ci(ci_a) and _ok_ci(ci_b)
+    if a > 0 and b > 0 and (not have_ci or min(ci_a[0], ci_b[0]) > 0):
+        out["ratio"] = b / a
+        if not have_ci:
+            out["note"] = "a median has no interval: no test"
+            return out
+        se = np.hypot(*(np.log(ci[1] / ci[0]) / (2 * _Z90) for ci in (ci_a, ci_b)))
+        lo, hi = out["ratio"] * np.exp(-_Z90 * se), out["ratio"] * np.exp(_Z90 * se)
+        out["ratio_ci90"] = [float(lo), float(hi)]
+        out["significant"] = bool(lo > 1 or hi < 1)
+        return out
+    out["scale"] = "linear"
+    out["difference"] = b - a
+    if not have_ci:
+        out["note"] = "a median has no interval: no test"
+        return out
+    se = np.hypot(*((ci[1] - ci[0]) / (2 * _Z90) for ci in (ci_a, ci_b)))
+    out["difference_ci90"] = [float(b - a - _Z90 * se), float(b - a + _Z90 * se)]
+    out["significant"] = bool(out["difference_ci90"][0] > 0 or out["difference_ci90"][1] < 0)
+    out["note"] = "a median or interval is <= 0: the difference b - a is compared with 0 instead of the ratio"
+    return out
+
+
+def wafer_d2d(summary: dict, wafer: str | None) -> dict:
+    """The ``d2d`` section of ``wafer`` in a fit summary (the pooled one for None); FitError naming the wafers."""
+    if wafer is None:
+        return summary.get("d2d", {})
+    entries = {str(w["wafer"]): w for w in summary.get("wafers") or []}
+    if str(wafer) not in entries:
+        have = ", ".join(sorted(entries)) or "none (the fit has one wafer; fit again with this version for more)"
+        raise FitError(f"no wafer {wafer!r} in the fit; its wafers: {have}.")
+    return entries[str(wafer)].get("d2d", {})
+
+
+def compare_summaries(summary_a: dict, summary_b: dict, wafer_a: str | None = None,
+                      wafer_b: str | None = None) -> dict:
+    """Compare every parameter the two D2D sections share: ``{"parameters": {name: compare_medians(...)}}``."""
+    da, db = wafer_d2d(summary_a, wafer_a), wafer_d2d(summary_b, wafer_b)
+    shared = [p for p in da if p in db]
+    if not shared:
+        raise FitError("the two fits share no D2D parameter to compare.")
+    params = {}
+    for p in shared:
+        ea, eb = da[p], db[p]
+        params[p] = compare_medians(ea.get("median"), ea.get("median_ci90"), eb.get("median"), eb.get("median_ci90"))
+    return {"parameters": params,
+            "note": ("ratio = median_b / median_a; 90 % interval by the delta method on the log medians, each "
+                     "median's 90 % interval half-width taken as 1.645 standard errors; significant: the "
+                     "interval excludes 1")}
+
+
+def _num(x):
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
+def _ok_ci(ci) -> bool:
+    return ci is not None and len(ci) == 2 and all(_num(c) is not None for c in ci) and ci[1] > ci[0]
