@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_condition_medians", "plot_condition_mean_w", "CONDITION_COLOURS", "format_width"]
+__all__ = ["plot_condition_medians", "plot_condition_mean_w", "CONDITION_COLOURS", "format_width", "width_unit"]
 
 #: One colour (and marker) per series of conditions, in order.
 CONDITION_COLOURS = ("#1f5fa8", "#e07b00", "#2a9d4b", "#8e44ad", "#c0392b", "#16a085", "#7f6000", "#555555")
@@ -22,6 +22,17 @@ def _axes(ax, **kw):
 
         _, ax = plt.subplots(**kw)
     return ax
+
+
+def width_unit(seconds) -> tuple[float, str]:
+    """``(factor, unit)`` that shows pulse widths of this size (the smallest given) as plain numbers: 1e-6, "µs"."""
+    s = np.asarray(seconds, float)
+    s = s[np.isfinite(s) & (s > 0)]
+    smallest = float(s.min()) if s.size else 1.0
+    for factor, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
+        if smallest >= factor * 0.1 * (1 - 1e-9):
+            return factor, unit
+    return 1e-9, "ns"
 
 
 def format_width(seconds: float) -> str:

@@ -25,6 +25,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .._plot_conditions import format_width, width_unit
 from ..exceptions import FitError
 from ._collect import _pad
 from ._html import _fmt
@@ -69,8 +70,6 @@ class ConditionWatch:
 
 
 def _name(v, w) -> str:
-    from .._plot_conditions import format_width
-
     return "unknown condition" if v is None or w is None else f"{v:g} V, {format_width(w)}"
 
 
@@ -136,13 +135,13 @@ def _table(conds, params, units, law, tables) -> None:
                          "spread": (e.get("spread") or {}).get("choice")})
     tables["conditions"] = {"name": TABLE_NAME, "params": params, "units": {p: units.get(p, "") for p in params},
                             "rows": rows, "law": law_rows, "v_ref": law.get("v_ref"), "width_ref": law.get("width_ref"),
+                            "reference": (f"V_ref = {law['v_ref']:g} V, w_ref = {format_width(law['width_ref'])}"
+                                          if law.get("v_ref") is not None and law.get("width_ref") else None),
                             "factors": law.get("factors"), "law_note": law.get("note")}
 
 
 # ---------------------------------------------------------------------------------------- medians
 def _medians_figure(known, law, params, units, metrics, figs, notes) -> None:
-    from .._plot_conditions import format_width
-
     v = np.array([c["v_pulse"] for c in known], float)
     w = np.array([c["pulse_width"] for c in known], float)
     vary_v, vary_w = len(np.unique(v)) > 1, len(np.unique(w)) > 1
@@ -192,7 +191,9 @@ def _medians_figure(known, law, params, units, metrics, figs, notes) -> None:
         from ..plotting import axis_label, plot_condition_medians
 
         axes = parameter_axes(fig, 1, len(params))[0]
-        xlabel = "V_pulse (V)" if x_factor == "v_pulse" else axis_label("pulse width", "s")
+        # widths along the axis in a unit that reads (µs rather than 1e-06 s)
+        xf, xunit = (1.0, "V") if x_factor == "v_pulse" else width_unit(x)
+        xlabel = "V_pulse (V)" if x_factor == "v_pulse" else axis_label("pulse width", xunit)
         labels = {s: label_of(s) for s in dict.fromkeys(series.tolist())}
         for ax, p in zip(axes, params):
             it = entry["params"][p]
@@ -200,9 +201,9 @@ def _medians_figure(known, law, params, units, metrics, figs, notes) -> None:
             hi = [i[1] if i else np.nan for i in it["ci90"]]
             lines = None
             if it["line"] is not None:
-                lines = {s: (it["line"]["x"], it["line"]["y"][labels[s]]) for s in labels}
+                lines = {s: (np.asarray(it["line"]["x"]) / xf, it["line"]["y"][labels[s]]) for s in labels}
             med = [m if m is not None else np.nan for m in it["median"]]
-            plot_condition_medians(x, med, lo, hi, series, lines=lines, series_labels=labels, name=p,
+            plot_condition_medians(x / xf, med, lo, hi, series, lines=lines, series_labels=labels, name=p,
                                    unit=it["unit"], log=it["log_axis"], xlabel=xlabel,
                                    xlog=x_factor == "pulse_width", ax=ax,
                                    title=p + ("" if it["law"] is not None else " (no condition law)"),
@@ -234,8 +235,6 @@ def _medians_figure(known, law, params, units, metrics, figs, notes) -> None:
 
 # ---------------------------------------------------------------------------------------- mean w
 def _mean_w_figure(watch, col, known, model, seed, metrics, figs, notes) -> None:
-    from .._plot_conditions import format_width
-
     if watch is None or not col.w_meas:
         notes.append("pulse conditions: no usable cell to compare: no mean-w figure.")
         return

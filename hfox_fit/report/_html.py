@@ -235,8 +235,8 @@ def _conditions_html(c):
             + [med(r["medians"][p]) for p in c["params"]] for r in c["rows"]]
     out = [f"<h3>{e(c['name'])}: each condition's D2D medians [90 % interval]</h3>", _table(head, rows)]
     if c.get("law"):
-        out.append(f"<p>Condition law, ln median = a + b_v (V − V_ref) + b_w ln(w / w_ref) with V_ref = "
-                   f"{_fmt(c.get('v_ref'))} V, w_ref = {_fmt(c.get('width_ref'))} s (± one standard error):</p>")
+        out.append(f"<p>Condition law, ln median = a + b_v (V − V_ref) + b_w ln(w / w_ref) (the median itself on the "
+                   f"linear scale), {e(c.get('reference') or '')}; ± one standard error:</p>")
         pm = [[e(r["param"]), e(str(r.get("scale") or "–")),
                *(_fmt(r.get(k), 4) + (f" ± {_fmt(r.get(k + '_stderr'), 2)}" if r.get(k + "_stderr") is not None else "")
                  for k in ("a", "b_v", "b_w")), _fmt(r.get("birge_ratio"), 3), e(str(r.get("spread") or "–")),
