@@ -110,7 +110,7 @@ def conditions_section(watch, col, summary, model, pnames, units, seed, metrics,
         notes.append("pulse conditions: fewer than two known conditions; no condition figures.")
         return
     _medians_figure(known, law, params, units, metrics, figs, notes)
-    _mean_w_figure(watch, col, known, model, seed, metrics, figs, notes)
+    _mean_w_figure(watch, col, known, model, params, seed, metrics, figs, notes)
 
 
 # ---------------------------------------------------------------------------------------- the table
@@ -183,6 +183,7 @@ def _medians_figure(known, law, params, units, metrics, figs, notes) -> None:
         entry["params"][p] = item
     metrics["figures"]["condition_medians"] = entry
     no_law = [p for p in params if entry["params"][p]["law"] is None]
+    bare = [c for c in known if not c.get("d2d")]
     if not law:
         notes.append("pulse conditions: the summary has no condition_law (see its notes): the medians are drawn "
                      "without a law through them.")
@@ -228,13 +229,15 @@ def _medians_figure(known, law, params, units, metrics, figs, notes) -> None:
                f"itself for a parameter that may be <= 0, linear axis). Slopes ± one standard error (scaled by the "
                f"Birge ratio where the medians scatter more than their intervals): {laws}.{fixed}"
                + (f" No law is drawn for {', '.join(no_law)}." if no_law else "")
+               + (f" No D2D law (no marker) at {'; '.join(_name(c['v_pulse'], c['pulse_width']) for c in bare)}: see "
+                  "the table's notes." if bare else "")
                + f" Each condition's medians and intervals are listed in the '{TABLE_NAME}' table under Fit "
                "tables and in metrics.json.")
     figs["condition_medians"] = (draw, parameter_figsize(len(params), 3.5), caption)
 
 
 # ---------------------------------------------------------------------------------------- mean w
-def _mean_w_figure(watch, col, known, model, seed, metrics, figs, notes) -> None:
+def _mean_w_figure(watch, col, known, model, params, seed, metrics, figs, notes) -> None:
     if watch is None or not col.w_meas:
         notes.append("pulse conditions: no usable cell to compare: no mean-w figure.")
         return
@@ -292,6 +295,8 @@ def _mean_w_figure(watch, col, known, model, seed, metrics, figs, notes) -> None
             item["final_diff"] = float(diff[last])
     unmatched = len(ids) - n_matched
     entry["unmatched_cell_cycles"] = int(unmatched)
+    law = model.condition_law
+    entry["moved_by_condition_law"] = [p for p in params if law is not None and "a" in law.params.get(p, {})]
     if unmatched:
         notes.append(f"pulse conditions: {unmatched:,} usable cell-cycle(s) of the report have no known condition "
                      "among the summary's and are left out of the mean-w figure.")
@@ -321,10 +326,21 @@ def _mean_w_figure(watch, col, known, model, seed, metrics, figs, notes) -> None
                "that condition (dashed; DeviceModel.at, its laws moved by the condition law, simulated for the same "
                "cells, cycles, pulse counts and missing reads)"
                + ("; one panel per pulse width, one colour per amplitude." if by_width else ".")
+               + _moved_text(entry["moved_by_condition_law"], params)
                + (f" Largest |measured - simulated| of the mean: {_fmt(worst['max_abs_diff'], 3)} at {worst['label']}."
                   if worst else "")
                + " The curves and each condition's differences are in metrics.json.")
     figs["condition_mean_w"] = (draw, parameter_figsize(len(widths) if by_width else 1, 3.8), caption)
+
+
+def _moved_text(moved, params) -> str:
+    if len(moved) == len(params):
+        return ""
+    if not moved:
+        return (" The condition law moves none of the drift laws (see the notes of 'condition_law'): the model is the "
+                "same pooled one at every condition.")
+    return (f" The condition law moves {', '.join(moved)}; the laws of {', '.join(p for p in params if p not in moved)} "
+            "are the same at every condition.")
 
 
 def _simulate_like(model, ids: pd.DataFrame, n_pulses: int, rng) -> np.ndarray:

@@ -226,13 +226,18 @@ def _conditions_html(c):
 
     def med(m):
         ci = m.get("ci90")
+        if m.get("median") is None:
+            return "–"
         return _fmt(m.get("median")) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else " (no interval)")
 
     units = c.get("units", {})
     head = ["condition", "cells", "trains fitted"] + [
         f"median {p}" + (f" ({units[p]})" if units.get(p) not in (None, "", "1") else "") for p in c["params"]]
+    noted = any(r.get("note") for r in c["rows"])
+    head += ["note"] if noted else []
     rows = [[e(r["condition"]), _fmt(r.get("n_cells")), _fmt(r.get("n_trains_fitted"))]
-            + [med(r["medians"][p]) for p in c["params"]] for r in c["rows"]]
+            + [med(r["medians"][p]) for p in c["params"]] + ([e(r.get("note") or "")] if noted else [])
+            for r in c["rows"]]
     out = [f"<h3>{e(c['name'])}: each condition's D2D medians [90 % interval]</h3>", _table(head, rows)]
     if c.get("law"):
         out.append(f"<p>Condition law, ln median = a + b_v (V − V_ref) + b_w ln(w / w_ref) (the median itself on the "
@@ -241,7 +246,8 @@ def _conditions_html(c):
                *(_fmt(r.get(k), 4) + (f" ± {_fmt(r.get(k + '_stderr'), 2)}" if r.get(k + "_stderr") is not None else "")
                  for k in ("a", "b_v", "b_w")), _fmt(r.get("birge_ratio"), 3), e(str(r.get("spread") or "–")),
                e(r.get("note") or "")] for r in c["law"]]
-        out.append(_table(["parameter", "scale", "a", "b_v (1/V)", "b_w", "Birge ratio", "spread", "note"], pm,
+        out.append(_table(["parameter", "scale", "a", "b_v (per V)", "b_w (per e-fold of width)", "Birge ratio", "spread",
+                           "note"], pm,
                           left=2))
     return "".join(out)
 

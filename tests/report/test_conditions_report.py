@@ -206,3 +206,21 @@ def test_each_condition_is_simulated_from_the_model_at_it_with_its_cells_and_pul
     at = {(c[0]["v_pulse"], c[0]["pulse_width"]): c[1:] for c in calls if c[0]}
     for c in res.metrics["figures"]["condition_mean_w"]["conditions"]:
         assert at[(c["v_pulse"], c["pulse_width"])] == (c["n_cells"], 250, 1)
+
+
+def test_a_condition_without_laws_and_a_parameter_without_a_law_are_said(condition_report, tmp_path):
+    wafer, fit, _, _ = condition_report
+    summary = fit.summary()
+    summary["conditions"][0]["d2d"] = {}
+    summary["conditions"][0]["notes"] = ["no D2D law at v_pulse 1.15 V, width 5e-07 s: no finite t_star"]
+    summary["condition_law"]["params"]["m1"] = {"note": "no condition law: no median interval for m1"}
+    res = build_report(wafer.dies, fit.cells, summary, fit.model, tmp_path, figures=False)
+    entry = res.metrics["figures"]["condition_medians"]
+    assert entry["params"]["m1"]["median"][0] is None and entry["params"]["m1"]["law"] is None
+    assert entry["params"]["t_star"]["law"] is not None
+    assert "No law is drawn for m1." in entry["caption"]
+    assert "m1: no condition law: no median interval for m1" in entry["caption"]
+    assert "No D2D law (no marker) at 1.15 V, 500 ns" in entry["caption"]
+    row = res.metrics["tables"]["conditions"]["rows"][0]
+    assert "no finite t_star" in row["note"]
+    assert "no finite t_star" in res.html.read_text(encoding="utf-8")
