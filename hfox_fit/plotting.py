@@ -14,6 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._plot_conditions import (
+    CONDITION_COLOURS,
+    format_width,
+    plot_condition_mean_w,
+    plot_condition_medians,
+)
 from ._plot_maps import FLAG_COLOURS, plot_array_map, plot_die_map
 
 __all__ = [
@@ -34,6 +40,10 @@ __all__ = [
     "plot_die_map",
     "plot_array_map",
     "FLAG_COLOURS",
+    "plot_condition_medians",
+    "plot_condition_mean_w",
+    "CONDITION_COLOURS",
+    "format_width",
     "axis_label",
     "scale_unit",
 ]

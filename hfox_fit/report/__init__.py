@@ -40,6 +40,7 @@ from .._version import __version__
 from ..exceptions import ReportError
 from ..laws import get_law
 from ._collect import _OPTIONAL, _check_inputs, _collect, _prepare_out_dir, die_coordinates
+from ._conditions import ConditionWatch, conditions_section, summary_conditions
 from ._html import FIGURES, _html, _render
 from ._maps import _die_map_section
 from ._sections import _noise_section, _parameter_section, _population_section
@@ -158,6 +159,9 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
     notes = []
     stage = progress or (lambda text: None)
 
+    watch = ConditionWatch() if summary_conditions(summary) else None  # each train's pulse condition
+    if watch is not None:
+        dies = watch.watch(dies)
     stage("reading the measurements and simulating the fitted population")
     col, usable, flag = _collect(dies, cells, model, rng_sub=rng_sub, rng_sim=rng_sim,
                                  max_population_cells=max_population_cells,
@@ -225,6 +229,7 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
         training_section(training, metrics, figs, notes)
     tables = _tables(summary, cells, usable, flag_counts, metrics, model, units, notes)
     metrics["tables"] = tables
+    conditions_section(watch, col, summary, model, pnames, units, seed, metrics, figs, tables, notes)
 
     for name, (_, _, caption) in figs.items():
         metrics["figures"][name]["caption"] = caption

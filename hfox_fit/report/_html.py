@@ -18,7 +18,8 @@ from ._collect import _NO_COORDS
 from ._layout import legends_off_data, legible, ticks_apart
 
 #: Figure names (PNG file stems) in page order.
-FIGURES = ("traces", "band", "ecdf", "parameters", "pairs", "c2c", "noise", "die_map", "array_map", "training")
+FIGURES = ("traces", "band", "ecdf", "parameters", "pairs", "c2c", "condition_medians", "condition_mean_w", "noise",
+           "die_map", "array_map", "training")
 
 
 def _beyond(mass, extrapolated):
@@ -111,6 +112,8 @@ _TITLES = {
     "parameters": "D2D parameters: histograms and QQ plots",
     "pairs": "Parameter correlations",
     "c2c": "Cycle-to-cycle variation",
+    "condition_medians": "Pulse conditions: medians and the condition law",
+    "condition_mean_w": "Pulse conditions: mean w, measured vs the model at each condition",
     "noise": "Noise: spectrum, autocorrelation, RTN dwell times",
     "die_map": "Die map",
     "array_map": "Array map: cells by row and column",
@@ -217,6 +220,38 @@ def _flagged_html(flagged, gof):
     return "".join(out) + head + _table(["wafer/die/device", "cycle", "flag", "reason"], rows, left=4)
 
 
+def _conditions_html(c):
+    """The per-condition medians (with their 90 % intervals) and the condition law's slopes."""
+    e = html.escape
+
+    def med(m):
+        ci = m.get("ci90")
+        if m.get("median") is None:
+            return "–"
+        return _fmt(m.get("median")) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else " (no interval)")
+
+    units = c.get("units", {})
+    head = ["condition", "cells", "trains fitted"] + [
+        f"median {p}" + (f" ({units[p]})" if units.get(p) not in (None, "", "1") else "") for p in c["params"]]
+    noted = any(r.get("note") for r in c["rows"])
+    head += ["note"] if noted else []
+    rows = [[e(r["condition"]), _fmt(r.get("n_cells")), _fmt(r.get("n_trains_fitted"))]
+            + [med(r["medians"][p]) for p in c["params"]] + ([e(r.get("note") or "")] if noted else [])
+            for r in c["rows"]]
+    out = [f"<h3>{e(c['name'])}: each condition's D2D medians [90 % interval]</h3>", _table(head, rows)]
+    if c.get("law"):
+        out.append(f"<p>Condition law, ln median = a + b_v (V − V_ref) + b_w ln(w / w_ref) (the median itself on the "
+                   f"linear scale), {e(c.get('reference') or '')}; ± one standard error:</p>")
+        pm = [[e(r["param"]), e(str(r.get("scale") or "–")),
+               *(_fmt(r.get(k), 4) + (f" ± {_fmt(r.get(k + '_stderr'), 2)}" if r.get(k + "_stderr") is not None else "")
+                 for k in ("a", "b_v", "b_w")), _fmt(r.get("birge_ratio"), 3), e(str(r.get("spread") or "–")),
+               e(r.get("note") or "")] for r in c["law"]]
+        out.append(_table(["parameter", "scale", "a", "b_v (per V)", "b_w (per e-fold of width)", "Birge ratio", "spread",
+                           "note"], pm,
+                          left=2))
+    return "".join(out)
+
+
 def _tables_html(tables):
     e = html.escape
     out = ["<h2 id='tables'>Fit tables</h2>"]
@@ -261,6 +296,8 @@ def _tables_html(tables):
                        "median of fitted cells", "median per-cell stderr", "KS (fit)", "KS (this report)",
                        "law's mass beyond the longest train"],
                       rows, left=5))
+    if tables.get("conditions"):
+        out.append(_conditions_html(tables["conditions"]))
     c = tables["correlation"]
     out.append("<h3>Correlation (fit summary)</h3><div style='display:flex;gap:30px;flex-wrap:wrap'>"
                f"<div><b>Spearman</b>{_matrix(c['names'], c['spearman'])}</div>"

@@ -77,3 +77,68 @@ def small_report(small_wafer, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     res = build_report(small_wafer.dies, cells, summary, model, out, store_name="small.h5", seed=1)
     return res, cells, summary, model
+
+
+#: The true condition law of :func:`condition_campaign`: m1 grows, t* falls with amplitude and width.
+CONDITION_SLOPES = {"m1": {"b_v": 2.0, "b_w": 0.5}, "t_star": {"b_v": -1.5, "b_w": -0.4}}
+
+
+def condition_model():
+    """The paper's model with m1 and t* lognormal (s = 0.25) and t* well inside 250 pulses at every condition."""
+    from dataclasses import replace
+
+    from hfox_fit.laws import ParameterLaw
+    from hfox_fit.model import preset_model
+
+    base = preset_model("paper")
+    return replace(base, d2d={**base.d2d,
+                              "m1": ParameterLaw("lognorm", {"s": 0.25, "loc": 0.0, "scale": 5e-4}, (5e-5, 7.6e-3)),
+                              "t_star": ParameterLaw("lognorm", {"s": 0.25, "loc": 0.0, "scale": 110.0},
+                                                     (20.0, 2000.0))})
+
+
+def caught_report(build, *args, **kwargs):
+    """``(result, figures)``: what ``build(*args, **kwargs)`` returns and the figures it saved, by file stem."""
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
+    caught = {}
+    save = Figure.savefig
+
+    def spy(self, fname, *a, **k):
+        save(self, fname, *a, **k)
+        caught[Path(fname).stem] = self
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(Figure, "savefig", spy)
+    try:
+        res = build(*args, **kwargs)
+    finally:
+        patch.undo()
+    return res, caught
+
+
+@pytest.fixture(scope="session")
+def condition_report(tmp_path_factory):
+    """A campaign at 4 pulse conditions (2 amplitudes x 2 widths, 64 cells each, 250 pulses) in a store,
+    fitted, saved and reported from the store: ``(wafer, fit, result, figures)``."""
+    from hfox_fit.fitting import CampaignResult, fit_campaign
+    from hfox_fit.report import report_store
+    from hfox_fit.schema import dies_to_table
+    from hfox_fit.store import CampaignStore
+    from hfox_fit.synth import make_condition_campaign
+
+    tmp = tmp_path_factory.mktemp("conditions")
+    wafer = make_condition_campaign(condition_model(), CONDITION_SLOPES, v_pulses=(1.15, 1.35),
+                                    pulse_widths=(0.5e-6, 2e-6), devices=64, pulses=250, seed=5)
+    store = CampaignStore(tmp / "conditions.h5")
+    store.ingest_table(dies_to_table(wafer.dies), name="synthetic")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_campaign(store.iter_dies(), law="two_slope", bootstrap=100).save(store)
+    fit = CampaignResult.load(store)
+    res, figs = caught_report(report_store, store.path, tmp / "report", seed=1)
+    return wafer, fit, res, figs

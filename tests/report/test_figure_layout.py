@@ -39,9 +39,9 @@ def _caught_figures(monkeypatch, *args, **kwargs) -> dict:
 
 
 @pytest.fixture(scope="module")
-def report_figures(tmp_path_factory):
-    """The figures of two reports: dies with positions (die map) and without (array map)."""
-    out = {}
+def report_figures(tmp_path_factory, condition_report):
+    """The figures of three reports: dies with positions (die map), without (array map), at 4 pulse conditions."""
+    out = {f"conditions:{k}": v for k, v in condition_report[3].items()}
     for name, coords in (("with_coords", True), ("no_coords", False)):
         w = make_wafer("paper", devices=1100, pulses=300, seed=3)
         if coords:
@@ -79,7 +79,8 @@ def _overlaps(boxes, gap=2.0):
 
 def test_the_reports_have_the_figures_measured_here(report_figures):
     names = {k.split(":")[1] for k in report_figures}
-    assert {"traces", "band", "ecdf", "parameters", "pairs", "noise", "die_map", "array_map"} <= names
+    assert {"traces", "band", "ecdf", "parameters", "pairs", "noise", "die_map", "array_map", "condition_medians",
+            "condition_mean_w"} <= names
 
 
 def test_no_tick_labels_overlap(report_figures):
