@@ -81,6 +81,8 @@ def d2d_section(d2d, params, cells: pd.DataFrame) -> dict:
     out = {}
     for p in params:
         f = d2d.fits_.get(p)
+        if f is None and p not in d2d.laws_:  # no law for it in this group (its notes say why)
+            continue
         if f is not None:
             out[p] = f.to_dict()
         else:
@@ -124,8 +126,10 @@ class _FamilyFits:
                                     guard=choice.get("families", ("expon",))[0] == "expon", **choice)
             except FitError as err:
                 law, why = fallback_law(cells[p].to_numpy(), str(err))
-                if law is None:
-                    raise FitError(f"no D2D law for {p!r}: no finite value among the unflagged cells") from err
+                if law is None:  # e.g. every break censored here: the other parameters keep their laws
+                    self.notes_.append(f"D2D {p}: no finite value among this group's unflagged cells (every "
+                                       "train censored, or the parameter never fitted): no law for it here")
+                    continue
                 self.notes_.append(f"D2D {p}: {why}")
                 self.laws_[p] = law
                 continue
@@ -135,6 +139,8 @@ class _FamilyFits:
                     f"the family was chosen once over every condition's cells (each scaled to its condition's "
                     f"median), where {', '.join(tied)} are within 2 AIC of each other")]))
             self.fits_[p], self.laws_[p] = fit, fit.law
+        if not self.laws_:
+            raise FitError("no parameter has a finite value among the unflagged cells")
         return self
 
 

@@ -246,3 +246,31 @@ def test_the_checkpoint_carries_the_condition_law_and_the_array_takes_a_conditio
     # a model without a condition law writes no such key: checkpoints of one condition (and older ones) are unchanged
     plain = export_checkpoint(replace(fit.model, condition_law=None), tmp_path / "plain.pt", provenance={})
     assert load_checkpoint(plain)[0].condition_law is None
+
+
+def test_a_condition_whose_breaks_are_all_censored_keeps_its_other_laws(amplitude_only):
+    """t* (and m2) unknown at one condition: that condition still has its m1, c1, r0 laws and the m1 law moves."""
+    import pandas as pd
+
+    from hfox_fit.fitting.campaign import d2d_rows
+    from hfox_fit.fitting.conditions import ConditionFitter
+
+    wafer, fit = amplitude_only
+    rows = d2d_rows(fit.to_dataframe(), "two_slope").copy()
+    def per_cell(a, d):  # one value per cell (the grid holds each cell at one condition)
+        return np.asarray(a, float).reshape(len(d.devices), -1)[:, 0]
+
+    conditions = pd.concat([pd.DataFrame({"wafer": d.wafer, "die": d.die, "device": d.devices,
+                                          "v_pulse": per_cell(d.v_pulse, d), "pulse_width": per_cell(d.pulse_width, d)})
+                            for d in wafer.dies])
+    conditions = rows[["wafer", "die", "device", "cycle"]].merge(conditions, on=["wafer", "die", "device"])
+    high = rows[["wafer", "die", "device"]].merge(conditions, how="left")["v_pulse"].to_numpy() == 1.5
+    for c in [c for c in rows.columns if c.startswith(("t_star", "m2"))]:
+        rows[c] = rows[c].where(~high, False if rows[c].dtype == bool else np.nan)
+    cf = ConditionFitter(["m1", "t_star", "m2", "c1", "r0"], bootstrap=50).fit(rows, conditions)
+    high_group = next(g for g in cf.groups_ if g["v_pulse"] == 1.5)
+    assert {"m1", "c1", "r0"} <= set(high_group["d2d"]) and "t_star" not in high_group["d2d"]
+    assert any("t_star" in n for n in high_group["notes"])
+    law = cf.law_summary_["params"]
+    assert "b_v" in law["m1"] and law["m1"]["b_v"] > 0
+    assert "b_v" not in law["t_star"] and "note" in law["t_star"]
