@@ -40,7 +40,7 @@ from .._version import __version__
 from ..exceptions import ReportError
 from ..laws import get_law
 from ._collect import _OPTIONAL, _check_inputs, _collect, _prepare_out_dir, die_coordinates
-from ._conditions import ConditionWatch, conditions_section, summary_conditions
+from ._conditions import conditions_section, summary_conditions
 from ._html import FIGURES, _html, _render
 from ._maps import _die_map_section
 from ._sections import _noise_section, _parameter_section, _population_section
@@ -159,8 +159,11 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
     notes = []
     stage = progress or (lambda text: None)
 
-    watch = ConditionWatch() if summary_conditions(summary) else None  # each train's pulse condition
-    if watch is not None:
+    watch = None
+    if summary_conditions(summary):  # each train's pulse condition, noted as the dies are read
+        from ..fitting.conditions import ConditionRecorder  # here: hfox_fit.fitting loads lmfit
+
+        watch = ConditionRecorder()
         dies = watch.watch(dies)
     stage("reading the measurements and simulating the fitted population")
     col, usable, flag = _collect(dies, cells, model, rng_sub=rng_sub, rng_sim=rng_sim,

@@ -15,7 +15,8 @@ pulse conditions, :mod:`hfox_fit.fitting.conditions`):
 
 The per-condition medians also go to ``metrics["tables"]["conditions"]`` (the page's
 "Pulse conditions" table). Each train's condition is recorded from the dies as the
-report reads them (:class:`ConditionWatch`), so the dies are still read once.
+report reads them (:class:`hfox_fit.fitting.conditions.ConditionRecorder`), so the dies are still
+read once.
 """
 
 from __future__ import annotations
@@ -46,27 +47,6 @@ def summary_conditions(summary) -> list:
     """The summary's ``conditions`` when it has two or more, else ``[]``."""
     conds = summary.get("conditions") if isinstance(summary, dict) else None
     return list(conds) if isinstance(conds, list) and len(conds) >= 2 else []
-
-
-class ConditionWatch:
-    """Records the pulse condition of every train of the dies that pass through :meth:`watch`."""
-
-    def __init__(self):
-        self._parts = []
-
-    def watch(self, dies):
-        """Yield ``dies`` unchanged, noting each train's ``v_pulse`` and ``pulse_width`` on the way."""
-        from ..fitting.conditions import train_conditions  # here: hfox_fit.fitting loads lmfit
-
-        for die in dies:
-            if hasattr(die, "v_pulse") and hasattr(die, "pulse_width"):
-                self._parts.append(train_conditions(die))
-            yield die
-
-    def table(self) -> pd.DataFrame:
-        if not self._parts:
-            return pd.DataFrame({k: [] for k in ("wafer", "die", "device", "cycle", "v_pulse", "pulse_width")})
-        return pd.concat(self._parts, ignore_index=True)
 
 
 def _name(v, w) -> str:
