@@ -79,15 +79,15 @@ Two ways, either suffices:
    * ``trend``: a weighted straight line through the block means, times the
      span (the most precise for a slow, steady drift).
 
-   The train is stuck when both upper bounds, ``estimate + stuck_z *
-   stderr``, are below ``r_min``, the smallest rise expected of a working
-   cell: the larger of ``stuck_rise`` (0.01 in ``w``) and ``stuck_fraction``
-   times the die's slow-but-working rise (5th percentile of the rises of its
-   trains that clearly drift, when the die's trains are resolved: see
-   :func:`_typical_rise`), and when ``r_min`` is at least ``_POWER`` = 2
-   standard errors of both estimates. So a flag needs evidence: where the
-   noise over the train cannot tell a slow working cell from a stuck one,
-   the no-drift test flags nothing and only the quiet path can.
+   The train is stuck when both ``estimate + stuck_z * stderr`` are below
+   ``r_min``, the smallest rise expected of a working cell: the larger of
+   ``stuck_rise`` (0.01 in ``w``) and ``stuck_fraction`` times the die's
+   slow-but-working rise (5th percentile of the rises of its trains that
+   clearly drift, when the die's trains are resolved: see
+   :func:`_typical_rise`), and when ``r_min`` is at least ``stuck_power``
+   (1) standard errors of both estimates. So a flag needs evidence: where
+   the noise over the train cannot tell a slow working cell from a stuck
+   one, the no-drift test flags nothing and only the quiet path can.
 
    Train length: the test needs at least 6 blocks (``STUCK_SKIP + 6 *
    STUCK_BLOCK`` = 208 pulses). With the reference model's pink noise (std
@@ -95,24 +95,35 @@ Two ways, either suffices:
    about 0.004 whatever the length (64 reads at the start) and that of the
    ``trend`` about ``0.031 * sqrt(12 / n)`` over ``n`` reads: over 100
    pulses (0.012) a slow cell (``m1 = 3.74e-5`` rises by 0.004) and a stuck
-   one cannot be told apart and nothing is flagged; over 300 pulses neither
-   preset reaches the 2 standard errors either; the test starts to flag
-   around 500 pulses and is meant for trains of about 1000 pulses or more.
+   one cannot be told apart and nothing is flagged; over 300 pulses the
+   noisy stuck cells of the ``paper`` preset are not flagged either; the
+   test starts to flag around 500 pulses and is meant for trains of about
+   1000 pulses or more.
 
-   Limits, measured with the defaults on 1000-pulse trains and 5 % noisy
-   stuck cells (``tests/fitting/test_flags.py``): ``wafer_b`` (2 x 4096
-   cells) recall 100 %, 0.01 % of the working cells flagged (cells that rise
-   early, ``t*`` near 60, then stop). ``paper`` (12 x 2048 cells): recall
-   63-81 %, precision 95-99 %, 0.05-0.16 % of the working cells flagged; at
-   2000 pulses recall 89-94 %. The ``paper`` D2D laws make some working
-   cells drift less than the noise resolves (``t*`` near its lower bound of
-   41 pulses followed by ``m2`` near 0: about 0.1 % of its cells rise by less
-   than 0.01 in ``w`` from pulse 17 to 1000, 0.9 % by less than 0.02, while a
-   stuck train's rise scatters by about 0.004), so more recall there costs
-   false flags on those cells: ``stuck_rise`` and ``stuck_z`` move that
-   trade-off (``stuck_rise=0.02``: recall 90-99 %, 0.4-1.2 % of the working
-   cells flagged). Quiet stuck cells are found at any length (recall 100 %
-   on both presets, 100 to 2000 pulses).
+   Limits, measured with the defaults on 2048-cell wafers with 5 % noisy
+   stuck cells (``tests/fitting/test_flags.py``; seeds 303-315 at 1000
+   pulses, 303-306 otherwise):
+
+   ===========  ======  ===============  ==================  ===========================
+   preset       pulses  recall           precision           working cells flagged (max)
+   ===========  ======  ===============  ==================  ===========================
+   ``paper``    1000    mean 91 %,       mean 95.5 %,        0.47 %
+                        worst 88.5 %     worst 90 %
+   ``paper``    500     mean 82 %        mean 89 %           0.62 %
+   ``paper``    300     0                (none flagged)      0
+   ``wafer_b``  1000    100 %            worst 98.8 %        0.05 %
+   ===========  ======  ===============  ==================  ===========================
+
+   The ``paper`` D2D laws make some working cells drift less than the noise
+   resolves (``t*`` near 100 pulses after an ``m1`` near its lower bound,
+   then ``m2`` near 0: their whole rise is 0.003-0.02 in ``w``, while a
+   stuck train's rise scatters by about 0.004): those are the working cells
+   flagged, and they program almost as little as a stuck cell. ``stuck_z``
+   and ``stuck_power`` move the trade-off: the earlier defaults
+   (``stuck_z=1, stuck_power=2``) found 63-81 % of the noisy stuck cells at
+   1000 pulses with precision 95-99 % (0.05-0.16 % of the working cells
+   flagged) and 89-94 % at 2000 pulses. Quiet stuck cells are found at any
+   length (recall 100 % on both presets, 100 to 2000 pulses).
 """
 
 from __future__ import annotations
@@ -149,9 +160,6 @@ _VAR_U1U2 = 7.0 / 144.0
 #: trains above _CLEAR_Z standard errors, if at least _MIN_TRAINS of them and at most a share _AMBIGUOUS of
 #: the trains between _NULL_Z and _CLEAR_Z.
 _SLOW_QUANTILE, _MIN_TRAINS, _CLEAR_Z, _NULL_Z, _AMBIGUOUS = 0.05, 100, 4.0, 2.0, 0.05
-#: A flag needs ``r_min`` to be at least this many standard errors of both rise estimates (else the
-#: train cannot tell a stuck cell from the slowest working one: no flag).
-_POWER = 2.0
 
 
 @dataclass(frozen=True)
@@ -178,9 +186,18 @@ class FlagOptions:
         rise (the 5th percentile of the rises of the trains that clearly
         drift), so a die whose cells all drift fast gets a higher one. 0 turns
         this off.
-    stuck_z : float, default=1.0
-        One-sided confidence of the no-drift test, in standard errors (1.0: 84 %).
-        ``inf`` turns the no-drift test off (quiet and flat cells only).
+    stuck_z : float, default=0.25
+        Margin of the no-drift test, in standard errors: a train is stuck when
+        its rise plus ``stuck_z`` standard errors is below the threshold (0.25:
+        a train must sit a quarter of its error below it; 1.0, the earlier
+        default, flags about a quarter fewer stuck cells and fewer of the flattest
+        working ones). ``inf`` turns the no-drift test off (quiet and flat cells only).
+    stuck_power : float, default=1.0
+        Evidence needed before the no-drift test may flag a train: the standard
+        errors of its rise times this must be at most the threshold (1.0: a
+        train whose noise is larger than the rise a working cell shows at
+        least is never flagged; 2.0 asks for twice the precision, which leaves
+        more of the stuck cells with RTN unflagged).
     min_reads : int, default=12
         Fewest valid reads after SET for a fit.
     poor_fit_misfit : float, default=25
@@ -198,7 +215,8 @@ class FlagOptions:
     stuck_noise_ratio: float = 0.5
     stuck_rise: float = 0.01
     stuck_fraction: float = 0.25
-    stuck_z: float = 1.0
+    stuck_z: float = 0.25
+    stuck_power: float = 1.0
     min_reads: int = 12
     poor_fit_misfit: float = 25.0
     poor_fit_r2: float = 0.0
@@ -452,7 +470,7 @@ def _no_drift(w, valid, good, flag, reason, options: FlagOptions) -> None:
     with np.errstate(invalid="ignore"):
         hi_step = ev["step"] + options.stuck_z * ev["step_se"]
         hi_trend = ev["trend"] + options.stuck_z * ev["trend_se"]
-        resolved = np.fmax(ev["step_se"], ev["trend_se"]) * _POWER <= r_min
+        resolved = np.fmax(ev["step_se"], ev["trend_se"]) * options.stuck_power <= r_min
         stuck = (flag == "ok") & good & resolved & (hi_step < r_min) & (hi_trend < r_min)
     first = STUCK_SKIP + 1
     last = w.shape[1]

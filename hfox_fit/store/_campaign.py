@@ -125,8 +125,12 @@ class CampaignStore:
         """Ingest a measurement table that does not come from a file.
 
         The table's content (its SHA-256) stands for the file in the provenance,
-        so the same table ingested twice adds nothing the second time.
+        so the same table ingested twice adds nothing the second time. A table
+        without rows is refused (StoreError) and the store is left as it was.
         """
+        if isinstance(table, pd.DataFrame) and len(table) == 0:
+            raise StoreError(f"{name}: the table holds no reads (0 rows, columns {list(table.columns)}); "
+                             f"nothing was written to {str(self.path)!r}.")
         result = TableResult(table=table, path=name, format=format, sha256=sha256_table(table))
         return self.ingest([result])
 

@@ -146,6 +146,21 @@ def test_ingest_table_and_generator(tmp_path):
     assert ("W09", "D01") in store.dies()
 
 
+def test_an_empty_table_is_refused_and_writes_nothing(tmp_path):
+    empty = pd.DataFrame({c: pd.Series([], dtype=t) for c, t in DTYPES.items()})
+    path = tmp_path / "s.h5"
+    with pytest.raises(StoreError, match=r"sim: the table holds no reads \(0 rows.*nothing was written"):
+        CampaignStore(path).ingest_table(empty, name="sim")
+    assert not path.exists()
+    # into an existing store: the file is left as it was
+    store = CampaignStore(path)
+    store.ingest_table(wafer_table(devices=2, cycles=1, pulses=5), name="first")
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(StoreError, match="holds no reads"):
+        store.ingest_table(empty.iloc[:0], name="later")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
 def test_write_seconds_times_the_hdf5_writes(tmp_path):
     store = CampaignStore(tmp_path / "c.h5")
     t = time.perf_counter()
