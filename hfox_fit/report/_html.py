@@ -132,7 +132,22 @@ def _table(header, rows, left=1):
     return f"<table><tr>{h}</tr>{''.join(body)}</table>"
 
 
-def _matrix(names, mat):
+def _ci(ci, digits=4) -> str:
+    """`` [lo, hi]`` of a 90 % interval, or "" when the summary gives none (or a garbled one)."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2:
+        return ""
+    return f" [{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
+
+
+def _with_ci(x, ci, digits=4) -> str:
+    """A fitted number with its 90 % interval, or "(no interval)" when the summary gives none."""
+    if x is None:
+        return _fmt(x, digits)
+    return _fmt(x, digits) + (_ci(ci, digits) or " (no interval)")
+
+
+def _matrix(names, mat, ci=None):
+    """A correlation matrix; each off-diagonal cell with its 90 % interval ``ci`` (n x n x 2) when given."""
     try:
         names = [str(n) for n in names]
         mat = np.asarray(mat, dtype=float).reshape(len(names), len(names))
@@ -140,7 +155,15 @@ def _matrix(names, mat):
         return '<p class="missing">not in the fit summary</p>'
     if not names:
         return '<p class="missing">not in the fit summary</p>'
-    rows = [[html.escape(n)] + [_fmt(v, 3) for v in row] for n, row in zip(names, mat)]
+
+    def interval(i, j):  # the summary writes null on the diagonal
+        try:
+            return _ci(ci[i][j], 2) if i != j else ""
+        except (TypeError, IndexError, KeyError):
+            return ""
+
+    rows = [[html.escape(n)] + [_fmt(v, 3) + interval(i, j) for j, v in enumerate(row)]
+            for i, (n, row) in enumerate(zip(names, mat))]
     return _table([""] + names, rows)
 
 
@@ -278,8 +301,9 @@ def _tables_html(tables):
     rows = []
     for r in tables["d2d"]:
         params = r["params"]
-        params = (", ".join(f"{e(str(k))}={_fmt(v)}" for k, v in params.items()) if isinstance(params, dict)
-                  else _fmt(params)) or "–"
+        pci = r.get("params_ci90") if isinstance(r.get("params_ci90"), dict) else {}
+        params = (", ".join(f"{e(str(k))}={_fmt(v)}{_ci(pci.get(k), 3)}" for k, v in params.items())
+                  if isinstance(params, dict) else _fmt(params)) or "–"
         bounds, ci = r["bounds"], r["median_ci90"]
         bounds = "[" + ", ".join(_fmt(b) for b in bounds) + "]" if isinstance(bounds, (list, tuple)) else (
             "none" if bounds is None else _fmt(bounds))
@@ -299,14 +323,16 @@ def _tables_html(tables):
     if tables.get("conditions"):
         out.append(_conditions_html(tables["conditions"]))
     c = tables["correlation"]
-    out.append("<h3>Correlation (fit summary)</h3><div style='display:flex;gap:30px;flex-wrap:wrap'>"
-               f"<div><b>Spearman</b>{_matrix(c['names'], c['spearman'])}</div>"
-               f"<div><b>Gaussian copula</b>{_matrix(c['names'], c['copula'])}</div></div>")
+    out.append("<h3>Correlation (fit summary, [90 % interval])</h3>"
+               "<div style='display:flex;gap:30px;flex-wrap:wrap'>"
+               f"<div><b>Spearman</b>{_matrix(c['names'], c['spearman'], c.get('spearman_ci90'))}</div>"
+               f"<div><b>Gaussian copula</b>{_matrix(c['names'], c['copula'], c.get('copula_ci90'))}</div></div>")
     p = tables["pink"]
     out.append("<h3>Noise</h3>" + _table(
-        ["quantity", "fit summary", "model", "measured here"],
-        [["pink std of w", _fmt(p["std"]), _fmt(p["model_std"]), "–"],
-         ["pink spectral exponent β", _fmt(p["exponent"]), _fmt(p["model_exponent"]), "–"],
+        ["quantity", "fit summary [90 % interval]", "model", "measured here"],
+        [["pink std of w", _with_ci(p["std"], p.get("std_ci90")), _fmt(p["model_std"]), "–"],
+         ["pink spectral exponent β", _with_ci(p["exponent"], p.get("exponent_ci90")), _fmt(p["model_exponent"]), "–"],
+         ["read (white) noise std of w", _with_ci(p.get("white_std"), p.get("white_std_ci90")), "–", "–"],
          ["pink α", "–", _fmt(p["model_alpha"]), "–"],
          ["residual std of w (pink + RTN + read noise)", "–",
           _fmt(p["residual_std_simulated"], 3) + " (simulated)", _fmt(p["residual_std_measured"], 3)],
@@ -315,10 +341,11 @@ def _tables_html(tables):
           _fmt(p["slope_measured"], 3)]]))
     r = tables["rtn"]
     out.append(_table(
-        ["RTN", "fit summary", "model", "measured here"],
-        [["p_up (low→high, 1/pulse)", _fmt(r["p_up"]), _fmt(r["model_p_up"]), "–"],
-         ["p_down (high→low, 1/pulse)", _fmt(r["p_down"]), _fmt(r["model_p_down"]), "–"],
-         ["amplitude median", _fmt(r["amplitude_median"]), _fmt(r["model_amplitude_median"]), "–"],
+        ["RTN", "fit summary [90 % interval]", "model", "measured here"],
+        [["p_up (low→high, 1/pulse)", _with_ci(r["p_up"], r.get("p_up_ci90")), _fmt(r["model_p_up"]), "–"],
+         ["p_down (high→low, 1/pulse)", _with_ci(r["p_down"], r.get("p_down_ci90")), _fmt(r["model_p_down"]), "–"],
+         ["amplitude median", _with_ci(r["amplitude_median"], r.get("amplitude_median_ci90")),
+          _fmt(r["model_amplitude_median"]), "–"],
          ["fraction of smoothed reads detected high", "–", _fmt(r["fraction_high_simulated"], 3) + " (simulated)",
           _fmt(r["fraction_high_measured"], 3)],
          ["mean complete high dwell (pulses)", "–", _fmt(r["mean_high_simulated"], 3) + " (simulated)",

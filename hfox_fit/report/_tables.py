@@ -165,7 +165,8 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
         tied = [str(k) for k in s.get("indistinguishable") or []]
         prow.append({"param": p, "unit": units.get(p, ""), "family": _family_label(s.get("family"), s.get("bounds"), tied),
                      "family_fitted": s.get("family"), "indistinguishable": tied,
-                     "params": s.get("params"), "bounds": s.get("bounds"), "median": s.get("median"),
+                     "params": s.get("params"), "params_ci90": s.get("params_ci90"), "bounds": s.get("bounds"),
+                     "median": s.get("median"),
                      "median_ci90": s.get("median_ci90"), "ks_summary": s.get("ks"),
                      "ks_report": pfig.get(p, {}).get("ks"),
                      "median_measured": pfig.get(p, {}).get("median_measured"),
@@ -180,10 +181,13 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
     tables["d2d"] = prow
     corr = _sec(summary, "correlation")
     tables["correlation"] = {"names": corr.get("names"), "spearman": corr.get("spearman"),
-                             "copula": corr.get("copula")}
+                             "copula": corr.get("copula"), "spearman_ci90": corr.get("spearman_ci90"),
+                             "copula_ci90": corr.get("copula_ci90")}
     pink = _sec(summary, "pink")
     nfig = metrics["figures"].get("noise", {})
     tables["pink"] = {"std": pink.get("std"), "exponent": pink.get("exponent"),
+                      "std_ci90": pink.get("std_ci90"), "exponent_ci90": pink.get("exponent_ci90"),
+                      "white_std": pink.get("white_std"), "white_std_ci90": pink.get("white_std_ci90"),
                       "model_alpha": model.pink.alpha, "model_std": model.pink.std,
                       "model_exponent": model.pink.exponent,
                       "residual_std_measured": nfig.get("residual_std_measured"),
@@ -194,7 +198,9 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
     rtn = _sec(summary, "rtn")
     dw = nfig.get("dwell", {})
     tables["rtn"] = {"p_up": rtn.get("p_up"), "p_down": rtn.get("p_down"),
+                     "p_up_ci90": rtn.get("p_up_ci90"), "p_down_ci90": rtn.get("p_down_ci90"),
                      "amplitude_median": _sec(rtn, "amplitude").get("median"),
+                     "amplitude_median_ci90": _sec(rtn, "amplitude").get("median_ci90"),
                      "model_p_up": model.rtn.p_up, "model_p_down": model.rtn.p_down,
                      "model_amplitude_median": (model.d2d["rtn_amplitude"].median()
                                                 if "rtn_amplitude" in model.d2d else None),

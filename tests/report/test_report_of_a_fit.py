@@ -48,6 +48,24 @@ def test_report_of_a_fitted_synthetic_wafer(fitted_report):
     assert np.isfinite(m["figures"]["noise"]["residual_std_measured"])
 
 
+def test_every_fitted_number_in_the_tables_carries_its_interval(fitted_report):
+    """Law parameters, correlations and noise figures show the summary's 90 % intervals, not bare values."""
+    _, fit, res = fitted_report
+    s = fit.summary()
+    page = res.html.read_text(encoding="utf-8")
+    m1 = s["d2d"]["m1"]
+    for name, (lo, hi) in m1["params_ci90"].items():
+        assert f"{name}={m1['params'][name]:.4g} [{lo:.3g}, {hi:.3g}]" in page, name
+    lo, hi = s["correlation"]["copula_ci90"][0][1]
+    assert f"{s['correlation']['copula'][0][1]:.3g} [{lo:.2g}, {hi:.2g}]" in page
+    for key, section in (("std", "pink"), ("p_up", "rtn"), ("p_down", "rtn")):
+        lo, hi = s[section][key + "_ci90"]
+        assert f"{s[section][key]:.4g} [{lo:.4g}, {hi:.4g}]" in page, key
+    tables = res.metrics["tables"]
+    assert tables["correlation"]["copula_ci90"] == s["correlation"]["copula_ci90"]
+    assert tables["rtn"]["p_down_ci90"] == s["rtn"]["p_down_ci90"]
+
+
 def test_censored_break_law_is_checked_like_with_like(fitted_report):
     """Most trains end before their break: the t_star check is Kaplan-Meier against the fitted law
     below the censoring point (the observed breaks alone against the whole law gave KS ~ 0.8), and
