@@ -431,6 +431,41 @@ def _poisson_ci(k, level=0.90):
     return float(lo), float(hi)
 
 
+def _up_per_block(n_up: float, time_low, shows, n_started_high: float, iters: int = 50) -> float:
+    """Per-block probability of going high, counting only the low time of trains whose RTN could be seen.
+
+    A train shows RTN only when it switched and its amplitude is above the detection
+    limit; one that shows none either never left the low state (its low time counts)
+    or has an amplitude too small to see (its low time does not: its switches are not
+    counted either). Counting every quiet train as low throughout biases the rate low
+    (wafer_b: by about 10 %). With ``s`` the probability that a train starting low
+    never goes high over its length and ``pi`` the share of trains starting high, a
+    share ``f`` of undetectable amplitudes makes the quiet trains
+    ``N ((1 - f)(1 - pi) s + f)``; ``f`` follows from the count of quiet trains, and
+    the quiet trains' low time is weighted by the share of them that could have shown
+    RTN, ``(1 - f)(1 - pi) s N / N_quiet``, solved together with the rate.
+    """
+    time_low = np.asarray(time_low, float)
+    quiet = ~np.asarray(shows, bool)
+    n, n_quiet = len(time_low), int(quiet.sum())
+    seen_low, quiet_low = time_low[~quiet].sum(), time_low[quiet].sum()
+    q = n_up / (seen_low + quiet_low) if seen_low + quiet_low > 0 else 0.0
+    if n_quiet == 0 or quiet_low <= 0 or n == 0:
+        return float(q)
+    pi = float(np.clip(n_started_high / n, 0.0, 1.0))
+    length = float(np.mean(time_low[quiet]))  # block steps of a quiet train
+    for _ in range(iters):
+        stay_low = (1.0 - pi) * (1.0 - q) ** length
+        f = float(np.clip((n_quiet / n - stay_low) / max(1.0 - stay_low, 1e-12), 0.0, 1.0))
+        weight = min(1.0, (1.0 - f) * stay_low * n / n_quiet)
+        new = n_up / (seen_low + weight * quiet_low)
+        if abs(new - q) <= 1e-9 * max(q, 1e-12):
+            q = new
+            break
+        q = new
+    return float(q)
+
+
 def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     block = stats_list[0].block
     up = np.concatenate([s.up for s in stats_list])
@@ -439,14 +474,16 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     th = np.concatenate([s.time_high for s in stats_list])
     shows = np.concatenate([s.shows for s in stats_list])
     amp = np.concatenate([s.amplitude for s in stats_list])
+    started_high = np.concatenate([s.high[:, 0] if s.high.shape[1] else np.zeros(len(s.shows))
+                                   for s in stats_list])
     n = len(up)
 
     def estimate(idx):
-        u, dn, low, h = up[idx].sum(), down[idx].sum(), tl[idx].sum(), th[idx].sum()
-        qu = u / low if low > 0 else 0.0
+        u, dn, h = up[idx].sum(), down[idx].sum(), th[idx].sum()
         qd = dn / h if h > 0 else np.nan
         if u <= 0:
             return 0.0, np.nan
+        qu = _up_per_block(u, tl[idx], shows[idx], started_high[idx].sum())
         return block_to_pulse(qu, qd if np.isfinite(qd) else 0.0, block)
 
     all_idx = np.arange(n)
@@ -464,7 +501,8 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
             se_down = float(np.std(reps[fin, 1], ddof=1))
     # few transitions: exact Poisson intervals on the counts (the bootstrap is degenerate there)
     n_up, n_down, t_low, t_high = up.sum(), down.sum(), tl.sum(), th.sum()
-    qu = n_up / t_low if t_low > 0 else 0.0
+    qu = _up_per_block(n_up, tl, shows, started_high.sum()) if n_up > 0 else 0.0
+    t_low = n_up / qu if qu > 0 else t_low  # the low time that could have shown an up switch
     qd = n_down / t_high if t_high > 0 else 0.0
     if n_up < 20 and t_low > 0:
         lo, hi = _poisson_ci(n_up)

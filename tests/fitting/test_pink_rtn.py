@@ -81,6 +81,46 @@ def test_pooled_rtn_without_any_rtn_gives_the_rule_of_three():
     assert est.telegraph.p_up == 0.0
 
 
+def _telegraph_rows(n, nb, q_up, q_down, undetectable, rng):
+    """Block-level chains starting low, as the RTN step counts them: a row shows RTN when it went high and
+    its amplitude is detectable; a quiet row counts as low throughout (nb - 1 block steps)."""
+    up, down, t_low, t_high = (np.zeros(n) for _ in range(4))
+    shows = np.zeros(n, bool)
+    hidden = rng.random(n) < undetectable
+    for i in range(n):
+        state, counts = 0, np.zeros((2, 2))
+        for _ in range(nb - 1):
+            r = rng.random()
+            new = int(r < q_up) if state == 0 else int(r >= q_down)
+            counts[state, new] += 1
+            state = new
+        shows[i] = counts[0, 1] > 0 and not hidden[i]
+        if shows[i]:
+            up[i], down[i] = counts[0, 1], counts[1, 0]
+            t_low[i], t_high[i] = counts[0].sum(), counts[1].sum()
+        else:
+            t_low[i] = nb - 1.0
+    return RTNStats(16, 0.0, 0.0, np.where(shows, 0.2, np.nan), shows, np.zeros(n), up, down, t_low, t_high,
+                    np.zeros((n, nb)))
+
+
+def test_pooled_p_up_is_not_biased_low_by_amplitudes_too_small_to_see():
+    """Quiet trains whose amplitude is below the detection limit switch unseen: their low time must not count."""
+    from hfox_fit.fitting.rtn import block_to_pulse, pulse_to_block
+
+    q_up, q_down = pulse_to_block(0.002, 0.005, 16)
+    stats = _telegraph_rows(4000, 62, q_up, q_down, undetectable=0.15, rng=np.random.default_rng(5))
+    est = _pool_rtn([stats], 100, 0)
+    naive = block_to_pulse(stats.up.sum() / stats.time_low.sum(), q_down, 16)[0]
+    assert naive < 0.0019  # what counting every quiet train as low gives (about -10 %)
+    assert est.p_up == pytest.approx(0.002, rel=0.04)
+    assert est.p_up_ci90[0] <= 0.002 <= est.p_up_ci90[1]
+    # every amplitude detectable: the correction leaves the rate as it was counted
+    full = _telegraph_rows(4000, 62, q_up, q_down, undetectable=0.0, rng=np.random.default_rng(6))
+    plain = block_to_pulse(full.up.sum() / full.time_low.sum(), q_down, 16)[0]
+    assert _pool_rtn([full], 0, 0).p_up == pytest.approx(plain, rel=0.03)
+
+
 def test_read_mask_dilates_high_blocks():
     s = _stats(1, 4, np.ones(1, bool), block=4)
     s.high[0] = [0.0, 0.9, 0.0, 0.0]
