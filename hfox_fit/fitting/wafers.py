@@ -18,7 +18,9 @@ laws pool the wafers). This module adds what varies from wafer to wafer:
   per cell) cannot be told apart from it: it is reported as None and its variance is in
   the level above (below, for the cycle level, which merges into the cell level).
 * :func:`compare_medians`: the ratio of two medians with a 90 % interval, from their
-  90 % intervals (delta method on the log medians, each half-width taken as 1.645 sd).
+  90 % intervals (delta method on the log medians, each half-width taken as 1.645 sd), and
+  :func:`compare_summaries` over every shared parameter, with Holm's correction (:func:`holm`)
+  for testing several parameters at once.
 
 The summary keys ``wafers`` and ``variance`` (:func:`add_wafers`) appear only when the
 campaign has two or more wafers, so a one-wafer fit's summary does not change; the
@@ -35,12 +37,14 @@ from .conditions import _FamilyFits, d2d_section
 from .d2d import cell_values
 
 __all__ = ["add_wafers", "wafer_sections", "variance_components", "compare_medians", "compare_summaries",
-           "wafer_d2d", "LEVELS"]
+           "wafer_d2d", "holm", "LEVELS", "FAMILY_ALPHA"]
 
 #: The levels of the decomposition, outermost first.
 LEVELS = ("wafer", "die", "cell", "cycle")
 #: z of a two-sided 90 % interval
 _Z90 = 1.6448536269514722
+#: the family-wise level of Holm's rule over the compared parameters (each alone is tested at 90 %)
+FAMILY_ALPHA = 0.10
 #: a parameter is decomposed on the log scale when at least this share of its values is > 0
 _POSITIVE_SHARE = 0.97
 
@@ -232,9 +236,10 @@ def compare_medians(median_a, ci_a, median_b, ci_b) -> dict:
     errors (delta method); the interval is ``ratio * exp(+-1.645 sqrt(se_a^2 + se_b^2))``.
     Where a median or an interval is not positive the difference ``median_b - median_a`` is
     compared with 0 instead (``scale`` says which); without an interval ``significant`` is None.
+    ``p_value`` is the two-sided normal p of the same test (``significant`` is ``p_value < 0.10``).
     """
     out = {"median_a": _num(median_a), "median_b": _num(median_b), "ratio": None, "ratio_ci90": None,
-           "significant": None, "scale": "log"}
+           "significant": None, "p_value": None, "scale": "log"}
     if out["median_a"] is None or out["median_b"] is None:
         out["note"] = "a median is missing"
         return out
@@ -249,6 +254,7 @@ def compare_medians(median_a, ci_a, median_b, ci_b) -> dict:
         lo, hi = out["ratio"] * np.exp(-_Z90 * se), out["ratio"] * np.exp(_Z90 * se)
         out["ratio_ci90"] = [float(lo), float(hi)]
         out["significant"] = bool(lo > 1 or hi < 1)
+        out["p_value"] = _p_two_sided(np.log(out["ratio"]), se)
         return out
     out["scale"] = "linear"
     out["difference"] = b - a
@@ -258,6 +264,7 @@ def compare_medians(median_a, ci_a, median_b, ci_b) -> dict:
     se = np.hypot(*((ci[1] - ci[0]) / (2 * _Z90) for ci in (ci_a, ci_b)))
     out["difference_ci90"] = [float(b - a - _Z90 * se), float(b - a + _Z90 * se)]
     out["significant"] = bool(out["difference_ci90"][0] > 0 or out["difference_ci90"][1] < 0)
+    out["p_value"] = _p_two_sided(b - a, se)
     out["note"] = "a median or interval is <= 0: the difference b - a is compared with 0 instead of the ratio"
     return out
 
@@ -284,10 +291,45 @@ def compare_summaries(summary_a: dict, summary_b: dict, wafer_a: str | None = No
     for p in shared:
         ea, eb = da[p], db[p]
         params[p] = compare_medians(ea.get("median"), ea.get("median_ci90"), eb.get("median"), eb.get("median_ci90"))
+    tested = holm(params)
     return {"parameters": params,
+            "multiplicity": {"rule": "holm", "family_alpha": FAMILY_ALPHA, "n_tested": tested, "decides": "significant_holm",
+                             "note": (f"significant: each parameter on its own at 90 % (of {tested} parameters "
+                                      "that do not differ, one in ten is flagged by chance on average); "
+                                      f"significant_holm: Holm's step-down rule over the {tested} parameters "
+                                      f"tested, the chance of flagging any parameter that does not differ at most "
+                                      f"{FAMILY_ALPHA:g}. significant_holm decides which parameters differ.")},
             "note": ("ratio = median_b / median_a; 90 % interval by the delta method on the log medians, each "
                      "median's 90 % interval half-width taken as 1.645 standard errors; significant: the "
-                     "interval excludes 1")}
+                     "interval excludes 1; p_value: the same test's two-sided normal p")}
+
+
+def holm(params: dict, alpha: float | None = None) -> int:
+    """Set ``significant_holm`` of each entry of ``params`` (Holm's step-down rule at family level ``alpha``).
+
+    The entries with a ``p_value`` are sorted by it; the k-th smallest (k = 0, 1, ...) of m is
+    significant when it and every smaller one are below ``alpha / (m - k)``. Entries without a
+    p-value get None. Returns m, the number of parameters tested.
+    """
+    alpha = FAMILY_ALPHA if alpha is None else alpha
+    tested = sorted((e["p_value"], name) for name, e in params.items() if _num(e.get("p_value")) is not None)
+    m = len(tested)
+    still = True
+    for k, (p, name) in enumerate(tested):
+        still = still and p < alpha / (m - k)
+        params[name]["significant_holm"] = bool(still)
+    for e in params.values():
+        e.setdefault("significant_holm", None)
+    return m
+
+
+def _p_two_sided(estimate: float, se: float):
+    """Two-sided normal p-value of ``estimate`` against 0 with standard error ``se`` (None without a positive se)."""
+    from scipy.special import ndtr
+
+    if not (np.isfinite(se) and se > 0 and np.isfinite(estimate)):
+        return None
+    return float(2.0 * ndtr(-abs(estimate) / se))
 
 
 def _num(x):
