@@ -126,9 +126,10 @@ def _variance_figure(params, variance, metrics, figs, notes) -> None:
         return
     shares = {lv: [_num(variance[p].get(lv)) for p in shown] for lv in _LEVELS}
     merged = {p: [lv for lv in _LEVELS if _num(variance[p].get(lv)) is None] for p in shown}
+    from_laws = [p for p in shown if variance[p].get("wafer_from") == "wafer laws"]
     metrics["figures"]["wafer_variance"] = {"params": shown, "shares": shares,
                                             "scale": {p: variance[p].get("scale") for p in shown},
-                                            "not_separable": merged}
+                                            "not_separable": merged, "wafer_share_from_laws": from_laws}
 
     def draw(fig):
         from ..plotting import plot_variance_shares
@@ -143,5 +144,8 @@ def _variance_figure(params, variance, metrics, figs, notes) -> None:
                "of the finest level). Shares within a bar sum to 1; labels give those of 8 % or more."
                + (f" Levels that cannot be told apart from their neighbour (one group within each parent; their "
                   f"variance is in the neighbour's bar): {merged_text}." if merged_text else "")
+               + (f" {', '.join(from_laws)} has values censored at the train's end: its wafer share is from the "
+                  "wafers' fitted laws (which count the censored trains), the rest split as its seen values split "
+                  "it." if from_laws else "")
                + f" The shares and each parameter's note are in the '{TABLE_NAME}' table and in metrics.json.")
     figs["wafer_variance"] = (draw, (max(6.0, 1.2 * len(shown) + 3.0), 3.6), caption)
