@@ -83,3 +83,20 @@ def test_a_one_wafer_store_refuses_wafer(tmp_path, capsys):
     assert main(["export", str(store.path), "--wafer", "W01", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "one wafer, W01" in err and "Leave out --wafer" in err and "Traceback" not in err
+
+
+def test_a_condition_law_moves_with_the_wafers_median():
+    from hfox_fit.fitting.wafer_model import _moved_condition_law
+    from hfox_fit.model import ConditionLaw, scaled_law
+
+    pooled = preset_model("paper")
+    pooled = replace(pooled, condition_law=ConditionLaw.from_slopes(
+        pooled, {"m1": {"b_v": 2.0, "b_w": 0.5}, "c1": {"b_v": 0.1, "scale": "linear"}}, 1.2, 1e-6))
+    laws = {"m1": scaled_law(pooled.d2d["m1"], 1.5), "c1": scaled_law(pooled.d2d["c1"], 1.0, 0.002)}
+    moved = _moved_condition_law(pooled, laws)
+    wafer = replace(pooled, d2d={**pooled.d2d, **laws}, condition_law=moved)
+    for v, w in ((1.2, 1e-6), (1.35, 2e-6)):
+        assert wafer.at(v, w).d2d["m1"].median() == pytest.approx(1.5 * pooled.at(v, w).d2d["m1"].median(), rel=1e-9)
+        assert wafer.at(v, w).d2d["c1"].median() == pytest.approx(pooled.at(v, w).d2d["c1"].median() + 0.002,
+                                                                  rel=1e-9)
+    assert moved.params["m1"]["b_v"] == 2.0 and _moved_condition_law(preset_model("paper"), laws) is None
