@@ -21,6 +21,7 @@ from ._plot_conditions import (
     plot_condition_medians,
 )
 from ._plot_maps import FLAG_COLOURS, plot_array_map, plot_die_map
+from ._plot_wafers import LEVEL_COLOURS, plot_variance_shares, plot_wafer_medians
 
 __all__ = [
     "plot_ablation",
@@ -44,6 +45,7 @@ __all__ = [
     "plot_condition_mean_w",
     "CONDITION_COLOURS",
     "format_width",
+    "plot_wafer_medians", "plot_variance_shares", "LEVEL_COLOURS",
     "axis_label",
     "scale_unit",
 ]

@@ -17,7 +17,9 @@ def register(subparsers) -> None:
         help="compare the D2D medians of two fitted stores, or of two wafers of one",
         description=(
             "Print, per D2D parameter, median_a, median_b, their ratio b/a with a 90 % interval (delta method "
-            "on the log medians, from each median's 90 % interval) and whether the interval excludes 1. "
+            "on the log medians, from each median's 90 % interval), the test's p-value, whether the interval "
+            "excludes 1 (each parameter alone) and whether the parameter differs under Holm's step-down rule over "
+            "all the parameters compared (family-wise 10 %; this column decides). "
             "`compare A.h5 B.h5` compares the two fits' pooled laws; `compare STORE.h5 --wafers W03 W07` two "
             "wafers of one fit; `compare A.h5 B.h5 --wafers W03 W07` wafer W03 of A with W07 of B."
         ),
@@ -74,8 +76,9 @@ def _summary(store) -> dict:
 def format_comparison(result: dict) -> str:
     """The table ``hfox-fit compare`` prints: one line per parameter, the differing ones marked."""
     lines = [f"a: {result['a']}", f"b: {result['b']}",
-             f"{'parameter':10s} {'median_a':>12s} {'median_b':>12s} {'b/a':>8s}  {'90 % interval':20s} differs"]
-    differ = []
+             f"{'parameter':10s} {'median_a':>12s} {'median_b':>12s} {'b/a':>8s}  {'90 % interval':20s} "
+             f"{'p':>8s}  {'alone':11s} differs (Holm)"]
+    differ, alone = [], []
     for name, e in result["parameters"].items():
         ma, mb = (f"{v:.4g}" if v is not None else "n/a" for v in (e["median_a"], e["median_b"]))
         if e.get("scale") == "linear":
@@ -85,11 +88,20 @@ def format_comparison(result: dict) -> str:
             ratio = f"{e['ratio']:.4g}" if e["ratio"] is not None else "n/a"
             ci = e.get("ratio_ci90")
         ci_s = f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "none"
-        sig = {True: "YES", False: "no", None: "no interval"}[e["significant"]]
-        if e["significant"]:
+        verdict = {True: "YES", False: "no", None: "no interval"}
+        sig, holm = verdict[e["significant"]], verdict[e.get("significant_holm")]
+        p = f"{e['p_value']:.2g}" if e.get("p_value") is not None else "n/a"
+        if e.get("significant_holm"):
             differ.append(name)
-        lines.append(f"{name:10s} {ma:>12s} {mb:>12s} {ratio:>8s}  {ci_s:20s} {sig}")
-    lines.append("differ beyond their uncertainty: " + (", ".join(differ) if differ else "none"))
-    lines.append(f"(each parameter at 90 %: of {len(result['parameters'])} that do not differ, one in ten is "
-                 "flagged by chance on average)")
+        elif e["significant"]:
+            alone.append(name)
+        lines.append(f"{name:10s} {ma:>12s} {mb:>12s} {ratio:>8s}  {ci_s:20s} {p:>8s}  {sig:11s} {holm}")
+    m = (result.get("multiplicity") or {}).get("n_tested", len(result["parameters"]))
+    alpha = (result.get("multiplicity") or {}).get("family_alpha", 0.10)
+    lines.append("differ beyond their uncertainty (Holm over the parameters): "
+                 + (", ".join(differ) if differ else "none")
+                 + (f"; differ only when taken alone: {', '.join(alone)}" if alone else ""))
+    lines.append(f"(alone: each parameter at 90 %, so of {len(result['parameters'])} that do not differ one in ten is "
+                 f"flagged by chance on average; Holm: step-down over the {m} parameters tested, the chance of "
+                 f"flagging any that does not differ at most {alpha:g}. Holm's column decides.)")
     return "\n".join(lines)

@@ -27,11 +27,18 @@ def register(subparsers) -> None:
     )
     add_store(p, "campaign store holding a fit (`hfox-fit fit`)")
     add_output(p, "MODEL.pt", "checkpoint to write (default: the store's name with .pt)", default=None)
+    p.add_argument("--wafer", metavar="W", default=None,
+                   help=("export this wafer's laws (its D2D laws, correlations and C2C laws refitted on its "
+                         "cells, with bootstrap intervals) instead of the pooled ones of a several-wafer fit"))
+    p.add_argument("--bootstrap", type=int, default=200, metavar="N",
+                   help="bootstrap replicates of the wafer's D2D intervals, with --wafer (default: 200, as fit)")
     add_quiet(p, "no progress lines")
 
 
-def _cells_columns(cells) -> dict:
-    """The fit's cell table as plain columns (ids and flags), for the provenance."""
+def _cells_columns(cells, wafer=None) -> dict:
+    """The fit's cell table as plain columns (ids and flags), for the provenance (one wafer's rows with ``wafer``)."""
+    if wafer is not None:
+        cells = cells[cells["wafer"].astype(str).to_numpy() == str(wafer)]
     out = {}
     for col in ("wafer", "die", "device", "cycle", "flag"):
         if col in getattr(cells, "columns", ()):
@@ -67,7 +74,15 @@ def _export(args, bar) -> int:
             "there is no model to export. Check the cell flags with `hfox-fit report` and the "
             "fit options, then fit again."
         )
-    model = fit.model
+    if args.bootstrap < 1:
+        raise FitError(f"--bootstrap {args.bootstrap}: give at least 1 replicate (default 200).")
+    model, wafer_d2d = fit.model, None
+    if args.wafer is not None:
+        from ..fitting.wafer_model import fit_wafer_model
+
+        bar.stage(f"fitting wafer {args.wafer}'s D2D laws ({args.bootstrap} bootstrap replicates)")
+        model, wafer_d2d = fit_wafer_model(fit.cells, fit.model, args.wafer, bootstrap=args.bootstrap)
+        fitted = _wafer_cells_used(fit.cells, args.wafer)
     out = Path(args.output) if args.output else store.path.with_suffix(".pt")
     if out.is_dir():
         raise StoreError(f"-o {str(out)!r} is a folder; give the checkpoint's file name (model.pt).")
@@ -80,11 +95,21 @@ def _export(args, bar) -> int:
         "store": store.path.name,
         "store_sha256": store.sha256(),
         "cells_used": int(fitted),
-        "cells": _cells_columns(fit.cells),
+        "cells": _cells_columns(fit.cells, args.wafer),
         "fitted_at": fit.fitted_at,
     }
+    if wafer_d2d is not None:
+        provenance.update(wafer=str(args.wafer), wafer_d2d=wafer_d2d)
     bar.stage(f"writing {out}")
     export_checkpoint(model, out, provenance=provenance)
     bar.close(f"done in {bar.elapsed():.1f} s")
-    print(f"wrote {out} (law {model.law}, {int(fitted)} cells, store sha256 {provenance['store_sha256'][:12]}...)")
+    which = f"wafer {args.wafer}, " if args.wafer is not None else ""
+    print(f"wrote {out} ({which}law {model.law}, {int(fitted)} cells, store sha256 {provenance['store_sha256'][:12]}...)")
     return 0
+
+
+def _wafer_cells_used(cells, wafer) -> int:
+    """The wafer's cells with at least one fitted train (the pooled count's rule, on one wafer)."""
+    mine = cells[cells["wafer"].astype(str).to_numpy() == str(wafer)]
+    ok = mine[mine["flag"].eq("ok")] if "flag" in mine else mine
+    return int(len(ok[["die", "device"]].drop_duplicates()))

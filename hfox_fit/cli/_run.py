@@ -24,6 +24,11 @@ def register(subparsers) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="raw files or folders")
     add_output(p, "OUTDIR", "output folder", required=True)
     add_pipeline_options(p)
+    p.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
+                   help=("fit the dies on Dask instead of --jobs local processes (passed to `hfox-fit fit`): "
+                         "local:N starts N worker processes here, tcp://HOST:PORT uses a running scheduler whose "
+                         "workers can read OUTDIR/campaign.h5 at the same path"))
+    p.set_defaults(jobs=None)  # None: not given, so that --jobs with --scheduler can be refused
 
 
 def _step_args(args, out: Path) -> dict[str, list[str]]:
@@ -38,8 +43,7 @@ def _step_args(args, out: Path) -> dict[str, list[str]]:
             ingest += [flag, str(value)]
     steps = {
         "ingest": ingest,
-        "fit": [store, "--law", args.law, "--jobs", str(args.jobs),
-                "--summary", str(out / "fit_summary.json"), *quiet],
+        "fit": [store, "--law", args.law, *_workers(args), "--summary", str(out / "fit_summary.json"), *quiet],
         "devices": [store, "-o", str(out / "devices.csv")],
         "export": [store, "-o", str(out / "model.pt"), *quiet],
     }
@@ -52,6 +56,14 @@ def _step_args(args, out: Path) -> dict[str, list[str]]:
     return steps
 
 
+def _workers(args) -> list[str]:
+    """The fit's workers: ``--scheduler S`` when given, else ``--jobs N`` (1 when not given)."""
+    scheduler = getattr(args, "scheduler", None)
+    if scheduler is not None:
+        return ["--scheduler", str(scheduler)]
+    return ["--jobs", str(1 if args.jobs is None else args.jobs)]
+
+
 def check_options(args) -> None:
     """Refuse a bad option of ``run`` or ``demo`` before anything is written (:class:`HfoxError`)."""
     from ..parsers import list_formats
@@ -60,8 +72,17 @@ def check_options(args) -> None:
     if args.law not in LAW_CHOICES:
         raise HfoxError(f"--law must be one of {', '.join(LAW_CHOICES)}; got {args.law!r}. "
                         "Pick one, or leave it out to let the fit choose (auto).")
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise HfoxError(f"--jobs must be >= 1 (the number of fit workers); got {args.jobs}.")
+    scheduler = getattr(args, "scheduler", None)
+    if scheduler is not None:
+        from ..fitting._executor import _import_distributed, parse_scheduler
+
+        if args.jobs is not None:
+            raise HfoxError(f"--jobs {args.jobs} and --scheduler {scheduler}: give one (--jobs N: local processes; "
+                            "--scheduler: Dask), not both.")
+        parse_scheduler(scheduler)  # a bad address, or dask missing, is refused before anything is written
+        _import_distributed()
     if args.seed < 0:
         raise HfoxError(f"--seed must be >= 0; got {args.seed}.")
     if args.v_read is not None and not (math.isfinite(args.v_read) and args.v_read > 0):

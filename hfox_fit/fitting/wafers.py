@@ -17,8 +17,14 @@ laws pool the wafers). This module adds what varies from wafer to wafer:
   A level that has no more groups than its parent (one wafer, one die per wafer, one train
   per cell) cannot be told apart from it: it is reported as None and its variance is in
   the level above (below, for the cycle level, which merges into the cell level).
+  A parameter with right-censored values (``t_star`` past a train's end) takes its wafer share
+  from the wafers' fitted laws instead, which count the censored trains
+  (:func:`censored_wafer_share`): the seen values alone compress a real wafer share (a wafer
+  with later breaks loses more of them) and can show one where there is none.
 * :func:`compare_medians`: the ratio of two medians with a 90 % interval, from their
-  90 % intervals (delta method on the log medians, each half-width taken as 1.645 sd).
+  90 % intervals (delta method on the log medians, each half-width taken as 1.645 sd), and
+  :func:`compare_summaries` over every shared parameter, with Holm's correction (:func:`holm`)
+  for testing several parameters at once.
 
 The summary keys ``wafers`` and ``variance`` (:func:`add_wafers`) appear only when the
 campaign has two or more wafers, so a one-wafer fit's summary does not change; the
@@ -35,12 +41,14 @@ from .conditions import _FamilyFits, d2d_section
 from .d2d import cell_values
 
 __all__ = ["add_wafers", "wafer_sections", "variance_components", "compare_medians", "compare_summaries",
-           "wafer_d2d", "LEVELS"]
+           "wafer_d2d", "holm", "LEVELS", "FAMILY_ALPHA"]
 
 #: The levels of the decomposition, outermost first.
 LEVELS = ("wafer", "die", "cell", "cycle")
 #: z of a two-sided 90 % interval
 _Z90 = 1.6448536269514722
+#: the family-wise level of Holm's rule over the compared parameters (each alone is tested at 90 %)
+FAMILY_ALPHA = 0.10
 #: a parameter is decomposed on the log scale when at least this share of its values is > 0
 _POSITIVE_SHARE = 0.97
 
@@ -218,10 +226,98 @@ def add_wafers(summary: dict, rows: pd.DataFrame, params, pooled: dict, bootstra
     wafers = wafer_sections(rows, params, pooled, bootstrap, random_state)
     summary["wafers"] = wafers
     summary["variance"] = variance_components(rows, params)
+    for p in censored_params(rows, params):
+        if p in summary["variance"]:
+            censored_wafer_share(summary["variance"][p], wafers, p)
     note = f"pooled over the {len(wafers)} wafers (each wafer's law: 'wafers')"
     for d in summary.get("d2d", {}).values():
         d["note"] = f"{d['note']}; {note}" if d.get("note") else note
     summary.setdefault("notes", []).extend(f"wafer {w['wafer']}: {n}" for w in wafers for n in w["notes"])
+
+
+def censored_params(rows: pd.DataFrame, params) -> list:
+    """The parameters with right-censored values among the unflagged trains (``t_star`` beyond a train's end).
+
+    A censored value is a missing one with a finite lower bound (``<p>_lo``, from
+    :func:`~hfox_fit.fitting.breaks.censor_late_breaks`), or one marked ``t_star_censored``.
+    """
+    ok = rows["flag"].eq("ok").to_numpy() if "flag" in rows else np.ones(len(rows), bool)
+    out = []
+    for p in params:
+        if p not in rows:
+            continue
+        missing = ok & ~np.isfinite(rows[p].to_numpy(float))
+        n = int((missing & np.isfinite(rows[p + "_lo"].to_numpy(float))).sum()) if p + "_lo" in rows else 0
+        if p == "t_star" and "t_star_censored" in rows:
+            n += int((ok & rows["t_star_censored"].fillna(False).astype(bool).to_numpy()).sum())
+        if n:
+            out.append(p)
+    return out
+
+
+def _law_log_variance(d: dict):
+    """The variance of ln X under the wafer's fitted law (its ``family``/``params``/``bounds``), or None."""
+    from ..laws import ParameterLaw
+
+    try:
+        law = ParameterLaw.from_dict({k: d[k] for k in ("family", "params", "bounds") if k in d})
+        x = np.asarray(law.ppf((np.arange(400) + 0.5) / 400), float)
+    except Exception:  # noqa: BLE001 - a law that cannot be read: no law-based share
+        return None
+    return float(np.var(np.log(x))) if np.all(np.isfinite(x) & (x > 0)) else None
+
+
+def censored_wafer_share(entry: dict, wafers: list, p: str) -> None:
+    """Replace the wafer share of a censored parameter by one from the wafers' fitted laws (in place).
+
+    The nested ANOVA sees only the values observed within the trains: a wafer whose ``t_star`` is
+    longer loses more of its breaks past the train's end, which compresses a real wafer share, and
+    which breaks are seen can differ between wafers by chance, which makes one where there is none.
+    Each wafer's D2D law counts its censored trains (the law's mass beyond the train), so on the log
+    scale the variance between wafers is the variance of the log law medians less their mean squared
+    standard error (from each 90 % interval), and the variance within a wafer the mean of the laws'
+    own log variances. The within-wafer share is split among die, cell and cycle as the ANOVA of the
+    seen values splits it. The ANOVA's own wafer share stays as ``wafer_seen``.
+    """
+    logs, se2, within = [], [], []
+    for w in wafers:
+        d = (w.get("d2d") or {}).get(p) or {}
+        # the law's median (a wafer whose law missed its cells' median shows theirs, which is of the seen breaks)
+        med, ci = (d.get("law_median"), d.get("law_median_ci90")) if d.get("median_from") == "sample" else (
+            d.get("median"), d.get("median_ci90"))
+        var = _law_log_variance(d)
+        if _num(med) is None or med <= 0 or not _ok_ci(ci) or ci[0] <= 0 or var is None:
+            continue
+        logs.append(np.log(med))
+        se2.append((np.log(ci[1] / ci[0]) / (2 * _Z90)) ** 2)
+        within.append(var)
+    entry["wafer_seen"] = entry.get("wafer")
+    if len(logs) < 2:
+        entry["wafer_from"] = "seen values"
+        entry["note"] = (f"{entry.get('note', '')}; censored values: fewer than 2 wafers have a law with an "
+                         f"interval, so the wafer share is the seen values' (it can be compressed, or spurious)")
+        return
+    between = max(0.0, float(np.var(logs, ddof=1) - np.mean(se2)))
+    inside = float(np.mean(within))
+    total = between + inside
+    share = between / total if total > 0 else 0.0
+    rest = {lv: entry.get(lv) for lv in LEVELS[1:] if entry.get(lv) is not None}
+    rest_sum = sum(rest.values())
+    if not rest:
+        rest, rest_sum = {"cell": 1.0}, 1.0
+    entry["wafer"] = share
+    for lv in LEVELS[1:]:
+        if lv in rest:
+            entry[lv] = (1 - share) * (rest[lv] / rest_sum if rest_sum > 0 else (1.0 if lv == "cell" else 0.0))
+    entry["variance"] = {lv: entry[lv] * total for lv in LEVELS if entry.get(lv) is not None}
+    entry["wafer_from"] = "wafer laws"
+    entry["wafer_laws"] = {"between": between, "within": inside, "n_wafers": len(logs),
+                           "mean_se2_of_log_median": float(np.mean(se2))}
+    entry["note"] = (f"{entry.get('note', '')}; censored values: the wafer share is from the {len(logs)} wafers' "
+                     "fitted laws, which count the censored trains (variance of the log law medians less their "
+                     "squared standard errors, against the laws' mean log variance); the rest is split among the "
+                     f"levels below as the seen values split it (their own wafer share was "
+                     f"{100 * (entry['wafer_seen'] or 0):.1f} %, 'wafer_seen')")
 
 
 # ---------------------------------------------------------------------------- comparisons
@@ -232,9 +328,10 @@ def compare_medians(median_a, ci_a, median_b, ci_b) -> dict:
     errors (delta method); the interval is ``ratio * exp(+-1.645 sqrt(se_a^2 + se_b^2))``.
     Where a median or an interval is not positive the difference ``median_b - median_a`` is
     compared with 0 instead (``scale`` says which); without an interval ``significant`` is None.
+    ``p_value`` is the two-sided normal p of the same test (``significant`` is ``p_value < 0.10``).
     """
     out = {"median_a": _num(median_a), "median_b": _num(median_b), "ratio": None, "ratio_ci90": None,
-           "significant": None, "scale": "log"}
+           "significant": None, "p_value": None, "scale": "log"}
     if out["median_a"] is None or out["median_b"] is None:
         out["note"] = "a median is missing"
         return out
@@ -249,6 +346,7 @@ def compare_medians(median_a, ci_a, median_b, ci_b) -> dict:
         lo, hi = out["ratio"] * np.exp(-_Z90 * se), out["ratio"] * np.exp(_Z90 * se)
         out["ratio_ci90"] = [float(lo), float(hi)]
         out["significant"] = bool(lo > 1 or hi < 1)
+        out["p_value"] = _p_two_sided(np.log(out["ratio"]), se)
         return out
     out["scale"] = "linear"
     out["difference"] = b - a
@@ -258,6 +356,7 @@ def compare_medians(median_a, ci_a, median_b, ci_b) -> dict:
     se = np.hypot(*((ci[1] - ci[0]) / (2 * _Z90) for ci in (ci_a, ci_b)))
     out["difference_ci90"] = [float(b - a - _Z90 * se), float(b - a + _Z90 * se)]
     out["significant"] = bool(out["difference_ci90"][0] > 0 or out["difference_ci90"][1] < 0)
+    out["p_value"] = _p_two_sided(b - a, se)
     out["note"] = "a median or interval is <= 0: the difference b - a is compared with 0 instead of the ratio"
     return out
 
@@ -284,10 +383,45 @@ def compare_summaries(summary_a: dict, summary_b: dict, wafer_a: str | None = No
     for p in shared:
         ea, eb = da[p], db[p]
         params[p] = compare_medians(ea.get("median"), ea.get("median_ci90"), eb.get("median"), eb.get("median_ci90"))
+    tested = holm(params)
     return {"parameters": params,
+            "multiplicity": {"rule": "holm", "family_alpha": FAMILY_ALPHA, "n_tested": tested, "decides": "significant_holm",
+                             "note": (f"significant: each parameter on its own at 90 % (of {tested} parameters "
+                                      "that do not differ, one in ten is flagged by chance on average); "
+                                      f"significant_holm: Holm's step-down rule over the {tested} parameters "
+                                      f"tested, the chance of flagging any parameter that does not differ at most "
+                                      f"{FAMILY_ALPHA:g}. significant_holm decides which parameters differ.")},
             "note": ("ratio = median_b / median_a; 90 % interval by the delta method on the log medians, each "
                      "median's 90 % interval half-width taken as 1.645 standard errors; significant: the "
-                     "interval excludes 1")}
+                     "interval excludes 1; p_value: the same test's two-sided normal p")}
+
+
+def holm(params: dict, alpha: float | None = None) -> int:
+    """Set ``significant_holm`` of each entry of ``params`` (Holm's step-down rule at family level ``alpha``).
+
+    The entries with a ``p_value`` are sorted by it; the k-th smallest (k = 0, 1, ...) of m is
+    significant when it and every smaller one are below ``alpha / (m - k)``. Entries without a
+    p-value get None. Returns m, the number of parameters tested.
+    """
+    alpha = FAMILY_ALPHA if alpha is None else alpha
+    tested = sorted((e["p_value"], name) for name, e in params.items() if _num(e.get("p_value")) is not None)
+    m = len(tested)
+    still = True
+    for k, (p, name) in enumerate(tested):
+        still = still and p < alpha / (m - k)
+        params[name]["significant_holm"] = bool(still)
+    for e in params.values():
+        e.setdefault("significant_holm", None)
+    return m
+
+
+def _p_two_sided(estimate: float, se: float):
+    """Two-sided normal p-value of ``estimate`` against 0 with standard error ``se`` (None without a positive se)."""
+    from scipy.special import ndtr
+
+    if not (np.isfinite(se) and se > 0 and np.isfinite(estimate)):
+        return None
+    return float(2.0 * ndtr(-abs(estimate) / se))
 
 
 def _num(x):

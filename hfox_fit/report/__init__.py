@@ -46,6 +46,7 @@ from ._maps import _die_map_section
 from ._sections import _noise_section, _parameter_section, _population_section
 from ._tables import _flag_counts, _sec, _tables
 from ._training import training_section
+from ._wafers import wafers_section
 
 __all__ = ["ReportError", "ReportResult", "build_report", "report_store", "FIGURES", "die_coordinates"]
 
@@ -233,6 +234,7 @@ def build_report(dies, cells, summary, model, out_dir, *, store_name="campaign",
     tables = _tables(summary, cells, usable, flag_counts, metrics, model, units, notes)
     metrics["tables"] = tables
     conditions_section(watch, col, summary, model, pnames, units, seed, metrics, figs, tables, notes)
+    wafers_section(summary, pnames, units, metrics, figs, tables, notes)
 
     for name, (_, _, caption) in figs.items():
         metrics["figures"][name]["caption"] = caption

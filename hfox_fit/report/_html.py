@@ -18,8 +18,8 @@ from ._collect import _NO_COORDS
 from ._layout import legends_off_data, legible, ticks_apart
 
 #: Figure names (PNG file stems) in page order.
-FIGURES = ("traces", "band", "ecdf", "parameters", "pairs", "c2c", "condition_medians", "condition_mean_w", "noise",
-           "die_map", "array_map", "training")
+FIGURES = ("traces", "band", "ecdf", "parameters", "pairs", "c2c", "condition_medians", "condition_mean_w",
+           "wafer_medians", "wafer_variance", "noise", "die_map", "array_map", "training")
 
 
 def _beyond(mass, extrapolated):
@@ -114,6 +114,8 @@ _TITLES = {
     "c2c": "Cycle-to-cycle variation",
     "condition_medians": "Pulse conditions: medians and the condition law",
     "condition_mean_w": "Pulse conditions: mean w, measured vs the model at each condition",
+    "wafer_medians": "Wafers: each wafer's medians",
+    "wafer_variance": "Wafers: variance between wafers, dies, cells and cycles",
     "noise": "Noise: spectrum, autocorrelation, RTN dwell times",
     "die_map": "Die map",
     "array_map": "Array map: cells by row and column",
@@ -275,6 +277,36 @@ def _conditions_html(c):
     return "".join(out)
 
 
+def _wafers_html(c):
+    """Each wafer's D2D medians (with their 90 % intervals) and the variance shares per level."""
+    e = html.escape
+
+    def med(m):
+        ci = m.get("ci90")
+        if m.get("median") is None:
+            return "–"
+        return (_fmt(m["median"]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else " (no interval)")
+                + (" (cells)" if m.get("from") == "sample" else ""))
+
+    units = c.get("units", {})
+    head = ["wafer", "cells", "trains fitted"] + [
+        f"median {p}" + (f" ({units[p]})" if units.get(p) not in (None, "", "1") else "") for p in c["params"]]
+    rows = [[e(r["wafer"]), _fmt(r.get("n_cells")), _fmt(r.get("n_trains_fitted"))]
+            + [med(r["medians"][p]) for p in c["params"]] + [e(r.get("note") or "")] for r in c["rows"]]
+    out = [f"<h3>{e(c['name'])}: each wafer's D2D medians [90 % interval]; (cells): the cells' median where the "
+           "wafer's law missed it</h3>", _table(head + ["note"], rows)]
+    if c.get("variance"):
+        def pct(v):
+            return "merged" if v is None else f"{100 * v:.1f} %"
+
+        out.append("<p>Share of each parameter's variance per level (merged: not separable from its neighbour):</p>")
+        out.append(_table(["parameter", "scale", "wafer", "die", "cell", "cycle", "trains", "note"],
+                          [[e(r["param"]), e(str(r.get("scale") or "–"))] + [pct(r.get(lv)) for lv in
+                                                                             ("wafer", "die", "cell", "cycle")]
+                           + [_fmt(r.get("n_trains")), e(r.get("note") or "")] for r in c["variance"]], left=2))
+    return "".join(out)
+
+
 def _tables_html(tables):
     e = html.escape
     out = ["<h2 id='tables'>Fit tables</h2>"]
@@ -322,6 +354,8 @@ def _tables_html(tables):
                       rows, left=5))
     if tables.get("conditions"):
         out.append(_conditions_html(tables["conditions"]))
+    if tables.get("wafers"):
+        out.append(_wafers_html(tables["wafers"]))
     c = tables["correlation"]
     out.append("<h3>Correlation (fit summary, [90 % interval])</h3>"
                "<div style='display:flex;gap:30px;flex-wrap:wrap'>"

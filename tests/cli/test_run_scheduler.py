@@ -1,0 +1,68 @@
+"""`hfox-fit run --scheduler`: passed on to the fit step, checked before anything is written."""
+
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+import pytest
+
+from hfox_fit.cli import build_parser, main
+from hfox_fit.cli._run import _step_args
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    """One tiny bench file (60 cells x 1 cycle x 61 reads), as test_run_cli's."""
+    out = tmp_path_factory.mktemp("raw")
+    assert main(["synth", "-o", str(out), "--format", "bench", "--devices", "60", "--pulses", "60",
+                 "--cycles", "1", "--seed", "3"]) == 0
+    return out
+
+
+BAD = [
+    (["--scheduler", "nope"], "--scheduler 'nope' is not understood"),
+    (["--scheduler", "local:0"], "--scheduler 'local:0': N must be a positive integer"),
+    (["--scheduler", "tcp://"], "--scheduler 'tcp://': no HOST:PORT"),
+    (["--jobs", "2", "--scheduler", "local:2"], "--jobs 2 and --scheduler local:2: give one"),
+]
+
+
+@pytest.mark.parametrize(("option", "message"), BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_a_bad_scheduler_leaves_no_output_folder(raw, tmp_path, capsys, option, message):
+    out = tmp_path / "out" / "nested"
+    assert main(["run", str(raw), "-o", str(out), *option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hfox-fit run: error: {message}") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_dask_the_scheduler_says_how_to_install_it(raw, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now fails
+    out = tmp_path / "out"
+    assert main(["run", str(raw), "-o", str(out), "--scheduler", "local:2"]) == 2
+    err = capsys.readouterr().err
+    assert "needs dask.distributed" in err and "pip install" in err and not out.exists()
+
+
+def test_the_scheduler_goes_to_the_fit_step_instead_of_jobs(tmp_path):
+    args = build_parser().parse_args(["run", "raw", "-o", str(tmp_path), "--scheduler", "tcp://10.0.0.5:8786"])
+    fit = _step_args(args, tmp_path)["fit"]
+    assert fit[fit.index("--scheduler") + 1] == "tcp://10.0.0.5:8786" and "--jobs" not in fit
+    for argv, jobs in ((["--jobs", "3"], "3"), ([], "1")):
+        fit = _step_args(build_parser().parse_args(["run", "raw", "-o", str(tmp_path), *argv]), tmp_path)["fit"]
+        assert fit[fit.index("--jobs") + 1] == jobs and "--scheduler" not in fit
+    demo = build_parser().parse_args(["demo", "-o", str(tmp_path)])  # demo keeps --jobs (default 1)
+    demo.paths = ["raw"]
+    assert "--jobs" in _step_args(demo, tmp_path)["fit"]
+
+
+def test_run_on_a_local_cluster_gives_the_same_devices_as_one_process(raw, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    one, dask = tmp_path / "one", tmp_path / "dask"
+    assert main(["run", str(raw), "-o", str(one), "--quiet"]) == 0
+    assert main(["run", str(raw), "-o", str(dask), "--quiet", "--scheduler", "local:2"]) == 0
+    a, b = pd.read_csv(one / "devices.csv"), pd.read_csv(dask / "devices.csv")
+    assert len(a) == len(b) == 60
+    pd.testing.assert_frame_equal(a, b, rtol=1e-9)
+    assert (dask / "report" / "report.html").is_file() and (dask / "model.pt").is_file()
