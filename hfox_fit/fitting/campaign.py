@@ -11,6 +11,7 @@ per-(cell, cycle) table, the summary JSON (the contract other tools read), a
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -307,11 +308,27 @@ class CampaignFitter:
 
 
 def _fit_die_recorded(die, law, options, progress=None):
-    """:func:`fit_die` with its warnings recorded (worker processes do not show them) and its trains' conditions."""
+    """:func:`fit_die` with its warnings recorded (worker processes do not show them) and its trains' conditions.
+
+    The result keeps only what pooling needs (:func:`pooled_part`), so the campaign's memory
+    grows by the per-train table, not by its reads.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = fit_die(die, law, options, progress=progress)
-    return res, [(w.category, str(w.message)) for w in caught], train_conditions(die)
+    return pooled_part(res), [(w.category, str(w.message)) for w in caught], train_conditions(die)
+
+
+def pooled_part(res):
+    """The per-die result less its (cells x pulses) arrays, which only re-fitting one train with the die needs.
+
+    Dropped: the fitted-read mask (``mask_bits``), the telegraph excess of the trains fitted
+    through their high reads (``rtn_excess``) and the RTN posterior per block (``rtn.high``,
+    None here). Kept: the per-train tables, the per-cell spectrum and RTN statistics the noise
+    step bootstraps over, at most ``max_traces`` example traces and the pink offset.
+    """
+    rtn = dataclasses.replace(res.rtn, high=None) if res.rtn is not None else None
+    return dataclasses.replace(res, rtn=rtn, mask_bits=None, rtn_excess={})
 
 
 def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, stage=None,
