@@ -121,3 +121,102 @@ def test_bench_scale_quick_runs():
     assert out.returncode in (0, 1), out.stderr[-2000:]
     assert "peak RSS" in out.stdout and "target <= 2.0x" in out.stdout
     assert "cells/s" in out.stdout and "target >= 1.6x" in out.stdout
+
+
+# --------------------------------------------------------------------------------------
+# hfox-fit fit STORE --only W/D: refit some dies, pool them with the others' kept results
+# --------------------------------------------------------------------------------------
+
+N_DIES = 3
+
+
+@pytest.fixture(scope="module")
+def three_dies(tmp_path_factory):
+    """A store of 3 dies (64 cells x 250 pulses) and its full fit, saved in a copy kept aside."""
+    from hfox_fit.cli import main
+    from hfox_fit.schema import dies_to_table
+    from hfox_fit.store import CampaignStore
+
+    parts = []
+    for k in range(N_DIES):
+        table = dies_to_table(make_wafer("paper", devices=64, pulses=250, seed=80 + k).dies)
+        table["die"] = f"D{k + 1:02d}"
+        parts.append(table)
+    path = tmp_path_factory.mktemp("only") / "campaign.h5"
+    CampaignStore(path).ingest_table(pd.concat(parts, ignore_index=True), name="simulated")
+    unfitted = path.with_name("unfitted.h5")
+    unfitted.write_bytes(path.read_bytes())
+    assert main(["fit", str(path), "--quiet"]) == 0
+    names = [f"{w}/{d}" for w, d in CampaignStore(path).dies()]
+    return path, unfitted, names
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / src.name
+    dst.write_bytes(src.read_bytes())
+    return dst
+
+
+def _assert_same_fit(got, want):
+    from numeric_helpers import assert_close_arrays, assert_close_tree
+
+    assert list(got.cells.columns) == list(want.cells.columns)
+    assert len(got.cells) == len(want.cells) == N_DIES * 64
+    for col in want.cells.columns:
+        assert_close_arrays(got.cells[col].to_numpy(), want.cells[col].to_numpy(), rtol=1e-9, name=col)
+    assert_close_tree(got.summary, want.summary, rtol=1e-9)
+    assert_close_tree(got.model, want.model, rtol=1e-9)
+    for name in want.arrays:
+        assert_close_arrays(got.arrays[name], want.arrays[name], rtol=1e-9, name=name)
+
+
+def test_only_refits_those_dies_and_merges_them_into_the_saved_fit(three_dies, tmp_path, monkeypatch):
+    import h5py
+
+    from hfox_fit.cli import main
+    from hfox_fit.fitting import campaign
+    from hfox_fit.store import CampaignStore
+
+    full, _, names = three_dies
+    path = _copy(full, tmp_path)
+    with h5py.File(path, "r+") as f:  # the middle die's kept result is gone: only a refit can bring it back
+        del f["fit/dies"][names[1].replace("/", "%2F")]
+    fitted = []
+    real = campaign.fit_die
+    monkeypatch.setattr(campaign, "fit_die", lambda die, *a, **k: fitted.append(f"{die.wafer}/{die.die}")
+                        or real(die, *a, **k))
+    assert main(["fit", str(path), "--only", names[1], "--quiet"]) == 0
+    assert fitted == [names[1]]  # the other dies were pooled from their kept results
+    want = CampaignStore(full).load_fit()
+    _assert_same_fit(CampaignStore(path).load_fit(), want)
+    law, kept = CampaignStore(path).load_die_results()
+    assert law == "auto" and sorted(kept) == names  # the merged fit keeps every die's result again
+    fitted.clear()
+    assert main(["fit", str(path), "--only", names[2], names[0], "--quiet"]) == 0
+    assert sorted(fitted) == sorted([names[0], names[2]])
+    _assert_same_fit(CampaignStore(path).load_fit(), want)
+
+
+def test_only_errors_are_one_line(three_dies, tmp_path, capsys):
+    import h5py
+
+    from hfox_fit.cli import main
+
+    full, unfitted, names = three_dies
+    wafer = names[0].split("/")[0]
+    path = _copy(full, tmp_path)
+    before = path.read_bytes()
+    assert main(["fit", str(path), "--only", f"{wafer}/D99", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{wafer}/D99 not in" in err and names[0] in err and "Traceback" not in err
+    assert main(["fit", str(path), "--only", names[0], "--law", "power", "--quiet"]) == 2
+    assert "was made with --law auto, not power" in capsys.readouterr().err
+    assert path.read_bytes() == before  # nothing written
+    (tmp_path / "fresh").mkdir()
+    fresh = _copy(unfitted, tmp_path / "fresh")
+    assert main(["fit", str(fresh), "--only", names[0], "--quiet"]) == 2
+    assert "no fit in" in capsys.readouterr().err
+    with h5py.File(path, "r+") as f:  # a fit saved before per-die results were kept
+        del f["fit/dies"]
+    assert main(["fit", str(path), "--only", names[0], "--quiet"]) == 2
+    assert "keeps no per-die results" in capsys.readouterr().err
