@@ -220,3 +220,18 @@ def test_only_errors_are_one_line(three_dies, tmp_path, capsys):
         del f["fit/dies"]
     assert main(["fit", str(path), "--only", names[0], "--quiet"]) == 2
     assert "keeps no per-die results" in capsys.readouterr().err
+
+
+def test_bootstrap_ranks_by_counting_equal_rankdata():
+    """The correlation bootstrap's ranks of a resample (ties included) are exactly scipy's average ranks."""
+    from scipy import stats
+
+    from hfox_fit.fitting.correlation import _resample_ranks
+
+    rng = np.random.default_rng(3)
+    for m in (5, 97, 4000):
+        x = rng.normal(size=m)
+        x[: m // 3] = np.round(x[: m // 3], 1)  # ties in the data, besides those of drawing with replacement
+        idx = rng.integers(0, m, (40, m))
+        values, keys = np.unique(x, return_inverse=True)
+        assert np.array_equal(_resample_ranks(keys, len(values), idx), stats.rankdata(x[idx], axis=-1))
