@@ -135,7 +135,10 @@ def _kept_results(store, path, dies, only, law):
         shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
         raise HfoxError(f"fit --only: {', '.join(unknown)} not in {path!r} (give WAFER/DIE as the store names "
                         f"them: {shown}; `hfox-fit info {path}` lists them).")
-    kept_law, trees = store.load_die_results()  # StoreError (no fit yet) names the command to run
+    kept_law, trees, stale = store.load_die_results()  # StoreError (no fit yet) names the command to run
+    if stale:
+        raise HfoxError(f"fit --only: measurements were ingested into {path!r} after its fit, so the other dies' "
+                        f"kept results may miss reads; refit the whole store with `hfox-fit fit {path}`.")
     if kept_law is None:
         raise HfoxError(f"fit --only: the fit saved in {path!r} keeps no per-die results (it was made by an older "
                         f"hfox-fit); refit the whole store with `hfox-fit fit {path}`.")

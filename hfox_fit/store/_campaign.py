@@ -298,7 +298,8 @@ class CampaignStore:
         save_fit(self.path, cells, summary, model, arrays, dies, law)
 
     def load_die_results(self) -> tuple:
-        """``(law, {"W03/D07": tree})`` saved with the fit (see :meth:`save_fit`); ``(None, {})`` when none."""
+        """``(law, {"W03/D07": tree}, stale)`` saved with the fit (see :meth:`save_fit`; law None when none
+        was kept); ``stale`` when files were ingested after the fit."""
         return load_die_results(self.path)
 
     def load_fit(self) -> StoredFit:

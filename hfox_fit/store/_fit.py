@@ -105,15 +105,18 @@ def _read_tree(g) -> dict:
     return tree
 
 
-def load_die_results(path: Path) -> tuple[str | None, dict]:
-    """``(law, {"W03/D07": tree})``: each die's own result saved with the fit; ``(None, {})`` when none was."""
+def load_die_results(path: Path) -> tuple[str | None, dict, bool]:
+    """``(law, {"W03/D07": tree}, stale)``: each die's own result saved with the fit (``(None, {}, stale)``
+    when none was); ``stale`` when files were ingested after the fit (its per-die results may miss reads)."""
     with open_store(path) as f:
         if "fit" not in f:
             raise StoreError(f"no fit in {path.name!r}; run `hfox-fit fit {path}` first.")
+        n_sources = int(len(f["sources"])) if "sources" in f else 0
+        stale = int(f["fit"].attrs.get("n_sources", n_sources)) != n_sources
         if "dies" not in f["fit"]:
-            return None, {}
+            return None, {}, stale
         g = f["fit"]["dies"]
-        return attr(g, "law"), {unquote(name): _read_tree(sub) for name, sub in g.items()}
+        return attr(g, "law"), {unquote(name): _read_tree(sub) for name, sub in g.items()}, stale
 
 
 def load_fit(path: Path) -> StoredFit:

@@ -189,8 +189,8 @@ def test_only_refits_those_dies_and_merges_them_into_the_saved_fit(three_dies, t
     assert fitted == [names[1]]  # the other dies were pooled from their kept results
     want = CampaignStore(full).load_fit()
     _assert_same_fit(CampaignStore(path).load_fit(), want)
-    law, kept = CampaignStore(path).load_die_results()
-    assert law == "auto" and sorted(kept) == names  # the merged fit keeps every die's result again
+    law, kept, stale = CampaignStore(path).load_die_results()
+    assert law == "auto" and sorted(kept) == names and not stale  # the merged fit keeps every die's result again
     fitted.clear()
     assert main(["fit", str(path), "--only", names[2], names[0], "--quiet"]) == 0
     assert sorted(fitted) == sorted([names[0], names[2]])
@@ -201,6 +201,8 @@ def test_only_errors_are_one_line(three_dies, tmp_path, capsys):
     import h5py
 
     from hfox_fit.cli import main
+    from hfox_fit.schema import dies_to_table
+    from hfox_fit.store import CampaignStore
 
     full, unfitted, names = three_dies
     wafer = names[0].split("/")[0]
@@ -220,6 +222,13 @@ def test_only_errors_are_one_line(three_dies, tmp_path, capsys):
         del f["fit/dies"]
     assert main(["fit", str(path), "--only", names[0], "--quiet"]) == 2
     assert "keeps no per-die results" in capsys.readouterr().err
+    # files ingested after the fit: the kept results of the other dies may miss their reads
+    stale = _copy(full, tmp_path / "fresh")
+    extra = dies_to_table(make_wafer("paper", devices=16, pulses=250, seed=99).dies)
+    extra["die"] = "D09"
+    CampaignStore(stale).ingest_table(extra, name="later")
+    assert main(["fit", str(stale), "--only", names[0], "--quiet"]) == 2
+    assert "ingested into" in capsys.readouterr().err
 
 
 def test_bootstrap_ranks_by_counting_equal_rankdata():
