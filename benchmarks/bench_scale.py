@@ -76,8 +76,8 @@ def _child(argv) -> int:
         sources = [StoredDie(Path(store).resolve(), wafer, die) for wafer, die in CampaignStore(store).dies()]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = campaign.CampaignFitter("auto", jobs, bootstrap=bootstrap).fit(sources).result_
-        fit.save(CampaignStore(store))
+            fitter = campaign.CampaignFitter("auto", jobs, bootstrap=bootstrap).fit(sources)
+        fitter.result_.save(CampaignStore(store), dies=fitter.die_trees(), law="auto")
         out.update(wall_s=time.perf_counter() - t0, map_s=mapped.get("s", float("nan")))
     else:
         import hfox_fit.cli  # noqa: F401
