@@ -49,8 +49,12 @@ def register(subparsers) -> None:
         ),
     )
     add_store(p, "campaign store (see `hfox-fit ingest`)")
-    p.add_argument("--law", choices=LAW_CHOICES, default="auto",
-                   help="drift law; auto fits them all and keeps the lowest total AIC (default: auto)")
+    p.add_argument("--law", choices=LAW_CHOICES, default=None,
+                   help=("drift law; auto fits them all and keeps the lowest total AIC (default: auto; with "
+                         "--only, the saved fit's)"))
+    p.add_argument("--only", nargs="+", metavar="WAFER/DIE",
+                   help=("refit only these dies and pool them with the other dies' results kept in the saved "
+                         "fit (the same numbers as a full fit); dies without a kept result are fitted too"))
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="local worker processes, one die each (default: 1)")
     p.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
@@ -79,6 +83,10 @@ def run_fit(args) -> int:
     dies = store.dies()  # raises StoreError when the store is missing or damaged
     if not dies:
         raise HfoxError(f"fit: {args.store!r} holds no measurements; run `hfox-fit ingest` first.")
+    only = getattr(args, "only", None)
+    law, known = (args.law or "auto"), {}
+    if only:
+        law, known = _kept_results(store, args.store, dies, only, args.law)
     store.check_writable()  # before the fit, not after it: saving the fit rewrites the store
     if args.summary:
         refuse_read_only(Path(args.summary))
@@ -86,9 +94,9 @@ def run_fit(args) -> int:
         warnings.simplefilter("always")
         # each worker reads its die from the store; only this process writes the store
         sources = [StoredDie(Path(args.store).resolve(), wafer, die) for wafer, die in dies]
-        fitter = CampaignFitter(args.law, jobs, not args.quiet, scheduler=scheduler, keep_going=True)
-        fit = fitter.fit(sources, n_dies=len(dies)).result_
-    fit.save(store)
+        fitter = CampaignFitter(law, jobs, not args.quiet, scheduler=scheduler, keep_going=True)
+        fit = fitter.fit(sources, n_dies=len(dies), known=known).result_
+    fit.save(store, dies=fitter.die_trees(), law=law)
     getattr(args, "completed", []).append(f"saved the fit in {args.store}")
     if args.summary:
         path = Path(args.summary)
@@ -112,6 +120,30 @@ def _report_failed(failed: dict, n_dies: int, store) -> int:
     for name, err in failed.items():
         print(f"hfox-fit fit: die {name} failed twice, left out of the fit: {err}", file=sys.stderr)
     print(f"hfox-fit fit: the fit saved in {store} covers the other {n_dies - len(failed)} of {n_dies} dies; "
-          f"fix the failed dies and run `hfox-fit fit {store}` again (refitting only them, "
-          f"`--only {' '.join(failed)}`, is not available yet).", file=sys.stderr)
+          f"once the cause is fixed, refit only the failed dies and merge them into it with "
+          f"`hfox-fit fit {store} --only {' '.join(failed)}`.", file=sys.stderr)
     return 1
+
+
+def _kept_results(store, path, dies, only, law):
+    """``(law, {"W03/D07": (result, conditions)})`` of the saved fit for the dies not in ``only``; HfoxError if none."""
+    from ..fitting._parts import part_from_tree
+
+    names = {f"{w}/{d}" for w, d in dies}
+    unknown = [name for name in only if name not in names]
+    if unknown:
+        shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+        raise HfoxError(f"fit --only: {', '.join(unknown)} not in {path!r} (give WAFER/DIE as the store names "
+                        f"them: {shown}; `hfox-fit info {path}` lists them).")
+    kept_law, trees, stale = store.load_die_results()  # StoreError (no fit yet) names the command to run
+    if stale:
+        raise HfoxError(f"fit --only: measurements were ingested into {path!r} after its fit, so the other dies' "
+                        f"kept results may miss reads; refit the whole store with `hfox-fit fit {path}`.")
+    if kept_law is None:
+        raise HfoxError(f"fit --only: the fit saved in {path!r} keeps no per-die results (it was made by an older "
+                        f"hfox-fit); refit the whole store with `hfox-fit fit {path}`.")
+    if law is not None and law != kept_law:
+        raise HfoxError(f"fit --only: the fit saved in {path!r} was made with --law {kept_law}, not {law}; refit "
+                        f"the dies with --law {kept_law} (or leave --law out), or refit the whole store with "
+                        f"--law {law}.")
+    return kept_law, {name: part_from_tree(tree) for name, tree in trees.items() if name in names - set(only)}

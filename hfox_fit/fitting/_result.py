@@ -295,10 +295,14 @@ class CampaignResult:
                 f"fitted={int(self.cells['flag'].eq('ok').sum()) if 'flag' in self.cells else '?'})")
 
     # ------------------------------------------------------------ store round trip
-    def save(self, store) -> None:
-        """Save into a campaign store (a :class:`~hfox_fit.store.CampaignStore` or a path), atomically."""
+    def save(self, store, *, dies: dict | None = None, law: str | None = None) -> None:
+        """Save into a campaign store (a :class:`~hfox_fit.store.CampaignStore` or a path), atomically.
+
+        ``dies`` and ``law``: each die's own result and the law asked for, kept beside the fit so
+        that some dies can be refitted and pooled again (see :meth:`CampaignFitter.die_trees`).
+        """
         store = _as_store(store)
-        store.save_fit(self.cells, self._summary, self.model.to_dict(), self.arrays)
+        store.save_fit(self.cells, self._summary, self.model.to_dict(), self.arrays, dies=dies, law=law)
 
     @classmethod
     def load(cls, store) -> CampaignResult:

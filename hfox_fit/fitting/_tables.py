@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..exceptions import FitError
 from ..laws import get_law
 from ..schema import DieData
 from . import _separable as sep
@@ -110,6 +111,9 @@ class DieDriftResult:
 
     def mask(self) -> np.ndarray:
         """The reads each row's fit used, bool (N, n_pulses - 1)."""
+        if self.mask_bits is None:
+            raise FitError(f"die {self.wafer}/{self.die}: this result keeps only what pooling needs (a campaign "
+                           "fit's); fit the die with DriftFitter to re-fit one of its trains.")
         t = self.n_pulses - 1
         return np.unpackbits(self.mask_bits, axis=1, count=t).astype(bool)
 

@@ -11,6 +11,7 @@ per-(cell, cycle) table, the summary JSON (the contract other tools read), a
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -246,6 +247,8 @@ class CampaignFitter:
     ----------
     result_ : CampaignResult
         The fit: per-cell table, device model, summary, validation arrays (after :meth:`fit`).
+    die_parts_ : dict
+        ``{"W03/D07": (DieDriftResult, conditions)}``: what was pooled of each die (see :meth:`die_trees`).
     failed_ : dict
         ``{"W03/D07": "error"}``: the dies that failed twice on the Dask ``scheduler`` and were
         left out (only with ``keep_going=True``; otherwise such a die raises
@@ -266,9 +269,16 @@ class CampaignFitter:
         self.keep_going = keep_going
         self.options, self.bootstrap, self.random_state, self.max_masked = options, bootstrap, random_state, max_masked
 
-    def fit(self, dies, n_dies: int | None = None) -> CampaignFitter:
-        """Fit ``dies`` (an iterable of DieData; ``n_dies`` sizes the progress bar of an iterator)."""
+    def fit(self, dies, n_dies: int | None = None, *, known: dict | None = None) -> CampaignFitter:
+        """Fit ``dies`` (an iterable of DieData; ``n_dies`` sizes the progress bar of an iterator).
+
+        ``known``: ``{"W03/D07": (DieDriftResult, conditions)}``, results of an earlier fit (see
+        :meth:`die_trees`) pooled as they are for the dies they name; only the other dies are
+        fitted. Pooling follows the order of ``dies`` either way, so refitting some dies and
+        pooling them with the others' kept results gives the numbers of a full fit.
+        """
         law, jobs, progress, options = self.law, self.jobs, self.progress, self.options
+        known = dict(known or {})
         law = check_law(law, allow_auto=True)
         if jobs is None or int(jobs) < 1:
             raise FitError(f"jobs must be a positive integer, got {jobs!r}.")
@@ -278,6 +288,12 @@ class CampaignFitter:
             n_dies = len(dies)
         from .._progress import Progress
 
+        names = None
+        if known:
+            dies = list(dies)
+            names = [_die_name(d) for d in dies]
+            dies = [d for d, name in zip(dies, names) if name not in known]
+            n_dies = len(dies)
         bar = Progress("fit", n_dies, "die", enabled=bool(progress))
         self.failed_ = {}
         try:
@@ -285,15 +301,21 @@ class CampaignFitter:
                 results = map_dies(_fit_die_recorded, dies, (law, options), jobs=jobs, progress=bar, n_dies=n_dies,
                                    scheduler=self.scheduler)
             except ChunkFailure as failure:
-                if not self.keep_going or all(r is None for r in failure.results):
+                if not self.keep_going or (all(r is None for r in failure.results) and not known):
                     raise
                 self.failed_ = failure.failures  # the other dies are pooled; the caller reports these
-                results = [r for r in failure.results if r is not None]
+                results = failure.results
+            for _, caught, _ in (r for r in results if r is not None):  # warnings of the per-die step, raised
+                for category, message in caught:                        # here even from worker processes
+                    warnings.warn(message, category, stacklevel=3)
+            if names is not None:  # the kept results in their place among the refitted ones
+                fitted = iter(results)
+                results = [(known[name][0], [], known[name][1]) if name in known else next(fitted)
+                           for name in names]
+            results = [r for r in results if r is not None]
             if not results:
                 raise FitError("no dies to fit: the campaign is empty. Ingest measurements first.")
-            for _, caught, _ in results:  # warnings of the per-die step, raised here even from worker processes
-                for category, message in caught:
-                    warnings.warn(message, category, stacklevel=3)
+            self.die_parts_ = {f"{r.wafer}/{r.die}": (r, c) for r, _, c in results}
             # the pulse condition of every train (read where the die was), for the per-condition laws
             conditions = pd.concat([c for _, _, c in results], ignore_index=True)
             self.result_ = _pool([r for r, _, _ in results], law, self.bootstrap, self.random_state,
@@ -306,12 +328,41 @@ class CampaignFitter:
         return self
 
 
+    def die_trees(self) -> dict:
+        """``{"W03/D07": tree}``: each pooled die's own result as a tree the store keeps (:meth:`fit` first)."""
+        from ._parts import part_to_tree
+
+        return {name: part_to_tree(res, cond) for name, (res, cond) in self.die_parts_.items()}
+
+
+def _die_name(item) -> str:
+    if isinstance(item, DieData):
+        return f"{item.wafer}/{item.die}"
+    return str(getattr(item, "name", item))
+
+
 def _fit_die_recorded(die, law, options, progress=None):
-    """:func:`fit_die` with its warnings recorded (worker processes do not show them) and its trains' conditions."""
+    """:func:`fit_die` with its warnings recorded (worker processes do not show them) and its trains' conditions.
+
+    The result keeps only what pooling needs (:func:`pooled_part`), so the campaign's memory
+    grows by the per-train table, not by its reads.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = fit_die(die, law, options, progress=progress)
-    return res, [(w.category, str(w.message)) for w in caught], train_conditions(die)
+    return pooled_part(res), [(w.category, str(w.message)) for w in caught], train_conditions(die)
+
+
+def pooled_part(res):
+    """The per-die result less its (cells x pulses) arrays, which only re-fitting one train with the die needs.
+
+    Dropped: the fitted-read mask (``mask_bits``), the telegraph excess of the trains fitted
+    through their high reads (``rtn_excess``) and the RTN posterior per block (``rtn.high``,
+    None here). Kept: the per-train tables, the per-cell spectrum and RTN statistics the noise
+    step bootstraps over, at most ``max_traces`` example traces and the pink offset.
+    """
+    rtn = dataclasses.replace(res.rtn, high=None) if res.rtn is not None else None
+    return dataclasses.replace(res, rtn=rtn, mask_bits=None, rtn_excess={})
 
 
 def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, stage=None,

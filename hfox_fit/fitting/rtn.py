@@ -208,7 +208,8 @@ class RTNStats:
     up, down, time_low, time_high : ndarray of shape (N,)
         Expected block transitions and block occupancies (all-low for rows without RTN).
     high : ndarray of shape (N, nb)
-        Posterior probability of the high state per block.
+        Posterior probability of the high state per block (None in a campaign fit's
+        per-die results, which keep only what pooling needs).
     """
 
     block: int

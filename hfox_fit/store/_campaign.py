@@ -18,7 +18,7 @@ from ..exceptions import StoreError
 from ..schema import CONDITIONS, DieData, dies_to_table
 from ._dies import die_index, read_die
 from ._file import open_store
-from ._fit import StoredFit, load_fit, save_fit
+from ._fit import StoredFit, load_die_results, load_fit, save_fit
 from ._h5 import attr, key
 from ._ingest import IngestSummary, TableResult, ingest, read_sources, sha256_file, sha256_table
 from ._positions import DiePositions, read_die_positions
@@ -281,7 +281,8 @@ class CampaignStore:
         return f[path]
 
     # ------------------------------------------------------------------ fit
-    def save_fit(self, cells: pd.DataFrame, summary: dict, model: dict, arrays: dict | None = None) -> None:
+    def save_fit(self, cells: pd.DataFrame, summary: dict, model: dict, arrays: dict | None = None, *,
+                 dies: dict | None = None, law: str | None = None) -> None:
         """Save a fit, replacing the previous one (its time stays in the history).
 
         Parameters
@@ -292,8 +293,18 @@ class CampaignStore:
             JSON-safe results (numpy scalars and arrays are converted).
         arrays : dict of str to ndarray, optional
             Extra arrays (e.g. residuals), stored as they are.
+        dies : dict, optional
+            ``{"W03/D07": tree}``: each die's own result (dicts of arrays, data frames and JSON
+            values), so that some dies can be refitted later and pooled with the others.
+        law : str, optional
+            The law the fit was asked for (``"auto"`` or one law), kept with ``dies``.
         """
-        save_fit(self.path, cells, summary, model, arrays)
+        save_fit(self.path, cells, summary, model, arrays, dies, law)
+
+    def load_die_results(self) -> tuple:
+        """``(law, {"W03/D07": tree}, stale)`` saved with the fit (see :meth:`save_fit`; law None when none
+        was kept); ``stale`` when files were ingested after the fit."""
+        return load_die_results(self.path)
 
     def load_fit(self) -> StoredFit:
         """Return the saved fit.

@@ -1,12 +1,19 @@
-"""The fit kept in the store: the group ``/fit`` saved (replacing the previous one) and loaded back."""
+"""The fit kept in the store: the group ``/fit`` saved (replacing the previous one) and loaded back.
+
+Beside the pooled fit, ``/fit/dies`` may hold each die's own result (what pooling needs of it,
+as a tree of arrays, tables and JSON values made by the fitting layer), so that some dies can
+be refitted and pooled again with the others (``hfox-fit fit STORE --only W03/D07``).
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
+import h5py
+import numpy as np
 import pandas as pd
 
 from .._version import __version__
@@ -27,8 +34,13 @@ class StoredFit:
     history: list
 
 
-def save_fit(path: Path, cells: pd.DataFrame, summary: dict, model: dict, arrays: dict | None = None) -> None:
-    """Save a fit in the store ``path`` (see :meth:`CampaignStore.save_fit`)."""
+def save_fit(path: Path, cells: pd.DataFrame, summary: dict, model: dict, arrays: dict | None = None,
+             dies: dict | None = None, law: str | None = None) -> None:
+    """Save a fit in the store ``path`` (see :meth:`CampaignStore.save_fit`).
+
+    ``dies``: ``{"W03/D07": tree}``, each die's own result (a dict of arrays, data frames,
+    nested dicts and JSON values), kept under ``/fit/dies`` with ``law``, the law asked for.
+    """
     if not isinstance(cells, pd.DataFrame):
         raise StoreError(f"save_fit: cells must be a pandas DataFrame, got {type(cells).__name__}.")
     open_store(path).close()  # a missing or damaged store is refused first
@@ -55,6 +67,56 @@ def save_fit(path: Path, cells: pd.DataFrame, summary: dict, model: dict, arrays
         ag = g.create_group("arrays")
         for name, arr in (arrays or {}).items():
             write_array(ag, str(name), arr)
+        if dies is not None:
+            dg = g.create_group("dies")
+            dg.attrs["law"] = str(law)
+            for name, tree in dies.items():
+                _write_tree(dg.create_group(quote(str(name), safe="")), tree)
+
+
+def _write_tree(g, tree: dict) -> None:
+    """A dict of arrays, data frames, dicts (nested groups) and JSON values (one attribute) into ``g``."""
+    values = {}
+    for key, value in tree.items():
+        name = quote(str(key), safe="")
+        if isinstance(value, pd.DataFrame):
+            sub = g.create_group(name)
+            sub.attrs["kind"] = "frame"
+            write_frame(sub, value)
+        elif isinstance(value, dict):
+            sub = g.create_group(name)
+            sub.attrs["kind"] = "dict"
+            _write_tree(sub, value)
+        elif isinstance(value, np.ndarray):
+            write_array(g, str(key), value)
+        else:
+            values[str(key)] = value
+    g.attrs["values"] = json.dumps(values)
+
+
+def _read_tree(g) -> dict:
+    tree = json.loads(attr(g, "values") or "{}")
+    for name, obj in g.items():
+        key = unquote(name)
+        if isinstance(obj, h5py.Group):
+            tree[key] = read_frame(obj) if attr(obj, "kind") == "frame" else _read_tree(obj)
+        else:
+            tree[key] = read_array(obj)
+    return tree
+
+
+def load_die_results(path: Path) -> tuple[str | None, dict, bool]:
+    """``(law, {"W03/D07": tree}, stale)``: each die's own result saved with the fit (``(None, {}, stale)``
+    when none was); ``stale`` when files were ingested after the fit (its per-die results may miss reads)."""
+    with open_store(path) as f:
+        if "fit" not in f:
+            raise StoreError(f"no fit in {path.name!r}; run `hfox-fit fit {path}` first.")
+        n_sources = int(len(f["sources"])) if "sources" in f else 0
+        stale = int(f["fit"].attrs.get("n_sources", n_sources)) != n_sources
+        if "dies" not in f["fit"]:
+            return None, {}, stale
+        g = f["fit"]["dies"]
+        return attr(g, "law"), {unquote(name): _read_tree(sub) for name, sub in g.items()}, stale
 
 
 def load_fit(path: Path) -> StoredFit:
