@@ -399,6 +399,8 @@ def rtn_em(m, logv, block: int, *, max_iter: int = 30, llr_threshold: float = 8.
         converged=converged,
         extra={"mu_v": mu_v, "tau_v": tau_v, "tau_h": tau_h, "s_m": float(np.sqrt(s_m2)), "pi0": pi0,
                "amplitude_stderr": np.where(shows, A_se, np.nan),
+               # the first block's high posterior, kept when the per-block states are dropped (pooling needs it)
+               "started_high": np.where(shows, gh[:, 0], 0.0),
                "state": {"q_up": q_up, "q_down": q_down, "mu_v": mu_v, "tau_v": tau_v, "tau_h": tau_h,
                          "s_m2": s_m2, "A": A, "pi0": pi0}},
     )
@@ -430,6 +432,15 @@ def _poisson_ci(k, level=0.90):
     lo = 0.5 * stats.chi2.ppf(a, 2 * k) if k > 0 else 0.0
     hi = 0.5 * stats.chi2.ppf(1 - a, 2 * k + 2)
     return float(lo), float(hi)
+
+
+def _started_high(s) -> np.ndarray:
+    """Per row, the probability that its first block was high (0 where RTN is not seen)."""
+    if s.extra.get("started_high") is not None:
+        return np.asarray(s.extra["started_high"], float)
+    if s.high is not None and s.high.ndim == 2 and s.high.shape[1]:
+        return np.asarray(s.high[:, 0], float)
+    return np.zeros(len(s.shows))
 
 
 def _up_per_block(n_up: float, time_low, shows, n_started_high: float, iters: int = 50) -> float:
@@ -475,8 +486,7 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     th = np.concatenate([s.time_high for s in stats_list])
     shows = np.concatenate([s.shows for s in stats_list])
     amp = np.concatenate([s.amplitude for s in stats_list])
-    started_high = np.concatenate([s.high[:, 0] if s.high.shape[1] else np.zeros(len(s.shows))
-                                   for s in stats_list])
+    started_high = np.concatenate([_started_high(s) for s in stats_list])
     n = len(up)
 
     def estimate(idx):

@@ -95,7 +95,6 @@ KNOWN_BIASED = {
                                 "per-train t_star / censoring (95 % on this test's seeds)",
     ("paper", "median m2"): "per-train m2 (post-break slope) values: 67.5 % on the bench seeds, 82.5 % here, "
                             "mean error -4.9 %",
-    ("wafer_b", "rtn p_up"): "p_up is biased low (mean error -11 %, 5-7.5 % coverage): the RTN step",
     ("paper", "rtn p_down"): "the RTN step's bootstrap over trains: 75 % here, 82.5 % on the bench seeds",
     ("wafer_b", "rtn p_down"): "the RTN step: 72.5 % here (mean error -4.5 %), 77.5 % on the bench seeds",
 }
