@@ -434,7 +434,8 @@ def _pool(results, law, bootstrap, random_state, max_masked=None, options=None, 
                 "note": rtn.note or "per-pulse probabilities; intervals: bootstrap over trains"},
         "notes": notes,
     }
-    add_conditions(summary, model, law_rows, conditions, params, laws_used, bootstrap, random_state)
+    add_conditions(summary, model, law_rows, conditions, params, laws_used, bootstrap, random_state,
+                   noise_source=drift)
     add_wafers(summary, law_rows, params, laws_used, bootstrap, random_state, stage)
     summary = json_safe(summary)
 
