@@ -20,6 +20,10 @@ condition law of each parameter by weighted least squares,
 stderrs scaled up by the Birge ratio when the medians scatter more than their
 intervals say. Whether the spread of the law is shared by the conditions or
 each condition's own is chosen by AIC on the conditions' spreads and reported.
+
+Each condition also gets its pink and RTN laws (:func:`add_condition_noise`): the
+pooled noise step on that condition's trains, from the per-train residual spectra
+and RTN statistics the drift fit keeps.
 """
 
 from __future__ import annotations

@@ -152,38 +152,3 @@ def test_sample_median_is_kaplan_meier_under_censoring():
     assert np.median(np.where(cens, cut, x)) < 0.97 * fit.sample_median  # ignoring censoring would be biased
     d = fit.to_dict()
     assert d["sample_median"] == fit.sample_median and d["sample_median_ci90"] == [lo, hi]
-
-
-def _trains_masked_by_their_drift(n=400, seed=5):
-    """Per-train table whose slow cells (m1 below the median) are mostly masked as RTN-high, as the fit gives.
-
-    Every value is the truth plus its measurement error (stderr 5 %); 60 % of the slow half and
-    10 % of the fast half have over 30 % of their reads masked (whether RTN is found depends on
-    the drift: it stands out of a slow train's reads).
-    """
-    rng = np.random.default_rng(seed)
-    m1 = ParameterLaw("lognorm", {"s": 0.25, "loc": 0.0, "scale": 5e-4}).sample(n, rng=rng)
-    t_star = ParameterLaw("lognorm", {"s": 0.25, "loc": 0.0, "scale": 300.0}).sample(n, rng=rng)
-    slow = m1 < np.median(m1)
-    masked = rng.random(n) < np.where(slow, 0.6, 0.1)
-    rows = pd.DataFrame({"wafer": "W01", "die": "D01", "device": [f"C{i}" for i in range(n)], "cycle": 1,
-                         "flag": "ok", "n_reads": np.where(masked, 250, 550), "n_masked": np.where(masked, 350, 50)})
-    for name, true, scale in (("m1", m1, None), ("t_star", t_star, None), ("m2", m1 / 20, None),
-                              ("c1", rng.normal(0.005, 0.05, n), 0.01), ("r0", rng.normal(7000, 380, n), 50.0)):
-        se = np.full(n, scale) if scale is not None else 0.05 * np.abs(true)
-        rows[name] = true + rng.normal(0.0, se)
-        rows[name + "_stderr"] = se
-    return rows, m1
-
-
-def test_mostly_masked_trains_stay_in_the_d2d_step():
-    """Leaving out the masked trains would select the cells on their drift: m1's median ~9 % too high."""
-    from hfox_fit.fitting.campaign import d2d_rows
-
-    rows, m1 = _trains_masked_by_their_drift()
-    d2d = D2DFitter(["m1", "t_star"], bootstrap=0).fit(d2d_rows(rows, "two_slope"))
-    assert d2d.fits_["m1"].median == pytest.approx(np.median(m1), rel=0.03)
-    assert d2d.fits_["m1"].n_excluded == 0 and d2d.fits_["m1"].n_used == len(rows)
-    # asked for, the leave-out is still there, and counted
-    left_out = D2DFitter(["m1"], bootstrap=0).fit(d2d_rows(rows, "two_slope", max_masked=0.3))
-    assert left_out.fits_["m1"].n_excluded == int((rows["n_masked"] / 600 > 0.3).sum())
