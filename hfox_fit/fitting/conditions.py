@@ -20,6 +20,10 @@ condition law of each parameter by weighted least squares,
 stderrs scaled up by the Birge ratio when the medians scatter more than their
 intervals say. Whether the spread of the law is shared by the conditions or
 each condition's own is chosen by AIC on the conditions' spreads and reported.
+
+Each condition also gets its pink and RTN laws (:func:`add_condition_noise`): the
+pooled noise step on that condition's trains, from the per-train residual spectra
+and RTN statistics the drift fit keeps.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import FitError
-from ..model import ConditionLaw
+from ..model import ConditionLaw, PinkNoise
 from ..schema import DieData
 from .d2d import CANDIDATE_FAMILIES, cell_values, fallback_law, fit_parameter
+from .pink import SpectrumStats, _design, fit_pink_spectrum, pink_autocovariance
+from .rtn import RTNStats, _pool_rtn
 
 __all__ = ["ConditionFitter", "ConditionRecorder", "add_conditions", "d2d_section", "summary_sections",
            "train_conditions"]
@@ -401,8 +407,12 @@ def summary_sections(fitter: ConditionFitter) -> dict:
 
 
 def add_conditions(summary: dict, model, rows: pd.DataFrame, conditions: pd.DataFrame | None, params,
-                   pooled=None, bootstrap: int = 200, random_state: int = 0) -> ConditionLaw | None:
+                   pooled=None, bootstrap: int = 200, random_state: int = 0,
+                   noise_source=None) -> ConditionLaw | None:
     """Fit ``rows`` per condition; add ``conditions``/``condition_law`` and the notes to ``summary``.
+
+    With ``noise_source`` (the drift fit: ``spectrum_stats_`` and ``rtn_stats_``, one per die, in the
+    order of ``conditions``), each condition also gets its pink and RTN laws (:func:`add_condition_noise`).
 
     ``model`` (the pooled DeviceModel) gets the condition law, or, measured at one known
     condition, ``meta["pulse_condition"]`` (so that :meth:`DeviceModel.at` can name it). The
@@ -421,5 +431,123 @@ def add_conditions(summary: dict, model, rows: pd.DataFrame, conditions: pd.Data
     pooled = f"pooled over the {fitter.n_groups_} pulse conditions (each condition's law: 'conditions')"
     for d in summary.get("d2d", {}).values():
         d["note"] = f"{d['note']}; {pooled}" if d.get("note") else pooled
+    if noise_source is not None:
+        add_condition_noise(summary["conditions"], noise_source, conditions, bootstrap, random_state)
     summary.setdefault("notes", []).extend(fitter.notes_)
     return fitter.law_
+
+
+def _condition_masks(groups: list, conditions: pd.DataFrame) -> list:
+    """Bool mask over the trains of ``conditions`` for each summary group (unknown: v or width NaN)."""
+    v = conditions["v_pulse"].to_numpy(float)
+    w = conditions["pulse_width"].to_numpy(float)
+    unknown = ~np.isfinite(v) | ~np.isfinite(w)
+    return [unknown if g["v_pulse"] is None or g["pulse_width"] is None
+            else ~unknown & np.isclose(v, g["v_pulse"], rtol=1e-12, atol=0.0)
+            & np.isclose(w, g["pulse_width"], rtol=1e-12, atol=0.0) for g in groups]
+
+
+def add_condition_noise(groups: list, source, conditions: pd.DataFrame, bootstrap: int, random_state: int) -> None:
+    """Add ``pink`` and ``rtn`` to each condition of ``groups``: the noise step on that condition's trains.
+
+    The drift fit keeps one residual spectrum and one set of RTN statistics per train, so each
+    condition's laws are :func:`~hfox_fit.fitting.fit_pink_spectrum` and the RTN pooling of the
+    pooled step on its own trains, with their bootstrap intervals. A condition where they cannot be
+    fitted (no complete residual segment, no train long enough for the RTN detection) says why in
+    the section's ``note``.
+    """
+    spectra, rtn = list(source.spectrum_stats_), list(source.rtn_stats_)
+    masks = _condition_masks(groups, conditions)
+    n_rows = [0 if s is None else len(s.count) for s in spectra]
+    n_rtn = [0 if r is None else len(r.up) for r in rtn]
+    if sum(n_rows) != len(conditions) or len(spectra) != len(rtn):
+        why = "the residual statistics do not line up with the trains' conditions"
+        for g in groups:
+            g["pink"] = g["rtn"] = {"note": f"not fitted per condition: {why}"}
+        return
+    starts = np.cumsum([0] + n_rows)
+    lengths = [s.length if s is not None else 0 for s in spectra]
+    L = max(lengths) if lengths else 0
+    # segments of one length only (as SpectrumStats.concat); other dies' rows count as absent
+    parts = [(s, starts[i]) for i, s in enumerate(spectra) if s is not None and s.length == L and L > 0]
+    good_rtn = [(r, starts[i]) for i, r in enumerate(rtn) if r is not None and n_rtn[i] == n_rows[i] and len(r.up)]
+    for k, (g, mask) in enumerate(zip(groups, masks)):
+        rng = np.random.default_rng([random_state, 7, k])
+        g["pink"] = _condition_pink(parts, L, mask, bootstrap, rng)
+        g["rtn"] = _condition_rtn(good_rtn, mask, bootstrap, rng)
+
+
+def _condition_pink(parts, L, mask, bootstrap, rng) -> dict:
+    rows = [(s, np.flatnonzero(mask[a:a + len(s.count)])) for s, a in parts]
+    rows = [(s, i) for s, i in rows if i.size]
+    if not rows:
+        return {"note": "not fitted at this condition: no train with a complete residual segment"}
+    stats = SpectrumStats(L, rows[0][0].taps, rows[0][0].freqs, np.concatenate([s.power_sum[i] for s, i in rows]),
+                      np.concatenate([s.count[i] for s, i in rows]))
+    if stats.count.sum() < 4:
+        return {"note": f"not fitted at this condition: {int(stats.count.sum())} residual segment(s), fewer than 4"}
+    try:
+        pink = fit_pink_spectrum(stats, bootstrap=0)
+    except FitError as err:
+        return {"note": f"not fitted at this condition: {err}"}
+    pink.std_ci90, pink.exponent_ci90, pink.white_std_ci90 = _pink_intervals(stats, pink, bootstrap, rng)
+    return {"std": pink.std, "std_stderr": pink.std_stderr, "std_ci90": pink.std_ci90,
+            "exponent": pink.exponent, "exponent_stderr": pink.exponent_stderr, "exponent_ci90": pink.exponent_ci90,
+            "white_std": pink.white_std, "white_std_stderr": pink.white_std_stderr,
+            "white_std_ci90": pink.white_std_ci90, "taps": pink.taps, "n_segments": pink.n_segments,
+            "note": ("the pooled step's pink fit on this condition's trains; intervals: bootstrap over cells, "
+                     "each replicate one Gauss-Newton step from the fit")}
+
+
+def _pink_intervals(stats, pink, bootstrap: int, rng) -> tuple:
+    """90 % intervals of (std, exponent, white std): bootstrap over cells, one Gauss-Newton step per replicate.
+
+    The pooled step refits each replicate (least squares); a replicate's spectrum is the fit's
+    within its sampling error, and the log-spectrum residual's Jacobian does not depend on the
+    data, so one step from the fit is the linearised refit at the cost of a matrix product
+    (nine conditions would otherwise cost nine pooled bootstraps).
+    """
+    has = np.flatnonzero(stats.count > 0)
+    if not bootstrap or has.size < 2:
+        return None, None, None
+
+    taps, c = pink.taps, _design(stats.length, pink.taps - 1)
+    x0 = np.array([pink.lmfit_result.params[k].value for k in ("alpha", "d", "white")])
+
+    def log_model(x):
+        return np.log(np.maximum(c @ pink_autocovariance(x[0], x[1], x[2], taps), 1e-300))
+
+    step = np.maximum(np.abs(x0) * 1e-6, 1e-12)
+    jac = np.column_stack([(log_model(x0 + e) - log_model(x0 - e)) / (2 * h)
+                           for e, h in ((np.eye(3)[i] * step[i], step[i]) for i in range(3))])
+    pick = rng.integers(0, has.size, size=(bootstrap, has.size))
+    counts = np.stack([np.bincount(row, minlength=has.size) for row in pick])  # (B, cells)
+    spectra = (counts @ stats.power_sum[has]) / (counts @ stats.count[has])[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        resid = np.log(spectra) - log_model(x0)
+    dx = np.linalg.lstsq(jac, resid.T, rcond=None)[0].T
+    reps = np.clip(x0 + dx, [0.0, 0.01, 0.0], [np.inf, 1.5, np.inf])
+    vals = np.array([(PinkNoise(alpha=a, d=d, taps=taps).std, 2 * d, w) for a, d, w in reps])
+    vals = vals[np.isfinite(vals).all(axis=1)]
+    if len(vals) < 2:
+        return None, None, None
+    lo, hi = np.percentile(vals, [5, 95], axis=0)
+    return tuple([float(lo[k]), float(hi[k])] for k in range(3))
+
+
+def _condition_rtn(parts, mask, bootstrap, rng) -> dict:
+    picked = [(r, np.flatnonzero(mask[a:a + len(r.up)])) for r, a in parts]
+    picked = [(r, i) for r, i in picked if i.size]
+    if not picked:
+        return {"note": "not fitted at this condition: no train long enough for the RTN detection"}
+    block = picked[0][0].block
+    if any(r.block != block for r, _ in picked):
+        return {"note": "not fitted at this condition: its dies' RTN blocks differ in length"}
+    sub = [RTNStats(block, r.p_up, r.p_down, r.amplitude[i], r.shows[i], r.llr[i], r.up[i], r.down[i],
+                     r.time_low[i], r.time_high[i], np.zeros((i.size, 0))) for r, i in picked]
+    est = _pool_rtn(sub, bootstrap, rng)
+    return {"p_up": est.p_up, "p_up_stderr": est.p_up_stderr, "p_up_ci90": est.p_up_ci90,
+            "p_down": est.p_down, "p_down_stderr": est.p_down_stderr, "p_down_ci90": est.p_down_ci90,
+            "n_trains": est.n_cells, "n_showing": est.n_showing,
+            "note": est.note or "the pooled step's RTN rates on this condition's trains; intervals: bootstrap "
+                                "over trains"}

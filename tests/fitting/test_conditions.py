@@ -67,6 +67,40 @@ def test_each_condition_has_its_own_d2d_laws_and_the_pooled_ones_say_so(amplitud
     json.dumps(s, allow_nan=False)  # the summary stays strict JSON
 
 
+def _two_noise_campaign():
+    """Two conditions of 96 cells whose pink and RTN laws differ (pink std x2, RTN p_up x3 at 1.5 V)."""
+    from hfox_fit.model import PinkNoise, TelegraphNoise
+
+    base = _tight_model()
+    models = {1.0: base, 1.5: replace(base, pink=PinkNoise(alpha=0.05, d=0.5, taps=15),
+                                      rtn=TelegraphNoise(p_up=2.4e-3, p_down=2e-3))}
+    dies = []
+    for k, (v, model) in enumerate(models.items()):
+        for die in make_wafer(model, devices=96, pulses=800, seed=40 + k, wafer=f"W0{k + 1}").dies:
+            dies.append(replace(die, v_pulse=np.full_like(die.v_pulse, v), pulse_width=np.full_like(die.v_pulse, 1e-6)))
+    return models, _fit_dies(dies)
+
+
+def _fit_dies(dies):
+    return fit_quietly(dies, law="two_slope", bootstrap=100)
+
+
+def test_each_condition_has_its_own_pink_and_rtn_laws_with_intervals():
+    models, fit = _two_noise_campaign()
+    s = fit.summary()
+    for c in s["conditions"]:
+        truth = models[c["v_pulse"]]
+        pink, rtn = c["pink"], c["rtn"]
+        assert pink["std"] == pytest.approx(truth.pink.std, rel=0.2), (c["v_pulse"], pink)
+        assert pink["std_ci90"][0] < pink["std"] < pink["std_ci90"][1] and pink["std_stderr"] > 0
+        assert rtn["p_up"] == pytest.approx(truth.rtn.p_up, rel=0.35), (c["v_pulse"], rtn)
+        assert rtn["p_up_ci90"][0] < rtn["p_up"] < rtn["p_up_ci90"][1] and rtn["n_trains"] == 96
+    low, high = s["conditions"]
+    # the pooled laws sit between the two conditions'
+    assert low["pink"]["std_ci90"][1] < s["pink"]["std"] < high["pink"]["std_ci90"][0]
+    assert low["rtn"]["p_up_ci90"][1] < high["rtn"]["p_up_ci90"][0]
+
+
 def test_one_varying_factor_gives_a_law_of_that_factor_alone(amplitude_only):
     wafer, fit = amplitude_only
     law = fit.summary()["condition_law"]
@@ -153,9 +187,8 @@ def test_nine_conditions_small():
     assert len(s["conditions"]) == 9 and s["condition_law"]["factors"] == ["v_pulse", "pulse_width"]
     assert s["condition_law"]["v_ref"] == 1.25 and s["condition_law"]["width_ref"] == pytest.approx(1e-6)
     err = _median_errors(wafer, s)
-    # the D2D step leaves out the cells whose m1 is imprecise, which are the slow ones: at the
-    # slowest condition the law's median of m1 sits ~13 % above the cells' (see the report)
-    assert np.all(err < 0.15) and np.mean(err < 0.05) >= 0.75, np.round(err, 3)
+    # 96 cells: the law's median and the cells' own differ by ~0.75 s / sqrt(n) plus the fit errors
+    assert np.all(err < 0.08) and np.mean(err < 0.05) >= 0.85, np.round(err, 3)
     assert np.all(np.abs(_z(wafer, s)) < 3)
 
 
@@ -163,7 +196,7 @@ def test_nine_conditions_small():
 def test_nine_conditions_full_size_medians_and_slopes():
     wafer, s = _grid_fit(seed=1)
     err = _median_errors(wafer, s)
-    assert np.all(err < 0.15) and np.mean(err < 0.05) >= 0.8, np.round(err, 3)
+    assert np.all(err < 0.05), np.round(err, 3)  # the issue's bar, all 18 medians
     assert np.all(np.abs(_z(wafer, s)) < 2)
 
 
