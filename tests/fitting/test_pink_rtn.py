@@ -119,6 +119,11 @@ def test_pooled_p_up_is_not_biased_low_by_amplitudes_too_small_to_see():
     full = _telegraph_rows(4000, 62, q_up, q_down, undetectable=0.0, rng=np.random.default_rng(6))
     plain = block_to_pulse(full.up.sum() / full.time_low.sum(), q_down, 16)[0]
     assert _pool_rtn([full], 0, 0).p_up == pytest.approx(plain, rel=0.03)
+    # short trains (most detectable ones never switch): the quiet count cannot tell, the rate is counted as is
+    q_up, q_down = pulse_to_block(0.0008, 0.002, 16)
+    short = _telegraph_rows(2000, 19, q_up, q_down, undetectable=0.15, rng=np.random.default_rng(7))
+    counted = block_to_pulse(short.up.sum() / short.time_low.sum(), short.down.sum() / short.time_high.sum(), 16)[0]
+    assert _pool_rtn([short], 0, 0).p_up == pytest.approx(counted, rel=1e-12)
 
 
 def test_read_mask_dilates_high_blocks():
