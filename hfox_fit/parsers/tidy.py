@@ -104,7 +104,13 @@ class TidyParser(Parser):
 def _header(data: bytes, path: Path) -> list:
     nl = data.find(b"\n")
     first = (data if nl < 0 else data[:nl]).rstrip(b"\r")
-    names = [f.strip().lower() for f in next(csv.reader([decode(first, path, 1)]), [])]
+    if b"\r" in first:  # a lone carriage return: the csv module refuses it, with no line to name
+        raise ParseError("the header line holds a carriage return (\\r) before its end: the file's line endings "
+                         "are damaged; save it with \\n or \\r\\n line endings.", path=path, line=1)
+    try:
+        names = [f.strip().lower() for f in next(csv.reader([decode(first, path, 1)]), [])]
+    except csv.Error as err:
+        raise ParseError(f"cannot read the header line: {err}.", path=path, line=1) from None
     _check_columns(names, path, 1)
     return names
 

@@ -83,6 +83,16 @@ def test_bad_rows(tmp_path, row, match):
     assert res.table["pulse"].tolist() == [0, 2]
 
 
+@pytest.mark.parametrize("head", [b"\r", b"wafer,die\r,"], ids=["before", "inside"])
+def test_a_carriage_return_in_the_header_is_a_parse_error(tmp_path, head):
+    """A lone CR in the header line (damaged line endings) made the csv module raise, with no file or line."""
+    header = b"wafer,die,device,cycle,pulse,resistance,v_read,v_pulse,pulse_width"
+    path = tmp_path / "W01.csv"
+    path.write_bytes(head + header[len(head.rstrip(b"\r,")):] + b"\nW01,D01,A1,0,0,6753.6,0.1,1.25,1e-06\n")
+    with pytest.raises(ParseError, match=r"W01.csv:1: the header line holds a carriage return"):
+        read_measurements(path, "tidy")
+
+
 def test_parquet_bad_rows_name_the_row(tmp_path):
     t = sample_table(devices=2, pulses=3, cycles=1)
     t.loc[2, "resistance"] = -1.0  # written behind the validator's back
