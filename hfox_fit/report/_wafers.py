@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._layout import parameter_axes, parameter_figsize
+from ._tables import _num
 
 __all__ = ["summary_wafers", "wafers_section", "TABLE_NAME"]
 
@@ -37,14 +38,6 @@ def _ci(d: dict):
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(c is not None and np.isfinite(c) for c in ci):
         return [float(ci[0]), float(ci[1])]
     return None
-
-
-def _num(x):
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if np.isfinite(x) else None
 
 
 def wafers_section(summary, pnames, units, metrics, figs, tables, notes) -> None:
