@@ -177,6 +177,7 @@ class _Data:
             # stray outside a law's support and do not place truncation bounds or expon's loc
             self.eiv = np.isfinite(self.se) & (self.se > 0)
             self.noisy = np.isfinite(self.se) & (self.se > EIV_THRESHOLD * spread)
+        self.plain = ~self.eiv
         self.nodes = None
         if self.eiv.any():
             z, wts = np.polynomial.hermite.hermgauss(_GH_NODES)
@@ -285,8 +286,12 @@ class _Candidate:
         """Per-observation log-likelihood (exact values first, then censored)."""
         f = self.family
         with np.errstate(all="ignore"):
-            lx = _logpdf(f, data.x, kw)
-            if data.nodes is not None:
+            if data.nodes is None:
+                lx = _logpdf(f, data.x, kw)
+            else:  # the plain density only where a value has no error (the others are convolved)
+                lx = np.empty(len(data.x))
+                if data.plain.any():
+                    lx[data.plain] = _logpdf(f, data.x[data.plain], kw)
                 lx[data.eiv] = self._eiv_logpdf(kw, data)
             pc = _mass(f, data.lo, data.hi, kw) if len(data.lo) else np.zeros(0)
             lz = 0.0
