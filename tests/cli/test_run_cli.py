@@ -10,16 +10,6 @@ import pytest
 from hfox_fit.cli import build_parser, main
 from hfox_fit.cli._run import _step_args
 
-
-@pytest.fixture(scope="module")
-def raw(tmp_path_factory):
-    """One tiny bench file (60 cells x 1 cycle x 61 reads): enough for every step of `run`."""
-    out = tmp_path_factory.mktemp("raw")
-    assert main(["synth", "-o", str(out), "--format", "bench", "--devices", "60", "--pulses", "60",
-                 "--cycles", "1", "--seed", "3"]) == 0
-    return out
-
-
 BAD = [
     (["--law", "nope"], "--law must be one of auto, "),
     (["--jobs", "0"], "--jobs must be >= 1"),
