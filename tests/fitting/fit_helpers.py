@@ -51,3 +51,20 @@ def median_relerr(est, truth):
     est, truth = np.asarray(est, float), np.asarray(truth, float)
     ok = np.isfinite(est) & np.isfinite(truth)
     return float(np.median(np.abs(est[ok] / truth[ok] - 1.0)))
+
+
+def small_die_store(path, n_dies: int, first_seed: int):
+    """A campaign store of ``n_dies`` dies D01.. (64 cells x 250 pulses of the paper preset, seeds
+    ``first_seed``..), ingested as one table; returns ``path``."""
+    import pandas as pd
+
+    from hfox_fit.schema import dies_to_table
+    from hfox_fit.store import CampaignStore
+
+    parts = []
+    for k in range(n_dies):
+        table = dies_to_table(make_wafer("paper", devices=64, pulses=250, seed=first_seed + k).dies)
+        table["die"] = f"D{k + 1:02d}"
+        parts.append(table)
+    CampaignStore(path).ingest_table(pd.concat(parts, ignore_index=True), name="simulated")
+    return path

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from fit_helpers import small_die_store
 from numeric_helpers import assert_close_arrays, assert_close_tree
 
 import hfox_fit
@@ -26,7 +26,6 @@ from hfox_fit.cli import main
 from hfox_fit.cli._fit import StoredDie
 from hfox_fit.exceptions import FitError
 from hfox_fit.fitting import _executor
-from hfox_fit.schema import dies_to_table
 from hfox_fit.store import CampaignStore
 
 distributed = pytest.importorskip("distributed")
@@ -37,15 +36,7 @@ N_DIES = 3
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from hfox_fit.synth import make_wafer
-
-    parts = []
-    for k in range(N_DIES):
-        table = dies_to_table(make_wafer("paper", devices=64, pulses=250, seed=60 + k).dies)
-        table["die"] = f"D{k + 1:02d}"
-        parts.append(table)
-    path = tmp_path_factory.mktemp("dask") / "campaign.h5"
-    CampaignStore(path).ingest_table(pd.concat(parts, ignore_index=True), name="simulated")
+    path = small_die_store(tmp_path_factory.mktemp("dask") / "campaign.h5", N_DIES, first_seed=60)
     assert len(CampaignStore(path).dies()) == N_DIES
     return path
 

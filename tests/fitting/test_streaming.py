@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fit_helpers import small_die_store
 
 from hfox_fit.exceptions import FitError
 from hfox_fit.fitting import CampaignFitter
@@ -134,16 +135,9 @@ N_DIES = 3
 def three_dies(tmp_path_factory):
     """A store of 3 dies (64 cells x 250 pulses) and its full fit, saved in a copy kept aside."""
     from hfox_fit.cli import main
-    from hfox_fit.schema import dies_to_table
     from hfox_fit.store import CampaignStore
 
-    parts = []
-    for k in range(N_DIES):
-        table = dies_to_table(make_wafer("paper", devices=64, pulses=250, seed=80 + k).dies)
-        table["die"] = f"D{k + 1:02d}"
-        parts.append(table)
-    path = tmp_path_factory.mktemp("only") / "campaign.h5"
-    CampaignStore(path).ingest_table(pd.concat(parts, ignore_index=True), name="simulated")
+    path = small_die_store(tmp_path_factory.mktemp("only") / "campaign.h5", N_DIES, first_seed=80)
     unfitted = path.with_name("unfitted.h5")
     unfitted.write_bytes(path.read_bytes())
     assert main(["fit", str(path), "--quiet"]) == 0
