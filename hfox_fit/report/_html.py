@@ -250,10 +250,7 @@ def _conditions_html(c):
     e = html.escape
 
     def med(m):
-        ci = m.get("ci90")
-        if m.get("median") is None:
-            return "–"
-        return _fmt(m.get("median")) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else " (no interval)")
+        return _with_ci(m.get("median"), m.get("ci90"))
 
     units = c.get("units", {})
     head = ["condition", "cells", "trains fitted"] + [
@@ -282,11 +279,8 @@ def _wafers_html(c):
     e = html.escape
 
     def med(m):
-        ci = m.get("ci90")
-        if m.get("median") is None:
-            return "–"
-        return (_fmt(m["median"]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else " (no interval)")
-                + (" (cells)" if m.get("from") == "sample" else ""))
+        cells = m.get("median") is not None and m.get("from") == "sample"
+        return _with_ci(m.get("median"), m.get("ci90")) + (" (cells)" if cells else "")
 
     units = c.get("units", {})
     head = ["wafer", "cells", "trains fitted"] + [
