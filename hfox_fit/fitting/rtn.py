@@ -504,12 +504,16 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     started_high = np.concatenate([_started_high(s) for s in stats_list])
     n = len(up)
 
-    def estimate(idx):
+    def block_rates(idx):
+        """Per-block (q_up, q_down) of rows ``idx``: q_up 0 without an up switch, q_down NaN without high time."""
         u, dn, h = up[idx].sum(), down[idx].sum(), th[idx].sum()
-        qd = dn / h if h > 0 else np.nan
-        if u <= 0:
+        qu = _up_per_block(u, tl[idx], shows[idx], started_high[idx].sum()) if u > 0 else 0.0
+        return qu, (dn / h if h > 0 else np.nan)
+
+    def estimate(idx):
+        if up[idx].sum() <= 0:
             return 0.0, np.nan
-        qu = _up_per_block(u, tl[idx], shows[idx], started_high[idx].sum())
+        qu, qd = block_rates(idx)
         return block_to_pulse(qu, qd if np.isfinite(qd) else 0.0, block)
 
     all_idx = np.arange(n)
@@ -526,10 +530,10 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
             ci_down = [float(np.percentile(reps[fin, 1], 5)), float(np.percentile(reps[fin, 1], 95))]
             se_down = float(np.std(reps[fin, 1], ddof=1))
     # few transitions: exact Poisson intervals on the counts (the bootstrap is degenerate there)
-    n_up, n_down, t_low, t_high = up.sum(), down.sum(), tl.sum(), th.sum()
-    qu = _up_per_block(n_up, tl, shows, started_high.sum()) if n_up > 0 else 0.0
-    t_low = n_up / qu if qu > 0 else t_low  # the low time that could have shown an up switch
-    qd = n_down / t_high if t_high > 0 else 0.0
+    n_up, n_down, t_high = up.sum(), down.sum(), th.sum()
+    qu, qd = block_rates(all_idx)
+    qd = qd if np.isfinite(qd) else 0.0
+    t_low = n_up / qu if qu > 0 else tl.sum()  # the low time that could have shown an up switch
     if n_up < 20 and t_low > 0:
         lo, hi = _poisson_ci(n_up)
         ci_up = [block_to_pulse(lo / t_low, qd, block)[0], block_to_pulse(hi / t_low, qd, block)[0]]
