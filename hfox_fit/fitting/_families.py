@@ -24,6 +24,7 @@ import numpy as np
 from scipy import optimize, special
 
 from ..laws import FAMILIES
+from ._util import logsumexp
 
 __all__ = ["MAX_CONTAMINATION", "EIV_THRESHOLD"]
 
@@ -34,15 +35,6 @@ _POSITIVE = ("lognorm", "gamma", "weibull_min", "uniform")
 # --------------------------------------------------------------------------------------
 # fast log-density / cdf / ppf (scipy's frozen distributions cost ~1 ms each to build)
 # --------------------------------------------------------------------------------------
-
-
-def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
-    """``log(sum(exp(a), axis=1))`` of a 2-D array, -inf for an all -inf row (scipy's ``logsumexp``
-    without its array-API checks, which cost more than the sum on the likelihood's small rows)."""
-    top = a.max(axis=1)
-    top = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.log(np.exp(a - top[:, None]).sum(axis=1)) + top
 
 
 def _logpdf(family, x, kw):
@@ -273,10 +265,10 @@ class _Candidate:
                     + special.log_ndtr((x - kw["loc"]) / se - lam * se))
         lp = _logpdf(self.family, data.nodes, kw)
         if self.bounds is None:
-            return _logsumexp_rows(lp + data.log_w[None, :])
+            return logsumexp(lp + data.log_w[None, :], axis=1)
         lo, hi = self.bounds  # the truncated density is zero outside its bounds
         lp = np.where((data.nodes >= lo) & (data.nodes <= hi), lp, -np.inf)
-        out = _logsumexp_rows(lp + data.log_w[None, :])
+        out = logsumexp(lp + data.log_w[None, :], axis=1)
         # a value far outside the bounds: the mass of its error beyond the nearest bound
         near = np.where(x < lo, lo, hi)
         tail = _logpdf(self.family, near, kw) + special.log_ndtr(-np.abs(x - near) / se)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..laws import get_law
-from ._util import _join, nanquantile_rows
+from ._util import _join, logsumexp, nanquantile_rows
 from .noise import _VAR_U1U2
 
 
@@ -115,8 +115,7 @@ def _start_excess(d, sigma_d, amplitude, p_up, n_trains: int, c1=None, c1_law=No
     ll_ll = -0.5 * x * x / s2 - 0.5 * np.log(2 * np.pi * s2)
     e = A * _U_GRID[None, :]  # (K, G) excess grid, log weights _U_LOGW
     q = -0.5 * (x[..., None] - e[:, None, :]) ** 2 / s2 + _U_LOGW - 0.5 * np.log(2 * np.pi * s2)
-    mx = q.max(axis=2)
-    ll_lh = mx + np.log(np.exp(q - mx[..., None]).sum(axis=2))
+    ll_lh = logsumexp(q, axis=2)
     v_hh = s2 + 2.0 * _VAR_U1U2 * A * A
     ll_hh = -0.5 * x * x / v_hh - 0.5 * np.log(2 * np.pi * v_hh)
     for a in (ll_ll, ll_lh, ll_hh):
