@@ -36,7 +36,7 @@ from ..model import ConditionLaw, PinkNoise
 from ..schema import DieData
 from .d2d import CANDIDATE_FAMILIES, cell_values, fallback_law, fit_parameter
 from .pink import SpectrumStats, _design, fit_pink_spectrum, pink_autocovariance
-from .rtn import RTNStats, _pool_rtn
+from .rtn import _pool_rtn
 
 __all__ = ["ConditionFitter", "ConditionRecorder", "add_conditions", "d2d_section", "summary_sections",
            "train_conditions"]
@@ -543,8 +543,7 @@ def _condition_rtn(parts, mask, bootstrap, rng) -> dict:
     block = picked[0][0].block
     if any(r.block != block for r, _ in picked):
         return {"note": "not fitted at this condition: its dies' RTN blocks differ in length"}
-    sub = [RTNStats(block, r.p_up, r.p_down, r.amplitude[i], r.shows[i], r.llr[i], r.up[i], r.down[i],
-                     r.time_low[i], r.time_high[i], np.zeros((i.size, 0))) for r, i in picked]
+    sub = [r.rows(i) for r, i in picked]
     est = _pool_rtn(sub, bootstrap, rng)
     return {"p_up": est.p_up, "p_up_stderr": est.p_up_stderr, "p_up_ci90": est.p_up_ci90,
             "p_down": est.p_down, "p_down_stderr": est.p_down_stderr, "p_down_ci90": est.p_down_ci90,

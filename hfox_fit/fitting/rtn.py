@@ -19,7 +19,7 @@ and the amplitudes of the cells that show RTN (:class:`RTNEstimate`).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import stats
@@ -225,6 +225,17 @@ class RTNStats:
     high: np.ndarray
     converged: bool = True
     extra: dict = field(default_factory=dict)
+
+    def rows(self, idx) -> RTNStats:
+        """The statistics of rows ``idx`` only (the die-level figures and state kept as they are)."""
+        n = len(self.up)
+
+        def pick(v):
+            return v[idx] if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n else v
+
+        per_row = ("amplitude", "shows", "llr", "up", "down", "time_low", "time_high", "high")
+        return replace(self, **{k: pick(getattr(self, k)) for k in per_row},
+                       extra={k: pick(v) for k, v in self.extra.items()})
 
     def read_mask(self, n_pulses: int, threshold: float = 0.5, dilate: int = 1) -> np.ndarray:
         """Bool (N, n_pulses): reads in blocks more likely high than low, and ``dilate`` blocks around.

@@ -126,6 +126,17 @@ def test_pooled_p_up_is_not_biased_low_by_amplitudes_too_small_to_see():
     assert _pool_rtn([short], 0, 0).p_up == pytest.approx(counted, rel=1e-12)
 
 
+def test_rows_of_rtn_stats_keep_their_per_row_extras():
+    """A subset (a pulse condition's trains) pools like those rows of the whole: started_high goes along."""
+    s = _stats(6, 5, np.array([True, False, True, True, False, True]), up=1.0, down=0.5)
+    s.extra["started_high"] = np.array([0.9, 0.0, 0.1, 0.8, 0.0, 0.2])
+    s.extra["pi0"] = 0.3
+    sub = s.rows(np.array([0, 3, 4]))
+    np.testing.assert_array_equal(sub.extra["started_high"], [0.9, 0.8, 0.0])
+    np.testing.assert_array_equal(sub.shows, [True, True, False])
+    assert sub.extra["pi0"] == 0.3 and sub.high.shape == (3, 5) and sub.block == s.block
+
+
 def test_read_mask_dilates_high_blocks():
     s = _stats(1, 4, np.ones(1, bool), block=4)
     s.high[0] = [0.0, 0.9, 0.0, 0.0]
