@@ -18,7 +18,7 @@ def test_recall_and_precision_of_broken_cells(which, paper_wafer, paper_fit, waf
     cells = fit.cells
     truth = truth_for(wafer, cells)
     assert len(cells) == len(wafer.truth)  # flagged cells are kept
-    flat = _flat_working(truth, wafer.meta)
+    flat = _flat_working(wafer, truth)
     for kind in ("stuck", "abrupt", "open"):
         true_pos = ((cells["flag"] == kind) & (truth["flag"] == kind)).sum()
         found, real = (cells["flag"] == kind).sum(), (truth["flag"] == kind).sum()
@@ -113,7 +113,8 @@ def _scores(wafer, flag, kind="stuck"):
 
 
 def _true_rise(wafer, first=17, truth=None):
-    """Rise of each train's true drift w_mean from pulse ``first`` to its last pulse."""
+    """Rise of each train's true drift w_mean from pulse ``first`` to its last pulse (rows of ``truth``,
+    default the wafer's)."""
     truth = wafer.truth if truth is None else truth
     model = preset_model(wafer.meta["preset"])
     p = {k: truth[k].to_numpy() for k in model.parameter_names}
@@ -125,12 +126,10 @@ def _true_rise(wafer, first=17, truth=None):
 FLAT_RISE = 0.02
 
 
-def _flat_working(truth, meta):
+def _flat_working(wafer, truth=None):
     """Working trains whose true drift rises by less than FLAT_RISE from pulse 17 to the end."""
-    model = preset_model(meta["preset"])
-    p = {k: truth[k].to_numpy() for k in model.parameter_names}
-    rise = model.mean_w(np.array(meta["pulses"]), p) - model.mean_w(np.array(17), p)
-    return (truth["flag"].to_numpy() == "ok") & (rise < FLAT_RISE)
+    truth = wafer.truth if truth is None else truth
+    return (truth["flag"].to_numpy() == "ok") & (_true_rise(wafer, truth=truth) < FLAT_RISE)
 
 
 @pytest.mark.parametrize(("preset", "noisy"), [("paper", False), ("wafer_b", False), ("wafer_b", True)],
@@ -140,7 +139,7 @@ def test_stuck_recall_and_precision(preset, noisy):
     wafer = _wafer(preset, noisy=noisy)
     flag, reason = _flags(wafer)
     recall, precision, false_ok = _scores(wafer, flag)
-    flat = _flat_working(wafer.truth, wafer.meta)
+    flat = _flat_working(wafer)
     found = (flag == "stuck").sum()
     # flagged working cells all rise by less than 0.02 (paper: 9 of 2048, see test_slow_working_cells_are_not_stuck)
     assert not ((flag == "stuck") & (wafer.truth["flag"].to_numpy() == "ok") & ~flat).any()
