@@ -66,6 +66,25 @@ def _logpdf(family, x, kw):
         return np.where(pos, out, -np.inf)
 
 
+def _logpdf_at_nodes(family, data, kw):
+    """:func:`_logpdf` at ``data.nodes``, whose logarithms are computed once (the positive families)."""
+    if family not in ("lognorm", "gamma", "weibull_min"):
+        return _logpdf(family, data.nodes, kw)
+    with np.errstate(all="ignore"):
+        log_scale = np.log(kw["scale"])
+        ly = data.log_nodes - log_scale
+        if family == "lognorm":
+            s = kw["s"]
+            out = -0.5 * (ly / s) ** 2 - np.log(s * np.sqrt(2 * np.pi)) - ly - log_scale
+        elif family == "gamma":
+            a = kw["a"]
+            out = (a - 1) * ly - data.nodes / kw["scale"] - special.gammaln(a) - log_scale
+        else:
+            c = kw["c"]
+            out = np.log(c) + (c - 1) * ly - np.exp(c * ly) - log_scale
+        return np.where(data.nodes_pos, out, -np.inf)
+
+
 def _cdf(family, x, kw):
     x = np.asarray(x, float)
     with np.errstate(all="ignore"):
@@ -170,20 +189,24 @@ class _Data:
             self.eiv = np.isfinite(self.se) & (self.se > 0)
             self.noisy = np.isfinite(self.se) & (self.se > EIV_THRESHOLD * spread)
         self.plain = ~self.eiv
+        # the likelihood is evaluated thousands of times on the same values: its fixed subsets once
+        self.any_plain = bool(self.plain.any())
+        self.x_plain, self.x_eiv = self.x[self.plain], self.x[self.eiv]
+        self.se_eiv = self.se[self.eiv] if self.se is not None else np.zeros(0)
+        self.span = (float(np.min(self.x)), float(np.max(self.x))) if len(self.x) else (np.nan, np.nan)
         self.nodes = None
         if self.eiv.any():
             z, wts = np.polynomial.hermite.hermgauss(_GH_NODES)
             # theta = x - sqrt(2) se z  (x - theta ~ N(0, se^2))
             self.nodes = self.x[self.eiv, None] - np.sqrt(2.0) * self.se[self.eiv, None] * z[None, :]
             self.log_w = np.log(wts / np.sqrt(np.pi))
+            self.nodes_pos = self.nodes > 0
+            self.log_nodes = np.log(np.where(self.nodes_pos, self.nodes, 1.0))
 
     @property
     def n(self):
         return len(self.x) + len(self.lo)
 
-    @property
-    def span(self):
-        return float(np.min(self.x)), float(np.max(self.x))
 
 
 #: Largest fraction of values the contamination guard may set aside.
@@ -193,6 +216,9 @@ MAX_CONTAMINATION = 0.03
 #: (Every value with a stderr is convolved with its measurement error in the likelihood.)
 EIV_THRESHOLD = 0.05
 _GH_NODES = 12
+#: Convergence of a candidate's fit: the spread of the simplex's negative log-likelihoods.
+_FATOL = 1e-6
+_RESTARTS = 8
 
 
 @dataclass
@@ -255,7 +281,7 @@ class _Candidate:
     def _eiv_logpdf(self, kw, data: _Data):
         """Log-density of the noisy values (law convolved with N(0, stderr^2)): closed forms for
         untruncated norm and expon, Gauss-Hermite quadrature otherwise."""
-        x, se = data.x[data.eiv], data.se[data.eiv]
+        x, se = data.x_eiv, data.se_eiv
         if self.bounds is None and self.family == "norm":
             var = kw["scale"] ** 2 + se**2
             return -0.5 * (x - kw["loc"]) ** 2 / var - 0.5 * np.log(2 * np.pi * var)
@@ -263,7 +289,7 @@ class _Candidate:
             lam = 1.0 / kw["scale"]  # exponentially modified Gaussian
             return (np.log(lam) + lam * (kw["loc"] - x) + 0.5 * (lam * se) ** 2
                     + special.log_ndtr((x - kw["loc"]) / se - lam * se))
-        lp = _logpdf(self.family, data.nodes, kw)
+        lp = _logpdf_at_nodes(self.family, data, kw)
         if self.bounds is None:
             return logsumexp(lp + data.log_w[None, :], axis=1)
         lo, hi = self.bounds  # the truncated density is zero outside its bounds
@@ -282,10 +308,11 @@ class _Candidate:
                 lx = _logpdf(f, data.x, kw)
             else:  # the plain density only where a value has no error (the others are convolved)
                 lx = np.empty(len(data.x))
-                if data.plain.any():
-                    lx[data.plain] = _logpdf(f, data.x[data.plain], kw)
+                if data.any_plain:
+                    lx[data.plain] = _logpdf(f, data.x_plain, kw)
                 lx[data.eiv] = self._eiv_logpdf(kw, data)
-            pc = _mass(f, data.lo, data.hi, kw) if len(data.lo) else np.zeros(0)
+            censored = len(data.lo) > 0
+            pc = _mass(f, data.lo, data.hi, kw) if censored else None
             lz = 0.0
             lo_b, hi_b = (-np.inf, np.inf) if self.bounds is None else self.bounds
             if data.window is not None:
@@ -294,7 +321,8 @@ class _Candidate:
                 z = float(_mass(f, lo_b, hi_b, kw))
                 lz = np.log(z) if z > 0 else -np.inf
                 lx = lx - lz
-                pc = pc / z if z > 0 else pc * np.nan
+                if censored:
+                    pc = pc / z if z > 0 else pc * np.nan
                 if self.bounds is not None:
                     inside = (data.x >= self.bounds[0]) & (data.x <= self.bounds[1])
                     lx = np.where(inside | data.eiv, lx, -np.inf)
@@ -302,11 +330,10 @@ class _Candidate:
                 a, b = data.span
                 lg = -np.log(b - a) if b > a else 0.0
                 lx = np.logaddexp(np.log1p(-eps) + lx, np.log(eps) + lg)
-                if len(data.lo):
+                if censored:
                     frac = np.clip((np.minimum(data.hi, b) - np.maximum(data.lo, a)) / max(b - a, 1e-300), 0, 1)
                     pc = (1 - eps) * pc + eps * frac
-            lc = np.log(np.maximum(pc, 0.0))
-            out = np.concatenate([lx, lc])
+            out = np.concatenate([lx, np.log(np.maximum(pc, 0.0))]) if censored else lx
         return np.where(np.isnan(out), -np.inf, out)
 
 
@@ -433,7 +460,7 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
 
             scale0 = max(float(np.mean(x[x >= loc]) - loc), 1e-300) if np.any(x >= loc) else start["scale"]
             r = optimize.minimize(nll_loc, sub.pack({"loc": loc, "scale": scale0}, 0.01), method="Nelder-Mead",
-                                  options={"xatol": 1e-5, "fatol": 1e-3, "maxfev": 400})
+                                  options={"xatol": np.inf, "fatol": 1e-3, "maxfev": 400})  # ranks the locs only
             if r.fun < best_val:
                 best_val, best_loc = r.fun, float(loc)
                 best_kw, best_eps = sub.unpack(r.x)
@@ -441,8 +468,22 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
             v0 = cand.pack({"loc": best_loc, "scale": best_kw["scale"]}, best_eps)
     best = None
     for v in (v0, v0 + 0.1, v0 - 0.1):
+        # converged when the simplex's log-likelihoods agree to _FATOL: the parameters are then known to
+        # about sqrt(2 _FATOL) of their standard errors. No step tolerance: the contamination weight's
+        # logit is flat once the weight is ~0 or ~MAX_CONTAMINATION, and the simplex would walk it for
+        # hundreds of evaluations to reach one. A simplex that agrees while spread over a ridge has not
+        # converged: it restarts from its best point until a restart gains no more than 10 _FATOL
         r = optimize.minimize(nll, v, method="Nelder-Mead",
-                              options={"xatol": 1e-6, "fatol": 1e-4, "maxfev": 4000})
+                              options={"xatol": np.inf, "fatol": _FATOL, "maxfev": 4000})
+        for _ in range(_RESTARTS):
+            again = optimize.minimize(nll, r.x, method="Nelder-Mead",
+                                      options={"xatol": np.inf, "fatol": _FATOL, "maxfev": 4000})
+            gain = r.fun - again.fun
+            if again.fun < r.fun:
+                again.nfev += r.nfev
+                r = again
+            if not gain > 10 * _FATOL:
+                break
         if best is None or r.fun < best.fun:
             best = r
         if best.fun < 1e299 and r.success:

@@ -405,6 +405,8 @@ def _choose_per_replicate(n_params):
     """:func:`choose_candidate` as a bootstrap rule: AIC rows (replicates x keys) -> chosen column per row."""
     def rule(aic, keys):
         picks = np.zeros(len(aic), dtype=int)  # a row with no finite AIC gives a NaN median, dropped later
+        if len(keys) == 1:
+            return picks
         for i, row in enumerate(aic):
             finite = {k: float(v) for k, v in zip(keys, row) if np.isfinite(v)}
             if finite:

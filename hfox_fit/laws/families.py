@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats
@@ -21,6 +22,13 @@ FAMILIES = {
     "weibull_min": ("c",),
     "uniform": (),
 }
+
+
+@lru_cache(maxsize=512)
+def _frozen(family, params):
+    # building a frozen scipy distribution costs about 1 ms (its docstring is formatted each time);
+    # a fitted law asks for its own again and again (median, cdf, ppf)
+    return getattr(stats, family)(**dict(params))
 
 
 @dataclass
@@ -54,7 +62,7 @@ class ParameterLaw:
     @property
     def dist(self):
         """The frozen scipy distribution (before truncation)."""
-        return getattr(stats, self.family)(**self.params)
+        return _frozen(self.family, tuple(sorted(self.params.items())))
 
     def _cdf_bounds(self):
         if self.bounds is None:
