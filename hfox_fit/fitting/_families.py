@@ -218,6 +218,9 @@ EIV_THRESHOLD = 0.05
 _GH_NODES = 12
 #: Convergence of a candidate's fit: the spread of the simplex's negative log-likelihoods.
 _FATOL = 1e-6
+#: ... and the simplex's extent in the transformed parameters (log scale, log shape, a loc in units of
+#: the scale): far below any standard error of a fit of 5 or more cells.
+_XSPREAD = 1e-3
 _RESTARTS = 8
 
 
@@ -407,8 +410,10 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
     fixed = {}
     if family == "expon":
         loc0 = bounds[0] if truncated else _expon_loc(x, data.guard)
-        if truncated or not data.guard:
-            fixed["loc"] = loc0  # the maximum-likelihood loc (memoryless: any loc <= the lower bound)
+        if truncated or not (data.guard or data.eiv.any()):
+            # the maximum-likelihood loc of exact values (memoryless: any loc <= the lower bound); with
+            # measurement errors the edge lies below the lowest value and is fitted (scan below)
+            fixed["loc"] = loc0
     cand = _Candidate(family, bounds, fixed)
     # the truncation bounds are the range of the values: a uniform contamination over the same
     # range would only trade places with the law's flat parts, so truncated laws go unguarded
@@ -471,19 +476,19 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
         # converged when the simplex's log-likelihoods agree to _FATOL: the parameters are then known to
         # about sqrt(2 _FATOL) of their standard errors. No step tolerance: the contamination weight's
         # logit is flat once the weight is ~0 or ~MAX_CONTAMINATION, and the simplex would walk it for
-        # hundreds of evaluations to reach one. A simplex that agrees while spread over a ridge has not
-        # converged: it restarts from its best point until a restart gains no more than 10 _FATOL
+        # hundreds of evaluations to reach one. A simplex that agrees while still spread over the other
+        # parameters (a ridge) has not converged: it restarts from its best point, until it has
         r = optimize.minimize(nll, v, method="Nelder-Mead",
                               options={"xatol": np.inf, "fatol": _FATOL, "maxfev": 4000})
         for _ in range(_RESTARTS):
+            if _settled(r, cand):
+                break
             again = optimize.minimize(nll, r.x, method="Nelder-Mead",
                                       options={"xatol": np.inf, "fatol": _FATOL, "maxfev": 4000})
-            gain = r.fun - again.fun
-            if again.fun < r.fun:
-                again.nfev += r.nfev
-                r = again
-            if not gain > 10 * _FATOL:
+            if not again.fun < r.fun:
                 break
+            again.nfev += r.nfev
+            r = again
         if best is None or r.fun < best.fun:
             best = r
         if best.fun < 1e299 and r.success:
@@ -494,3 +499,11 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
     return cand, {k: float(v) for k, v in kw.items()}, float(eps), float(-best.fun)
 
 
+def _settled(result, cand: _Candidate) -> bool:
+    """Whether a Nelder-Mead result's final simplex spans at most _XSPREAD in every parameter, norm's
+    loc in units of its scale (the contamination weight's logit apart: it is flat at its ends)."""
+    simplex = result.final_simplex[0]
+    spread = np.max(np.abs(simplex[1:] - simplex[0]), axis=0)
+    if cand.family == "norm":  # (loc, log scale): loc in the data's units
+        spread[0] = spread[0] / np.exp(result.x[1])
+    return bool(np.all(spread[:-1] <= _XSPREAD if cand._guarded else spread <= _XSPREAD))

@@ -223,4 +223,6 @@ def _percentile_interval(values, level=0.90):
     if len(values) < 10:
         return None, None
     a = 50 * (1 - level)
-    return [float(np.percentile(values, a)), float(np.percentile(values, 100 - a))], float(np.std(values, ddof=1))
+    with np.errstate(over="ignore", invalid="ignore"):  # a degenerate law's replicates reach 1e300: sd inf
+        sd = float(np.std(values, ddof=1))
+    return [float(np.percentile(values, a)), float(np.percentile(values, 100 - a))], sd

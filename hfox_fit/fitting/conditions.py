@@ -34,7 +34,7 @@ import pandas as pd
 from ..exceptions import FitError
 from ..model import ConditionLaw, PinkNoise
 from ..schema import DieData
-from .d2d import CANDIDATE_FAMILIES, cell_values, fallback_law, fit_parameter
+from .d2d import CANDIDATE_FAMILIES, GUARD_LRT, cell_values, fallback_law, fit_parameter
 from .pink import SpectrumStats, _design, fit_pink_spectrum, pink_autocovariance
 from .rtn import _pool_rtn
 
@@ -105,15 +105,17 @@ class _FamilyFits:
 
     Same cells (:func:`cell_values` of the unflagged rows, computed for all the conditions at once), same :func:`fit_parameter` and the same
     fallback as the pooled step; correlations and C2C laws are pooled-only (they would cost as
-    much again and no condition law uses them). The contamination guard stays for ``expon`` (and
-    an unchosen family), whose ``loc`` a few failed per-cell fits would move far below the cells;
-    the other families' medians hardly feel them, and the guard would double their cost.
+    much again and no condition law uses them). The contamination guard (on demand: kept only where
+    outliers are there, see :func:`fit_parameter`) is tried for ``expon`` (and an unchosen family),
+    whose ``loc`` a few failed per-cell fits would move far below the cells; the other families'
+    medians hardly feel them, and the test would add a fit to each.
     ``fits_``, ``laws_``, ``notes_`` as D2DFitter's.
     """
 
-    def __init__(self, params, pooled: dict, bootstrap: int, random_state: int):
+    def __init__(self, params, pooled: dict, bootstrap: int, random_state: int, guarded=None):
         # pooled: parameter -> {"families": (family,), "truncate": bool}, the family every condition shares
         self.params, self.pooled, self.bootstrap, self.random_state = params, pooled, bootstrap, random_state
+        self.guarded = guarded  # parameters whose pooled law needed the guard (None: test each condition)
 
     def fit(self, cells: pd.DataFrame | None) -> _FamilyFits:
         """Fit from the per-cell table (:func:`cell_values` of the condition's unflagged rows)."""
@@ -129,7 +131,8 @@ class _FamilyFits:
             try:
                 fit = fit_parameter(p, cells[p].to_numpy(), stderr=cells[p + "_stderr"].to_numpy(), lower=lower,
                                     upper=upper, bootstrap=self.bootstrap, rng=rng,
-                                    guard=choice.get("families", ("expon",))[0] == "expon", **choice)
+                                    guard=choice.get("families", ("expon",))[0] == "expon"
+                                    and (self.guarded is None or p in self.guarded), **choice)
             except FitError as err:
                 law, why = fallback_law(cells[p].to_numpy(), str(err))
                 if law is None:  # e.g. every break censored here: the other parameters keep their laws
@@ -212,6 +215,9 @@ class ConditionFitter:
         chosen on the conditions' cells (see :func:`_shared_families`).
     bootstrap : int, default=200
     random_state : int, default=0
+    guarded : set of str, optional
+        The parameters whose pooled law needed the contamination guard: only their ``expon`` laws
+        test it per condition (None: every ``expon`` law does).
 
     Attributes
     ----------
@@ -226,9 +232,11 @@ class ConditionFitter:
     notes_ : list of str
     """
 
-    def __init__(self, params, pooled: dict | None = None, bootstrap: int = 200, random_state: int = 0):
+    def __init__(self, params, pooled: dict | None = None, bootstrap: int = 200, random_state: int = 0,
+                 guarded=None):
         self.params, self.bootstrap, self.random_state = list(params), bootstrap, random_state
         self.pooled = pooled or {}
+        self.guarded = None if guarded is None else set(guarded)
 
     def fit(self, rows: pd.DataFrame, conditions: pd.DataFrame) -> ConditionFitter:
         """Group ``rows`` (per (cell, cycle), with ``flag``) by the ``conditions`` of their trains and fit each group."""
@@ -280,7 +288,7 @@ class ConditionFitter:
         name = "unknown condition" if v is None else f"v_pulse {v:g} V, width {w:g} s"
         try:
             d2d = _FamilyFits(self.params, self.families_, bootstrap=self.bootstrap,
-                              random_state=self.random_state + 1 + k).fit(cells)
+                              random_state=self.random_state + 1 + k, guarded=self.guarded).fit(cells)
         except FitError as err:
             group["notes"].append(f"no D2D law at {name}: {err}")
             self.notes_.append(f"conditions: no D2D law at {name}: {err}")
@@ -420,7 +428,12 @@ def add_conditions(summary: dict, model, rows: pd.DataFrame, conditions: pd.Data
     """
     if conditions is None or not len(conditions):
         return None
-    fitter = ConditionFitter(params, pooled, bootstrap=bootstrap, random_state=random_state).fit(rows, conditions)
+    # the pooled step's guard test covers every condition's cells: where they hold no outliers, no
+    # condition's fit tests the guard again
+    guarded = {p for p, d in summary.get("d2d", {}).items()
+               if isinstance(d, dict) and (d.get("guard_lrt") is None or d["guard_lrt"] > GUARD_LRT)}
+    fitter = ConditionFitter(params, pooled, bootstrap=bootstrap, random_state=random_state,
+                             guarded=guarded).fit(rows, conditions)
     if fitter.single_ is not None:
         model.meta["pulse_condition"] = {"v_pulse": fitter.single_[0], "pulse_width": fitter.single_[1]}
     extra = summary_sections(fitter)

@@ -67,11 +67,16 @@ from ._util import _join
 from .c2c import fit_c2c
 from .correlation import correlations
 
+#: The contamination guard is kept only where it raises the log-likelihood by more than this
+#: (twice the gain): see :func:`_guard_test`.
+GUARD_LRT = 16.0
+
 __all__ = [
     "CANDIDATE_FAMILIES",
     "AIC_SCALE",
     "CHOICE_RULE",
     "INDISTINGUISHABLE_AIC",
+    "GUARD_LRT",
     "choose_candidate",
     "ParamFit",
     "fit_parameter",
@@ -141,6 +146,12 @@ class ParamFit:
         (``loc`` of a positive family, a truncation bound) has none.
     family_share : float or None
         Fraction of the bootstrap replicates that chose this family again.
+    contamination : float
+        Share of the cells set aside as outliers by the contamination guard (0 when it is off).
+    guard_lrt : float or None
+        Twice the log-likelihood the guard gained on the best untruncated candidate; the guard is
+        on when it exceeds :data:`GUARD_LRT`. None where it was not tested (fewer than 50 cells,
+        ``guard=False``).
     """
 
     name: str
@@ -160,6 +171,7 @@ class ParamFit:
     params_ci90: dict = field(default_factory=dict)
     family_share: float | None = None
     indistinguishable: list = field(default_factory=list)
+    guard_lrt: float | None = None
 
     def to_dict(self) -> dict:
         d = self.law.to_dict()
@@ -176,6 +188,7 @@ class ParamFit:
             "n_censored": self.n_censored,
             "n_excluded": self.n_excluded,
             "contamination": self.contamination,
+            "guard_lrt": _f(self.guard_lrt) if self.guard_lrt is not None else None,
             "scores": {k: {"aic": _f(v["aic"]), "loglik": _f(v["loglik"]), "n_params": v.get("n_params")}
                        for k, v in self.scores.items()},
             "indistinguishable": list(self.indistinguishable),
@@ -225,11 +238,13 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
         Observation window: values outside could not have been seen (selection),
         e.g. ``(detection_limit, inf)``. The returned law is not truncated to it.
     guard : bool, default=True
-        Contamination guard (50 values or more): each untruncated candidate is a
-        mixture of the family and, with a fitted weight up to
-        :data:`MAX_CONTAMINATION`, a uniform law over the data range, so that a
-        few failed per-cell fits cannot decide a family or its ``loc``. The law
-        returned is the family's.
+        Contamination guard (50 values or more), on demand: when a share of
+        outliers (a uniform law over the data range, with a fitted weight up to
+        :data:`MAX_CONTAMINATION`) beside the best untruncated candidate raises
+        its log-likelihood by more than ``GUARD_LRT / 2``, every untruncated
+        candidate is fitted as that mixture, so that a few failed per-cell fits
+        cannot decide a family or its ``loc``; on clean cells it stays off (it
+        would narrow the law). The law returned is the family's.
     bootstrap : int, default=200
     max_select : int, default=3000
         The candidates are compared (AIC) on a random subset of at most this many
@@ -263,7 +278,8 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
         lo, hi = lower[cens], upper[cens]
     excluded += int((~np.isfinite(values) & ~cens).sum())
     se_x = np.asarray(stderr, float)[exact] if stderr is not None else None
-    data = _Data(x, lo, hi, window, guard=bool(guard and len(x) >= 50), se=se_x)
+    guard_wanted = bool(guard and len(x) >= 50)
+    data = _Data(x, lo, hi, window, guard=False, se=se_x)
     if len(x) < 5:
         raise FitError(
             f"parameter {name!r}: only {len(x)} cell(s) with a precise value (of {n_all}); the D2D law "
@@ -275,28 +291,26 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
         frac = max_select / data.n
         kx = rng.random(len(x)) < frac
         kc = rng.random(len(lo)) < frac
-        sel_data = _Data(x[kx], lo[kc], hi[kc], window, guard=data.guard, se=se_x[kx] if se_x is not None else None,
-                         )
-    scores, fits = {}, {}
-    for trunc in ((False, True) if truncate else (False,)):
-        for fam in families:
-            key = fam + ("_truncated" if trunc else "")
-            start = None
-            if trunc and fam in fits and fam != "expon":
-                c0, k0, e0 = fits[fam]
-                start = c0.pack(k0, e0)
-            try:
-                cand, kw, eps, ll = _fit_candidate(fam, trunc, sel_data, start_v=start)
-            except (ValueError, FloatingPointError) as err:
-                scores[key] = {"aic": np.nan, "loglik": np.nan, "note": str(err)}
-                continue
-            scores[key] = {"aic": 2 * cand.n_params - 2 * ll, "loglik": ll, "contamination": eps,
-                           "n_params": cand.n_params}
-            fits[key] = (cand, kw, eps)
+        sel_data = _Data(x[kx], lo[kc], hi[kc], window, guard=False, se=se_x[kx] if se_x is not None else None)
+    scores, fits = _fit_candidates(sel_data, families, truncate)
     finite = {k: v["aic"] for k, v in scores.items() if np.isfinite(v["aic"])}
     if not finite:
         raise FitError(f"parameter {name!r}: no candidate family could be fitted ({scores}).")
     note = ""
+    guard_lrt = None
+    if guard_wanted:
+        guard_lrt = _guard_test(finite, scores, sel_data)
+        if guard_lrt is not None and guard_lrt > GUARD_LRT:
+            # outliers the law cannot hold: every untruncated candidate again, as a mixture with them
+            sel_data, data = (_guarded(data),) * 2 if sel_data is data else (_guarded(sel_data), _guarded(data))
+            guarded_scores, guarded_fits = _fit_candidates(sel_data, families, False)
+            scores.update(guarded_scores)
+            fits.update(guarded_fits)
+            finite = {k: v["aic"] for k, v in scores.items() if np.isfinite(v["aic"])}
+            note = (f"contamination guard on: a share of outliers (uniform over the cells' range, at most "
+                    f"{100 * MAX_CONTAMINATION:g} %) beside the law raises the log-likelihood by {guard_lrt / 2:.1f} "
+                    f"(2 dlogL > {GUARD_LRT:g}: not the sampling of clean cells), so every untruncated candidate "
+                    "is fitted as that mixture")
     while True:
         best, tied = choose_candidate(finite, {k: fits[k][0].n_params for k in finite})
         cand, kw, eps = fits[best]
@@ -358,7 +372,55 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
     return ParamFit(name, law, median, ci, ks, scores, int(len(x)), int(len(lo)), excluded, note,
                     contamination=float(eps), sample_median=float(sample_median), sample_median_ci90=sample_ci,
                     params_stderr=params_se, params_ci90=params_ci, family_share=chosen_share,
-                    indistinguishable=tied)
+                    indistinguishable=tied, guard_lrt=guard_lrt)
+
+
+def _fit_candidates(data: _Data, families, truncate: bool):
+    """Every candidate (each family, and truncated too when ``truncate``) fitted to ``data``: (scores, fits)."""
+    scores, fits = {}, {}
+    for trunc in ((False, True) if truncate else (False,)):
+        for fam in families:
+            key = fam + ("_truncated" if trunc else "")
+            start = None
+            if trunc and fam in fits and fam != "expon":
+                c0, k0, e0 = fits[fam]
+                start = c0.pack(k0, e0)
+            try:
+                cand, kw, eps, ll = _fit_candidate(fam, trunc, data, start_v=start)
+            except (ValueError, FloatingPointError) as err:
+                scores[key] = {"aic": np.nan, "loglik": np.nan, "note": str(err)}
+                continue
+            scores[key] = {"aic": 2 * cand.n_params - 2 * ll, "loglik": ll, "contamination": eps,
+                           "n_params": cand.n_params}
+            fits[key] = (cand, kw, eps)
+    return scores, fits
+
+
+def _guarded(data: _Data) -> _Data:
+    """The same observations with the contamination guard on."""
+    return _Data(data.x, data.lo, data.hi, data.window, guard=True, se=data.se)
+
+
+def _guard_test(finite: dict, scores: dict, data: _Data):
+    """Twice the log-likelihood gained by the contamination guard on the best untruncated candidate
+    (None when there is none, or its guarded fit fails).
+
+    The uniform share is bounded by :data:`MAX_CONTAMINATION` and spans the cells' own range, so on clean
+    cells it always gains a little (it takes the sample's extremes): 2 dlogL had a median of 1.4-3 and a
+    largest value of 12.7 over 1200 clean samples (norm, lognorm, expon, gamma; 125 to 3000 cells), where
+    a few failed per-cell fits far from the others give hundreds. Kept on clean cells, the guard sets the
+    tails aside and narrows the law (its scale 4 % small at 512 cells, and its 90 % interval covering 55 %
+    of the time instead of 92 %).
+    """
+    plain = {k: v for k, v in finite.items() if not k.endswith("_truncated")}
+    if not plain:
+        return None
+    best = min(plain, key=plain.get)
+    try:
+        ll = _fit_candidate(best, False, _guarded(data))[3]
+    except (ValueError, FloatingPointError):
+        return None
+    return 2.0 * (ll - scores[best]["loglik"])
 
 
 def choose_candidate(aic, n_params):
