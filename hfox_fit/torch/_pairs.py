@@ -121,15 +121,20 @@ def _class_block(arr, b: int, v: dict, call: dict) -> None:
     out[half + s:half + e].copy_(prev[half + s:half + e])
     mag = call["n"][s:e]
     lo_a, lo_b = call["classes"]
-    key = torch.ge(mag, 1).to(torch.int8)
-    if lo_a < NEVER:
-        key.add_(torch.ge(mag, lo_a))
-    if lo_b < NEVER:
-        key.add_(torch.ge(mag, lo_b))
-    k0, *sizes = torch.bincount(key, minlength=4).tolist()
+    if (lo_a, lo_b) == (2, 3):  # (the stand-in's usual ranks: the key is the count, up to 3)
+        key = torch.clamp(mag, max=3).to(torch.int8)
+    else:
+        key = torch.ge(mag, 1).to(torch.int8)
+        if lo_a < NEVER:
+            key.add_(torch.ge(mag, lo_a))
+        if lo_b < NEVER:
+            key.add_(torch.ge(mag, lo_b))
+    ranked = torch.sort(key, stable=True)
+    k0, *ends = torch.searchsorted(ranked.values, call["class_keys"]).tolist()  # where keys 1, 2, 3, 4 start
     if k0 == e - s:
         return
-    order = torch.sort(key, stable=True).indices[k0:]  # pulsed pairs, class by class
+    sizes = [hi - lo for lo, hi in zip([k0, *ends], ends)]
+    order = ranked.indices[k0:]  # pulsed pairs, class by class
     neg = call["signed"][s:e].index_select(0, order).lt_(0)
     cell = torch.add(order, neg, alpha=half).add_(s)  # BL (i) or BLb (i + half) of each pulsed pair
     bufs = call["bufs"]
@@ -205,6 +210,7 @@ def pulse_pairs(arr, n, *, path: str = "classes") -> torch.Tensor:
     arr._pulse_bound += hi
     if path == "classes":
         call["classes"] = draw_classes(arr)
+        call["class_keys"] = torch.arange(1, 5, dtype=torch.int8, device=arr.device)
         call["keys"] = [k for k in _STATE if (k not in ("wait", "high") or arr.rtn) and
                         (k not in ("x", "xr", "xi") or (arr.pink and c["states"]))]
         amp_row = c["amp_row"]

@@ -130,3 +130,18 @@ def test_class_path_resumes_exactly_and_does_not_depend_on_threads(monkeypatch):
         torch.set_num_threads(threads)
     for a, b in zip(*reads):
         assert torch.equal(a, b)
+
+
+def test_reset_saturated_skips_the_scan_while_no_cell_can_be_saturated(monkeypatch):
+    from hfox_fit.torch import CellBackedWeights
+
+    net = torch.nn.Linear(50, 20)
+    cells = CellBackedWeights(net, preset_model("paper"), scale=0.01, seed=0)
+    cells._pulse_pairs(torch.full((cells.numel,), 3, dtype=torch.int32))
+    scans = []
+    real = cells.saturated
+    monkeypatch.setattr(cells, "saturated", lambda headroom: scans.append(headroom) or real(headroom))
+    assert cells.reset_saturated(4) == 0 and scans == []  # 3 pulses at most since SET: nothing to scan
+    cells._pulse_pairs(torch.full((cells.numel,), -3, dtype=torch.int32))
+    assert cells.reset_saturated(4) == 0 and scans == [4]  # (the bound, 6, allows it: scanned, none)
+    assert cells.reset_saturated(3) == cells.numel and scans == [4, 3]  # both cells at 3: all re-SET
