@@ -130,6 +130,14 @@ def test_class_path_resumes_exactly_and_does_not_depend_on_threads(monkeypatch):
         torch.set_num_threads(threads)
     for a, b in zip(*reads):
         assert torch.equal(a, b)
+    # resumed from a state_dict half way, the same reads
+    a = WeakResetArray(preset_model("wafer_b"), 2 * HALF, seed=4)
+    for n in counts[:2]:
+        a.pulse_pairs(n)
+    b = WeakResetArray(preset_model("wafer_b"), 2 * HALF, seed=9)
+    b.load_state_dict(a.state_dict())
+    for n in counts[2:]:
+        assert torch.equal(a.pulse_pairs(n), b.pulse_pairs(n))
 
 
 def test_reset_saturated_skips_the_scan_while_no_cell_can_be_saturated(monkeypatch):
