@@ -248,6 +248,10 @@ def _update_cells(arr, b: int, v: dict, nb32, block_lo: int, out: torch.Tensor, 
     torch.mul(wb, LOG2E, out=out).exp2_().mul_(rows[c["r0_row"]])
 
 
+#: Elements per whole step of torch's vectorized CPU loops, with room (2 vectors of 16 floats with AVX-512).
+_PAD = 64
+
+
 def draw_classes(arr) -> tuple[int, int]:
     """``(a, b)``: the pink update of ``n`` pulses needs its second normal draw from ``n = a`` on, its third
     from ``n = b`` on (cached; huge when it draws no state noise).
@@ -347,4 +351,10 @@ def update_by_class(arr, b: int, v: dict, nb32: torch.Tensor, sizes: tuple, out:
             amp = v["row_at"](high) if amp_row is None else amp_row.index_select(0, high)
             u = torch.rand(2, high.numel(), generator=g, device=t.device, dtype=dtype)
             wb.index_add_(0, high, u[0].mul_(u[1]).mul_(amp))  # U1 U2 A, fresh at each read
-    torch.mul(wb, LOG2E, out=out).exp2_().mul_(rows[c["r0_row"]])
+    # R = r0 2**(w log2 e), exp2 on a buffer padded to whole vector steps: the SIMD kernel then takes every
+    # cell (its scalar tail rounds some values differently), as a read of the whole array does, so the reads
+    # kept do not depend on where a cell falls among the gathered ones (and a resumed array reads the same)
+    k = wb.numel()
+    padded = torch.zeros(-(-k // _PAD) * _PAD, dtype=wb.dtype, device=wb.device)
+    torch.mul(wb, LOG2E, out=padded[:k])
+    torch.mul(padded.exp2_()[:k], rows[c["r0_row"]], out=out)
