@@ -22,7 +22,9 @@ reference's whole-array operations go to torch's thread pool. The ``compile=True
 row is WeakResetArray with its per-block drift and pink update fused by
 ``torch.compile`` (the first call, which compiles, is left out). A row with
 only 10 % of the cells given pulses (the others 0, which the update skips block
-by block) shows the case of training. The floors (drawing the normal numbers
+by block) shows the case of training, and the ``pulse_pairs`` row the update of
+the training loop (training-like signed counts per pair: its class path, the
+default, against its select path, the default before, in alternating rounds). The floors (drawing the normal numbers
 alone, copying the state once) state what bounds the update, and a torch.profiler
 table of one thread's update shows where its time goes. Figures are printed, not
 asserted; the CUDA rows appear when ``torch.cuda.is_available()``.
@@ -167,6 +169,52 @@ def run(device, cells, steps, seed=0, compiled=True, rounds=3) -> dict:
     }
 
 
+#: The training case of pulse_pairs: share of the pairs pulsed in a step, and how the pulsed ones' counts split
+#: (1, 2, 3 pulses, then 4..14), about what benchmarks/bench_train.py's BinarizedMLP asks after its first steps.
+PAIRS_SHARE = 0.44
+PAIRS_SPLIT = (0.70, 0.20, 0.08)
+
+
+def pair_counts(half, steps, device, seed=0) -> list:
+    """Signed counts per pair for ``steps`` training-like steps (see :data:`PAIRS_SHARE`)."""
+    g = torch.Generator(device=device).manual_seed(seed + 3)
+    edges = torch.tensor(np.cumsum(PAIRS_SPLIT), device=device, dtype=torch.float32)
+    out = []
+    for _ in range(steps):
+        u = torch.rand(half, generator=g, device=device)
+        big = torch.randint(4, MAX_PULSES + 1, (half,), generator=g, device=device)
+        n = torch.where(u < edges[0], 1, torch.where(u < edges[1], 2, torch.where(u < edges[2], 3, big)))
+        n = n * (torch.rand(half, generator=g, device=device) < PAIRS_SHARE)
+        sign = torch.where(torch.rand(half, generator=g, device=device) < 0.5, 1, -1)
+        out.append((n * sign).to(torch.int32))
+    return out
+
+
+def run_pairs(device, cells, steps, seed=0, rounds=3) -> dict:
+    """pulse_pairs on training-like counts: the class path against the select path, alternating rounds."""
+    from hfox_fit.torch import _pairs
+
+    device = torch.device(device)
+    counts = pair_counts(cells // 2, steps + 1, device, seed)
+    arrays = {path: WeakResetArray(preset_model("paper"), cells, seed=seed, device=device)
+              for path in ("classes", "select")}
+    times = {path: [] for path in arrays}
+    per_round = max(2, steps // rounds)
+    for path, arr in arrays.items():  # warm-up
+        _pairs.pulse_pairs(arr, counts[0], path=path)
+    for r in range(rounds):
+        for path, arr in arrays.items():
+            for n in counts[1 + r * per_round: 1 + (r + 1) * per_round]:
+                _sync(device)
+                t0 = time.perf_counter()
+                _pairs.pulse_pairs(arr, n, path=path)
+                _sync(device)
+                times[path].append(time.perf_counter() - t0)
+    med = {path: float(np.median(t)) for path, t in times.items()}
+    return {"pairs": cells // 2, "classes_ms": 1e3 * med["classes"], "select_ms": 1e3 * med["select"],
+            "pulsed": float(np.mean([float((n != 0).float().mean()) for n in counts]))}
+
+
 def floors(device, cells, draws, state_bytes, threads, reps=5) -> dict:
     """What bounds the update: drawing its normal random numbers, and moving its state, measured alone.
 
@@ -263,6 +311,12 @@ def main(argv=None):
                   f"({r['compiled_ms']:.1f} ms/step; first call {r['compile_s']:.0f} s, compiling)")
         elif r["compile_s"] is not None:
             print(f"[{r['device']}] WeakResetArray(compile=True): torch.compile failed here; eager only")
+        rp = run_pairs(dev, args.cells, args.steps)
+        print(f"[{r['device']}] pulse_pairs, training-like counts ({rp['pulsed']:.0%} of {rp['pairs']:,} pairs "
+              f"pulsed, mostly 1-2 pulses): class path (pulsed pairs only, 2/3/4 draws by count) "
+              f"{rp['pairs'] / rp['classes_ms'] * 1e3:.3g} pair-updates/s ({rp['classes_ms']:.1f} ms/step); "
+              f"select path (every pair, 4 draws; the default before) {rp['pairs'] / rp['select_ms'] * 1e3:.3g} "
+              f"pair-updates/s ({rp['select_ms']:.1f} ms/step): {rp['select_ms'] / rp['classes_ms']:.2f}x")
         pm = WeakResetArray(preset_model("paper"), 16, seed=0).pink_markov
         draws = pm.states + (1 if pm.white_scale > 0 else 0)
         f = floors(dev, args.cells, draws, r["fast_bytes_per_cell"], torch.get_num_threads())

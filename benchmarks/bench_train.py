@@ -31,8 +31,9 @@ import torch
 from torch import nn
 
 from hfox_fit import preset_model
-from hfox_fit.torch import BinarizedMLP, CellBackedWeights, headroom_pulses
+from hfox_fit.torch import BinarizedMLP, CellBackedWeights, _pairs, headroom_pulses
 from hfox_fit.torch._threads import _run_blocks, block_threads
+from hfox_fit.torch._update import NEVER, draw_classes
 
 
 def _sync(device):
@@ -81,32 +82,41 @@ def _step(net, opt, cells, x, y, headroom, parts=None):
         if parts is not None:
             _sync(x.device)
             parts["cells"] += time.perf_counter() - t1
-            parts["pulsed"] += int(torch.count_nonzero(stats["counts"]))
+            mag = stats["counts"].abs()
+            parts["pulsed"] += int(torch.count_nonzero(mag))
+            # the normal numbers the class path draws: 1 per pulsed cell, 1 more from a pulses on, 1 more from b
+            # on (draw_classes), and the white one
+            a, b = draw_classes(cells.cells)
+            c = cells.cells._constants()
+            white = c["states"] > 0 and c["white"] > 0
+            parts["normals"] += int(torch.count_nonzero(mag)) * (1 + white) + sum(
+                int(torch.count_nonzero(mag >= k)) for k in (a, b) if k < NEVER)
     else:
         net.clip_weights()
 
 
-def _floors(cells, pulsed: int, reps: int = 3) -> dict:
+def _floors(cells, pulsed: int, normals: int, reps: int = 3) -> dict:
     """What the pulses cost at the least: the normal draws of the pulsed cells, and moving the pairs' state.
 
-    The draws as the update makes them (``draws`` per pulsed cell, from one generator per block of
-    ``CPU_BLOCK`` pairs, the blocks on the update's worker threads); the state traffic: a copy of the
-    bytes per cell of both cells of every pair (each pair's state is read, its pulsed cell written).
+    The draws as the update makes them (``normals`` numbers for the ``pulsed`` cells, one call per
+    block of ``CPU_BLOCK`` pairs, from the block's generator, the blocks on the update's worker
+    threads); the state traffic: a copy of the bytes per cell of both cells of every pair (each
+    pair's state is read, its pulsed cell written).
     """
     arr = cells.cells
     device = arr.device
-    draws = arr._constants()["draws"]
     block = arr._block_size
-    sizes = [min(block, pulsed - s) for s in range(0, pulsed, block)]
+    per_cell = normals / max(pulsed, 1)
+    sizes = [round(per_cell * min(block, pulsed - s)) for s in range(0, pulsed, block)]
     gens = [torch.Generator(device=device).manual_seed(i) for i in range(len(sizes))]
 
     def all_draws():
         if device.type == "cpu" and len(sizes) > 1:
-            _run_blocks(lambda i: torch.randn(draws, sizes[i], generator=gens[i], device=device), len(sizes),
+            _run_blocks(lambda i: torch.randn(sizes[i], generator=gens[i], device=device), len(sizes),
                         block_threads())
         else:
             for i, k in enumerate(sizes):
-                torch.randn(draws, k, generator=gens[i], device=device)
+                torch.randn(k, generator=gens[i], device=device)
         _sync(device)
 
     def timed(fn):
@@ -118,15 +128,19 @@ def _floors(cells, pulsed: int, reps: int = 3) -> dict:
 
     src = torch.empty(int(arr.bytes_per_cell() * arr.num_devices) // 4, device=device)
     dst = torch.empty_like(src)
-    return {"draws": draws, "rng_s": timed(all_draws), "mem_s": timed(lambda: (dst.copy_(src), _sync(device)))}
+    return {"draws": per_cell, "rng_s": timed(all_draws), "mem_s": timed(lambda: (dst.copy_(src), _sync(device)))}
 
 
-def run(device, sizes, batch, steps, rounds=5):
+def run(device, sizes, batch, steps, rounds=5, select=True):
     device = torch.device(device)
     x = torch.rand(batch, sizes[0], device=device)
     y = torch.randint(0, sizes[-1], (batch,), device=device)
     headroom = headroom_pulses(preset_model("paper"))
     variants = {"software": _make(sizes, device, False), "device": _make(sizes, device, True)}
+    if select:  # the same device step with pulse_pairs' reference path (every pair updated, by selects)
+        variants["device, select path"] = _make(sizes, device, True)
+        arr = variants["device, select path"][2].cells
+        arr.pulse_pairs = lambda n, arr=arr: _pairs.pulse_pairs(arr, n, path="select")
     for v in variants.values():  # warm-up: first-call costs
         _step(*v, x, y, headroom)
     cells = variants["device"][2]
@@ -134,7 +148,7 @@ def run(device, sizes, batch, steps, rounds=5):
     cells.cells.pulse_pairs = pulse_timer  # (an instance attribute: times the pulses inside cells.step())
     times = {k: [] for k in variants}
     cpu = {k: 0.0 for k in variants}
-    parts = {"network": 0.0, "cells": 0.0, "pulsed": 0}
+    parts = {"network": 0.0, "cells": 0.0, "pulsed": 0, "normals": 0}
     per_round = max(steps // rounds, 1)
     for _ in range(rounds):
         for name, v in variants.items():
@@ -156,6 +170,13 @@ def run(device, sizes, batch, steps, rounds=5):
     if device.type == "cpu":
         print(f"{tag} CPU time per step (all threads; less sensitive to other processes' load): software "
               f"{cpu_sw * 1e3:.1f} ms, device {cpu_dev * 1e3:.1f} ms: {cpu_dev / cpu_sw:.2f}x")
+    if select:
+        ref = statistics.median(times["device, select path"])
+        cpu_ref = cpu["device, select path"] / n_steps
+        print(f"{tag} baseline, the device step through pulse_pairs' select path (every pair updated, 4 draws "
+              f"each; the default before the class path): {ref * 1e3:.1f} ms ({ref / sw:.2f}x software; "
+              f"CPU time {cpu_ref * 1e3:.1f} ms, {cpu_ref / cpu_sw:.2f}x); the class path's step is "
+              f"{ref / dev:.2f}x faster (CPU time {cpu_ref / cpu_dev:.2f}x)")
     # where a device step's time goes (the wall time of its parts, summed over the timed steps)
     pulsed = parts["pulsed"] / n_steps
     net_s, cells_s, pulse_s = parts["network"] / n_steps, parts["cells"] / n_steps, pulse_timer.seconds / n_steps
@@ -163,8 +184,8 @@ def run(device, sizes, batch, steps, rounds=5):
           f"(WeakResetArray.pulse_pairs, {pulsed:,.0f} pairs pulsed, {pulsed / cells.numel:.0%}) "
           f"{pulse_s * 1e3:.1f} ms; the rest of CellBackedWeights.step and reset_saturated (update -> counts, "
           f"readout, copies) {(cells_s - pulse_s) * 1e3:.1f} ms")
-    f = _floors(cells, max(int(pulsed), 1))
-    print(f"{tag} floors of the pulses: drawing their {f['draws']} normal numbers per pulsed cell alone takes "
+    f = _floors(cells, max(int(pulsed), 1), max(int(parts["normals"] / n_steps), 1))
+    print(f"{tag} floors of the pulses: drawing their {f['draws']:.2f} normal numbers per pulsed cell alone takes "
           f"{f['rng_s'] * 1e3:.1f} ms ({f['rng_s'] / sw:.2f}x the software step, "
           f"{100 * f['rng_s'] / max(pulse_s, 1e-12):.0f} % of the pulses' time); moving the cells' "
           f"{cells.cells.bytes_per_cell():.0f} B/cell state once takes {f['mem_s'] * 1e3:.1f} ms "
@@ -179,6 +200,8 @@ def main(argv=None) -> int:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--no-select", action="store_true",
+                    help="skip the baseline row (the device step through pulse_pairs' select path)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's); 1 is steadiest on a machine busy with other work")
     args = ap.parse_args(argv)
@@ -188,9 +211,9 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), network {sizes}, batch {args.batch}; "
           f"load average {load:.2f}")
-    run("cpu", sizes, args.batch, args.steps)
+    run("cpu", sizes, args.batch, args.steps, select=not args.no_select)
     if torch.cuda.is_available():
-        run("cuda", sizes, args.batch, args.steps)
+        run("cuda", sizes, args.batch, args.steps, select=not args.no_select)
     return 0
 
 

@@ -578,8 +578,9 @@ class WeakResetArray(ResumableState, nn.Module):
         Cell ``i`` gets ``n[i]`` pulses where ``n[i] > 0``, cell ``i + num_devices // 2`` gets
         ``-n[i]`` where ``n[i] < 0`` (``n``: ints of shape ``(num_devices // 2,)``): the BL / BLb
         layout of :class:`~hfox_fit.torch.CellBackedWeights`. The same law as :meth:`pulse` with
-        those counts, at about half the cost (each pair's pulsed cell is picked out, updated and
-        put back; its partner keeps its state and read). Returns the resistance of every cell.
+        those counts, at a fraction of the cost: only the pairs given pulses are updated, each
+        pulsed cell drawing only the normal numbers its count needs (see :mod:`hfox_fit.torch._pairs`);
+        its partner keeps its state and read. Returns the resistance of every cell.
         """
         from ._pairs import pulse_pairs
 

@@ -4,15 +4,24 @@
 and ``i + half`` (BLb) and pulses one of them per step, by the sign of the
 update. Through :meth:`~hfox_fit.torch.WeakResetArray.pulse` the cells that get
 0 pulses (half of them at least) still cost a full update each, or a gather and
-scatter by index; here each pair's pulsed cell is picked out by a select
-(bitwise, on the sign: vectorized, no index), updated by the same
-closed-form block update as ``pulse``, and written back by a select. A pair given
-0 pulses updates a cell by 0 pulses, which leaves it as it was, and writes nothing
-back.
+scatter by index. Two paths here, with the same law:
 
-The pairs run in blocks of the array's block size on the worker threads, block
-``b`` drawing from the array's block generator ``b``, so the numbers do not depend
-on the threads.
+* ``"classes"`` (the default, :func:`_class_block`): the pairs given pulses are
+  listed by one stable sort of a small key, grouped by how many normal draws their
+  count needs (the stand-in's n-step innovation has rank ``min(n, 3)``: a cell given
+  one pulse needs 2 draws, two pulses 3, more 4; see
+  :func:`~hfox_fit.torch._update.draw_classes`); each pulsed cell is gathered by
+  index, updated by :func:`~hfox_fit.torch._update.update_by_class` and scattered
+  back. Idle pairs cost the key and the sort only.
+* ``"select"`` (:func:`_pair_block`, the reference, and the path of a compiled
+  array): each pair's pulsed cell is picked out by a select (bitwise, on the sign),
+  every pair is updated by the closed-form block update of ``pulse`` (a pair given
+  0 pulses by 0 pulses, which leaves it as it was) and written back by a select.
+
+The two give different numbers to a cell, with the same law
+(``tests/export/test_torch_pairs.py`` compares them over many cells). The pairs run
+in blocks of the array's block size on the worker threads, block ``b`` drawing from
+the array's block generator ``b``, so the numbers do not depend on the threads.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import torch
 
 from ._counts import pulse_counts
 from ._threads import _run_blocks, block_threads
-from ._update import _STATE, _update_cells
+from ._update import _STATE, NEVER, _update_cells, draw_classes, update_by_class
 
 __all__ = ["pulse_pairs"]
 
@@ -95,8 +104,67 @@ def _pair_block(arr, b: int, v: dict, call: dict) -> None:
     neg(r, prev[half + s:half + e], out=out[half + s:half + e])
 
 
-def pulse_pairs(arr, n) -> torch.Tensor:
-    """``arr.pulse_pairs(n)`` (see there): checks the counts, then updates the pairs block by block."""
+def _class_block(arr, b: int, v: dict, call: dict) -> None:
+    """Pulse the pairs of block ``b`` given pulses only: gathered by index, ordered by draw class, scattered back.
+
+    One stable sort of a small key (0: no pulse; 1, 2, 3: the draw classes of
+    :func:`~hfox_fit.torch._update.draw_classes`) lists the pulsed pairs class by class;
+    each pulsed cell (BL or BLb by the sign) is gathered from the array's buffers,
+    updated by :func:`~hfox_fit.torch._update.update_by_class` and written back. Pairs
+    given 0 pulses cost the key and the sort (no draws, no update), and a cell given
+    one or two pulses draws only the normal numbers its n-step coefficients use.
+    """
+    s, e = v["range"]
+    half = arr.num_devices // 2
+    out, prev = call["out"], call["prev"]
+    out[s:e].copy_(prev[s:e])
+    out[half + s:half + e].copy_(prev[half + s:half + e])
+    mag = call["n"][s:e]
+    lo_a, lo_b = call["classes"]
+    if (lo_a, lo_b) == (2, 3):  # (the stand-in's usual ranks: the key is the count, up to 3)
+        key = torch.clamp(mag, max=3).to(torch.int8)
+    else:
+        key = torch.ge(mag, 1).to(torch.int8)
+        if lo_a < NEVER:
+            key.add_(torch.ge(mag, lo_a))
+        if lo_b < NEVER:
+            key.add_(torch.ge(mag, lo_b))
+    ranked = torch.sort(key, stable=True)
+    k0, *ends = torch.searchsorted(ranked.values, call["class_keys"]).tolist()  # where keys 1, 2, 3, 4 start
+    if k0 == e - s:
+        return
+    sizes = [hi - lo for lo, hi in zip([k0, *ends], ends)]
+    order = ranked.indices[k0:]  # pulsed pairs, class by class
+    neg = call["signed"][s:e].index_select(0, order).lt_(0)
+    cell = torch.add(order, neg, alpha=half).add_(s)  # BL (i) or BLb (i + half) of each pulsed pair
+    bufs = call["bufs"]
+    # (w is written, not read: cells given pulses read afresh)
+    sub = {k: bufs[k].index_select(0, cell) if k != "w" else torch.empty_like(cell, dtype=arr.dtype)
+           for k in call["keys"]}
+    # Row by row (a gather along the rows of a 2-D buffer costs more); the RTN amplitude only where a
+    # chain is high (update_by_class asks). scatter_ with these distinct indices is index_copy_ at a
+    # third of its cost on a CPU.
+    lazy = call["lazy_row"]
+    sub["params"] = tuple(None if i == lazy else row.index_select(0, cell) for i, row in enumerate(arr.cell_params))
+    sub["c2c"] = tuple(row.index_select(0, cell) for row in arr.c2c_dev)
+    if lazy is not None:
+        sub["row_at"] = lambda idx: arr.cell_params[lazy].index_select(0, cell.index_select(0, idx))
+    r = torch.empty(cell.numel(), dtype=arr.dtype, device=arr.device)
+    update_by_class(arr, b, sub, mag.index_select(0, order), tuple(sizes), r, call)
+    for k in call["keys"]:
+        bufs[k].scatter_(0, cell, sub[k])
+    out.scatter_(0, cell, r)
+
+
+def pulse_pairs(arr, n, *, path: str = "classes") -> torch.Tensor:
+    """``arr.pulse_pairs(n)`` (see there): checks the counts, then updates the pairs block by block.
+
+    ``path``: ``"classes"`` (default) updates the pulsed pairs only, by draw class
+    (:func:`_class_block`); ``"select"`` picks each pair's cell by a select and updates
+    every pair (:func:`_pair_block`, the reference, and the path of a compiled array).
+    """
+    if path not in ("classes", "select"):
+        raise ValueError(f"path must be 'classes' or 'select'; got {path!r}.")
     from ._array import _MAX_PULSES  # (the array module imports this one on use)
 
     if arr.num_devices % 2:
@@ -138,8 +206,21 @@ def pulse_pairs(arr, n) -> torch.Tensor:
         from . import _update
 
         call["compiled"] = _update._compiled_dense()
+        path = "select"  # (the compiled kernel is the whole-block update's)
     arr._pulse_bound += hi
-    _blocks(c, len(views), lambda b: _pair_block(arr, b, views[b], call), balance=True)
+    if path == "classes":
+        call["classes"] = draw_classes(arr)
+        call["class_keys"] = torch.arange(1, 5, dtype=torch.int8, device=arr.device)
+        call["keys"] = [k for k in _STATE if (k not in ("wait", "high") or arr.rtn) and
+                        (k not in ("x", "xr", "xi") or (arr.pink and c["states"]))]
+        amp_row = c["amp_row"]
+        call["lazy_row"] = amp_row if arr.rtn and amp_row not in arr._c2c_rows else None
+        call["bufs"] = {"pulses": arr.pulses, "wait": arr.rtn_wait, "high": arr.rtn_high, "x": arr.pink_x,
+                        "xr": arr.pink_xi[0], "xi": arr.pink_xi[1], "w": arr.w}
+        block = _class_block
+    else:
+        block = _pair_block
+    _blocks(c, len(views), lambda b: block(arr, b, views[b], call), balance=True)
     arr._keep_read(call["out"])
     return call["out"]
 

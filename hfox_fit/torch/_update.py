@@ -39,7 +39,8 @@ def _dense(law, names, t, rows, x, xr, xi, coef, z, white, off, gain, pink_on, s
     (B,) the pink stand-in's real state, ``xr`` and ``xi`` (B,) the real and
     imaginary parts of its complex state;
     ``coef`` the n-step coefficients ``lambda**n, L00, L22, Re p**n, Im p**n,
-    L10, L20, L11, L21`` (each (B,) or (1,)); ``z`` (rows, B) normal draws;
+    L10, L20, L11, L21`` (each (B,) or (1,)); ``z`` (rows, B) normal draws, or a tuple of
+    rows where rows 1 and 2 may be None (counts whose L11, L21 / L22 are exactly 0);
     ``off``, ``gain`` (B,) the pink mean and gain at ``t``.
     """
     w = law(t, dict(zip(names, rows)))
@@ -51,8 +52,15 @@ def _dense(law, names, t, rows, x, xr, xi, coef, z, white, off, gain, pink_on, s
         x.mul_(a0).addcmul_(l00, z[0])
         # xr + i xi <- p**n (xr + i xi) + (L10 + i L20) z0 + (L11 + i L21) z1 + i L22 z2, in real arithmetic
         re = torch.mul(xr, pc).addcmul_(xi, ps, value=-1.0)
-        re.addcmul_(l10, z[0]).addcmul_(l11, z[1])
-        xi.mul_(pc).addcmul_(xr, ps).addcmul_(l20, z[0]).addcmul_(l21, z[1]).addcmul_(l22, z[2])
+        # (z[1], z[2] are None for counts whose L11, L21 / L22 are exactly 0: see update_by_class)
+        re.addcmul_(l10, z[0])
+        if z[1] is not None:
+            re.addcmul_(l11, z[1])
+        xi.mul_(pc).addcmul_(xr, ps).addcmul_(l20, z[0])
+        if z[1] is not None:
+            xi.addcmul_(l21, z[1])
+        if z[2] is not None:
+            xi.addcmul_(l22, z[2])
         xr.copy_(re)
         core = re.add_(x)
         if white > 0:
@@ -238,3 +246,115 @@ def _update_cells(arr, b: int, v: dict, nb32, block_lo: int, out: torch.Tensor, 
         wb.copy_(w_new)
     # R = r0 exp(w) = r0 2**(w log2 e) (torch.exp runs on the thread pool from 2048 elements on)
     torch.mul(wb, LOG2E, out=out).exp2_().mul_(rows[c["r0_row"]])
+
+
+#: Elements per whole step of torch's vectorized CPU loops, with room (2 vectors of 16 floats with AVX-512).
+_PAD = 64
+
+
+def draw_classes(arr) -> tuple[int, int]:
+    """``(a, b)``: the pink update of ``n`` pulses needs its second normal draw from ``n = a`` on, its third
+    from ``n = b`` on (cached; huge when it draws no state noise).
+
+    The n-step innovation of the stand-in's three states has rank ``min(n, 3)``: one
+    pulse moves them along its input vector alone, so ``L11 = L21 = L22 = 0`` for
+    ``n = 1`` and ``L22 = 0`` for ``n = 2``. Read from the table (exact zeros), not
+    assumed; a draw multiplied by an exact 0 adds nothing, so skipping it keeps the law.
+    """
+    c = arr._constants()
+    if "draw_classes" not in c:
+        a = b = NEVER
+        if arr.pink and c["states"]:
+            coef = arr.pink_coef[:, 1:].cpu()  # n = 1 .. horizon
+
+            def first_used(rows):
+                used = torch.nonzero((coef[list(rows)] != 0).any(0)).squeeze(1)
+                return 1 + int(used[0]) if used.numel() else NEVER
+
+            b = first_used((2,))  # L22
+            a = min(first_used((7, 8)), b)  # L11, L21 (from b on every draw is made anyway)
+        c["draw_classes"] = (a, b)
+    return c["draw_classes"]
+
+
+def update_by_class(arr, b: int, v: dict, nb32: torch.Tensor, sizes: tuple, out: torch.Tensor, call: dict) -> None:
+    """Pulse the gathered cells of ``v`` (each given >= 1 pulse) ordered by draw class; read into ``out``.
+
+    A parameter row of ``v["params"]`` may be None where only a few cells need it (the RTN
+    amplitude): ``v["row_at"](idx)`` then gathers it for cells ``idx``.
+    ``sizes``: how many cells (in this order) fall in the counts ``[1, a)``, ``[a, b)`` and
+    ``[b, ...)`` of :func:`draw_classes`. Each class draws only the normal numbers its
+    coefficients use (2, 3 and 4 per cell for the paper's stand-in, not 4 for all), and a
+    class of one count reads its n-step coefficients as one column (no gather). The law is
+    that of :func:`_update_cells`; the numbers a cell receives differ.
+    """
+    c = arr._constants()
+    g, dtype = arr._block_gens[b], arr.dtype
+    horizon = c["horizon"]
+    t = v["pulses"]
+    t.add_(nb32)
+    if arr.rtn:  # as _update_cells
+        wait = v["wait"]
+        wait.sub_(nb32)
+        idx = torch.nonzero(wait <= 0).squeeze(1)
+        if idx.numel():
+            rtn_switch(idx, v["high"], wait, g, c["p_up"], c["p_down"])
+    rows = arr._block_rows(v)
+    pink_on, states, white = arr.pink, c["states"], c["white"]
+    off = gain = None
+    if pink_on:
+        if not call["t_clamp"]:
+            off, gain = c["table"].index_select(1, t).unbind(0)
+        else:
+            off, gain = c["table"].index_select(1, t.clamp(max=horizon)).unbind(0)
+    lo_a, lo_b = draw_classes(arr)
+    # per class: first count, end count (exclusive), state draws
+    classes = ((1, lo_a, 1), (lo_a, lo_b, 2), (lo_b, None, 3))
+    extra = 1 if (states and white > 0) else 0  # the white draw
+    if not pink_on:
+        per = [0, 0, 0]
+    elif not states:
+        per = [1, 1, 1]  # white only
+    else:
+        per = [k + extra for _, _, k in classes]
+    total = sum(p * s for p, s in zip(per, sizes))
+    zall = torch.randn(total, generator=g, device=t.device, dtype=dtype) if total else None
+    tf = t.to(dtype)
+    wb = v["w"]
+    start = used = 0
+    for (first, end, k), size, p in zip(classes, sizes, per):
+        if size == 0:
+            continue
+        sl = slice(start, start + size)
+        start += size
+        z = coef = None
+        if p:
+            zr = zall[used:used + p * size].view(p, size)
+            used += p * size
+            if states:
+                z = (zr[0], zr[1] if k > 1 else None, zr[2] if k > 2 else None, zr[k] if extra else None)
+                if end is not None and end - first == 1:  # one count: its column
+                    coef = c["coef"][:9, min(first, horizon):min(first, horizon) + 1].unbind(0)
+                else:
+                    n = nb32[sl] if not call["clamp"] else nb32[sl].clamp(max=horizon)
+                    coef = c["coef"][:9].index_select(1, n).unbind(0)
+            else:
+                z = zr
+        x, xr, xi, o, gn, *rs = (None if u is None else u[sl]
+                                 for u in (v.get("x"), v.get("xr"), v.get("xi"), off, gain, *rows))
+        w_new = _dense(arr._law, arr.param_names, tf[sl], rs, x, xr, xi, coef, z, white, o, gn, pink_on, states)
+        wb[sl].copy_(w_new)
+    if arr.rtn:
+        high = torch.nonzero(v["high"]).squeeze(1)
+        if high.numel():
+            amp_row = rows[c["amp_row"]]
+            amp = v["row_at"](high) if amp_row is None else amp_row.index_select(0, high)
+            u = torch.rand(2, high.numel(), generator=g, device=t.device, dtype=dtype)
+            wb.index_add_(0, high, u[0].mul_(u[1]).mul_(amp))  # U1 U2 A, fresh at each read
+    # R = r0 2**(w log2 e), exp2 on a buffer padded to whole vector steps: the SIMD kernel then takes every
+    # cell (its scalar tail rounds some values differently), as a read of the whole array does, so the reads
+    # kept do not depend on where a cell falls among the gathered ones (and a resumed array reads the same)
+    k = wb.numel()
+    padded = torch.zeros(-(-k // _PAD) * _PAD, dtype=wb.dtype, device=wb.device)
+    torch.mul(wb, LOG2E, out=padded[:k])
+    torch.mul(padded.exp2_()[:k], rows[c["r0_row"]], out=out)

@@ -304,6 +304,8 @@ class CellBackedWeights(nn.Module):
         int
             Pairs re-SET.
         """
+        if self.cells._pulse_bound < int(headroom):  # (a bound on every cell's pulses since SET: none can be)
+            return 0
         mask = self.saturated(headroom)
         k = int(torch.count_nonzero(mask))
         if k == 0:

@@ -1,0 +1,155 @@
+"""pulse_pairs' default path (pulsed pairs only, fewer draws for 1-2 pulses) has the law of the select path."""
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hfox_fit import preset_model  # noqa: E402
+from hfox_fit.torch import WeakResetArray, _pairs, _update  # noqa: E402
+
+HALF = 60_000
+STEPS = 10
+
+
+def _counts(seed: int) -> list:
+    """Signed counts per step: a third of the pairs idle, the rest mostly 1-3 pulses, some up to 14."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(STEPS):
+        u = torch.rand(HALF, generator=g)
+        n = torch.where(u < 0.35, 0, torch.where(u < 0.6, 1, torch.where(u < 0.8, 2, torch.where(u < 0.9, 3, 9))))
+        n = torch.where(torch.rand(HALF, generator=g) < 0.05, torch.randint(1, 15, (HALF,), generator=g), n)
+        sign = torch.where(torch.rand(HALF, generator=g) < 0.5, 1, -1)
+        out.append((n * sign).to(torch.int32))
+    return out
+
+
+def _run(model_name: str, path: str, seed: int, counts: list, **switches) -> WeakResetArray:
+    arr = WeakResetArray(preset_model(model_name), 2 * HALF, seed=seed, d2d=False, **switches)
+    for n in counts:
+        r = _pairs.pulse_pairs(arr, n, path=path)
+        assert torch.equal(r, arr.resistance)
+    return arr
+
+
+def _drift(arr: WeakResetArray) -> torch.Tensor:
+    return arr._law(arr.pulses.double(), {k: v.double() for k, v in arr.cell_parameters.items()})
+
+
+def _largest_gap(a: WeakResetArray, b: WeakResetArray) -> tuple[float, str]:
+    """The largest standardised difference of the means and variances of the two arrays' states."""
+    moved = a.pulses > 0
+    worst, where = 0.0, ""
+    for name, va, vb in (("w", a.w, b.w), ("pink_x", a.pink_x, b.pink_x),
+                         ("pink_xi re", a.pink_xi[0], b.pink_xi[0]), ("pink_xi im", a.pink_xi[1], b.pink_xi[1]),
+                         ("rtn_high", a.rtn_high.double(), b.rtn_high.double())):
+        xa, xb = va[moved].double(), vb[moved].double()
+        if name == "w":  # the noise: w less the cell's drift at its pulse count (the same counts in both)
+            xa, xb = xa - _drift(a)[moved], xb - _drift(b)[moved]
+        k = xa.numel()
+        ma, mb, sa, sb = xa.mean(), xb.mean(), xa.var(), xb.var()
+        if float(sa + sb) == 0:
+            continue
+        gap_mean = abs(float(ma - mb)) / math.sqrt(float(sa + sb) / k)
+        # a sample variance's standard error is sqrt((m4 - var**2) / k) whatever the law
+        m4a, m4b = (xa - ma).pow(4).mean(), (xb - mb).pow(4).mean()
+        gap_var = abs(float(sa - sb)) / math.sqrt(float(m4a - sa**2 + m4b - sb**2) / k)
+        gaps = ((gap_mean, "mean"),) if name == "rtn_high" else ((gap_mean, "mean"), (gap_var, "variance"))
+        for gap, what in gaps:  # (a 0/1 state's variance follows from its mean)
+            if gap > worst:
+                worst, where = gap, f"{name} {what}"
+    return worst, where
+
+
+@pytest.mark.parametrize("model_name, switches", [("paper", {}), ("wafer_b", {}), ("paper", {"rtn": False}),
+                                                  ("wafer_b", {"pink": False})])
+def test_class_path_has_the_law_of_the_select_path(model_name, switches):
+    counts = _counts(5)
+    fast = _run(model_name, "classes", 1, counts, **switches)
+    ref = _run(model_name, "select", 2, counts, **switches)
+    assert torch.equal(fast.pulses, ref.pulses)  # the same cells got the same pulses
+    gap, where = _largest_gap(fast, ref)
+    assert gap < 5.0, (gap, where)
+
+
+def test_class_path_keeps_idle_pairs_and_partners_untouched():
+    model = preset_model("wafer_b")  # C2C rows too
+    arr = WeakResetArray(model, 2 * HALF, seed=3)
+    arr.pulse_pairs(_counts(1)[0])
+    n = _counts(2)[1]
+    before = {k: v.clone() for k, v in arr.state_dict().items() if isinstance(v, torch.Tensor)}
+    r_before = arr.resistance.clone()
+    r = arr.pulse_pairs(n)
+    counts = torch.cat([n.clamp(min=0), (-n).clamp(min=0)])
+    assert torch.equal(arr.pulses - before["pulses"], counts)
+    still = counts == 0
+    for k in ("w", "pink_x", "rtn_high", "rtn_wait", "cell_params"):
+        assert torch.equal(getattr(arr, k)[..., still], before[k][..., still]), k
+    assert torch.equal(r[still], r_before[still])
+    assert not torch.equal(r[~still], r_before[~still])
+
+
+def test_draw_classes_are_read_from_the_coefficients():
+    """One pulse moves the stand-in's states along one direction (L11 = L21 = L22 = 0), two along two."""
+    arr = WeakResetArray(preset_model("paper"), 10, seed=0)
+    a, b = _update.draw_classes(arr)
+    assert (a, b) == (2, 3)
+    coef = arr.pink_coef
+    assert float(coef[7:9, 1].abs().sum()) == 0 and float(coef[2, 1:3].abs().sum()) == 0
+    assert float(coef[7:9, 2].abs().min()) > 0 and float(coef[2, 3]) > 0
+    assert _update.draw_classes(WeakResetArray(preset_model("paper"), 10, seed=0, pink=False))[0] == _update.NEVER
+
+
+def test_the_comparison_catches_a_wrong_law(monkeypatch):
+    """Skipping a draw the coefficients use (the second state draw of 2-pulse cells) is caught by the same test."""
+    counts = _counts(5)
+    ref = _run("paper", "select", 2, counts)
+    monkeypatch.setattr(_pairs, "draw_classes", lambda arr: (3, 3))  # as if L11, L21 were 0 for n = 2
+    wrong = _run("paper", "classes", 1, counts)
+    gap, where = _largest_gap(wrong, ref)
+    assert gap > 5.0, (gap, where)
+
+
+def test_class_path_resumes_exactly_and_does_not_depend_on_threads(monkeypatch):
+    from hfox_fit.torch import _threads
+
+    monkeypatch.setattr(_threads, "CPU_BLOCK", 16_000)
+    monkeypatch.setattr(_threads._BALANCE, "MIN_CORES", 0.0)
+    monkeypatch.setattr(_threads._BALANCE, "serial_left", 0)
+    counts = _counts(7)[:4]
+    threads = torch.get_num_threads()
+    reads = []
+    try:
+        for k in (1, 2):
+            torch.set_num_threads(k)
+            arr = WeakResetArray(preset_model("wafer_b"), 2 * HALF, seed=4)
+            reads.append([arr.pulse_pairs(n).clone() for n in counts])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*reads):
+        assert torch.equal(a, b)
+    # resumed from a state_dict half way, the same reads
+    a = WeakResetArray(preset_model("wafer_b"), 2 * HALF, seed=4)
+    for n in counts[:2]:
+        a.pulse_pairs(n)
+    b = WeakResetArray(preset_model("wafer_b"), 2 * HALF, seed=9)
+    b.load_state_dict(a.state_dict())
+    for n in counts[2:]:
+        assert torch.equal(a.pulse_pairs(n), b.pulse_pairs(n))
+
+
+def test_reset_saturated_skips_the_scan_while_no_cell_can_be_saturated(monkeypatch):
+    from hfox_fit.torch import CellBackedWeights
+
+    net = torch.nn.Linear(50, 20)
+    cells = CellBackedWeights(net, preset_model("paper"), scale=0.01, seed=0)
+    cells._pulse_pairs(torch.full((cells.numel,), 3, dtype=torch.int32))
+    scans = []
+    real = cells.saturated
+    monkeypatch.setattr(cells, "saturated", lambda headroom: scans.append(headroom) or real(headroom))
+    assert cells.reset_saturated(4) == 0 and scans == []  # 3 pulses at most since SET: nothing to scan
+    cells._pulse_pairs(torch.full((cells.numel,), -3, dtype=torch.int32))
+    assert cells.reset_saturated(4) == 0 and scans == [4]  # (the bound, 6, allows it: scanned, none)
+    assert cells.reset_saturated(3) == cells.numel and scans == [4, 3]  # both cells at 3: all re-SET
