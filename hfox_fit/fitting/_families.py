@@ -222,6 +222,11 @@ _FATOL = 1e-6
 #: the scale): far below any standard error of a fit of 5 or more cells.
 _XSPREAD = 1e-3
 _RESTARTS = 8
+#: Bounds past which a fitted shape is degenerate (see _refuse_degenerate): a lognorm ``s`` of 20 spans
+#: e**40 between its 2.5 and 97.5 % points; gamma ``a`` or weibull_min ``c`` of 1e-3 puts half its mass
+#: below 1e-150 of its scale.
+_MAX_LOG_SPREAD = 20.0
+_MIN_SHAPE = 1e-3
 
 
 @dataclass
@@ -496,7 +501,30 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
     if not best.fun < 1e299:
         raise ValueError("the likelihood is zero everywhere tried")
     kw, eps = cand.unpack(best.x)
-    return cand, {k: float(v) for k, v in kw.items()}, float(eps), float(-best.fun)
+    kw = {k: float(v) for k, v in kw.items()}
+    _refuse_degenerate(cand, kw, data)
+    return cand, kw, float(eps), float(-best.fun)
+
+
+def _refuse_degenerate(cand: _Candidate, kw: dict, data: _Data) -> None:
+    """Raise ValueError where the likelihood had no maximum and the fit ran off to a degenerate law.
+
+    With few values, or values seen only above a detection limit, a shape family can put nearly all
+    its mass below the values and fit them as its far tail, its shape going to 0 (lognorm ``s`` ->
+    inf): the likelihood keeps rising, and the law it ends at (a median of 1e-308) is no description.
+    """
+    shape = FAMILIES[cand.family][0] if FAMILIES[cand.family] else None
+    limits = {"s": (0.0, _MAX_LOG_SPREAD), "a": (_MIN_SHAPE, np.inf), "c": (_MIN_SHAPE, np.inf)}
+    if shape is not None:
+        lo, hi = limits[shape]
+        if not lo < kw[shape] <= hi:
+            raise ValueError(f"degenerate fit: {shape} = {kw[shape]:.3g} (the likelihood has no maximum; the "
+                             "law runs off to put its mass away from the values)")
+    if data.window is not None and cand.family != "uniform":
+        inside = float(_mass(cand.family, max(data.window[0], -np.inf), data.window[1], kw))
+        if not inside > 1e-6:
+            raise ValueError(f"degenerate fit: {inside:.1e} of the law's mass in the observation window "
+                             f"{tuple(data.window)}")
 
 
 def _settled(result, cand: _Candidate) -> bool:

@@ -171,3 +171,13 @@ def test_sample_median_is_kaplan_meier_under_censoring():
     assert np.median(np.where(cens, cut, x)) < 0.97 * fit.sample_median  # ignoring censoring would be biased
     d = fit.to_dict()
     assert d["sample_median"] == fit.sample_median and d["sample_median_ci90"] == [lo, hi]
+
+
+def test_a_law_that_runs_off_is_refused():
+    # six RTN amplitudes seen above a detection limit: lognorm, gamma and weibull_min can put nearly all
+    # their mass below the limit and fit the values as a far tail (lognorm s -> 24, median 1e-308)
+    x = np.array([0.163, 0.239, 0.268, 0.295, 0.346, 2.087])
+    fit = fit_parameter("rtn_amplitude", x, window=(0.163, np.inf), truncate=False, bootstrap=0)
+    assert x.min() / 10 < fit.median < x.max()
+    for family in ("lognorm", "gamma", "weibull_min"):
+        assert "degenerate fit" in fit.scores[family]["note"]
