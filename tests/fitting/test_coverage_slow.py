@@ -95,6 +95,10 @@ KNOWN_BIASED = {
                                 "per-train t_star / censoring (95 % on this test's seeds)",
     ("paper", "median m2"): "per-train m2 (post-break slope) values: 67.5 % on the bench seeds, 82.5 % here, "
                             "mean error -4.9 %",
+    ("paper", "median m1"): "per-cell m1 standard errors too small (fitted minus true m1 over its stderr: sd 1.3-1.7, "
+                          "1-2.6 % beyond 3 sd, seeds 3000-3005), so the exponential law takes the excess error "
+                          "as spread: 72.5 % here, 85 % on the bench seeds (mean error +3.1 %); the contamination "
+                          "guard kept on every law hid it by cutting 3 % of the tail (95 %)",
     ("paper", "rtn p_down"): "the RTN step's bootstrap over trains: 75 % here, 82.5 % on the bench seeds",
     ("wafer_b", "rtn p_down"): "the RTN step: 72.5 % here (mean error -4.5 %), 77.5 % on the bench seeds",
 }
@@ -126,8 +130,10 @@ def test_pooled_d2d_median_coverage_is_90_percent():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="pooled 75 % (bench, 40 seeds): expon loc 53 % (a non-regular parameter, the edge of the "
-                          "law), lognorm s of r0 46 %, c1 scale 65 % on wafer_b", strict=False)
+@pytest.mark.xfail(reason="passes on this test's seeds since the guard is on demand; 81.4 % pooled on the bench "
+                          "seeds (40 each): expon loc 62 % (a non-regular parameter, the edge of the law), lognorm s "
+                          "of r0 65 % on wafer_b (was 75 % pooled, r0 s 44 %, c1 scale 65 % with the guard always "
+                          "on)", strict=False)
 def test_family_parameter_intervals_cover_the_truth():
     table = _table(_is_param)
     pooled = np.concatenate(list(table.values()))
