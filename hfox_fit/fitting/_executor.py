@@ -24,9 +24,8 @@ the pooling after the per-die step runs its independent parts (each parameter's 
 the correlations, the pink spectrum, ...) on the same workers (:meth:`Workers.run`). Such
 a part draws its random numbers from :func:`part_seed`, which depends on the fit's
 ``random_state`` and the part's name only, so the numbers do not depend on where or in
-which order the parts run. Local worker processes get their BLAS thread pools sized to
-their share of the cores (``jobs`` single-threaded processes on a 2-core machine do not
-run four BLAS threads).
+which order the parts run. Every process that fits runs one BLAS thread
+(:data:`FIT_BLAS_THREADS`): ``jobs`` workers on a 2-core machine do not run ``2 x jobs``.
 """
 
 from __future__ import annotations
@@ -103,32 +102,53 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "B
                 "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
-def worker_threads(jobs: int) -> int:
-    """BLAS/OpenMP threads for each of ``jobs`` local worker processes: their share of the cores, at least 1."""
-    return max(1, (os.cpu_count() or 1) // max(int(jobs), 1))
+#: BLAS threads of a process fitting dies or pooled parts. The fit's BLAS calls are small (batched
+#: 2x2 to 4x4 solves, products over one die's cells), where a second thread costs more than it
+#: gives: the per-die step of 4 dies of 1024 cells took 2.5 s with one thread, 3.4 s with two, on
+#: one process of a 2-core machine; and ``jobs`` processes with as many threads as cores each
+#: would share the cores ``jobs x cores`` ways. One thread everywhere also runs the same code
+#: whichever way the fit runs.
+FIT_BLAS_THREADS = 1
 
 
-def _limit_threads(threads: int) -> None:
-    """Size the thread pools of the numerical libraries of this (worker) process to ``threads``.
+def _limit_threads(threads: int = FIT_BLAS_THREADS):
+    """Size the BLAS/OpenMP thread pools of this process to ``threads``; returns the limiter (None without threadpoolctl).
 
-    A forked worker inherits the parent's BLAS already loaded, with as many threads as cores:
-    ``jobs`` workers would run ``jobs x cores`` threads on the cores. threadpoolctl resizes the
-    loaded pools (when it is installed); the environment covers libraries loaded later.
+    A forked worker inherits the parent's BLAS already loaded, with as many threads as cores;
+    threadpoolctl resizes the loaded pools (when it is installed; without it they keep theirs),
+    the environment covers libraries loaded later. ``.restore_original_limits()`` on the
+    returned object undoes the resizing.
     """
     for var in _THREAD_VARS:
-        os.environ[var] = str(threads)
+        os.environ.setdefault(var, str(threads))
     try:
         from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it the loaded BLAS keeps its threads
-        return
-    threadpool_limits(limits=threads)
+    except ImportError:  # optional
+        return None
+    return threadpool_limits(limits=threads)
 
 
-def _init_worker(q, threads=None) -> None:
+class _OneBlasThread:
+    """``with _OneBlasThread():`` the fit's BLAS thread count inside, the process's own restored after."""
+
+    def __enter__(self):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            self.limiter = None
+        else:
+            self.limiter = threadpool_limits(limits=FIT_BLAS_THREADS)
+        return self
+
+    def __exit__(self, *exc):
+        if self.limiter is not None:
+            self.limiter.restore_original_limits()
+
+
+def _init_worker(q) -> None:
     global _WORKER_QUEUE
     _WORKER_QUEUE = q
-    if threads:
-        _limit_threads(threads)
+    _limit_threads()  # the worker's own process: for its whole life
 
 
 def _run_in_worker(func, index, die, args, report_progress=True):
@@ -145,7 +165,7 @@ def _run_part(func, args, kwargs):
 
 def _run_part_recorded(func, args, kwargs):
     """:func:`_run_part` in a worker, with its warnings recorded (shown again by the client, in order)."""
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _OneBlasThread():
         warnings.simplefilter("always")
         out = func(*args, **kwargs)
     return out, [(w.category, str(w.message)) for w in caught]
@@ -158,7 +178,8 @@ def run_here(parts: dict) -> dict:
 
 def _run_chunk(func, item, args):
     """One Dask task: read the die where it runs (when ``item`` is a source) and fit it."""
-    return func(_load(item), *args, progress=None)
+    with _OneBlasThread():  # a Dask worker may be shared: its thread pools restored after the task
+        return func(_load(item), *args, progress=None)
 
 
 class _DieFractions:
@@ -269,7 +290,7 @@ class Workers:
             ctx = multiprocessing.get_context()
             self._queue = ctx.Queue()
             self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_init_worker,
-                                             initargs=(self._queue, worker_threads(self.jobs)))
+                                             initargs=(self._queue,))
         return self._pool
 
     def _dask(self):
@@ -286,10 +307,11 @@ class Workers:
             return self._map_dask(func, list(_checked(dies)), args, fractions)
         if self.jobs == 1:
             results = []
-            for i, d in enumerate(_checked(dies)):
-                report = None if progress is None else (lambda fraction, i=i: fractions.set(i, fraction))
-                results.append(func(_load(d), *args, progress=report))
-                fractions.set(i, 1.0)
+            with _OneBlasThread():
+                for i, d in enumerate(_checked(dies)):
+                    report = None if progress is None else (lambda fraction, i=i: fractions.set(i, fraction))
+                    results.append(func(_load(d), *args, progress=report))
+                    fractions.set(i, 1.0)
             return results
         pool = self._local()
         q = self._queue if progress is not None else None
@@ -338,7 +360,8 @@ class Workers:
             return {}
         names = list(parts)
         if not self.parallel or len(names) == 1:
-            return run_here(parts)
+            with _OneBlasThread():
+                return run_here(parts)
         if self.scheduler is not None:
             client = self._dask()
             futures = [client.submit(_run_part_recorded, *parts[name], key=f"hfox-fit-{self._run_id}-pool-{name}",
