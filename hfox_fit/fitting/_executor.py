@@ -257,7 +257,7 @@ class Workers:
         if scheduler is not None:
             parse_scheduler(scheduler)  # a bad address fails before any die is read
         self.jobs, self.scheduler = int(jobs), scheduler
-        self._pool = self._queue = self._client = self._cluster = None
+        self._pool = self._queue = self._client = self._cluster = self._threads = None
         self._run_id = uuid.uuid4().hex[:8]  # Dask keys unique per fit: a shared scheduler keeps fits apart
 
     @property
@@ -266,6 +266,8 @@ class Workers:
         return self.scheduler is not None or self.jobs > 1
 
     def __enter__(self) -> Workers:
+        if not self.parallel:  # the work runs here: this process's BLAS threads as a worker's, until close
+            self._threads = _OneBlasThread().__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -273,6 +275,9 @@ class Workers:
 
     def close(self) -> None:
         """Stop the worker processes, or close the Dask client (and its local cluster)."""
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.__exit__(None, None, None)
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -393,16 +398,14 @@ def map_dies(func, dies, args=(), *, jobs: int = 1, progress=None, n_dies: int |
     """
     from .._progress import Progress
 
-    own_workers = workers is None
-    if own_workers:
-        workers = Workers(jobs, scheduler)
+    if workers is None:
+        with Workers(jobs, scheduler) as own:
+            return map_dies(func, dies, args, progress=progress, n_dies=n_dies, workers=own)
     own = progress is True
     bar = Progress("fit", n_dies, "die") if own else (progress or None)
     try:
         return workers.map_dies(func, dies, args, progress=bar)
     finally:
-        if own_workers:
-            workers.close()
         if own:
             bar.close()
 
