@@ -198,7 +198,10 @@ def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False,
     law : {"auto", "two_slope", "power", "log"}, default="auto"
         The drift law; "auto" fits all on the same reads and keeps the lowest total AIC.
     jobs : int, default=1
-        Worker processes for the per-die step.
+        Worker processes for the per-die step and then for the pooling's independent parts
+        (each parameter's D2D law, the correlations, the C2C laws, the pink spectrum, the RTN
+        amplitude law), each of which has its own seed from ``random_state`` and its name, so
+        the numbers do not depend on ``jobs``.
     progress : bool, default=False
         Show progress on stderr: the per-die step (moving within each die), then one line
         per pooled step (noise, D2D laws, ...); whole lines when stderr is not a terminal.
@@ -215,9 +218,9 @@ def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False,
         drift, so this selection moves a median by about 1 % (see
         :func:`_leave_out_masked`).
     scheduler : str, optional
-        Run the per-die step on Dask instead: ``"local:N"`` (a local cluster of N worker
-        processes) or ``"tcp://HOST:PORT"`` (a running scheduler); needs ``jobs=1``. The
-        fitted numbers are the same whichever way the dies run.
+        Run the per-die step and the pooling's parts on Dask instead: ``"local:N"`` (a local
+        cluster of N worker processes) or ``"tcp://HOST:PORT"`` (a running scheduler); needs
+        ``jobs=1``. The fitted numbers are the same whichever way the dies run.
 
     Returns
     -------
@@ -248,7 +251,8 @@ class CampaignFitter:
     """Fit the weak-RESET model to a campaign: ``CampaignFitter(...).fit(dies)`` sets :attr:`result_`.
 
     Parameters are those of :func:`fit_campaign`; :meth:`fit` maps :func:`fit_die` over the
-    dies (in ``jobs`` worker processes, or on the Dask ``scheduler``) and pools the results.
+    dies (in ``jobs`` worker processes, or on the Dask ``scheduler``) and pools the results
+    (the pooling's independent parts on the same workers).
 
     Attributes
     ----------
