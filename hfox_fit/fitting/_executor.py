@@ -103,11 +103,12 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "B
 
 
 #: BLAS threads of a process fitting dies or pooled parts. The fit's BLAS calls are small (batched
-#: 2x2 to 4x4 solves, products over one die's cells), where a second thread costs more than it
-#: gives: the per-die step of 4 dies of 1024 cells took 2.5 s with one thread, 3.4 s with two, on
-#: one process of a 2-core machine; and ``jobs`` processes with as many threads as cores each
-#: would share the cores ``jobs x cores`` ways. One thread everywhere also runs the same code
-#: whichever way the fit runs.
+#: 2x2 to 4x4 solves, products over one die's cells), where a second thread gives little for its
+#: cost: on a 2-core machine, the serial per-die step of 16 dies of 1024 cells took 9.6 s with one
+#: thread (9.6 s CPU) and 9.1 s with two (13 s CPU) when the machine was quiet, and 2.5 s against
+#: 3.4 s for 4 dies when other work shared it; ``jobs`` processes with as many threads as cores
+#: each would share the cores ``jobs x cores`` ways. One thread everywhere also runs the same
+#: code whichever way the fit runs.
 FIT_BLAS_THREADS = 1
 
 
