@@ -23,10 +23,10 @@ from ..exceptions import FitError
 from ..laws import AUTO_LAWS, ParameterLaw, get_law
 from ..model import DeviceModel
 from ..schema import DieData
-from ._executor import ChunkFailure, map_dies
+from ._executor import ChunkFailure, Workers, map_dies, part_seed, run_here
 from ._result import CampaignResult
 from .conditions import add_conditions, train_conditions
-from .d2d import CANDIDATE_FAMILIES, D2DFitter, fit_parameter
+from .d2d import CANDIDATE_FAMILIES, D2DFitter, _fit_parameter_part
 from .drift import (
     DRIFT_MODELS,
     DriftFitter,
@@ -198,7 +198,10 @@ def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False,
     law : {"auto", "two_slope", "power", "log"}, default="auto"
         The drift law; "auto" fits all on the same reads and keeps the lowest total AIC.
     jobs : int, default=1
-        Worker processes for the per-die step.
+        Worker processes for the per-die step and then for the pooling's independent parts
+        (each parameter's D2D law, the correlations, the C2C laws, the pink spectrum, the RTN
+        amplitude law), each of which has its own seed from ``random_state`` and its name, so
+        the numbers do not depend on ``jobs``.
     progress : bool, default=False
         Show progress on stderr: the per-die step (moving within each die), then one line
         per pooled step (noise, D2D laws, ...); whole lines when stderr is not a terminal.
@@ -215,9 +218,9 @@ def fit_campaign(dies, law: str = "auto", jobs: int = 1, progress: bool = False,
         drift, so this selection moves a median by about 1 % (see
         :func:`_leave_out_masked`).
     scheduler : str, optional
-        Run the per-die step on Dask instead: ``"local:N"`` (a local cluster of N worker
-        processes) or ``"tcp://HOST:PORT"`` (a running scheduler); needs ``jobs=1``. The
-        fitted numbers are the same whichever way the dies run.
+        Run the per-die step and the pooling's parts on Dask instead: ``"local:N"`` (a local
+        cluster of N worker processes) or ``"tcp://HOST:PORT"`` (a running scheduler); needs
+        ``jobs=1``. The fitted numbers are the same whichever way the dies run.
 
     Returns
     -------
@@ -248,7 +251,8 @@ class CampaignFitter:
     """Fit the weak-RESET model to a campaign: ``CampaignFitter(...).fit(dies)`` sets :attr:`result_`.
 
     Parameters are those of :func:`fit_campaign`; :meth:`fit` maps :func:`fit_die` over the
-    dies (in ``jobs`` worker processes, or on the Dask ``scheduler``) and pools the results.
+    dies (in ``jobs`` worker processes, or on the Dask ``scheduler``) and pools the results
+    (the pooling's independent parts on the same workers).
 
     Attributes
     ----------
@@ -304,36 +308,40 @@ class CampaignFitter:
         bar = Progress("fit", n_dies, "die", enabled=bool(progress))
         self.failed_ = {}
         try:
-            try:
-                results = map_dies(_fit_die_recorded, dies, (law, options), jobs=jobs, progress=bar, n_dies=n_dies,
-                                   scheduler=self.scheduler)
-            except ChunkFailure as failure:
-                if not self.keep_going or (all(r is None for r in failure.results) and not known):
-                    raise
-                self.failed_ = failure.failures  # the other dies are pooled; the caller reports these
-                results = failure.results
-            for _, caught, _ in (r for r in results if r is not None):  # warnings of the per-die step, raised
-                for category, message in caught:                        # here even from worker processes
-                    warnings.warn(message, category, stacklevel=3)
-            if names is not None:  # the kept results in their place among the refitted ones
-                fitted = iter(results)
-                results = [(known[name][0], [], known[name][1]) if name in known else next(fitted)
-                           for name in names]
-            results = [r for r in results if r is not None]
-            if not results:
-                raise FitError("no dies to fit: the campaign is empty. Ingest measurements first.")
-            self.die_parts_ = {f"{r.wafer}/{r.die}": (r, c) for r, _, c in results}
-            # the pulse condition of every train (read where the die was), for the per-condition laws
-            conditions = pd.concat([c for _, _, c in results], ignore_index=True)
-            self.result_ = _pool([r for r, _, _ in results], law, self.bootstrap, self.random_state,
-                                 self.max_masked, options, stage=bar.stage, conditions=conditions)
-            self.result_.summary()["notes"].extend(f"die {name} not fitted (failed twice): {err}"
-                                                   for name, err in self.failed_.items())
+            # one set of workers for the per-die step and the pooling's independent parts
+            with Workers(jobs, self.scheduler) as workers:
+                self._fit_on(workers, dies, law, options, bar, n_dies, known, names)
             bar.close(f"done in {bar.elapsed():.1f} s")
         finally:
             bar.close()
         return self
 
+    def _fit_on(self, workers, dies, law, options, bar, n_dies, known, names) -> None:
+        try:
+            results = map_dies(_fit_die_recorded, dies, (law, options), progress=bar, n_dies=n_dies,
+                               workers=workers)
+        except ChunkFailure as failure:
+            if not self.keep_going or (all(r is None for r in failure.results) and not known):
+                raise
+            self.failed_ = failure.failures  # the other dies are pooled; the caller reports these
+            results = failure.results
+        for _, caught, _ in (r for r in results if r is not None):  # warnings of the per-die step, raised
+            for category, message in caught:                        # here even from worker processes
+                warnings.warn(message, category, stacklevel=4)
+        if names is not None:  # the kept results in their place among the refitted ones
+            fitted = iter(results)
+            results = [(known[name][0], [], known[name][1]) if name in known else next(fitted)
+                       for name in names]
+        results = [r for r in results if r is not None]
+        if not results:
+            raise FitError("no dies to fit: the campaign is empty. Ingest measurements first.")
+        self.die_parts_ = {f"{r.wafer}/{r.die}": (r, c) for r, _, c in results}
+        # the pulse condition of every train (read where the die was), for the per-condition laws
+        conditions = pd.concat([c for _, _, c in results], ignore_index=True)
+        self.result_ = _pool([r for r, _, _ in results], law, self.bootstrap, self.random_state,
+                             self.max_masked, options, stage=bar.stage, conditions=conditions, workers=workers)
+        self.result_.summary()["notes"].extend(f"die {name} not fitted (failed twice): {err}"
+                                               for name, err in self.failed_.items())
 
     def die_trees(self) -> dict:
         """``{"W03/D07": tree}``: each pooled die's own result as a tree the store keeps (:meth:`fit` first)."""
@@ -373,7 +381,7 @@ def pooled_part(res):
 
 
 def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, stage=None,
-          conditions=None) -> CampaignResult:
+          conditions=None, workers=None) -> CampaignResult:
     stage = stage or (lambda text: None)  # one line per pooled step, for the progress display
     laws = AUTO_LAWS if law == "auto" else (law,)
     stage("pooling: drift law choice over the dies")
@@ -389,30 +397,39 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, s
     notes = []
     for r in results:
         notes.extend(r.messages)
-    rng = np.random.default_rng(random_state)
 
-    # noise
-    stage(f"pooling: noise laws (pink, RTN; {bootstrap} bootstrap replicates)")
-    noise = NoiseFitter(bootstrap=bootstrap, random_state=random_state).fit(drift)
-    pink, rtn = noise.pink_, noise.rtn_
-
-    # D2D
-    stage(f"pooling: D2D laws and correlations ({bootstrap} bootstrap replicates)")
+    # noise, D2D laws, correlations, C2C, the RTN amplitude law: independent parts, each with its own
+    # seed (from random_state and its name), run on the fit's workers when it has some
+    run = workers.run if workers is not None and workers.parallel else run_here
+    stage(f"pooling: noise laws (pink, RTN), D2D laws, correlations and C2C ({bootstrap} bootstrap replicates"
+          + (", on the workers)" if workers is not None and workers.parallel else ")"))
+    noise = NoiseFitter(bootstrap=bootstrap, random_state=random_state)
+    noise_parts = noise.parts(drift)
+    done = run_here({"noise/rtn": noise_parts.pop("noise/rtn")})  # quick, and the amplitude law needs it
+    amps = done["noise/rtn"].amplitudes
     params = list(get_law(chosen).params) + ["r0"]
     law_rows = d2d_rows(cells, chosen, max_masked)
-    d2d = D2DFitter(params, bootstrap=bootstrap, random_state=random_state, fallback=True).fit(law_rows)
+    d2d = D2DFitter(params, bootstrap=bootstrap, random_state=random_state, fallback=True)
+    d2d_parts = d2d.parts(law_rows)
+    # the longest parts first (measured on the paper preset: r0's law, then the drift parameters'), so that
+    # the workers finish together
+    parts = {k: d2d_parts.pop(k) for k in ("d2d/r0", *(f"d2d/{p}" for p in params)) if k in d2d_parts}
+    parts.update({"d2d/correlation": d2d_parts.pop("d2d/correlation"), **noise_parts})
+    if amps.size >= 5:  # observed above a detection limit: fitted with that window, reported untruncated
+        parts["d2d/rtn_amplitude"] = (_fit_parameter_part, ("rtn_amplitude", amps), dict(
+            families=("uniform",) + CANDIDATE_FAMILIES[1:], truncate=False, window=(float(amps.min()), np.inf),
+            bootstrap=bootstrap, rng=part_seed(random_state, "d2d/rtn_amplitude")))
+    parts.update(d2d_parts)
+    pooled = run(parts)
+    noise.collect({**done, **pooled})
+    pink, rtn = noise.pink_, noise.rtn_
+    d2d.collect(pooled)
     notes.extend(d2d.notes_)
     fits, laws_used, cell_tab = d2d.fits_, d2d.laws_, d2d.cells_
-    # RTN amplitude law (observed above a detection limit: fitted with that window, reported untruncated)
-    amps = rtn.amplitudes
-    amp_fit = None
-    if amps.size >= 5:
-        try:
-            amp_fit = fit_parameter("rtn_amplitude", amps, families=("uniform",) + CANDIDATE_FAMILIES[1:],
-                                    truncate=False, window=(float(amps.min()), np.inf), bootstrap=bootstrap,
-                                    rng=rng)
-        except FitError as err:
-            notes.append(f"RTN amplitude: {err}")
+    amp_fit = pooled.get("d2d/rtn_amplitude")
+    if isinstance(amp_fit, FitError):
+        notes.append(f"RTN amplitude: {amp_fit}")
+        amp_fit = None
     if amp_fit is not None:
         amp_law = amp_fit.law
     elif amps.size:

@@ -42,17 +42,32 @@ def _row_corr(a, b):
         return np.sum(a * b, axis=-1) / np.sqrt(np.sum(a * a, axis=-1) * np.sum(b * b, axis=-1))
 
 
-def _resample_ranks(keys, n_keys: int, idx):
-    """``stats.rankdata(x[idx], axis=-1)`` (average ranks) from ``keys``, the dense ranks of ``x``, by counting.
+def _resample_ranks2(keys, n_keys: int, idx):
+    """Twice ``stats.rankdata(x[idx], axis=-1)`` (average ranks, integers) from ``keys``, the dense ranks of ``x``.
 
-    Exactly the same numbers (sums of integers and halves) in O(m) per replicate instead of a sort.
+    By counting: O(m) per replicate instead of a sort. Twice the rank is an integer (a sum of
+    integers and halves), which indexes the normal scores of :func:`_score_table`.
     """
     k = keys[idx]
     n_rows = k.shape[0]
     counts = np.bincount((k + (np.arange(n_rows) * n_keys)[:, None]).ravel(),
                          minlength=n_rows * n_keys).reshape(n_rows, n_keys)
-    below = np.cumsum(counts, axis=1) - counts
-    return np.take_along_axis(below + (counts + 1) / 2.0, k, axis=1)
+    twice = 2 * (np.cumsum(counts, axis=1) - counts) + counts + 1
+    return np.take_along_axis(twice, k, axis=1)
+
+
+def _resample_ranks(keys, n_keys: int, idx):
+    """``stats.rankdata(x[idx], axis=-1)`` (average ranks) from ``keys``, the dense ranks of ``x``, by counting."""
+    return _resample_ranks2(keys, n_keys, idx) / 2.0
+
+
+def _score_table(m: int):
+    """``ndtri(rank / (m + 1))`` for every rank ``r = j / 2`` (j = 0..2m): the normal scores of ``m`` values.
+
+    The same numbers as computing them for each resampled rank (the same divisions of the same
+    half-integers), with one ndtri per possible rank instead of one per draw.
+    """
+    return special.ndtri((np.arange(2 * m + 1) / 2.0) / (m + 1))
 
 
 def _bootstrap_pair(a, b, n_boot, rng):
@@ -61,11 +76,12 @@ def _bootstrap_pair(a, b, n_boot, rng):
     cop, spear = [], []
     chunk = max(1, 1_000_000 // m)
     (ua, ka), (ub, kb) = np.unique(a, return_inverse=True), np.unique(b, return_inverse=True)
+    scores = _score_table(m)
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, m, (min(chunk, n_boot - start), m))
-        rank_a, rank_b = _resample_ranks(ka, len(ua), idx), _resample_ranks(kb, len(ub), idx)
-        cop.append(_row_corr(special.ndtri(rank_a / (m + 1)), special.ndtri(rank_b / (m + 1))))
-        spear.append(_row_corr(rank_a, rank_b))
+        twice_a, twice_b = _resample_ranks2(ka, len(ua), idx), _resample_ranks2(kb, len(ub), idx)
+        cop.append(_row_corr(scores[twice_a], scores[twice_b]))
+        spear.append(_row_corr(twice_a / 2.0, twice_b / 2.0))
     out = []
     for reps in (np.concatenate(cop), np.concatenate(spear)):
         reps = reps[np.isfinite(reps)]

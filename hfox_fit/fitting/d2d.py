@@ -59,6 +59,7 @@ import pandas as pd
 
 from ..exceptions import FitError, NotFittedError
 from ..laws import FAMILIES, ParameterLaw
+from ._executor import part_seed, run_here
 from ._families import EIV_THRESHOLD as EIV_THRESHOLD
 from ._families import MAX_CONTAMINATION as MAX_CONTAMINATION
 from ._families import _Data, _fit_candidate
@@ -531,6 +532,14 @@ def cell_values(rows: pd.DataFrame, params) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------
 
 
+def _fit_parameter_part(name, values, **kwargs):
+    """:func:`fit_parameter` as one part of :meth:`D2DFitter.fit`: its FitError returned, for the fallback."""
+    try:
+        return fit_parameter(name, values, **kwargs)
+    except FitError as err:
+        return err
+
+
 @dataclass
 class _Spec:
     lower: str | None = None
@@ -579,8 +588,20 @@ class D2DFitter:
         self.max_stderr_ratio = max_stderr_ratio
         self.random_state = random_state
 
-    def fit(self, rows: pd.DataFrame):
-        """Fit from a per-(cell, cycle) table (unflagged rows only are used); returns self."""
+    def fit(self, rows: pd.DataFrame, *, run=None):
+        """Fit from a per-(cell, cycle) table (unflagged rows only are used); returns self.
+
+        ``run``: how the independent parts (one per parameter, the correlations, the C2C
+        laws) are run, e.g. :meth:`~hfox_fit.fitting._executor.Workers.run` for worker
+        processes; by default one after the other here. Each part has its own seed, from
+        ``random_state`` and its name (:func:`~hfox_fit.fitting._executor.part_seed`), so
+        the numbers are the same either way and do not depend on the order of ``params``.
+        """
+        parts = self.parts(rows)
+        return self.collect((run or run_here)(parts))
+
+    def parts(self, rows: pd.DataFrame) -> dict:
+        """The independent parts of :meth:`fit`, ``{name: (func, args, kwargs)}``, longest first (see :meth:`collect`)."""
         if not isinstance(rows, pd.DataFrame):
             raise FitError(f"D2DFitter.fit expects a DataFrame of per-cell parameters, got {type(rows).__name__}.")
         params = list(self.params)
@@ -593,32 +614,44 @@ class D2DFitter:
         if use.empty:
             raise FitError("D2DFitter: no unflagged cell to fit the D2D laws to.")
         cells = cell_values(use, params)
-        rng = np.random.default_rng(self.random_state)
         self.cells_ = cells
-        self.fits_, self.laws_, self.notes_ = {}, {}, []
+        parts = {}
         for p in params:
             lower = cells[p + "_lo"].to_numpy() if p + "_lo" in cells else None
             upper = cells[p + "_hi"].to_numpy() if p + "_hi" in cells else None
-            try:
-                fit = fit_parameter(p, cells[p].to_numpy(), stderr=cells[p + "_stderr"].to_numpy(),
-                                    lower=lower, upper=upper, families=self.families, truncate=self.truncate,
-                                    max_stderr_ratio=self.max_stderr_ratio, bootstrap=self.bootstrap, rng=rng)
-            except FitError as err:
+            parts[f"d2d/{p}"] = (_fit_parameter_part, (p, cells[p].to_numpy()), dict(
+                stderr=cells[p + "_stderr"].to_numpy(), lower=lower, upper=upper, families=self.families,
+                truncate=self.truncate, max_stderr_ratio=self.max_stderr_ratio, bootstrap=self.bootstrap,
+                rng=part_seed(self.random_state, f"d2d/{p}")))
+        # the correlations keep the generator they had before the parts were split
+        names = [*params]
+        parts["d2d/correlation"] = (correlations, (cells[names], names), dict(
+            bootstrap=self.bootstrap, rng=np.random.default_rng([_seed(self.random_state), 1])))
+        c2c_cols = [c for c in ("wafer", "die", "device", *params, *(p + "_stderr" for p in params)) if c in use]
+        parts["d2d/c2c"] = (fit_c2c, (use[c2c_cols], params), dict(
+            bootstrap=self.bootstrap, rng=part_seed(self.random_state, "d2d/c2c")))
+        return parts
+
+    def collect(self, results: dict):
+        """Set the fitted attributes from the results of :meth:`parts` (``{name: result}``); returns self."""
+        self.fits_, self.laws_, self.notes_ = {}, {}, []
+        cells = self.cells_
+        for p in self.params:
+            fit = results[f"d2d/{p}"]
+            if isinstance(fit, FitError):
                 if not self.fallback:
-                    raise
-                law, why = fallback_law(cells[p].to_numpy(), str(err))
+                    raise fit
+                law, why = fallback_law(cells[p].to_numpy(), str(fit))
                 self.notes_.append(f"D2D {p}: {why}")
                 if law is None:
                     raise FitError(f"no D2D law could be built for {p!r}: no finite value among the "
-                                   "unflagged cells.") from err
+                                   "unflagged cells.") from fit
                 self.laws_[p] = law
                 continue
             self.fits_[p] = fit
             self.laws_[p] = fit.law
-        # own generator: the correlations' bootstrap leaves the draws of the C2C step as they were
-        self.correlation_ = correlations(cells, params, bootstrap=self.bootstrap,
-                                         rng=np.random.default_rng([_seed(self.random_state), 1]))
-        self.c2c_ = fit_c2c(use, params, bootstrap=self.bootstrap, rng=rng)
+        self.correlation_ = results["d2d/correlation"]
+        self.c2c_ = results["d2d/c2c"]
         return self
 
     def _check(self):

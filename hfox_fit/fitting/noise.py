@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 from ..exceptions import FitConvergenceWarning, FitError, NotFittedError
+from ._executor import run_here
 from .pink import PinkSpectrum, SpectrumStats, fit_pink_spectrum, segment_periodograms
 from .rtn import _VAR_U1U2 as _VAR_U1U2
 from .rtn import RTNEstimate as RTNEstimate
@@ -49,11 +50,17 @@ class NoiseFitter:
         self.bootstrap = bootstrap
         self.random_state = random_state
 
-    def fit(self, source):
+    def fit(self, source, *, run=None):
         """Fit from a fitted :class:`~hfox_fit.fitting.DriftFitter` or a list of per-die results.
 
         ``source`` must expose ``spectrum_stats_`` and ``rtn_stats_`` (lists, one per die).
+        ``run``: how the two parts (pink, RTN) are run (e.g.
+        :meth:`~hfox_fit.fitting._executor.Workers.run`); by default here, one after the other.
         """
+        return self.collect((run or run_here)(self.parts(source)))
+
+    def parts(self, source) -> dict:
+        """The independent parts of :meth:`fit`, ``{"noise/pink": ..., "noise/rtn": ...}`` (see :meth:`collect`)."""
         spectra = getattr(source, "spectrum_stats_", None)
         rtn = getattr(source, "rtn_stats_", None)
         if spectra is None or rtn is None:
@@ -61,13 +68,19 @@ class NoiseFitter:
                 f"NoiseFitter.fit expects a fitted DriftFitter (with spectrum_stats_ and rtn_stats_); "
                 f"got {type(source).__name__}."
             )
-        stats = SpectrumStats.concat(spectra)
-        self.pink_ = fit_pink_spectrum(stats, bootstrap=self.bootstrap, rng=self.random_state)
-        if not self.pink_.lmfit_result.success:
-            warnings.warn(f"the pink-noise spectrum fit did not converge: {self.pink_.lmfit_result.message}",
-                          FitConvergenceWarning, stacklevel=2)
         rtn = [r for r in rtn if r is not None and len(r.up)]
         if not rtn:
             raise FitError("no pulse train long enough for the RTN detection (need 2 blocks of pulses).")
-        self.rtn_ = _pool_rtn(rtn, self.bootstrap, self.random_state)
+        # each part seeded by random_state itself, as before the parts were split: neither depends on the other
+        return {"noise/pink": (fit_pink_spectrum, (SpectrumStats.concat(spectra),),
+                               {"bootstrap": self.bootstrap, "rng": self.random_state}),
+                "noise/rtn": (_pool_rtn, (rtn, self.bootstrap, self.random_state), {})}
+
+    def collect(self, results: dict):
+        """Set :attr:`pink_` and :attr:`rtn_` from the results of :meth:`parts`; returns self."""
+        self.pink_ = results["noise/pink"]
+        if not self.pink_.lmfit_result.success:
+            warnings.warn(f"the pink-noise spectrum fit did not converge: {self.pink_.lmfit_result.message}",
+                          FitConvergenceWarning, stacklevel=3)
+        self.rtn_ = results["noise/rtn"]
         return self

@@ -73,7 +73,7 @@ def test_fit_progress_moves_within_the_die_then_names_the_pooled_steps(one_die_s
     assert len(within) >= 3, lines  # one die: every step before 100 % is within it
     last_bar = pct[-1][0]
     after = lines[last_bar + 1:]
-    assert any("pooling: noise laws" in ln for ln in after) and any("pooling: D2D laws" in ln for ln in after)
+    assert any("pooling: noise laws" in ln and "D2D laws" in ln for ln in after), after
     assert after[-1].startswith("fit: done in ")
 
 

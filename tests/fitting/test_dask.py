@@ -107,12 +107,22 @@ def _assert_same_fit(got, want, label):
     assert_close_tree(got.summary, want.summary, rtol=RTOL, path=label)
 
 
-def test_same_numbers_whichever_way(store, remote_cluster):
+def test_same_numbers_whichever_way(store, remote_cluster, monkeypatch):
+    """The per-die step and the pooling's independent parts on the workers: the numbers of --jobs 1."""
     address, _ = remote_cluster
     want = _fit(store, "--jobs", "1")
     assert set(want.cells["die"]) == {"D01", "D02", "D03"}
+    ran, real = [], _executor.Workers.run
+
+    def run(self, parts):
+        ran.append((self.jobs, self.scheduler, set(parts)))
+        return real(self, parts)
+
+    monkeypatch.setattr(_executor.Workers, "run", run)
     for options in (("--jobs", "2"), ("--scheduler", "local:2"), ("--scheduler", address)):
         _assert_same_fit(_fit(store, *options), want, " ".join(options))
+    assert [(jobs, scheduler) for jobs, scheduler, _ in ran] == [(2, None), (1, "local:2"), (1, address)]
+    assert all({"d2d/m1", "d2d/r0", "d2d/correlation", "d2d/c2c", "noise/pink"} <= parts for *_, parts in ran)
 
 
 def _fit_or_fail(die, fail_on, progress=None):
