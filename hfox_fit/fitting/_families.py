@@ -26,7 +26,7 @@ from scipy import optimize, special
 from ..laws import FAMILIES
 from ._util import logsumexp
 
-__all__ = ["MAX_CONTAMINATION", "EIV_THRESHOLD"]
+__all__ = ["MAX_CONTAMINATION", "EIV_THRESHOLD", "GUARD_LRT"]
 
 #: Families with support ``x > 0``.
 _POSITIVE = ("lognorm", "gamma", "weibull_min", "uniform")
@@ -535,3 +535,55 @@ def _settled(result, cand: _Candidate) -> bool:
     if cand.family == "norm":  # (loc, log scale): loc in the data's units
         spread[0] = spread[0] / np.exp(result.x[1])
     return bool(np.all(spread[:-1] <= _XSPREAD if cand._guarded else spread <= _XSPREAD))
+
+
+#: The contamination guard is kept only where it raises the log-likelihood by more than this
+#: (twice the gain): see :func:`_guard_test`.
+GUARD_LRT = 16.0
+
+def _fit_candidates(data: _Data, families, truncate: bool):
+    """Every candidate (each family, and truncated too when ``truncate``) fitted to ``data``: (scores, fits)."""
+    scores, fits = {}, {}
+    for trunc in ((False, True) if truncate else (False,)):
+        for fam in families:
+            key = fam + ("_truncated" if trunc else "")
+            start = None
+            if trunc and fam in fits and fam != "expon":
+                c0, k0, e0 = fits[fam]
+                start = c0.pack(k0, e0)
+            try:
+                cand, kw, eps, ll = _fit_candidate(fam, trunc, data, start_v=start)
+            except (ValueError, FloatingPointError) as err:
+                scores[key] = {"aic": np.nan, "loglik": np.nan, "note": str(err)}
+                continue
+            scores[key] = {"aic": 2 * cand.n_params - 2 * ll, "loglik": ll, "contamination": eps,
+                           "n_params": cand.n_params}
+            fits[key] = (cand, kw, eps)
+    return scores, fits
+
+
+def _guarded(data: _Data) -> _Data:
+    """The same observations with the contamination guard on."""
+    return _Data(data.x, data.lo, data.hi, data.window, guard=True, se=data.se)
+
+
+def _guard_test(finite: dict, scores: dict, data: _Data):
+    """Twice the log-likelihood gained by the contamination guard on the best untruncated candidate
+    (None when there is none, or its guarded fit fails).
+
+    The uniform share is bounded by :data:`MAX_CONTAMINATION` and spans the cells' own range, so on clean
+    cells it always gains a little (it takes the sample's extremes): 2 dlogL had a median of 1.4-3 and a
+    largest value of 12.7 over 1200 clean samples (norm, lognorm, expon, gamma; 125 to 3000 cells), where
+    a few failed per-cell fits far from the others give hundreds. Kept on clean cells, the guard sets the
+    tails aside and narrows the law (its scale 4 % small at 512 cells, and its 90 % interval covering 55 %
+    of the time instead of 92 %).
+    """
+    plain = {k: v for k, v in finite.items() if not k.endswith("_truncated")}
+    if not plain:
+        return None
+    best = min(plain, key=plain.get)
+    try:
+        ll = _fit_candidate(best, False, _guarded(data))[3]
+    except (ValueError, FloatingPointError):
+        return None
+    return 2.0 * (ll - scores[best]["loglik"])
