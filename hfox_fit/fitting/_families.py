@@ -509,9 +509,10 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
 def _refuse_degenerate(cand: _Candidate, kw: dict, data: _Data) -> None:
     """Raise ValueError where the likelihood had no maximum and the fit ran off to a degenerate law.
 
-    With few values, or values seen only above a detection limit, a shape family can put nearly all
-    its mass below the values and fit them as its far tail, its shape going to 0 (lognorm ``s`` ->
-    inf): the likelihood keeps rising, and the law it ends at (a median of 1e-308) is no description.
+    With few values, values seen only above a detection limit, or a law truncated to the values, a
+    shape family can put nearly all its mass below the values and fit them as its far tail, its shape
+    going to 0 (lognorm ``s`` -> inf): the likelihood keeps rising, and the law it ends at (a median of
+    1e-308, or its truncated median at a bound) is no description.
     """
     shape = FAMILIES[cand.family][0] if FAMILIES[cand.family] else None
     limits = {"s": (0.0, _MAX_LOG_SPREAD), "a": (_MIN_SHAPE, np.inf), "c": (_MIN_SHAPE, np.inf)}
@@ -520,11 +521,12 @@ def _refuse_degenerate(cand: _Candidate, kw: dict, data: _Data) -> None:
         if not lo < kw[shape] <= hi:
             raise ValueError(f"degenerate fit: {shape} = {kw[shape]:.3g} (the likelihood has no maximum; the "
                              "law runs off to put its mass away from the values)")
-    if data.window is not None and cand.family != "uniform":
-        inside = float(_mass(cand.family, max(data.window[0], -np.inf), data.window[1], kw))
-        if not inside > 1e-6:
-            raise ValueError(f"degenerate fit: {inside:.1e} of the law's mass in the observation window "
-                             f"{tuple(data.window)}")
+    for what, edges in (("observation window", data.window), ("truncation bounds", cand.bounds)):
+        if edges is not None and cand.family != "uniform":
+            inside = float(_mass(cand.family, edges[0], edges[1], kw))
+            if not inside > 1e-6:  # the law's shape there is lost to rounding (its median at a bound)
+                raise ValueError(f"degenerate fit: {inside:.1e} of the law's mass within its {what} "
+                                 f"{tuple(edges)}")
 
 
 def _settled(result, cand: _Candidate) -> bool:

@@ -181,3 +181,15 @@ def test_a_law_that_runs_off_is_refused():
     assert x.min() / 10 < fit.median < x.max()
     for family in ("lognorm", "gamma", "weibull_min"):
         assert "degenerate fit" in fit.scores[family]["note"]
+
+
+def test_a_truncated_law_with_no_mass_inside_its_bounds_is_refused():
+    # seen on r0 pooled over 4 wafers: lognorm truncated to the values with s 11.6 and scale 7e-187,
+    # its median at the upper bound (9308 where the cells' median was 5806) and an interval of width 0
+    from hfox_fit.fitting._families import _Candidate, _Data, _refuse_degenerate
+
+    cand = _Candidate("lognorm", (5027.9, 9308.3), {})
+    data = _Data(np.linspace(5100.0, 9300.0, 50), np.zeros(0), np.zeros(0))
+    with pytest.raises(ValueError, match="truncation bounds"):
+        _refuse_degenerate(cand, {"s": 11.6, "loc": 0.0, "scale": 7.15e-187}, data)
+    _refuse_degenerate(cand, {"s": 0.2, "loc": 0.0, "scale": 6000.0}, data)  # a proper law passes
