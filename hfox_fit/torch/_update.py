@@ -179,6 +179,20 @@ def pulse_block(arr, b: int, v: dict, call: dict) -> None:
     _update_cells(arr, b, v, nb32, block_lo, out, call)
 
 
+def _advance(arr, v, nb32, g, c):
+    """Add ``nb32`` pulses to the cells' counts and switch the telegraph chains whose waiting time
+    runs out within them; returns the counts."""
+    t = v["pulses"]
+    t.add_(nb32)
+    if arr.rtn:
+        wait = v["wait"]
+        wait.sub_(nb32)
+        idx = torch.nonzero(wait <= 0).squeeze(1)
+        if idx.numel():
+            rtn_switch(idx, v["high"], wait, g, c["p_up"], c["p_down"])
+    return t
+
+
 def _update_cells(arr, b: int, v: dict, nb32, block_lo: int, out: torch.Tensor, call: dict) -> None:
     """Pulse the cells of ``v`` (a block's views, or the gathered cells of a block) by ``nb32``; read into ``out``.
 
@@ -188,14 +202,7 @@ def _update_cells(arr, b: int, v: dict, nb32, block_lo: int, out: torch.Tensor, 
     g, dtype = arr._block_gens[b], arr.dtype
     horizon = c["horizon"]
     scalar = nb32 if isinstance(nb32, int) else None
-    t = v["pulses"]
-    t.add_(nb32)
-    if arr.rtn:  # the telegraph chains whose waiting time runs out within these pulses
-        wait = v["wait"]
-        wait.sub_(nb32)
-        idx = torch.nonzero(wait <= 0).squeeze(1)
-        if idx.numel():
-            rtn_switch(idx, v["high"], wait, g, c["p_up"], c["p_down"])
+    t = _advance(arr, v, nb32, g, c)
     rows = arr._block_rows(v)
     z = off = gain = coef = table = None
     pink_on, states = arr.pink, c["states"]
@@ -291,14 +298,7 @@ def update_by_class(arr, b: int, v: dict, nb32: torch.Tensor, sizes: tuple, out:
     c = arr._constants()
     g, dtype = arr._block_gens[b], arr.dtype
     horizon = c["horizon"]
-    t = v["pulses"]
-    t.add_(nb32)
-    if arr.rtn:  # as _update_cells
-        wait = v["wait"]
-        wait.sub_(nb32)
-        idx = torch.nonzero(wait <= 0).squeeze(1)
-        if idx.numel():
-            rtn_switch(idx, v["high"], wait, g, c["p_up"], c["p_down"])
+    t = _advance(arr, v, nb32, g, c)
     rows = arr._block_rows(v)
     pink_on, states, white = arr.pink, c["states"], c["white"]
     off = gain = None
