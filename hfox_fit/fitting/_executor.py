@@ -122,9 +122,14 @@ def _limit_threads(threads: int = FIT_BLAS_THREADS):
     """
     for var in _THREAD_VARS:
         os.environ.setdefault(var, str(threads))
+    return _threadpool_limits(threads)
+
+
+def _threadpool_limits(threads: int):
+    """threadpoolctl's limiter of the loaded BLAS/OpenMP pools, at ``threads`` (None without threadpoolctl)."""
     try:
         from threadpoolctl import threadpool_limits
-    except ImportError:  # optional
+    except ImportError:  # a requirement; an environment without it keeps the libraries' own counts
         return None
     return threadpool_limits(limits=threads)
 
@@ -133,12 +138,7 @@ class _OneBlasThread:
     """``with _OneBlasThread():`` the fit's BLAS thread count inside, the process's own restored after."""
 
     def __enter__(self):
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            self.limiter = None
-        else:
-            self.limiter = threadpool_limits(limits=FIT_BLAS_THREADS)
+        self.limiter = _threadpool_limits(FIT_BLAS_THREADS)
         return self
 
     def __exit__(self, *exc):

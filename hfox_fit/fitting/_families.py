@@ -52,18 +52,21 @@ def _logpdf(family, x, kw):
         y = x / kw["scale"]
         pos = y > 0
         ly = np.log(np.where(pos, y, 1.0))
-        if family == "lognorm":
-            s = kw["s"]
-            out = -0.5 * (ly / s) ** 2 - np.log(s * np.sqrt(2 * np.pi)) - ly - np.log(kw["scale"])
-        elif family == "gamma":
-            a = kw["a"]
-            out = (a - 1) * ly - y - special.gammaln(a) - np.log(kw["scale"])
-        elif family == "weibull_min":
-            c = kw["c"]
-            out = np.log(c) + (c - 1) * ly - np.exp(c * ly) - np.log(kw["scale"])
-        else:  # pragma: no cover - guarded by FAMILIES
-            raise ValueError(family)
-        return np.where(pos, out, -np.inf)
+        return np.where(pos, _positive_logpdf(family, y, ly, np.log(kw["scale"]), kw), -np.inf)
+
+
+def _positive_logpdf(family, y, ly, log_scale, kw):
+    """Log-density of a positive family at ``x = y * scale`` (``ly = log y``; y > 0 assumed)."""
+    if family == "lognorm":
+        s = kw["s"]
+        return -0.5 * (ly / s) ** 2 - np.log(s * np.sqrt(2 * np.pi)) - ly - log_scale
+    if family == "gamma":
+        a = kw["a"]
+        return (a - 1) * ly - y - special.gammaln(a) - log_scale
+    if family == "weibull_min":
+        c = kw["c"]
+        return np.log(c) + (c - 1) * ly - np.exp(c * ly) - log_scale
+    raise ValueError(family)  # pragma: no cover - guarded by FAMILIES
 
 
 def _logpdf_at_nodes(family, data, kw):
@@ -72,16 +75,8 @@ def _logpdf_at_nodes(family, data, kw):
         return _logpdf(family, data.nodes, kw)
     with np.errstate(all="ignore"):
         log_scale = np.log(kw["scale"])
-        ly = data.log_nodes - log_scale
-        if family == "lognorm":
-            s = kw["s"]
-            out = -0.5 * (ly / s) ** 2 - np.log(s * np.sqrt(2 * np.pi)) - ly - log_scale
-        elif family == "gamma":
-            a = kw["a"]
-            out = (a - 1) * ly - data.nodes / kw["scale"] - special.gammaln(a) - log_scale
-        else:
-            c = kw["c"]
-            out = np.log(c) + (c - 1) * ly - np.exp(c * ly) - log_scale
+        y = data.nodes / kw["scale"] if family == "gamma" else None  # (only gamma's density uses y itself)
+        out = _positive_logpdf(family, y, data.log_nodes - log_scale, log_scale, kw)
         return np.where(data.nodes_pos, out, -np.inf)
 
 
@@ -208,7 +203,6 @@ class _Data:
         return len(self.x) + len(self.lo)
 
 
-
 #: Largest fraction of values the contamination guard may set aside.
 MAX_CONTAMINATION = 0.03
 #: A cell's stderr above this fraction of the population's robust spread marks its value as noisy:
@@ -222,6 +216,9 @@ _FATOL = 1e-6
 #: the scale): far below any standard error of a fit of 5 or more cells.
 _XSPREAD = 1e-3
 _RESTARTS = 8
+#: The contamination guard is kept only where it raises the log-likelihood by more than this
+#: (twice the gain): see :func:`_guard_test`.
+GUARD_LRT = 16.0
 #: Bounds past which a fitted shape is degenerate (see _refuse_degenerate): a lognorm ``s`` of 20 spans
 #: e**40 between its 2.5 and 97.5 % points; gamma ``a`` or weibull_min ``c`` of 1e-3 puts half its mass
 #: below 1e-150 of its scale.
@@ -483,13 +480,12 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
         # logit is flat once the weight is ~0 or ~MAX_CONTAMINATION, and the simplex would walk it for
         # hundreds of evaluations to reach one. A simplex that agrees while still spread over the other
         # parameters (a ridge) has not converged: it restarts from its best point, until it has
-        r = optimize.minimize(nll, v, method="Nelder-Mead",
-                              options={"xatol": np.inf, "fatol": _FATOL, "maxfev": 4000})
+        options = {"xatol": np.inf, "fatol": _FATOL, "maxfev": 4000}
+        r = optimize.minimize(nll, v, method="Nelder-Mead", options=options)
         for _ in range(_RESTARTS):
             if _settled(r, cand):
                 break
-            again = optimize.minimize(nll, r.x, method="Nelder-Mead",
-                                      options={"xatol": np.inf, "fatol": _FATOL, "maxfev": 4000})
+            again = optimize.minimize(nll, r.x, method="Nelder-Mead", options=options)
             if not again.fun < r.fun:
                 break
             again.nfev += r.nfev
@@ -538,10 +534,6 @@ def _settled(result, cand: _Candidate) -> bool:
         spread[0] = spread[0] / np.exp(result.x[1])
     return bool(np.all(spread[:-1] <= _XSPREAD if cand._guarded else spread <= _XSPREAD))
 
-
-#: The contamination guard is kept only where it raises the log-likelihood by more than this
-#: (twice the gain): see :func:`_guard_test`.
-GUARD_LRT = 16.0
 
 def _fit_candidates(data: _Data, families, truncate: bool):
     """Every candidate (each family, and truncated too when ``truncate``) fitted to ``data``: (scores, fits)."""

@@ -400,7 +400,7 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, s
 
     # noise, D2D laws, correlations, C2C, the RTN amplitude law: independent parts, each with its own
     # seed (from random_state and its name), run on the fit's workers when it has some
-    run = workers.run if workers is not None and workers.parallel else run_here
+    run = workers.run if workers is not None else run_here  # (Workers.run runs here without workers)
     stage(f"pooling: noise laws (pink, RTN), D2D laws, correlations and C2C ({bootstrap} bootstrap replicates"
           + (", on the workers)" if workers is not None and workers.parallel else ")"))
     noise = NoiseFitter(bootstrap=bootstrap, random_state=random_state)

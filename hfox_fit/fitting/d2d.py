@@ -300,7 +300,9 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
         guard_lrt = _guard_test(finite, scores, sel_data)
         if guard_lrt is not None and guard_lrt > GUARD_LRT:
             # outliers the law cannot hold: every untruncated candidate again, as a mixture with them
-            sel_data, data = (_guarded(data),) * 2 if sel_data is data else (_guarded(sel_data), _guarded(data))
+            subset = sel_data is not data
+            data = _guarded(data)
+            sel_data = _guarded(sel_data) if subset else data
             guarded_scores, guarded_fits = _fit_candidates(sel_data, families, False)
             scores.update(guarded_scores)
             fits.update(guarded_fits)

@@ -193,6 +193,22 @@ def _advance(arr, v, nb32, g, c):
     return t
 
 
+def _pink_mean_gain(c, t, call):
+    """The pink stand-in's mean and gain after ``t`` pulses (columns of its table, ``t`` clamped to its memory)."""
+    if not call["t_clamp"]:
+        return c["table"].index_select(1, t).unbind(0)
+    return c["table"].index_select(1, t.clamp(max=c["horizon"])).unbind(0)
+
+
+def _add_telegraph(w, high, amplitude_at, g) -> None:
+    """Add the telegraph term ``U1 U2 A`` (fresh at each read) to ``w`` where a chain is ``high``;
+    ``amplitude_at(idx)``: the amplitudes ``A`` of those cells."""
+    idx = torch.nonzero(high).squeeze(1)
+    if idx.numel():
+        u = torch.rand(2, idx.numel(), generator=g, device=w.device, dtype=w.dtype)
+        w.index_add_(0, idx, u[0].mul_(u[1]).mul_(amplitude_at(idx)))
+
+
 def _update_cells(arr, b: int, v: dict, nb32, block_lo: int, out: torch.Tensor, call: dict) -> None:
     """Pulse the cells of ``v`` (a block's views, or the gathered cells of a block) by ``nb32``; read into ``out``.
 
@@ -214,13 +230,11 @@ def _update_cells(arr, b: int, v: dict, nb32, block_lo: int, out: torch.Tensor, 
         if states:
             coef = call["fixed"] if scalar is not None else table
             coef = tuple(coef[:9].unbind(0))
-        if not call["t_clamp"]:
-            off, gain = c["table"].index_select(1, t).unbind(0)
-        elif t.device.type == "cpu" and int(t.min()) >= horizon:
+        if call["t_clamp"] and t.device.type == "cpu" and int(t.min()) >= horizon:
             # every cell of the block is past the stand-in's memory: row T (a GPU skips the sync)
             off, gain = c["table"][:, horizon:].unbind(0)
         else:
-            off, gain = c["table"].index_select(1, t.clamp(max=horizon)).unbind(0)
+            off, gain = _pink_mean_gain(c, t, call)
     args = (arr._law, arr.param_names, t.to(dtype), rows, v.get("x"), v.get("xr"), v.get("xi"), coef, z, c["white"],
             off, gain, pink_on, states)
     w_new = None
@@ -241,11 +255,7 @@ def _update_cells(arr, b: int, v: dict, nb32, block_lo: int, out: torch.Tensor, 
     if w_new is None:
         w_new = _dense(*args)
     if arr.rtn:
-        high = torch.nonzero(v["high"]).squeeze(1)
-        if high.numel():
-            amp = rows[c["amp_row"]].index_select(0, high)
-            u = torch.rand(2, high.numel(), generator=g, device=t.device, dtype=dtype)
-            w_new.index_add_(0, high, u[0].mul_(u[1]).mul_(amp))  # U1 U2 A, fresh at each read
+        _add_telegraph(w_new, v["high"], lambda high: rows[c["amp_row"]].index_select(0, high), g)
     wb = v["w"]
     if block_lo == 0:  # cells given 0 pulses keep their read (weight 0 or 1: exact)
         wb.lerp_(w_new, table[9])
@@ -303,10 +313,7 @@ def update_by_class(arr, b: int, v: dict, nb32: torch.Tensor, sizes: tuple, out:
     pink_on, states, white = arr.pink, c["states"], c["white"]
     off = gain = None
     if pink_on:
-        if not call["t_clamp"]:
-            off, gain = c["table"].index_select(1, t).unbind(0)
-        else:
-            off, gain = c["table"].index_select(1, t.clamp(max=horizon)).unbind(0)
+        off, gain = _pink_mean_gain(c, t, call)
     lo_a, lo_b = draw_classes(arr)
     # per class: first count, end count (exclusive), state draws
     classes = ((1, lo_a, 1), (lo_a, lo_b, 2), (lo_b, None, 3))
@@ -345,12 +352,9 @@ def update_by_class(arr, b: int, v: dict, nb32: torch.Tensor, sizes: tuple, out:
         w_new = _dense(arr._law, arr.param_names, tf[sl], rs, x, xr, xi, coef, z, white, o, gn, pink_on, states)
         wb[sl].copy_(w_new)
     if arr.rtn:
-        high = torch.nonzero(v["high"]).squeeze(1)
-        if high.numel():
-            amp_row = rows[c["amp_row"]]
-            amp = v["row_at"](high) if amp_row is None else amp_row.index_select(0, high)
-            u = torch.rand(2, high.numel(), generator=g, device=t.device, dtype=dtype)
-            wb.index_add_(0, high, u[0].mul_(u[1]).mul_(amp))  # U1 U2 A, fresh at each read
+        amp_row = rows[c["amp_row"]]
+        _add_telegraph(wb, v["high"], v["row_at"] if amp_row is None else (lambda high: amp_row.index_select(0, high)),
+                       g)
     # R = r0 2**(w log2 e), exp2 on a buffer padded to whole vector steps: the SIMD kernel then takes every
     # cell (its scalar tail rounds some values differently), as a read of the whole array does, so the reads
     # kept do not depend on where a cell falls among the gathered ones (and a resumed array reads the same)
