@@ -10,7 +10,11 @@ the helpers only spell each option once.
 from __future__ import annotations
 
 import argparse
+import sys
+from collections import Counter
+from pathlib import Path
 
+from ..exceptions import HfoxWarning
 from ..laws import AUTO_LAWS
 
 
@@ -57,3 +61,26 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", action="store_true",
                    help="also run the training study (`hfox-fit train-demo`: digits, default settings) into "
                         "OUTDIR/train and show it in the report")
+
+
+def print_warnings(command: str, caught) -> None:
+    """Print the warnings a command caught, once each, on stderr.
+
+    The package's own warnings are messages for the user and print as they are (with a
+    count when one repeats). Any other warning (a numpy ``RuntimeWarning``, a pandas
+    deprecation) says nothing to a user as it stands: it is named as an internal warning,
+    with where it came from, so that it can be reported and handled at its cause.
+    """
+    counts = Counter()
+    for w in caught:
+        own = issubclass(w.category, HfoxWarning)
+        where = "" if own else f"{Path(str(w.filename)).name}:{w.lineno}"
+        counts[(own, str(w.message), w.category.__name__, where)] += 1
+    for (own, message, category, where), n in counts.items():
+        times = f" ({n} times)" if n > 1 else ""
+        if own:
+            print(f"hfox-fit {command}: warning: {message}{times}", file=sys.stderr)
+        else:
+            print(f"hfox-fit {command}: note: an internal numerical step warned{times} ({category} at {where}: "
+                  f"{message}). The command completed; please report this note with the data it ran on so "
+                  "that its cause can be handled.", file=sys.stderr)

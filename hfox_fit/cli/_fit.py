@@ -10,6 +10,7 @@ from pathlib import Path
 from .._atomic import atomic_path, refuse_read_only
 from ..exceptions import HfoxError
 from ..laws import AUTO_LAWS
+from ._common import print_warnings
 
 LAW_CHOICES = ("auto", *AUTO_LAWS)
 
@@ -106,8 +107,7 @@ def run_fit(args) -> int:
             getattr(args, "completed", []).append(f"written {path}")
         except OSError as err:
             raise HfoxError(f"fit: cannot write the summary to {str(path)!r}: {err}.") from err
-    for w in caught:
-        print(f"hfox-fit fit: warning: {w.message}", file=sys.stderr)
+    print_warnings("fit", caught)
     if not args.quiet:
         print(fit.describe(args.store))
     return _report_failed(fitter.failed_, len(dies), args.store)

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from ..exceptions import FormatError, HfoxError, IngestWarning, ParseError, StoreError
-from ._common import add_command, add_quiet
+from ._common import add_command, add_quiet, print_warnings
 
 #: File names ``ingest`` never reads when it walks a folder (besides hidden files).
 SKIPPED_NAMES = ("truth.json",)
@@ -276,22 +276,9 @@ def run_ingest(args) -> int:
         finally:
             if progress is not None:
                 progress.close()
-            _replay(caught)
+            print_warnings("ingest", caught)
     _print_summary(summary, store, quiet=args.quiet)
     return 0
-
-
-def _replay(caught) -> None:
-    """Print the readers' IngestWarnings as one line each; let other warnings through."""
-    seen = set()
-    for w in caught:
-        if issubclass(w.category, IngestWarning):
-            msg = str(w.message)
-            if msg not in seen:
-                seen.add(msg)
-                print(f"hfox-fit ingest: warning: {msg}", file=sys.stderr)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _print_summary(summary, store, *, quiet: bool) -> None:

@@ -112,3 +112,30 @@ def test_an_interrupt_after_the_save_says_the_fit_is_complete(store, capsys, mon
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == f"hfox-fit fit: interrupted after it had saved the fit in {store} (complete); nothing else was changed."
     assert store_module.CampaignStore(store).load_fit().summary["drift"]["law"] == "two_slope"
+
+
+def test_caught_warnings_print_once_and_foreign_ones_are_named(store, capsys, monkeypatch):
+    """Own warnings print once with a count; a numpy warning is named as internal, never printed raw."""
+    import warnings
+
+    import numpy as np
+
+    from hfox_fit.exceptions import FitConvergenceWarning
+    from hfox_fit.fitting import CampaignFitter
+
+    fit = CampaignFitter.fit
+
+    def noisy(self, *a, **k):
+        for _ in range(3):
+            warnings.warn("the pink-noise spectrum fit did not converge", FitConvergenceWarning)
+            with np.errstate(invalid="warn"):
+                np.sqrt(np.array([-1.0]))
+        return fit(self, *a, **k)
+
+    monkeypatch.setattr(CampaignFitter, "fit", noisy)
+    assert main(["fit", str(store), "--law", "two_slope", "--quiet"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hfox-fit fit:")]
+    assert err.count("hfox-fit fit: warning: the pink-noise spectrum fit did not converge (3 times)") == 1
+    internal = [line for line in err if "invalid value encountered in sqrt" in line]
+    assert len(internal) == 1 and internal[0].startswith("hfox-fit fit: note: an internal numerical step warned")
+    assert "RuntimeWarning at test_cli_fit.py:" in internal[0] and "please report" in internal[0]
