@@ -28,6 +28,9 @@ def register(subparsers) -> None:
                    help=("fit the dies on Dask instead of --jobs local processes (passed to `hfox-fit fit`): "
                          "local:N starts N worker processes here, tcp://HOST:PORT uses a running scheduler whose "
                          "workers can read OUTDIR/campaign.h5 at the same path"))
+    p.add_argument("--strict", action="store_true",
+                   help=("refuse a folder that holds a file no reader recognises, before anything is written "
+                         "(passed to `hfox-fit ingest`; without it such files are skipped and named)"))
     p.set_defaults(jobs=None)  # None: not given, so that --jobs with --scheduler can be refused
 
 
@@ -37,6 +40,8 @@ def _step_args(args, out: Path) -> dict[str, list[str]]:
     ingest = [*map(str, args.paths), "--store", store, *quiet]
     if getattr(args, "die_positions", None):
         ingest += ["--die-positions", str(args.die_positions)]
+    if getattr(args, "strict", False):
+        ingest.append("--strict")
     for flag, value in (("--format", args.format), ("--wafer", args.wafer), ("--die", args.die),
                         ("--v-read", args.v_read)):
         if value is not None:
@@ -99,6 +104,10 @@ def check_options(args) -> None:
     for raw in args.paths:
         if not Path(raw).exists():
             raise HfoxError(f"input {str(raw)!r} does not exist; give existing raw files or folders.")
+    if getattr(args, "strict", False):
+        from ._ingest import select_files
+
+        select_files(args.paths, format=args.format, strict=True)  # a stray file is refused before OUTDIR exists
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise HfoxError(f"output {str(out)!r} exists and is not a folder; choose another -o OUTDIR.")

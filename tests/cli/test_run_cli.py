@@ -42,6 +42,22 @@ def test_a_missing_input_or_a_file_as_output_leaves_files_as_they_were(raw, tmp_
     assert taken.read_text() == "keep me\n"
 
 
+def test_strict_refuses_a_stray_file_before_the_output_folder_exists(raw, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "raw"
+    shutil.copytree(raw, folder)
+    (folder / "README.txt").write_text("wafer W01, measured on the bench\n")
+    out = tmp_path / "out"
+    assert main(["run", str(folder), "-o", str(out), "--strict", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hfox-fit run: error: {folder / 'README.txt'}: no reader recognises its content")
+    assert "--strict refuses a folder that holds such a file" in err and "Traceback" not in err
+    assert not out.exists()
+    args = build_parser().parse_args(["run", str(folder), "-o", str(out), "--strict"])
+    assert "--strict" in _step_args(args, out)["ingest"]
+
+
 def test_seed_goes_to_the_report_and_devices_come_after_the_fit(tmp_path):
     args = build_parser().parse_args(["run", "raw", "-o", str(tmp_path), "--seed", "7", "--train"])
     steps = _step_args(args, tmp_path)

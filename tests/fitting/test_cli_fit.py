@@ -127,7 +127,7 @@ def test_caught_warnings_print_once_and_foreign_ones_are_named(store, capsys, mo
 
     def noisy(self, *a, **k):
         for _ in range(3):
-            warnings.warn("the pink-noise spectrum fit did not converge", FitConvergenceWarning)
+            warnings.warn("the pink-noise spectrum fit did not converge", FitConvergenceWarning, stacklevel=1)
             with np.errstate(invalid="warn"):
                 np.sqrt(np.array([-1.0]))
         return fit(self, *a, **k)
