@@ -56,9 +56,8 @@ def _child(argv) -> int:
     store, jobs, bootstrap = argv[0], int(argv[1]), int(argv[2])
     out = {}
     if store != "-":
-        from hfox_fit.cli._fit import StoredDie
         from hfox_fit.fitting import campaign
-        from hfox_fit.store import CampaignStore
+        from hfox_fit.store import CampaignStore, StoredDie
 
         mapped = {}
         real_map = campaign.map_dies

@@ -15,26 +15,6 @@ from ._common import print_warnings
 LAW_CHOICES = ("auto", *AUTO_LAWS)
 
 
-class StoredDie:
-    """One die of a campaign store, read where it is called (a worker opens the store read-only).
-
-    What the fit sends to a worker instead of the die's arrays: the store's path and the die's
-    names. The path must be reachable from the worker (see the README).
-    """
-
-    def __init__(self, path, wafer: str, die: str):
-        self.path, self.wafer, self.die = str(path), str(wafer), str(die)
-        self.name = f"{self.wafer}/{self.die}"
-
-    def __repr__(self) -> str:
-        return f"StoredDie({self.path!r}, {self.wafer!r}, {self.die!r})"
-
-    def __call__(self):
-        from ..store import CampaignStore
-
-        return CampaignStore(self.path).read_die(self.wafer, self.die)
-
-
 def register(subparsers) -> None:
     from ._common import add_command, add_quiet, add_store
 
@@ -69,7 +49,7 @@ def register(subparsers) -> None:
 def run_fit(args) -> int:
     from ..fitting import CampaignFitter
     from ..fitting._executor import _import_distributed, parse_scheduler
-    from ..store import CampaignStore
+    from ..store import CampaignStore, StoredDie
 
     scheduler = getattr(args, "scheduler", None)
     if scheduler is not None and args.jobs is not None:

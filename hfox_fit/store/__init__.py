@@ -38,7 +38,7 @@ One idea per module:
 - :mod:`._file`: opening a store (format check) and the atomic rewrite;
 - :mod:`._ingest`: adding read files (provenance, SHA-256, merging, clashes);
 - :mod:`._fit`: saving and loading the fit (:class:`StoredFit`);
-- :mod:`._dies`: the HDF5 group of one die;
+- :mod:`._dies`: the HDF5 group of one die, and :class:`StoredDie` (a die read where it is called);
 - :mod:`._positions`: die positions on the wafer (a ``wafer,die,x,y`` CSV) into the dies' ``attrs``;
 - :mod:`._h5`: generic HDF5 helpers (names, attributes, JSON, frames, arrays).
 
@@ -48,6 +48,7 @@ The split of a table into dies is :func:`hfox_fit.schema.table_to_dies`
 
 from ..schema import table_to_dies as split_dies
 from ._campaign import CampaignStore
+from ._dies import StoredDie
 from ._file import FORMAT, FORMAT_VERSION
 from ._fit import StoredFit
 from ._h5 import COMPRESSION  # noqa: F401  (module constant of the former hfox_fit.store)
@@ -55,4 +56,4 @@ from ._ingest import MAX_REJECTED, IngestSummary  # noqa: F401  (MAX_REJECTED: a
 from ._positions import DiePositions, read_die_positions
 
 __all__ = ["CampaignStore", "IngestSummary", "StoredFit", "FORMAT", "FORMAT_VERSION", "split_dies", "DiePositions",
-           "read_die_positions"]
+           "read_die_positions", "StoredDie"]

@@ -82,3 +82,24 @@ def read_die(g: h5py.Group, *, with_source: bool = False):
     if with_source:
         return d, g["source"][...]
     return d
+
+
+class StoredDie:
+    """One die of a campaign store, read where it is called (a worker opens the store read-only).
+
+    What a parallel fit sends to a worker instead of the die's arrays: the store's path and the
+    die's names (``CampaignFitter(...).fit([StoredDie(path, w, d) for w, d in
+    CampaignStore(path).dies()])``). The path must be reachable from the worker (see the README).
+    """
+
+    def __init__(self, path, wafer: str, die: str):
+        self.path, self.wafer, self.die = str(path), str(wafer), str(die)
+        self.name = f"{self.wafer}/{self.die}"
+
+    def __repr__(self) -> str:
+        return f"StoredDie({self.path!r}, {self.wafer!r}, {self.die!r})"
+
+    def __call__(self):
+        from ._campaign import CampaignStore
+
+        return CampaignStore(self.path).read_die(self.wafer, self.die)

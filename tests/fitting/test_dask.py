@@ -23,10 +23,9 @@ from numeric_helpers import assert_close_arrays, assert_close_tree
 
 import hfox_fit
 from hfox_fit.cli import main
-from hfox_fit.cli._fit import StoredDie
 from hfox_fit.exceptions import FitError
 from hfox_fit.fitting import _executor
-from hfox_fit.store import CampaignStore
+from hfox_fit.store import CampaignStore, StoredDie
 
 distributed = pytest.importorskip("distributed")
 
@@ -196,11 +195,11 @@ class _FailingDie(StoredDie):
 
 
 def test_cli_keeps_the_other_dies_and_names_the_failed(store, remote_cluster, tmp_path, monkeypatch, capsys):
-    import hfox_fit.cli._fit as cli_fit
+    import hfox_fit.store as store_module
 
     address, _ = remote_cluster
     marker = tmp_path / "d03-tried"
-    monkeypatch.setattr(cli_fit, "StoredDie", lambda path, wafer, die: _FailingDie(path, wafer, die, marker))
+    monkeypatch.setattr(store_module, "StoredDie", lambda path, wafer, die: _FailingDie(path, wafer, die, marker))
     assert main(["fit", str(store), "--law", "two_slope", "--quiet", "--scheduler", address]) == 1
     err = capsys.readouterr().err
     assert "die W01/D02 failed twice" in err and "resistance array damaged" in err, err
