@@ -14,7 +14,6 @@ import numpy as np
 
 from ..laws import get_law
 from ._util import _join, logsumexp, nanquantile_rows
-from .noise import _VAR_U1U2
 
 
 def _robust_scale(resid, mask):
@@ -61,21 +60,68 @@ _U_GRID = (np.arange(256) + 0.5) / 256
 _U_LOGW = np.log(-np.log(_U_GRID) / 256)
 
 
-def _start_excess(d, sigma_d, amplitude, p_up, n_trains: int, c1=None, c1_law=None, pi0: float = 0.01,
-                  iters: int = 50):
-    """Probability that the read right after SET was RTN-high, and its expected excess, for trains high at the start.
+def _excess_grid(amplitude, amp_law, amp_se=None):
+    """Grid (K, G) of the telegraph excess ``U1 U2 A`` of each train and its log weights.
 
-    A train that is RTN-high over its first block either started high (the read
-    right after SET, which defines ``R0``, was high too: RTN persists from pulse
-    to pulse) or went high within the block. The two are told apart by where
-    the high stretch begins: the read-to-read changes are small between low
-    reads and as wide as the telegraph scatter between high ones, whatever the
-    drift, so the changes over the first block place the onset (at pulse 1, or
-    after some low reads); and by how often trains start high on this die (a
-    rate estimated by EM over the die's ``n_trains`` trains; the others start
-    low). The excess of a high read is ``U1 U2 A``; given the train's apparent
-    ``c1`` and the die's ``c1`` law, its posterior mean is the correction
-    (empirical Bayes: the telegraph law combined with the die's spread of ``c1``).
+    ``A`` of a train is known only roughly (from a few high blocks, or not at
+    all where it shows no RTN on its blocks): its law is the die's (the
+    amplitudes ``amp_law`` of the trains that show RTN) weighted by how well
+    each agrees with the train's own estimate (``amplitude`` +- ``amp_se``;
+    NaN: no estimate, the die's law as it is), and the excess density is that
+    mixture of ``U1 U2 A`` densities. Without a die's law, a train's own ``A``
+    is taken as exact; where neither is known the weights are ``-inf`` (the
+    train cannot be told high).
+    """
+    k, g = amplitude.shape[0], _U_GRID.size
+    known = np.isfinite(amplitude) & (amplitude > 0)
+    law = np.asarray(amp_law if amp_law is not None else [], float)
+    law = law[np.isfinite(law) & (law > 0)]
+    if law.size < 5:
+        e = np.where(known, amplitude, 0.0)[:, None] * _U_GRID[None, :]
+        logw = np.where(known[:, None], _U_LOGW[None, :], -np.inf)
+        return e, logw
+    top = float(law.max())
+    eg = top * _U_GRID
+    ratio = np.minimum(eg[None, :] / law[:, None], 1.0)
+    basis = -np.log(ratio) / law[:, None] * (top / g)  # (M, G): density of U1 U2 a_i times the cell width
+    se = np.full(k, np.nan) if amp_se is None else np.asarray(amp_se, float)
+    se = np.where(np.isfinite(se), np.maximum(se, 0.1 * amplitude), 0.25 * amplitude)
+    z = np.where(known[:, None], (law[None, :] - np.where(known, amplitude, 0.0)[:, None]) / se[:, None], 0.0)
+    lw = -0.5 * z * z
+    wts = np.exp(lw - lw.max(axis=1, keepdims=True))
+    wts /= wts.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        logw = np.log(wts @ basis)
+    return np.broadcast_to(eg, (k, g)), logw
+
+
+def _norm_ll(x, var):
+    return -0.5 * x * x / var - 0.5 * np.log(2 * np.pi * var)
+
+
+def _start_excess(d, sigma_d, amplitude, p_up, n_trains: int, c1=None, c1_law=None, pi0: float = 0.01,
+                  iters: int = 50, *, p_down: float = 2e-3, amp_law=None, amp_se=None,
+                  with_reads: bool = False):
+    """Probability that the read right after SET was RTN-high, and its expected excess.
+
+    The first ``B`` reads after SET (pulses 1..B) are explained by the paths of
+    the telegraph chain that change state at most twice there; a path is told
+    by the read-to-read changes: small between low reads, as wide as the
+    telegraph scatter between high ones, a jump up (``+U1 U2 A``) where the
+    train goes high and down where it goes low, whatever the drift. With the
+    read right after SET (pulse 0) high, the train stays high through the
+    block, or goes low after read ``m`` (high for its first ``m + 1`` reads,
+    ``m = 0..B - 1``); with it low, the train stays low, goes high at some
+    read, or has a short high stretch (up, then down) inside the block. The
+    priors come from the die: the rate at which trains start high (estimated
+    by EM over the die's ``n_trains`` trains, starting from ``pi0``) and the
+    per-pulse ``p_up`` and ``p_down``. The read right after SET leaves no trace
+    in the changes, so a train high only at that read (``m = 0``) is told only
+    by its prior (``rate * p_down``, far below any threshold): it is known in
+    law only. The excess of a high read is ``U1 U2 A``; given the train's
+    apparent ``c1`` and the die's ``c1`` law, its posterior mean is the
+    correction (empirical Bayes: the telegraph law combined with the die's
+    spread of ``c1``).
 
     Parameters
     ----------
@@ -85,9 +131,12 @@ def _start_excess(d, sigma_d, amplitude, p_up, n_trains: int, c1=None, c1_law=No
     sigma_d : float
         Standard deviation of a change between two low reads.
     amplitude : ndarray of shape (K,)
-        Each train's telegraph amplitude ``A``.
-    p_up : float
-        Per-pulse probability of going high (the die's).
+        Each train's telegraph amplitude ``A`` (NaN: unknown); with ``amp_law``
+        (amplitudes of the die's trains that show RTN) and ``amp_se`` (their
+        standard errors) it selects the train's part of the die's law
+        (:func:`_excess_grid`).
+    p_up, p_down : float
+        Per-pulse probabilities of going high and low (the die's).
     n_trains : int
         Trains of the die that could have started high (the denominator of the rate).
     c1 : ndarray of shape (K,), optional
@@ -96,38 +145,69 @@ def _start_excess(d, sigma_d, amplitude, p_up, n_trains: int, c1=None, c1_law=No
         Median and spread of ``c1`` over the die's trains that start low.
     pi0 : float
         Starting value of the rate.
+    amp_law, amp_se : ndarray, optional
+        See ``amplitude``.
+    with_reads : bool
+        Also return the most probable number of high reads from SET.
 
     Returns
     -------
     p_high, excess, var : ndarray of shape (K,)
         Posterior probability that the read at pulse 0 was high; the posterior
         mean of its excess; and the posterior variance of that excess.
+    n_high : ndarray of int, shape (K,)
+        Only with ``with_reads``: given that read 0 was high, the most probable
+        number of high reads from SET (``B + 1``: high through the block).
     """
-    k = d.shape[0]
+    k, nc = d.shape
     if k == 0:
         z = np.zeros(0)
-        return z, z, z
+        return (z, z, z, np.zeros(0, int)) if with_reads else (z, z, z)
     miss = ~np.isfinite(d)
     x = np.where(miss, 0.0, d)
     s2 = sigma_d * sigma_d
-    A = amplitude[:, None]
-    # both low, low -> high at this change, both high (the difference of two U1 U2 A: its variance)
-    ll_ll = -0.5 * x * x / s2 - 0.5 * np.log(2 * np.pi * s2)
-    e = A * _U_GRID[None, :]  # (K, G) excess grid, log weights _U_LOGW
-    q = -0.5 * (x[..., None] - e[:, None, :]) ** 2 / s2 + _U_LOGW - 0.5 * np.log(2 * np.pi * s2)
-    ll_lh = logsumexp(q, axis=2)
-    v_hh = s2 + 2.0 * _VAR_U1U2 * A * A
-    ll_hh = -0.5 * x * x / v_hh - 0.5 * np.log(2 * np.pi * v_hh)
-    for a in (ll_ll, ll_lh, ll_hh):
+    e, logw0 = _excess_grid(np.asarray(amplitude, float), amp_law, amp_se)
+    possible = np.isfinite(logw0).any(axis=1)
+    logw0 = np.where(possible[:, None], logw0, 0.0)
+    w0 = np.exp(logw0 - logw0.max(axis=1, keepdims=True))
+    w0 /= w0.sum(axis=1, keepdims=True)
+    var_e = np.maximum((w0 * e * e).sum(1) - (w0 * e).sum(1) ** 2, 0.0)
+    # per change: both low; low -> high (+excess); high -> low (-excess); both high (difference of two excesses)
+    ll_ll = _norm_ll(x, s2)
+    c0 = -0.5 * np.log(2 * np.pi * s2)
+    ll_lh = logsumexp(-0.5 * (x[..., None] - e[:, None, :]) ** 2 / s2 + logw0[:, None, :], axis=2) + c0
+    ll_hl = logsumexp(-0.5 * (x[..., None] + e[:, None, :]) ** 2 / s2 + logw0[:, None, :], axis=2) + c0
+    ll_hh = _norm_ll(x, (s2 + 2.0 * var_e)[:, None])
+    for a in (ll_ll, ll_lh, ll_hl, ll_hh):
         a[miss] = 0.0
-    # onset at change j (reads up to j low, from j + 1 on high); column 0 of ll: high from pulse 1
     zero = np.zeros((k, 1))
-    before = np.concatenate([zero, np.cumsum(ll_ll, axis=1)], axis=1)[:, :-1]  # sum of ll_ll over changes < j
-    after = np.concatenate([np.cumsum(ll_hh[:, ::-1], axis=1)[:, ::-1], zero], axis=1)  # over changes >= j
-    ll = np.concatenate([after[:, :1], before + ll_lh + after[:, 1:]], axis=1)
-    lk = np.exp(ll - ll.max(axis=1, keepdims=True))
+    s_ll = np.concatenate([zero, np.cumsum(ll_ll, axis=1)], axis=1)  # s_ll[:, j]: changes < j
+    s_hh = np.concatenate([zero, np.cumsum(ll_hh, axis=1)], axis=1)
+    tot_ll, tot_hh = s_ll[:, -1:], s_hh[:, -1:]
+    j = np.arange(nc)
+    # high through the block (reads 1..B); up at change j (reads 1..j+1 low, then high)
+    l_long = tot_hh[:, 0]
+    l_onset = s_ll[:, :-1] + ll_lh + tot_hh - s_hh[:, 1:]
+    # high for reads 1..m, low from m + 1 (down at change m - 1), m = 1..B - 1
+    l_short = s_hh[:, :-1] + ll_hl + tot_ll - s_ll[:, 1:]
+    # up at change a, down at change b > a: a high stretch inside the block, from a read-0-low train
+    up_part = (s_ll[:, :-1] + ll_lh - s_hh[:, 1:])[:, :, None]
+    down_part = (s_hh[:, :-1] + ll_hl + tot_ll - s_ll[:, 1:])[:, None, :]
+    l_burst = np.where((j[None, :] > j[:, None])[None], up_part + down_part, -np.inf).reshape(k, -1)
+    lpu = np.log(float(np.clip(p_up, 1e-6, 0.5)))
+    lpd = np.log(float(np.clip(p_down if np.isfinite(p_down) else 2e-3, 1e-6, 0.5)))
+    null = tot_ll[:, 0]
+    # log-likelihood of the reads given read 0 high / low, each path weighted by its prior (the rate apart)
+    hi_paths = np.concatenate([l_long[:, None], l_short + lpd, null[:, None] + lpd], axis=1)
+    lo_paths = np.concatenate([null[:, None], l_onset + lpu, l_long[:, None] + lpu,
+                               l_short + lpu + lpd, l_burst + lpu + lpd], axis=1)
+    lhi, llo = logsumexp(hi_paths, axis=1), logsumexp(lo_paths, axis=1)
+    # odds of high against low, the rate apart (exp overflows to inf: certainly high)
+    with np.errstate(over="ignore"):
+        lr = np.exp(np.clip(lhi - llo, -700.0, 700.0))
+    lr[~possible] = 0.0
     # the excess given high, from the telegraph law and the apparent c1 (c1_true = c1 + excess)
-    logw = np.broadcast_to(_U_LOGW, e.shape)
+    logw = logw0
     if c1 is not None and c1_law is not None and np.isfinite(c1_law[1]) and c1_law[1] > 0:
         mu, sc = c1_law
         cc = np.where(np.isfinite(c1), c1, mu)
@@ -136,21 +216,23 @@ def _start_excess(d, sigma_d, amplitude, p_up, n_trains: int, c1=None, c1_law=No
     post /= post.sum(axis=1, keepdims=True)
     e1 = (post * e).sum(axis=1)
     e2 = (post * e * e).sum(axis=1)
-    p_up = float(np.clip(p_up, 1e-6, 0.5))
     n_trains = max(int(n_trains), k)
     rate = float(np.clip(pi0, 1e-4, 0.5))
     for _ in range(iters):
-        started = rate * lk[:, 0]  # high at pulse 0 already, and still at pulse 1
-        later = (1.0 - rate) * p_up * lk.sum(axis=1)  # low at pulse 0, up before pulse 1 or later
-        p = started / (started + later)
-        new = float(p.sum() / n_trains)
+        p = rate * lr / (rate * lr + (1.0 - rate))
+        p = np.where(np.isinf(lr), 1.0, p)
+        new = float(np.clip(p.sum() / n_trains, 1e-6, 0.5))
         done = abs(new - rate) <= 1e-6 * max(rate, 1e-6)
         rate = new
         if done:
             break
     excess = p * e1
     var = np.maximum(p * e2 - excess**2, 0.0)
-    return p, excess, var
+    if not with_reads:
+        return p, excess, var
+    best = np.argmax(hi_paths, axis=1)  # 0: through the block; 1..B-1: m high reads after SET; B: none
+    n_high = np.where(best == 0, nc + 2, np.where(best == nc + 1, 1, best + 1))
+    return p, excess, var, n_high
 
 
 def _rtn_hides(rtn, rows_ok, first_t, last_t, options) -> np.ndarray:
@@ -214,30 +296,42 @@ def _rtn_states(rtn, T: int):
 def _r0_at_set(tables, main, rtn, start_w, offset, t, eligible):
     """Refer ``r0`` and ``c1`` to the RTN-low state for trains that are high from their first reads.
 
-    For the trains whose first RTN block is high, :func:`_start_excess` gives the
-    probability that the read right after SET (``R0``) was high too and its
-    expected excess; ``r0`` is divided by ``exp(excess)``, ``c1`` (and ``c1_line``)
-    raised by it, their standard errors widened by its spread, and a note says
-    so. Modifies ``tables`` in place; returns the per-row shift of ``w`` (None if none).
+    The candidates are the trains whose first RTN block is high, and those
+    whose first reads drop by more than three read-to-read spreads (a high
+    stretch from SET shorter than a block, which the block states do not
+    see). For them :func:`_start_excess` gives the probability that the read
+    right after SET (``R0``) was high and its expected excess; ``r0`` is
+    divided by ``exp(excess)``, ``c1`` (and ``c1_line``) raised by it, their
+    standard errors widened by its spread, and a note says so (with the number
+    of reads high from SET). Modifies ``tables`` in place; returns the per-row
+    shift of ``w`` (None if none).
     """
     nb = rtn.high.shape[1]
     if nb == 0 or not rtn.shows.any():
         return None
-    cand = np.nonzero(eligible & rtn.shows & (rtn.high[:, 0] > 0.5) & np.isfinite(rtn.amplitude))[0]
-    if cand.size == 0:
+    sigma_d = float(np.sqrt(2.0 * np.exp(rtn.extra.get("mu_v", np.nan))))
+    if not np.isfinite(sigma_d) or sigma_d <= 0:
         return None
     tab = tables[main]
     law = get_law(main)
-    params = {p: tab[p].to_numpy(float)[cand] for p in law.params}
+    rows = np.nonzero(eligible)[0]
+    params = {p: tab[p].to_numpy(float)[rows] for p in law.params}
     if law.has_break:
         # trains without a reported break: the straight line (or best fit) that gave m1 and c1
         params = law.fill_no_break(params)
     fin = np.all(np.isfinite(np.stack(list(params.values()), axis=1)), axis=1)
-    cand, params = cand[fin], {k: v[fin] for k, v in params.items()}
-    if cand.size == 0:
+    rows, params = rows[fin], {k: v[fin] for k, v in params.items()}
+    if rows.size == 0:
         return None
     model = law(t[None, :], **{k: v[:, None] for k, v in params.items()})
-    d = np.diff(start_w[cand] - offset[None, :] - model, axis=1)
+    d = np.diff(start_w[rows] - offset[None, :] - model, axis=1)
+    high_first = (rtn.high[rows, 0] > 0.5) & np.isfinite(rtn.amplitude[rows])
+    with np.errstate(invalid="ignore"):
+        drops = np.nanmin(np.where(np.isfinite(d), d, np.inf), axis=1) < -3.0 * sigma_d
+    keep = high_first | drops
+    cand, d = rows[keep], d[keep]
+    if cand.size == 0:
+        return None
     # the die's c1 law, from the trains that start low
     c1_all = tab["c1"].to_numpy(float)
     ref = eligible & (tab["flag"].to_numpy() == "ok") & np.isfinite(c1_all)
@@ -247,17 +341,18 @@ def _r0_at_set(tables, main, rtn, start_w, offset, t, eligible):
     if ref.sum() >= 10:
         med = float(np.median(c1_all[ref]))
         c1_law = (med, float(1.4826 * np.median(np.abs(c1_all[ref] - med))))
-    sigma_d = float(np.sqrt(2.0 * np.exp(rtn.extra.get("mu_v", np.nan))))
-    if not np.isfinite(sigma_d) or sigma_d <= 0:
-        return None
-    p, excess, var = _start_excess(d, sigma_d, rtn.amplitude[cand], rtn.p_up, int(eligible.sum()),
-                                   c1=c1_all[cand], c1_law=c1_law, pi0=float(rtn.extra.get("pi0", 0.01)))
+    amp_law = rtn.amplitude[rtn.shows]
+    p, excess, var, n_high = _start_excess(
+        d, sigma_d, rtn.amplitude[cand], rtn.p_up, int(eligible.sum()), c1=c1_all[cand], c1_law=c1_law,
+        pi0=float(rtn.extra.get("pi0", 0.01)), p_down=float(rtn.p_down), amp_law=amp_law,
+        amp_se=np.asarray(rtn.extra.get("amplitude_stderr", np.full(len(tab), np.nan)))[cand], with_reads=True)
     shift = np.zeros(len(tab))
     use = p > 0.01
-    cand, p, excess, var = cand[use], p[use], excess[use], var[use]
+    cand, p, excess, var, n_high = cand[use], p[use], excess[use], var[use], n_high[use]
     if cand.size == 0:
         return None
     shift[cand] = excess
+    through = start_w.shape[1] + 1
     for df in tables.values():
         idx = df.index[cand]
         r0 = df["r0"].to_numpy(float)[cand]
@@ -272,7 +367,10 @@ def _r0_at_set(tables, main, rtn, start_w, offset, t, eligible):
                 df.loc[idx, col + "_stderr"] = np.sqrt(df[col + "_stderr"].to_numpy(float)[cand] ** 2 + var)
         df.loc[idx, "r0_rtn_high"] = p
         notes = df["note"].to_numpy(object)[cand]
-        df.loc[idx, "note"] = [_join(nt, f"RTN high from the first reads: the read right after SET was high with "
-                                         f"probability {pp:.2f}; r0 lowered and c1 raised by its expected "
-                                         f"telegraph excess {ex:.3g}") for nt, pp, ex in zip(notes, p, excess)]
+        df.loc[idx, "note"] = [
+            _join(nt, ("RTN high from the first reads: " if nh >= through else
+                       f"RTN high for the first {nh} reads after SET, then low: ")
+                  + f"the read right after SET was high with probability {pp:.2f}; r0 lowered and c1 raised "
+                    f"by its expected telegraph excess {ex:.3g}")
+            for nt, pp, ex, nh in zip(notes, p, excess, n_high)]
     return shift
