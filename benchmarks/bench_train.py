@@ -203,6 +203,13 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
               f"({pulse_s / room:.1f}x less than now)" if room > 0 else
               f"{tag} the network and the rest alone take more than 3x the software step")
     counts = parts["counts"]
+    if device.type == "cpu":
+        late = counts[-max(1, len(counts) // 3):]
+        r = _listing_vs_sort(cells.cells, late)
+        print(f"{tag} pulses at the counts of the last {len(late)} timed steps ({r['share']:.0%} of the pairs "
+              f"pulsed), CPU time per call in alternating rounds: blocks with at most "
+              f"{_pairs.LIST_SHARE:.0%} pulsed listing them {r['listed_ms']:.1f} ms, one sort of every pair (the "
+              f"path before) {r['sorted_ms']:.1f} ms: {r['sorted_ms'] / r['listed_ms']:.2f}x")
     if profile and device.type == "cpu":
         ops, per_cell, ns_cpu = _profile_pulses(cells.cells, [counts[0], counts[len(counts) // 2], counts[-1]])
         print(f"{tag} profile of pulse_pairs' class path (torch.profiler, one thread, blocks in turn, on the "
@@ -226,6 +233,26 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
                   f"gathered (the class path), counts of the {label} ({r['share']:.0%} of the pairs pulsed), CPU "
                   f"time per call: class {r['classes_ms']:.1f} ms, select {r['select_ms']:.1f} ms: "
                   f"{r['select_ms'] / r['classes_ms']:.2f}x")
+
+
+def _listing_vs_sort(arr, counts, rounds=3) -> dict:
+    """CPU time of pulse_pairs over ``counts``: blocks with few pulsed pairs listing them (the default) against
+    one sort of every pair's key in every block (``LIST_SHARE = 0``, the path before), alternating rounds."""
+    default = _pairs.LIST_SHARE
+
+    def calls(share):
+        def go():
+            _pairs.LIST_SHARE = share
+            try:
+                for n in counts:
+                    arr.pulse_pairs(n)
+            finally:
+                _pairs.LIST_SHARE = default
+        return go
+
+    t = _cpu_alternating({"listed": calls(default), "sorted": calls(0.0)}, rounds=rounds)
+    pulsed = sum(int(torch.count_nonzero(n)) for n in counts) / (len(counts) * counts[0].numel())
+    return {"share": pulsed, "listed_ms": t["listed"] * 1e3 / len(counts), "sorted_ms": t["sorted"] * 1e3 / len(counts)}
 
 
 def _profile_pulses(arr, counts, top=8):
