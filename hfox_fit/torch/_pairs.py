@@ -159,12 +159,11 @@ def _class_block(arr, b: int, v: dict, call: dict) -> None:
         order = listed.index_select(0, ranked.indices)
         own = own.index_select(0, ranked.indices)
         counts, neg = own.abs(), own.lt(0)
-        sizes = _class_sizes(ranked.values, call)
     else:
         ranked = torch.sort(_class_key(mag, call["classes"]), stable=True)
         order = ranked.indices[e - s - pulsed:]  # pulsed pairs, class by class (after the idle ones, key 0)
         counts, neg = mag.index_select(0, order), signed.index_select(0, order).lt_(0)
-        sizes = _class_sizes(ranked.values, call)
+    sizes = _class_sizes(ranked.values, call)
     cell = torch.add(order, neg, alpha=half).add_(s)  # BL (i) or BLb (i + half) of each pulsed pair
     bufs = call["bufs"]
     # (w is written, not read: cells given pulses read afresh)
