@@ -24,7 +24,9 @@ row is WeakResetArray with its per-block drift and pink update fused by
 only 10 % of the cells given pulses (the others 0, which the update skips block
 by block) shows the case of training, and the ``pulse_pairs`` row the update of
 the training loop (training-like signed counts per pair: its class path, the
-default, against its select path, the default before, in alternating rounds). The floors (drawing the normal numbers
+default, against its select path, the default before, in alternating rounds; and at 4 % of the pairs
+pulsed, as in bench_train's last steps, its blocks listing their few pulsed pairs against one sort of every
+pair, the path before). The floors (drawing the normal numbers
 alone, copying the state once) state what bounds the update, and a torch.profiler
 table of one thread's update shows where its time goes. Figures are printed, not
 asserted; the CUDA rows appear when ``torch.cuda.is_available()``.
@@ -175,7 +177,7 @@ PAIRS_SHARE = 0.44
 PAIRS_SPLIT = (0.70, 0.20, 0.08)
 
 
-def pair_counts(half, steps, device, seed=0) -> list:
+def pair_counts(half, steps, device, seed=0, share=PAIRS_SHARE) -> list:
     """Signed counts per pair for ``steps`` training-like steps (see :data:`PAIRS_SHARE`)."""
     g = torch.Generator(device=device).manual_seed(seed + 3)
     edges = torch.tensor(np.cumsum(PAIRS_SPLIT), device=device, dtype=torch.float32)
@@ -184,7 +186,7 @@ def pair_counts(half, steps, device, seed=0) -> list:
         u = torch.rand(half, generator=g, device=device)
         big = torch.randint(4, MAX_PULSES + 1, (half,), generator=g, device=device)
         n = torch.where(u < edges[0], 1, torch.where(u < edges[1], 2, torch.where(u < edges[2], 3, big)))
-        n = n * (torch.rand(half, generator=g, device=device) < PAIRS_SHARE)
+        n = n * (torch.rand(half, generator=g, device=device) < share)
         sign = torch.where(torch.rand(half, generator=g, device=device) < 0.5, 1, -1)
         out.append((n * sign).to(torch.int32))
     return out
@@ -213,6 +215,47 @@ def run_pairs(device, cells, steps, seed=0, rounds=3) -> dict:
     med = {path: float(np.median(t)) for path, t in times.items()}
     return {"pairs": cells // 2, "classes_ms": 1e3 * med["classes"], "select_ms": 1e3 * med["select"],
             "pulsed": float(np.mean([float((n != 0).float().mean()) for n in counts]))}
+
+
+#: The share of the pairs pulsed in bench_train's last steps (its BinarizedMLP settles): the listing row.
+LOW_SHARE = 0.04
+
+
+def run_listing(device, cells, steps, seed=0, rounds=3, share=LOW_SHARE) -> dict:
+    """pulse_pairs' class path at a low share of pulsed pairs: its blocks listing their few pulsed pairs (the
+    default, below ``_pairs.LIST_SHARE``) against one sort of every pair's key (the path before), alternating
+    rounds; wall and CPU time per call (the two give the same numbers to the same cells: checked after)."""
+    from hfox_fit.torch import _pairs
+
+    device = torch.device(device)
+    counts = pair_counts(cells // 2, steps + 1, device, seed, share=share)
+    shares = {"listed": _pairs.LIST_SHARE, "one sort": 0.0}
+    arrays = {k: WeakResetArray(preset_model("paper"), cells, seed=seed, device=device) for k in shares}
+    wall = {k: [] for k in shares}
+    cpu = {k: [] for k in shares}
+    per_round = max(2, steps // rounds)
+    try:
+        for k, arr in arrays.items():  # warm-up
+            _pairs.LIST_SHARE = shares[k]
+            _pairs.pulse_pairs(arr, counts[0])
+        for r in range(rounds):
+            for k, arr in arrays.items():
+                _pairs.LIST_SHARE = shares[k]
+                for n in counts[1 + r * per_round: 1 + (r + 1) * per_round]:
+                    _sync(device)
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    _pairs.pulse_pairs(arr, n)
+                    _sync(device)
+                    wall[k].append(time.perf_counter() - t0)
+                    cpu[k].append(time.process_time() - c0)
+    finally:
+        _pairs.LIST_SHARE = shares["listed"]
+    same = all(torch.equal(a, b) for a, b in zip(arrays["listed"].state_dict().values(),
+                                                  arrays["one sort"].state_dict().values())
+               if isinstance(a, torch.Tensor))
+    return {"pairs": cells // 2, "share": share, "same": same,
+            **{f"{k}_ms": 1e3 * float(np.median(wall[k])) for k in shares},
+            **{f"{k}_cpu_ms": 1e3 * float(np.median(cpu[k])) for k in shares}}
 
 
 def floors(device, cells, draws, state_bytes, threads, reps=5) -> dict:
@@ -317,6 +360,12 @@ def main(argv=None):
               f"{rp['pairs'] / rp['classes_ms'] * 1e3:.3g} pair-updates/s ({rp['classes_ms']:.1f} ms/step); "
               f"select path (every pair, 4 draws; the default before) {rp['pairs'] / rp['select_ms'] * 1e3:.3g} "
               f"pair-updates/s ({rp['select_ms']:.1f} ms/step): {rp['select_ms'] / rp['classes_ms']:.2f}x")
+        rl = run_listing(dev, args.cells, args.steps)
+        print(f"[{r['device']}] pulse_pairs with {rl['share']:.0%} of the pairs pulsed (bench_train's last steps): "
+              f"blocks listing their pulsed pairs {rl['listed_ms']:.1f} ms/step (CPU {rl['listed_cpu_ms']:.1f} ms), "
+              f"one sort of every pair (the path before) {rl['one sort_ms']:.1f} ms/step (CPU "
+              f"{rl['one sort_cpu_ms']:.1f} ms): {rl['one sort_ms'] / rl['listed_ms']:.2f}x (CPU "
+              f"{rl['one sort_cpu_ms'] / rl['listed_cpu_ms']:.2f}x); same state after: {rl['same']}")
         pm = WeakResetArray(preset_model("paper"), 16, seed=0).pink_markov
         draws = pm.states + (1 if pm.white_scale > 0 else 0)
         f = floors(dev, args.cells, draws, r["fast_bytes_per_cell"], torch.get_num_threads())

@@ -32,7 +32,7 @@ from torch import nn
 
 from hfox_fit import preset_model
 from hfox_fit.torch import BinarizedMLP, CellBackedWeights, _pairs, headroom_pulses
-from hfox_fit.torch._threads import _run_blocks, block_threads
+from hfox_fit.torch._threads import CPU_BLOCK, _run_blocks, block_threads
 from hfox_fit.torch._update import NEVER, draw_classes
 
 
@@ -84,6 +84,7 @@ def _step(net, opt, cells, x, y, headroom, parts=None):
             parts["cells"] += time.perf_counter() - t1
             mag = stats["counts"].abs()
             parts["pulsed"] += int(torch.count_nonzero(mag))
+            parts["counts"].append(stats["counts"].clone())
             # the normal numbers the class path draws: 1 per pulsed cell, 1 more from a pulses on, 1 more from b
             # on (draw_classes), and the white one
             a, b = draw_classes(cells.cells)
@@ -131,7 +132,7 @@ def _floors(cells, pulsed: int, normals: int, reps: int = 3) -> dict:
     return {"draws": per_cell, "rng_s": timed(all_draws), "mem_s": timed(lambda: (dst.copy_(src), _sync(device)))}
 
 
-def run(device, sizes, batch, steps, rounds=5, select=True):
+def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, levers=False):
     device = torch.device(device)
     x = torch.rand(batch, sizes[0], device=device)
     y = torch.randint(0, sizes[-1], (batch,), device=device)
@@ -148,7 +149,8 @@ def run(device, sizes, batch, steps, rounds=5, select=True):
     cells.cells.pulse_pairs = pulse_timer  # (an instance attribute: times the pulses inside cells.step())
     times = {k: [] for k in variants}
     cpu = {k: 0.0 for k in variants}
-    parts = {"network": 0.0, "cells": 0.0, "pulsed": 0, "normals": 0}
+    parts = {"network": 0.0, "cells": 0.0, "pulsed": 0, "normals": 0, "counts": []}
+    cpu_rounds = {k: [] for k in variants}
     per_round = max(steps // rounds, 1)
     for _ in range(rounds):
         for name, v in variants.items():
@@ -159,6 +161,7 @@ def run(device, sizes, batch, steps, rounds=5, select=True):
             _sync(device)
             times[name].append((time.perf_counter() - t0) / per_round)
             cpu[name] += time.process_time() - c0
+            cpu_rounds[name].append(time.process_time() - c0)
     del cells.cells.pulse_pairs
     n_steps = rounds * per_round
     sw, dev = statistics.median(times["software"]), statistics.median(times["device"])
@@ -169,7 +172,9 @@ def run(device, sizes, batch, steps, rounds=5, select=True):
           f"(target <= 3x on the CPU): {'OK' if dev / sw <= 3 or device.type != 'cpu' else 'ABOVE TARGET'}")
     if device.type == "cpu":
         print(f"{tag} CPU time per step (all threads; less sensitive to other processes' load): software "
-              f"{cpu_sw * 1e3:.1f} ms, device {cpu_dev * 1e3:.1f} ms: {cpu_dev / cpu_sw:.2f}x")
+              f"{cpu_sw * 1e3:.1f} ms, device {cpu_dev * 1e3:.1f} ms: {cpu_dev / cpu_sw:.2f}x; by round "
+              f"(alternating): " + ", ".join(f"{d / w:.2f}x" for d, w in zip(cpu_rounds["device"],
+                                                                            cpu_rounds["software"])))
     if select:
         ref = statistics.median(times["device, select path"])
         cpu_ref = cpu["device, select path"] / n_steps
@@ -191,6 +196,157 @@ def run(device, sizes, batch, steps, rounds=5, select=True):
           f"{cells.cells.bytes_per_cell():.0f} B/cell state once takes {f['mem_s'] * 1e3:.1f} ms "
           f"({f['mem_s'] / sw:.2f}x); the pulses take {pulse_s / max(f['rng_s'] + f['mem_s'], 1e-12):.1f}x "
           "the two together")
+    if device.type == "cpu":
+        # what the pulses would have to take for the 3x target, the network and the rest as measured
+        room = 3 * sw - net_s - (cells_s - pulse_s)
+        print(f"{tag} for device <= 3x software the pulses would have to take <= {room * 1e3:.1f} ms "
+              f"({pulse_s / room:.1f}x less than now)" if room > 0 else
+              f"{tag} the network and the rest alone take more than 3x the software step")
+    counts = parts["counts"]
+    if device.type == "cpu":
+        late = counts[-max(1, len(counts) // 3):]
+        r = _listing_vs_sort(cells.cells, late)
+        print(f"{tag} pulses at the counts of the last {len(late)} timed steps ({r['share']:.0%} of the pairs "
+              f"pulsed), CPU time per call in alternating rounds: blocks with at most "
+              f"{_pairs.LIST_SHARE:.0%} pulsed listing them {r['listed_ms']:.1f} ms, one sort of every pair (the "
+              f"path before) {r['sorted_ms']:.1f} ms: {r['sorted_ms'] / r['listed_ms']:.2f}x")
+    if profile and device.type == "cpu":
+        ops, per_cell, ns_cpu = _profile_pulses(cells.cells, [counts[0], counts[len(counts) // 2], counts[-1]])
+        print(f"{tag} profile of pulse_pairs' class path (torch.profiler, one thread, blocks in turn, on the "
+              f"counts of 3 timed steps): {ns_cpu:.0f} ns of CPU time per pulsed pair unprofiled; by operation "
+              f"(ns per pulsed pair under the profiler, share): "
+              + ", ".join(f"{name} {ns:.1f} ({share:.0%})" for name, ns, share in ops))
+    if levers and device.type == "cpu":
+        share = parts["pulsed"] / n_steps / cells.numel
+        rt = _state_round_trip(cells.cells, share)
+        print(f"{tag} lever, one [N, 8] state tensor (one gather and one index_copy_ of all fields, through a "
+              f"float64 view, the fields unpacked to contiguous columns and packed back) against a gather and a "
+              f"scatter_ per field, {share:.0%} of a block's pairs pulsed, one thread, CPU time: fused "
+              f"{rt['fused_ns']:.1f} ns per pulsed cell, per field {rt['separate_ns']:.1f} ns: "
+              f"{rt['fused_ns'] / rt['separate_ns']:.2f}x")
+        arr_sel = variants["device, select path"][2].cells if select else None
+        for label, n in (("first timed step", counts[0]), ("last timed step", counts[-1])):
+            if arr_sel is None:
+                break
+            r = _paths_by_share(cells.cells, arr_sel, n)
+            print(f"{tag} lever, every pair updated with masks (the select path) against the pulsed pairs "
+                  f"gathered (the class path), counts of the {label} ({r['share']:.0%} of the pairs pulsed), CPU "
+                  f"time per call: class {r['classes_ms']:.1f} ms, select {r['select_ms']:.1f} ms: "
+                  f"{r['select_ms'] / r['classes_ms']:.2f}x")
+
+
+def _listing_vs_sort(arr, counts, rounds=3) -> dict:
+    """CPU time of pulse_pairs over ``counts``: blocks with few pulsed pairs listing them (the default) against
+    one sort of every pair's key in every block (``LIST_SHARE = 0``, the path before), alternating rounds."""
+    default = _pairs.LIST_SHARE
+
+    def calls(share):
+        def go():
+            _pairs.LIST_SHARE = share
+            try:
+                for n in counts:
+                    arr.pulse_pairs(n)
+            finally:
+                _pairs.LIST_SHARE = default
+        return go
+
+    t = _cpu_alternating({"listed": calls(default), "sorted": calls(0.0)}, rounds=rounds)
+    pulsed = sum(int(torch.count_nonzero(n)) for n in counts) / (len(counts) * counts[0].numel())
+    return {"share": pulsed, "listed_ms": t["listed"] * 1e3 / len(counts), "sorted_ms": t["sorted"] * 1e3 / len(counts)}
+
+
+def _profile_pulses(arr, counts, top=8):
+    """Where pulse_pairs' class path spends its time: torch.profiler over ``counts``, one thread, blocks in turn.
+
+    Returns ``[(operation, ns per pulsed pair, share)]`` (largest first, then the rest) and the
+    unprofiled CPU time per pulsed pair (ns) of the same calls, on the same thread.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    c = arr._constants()
+    threaded, threads = c["threaded"], torch.get_num_threads()
+    c["threaded"] = False  # on this thread, where the profiler sees the operations
+    torch.set_num_threads(1)
+    try:
+        pulsed = sum(int(torch.count_nonzero(n)) for n in counts)
+        c0 = time.process_time()
+        for n in counts:
+            arr.pulse_pairs(n)
+        ns_cpu = (time.process_time() - c0) * 1e9 / max(pulsed, 1)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for n in counts:
+                arr.pulse_pairs(n)
+    finally:
+        c["threaded"] = threaded
+        torch.set_num_threads(threads)
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows) or 1.0
+    per = 1e3 / max(pulsed, 1)  # microseconds over all calls -> ns per pulsed pair
+    ops = [(e.key.replace("aten::", ""), e.self_cpu_time_total * per, e.self_cpu_time_total / total)
+           for e in rows[:top]]
+    rest = sum(e.self_cpu_time_total for e in rows[top:])
+    ops.append(("(the rest)", rest * per, rest / total))
+    return ops, total * per, ns_cpu
+
+
+def _cpu_alternating(fns: dict, rounds: int = 5) -> dict:
+    """CPU seconds per call of each function, median over alternating rounds (one call each per round)."""
+    out = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up
+        fn()
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            c0 = time.process_time()
+            fn()
+            out[k].append(time.process_time() - c0)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def _state_round_trip(arr, share: float, seed: int = 0) -> dict:
+    """The state's round trip of one block's pulsed cells: a gather and a scatter_ per field (what the class path
+    does) against one fused [2 * block, 8] 32-bit tensor moved by one gather and one index_copy_ (float64 view),
+    its columns unpacked to contiguous tensors for the update and packed back. On copies; one thread."""
+    block = min(CPU_BLOCK, arr.num_devices // 2)
+    cells = 2 * block
+    g = torch.Generator().manual_seed(seed)
+    m = max(1, int(share * block))
+    pairs = torch.randperm(block, generator=g)[:m].sort().values
+    idx = pairs + block * (torch.rand(m, generator=g) < 0.5)  # BL or BLb of each pulsed pair
+    fields = [arr.pulses, arr.rtn_wait, arr.rtn_high.to(torch.int32), arr.pink_x, arr.pink_xi[0], arr.pink_xi[1],
+              arr.w]
+    sep = [f[:cells].clone() for f in fields]
+    fused = torch.zeros(cells, 8, dtype=torch.int32)
+    for j, f in enumerate(fields):
+        fused[:, j] = f[:cells].view(torch.int32) if f.element_size() == 4 else f[:cells].to(torch.int32)
+    wide = fused.view(torch.float64)
+
+    def separate():
+        got = [f.index_select(0, idx) for f in sep]
+        for f, x in zip(sep, got):
+            f.scatter_(0, idx, x)
+
+    def one_tensor():
+        got = wide.index_select(0, idx).view(torch.int32)
+        cols = [got[:, j].contiguous() for j in range(len(fields))]
+        for j, col in enumerate(cols):
+            got[:, j].copy_(col)
+        wide.index_copy_(0, idx, got.view(torch.float64))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = _cpu_alternating({"separate": separate, "fused": one_tensor})
+    finally:
+        torch.set_num_threads(threads)
+    return {"separate_ns": t["separate"] * 1e9 / m, "fused_ns": t["fused"] * 1e9 / m}
+
+
+def _paths_by_share(arr_classes, arr_select, n) -> dict:
+    """CPU time of one pulse_pairs call with counts ``n``, class path against select path, alternating rounds."""
+    t = _cpu_alternating({"classes": lambda: _pairs.pulse_pairs(arr_classes, n, path="classes"),
+                          "select": lambda: _pairs.pulse_pairs(arr_select, n, path="select")}, rounds=3)
+    return {"share": float(torch.count_nonzero(n)) / n.numel(), "classes_ms": t["classes"] * 1e3,
+            "select_ms": t["select"] * 1e3}
 
 
 def main(argv=None) -> int:
@@ -202,6 +358,10 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--no-select", action="store_true",
                     help="skip the baseline row (the device step through pulse_pairs' select path)")
+    ap.add_argument("--profile", action="store_true",
+                    help="print a torch.profiler table of the pulses (one thread): where their time goes")
+    ap.add_argument("--levers", action="store_true",
+                    help="measure the layouts tried for the pulses: one fused state tensor, every pair by masks")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's); 1 is steadiest on a machine busy with other work")
     args = ap.parse_args(argv)
@@ -211,9 +371,11 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), network {sizes}, batch {args.batch}; "
           f"load average {load:.2f}")
-    run("cpu", sizes, args.batch, args.steps, select=not args.no_select)
+    run("cpu", sizes, args.batch, args.steps, select=not args.no_select, profile=args.profile, levers=args.levers)
     if torch.cuda.is_available():
         run("cuda", sizes, args.batch, args.steps, select=not args.no_select)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average after: {load:.2f}")
     return 0
 
 

@@ -12,7 +12,8 @@ scatter by index. Two paths here, with the same law:
   one pulse needs 2 draws, two pulses 3, more 4; see
   :func:`~hfox_fit.torch._update.draw_classes`); each pulsed cell is gathered by
   index, updated by :func:`~hfox_fit.torch._update.update_by_class` and scattered
-  back. Idle pairs cost the key and the sort only.
+  back. Idle pairs cost the key and the sort only; a block where few pairs are pulsed
+  (:data:`LIST_SHARE`) lists them by one scan and sorts their keys alone, in the same order.
 * ``"select"`` (:func:`_pair_block`, the reference, and the path of a compiled
   array): each pair's pulsed cell is picked out by a select (bitwise, on the sign),
   every pair is updated by the closed-form block update of ``pulse`` (a pair given
@@ -104,6 +105,30 @@ def _pair_block(arr, b: int, v: dict, call: dict) -> None:
     neg(r, prev[half + s:half + e], out=out[half + s:half + e])
 
 
+#: A block of pairs where at most this share of the pairs is pulsed lists them by one scan and sorts their keys
+#: alone; above it, one sort of every pair's key costs less than the scan and a sort of most pairs.
+LIST_SHARE = 0.15
+
+
+def _class_key(mag: torch.Tensor, classes: tuple) -> torch.Tensor:
+    """Each count's draw class (int8): 0 for no pulse, then 1, 2, 3 (see :func:`_class_block`)."""
+    lo_a, lo_b = classes
+    if (lo_a, lo_b) == (2, 3):  # (the stand-in's usual ranks: the key is the count, up to 3)
+        return torch.clamp(mag, max=3).to(torch.int8)
+    key = torch.ge(mag, 1).to(torch.int8)
+    if lo_a < NEVER:
+        key.add_(torch.ge(mag, lo_a))
+    if lo_b < NEVER:
+        key.add_(torch.ge(mag, lo_b))
+    return key
+
+
+def _class_sizes(keys: torch.Tensor, call: dict) -> tuple:
+    """How many of the sorted ``keys`` fall in each draw class (keys 1, 2, 3)."""
+    k1, *ends = torch.searchsorted(keys, call["class_keys"]).tolist()  # where keys 1, 2, 3, 4 start
+    return tuple(hi - lo for lo, hi in zip([k1, *ends], ends))
+
+
 def _class_block(arr, b: int, v: dict, call: dict) -> None:
     """Pulse the pairs of block ``b`` given pulses only: gathered by index, ordered by draw class, scattered back.
 
@@ -120,22 +145,25 @@ def _class_block(arr, b: int, v: dict, call: dict) -> None:
     out[s:e].copy_(prev[s:e])
     out[half + s:half + e].copy_(prev[half + s:half + e])
     mag = call["n"][s:e]
-    lo_a, lo_b = call["classes"]
-    if (lo_a, lo_b) == (2, 3):  # (the stand-in's usual ranks: the key is the count, up to 3)
-        key = torch.clamp(mag, max=3).to(torch.int8)
-    else:
-        key = torch.ge(mag, 1).to(torch.int8)
-        if lo_a < NEVER:
-            key.add_(torch.ge(mag, lo_a))
-        if lo_b < NEVER:
-            key.add_(torch.ge(mag, lo_b))
-    ranked = torch.sort(key, stable=True)
-    k0, *ends = torch.searchsorted(ranked.values, call["class_keys"]).tolist()  # where keys 1, 2, 3, 4 start
-    if k0 == e - s:
+    pulsed = int(torch.count_nonzero(mag))
+    if pulsed == 0:
         return
-    sizes = [hi - lo for lo, hi in zip([k0, *ends], ends)]
-    order = ranked.indices[k0:]  # pulsed pairs, class by class
-    neg = call["signed"][s:e].index_select(0, order).lt_(0)
+    signed = call["signed"][s:e]
+    if pulsed <= LIST_SHARE * (e - s):
+        # few pulsed: list them (in order), read their signed counts once, and sort their keys alone; the stable
+        # sort keeps the listed order within a class, so the order is the one a sort of every pair's key gives
+        # (the same draws to the same cells)
+        listed = torch.nonzero(mag).squeeze(1)
+        own = signed.index_select(0, listed)
+        ranked = torch.sort(_class_key(own.abs(), call["classes"]), stable=True)
+        order = listed.index_select(0, ranked.indices)
+        own = own.index_select(0, ranked.indices)
+        counts, neg = own.abs(), own.lt(0)
+    else:
+        ranked = torch.sort(_class_key(mag, call["classes"]), stable=True)
+        order = ranked.indices[e - s - pulsed:]  # pulsed pairs, class by class (after the idle ones, key 0)
+        counts, neg = mag.index_select(0, order), signed.index_select(0, order).lt_(0)
+    sizes = _class_sizes(ranked.values, call)
     cell = torch.add(order, neg, alpha=half).add_(s)  # BL (i) or BLb (i + half) of each pulsed pair
     bufs = call["bufs"]
     # (w is written, not read: cells given pulses read afresh)
@@ -150,7 +178,7 @@ def _class_block(arr, b: int, v: dict, call: dict) -> None:
     if lazy is not None:
         sub["row_at"] = lambda idx: arr.cell_params[lazy].index_select(0, cell.index_select(0, idx))
     r = torch.empty(cell.numel(), dtype=arr.dtype, device=arr.device)
-    update_by_class(arr, b, sub, mag.index_select(0, order), tuple(sizes), r, call)
+    update_by_class(arr, b, sub, counts, sizes, r, call)
     for k in call["keys"]:
         bufs[k].scatter_(0, cell, sub[k])
     out.scatter_(0, cell, r)

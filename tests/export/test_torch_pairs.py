@@ -153,3 +153,31 @@ def test_reset_saturated_skips_the_scan_while_no_cell_can_be_saturated(monkeypat
     cells._pulse_pairs(torch.full((cells.numel,), -3, dtype=torch.int32))
     assert cells.reset_saturated(4) == 0 and scans == [4]  # (the bound, 6, allows it: scanned, none)
     assert cells.reset_saturated(3) == cells.numel and scans == [4, 3]  # both cells at 3: all re-SET
+
+
+@pytest.mark.parametrize("model_name", ["paper", "wafer_b"])
+def test_listing_the_few_pulsed_pairs_gives_the_order_of_one_sort(monkeypatch, model_name):
+    """Blocks with few pulsed pairs list them and sort their keys alone: the same cells get the same draws as
+    through one sort of every pair's key (the state and reads equal bit for bit), at every share."""
+    g = torch.Generator().manual_seed(11)
+    counts = []
+    for share in (0.01, 0.05, 0.12, 0.3, 0.9):  # both sides of LIST_SHARE
+        n = torch.randint(1, 15, (HALF,), generator=g) * (torch.rand(HALF, generator=g) < share)
+        counts.append((n * torch.where(torch.rand(HALF, generator=g) < 0.5, 1, -1)).to(torch.int32))
+    listed = []
+    real_nonzero = torch.nonzero
+    monkeypatch.setattr(torch, "nonzero", lambda x, *a, **k: listed.append(x.dtype) or real_nonzero(x, *a, **k))
+    runs = []
+    for share in (1.0, 0.0):  # every block listed / every block sorted whole (the path before)
+        monkeypatch.setattr(_pairs, "LIST_SHARE", share)
+        listed.clear()
+        arr = WeakResetArray(preset_model(model_name), 2 * HALF, seed=6)
+        reads = [arr.pulse_pairs(n).clone() for n in counts]
+        runs.append((reads, {k: v.clone() for k, v in arr.state_dict().items() if isinstance(v, torch.Tensor)}))
+        assert (torch.int32 in listed) == (share == 1.0)  # the pulsed pairs listed by a scan of their counts
+    (reads_a, state_a), (reads_b, state_b) = runs
+    for a, b in zip(reads_a, reads_b):
+        assert torch.equal(a, b)
+    assert state_a.keys() == state_b.keys()
+    for k in state_a:
+        assert torch.equal(state_a[k], state_b[k]), k
