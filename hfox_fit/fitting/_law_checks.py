@@ -58,11 +58,15 @@ def _ks(law: ParameterLaw, data: _Data):
 def _km_median(times, event):
     """Kaplan-Meier median of right-censored data (rows of ``times``/``event``, shape (B, n)); NaN when
     the survival curve stays above one half."""
+    n = times.shape[1]
+    at_risk = n - np.arange(n)[None, :]
+    if event.all():  # no censoring: the same survival curve in every row, so one order statistic (no sort)
+        below = np.cumprod(1.0 - 1.0 / at_risk[0]) <= 0.5
+        k = int(np.argmax(below))
+        return np.partition(times, k, axis=1)[:, k] if below.any() else np.full(len(times), np.nan)
     order = np.argsort(times, axis=1, kind="stable")
     t = np.take_along_axis(times, order, 1)
     e = np.take_along_axis(event, order, 1)
-    n = times.shape[1]
-    at_risk = n - np.arange(n)[None, :]
     surv = np.cumprod(np.where(e, 1.0 - 1.0 / at_risk, 1.0), axis=1)
     below = surv <= 0.5
     k = np.argmax(below, axis=1)
