@@ -191,7 +191,7 @@ class _Data:
         self.span = (float(np.min(self.x)), float(np.max(self.x))) if len(self.x) else (np.nan, np.nan)
         self.nodes = None
         if self.eiv.any():
-            z, wts = np.polynomial.hermite.hermgauss(_GH_NODES)
+            z, wts = _GH_NODES_WEIGHTS
             # theta = x - sqrt(2) se z  (x - theta ~ N(0, se^2))
             self.nodes = self.x[self.eiv, None] - np.sqrt(2.0) * self.se[self.eiv, None] * z[None, :]
             self.log_w = np.log(wts / np.sqrt(np.pi))
@@ -210,6 +210,8 @@ MAX_CONTAMINATION = 0.03
 #: (Every value with a stderr is convolved with its measurement error in the likelihood.)
 EIV_THRESHOLD = 0.05
 _GH_NODES = 12
+#: their nodes and weights, computed once (0.16 ms a call, three calls per fitted parameter)
+_GH_NODES_WEIGHTS = np.polynomial.hermite.hermgauss(_GH_NODES)
 #: Convergence of a candidate's fit: the spread of the simplex's negative log-likelihoods.
 _FATOL = 1e-6
 #: ... and the simplex's extent in the transformed parameters (log scale, log shape, a loc in units of

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..laws import ParameterLaw
-from ._families import _GH_NODES, _Candidate, _cdf, _Data, _ppf
+from ._families import _GH_NODES_WEIGHTS, _Candidate, _cdf, _Data, _ppf
 
 
 def _ks(law: ParameterLaw, data: _Data):
@@ -47,7 +47,7 @@ def _ks(law: ParameterLaw, data: _Data):
         return float(max(np.max(np.abs(km_after - f)), np.max(np.abs(prev - f))))
     u = np.asarray(law.cdf(data.x), float)
     if data.nodes is not None:
-        _, wts = np.polynomial.hermite.hermgauss(_GH_NODES)
+        _, wts = _GH_NODES_WEIGHTS
         u[data.eiv] = np.asarray(law.cdf(data.nodes), float) @ (wts / np.sqrt(np.pi))
     u = np.sort(u)
     i = np.arange(1, len(u) + 1)
