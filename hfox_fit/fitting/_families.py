@@ -389,8 +389,11 @@ def _expon_loc(x, guard):
     return float(best)
 
 
-def _fit_candidate(family, truncated, data: _Data, start_v=None):
-    """Maximum-likelihood fit of one candidate. Returns (candidate, kw, eps, loglik) or raises ValueError."""
+def _fit_candidate(family, truncated, data: _Data, start_v=None, start_kw=None):
+    """Maximum-likelihood fit of one candidate. Returns (candidate, kw, eps, loglik) or raises ValueError.
+
+    ``start_v`` (packed) or ``start_kw`` (the family's keyword arguments, e.g. a fit of like cells) start the
+    optimizer in place of the moment estimates and of expon's scan over loc."""
     x = data.x
     if family in _POSITIVE:
         # a few values <= 0 are failed fits (guard) or noisy ones (errors in variables); many rule it out
@@ -443,6 +446,8 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
 
     if start_v is not None and len(start_v) == len(v0):
         v0 = np.asarray(start_v, float)
+    elif start_kw is not None:
+        v0 = cand.pack({**start, **start_kw}, 0.01)
     elif family == "expon" and "loc" not in fixed:
         # the likelihood jumps each time loc passes a value: scan loc over the low values
         # (scale and contamination optimised at each), then polish from the best
@@ -483,11 +488,11 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
         # hundreds of evaluations to reach one. A simplex that agrees while still spread over the other
         # parameters (a ridge) has not converged: it restarts from its best point, until it has
         options = {"xatol": np.inf, "fatol": _FATOL, "maxfev": 4000}
-        r = optimize.minimize(nll, v, method="Nelder-Mead", options=options)
+        r = optimize.minimize(nll, v, method="Nelder-Mead", options=_near(options, v, cand, start_kw))
         for _ in range(_RESTARTS):
             if _settled(r, cand):
                 break
-            again = optimize.minimize(nll, r.x, method="Nelder-Mead", options=options)
+            again = optimize.minimize(nll, r.x, method="Nelder-Mead", options=_near(options, r.x, cand, start_kw))
             if not again.fun < r.fun:
                 break
             again.nfev += r.nfev
@@ -502,6 +507,18 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
     kw = {k: float(v) for k, v in kw.items()}
     _refuse_degenerate(cand, kw, data)
     return cand, kw, float(eps), float(-best.fun)
+
+
+def _near(options, v, cand: _Candidate, start_kw):
+    """Nelder-Mead ``options`` (with a warm start ``start_kw``: a simplex of 0.05 in each transformed
+    parameter, a norm loc's in units of its scale, instead of scipy's 5 % of each value, which for a
+    log scale of -11 spans a factor of 1.8 and takes most of the evaluations to shrink)."""
+    if start_kw is None:
+        return options
+    step = np.full(len(v), 0.05)
+    if cand.family == "norm":
+        step[0] = 0.05 * np.exp(v[1])
+    return {**options, "initial_simplex": np.vstack([v, v + np.diag(step)])}
 
 
 def _refuse_degenerate(cand: _Candidate, kw: dict, data: _Data) -> None:
@@ -537,8 +554,10 @@ def _settled(result, cand: _Candidate) -> bool:
     return bool(np.all(spread[:-1] <= _XSPREAD if cand._guarded else spread <= _XSPREAD))
 
 
-def _fit_candidates(data: _Data, families, truncate: bool):
-    """Every candidate (each family, and truncated too when ``truncate``) fitted to ``data``: (scores, fits)."""
+def _fit_candidates(data: _Data, families, truncate: bool, starts=None):
+    """Every candidate (each family, and truncated too when ``truncate``) fitted to ``data``: (scores, fits).
+
+    ``starts``: family -> keyword arguments to start its untruncated fit from."""
     scores, fits = {}, {}
     for trunc in ((False, True) if truncate else (False,)):
         for fam in families:
@@ -548,7 +567,8 @@ def _fit_candidates(data: _Data, families, truncate: bool):
                 c0, k0, e0 = fits[fam]
                 start = c0.pack(k0, e0)
             try:
-                cand, kw, eps, ll = _fit_candidate(fam, trunc, data, start_v=start)
+                cand, kw, eps, ll = _fit_candidate(fam, trunc, data, start_v=start,
+                                                   start_kw=None if trunc else (starts or {}).get(fam))
             except (ValueError, FloatingPointError) as err:
                 scores[key] = {"aic": np.nan, "loglik": np.nan, "note": str(err)}
                 continue
