@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import FitError
-from ..model import ConditionLaw, PinkNoise
+from ..model import ConditionLaw
 from ..schema import DieData
 from ._families import _cdf, _ppf
 from .d2d import CANDIDATE_FAMILIES, GUARD_LRT, cell_values, fallback_law, fit_parameter
@@ -552,14 +552,18 @@ def _pink_intervals(stats, pink, bootstrap: int, rng) -> tuple:
     step = np.maximum(np.abs(x0) * 1e-6, 1e-12)
     jac = np.column_stack([(log_model(x0 + e) - log_model(x0 - e)) / (2 * h)
                            for e, h in ((np.eye(3)[i] * step[i], step[i]) for i in range(3))])
-    pick = rng.integers(0, has.size, size=(bootstrap, has.size))
-    counts = np.stack([np.bincount(row, minlength=has.size) for row in pick])  # (B, cells)
+    pick = rng.integers(0, has.size, size=(bootstrap, has.size)) + has.size * np.arange(bootstrap)[:, None]
+    counts = np.bincount(pick.ravel(), minlength=bootstrap * has.size).reshape(bootstrap, has.size)  # (B, cells)
     spectra = (counts @ stats.power_sum[has]) / (counts @ stats.count[has])[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         resid = np.log(spectra) - log_model(x0)
     dx = np.linalg.lstsq(jac, resid.T, rcond=None)[0].T
     reps = np.clip(x0 + dx, [0.0, 0.01, 0.0], [np.inf, 1.5, np.inf])
-    vals = np.array([(PinkNoise(alpha=a, d=d, taps=taps).std, 2 * d, w) for a, d, w in reps])
+    # PinkNoise(alpha, d, taps).std of every replicate at once: its coefficients' recursion run on all of them
+    b = np.ones((len(reps), taps))
+    for k in range(1, taps):
+        b[:, k] = b[:, k - 1] * (k - 1 + reps[:, 1]) / k
+    vals = np.column_stack([reps[:, 0] * np.sqrt(np.sum(b**2, axis=1) / 12.0), 2 * reps[:, 1], reps[:, 2]])
     vals = vals[np.isfinite(vals).all(axis=1)]
     if len(vals) < 2:
         return None, None, None
