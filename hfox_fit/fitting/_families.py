@@ -131,6 +131,8 @@ def _mass(family, lo, hi, kw):
     lo, hi = np.broadcast_arrays(np.asarray(lo, float), np.asarray(hi, float))
     f_lo = _cdf(family, lo, kw)
     upper = f_lo > 0.5
+    if np.isposinf(hi).all():  # right-censored only: F(inf) = 1 and 1 - F(inf) = 0 exactly, two calls fewer
+        return np.where(upper, _sf(family, lo, kw), 1.0 - f_lo)
     return np.where(upper, _sf(family, lo, kw) - _sf(family, hi, kw), _cdf(family, hi, kw) - f_lo)
 
 
