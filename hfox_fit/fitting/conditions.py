@@ -158,7 +158,8 @@ class _FamilyFits:
 
 
 def _shared_families(cells, cell_gid, params, pooled: dict, random_state: int) -> dict:
-    """Per parameter, the family (and truncation) every condition's law takes: ``{"families", "truncate"}``.
+    """Per parameter, the family (and truncation) every condition's law takes: ``{"families", "truncate"}``, and
+    ``starts``: per condition (its index in ``cell_gid``), that law moved to the condition's median, to start its fit.
 
     The conditions' medians move, so the pooled cells are a mixture and the pooled law's family
     says little about each condition's. The family is chosen by AIC (as the D2D step does) on
