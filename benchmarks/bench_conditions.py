@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 import warnings
 
@@ -46,6 +47,7 @@ def main(argv=None) -> int:
     for die in pooled:
         die.v_pulse[:] = 1.25
         die.pulse_width[:] = 1e-6
+    load_before = os.getloadavg()[0]
     times = {"conditions": [], "pooled": []}
     for _ in range(args.rounds):
         for name, dies in (("pooled", pooled), ("conditions", wafer.dies)):
@@ -55,7 +57,8 @@ def main(argv=None) -> int:
                 fitted = result
     med = {k: np.median(np.asarray(v), axis=0) for k, v in times.items()}
     print(f"campaign: 9 conditions x {args.devices} cells x {args.pulses} pulses, seed {args.seed}, "
-          f"{args.rounds} round(s)")
+          f"{args.rounds} round(s); load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
+          f"(on {os.cpu_count()} CPUs: above that, other processes share them and the wall times stretch)")
     for k in ("pooled", "conditions"):
         print(f"  {k:10s} wall {med[k][0]:7.2f} s   cpu {med[k][1]:7.2f} s")
     ratio = med["conditions"] / med["pooled"]

@@ -131,6 +131,8 @@ def _mass(family, lo, hi, kw):
     lo, hi = np.broadcast_arrays(np.asarray(lo, float), np.asarray(hi, float))
     f_lo = _cdf(family, lo, kw)
     upper = f_lo > 0.5
+    if np.isposinf(hi).all():  # right-censored only: F(inf) = 1 and 1 - F(inf) = 0 exactly, two calls fewer
+        return np.where(upper, _sf(family, lo, kw), 1.0 - f_lo)
     return np.where(upper, _sf(family, lo, kw) - _sf(family, hi, kw), _cdf(family, hi, kw) - f_lo)
 
 
@@ -191,7 +193,7 @@ class _Data:
         self.span = (float(np.min(self.x)), float(np.max(self.x))) if len(self.x) else (np.nan, np.nan)
         self.nodes = None
         if self.eiv.any():
-            z, wts = np.polynomial.hermite.hermgauss(_GH_NODES)
+            z, wts = _GH_NODES_WEIGHTS
             # theta = x - sqrt(2) se z  (x - theta ~ N(0, se^2))
             self.nodes = self.x[self.eiv, None] - np.sqrt(2.0) * self.se[self.eiv, None] * z[None, :]
             self.log_w = np.log(wts / np.sqrt(np.pi))
@@ -210,6 +212,8 @@ MAX_CONTAMINATION = 0.03
 #: (Every value with a stderr is convolved with its measurement error in the likelihood.)
 EIV_THRESHOLD = 0.05
 _GH_NODES = 12
+#: their nodes and weights, computed once (0.16 ms a call, three calls per fitted parameter)
+_GH_NODES_WEIGHTS = np.polynomial.hermite.hermgauss(_GH_NODES)
 #: Convergence of a candidate's fit: the spread of the simplex's negative log-likelihoods.
 _FATOL = 1e-6
 #: ... and the simplex's extent in the transformed parameters (log scale, log shape, a loc in units of
@@ -387,8 +391,11 @@ def _expon_loc(x, guard):
     return float(best)
 
 
-def _fit_candidate(family, truncated, data: _Data, start_v=None):
-    """Maximum-likelihood fit of one candidate. Returns (candidate, kw, eps, loglik) or raises ValueError."""
+def _fit_candidate(family, truncated, data: _Data, start_v=None, start_kw=None):
+    """Maximum-likelihood fit of one candidate. Returns (candidate, kw, eps, loglik) or raises ValueError.
+
+    ``start_v`` (packed) or ``start_kw`` (the family's keyword arguments, e.g. a fit of like cells) start the
+    optimizer in place of the moment estimates and of expon's scan over loc."""
     x = data.x
     if family in _POSITIVE:
         # a few values <= 0 are failed fits (guard) or noisy ones (errors in variables); many rule it out
@@ -441,6 +448,8 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
 
     if start_v is not None and len(start_v) == len(v0):
         v0 = np.asarray(start_v, float)
+    elif start_kw is not None:
+        v0 = cand.pack({**start, **start_kw}, 0.01)
     elif family == "expon" and "loc" not in fixed:
         # the likelihood jumps each time loc passes a value: scan loc over the low values
         # (scale and contamination optimised at each), then polish from the best
@@ -481,11 +490,11 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
         # hundreds of evaluations to reach one. A simplex that agrees while still spread over the other
         # parameters (a ridge) has not converged: it restarts from its best point, until it has
         options = {"xatol": np.inf, "fatol": _FATOL, "maxfev": 4000}
-        r = optimize.minimize(nll, v, method="Nelder-Mead", options=options)
+        r = optimize.minimize(nll, v, method="Nelder-Mead", options=_near(options, v, cand, start_kw))
         for _ in range(_RESTARTS):
             if _settled(r, cand):
                 break
-            again = optimize.minimize(nll, r.x, method="Nelder-Mead", options=options)
+            again = optimize.minimize(nll, r.x, method="Nelder-Mead", options=_near(options, r.x, cand, start_kw))
             if not again.fun < r.fun:
                 break
             again.nfev += r.nfev
@@ -500,6 +509,18 @@ def _fit_candidate(family, truncated, data: _Data, start_v=None):
     kw = {k: float(v) for k, v in kw.items()}
     _refuse_degenerate(cand, kw, data)
     return cand, kw, float(eps), float(-best.fun)
+
+
+def _near(options, v, cand: _Candidate, start_kw):
+    """Nelder-Mead ``options`` (with a warm start ``start_kw``: a simplex of 0.05 in each transformed
+    parameter, a norm loc's in units of its scale, instead of scipy's 5 % of each value, which for a
+    log scale of -11 spans a factor of 1.8 and takes most of the evaluations to shrink)."""
+    if start_kw is None:
+        return options
+    step = np.full(len(v), 0.05)
+    if cand.family == "norm":
+        step[0] = 0.05 * np.exp(v[1])
+    return {**options, "initial_simplex": np.vstack([v, v + np.diag(step)])}
 
 
 def _refuse_degenerate(cand: _Candidate, kw: dict, data: _Data) -> None:
@@ -535,8 +556,10 @@ def _settled(result, cand: _Candidate) -> bool:
     return bool(np.all(spread[:-1] <= _XSPREAD if cand._guarded else spread <= _XSPREAD))
 
 
-def _fit_candidates(data: _Data, families, truncate: bool):
-    """Every candidate (each family, and truncated too when ``truncate``) fitted to ``data``: (scores, fits)."""
+def _fit_candidates(data: _Data, families, truncate: bool, starts=None):
+    """Every candidate (each family, and truncated too when ``truncate``) fitted to ``data``: (scores, fits).
+
+    ``starts``: family -> keyword arguments to start its untruncated fit from."""
     scores, fits = {}, {}
     for trunc in ((False, True) if truncate else (False,)):
         for fam in families:
@@ -546,7 +569,8 @@ def _fit_candidates(data: _Data, families, truncate: bool):
                 c0, k0, e0 = fits[fam]
                 start = c0.pack(k0, e0)
             try:
-                cand, kw, eps, ll = _fit_candidate(fam, trunc, data, start_v=start)
+                cand, kw, eps, ll = _fit_candidate(fam, trunc, data, start_v=start,
+                                                   start_kw=None if trunc else (starts or {}).get(fam))
             except (ValueError, FloatingPointError) as err:
                 scores[key] = {"aic": np.nan, "loglik": np.nan, "note": str(err)}
                 continue

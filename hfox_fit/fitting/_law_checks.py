@@ -14,7 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..laws import ParameterLaw
-from ._families import _GH_NODES, _Candidate, _cdf, _Data, _ppf
+from ._families import _GH_NODES_WEIGHTS, _Candidate, _cdf, _Data, _ppf
+
+
+def _law_cdf(law: ParameterLaw, x):
+    """``law.cdf(x)`` by the family functions of :mod:`._families` (a frozen scipy law costs 1 ms to build)."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        f = _cdf(law.family, x, law.params)
+        if law.bounds is None:
+            return f
+        lo, hi = _cdf(law.family, np.asarray(law.bounds, float), law.params)
+        return np.clip((f - lo) / (hi - lo), 0.0, 1.0)
 
 
 def _ks(law: ParameterLaw, data: _Data):
@@ -42,13 +52,13 @@ def _ks(law: ParameterLaw, data: _Data):
             return None
         t_ev = times[keep]
         km_after = 1.0 - surv[keep]
-        f = np.asarray(law.cdf(t_ev), float)
+        f = np.asarray(_law_cdf(law, t_ev), float)
         prev = np.concatenate([[0.0], (1.0 - surv)[:-1]])[keep]
         return float(max(np.max(np.abs(km_after - f)), np.max(np.abs(prev - f))))
-    u = np.asarray(law.cdf(data.x), float)
+    u = np.asarray(_law_cdf(law, data.x), float)
     if data.nodes is not None:
-        _, wts = np.polynomial.hermite.hermgauss(_GH_NODES)
-        u[data.eiv] = np.asarray(law.cdf(data.nodes), float) @ (wts / np.sqrt(np.pi))
+        _, wts = _GH_NODES_WEIGHTS
+        u[data.eiv] = np.asarray(_law_cdf(law, data.nodes), float) @ (wts / np.sqrt(np.pi))
     u = np.sort(u)
     i = np.arange(1, len(u) + 1)
     d = max(np.max(i / len(u) - u), np.max(u - (i - 1) / len(u)))
@@ -58,11 +68,15 @@ def _ks(law: ParameterLaw, data: _Data):
 def _km_median(times, event):
     """Kaplan-Meier median of right-censored data (rows of ``times``/``event``, shape (B, n)); NaN when
     the survival curve stays above one half."""
+    n = times.shape[1]
+    at_risk = n - np.arange(n)[None, :]
+    if event.all():  # no censoring: the same survival curve in every row, so one order statistic (no sort)
+        below = np.cumprod(1.0 - 1.0 / at_risk[0]) <= 0.5
+        k = int(np.argmax(below))
+        return np.partition(times, k, axis=1)[:, k] if below.any() else np.full(len(times), np.nan)
     order = np.argsort(times, axis=1, kind="stable")
     t = np.take_along_axis(times, order, 1)
     e = np.take_along_axis(event, order, 1)
-    n = times.shape[1]
-    at_risk = n - np.arange(n)[None, :]
     surv = np.cumprod(np.where(e, 1.0 - 1.0 / at_risk, 1.0), axis=1)
     below = surv <= 0.5
     k = np.argmax(below, axis=1)

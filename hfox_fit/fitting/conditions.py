@@ -32,8 +32,9 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import FitError
-from ..model import ConditionLaw, PinkNoise
+from ..model import ConditionLaw
 from ..schema import DieData
+from ._families import _cdf, _ppf
 from .d2d import CANDIDATE_FAMILIES, GUARD_LRT, cell_values, fallback_law, fit_parameter
 from .pink import SpectrumStats, _design, fit_pink_spectrum, pink_autocovariance
 from .rtn import _pool_rtn
@@ -112,10 +113,11 @@ class _FamilyFits:
     ``fits_``, ``laws_``, ``notes_`` as D2DFitter's.
     """
 
-    def __init__(self, params, pooled: dict, bootstrap: int, random_state: int, guarded=None):
+    def __init__(self, params, pooled: dict, bootstrap: int, random_state: int, guarded=None, group=None):
         # pooled: parameter -> {"families": (family,), "truncate": bool}, the family every condition shares
         self.params, self.pooled, self.bootstrap, self.random_state = params, pooled, bootstrap, random_state
         self.guarded = guarded  # parameters whose pooled law needed the guard (None: test each condition)
+        self.group = group  # this condition's key in the shared choice's "starts"
 
     def fit(self, cells: pd.DataFrame | None) -> _FamilyFits:
         """Fit from the per-cell table (:func:`cell_values` of the condition's unflagged rows)."""
@@ -126,13 +128,15 @@ class _FamilyFits:
         for p in self.params:
             choice = dict(self.pooled.get(p, {}))
             tied = choice.pop("indistinguishable", [])  # of the one family choice over all the conditions
+            start = choice.pop("starts", {}).get(self.group)
             lower = cells[p + "_lo"].to_numpy() if p + "_lo" in cells else None
             upper = cells[p + "_hi"].to_numpy() if p + "_hi" in cells else None
             try:
                 fit = fit_parameter(p, cells[p].to_numpy(), stderr=cells[p + "_stderr"].to_numpy(), lower=lower,
                                     upper=upper, bootstrap=self.bootstrap, rng=rng,
                                     guard=choice.get("families", ("expon",))[0] == "expon"
-                                    and (self.guarded is None or p in self.guarded), **choice)
+                                    and (self.guarded is None or p in self.guarded),
+                                    starts=None if start is None else {choice["families"][0]: start}, **choice)
             except FitError as err:
                 law, why = fallback_law(cells[p].to_numpy(), str(err))
                 if law is None:  # e.g. every break censored here: the other parameters keep their laws
@@ -154,7 +158,8 @@ class _FamilyFits:
 
 
 def _shared_families(cells, cell_gid, params, pooled: dict, random_state: int) -> dict:
-    """Per parameter, the family (and truncation) every condition's law takes: ``{"families", "truncate"}``.
+    """Per parameter, the family (and truncation) every condition's law takes: ``{"families", "truncate"}``, and
+    ``starts``: per condition (its index in ``cell_gid``), that law moved to the condition's median, to start its fit.
 
     The conditions' medians move, so the pooled cells are a mixture and the pooled law's family
     says little about each condition's. The family is chosen by AIC (as the D2D step does) on
@@ -177,11 +182,13 @@ def _shared_families(cells, cell_gid, params, pooled: dict, random_state: int) -
         hi = cells[p + "_hi"].to_numpy(float).copy() if p + "_hi" in cells else None
         # positive but for a few failed per-cell fits (the guard sets those aside)
         ratio = bool(np.mean(x[np.isfinite(x)] > 0) >= 0.97) if np.isfinite(x).any() else False
+        medians = {}
         for k in np.unique(cell_gid):
             at = cell_gid == k
             mk = np.nanmedian(x[at]) if np.isfinite(x[at]).any() else np.nan
             if not np.isfinite(mk) or (ratio and mk <= 0):
                 continue
+            medians[int(k)] = float(mk)
             for arr in (x, lo, hi) if lo is not None else (x,):
                 arr[at] = arr[at] / mk if ratio else arr[at] - mk
             if ratio:
@@ -194,7 +201,12 @@ def _shared_families(cells, cell_gid, params, pooled: dict, random_state: int) -
             fit = fit_parameter(p, x[pick], stderr=se[pick], lower=None if lo is None else lo[pick],
                                 upper=None if hi is None else hi[pick], truncate=False, bootstrap=0, max_select=0,
                                 guard=False, rng=rng, families=_POSITIVE_FIRST if ratio else CANDIDATE_FAMILIES)
-            out[p] = {"families": (fit.law.family,), "truncate": False,
+            # each condition's fit starts from this law moved to its median (not from moments and, for
+            # expon, a scan over loc: half of those fits' likelihood evaluations)
+            kw = fit.law.params
+            starts = {k: {n: v * mk if ratio and n in ("loc", "scale") else v + mk if n == "loc" else v
+                          for n, v in kw.items()} for k, mk in medians.items()}
+            out[p] = {"families": (fit.law.family,), "truncate": False, "starts": starts,
                       "indistinguishable": [k.removesuffix("_truncated") for k in fit.indistinguishable]}
         except FitError:
             law = pooled.get(p)
@@ -288,7 +300,7 @@ class ConditionFitter:
         name = "unknown condition" if v is None else f"v_pulse {v:g} V, width {w:g} s"
         try:
             d2d = _FamilyFits(self.params, self.families_, bootstrap=self.bootstrap,
-                              random_state=self.random_state + 1 + k, guarded=self.guarded).fit(cells)
+                              random_state=self.random_state + 1 + k, guarded=self.guarded, group=k).fit(cells)
         except FitError as err:
             group["notes"].append(f"no D2D law at {name}: {err}")
             self.notes_.append(f"conditions: no D2D law at {name}: {err}")
@@ -356,7 +368,7 @@ class ConditionFitter:
             lo.append(float(ci[0]))
             hi.append(float(ci[1]))
             n_used.append(max(int(d.get("n_used") or 0) + int(d.get("n_censored") or 0), 2))
-            spread_q.append(np.asarray(law.ppf([0.25, 0.75]), float))
+            spread_q.append(_law_ppf(law, [0.25, 0.75]))
         med, lo, hi, n_used = (np.asarray(a, float) for a in (med, lo, hi, n_used))
         q = np.asarray(spread_q)
         log = bool(np.all(lo > 0) and np.all(med > 0) and np.all(q > 0))
@@ -381,6 +393,14 @@ class ConditionFitter:
                       "median_at_ref": float(np.exp(coef[0]) if log else coef[0])})
         entry["spread"] = _spread_choice(f(q[:, 1]) - f(q[:, 0]), n_used, log)
         return entry
+
+
+def _law_ppf(law, u) -> np.ndarray:
+    """``law.ppf(u)`` by the family functions of the fit (``law.ppf`` would build a scipy law: 1 ms a condition)."""
+    if law.bounds is None:
+        return np.asarray(_ppf(law.family, np.asarray(u, float), law.params), float)
+    lo, hi = _cdf(law.family, np.asarray(law.bounds, float), law.params)
+    return np.clip(_ppf(law.family, lo + np.asarray(u, float) * (hi - lo), law.params), *law.bounds)
 
 
 def _spread_choice(iqr: np.ndarray, n: np.ndarray, log: bool) -> dict:
@@ -533,14 +553,18 @@ def _pink_intervals(stats, pink, bootstrap: int, rng) -> tuple:
     step = np.maximum(np.abs(x0) * 1e-6, 1e-12)
     jac = np.column_stack([(log_model(x0 + e) - log_model(x0 - e)) / (2 * h)
                            for e, h in ((np.eye(3)[i] * step[i], step[i]) for i in range(3))])
-    pick = rng.integers(0, has.size, size=(bootstrap, has.size))
-    counts = np.stack([np.bincount(row, minlength=has.size) for row in pick])  # (B, cells)
+    pick = rng.integers(0, has.size, size=(bootstrap, has.size)) + has.size * np.arange(bootstrap)[:, None]
+    counts = np.bincount(pick.ravel(), minlength=bootstrap * has.size).reshape(bootstrap, has.size)  # (B, cells)
     spectra = (counts @ stats.power_sum[has]) / (counts @ stats.count[has])[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         resid = np.log(spectra) - log_model(x0)
     dx = np.linalg.lstsq(jac, resid.T, rcond=None)[0].T
     reps = np.clip(x0 + dx, [0.0, 0.01, 0.0], [np.inf, 1.5, np.inf])
-    vals = np.array([(PinkNoise(alpha=a, d=d, taps=taps).std, 2 * d, w) for a, d, w in reps])
+    # PinkNoise(alpha, d, taps).std of every replicate at once: its coefficients' recursion run on all of them
+    b = np.ones((len(reps), taps))
+    for k in range(1, taps):
+        b[:, k] = b[:, k - 1] * (k - 1 + reps[:, 1]) / k
+    vals = np.column_stack([reps[:, 0] * np.sqrt(np.sum(b**2, axis=1) / 12.0), 2 * reps[:, 1], reps[:, 2]])
     vals = vals[np.isfinite(vals).all(axis=1)]
     if len(vals) < 2:
         return None, None, None

@@ -9,7 +9,18 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from fit_helpers import fit_quietly
+from scipy import optimize
 
+from hfox_fit.fitting import _families
+from hfox_fit.fitting._law_checks import _km_median
+from hfox_fit.fitting.d2d import fit_parameter
+from hfox_fit.fitting.rtn import (
+    _MAX_STAY_LOW,
+    _draw_counts,
+    _replicate_rates,
+    _up_per_block,
+    block_to_pulse,
+)
 from hfox_fit.laws import ParameterLaw
 from hfox_fit.model import preset_model
 from hfox_fit.synth import make_condition_campaign, make_wafer
@@ -307,3 +318,74 @@ def test_a_condition_whose_breaks_are_all_censored_keeps_its_other_laws(amplitud
     law = cf.law_summary_["params"]
     assert "b_v" in law["m1"] and law["m1"]["b_v"] > 0
     assert "b_v" not in law["t_star"] and "note" in law["t_star"]
+
+
+# ---------------------------------------------------------------------- the cost of the per-condition step
+# (its time is measured by benchmarks/bench_conditions.py; these check that the faster paths give the same numbers)
+
+
+def test_rtn_replicates_all_at_once_are_the_loop_over_replicates():
+    rng = np.random.default_rng(5)
+    n, block = 150, 8
+    shows = rng.random(n) < 0.4
+    up = np.where(shows, rng.poisson(3.0, n), 0).astype(float)
+    down = np.where(shows, rng.poisson(3.0, n), 0).astype(float)
+    tl = rng.uniform(20, 70, n)
+    th = np.where(shows, rng.uniform(5, 20, n), 0.0)
+    started_high = np.where(shows, rng.random(n), 0.0)
+    th[:3] = 0.0  # no high time in a few rows: p_down of a replicate without any is 0, as block_to_pulse has it
+    # frequent switches (the quiet-train correction iterates) and rare ones (it does not)
+    for rate in (1.0, 0.01):
+        assert ((1 - rate * up.sum() / tl.sum()) ** np.mean(tl[~shows]) > _MAX_STAY_LOW) == (rate < 1)
+        draws = np.random.default_rng(9).integers(0, n, (40, n))
+        want = []
+        for idx in draws:
+            u, dn, h = rate * up[idx].sum(), down[idx].sum(), th[idx].sum()
+            qu = _up_per_block(u, tl[idx], shows[idx], started_high[idx].sum())
+            want.append(block_to_pulse(qu, dn / h if h > 0 else 0.0, block))
+        got = _replicate_rates(_draw_counts(np.random.default_rng(9), n, 40), rate * up, down, tl, th, shows,
+                               started_high, block)
+        np.testing.assert_allclose(got, np.array(want), rtol=1e-10, atol=0.0)
+    # a replicate without an up switch: p_up 0, p_down undetermined (NaN), as the point estimate
+    quiet = _replicate_rates(np.eye(n)[:1] * n, up * 0, down, tl, th, shows, started_high, block)
+    assert quiet[0, 0] == 0.0 and np.isnan(quiet[0, 1])
+
+
+def test_kaplan_meier_median_without_censoring_is_the_order_statistic_the_curve_picks():
+    rng = np.random.default_rng(2)
+    for n in (5, 6, 127, 128, 1001):
+        times = rng.lognormal(size=(50, n))
+        times[:, :2] = times[:, 2:4]  # ties
+        event = np.ones_like(times, bool)
+        # the general path: one censored value far above every other leaves the median where it was
+        padded = np.column_stack([times, np.full(50, 1e9)])
+        general = _km_median(padded, np.column_stack([event, np.zeros(50, bool)]))
+        k = int(np.ceil(n / 2)) - 1  # the survival curve first reaches 1/2 at the ceil(n/2)-th value
+        np.testing.assert_array_equal(_km_median(times, event), np.sort(times, axis=1)[:, k])
+        assert np.array_equal(general, np.sort(times, axis=1)[:, k]) == (n % 2 == 1)  # (n + 1 cells when even)
+
+
+def test_a_warm_started_fit_reaches_the_same_optimum_in_fewer_evaluations(monkeypatch):
+    rng = np.random.default_rng(4)
+    truth = 1e-4 + rng.exponential(5e-4, 128)  # expon with measured errors: its loc is fitted (a scan, cold)
+    se = np.full(128, 2e-5)
+    values = truth + se * rng.standard_normal(128)
+    evaluations = []
+    real = optimize.minimize
+
+    def counting(*a, **k):
+        r = real(*a, **k)
+        evaluations.append(r.nfev)
+        return r
+
+    monkeypatch.setattr(_families.optimize, "minimize", counting)
+    runs = {}
+    for name, starts in (("cold", None), ("warm", {"expon": {"loc": 0.8e-4, "scale": 6e-4}})):
+        evaluations.clear()
+        fit = fit_parameter("m1", values, stderr=se, families=("expon",), truncate=False, bootstrap=0,
+                            guard=False, rng=0, starts=starts)
+        runs[name] = (fit, sum(evaluations))
+    (cold, n_cold), (warm, n_warm) = runs["cold"], runs["warm"]
+    assert abs(warm.scores["expon"]["loglik"] - cold.scores["expon"]["loglik"]) < 1e-5
+    assert warm.median == pytest.approx(cold.median, rel=1e-3)
+    assert n_warm < 0.7 * n_cold, (n_warm, n_cold)
