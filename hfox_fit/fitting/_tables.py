@@ -276,6 +276,17 @@ def _law_curve(law, t, values: dict):
         return law(t[None, :], **{q: v[:, None] for q, v in params.items()})
 
 
+def _region_stderr(value, lo, hi):
+    """Stderr-equivalent of a parameter that may lie anywhere in ``[lo, hi]`` (its values over a 90 % region).
+
+    Half the range over 1.645, and at least the distance from ``value`` to the far end over 1.645 (the
+    reported value may sit near one end of the region); 0 where unknown.
+    """
+    with np.errstate(invalid="ignore"):
+        out = np.fmax((hi - lo) / (2 * 1.645), np.fmax(hi - value, value - lo) / 1.645)
+    return np.where(np.isfinite(lo) & np.isfinite(hi) & np.isfinite(out), out, 0.0)
+
+
 def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, scale, W, kappa, options,
                white=np.nan, y=None):
     """The per-train table of law ``name`` from its fit ``f`` on ``y`` (w on the fitted reads ``W``)."""
@@ -315,6 +326,10 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
     errs = {q: stderr[:, j].copy() for j, q in enumerate(law.params)}
     theta_name = law.theta
     extra = {}
+    # c1 is measured against R0, whose uncertainty shifts every w of the train: the read noise of
+    # the read right after SET, or the spread of the die's w where R0 was extrapolated
+    r0_rel = (np.asarray(common["r0_stderr"], float) / np.asarray(common["r0"], float))[sub]
+    r0_var = np.where(np.isfinite(r0_rel), r0_rel, 0.0) ** 2
     if law.has_break:
         line_sse, line_beta = f.line
         thr = options.break_threshold
@@ -387,6 +402,15 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
                 spread = np.abs(col[:, 1] - col[:, 0]) / scale / 4
                 errs[q] = np.fmax(errs[q], np.where(np.isfinite(spread), spread, 0.0))
         errs["t_star"] = np.fmax(se_t, np.where(np.isfinite(se_prof), se_prof, se_t))
+        # a profile with several breaks within its 90 % region (the coarse grid): the slopes and c1 may take
+        # any of their values there, which the curvature at the optimum does not see
+        in90 = within & ~no_break[:, None]
+        for q, col in (("m1", grid_beta[..., 1] / scale), ("m2", (grid_beta[..., 1] + grid_beta[..., 2]) / scale),
+                       ("c1", grid_beta[..., 0])):
+            with np.errstate(invalid="ignore"):
+                q_hi = np.max(np.where(in90, col, -np.inf), axis=1)
+                q_lo = np.min(np.where(in90, col, np.inf), axis=1)
+            errs[q] = np.where(no_break, errs[q], np.fmax(errs[q], _region_stderr(values[q], q_lo, q_hi)))
         errs["t_star"] = np.where(no_break | f.at_bound, np.nan, errs["t_star"])
         values["m2"] = np.where(no_break, np.nan, values["m2"])
         errs["m2"] = np.where(no_break, np.nan, errs["m2"])
@@ -398,15 +422,13 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
                  "m1_line": np.where(no_break, line_beta[:, 1] / scale, np.nan),
                  "m1_line_stderr": np.where(no_break, line_se, np.nan),
                  "c1_line": np.where(no_break, line_beta[:, 0], np.nan),
-                 "c1_line_stderr": np.where(no_break, np.sqrt(var_b0), np.nan)}
+                 # with R0's uncertainty, as c1_stderr below: classify_breaks reports the line's c1 with it
+                 "c1_line_stderr": np.where(no_break, np.sqrt(var_b0 + r0_var), np.nan)}
     else:
         for i in np.nonzero(f.at_bound)[0]:
             errs[theta_name][i] = np.nan
             note[i] += f"{theta_name} at the bound of its range: stderr unknown; "
-    # c1 is measured against R0, whose uncertainty shifts every w of the train: the read noise of
-    # the read right after SET, or the spread of the die's w where R0 was extrapolated
-    r0_rel = (np.asarray(common["r0_stderr"], float) / np.asarray(common["r0"], float))[sub]
-    errs["c1"] = np.sqrt(errs["c1"] ** 2 + np.where(np.isfinite(r0_rel), r0_rel, 0.0) ** 2)
+    errs["c1"] = np.sqrt(errs["c1"] ** 2 + r0_var)
     finite = np.all(np.isfinite(np.stack([v for kk, v in values.items()
                                           if kk not in law.break_params], 1)), 1)
     success &= finite
