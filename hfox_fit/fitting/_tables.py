@@ -287,6 +287,23 @@ def _region_stderr(value, lo, hi):
     return np.where(np.isfinite(lo) & np.isfinite(hi) & np.isfinite(out), out, 0.0)
 
 
+def _block_sandwich_var(prof, beta, theta, bread, gjac, block: int):
+    """Variances of the law's parameters from a sandwich of ``block``-pulse score sums (Newey-West over blocks).
+
+    Lag-1 blocks at weight 1/2, scaled by ``nb / (nb - 4)``. Under the noise model alone it runs below the
+    model's variance (the fitted residuals lose the slow part of the pink noise), so it only counts where
+    a train's residuals carry more than the model (taken as the larger of the two).
+    """
+    g = prof.block_scores(beta, theta, block)
+    nb = g.shape[1]
+    meat = np.einsum("nbi,nbj->nij", g, g)
+    cross = np.einsum("nbi,nbj->nij", g[:, 1:], g[:, :-1])
+    meat += 0.5 * (cross + np.swapaxes(cross, 1, 2))
+    meat *= nb / max(nb - 4, 1)
+    cov = bread @ meat @ bread
+    return np.einsum("npp->np", gjac @ cov @ np.swapaxes(gjac, 1, 2))
+
+
 def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, scale, W, kappa, options,
                white=np.nan, y=None):
     """The per-train table of law ``name`` from its fit ``f`` on ``y`` (w on the fitted reads ``W``)."""
@@ -315,9 +332,14 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
             cov_int = np.linalg.inv(f.info)
         except np.linalg.LinAlgError:
             cov_int = np.linalg.pinv(f.info)
+    bread = cov_int
     cov_int = cov_int * unit[:, None, None]
     cov = gjac @ cov_int @ np.swapaxes(gjac, 1, 2)
     var = np.einsum("npp->np", cov)
+    if law.has_break:
+        # ... and at least a sandwich of the train's own residuals: a disturbance the noise model does not
+        # know (telegraph left-overs next to masked reads) weighs by the leverage of the reads it sits on
+        var = np.fmax(var, _block_sandwich_var(prof, f.beta, f.theta, bread, gjac, 32))
     stderr = np.sqrt(np.where(var >= 0, var, np.nan))
     m_rows = len(f.sse)
     note = np.full(m_rows, "", dtype=object)

@@ -47,3 +47,23 @@ def test_c1_of_censored_trains_includes_the_r0_read_noise(paper_cells):
 def test_stderr_of_trains_with_a_break_is_calibrated(paper_cells, param):
     brk = paper_cells[np.isfinite(paper_cells["t_star"])]
     _assert_standard_normal(_z(brk, param), f"{param} of trains with a break")
+
+
+def test_block_scores_are_the_score_of_every_block():
+    # the sandwich's pieces from the prefix sums equal J^T (y - model) summed over each block
+    from hfox_fit.fitting._lawfit import _fit_law
+
+    rng = np.random.default_rng(3)
+    n, T, block = 6, 320, 32
+    t = np.arange(1, T + 1, dtype=float)
+    y = 0.01 + 5e-4 * t - 4.7e-4 * np.clip(t - 140.0, 0, None) + 0.01 * rng.standard_normal((n, T))
+    w = rng.uniform(size=(n, T)) > 0.2
+    f = _fit_law("two_slope", t, float(T), np.where(w, y, 0.0), w, np.ones(n), np.full(n, float(T)), y_masked=True)
+    tau = t / T
+    hinge = np.clip(tau[None] - f.theta[:, None], 0, None)
+    resid = np.where(w, y - (f.beta[:, :1] + f.beta[:, 1:2] * tau + f.beta[:, 2:3] * hinge), 0.0)
+    jac = np.stack([np.ones_like(hinge), np.broadcast_to(tau, hinge.shape), hinge,
+                    -f.beta[:, 2:3] * (tau[None] > f.theta[:, None])], -1)
+    want = (jac * resid[..., None]).reshape(n, T // block, block, 4).sum(2)
+    got = f.profile.block_scores(f.beta, f.theta, block)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max())
