@@ -118,28 +118,6 @@ class DieDriftResult:
         return np.unpackbits(self.mask_bits, axis=1, count=t).astype(bool)
 
 
-def _block_residual_sums(prof, beta, theta, block: int):
-    """Sums over ``block``-pulse blocks of ``w (y - model)`` and of ``w``, (N, nb) each, from the prefix sums.
-
-    For a law with a break (its profile): no (N, T) pass (the residual is linear in the data).
-    """
-    T = len(prof.tau)
-    nb = T // block
-    edges = np.arange(nb + 1) * block
-    pre = prof.prefix
-    s0 = np.diff(pre[0][:, edges], axis=1)
-    s1 = np.diff(pre[1][:, edges], axis=1)
-    y0 = np.diff(pre[3][:, edges], axis=1)
-    # hinge (tau - theta)_+ : the part of each block after the break
-    jb = np.searchsorted(prof.tau, theta, side="right")
-    rows = np.arange(len(theta))[:, None]
-    lo = np.clip(jb[:, None], edges[None, :-1], edges[None, 1:])
-    hi = edges[None, 1:]
-    h = (pre[1][rows, hi] - pre[1][rows, lo]) - theta[:, None] * (pre[0][rows, hi] - pre[0][rows, lo])
-    r = y0 - beta[:, :1] * s0 - beta[:, 1:2] * s1 - beta[:, 2:3] * h
-    return r, s0
-
-
 def _long_run_from_blocks(r, c, block: int):
     """Per-row long-run variance from block sums ``r`` of the residual and read counts ``c`` (NaN with < 4 blocks)."""
     n, nb = r.shape
@@ -287,17 +265,17 @@ def _region_stderr(value, lo, hi):
     return np.where(np.isfinite(lo) & np.isfinite(hi) & np.isfinite(out), out, 0.0)
 
 
-def _block_sandwich_var(prof, beta, theta, bread, gjac, block: int):
-    """Variances of the law's parameters from a sandwich of ``block``-pulse score sums (Newey-West over blocks).
+def _block_sandwich_var(g, bread, gjac):
+    """Variances of the law's parameters from a sandwich of block score sums ``g`` (Newey-West over blocks).
 
     Lag-1 blocks at weight 1/2, scaled by ``nb / (nb - 4)``. Under the noise model alone it runs below the
     model's variance (the fitted residuals lose the slow part of the pink noise), so it only counts where
     a train's residuals carry more than the model (taken as the larger of the two).
     """
-    g = prof.block_scores(beta, theta, block)
     nb = g.shape[1]
-    meat = np.einsum("nbi,nbj->nij", g, g)
-    cross = np.einsum("nbi,nbj->nij", g[:, 1:], g[:, :-1])
+    gt = np.swapaxes(g, 1, 2)
+    meat = gt @ g
+    cross = gt[:, :, 1:] @ g[:, :-1]
     meat += 0.5 * (cross + np.swapaxes(cross, 1, 2))
     meat *= nb / max(nb - 4, 1)
     cov = bread @ meat @ bread
@@ -315,7 +293,8 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
     y_sub = y[sub]
     # the train's own long-run variance of the residual (block sums), for the standard errors below
     if law.has_break:
-        lrv = _long_run_from_blocks(*_block_residual_sums(prof, f.beta, f.theta, 32), 32)
+        scores, counts = prof.block_scores(f.beta, f.theta, 32)
+        lrv = _long_run_from_blocks(scores[..., 0], counts, 32)
     else:
         lrv = _long_run_variance(np.where(W[sub], y_sub - _evaluate(name, t, scale, f), 0.0), W[sub])
     nn = prof.tot[0] if prof is not None else np.count_nonzero(W[sub], axis=1).astype(float)
@@ -339,7 +318,7 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
     if law.has_break:
         # ... and at least a sandwich of the train's own residuals: a disturbance the noise model does not
         # know (telegraph left-overs next to masked reads) weighs by the leverage of the reads it sits on
-        var = np.fmax(var, _block_sandwich_var(prof, f.beta, f.theta, bread, gjac, 32))
+        var = np.fmax(var, _block_sandwich_var(scores, bread, gjac))
     stderr = np.sqrt(np.where(var >= 0, var, np.nan))
     m_rows = len(f.sse)
     note = np.full(m_rows, "", dtype=object)

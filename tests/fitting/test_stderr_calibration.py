@@ -65,5 +65,6 @@ def test_block_scores_are_the_score_of_every_block():
     jac = np.stack([np.ones_like(hinge), np.broadcast_to(tau, hinge.shape), hinge,
                     -f.beta[:, 2:3] * (tau[None] > f.theta[:, None])], -1)
     want = (jac * resid[..., None]).reshape(n, T // block, block, 4).sum(2)
-    got = f.profile.block_scores(f.beta, f.theta, block)
+    got, counts = f.profile.block_scores(f.beta, f.theta, block)
+    np.testing.assert_array_equal(counts, w.reshape(n, T // block, block).sum(2))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max())
