@@ -403,11 +403,11 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
                 spread = np.abs(col[:, 1] - col[:, 0]) / scale / 4
                 errs[q] = np.fmax(errs[q], np.where(np.isfinite(spread), spread, 0.0))
         errs["t_star"] = np.fmax(se_t, np.where(np.isfinite(se_prof), se_prof, se_t))
-        # a profile with several breaks within its 90 % region (the coarse grid): the slopes and c1 may take
-        # any of their values there, which the curvature at the optimum does not see
+        # a profile with several breaks within its 90 % region (the coarse grid): m1 and c1 may take any of
+        # their values there, which the curvature at the optimum does not see (not m2: on short trains its
+        # range over breaks near the last read dwarfs the law's spread and unsettles the D2D bootstrap)
         in90 = within & ~no_break[:, None]
-        for q, col in (("m1", grid_beta[..., 1] / scale), ("m2", (grid_beta[..., 1] + grid_beta[..., 2]) / scale),
-                       ("c1", grid_beta[..., 0])):
+        for q, col in (("m1", grid_beta[..., 1] / scale), ("c1", grid_beta[..., 0])):
             with np.errstate(invalid="ignore"):
                 q_hi = np.max(np.where(in90, col, -np.inf), axis=1)
                 q_lo = np.min(np.where(in90, col, np.inf), axis=1)
