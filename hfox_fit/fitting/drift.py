@@ -43,8 +43,8 @@ is the variance-weighted mix of the two. For ``two_slope`` each variance is at
 least the train's own: the long-run variance of its residual, a sandwich of its
 32-pulse block scores (a disturbance the noise model does not know, e.g.
 telegraph left-overs next to masked reads, weighs by the leverage of the reads it
-sits on), and the spread of the parameter over the breaks within the break's
-90 % profile region. ``c1`` carries R0's read noise, also when it is the
+sits on), and for ``m1`` and ``c1`` their spread over the breaks within the
+break's 90 % profile region. ``c1`` carries R0's read noise, also when it is the
 straight line's (a censored train).
 
 For ``two_slope``, a break that does not improve the fit significantly over a
