@@ -388,6 +388,38 @@ class TwoSlopeProfile:
         out[:, 3, 3] = b2**2 * s0
         return out
 
+    def block_scores(self, beta, theta, block: int):
+        """Sums over ``block``-pulse blocks of the score ``J^T (y - model)`` of (b0, b1, b2, theta), (N, nb, 4),
+        and of the weights (N, nb).
+
+        From the prefix sums (no (N, T) pass): the pieces of a sandwich covariance that sees where the
+        residuals sit (a disturbance at a read of high leverage, e.g. next to the break, weighs more);
+        ``[..., 0]`` is the block sum of the residual.
+        """
+        T = len(self.tau)
+        nb = T // block
+        edges = np.arange(nb + 1) * block
+        # np.take on the flattened rows (as in _after): faster than fancy indexing of the (5, N, T + 1) sums
+        flat = self.prefix.reshape(5, -1)
+        row0 = (np.arange(len(theta)) * self.prefix.shape[2])[:, None]
+        at_edges = np.take(flat, row0 + edges[None, :], axis=1)
+        jb = np.searchsorted(self.tau, theta, side="right")
+        cut = np.clip(jb[:, None], edges[None, :-1], edges[None, 1:])  # first read after the break, per block
+        # block sums of w, w tau, w tau^2, w y, w y tau: over the block, and over its reads after the break
+        s0, s1, s2, y0, y1 = np.diff(at_edges, axis=2)
+        a0, a1, a2, ay0, ay1 = at_edges[:, :, 1:] - np.take(flat, row0 + cut, axis=1)
+        b0, b1, b2 = (beta[:, k:k + 1] for k in range(3))
+        th = theta[:, None]
+        h1 = a1 - th * a0  # sum of (tau - theta)_+
+        h_tau = a2 - th * a1  # sum of tau (tau - theta)_+
+        h2 = a2 - 2 * th * a1 + th**2 * a0  # sum of (tau - theta)_+^2
+        out = np.empty(s0.shape + (4,))
+        out[..., 0] = y0 - b0 * s0 - b1 * s1 - b2 * h1
+        out[..., 1] = y1 - b0 * s1 - b1 * s2 - b2 * h_tau
+        out[..., 2] = (ay1 - th * ay0) - b0 * h1 - b1 * h_tau - b2 * h2
+        out[..., 3] = -b2 * (ay0 - b0 * a0 - b1 * a1 - b2 * h1)
+        return out, s0
+
     def minimise(self, lo, hi, n_coarse: int = 48, n_fine: int = 16, levels: int = 3):
         """Global search of the break in [lo, hi] (per cell): coarse geometric grid, then zooms.
 

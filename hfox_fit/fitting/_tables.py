@@ -118,28 +118,6 @@ class DieDriftResult:
         return np.unpackbits(self.mask_bits, axis=1, count=t).astype(bool)
 
 
-def _block_residual_sums(prof, beta, theta, block: int):
-    """Sums over ``block``-pulse blocks of ``w (y - model)`` and of ``w``, (N, nb) each, from the prefix sums.
-
-    For a law with a break (its profile): no (N, T) pass (the residual is linear in the data).
-    """
-    T = len(prof.tau)
-    nb = T // block
-    edges = np.arange(nb + 1) * block
-    pre = prof.prefix
-    s0 = np.diff(pre[0][:, edges], axis=1)
-    s1 = np.diff(pre[1][:, edges], axis=1)
-    y0 = np.diff(pre[3][:, edges], axis=1)
-    # hinge (tau - theta)_+ : the part of each block after the break
-    jb = np.searchsorted(prof.tau, theta, side="right")
-    rows = np.arange(len(theta))[:, None]
-    lo = np.clip(jb[:, None], edges[None, :-1], edges[None, 1:])
-    hi = edges[None, 1:]
-    h = (pre[1][rows, hi] - pre[1][rows, lo]) - theta[:, None] * (pre[0][rows, hi] - pre[0][rows, lo])
-    r = y0 - beta[:, :1] * s0 - beta[:, 1:2] * s1 - beta[:, 2:3] * h
-    return r, s0
-
-
 def _long_run_from_blocks(r, c, block: int):
     """Per-row long-run variance from block sums ``r`` of the residual and read counts ``c`` (NaN with < 4 blocks)."""
     n, nb = r.shape
@@ -276,6 +254,34 @@ def _law_curve(law, t, values: dict):
         return law(t[None, :], **{q: v[:, None] for q, v in params.items()})
 
 
+def _region_stderr(value, lo, hi):
+    """Stderr-equivalent of a parameter that may lie anywhere in ``[lo, hi]`` (its values over a 90 % region).
+
+    Half the range over 1.645, and at least the distance from ``value`` to the far end over 1.645 (the
+    reported value may sit near one end of the region); 0 where unknown.
+    """
+    with np.errstate(invalid="ignore"):
+        out = np.fmax((hi - lo) / (2 * 1.645), np.fmax(hi - value, value - lo) / 1.645)
+    return np.where(np.isfinite(lo) & np.isfinite(hi) & np.isfinite(out), out, 0.0)
+
+
+def _block_sandwich_var(g, bread, gjac):
+    """Variances of the law's parameters from a sandwich of block score sums ``g`` (Newey-West over blocks).
+
+    Lag-1 blocks at weight 1/2, scaled by ``nb / (nb - 4)``. Under the noise model alone it runs below the
+    model's variance (the fitted residuals lose the slow part of the pink noise), so it only counts where
+    a train's residuals carry more than the model (taken as the larger of the two).
+    """
+    nb = g.shape[1]
+    gt = np.swapaxes(g, 1, 2)
+    meat = gt @ g
+    cross = gt[:, :, 1:] @ g[:, :-1]
+    meat += 0.5 * (cross + np.swapaxes(cross, 1, 2))
+    meat *= nb / max(nb - 4, 1)
+    cov = bread @ meat @ bread
+    return np.einsum("npp->np", gjac @ cov @ np.swapaxes(gjac, 1, 2))
+
+
 def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, scale, W, kappa, options,
                white=np.nan, y=None):
     """The per-train table of law ``name`` from its fit ``f`` on ``y`` (w on the fitted reads ``W``)."""
@@ -287,7 +293,8 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
     y_sub = y[sub]
     # the train's own long-run variance of the residual (block sums), for the standard errors below
     if law.has_break:
-        lrv = _long_run_from_blocks(*_block_residual_sums(prof, f.beta, f.theta, 32), 32)
+        scores, counts = prof.block_scores(f.beta, f.theta, 32)
+        lrv = _long_run_from_blocks(scores[..., 0], counts, 32)
     else:
         lrv = _long_run_variance(np.where(W[sub], y_sub - _evaluate(name, t, scale, f), 0.0), W[sub])
     nn = prof.tot[0] if prof is not None else np.count_nonzero(W[sub], axis=1).astype(float)
@@ -304,9 +311,14 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
             cov_int = np.linalg.inv(f.info)
         except np.linalg.LinAlgError:
             cov_int = np.linalg.pinv(f.info)
+    bread = cov_int
     cov_int = cov_int * unit[:, None, None]
     cov = gjac @ cov_int @ np.swapaxes(gjac, 1, 2)
     var = np.einsum("npp->np", cov)
+    if law.has_break:
+        # ... and at least a sandwich of the train's own residuals: a disturbance the noise model does not
+        # know (telegraph left-overs next to masked reads) weighs by the leverage of the reads it sits on
+        var = np.fmax(var, _block_sandwich_var(scores, bread, gjac))
     stderr = np.sqrt(np.where(var >= 0, var, np.nan))
     m_rows = len(f.sse)
     note = np.full(m_rows, "", dtype=object)
@@ -315,6 +327,10 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
     errs = {q: stderr[:, j].copy() for j, q in enumerate(law.params)}
     theta_name = law.theta
     extra = {}
+    # c1 is measured against R0, whose uncertainty shifts every w of the train: the read noise of
+    # the read right after SET, or the spread of the die's w where R0 was extrapolated
+    r0_rel = (np.asarray(common["r0_stderr"], float) / np.asarray(common["r0"], float))[sub]
+    r0_var = np.where(np.isfinite(r0_rel), r0_rel, 0.0) ** 2
     if law.has_break:
         line_sse, line_beta = f.line
         thr = options.break_threshold
@@ -387,6 +403,15 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
                 spread = np.abs(col[:, 1] - col[:, 0]) / scale / 4
                 errs[q] = np.fmax(errs[q], np.where(np.isfinite(spread), spread, 0.0))
         errs["t_star"] = np.fmax(se_t, np.where(np.isfinite(se_prof), se_prof, se_t))
+        # a profile with several breaks within its 90 % region (the coarse grid): m1 and c1 may take any of
+        # their values there, which the curvature at the optimum does not see (not m2: on short trains its
+        # range over breaks near the last read dwarfs the law's spread and unsettles the D2D bootstrap)
+        in90 = within & ~no_break[:, None]
+        for q, col in (("m1", grid_beta[..., 1] / scale), ("c1", grid_beta[..., 0])):
+            with np.errstate(invalid="ignore"):
+                q_hi = np.max(np.where(in90, col, -np.inf), axis=1)
+                q_lo = np.min(np.where(in90, col, np.inf), axis=1)
+            errs[q] = np.where(no_break, errs[q], np.fmax(errs[q], _region_stderr(values[q], q_lo, q_hi)))
         errs["t_star"] = np.where(no_break | f.at_bound, np.nan, errs["t_star"])
         values["m2"] = np.where(no_break, np.nan, values["m2"])
         errs["m2"] = np.where(no_break, np.nan, errs["m2"])
@@ -398,15 +423,13 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
                  "m1_line": np.where(no_break, line_beta[:, 1] / scale, np.nan),
                  "m1_line_stderr": np.where(no_break, line_se, np.nan),
                  "c1_line": np.where(no_break, line_beta[:, 0], np.nan),
-                 "c1_line_stderr": np.where(no_break, np.sqrt(var_b0), np.nan)}
+                 # with R0's uncertainty, as c1_stderr below: classify_breaks reports the line's c1 with it
+                 "c1_line_stderr": np.where(no_break, np.sqrt(var_b0 + r0_var), np.nan)}
     else:
         for i in np.nonzero(f.at_bound)[0]:
             errs[theta_name][i] = np.nan
             note[i] += f"{theta_name} at the bound of its range: stderr unknown; "
-    # c1 is measured against R0, whose uncertainty shifts every w of the train: the read noise of
-    # the read right after SET, or the spread of the die's w where R0 was extrapolated
-    r0_rel = (np.asarray(common["r0_stderr"], float) / np.asarray(common["r0"], float))[sub]
-    errs["c1"] = np.sqrt(errs["c1"] ** 2 + np.where(np.isfinite(r0_rel), r0_rel, 0.0) ** 2)
+    errs["c1"] = np.sqrt(errs["c1"] ** 2 + r0_var)
     finite = np.all(np.isfinite(np.stack([v for kk, v in values.items()
                                           if kk not in law.break_params], 1)), 1)
     success &= finite

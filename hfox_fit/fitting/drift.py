@@ -39,7 +39,13 @@ from the fitted pink + white noise model: the pink noise is correlated over
 ~15 pulses, so a slope sees ``n / kappa`` effective reads (the long-run
 variance, i.e. a HAC sandwich for smooth regressors). For a train fitted
 through its corrected high reads, whose telegraph scatter is white, ``kappa``
-is the variance-weighted mix of the two.
+is the variance-weighted mix of the two. For ``two_slope`` each variance is at
+least the train's own: the long-run variance of its residual, a sandwich of its
+32-pulse block scores (a disturbance the noise model does not know, e.g.
+telegraph left-overs next to masked reads, weighs by the leverage of the reads it
+sits on), and for ``m1`` and ``c1`` their spread over the breaks within the
+break's 90 % profile region. ``c1`` carries R0's read noise, also when it is the
+straight line's (a censored train).
 
 For ``two_slope``, a break that does not improve the fit significantly over a
 straight line (``(SSE_line - SSE) / (sigma^2 kappa) < break_threshold``) is not
