@@ -78,7 +78,8 @@ def plot_condition_medians(x, median, lower, upper, series, *, lines=None, serie
     x : array-like of shape (n_conditions,)
         The factor along the axis (the pulse amplitude, or the width when the amplitude does not vary).
     median, lower, upper : array-like of shape (n_conditions,)
-        Each condition's median and its 90 % interval (NaN bounds: no interval, a hollow marker).
+        Each condition's median and its 90 % interval (NaN bounds: no interval, a hollow marker). The
+        interval is drawn from its bounds: it need not contain the median (a percentile bootstrap).
     series : array-like of shape (n_conditions,)
         The other factor: one colour and marker per value.
     lines : dict, optional
@@ -123,8 +124,11 @@ def plot_condition_medians(x, median, lower, upper, series, *, lines=None, serie
         shift = dodge * span * (k - (len(keys) - 1) / 2)
         xs = np.exp(np.log(x[at]) + shift) if xlog else x[at] + shift
         has = np.isfinite(lo[at]) & np.isfinite(hi[at])
-        yerr = np.vstack([np.where(has, med[at] - lo[at], 0.0), np.where(has, hi[at] - med[at], 0.0)]) / factor
-        ax.errorbar(xs, med[at] / factor, yerr=yerr, fmt="none", ecolor=colour, elinewidth=1.2, capsize=3)
+        # the interval from its bounds, not as errors about the median: a bootstrap percentile
+        # interval need not contain the point estimate, and errorbar refuses negative errors
+        ax.vlines(xs[has], lo[at][has] / factor, hi[at][has] / factor, color=colour, lw=1.2)
+        ax.plot(np.tile(xs[has], 2), np.concatenate([lo[at][has], hi[at][has]]) / factor, ls="none", marker="_",
+                color=colour, ms=7, mew=1.2)
         ax.plot(xs[has], med[at][has] / factor, ls="none", marker=marker, color=colour, ms=6, label=label)
         if (~has).any():
             ax.plot(xs[~has], med[at][~has] / factor, ls="none", marker=marker, mfc="white", color=colour, ms=6)

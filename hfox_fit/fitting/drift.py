@@ -29,7 +29,8 @@ Pipeline for one die (:func:`fit_drift_die`, a pure function of one
    per-train AIC and BIC are quasi-likelihood criteria: ``-2 log L`` is divided
    by ``kappa`` (below), the overdispersion of the correlated noise.
 7. ``R0`` refers to the RTN-low state: a train that is RTN-high from its first
-   reads most likely was high at the read right after SET too, and ``r0`` is
+   reads (through its first RTN block, or for only a few reads and then low)
+   most likely was high at the read right after SET too, and ``r0`` is
    lowered (``c1`` raised) by that read's expected telegraph excess
    (:func:`_start_excess`; ``r0_rtn_high`` is the probability that it was high).
 
@@ -173,8 +174,8 @@ class DriftOptions:
         intercept would be an extrapolation) or a stretch longer than
         ``rtn_max_gap`` of the span (a break could hide in it).
     r0_rtn : bool, default=True
-        When a train is RTN-high from its very first reads, the read right after
-        SET is most likely high too (RTN persists from pulse to pulse): ``r0``
+        When a train is RTN-high from its very first reads (for a whole block or
+        only a few reads), the read right after SET is most likely high too (RTN persists from pulse to pulse): ``r0``
         is then lowered by the read's expected telegraph excess, so that ``r0``
         and ``c1`` refer to the low state (column ``r0_rtn_high``: the
         probability that the read was high; see :func:`_start_excess`).

@@ -224,3 +224,23 @@ def test_a_condition_without_laws_and_a_parameter_without_a_law_are_said(conditi
     row = res.metrics["tables"]["conditions"]["rows"][0]
     assert "no finite t_star" in row["note"]
     assert "no finite t_star" in res.html.read_text(encoding="utf-8")
+
+
+def test_an_interval_that_does_not_contain_its_median_is_drawn_from_its_bounds():
+    """A percentile bootstrap interval may miss the point estimate: drawn as it is, never refused."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hfox_fit.plotting import plot_condition_medians
+
+    fig, ax = plt.subplots()
+    try:
+        plot_condition_medians([1.0, 1.2], median=[1.0, 2.0], lower=[2.0, 1.5], upper=[3.0, 2.5],
+                               series=[1e-6, 1e-6], name="m1", dodge=0.0, ax=ax)
+        segs = [s for coll in ax.collections for s in coll.get_segments()]
+        assert sorted((round(s[0][1], 9), round(s[1][1], 9)) for s in segs) == [(1.5, 2.5), (2.0, 3.0)]
+        assert sorted(np.concatenate([ln.get_ydata() for ln in _markers(ax)]).tolist()) == [1.0, 2.0]
+    finally:
+        plt.close(fig)
