@@ -81,6 +81,6 @@ def print_warnings(command: str, caught) -> None:
         if own:
             print(f"hfox-fit {command}: warning: {message}{times}", file=sys.stderr)
         else:
-            print(f"hfox-fit {command}: note: an internal numerical step warned{times} ({category} at {where}: "
+            print(f"hfox-fit {command}: note: an internal step warned{times} ({category} at {where}: "
                   f"{message}). The command completed; please report this note with the data it ran on so "
                   "that its cause can be handled.", file=sys.stderr)

@@ -107,7 +107,8 @@ def check_options(args) -> None:
     if getattr(args, "strict", False):
         from ._ingest import select_files
 
-        select_files(args.paths, format=args.format, strict=True)  # a stray file is refused before OUTDIR exists
+        # a stray file is refused before OUTDIR exists; the store a rerun left there is skipped, as ingest does
+        select_files(args.paths, exclude=[Path(args.output) / "campaign.h5"], format=args.format, strict=True)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise HfoxError(f"output {str(out)!r} exists and is not a folder; choose another -o OUTDIR.")

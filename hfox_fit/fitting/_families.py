@@ -520,6 +520,8 @@ def _near(options, v, cand: _Candidate, start_kw):
     step = np.full(len(v), 0.05)
     if cand.family == "norm":
         step[0] = 0.05 * np.exp(v[1])
+        if not (np.isfinite(step[0]) and step[0] > 0):  # a zero (or unbounded) scale: 5 % of the loc, or 0.05
+            step[0] = 0.05 * abs(v[0]) or 0.05
     return {**options, "initial_simplex": np.vstack([v, v + np.diag(step)])}
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..laws import get_law
 from ._util import _join, logsumexp, nanquantile_rows
+from .rtn import _VAR_U1U2
 
 
 def _robust_scale(resid, mask):
@@ -173,13 +174,15 @@ def _start_excess(d, sigma_d, amplitude, p_up, n_trains: int, c1=None, c1_law=No
     logw0 = np.where(possible[:, None], logw0, 0.0)
     w0 = np.exp(logw0 - logw0.max(axis=1, keepdims=True))
     w0 /= w0.sum(axis=1, keepdims=True)
-    var_e = np.maximum((w0 * e * e).sum(1) - (w0 * e).sum(1) ** 2, 0.0)
+    # two high reads of one train share its A: their difference varies by 2 Var(U1 U2) A^2, averaged
+    # over A's law (E[A^2] = 9 E[e^2]); the spread of A between trains does not enter it
+    var_hh = 2.0 * _VAR_U1U2 * 9.0 * (w0 * e * e).sum(1)
     # per change: both low; low -> high (+excess); high -> low (-excess); both high (difference of two excesses)
     ll_ll = _norm_ll(x, s2)
     c0 = -0.5 * np.log(2 * np.pi * s2)
     ll_lh = logsumexp(-0.5 * (x[..., None] - e[:, None, :]) ** 2 / s2 + logw0[:, None, :], axis=2) + c0
     ll_hl = logsumexp(-0.5 * (x[..., None] + e[:, None, :]) ** 2 / s2 + logw0[:, None, :], axis=2) + c0
-    ll_hh = _norm_ll(x, (s2 + 2.0 * var_e)[:, None])
+    ll_hh = _norm_ll(x, (s2 + var_hh)[:, None])
     for a in (ll_ll, ll_lh, ll_hl, ll_hh):
         a[miss] = 0.0
     zero = np.zeros((k, 1))
@@ -204,9 +207,8 @@ def _start_excess(d, sigma_d, amplitude, p_up, n_trains: int, c1=None, c1_law=No
     lo_paths = np.concatenate([null[:, None], l_onset + lpu, l_long[:, None] + lpu,
                                l_short + lpu + lpd, l_burst + lpu + lpd], axis=1)
     lhi, llo = logsumexp(hi_paths, axis=1), logsumexp(lo_paths, axis=1)
-    # odds of high against low, the rate apart (exp overflows to inf: certainly high)
-    with np.errstate(over="ignore"):
-        lr = np.exp(np.clip(lhi - llo, -700.0, 700.0))
+    # odds of high against low, the rate apart (clipped where exp would overflow: certainly high or low)
+    lr = np.exp(np.clip(lhi - llo, -700.0, 700.0))
     lr[~possible] = 0.0
     # the excess given high, from the telegraph law and the apparent c1 (c1_true = c1 + excess)
     logw = logw0
@@ -222,7 +224,6 @@ def _start_excess(d, sigma_d, amplitude, p_up, n_trains: int, c1=None, c1_law=No
     rate = float(np.clip(pi0, 1e-4, 0.5))
     for _ in range(iters):
         p = rate * lr / (rate * lr + (1.0 - rate))
-        p = np.where(np.isinf(lr), 1.0, p)
         new = float(np.clip(p.sum() / n_trains, 1e-6, 0.5))
         done = abs(new - rate) <= 1e-6 * max(rate, 1e-6)
         rate = new
@@ -328,8 +329,8 @@ def _r0_at_set(tables, main, rtn, start_w, offset, t, eligible):
     model = law(t[None, :], **{k: v[:, None] for k, v in params.items()})
     d = np.diff(start_w[rows] - offset[None, :] - model, axis=1)
     high_first = (rtn.high[rows, 0] > 0.5) & np.isfinite(rtn.amplitude[rows])
-    with np.errstate(invalid="ignore"):
-        drops = np.nanmin(np.where(np.isfinite(d), d, np.inf), axis=1) < -3.0 * sigma_d
+    drops = (np.where(np.isfinite(d), d, np.inf).min(axis=1) < -3.0 * sigma_d if d.shape[1]
+             else np.zeros(len(rows), bool))
     keep = high_first | drops
     cand, d = rows[keep], d[keep]
     if cand.size == 0:
@@ -371,7 +372,7 @@ def _r0_at_set(tables, main, rtn, start_w, offset, t, eligible):
         notes = df["note"].to_numpy(object)[cand]
         df.loc[idx, "note"] = [
             _join(nt, ("RTN high from the first reads: " if nh >= through else
-                       f"RTN high for the first {nh} reads after SET, then low: ")
+                       f"RTN high for the first {nh} read{'s' if nh != 1 else ''} after SET, then low: ")
                   + f"the read right after SET was high with probability {pp:.2f}; r0 lowered and c1 raised "
                     f"by its expected telegraph excess {ex:.3g}")
             for nt, pp, ex, nh in zip(notes, p, excess, n_high)]

@@ -318,7 +318,8 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
     if law.has_break:
         # ... and at least a sandwich of the train's own residuals: a disturbance the noise model does not
         # know (telegraph left-overs next to masked reads) weighs by the leverage of the reads it sits on
-        var = np.fmax(var, _block_sandwich_var(scores, bread, gjac))
+        # (a variance the model cannot give, NaN, stays unknown)
+        var = np.where(np.isnan(var), var, np.fmax(var, _block_sandwich_var(scores, bread, gjac)))
     stderr = np.sqrt(np.where(var >= 0, var, np.nan))
     m_rows = len(f.sse)
     note = np.full(m_rows, "", dtype=object)
@@ -411,7 +412,8 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
             with np.errstate(invalid="ignore"):
                 q_hi = np.max(np.where(in90, col, -np.inf), axis=1)
                 q_lo = np.min(np.where(in90, col, np.inf), axis=1)
-            errs[q] = np.where(no_break, errs[q], np.fmax(errs[q], _region_stderr(values[q], q_lo, q_hi)))
+            errs[q] = np.where(no_break | np.isnan(errs[q]), errs[q],
+                               np.fmax(errs[q], _region_stderr(values[q], q_lo, q_hi)))
         errs["t_star"] = np.where(no_break | f.at_bound, np.nan, errs["t_star"])
         values["m2"] = np.where(no_break, np.nan, values["m2"])
         errs["m2"] = np.where(no_break, np.nan, errs["m2"])

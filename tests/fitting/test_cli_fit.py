@@ -137,5 +137,5 @@ def test_caught_warnings_print_once_and_foreign_ones_are_named(store, capsys, mo
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hfox-fit fit:")]
     assert err.count("hfox-fit fit: warning: the pink-noise spectrum fit did not converge (3 times)") == 1
     internal = [line for line in err if "invalid value encountered in sqrt" in line]
-    assert len(internal) == 1 and internal[0].startswith("hfox-fit fit: note: an internal numerical step warned")
+    assert len(internal) == 1 and internal[0].startswith("hfox-fit fit: note: an internal step warned")
     assert "RuntimeWarning at test_cli_fit.py:" in internal[0] and "please report" in internal[0]
