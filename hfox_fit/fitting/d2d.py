@@ -452,31 +452,44 @@ def fallback_law(values, reason):
 def cell_values(rows: pd.DataFrame, params) -> pd.DataFrame:
     """Average each parameter over a cell's unflagged cycles.
 
-    Returns one row per (wafer, die, device) with ``<p>``, ``<p>_stderr`` and, for
-    ``t_star``, ``t_star_lo``/``t_star_hi`` when no cycle has an exact value
-    (censored cells), plus ``n_cycles``.
+    Returns one row per (wafer, die, device), in the order of their first row, with ``<p>``,
+    ``<p>_stderr`` and, for ``t_star``, ``t_star_lo``/``t_star_hi`` when no cycle has an exact
+    value (censored cells), plus ``n_cycles``. A cell's stderr is the larger of its cycles' mean
+    stderr over the square root of their count and, with two cycles or more, their spread's.
     """
     keys = ["wafer", "die", "device"]
-    g = rows.groupby(keys, sort=False, observed=True)
-    out = g.size().rename("n_cycles").to_frame()
+    # the cells grouped once (string keys hash slowly), then every sum by bincount
+    code = rows.groupby(keys, sort=False, observed=True).ngroup().to_numpy()
+    n_cells = int(code.max()) + 1 if code.size else 0
+    first = np.unique(code, return_index=True)[1]
+    out = rows[keys].iloc[first].reset_index(drop=True)
+    out["n_cycles"] = np.bincount(code, minlength=n_cells)
+
+    def group_mean(x):
+        seen = ~np.isnan(x)
+        n = np.bincount(code, seen, minlength=n_cells)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.bincount(code, np.where(seen, x, 0.0), minlength=n_cells) / n, n
+
     for p in params:
-        v = rows[p]
-        se = rows.get(p + "_stderr", pd.Series(np.nan, index=rows.index))
-        agg = pd.DataFrame({"v": v, "se2": se**2, "n": v.notna().astype(float)}).groupby(
-            [rows[k] for k in keys], sort=False, observed=True)
-        mean = agg["v"].mean()
-        n = agg["n"].sum()
-        sd = agg["v"].std()
-        se_mean = np.sqrt(agg["se2"].mean() / n.clip(lower=1))
-        se_cell = np.where(n >= 2, sd / np.sqrt(n.clip(lower=1)), se_mean)
-        out[p] = mean.to_numpy()
+        v = rows[p].to_numpy(float)
+        se = rows[p + "_stderr"].to_numpy(float) if p + "_stderr" in rows else np.full(len(rows), np.nan)
+        mean, n = group_mean(v)
+        dev = np.where(np.isnan(v), 0.0, v - mean[code])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sd = np.sqrt(np.bincount(code, dev * dev, minlength=n_cells) / (n - 1))
+            se_mean = np.sqrt(group_mean(se * se)[0] / np.maximum(n, 1))
+            se_cell = sd / np.sqrt(np.maximum(n, 1))
+        out[p] = mean
         out[p + "_stderr"] = np.where(n >= 2, np.maximum(se_cell, se_mean), se_mean)
         if p + "_lo" in rows:
-            lo = rows.groupby(keys, sort=False, observed=True)[p + "_lo"].min()
-            hi = rows.groupby(keys, sort=False, observed=True)[p + "_hi"].max()
-            out[p + "_lo"] = lo.to_numpy()
-            out[p + "_hi"] = hi.to_numpy()
-    return out.reset_index()
+            lo = np.full(n_cells, np.nan)
+            hi = np.full(n_cells, np.nan)
+            np.fmin.at(lo, code, rows[p + "_lo"].to_numpy(float))
+            np.fmax.at(hi, code, rows[p + "_hi"].to_numpy(float))
+            out[p + "_lo"] = lo
+            out[p + "_hi"] = hi
+    return out
 
 
 

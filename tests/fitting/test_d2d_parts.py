@@ -151,3 +151,35 @@ def test_kaplan_meier_median():
 @pytest.mark.parametrize("a,b,expected", [("", "x", "x"), (None, "x", "x"), ("a", "x", "a; x"), ("a; b", "c", "a; b; c")])
 def test_join_notes(a, b, expected):
     assert _join(a, b) == expected
+
+
+def test_cell_values_average_cycles_as_a_groupby_does():
+    """The bincount averages equal pandas' per-cell groupby (mean, spread of cycles, stderr, censoring bounds)."""
+    import pandas as pd
+
+    from hfox_fit.fitting.d2d import cell_values
+
+    rng = np.random.default_rng(4)
+    n = 400
+    rows = pd.DataFrame({"wafer": rng.choice(["W1", "W2"], n), "die": rng.choice(["D1", "D2", "D3"], n),
+                         "device": rng.choice([f"r{i:02d}" for i in range(20)], n),
+                         "m1": rng.normal(1.0, 0.2, n), "m1_stderr": rng.uniform(0.01, 0.1, n),
+                         "t_star": rng.normal(300, 50, n), "t_star_stderr": rng.uniform(1, 9, n),
+                         "t_star_lo": rng.uniform(0, 100, n), "t_star_hi": rng.uniform(400, 900, n)})
+    rows.loc[rng.random(n) < 0.2, "m1"] = np.nan
+    rows.loc[rng.random(n) < 0.3, ["t_star_lo", "t_star_hi"]] = np.nan
+    out = cell_values(rows, ["m1", "t_star"])
+    g = rows.groupby(["wafer", "die", "device"], sort=False)
+    order = rows[["wafer", "die", "device"]].drop_duplicates()  # cells in the order of their first row
+    assert list(zip(out["wafer"], out["die"], out["device"])) == list(map(tuple, order.to_numpy().tolist()))
+    want = g.agg(m1=("m1", "mean"), sd=("m1", "std"), n=("m1", "count"), se2=("m1_stderr", lambda s: (s**2).mean()),
+                 lo=("t_star_lo", "min"), hi=("t_star_hi", "max"), cycles=("m1", "size")).reset_index()
+    got = out.merge(want, on=["wafer", "die", "device"], suffixes=("", "_want"))
+    assert len(got) == g.ngroups
+    np.testing.assert_allclose(got["m1"], got["m1_want"], rtol=1e-12, equal_nan=True)
+    se_mean = np.sqrt(got["se2"] / got["n"].clip(lower=1))
+    se = np.where(got["n"] >= 2, np.maximum(got["sd"] / np.sqrt(got["n"].clip(lower=1)), se_mean), se_mean)
+    np.testing.assert_allclose(got["m1_stderr"], se, rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(got["t_star_lo"], got["lo"], rtol=0, equal_nan=True)
+    np.testing.assert_allclose(got["t_star_hi"], got["hi"], rtol=0, equal_nan=True)
+    assert (got["n_cycles"] == got["cycles"]).all()
