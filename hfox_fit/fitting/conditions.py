@@ -355,20 +355,26 @@ class ConditionFitter:
                                  vary_v, vary_w)
 
     def _law_of(self, p: str, groups: list, X: np.ndarray, names: list) -> dict:
-        med, lo, hi, n_used, spread_q = [], [], [], [], []
-        for g in groups:
+        med, lo, hi, n_used, spread_q, keep, left = [], [], [], [], [], [], []
+        for i, g in enumerate(groups):
             d = g["d2d"].get(p, {})
             ci = d.get("median_ci90") or d.get("sample_median_ci90")
             fit = g.get("_fits")
             law = fit.laws_.get(p) if fit is not None else None
             if d.get("median") is None or not ci or law is None:
-                return {"note": (f"no condition law: the condition v_pulse {g['v_pulse']:g} V, width "
-                                 f"{g['pulse_width']:g} s has no median interval for {p}")}
+                # e.g. t_star where most trains end before their break: that condition is left out
+                left.append(f"v_pulse {g['v_pulse']:g} V, width {g['pulse_width']:g} s")
+                continue
+            keep.append(i)
             med.append(float(d["median"]))
             lo.append(float(ci[0]))
             hi.append(float(ci[1]))
             n_used.append(max(int(d.get("n_used") or 0) + int(d.get("n_censored") or 0), 2))
             spread_q.append(_law_ppf(law, [0.25, 0.75]))
+        X = X[keep]
+        if len(keep) < X.shape[1] or np.linalg.matrix_rank(X) < X.shape[1]:
+            return {"note": (f"no condition law: {len(left)} of {len(groups)} conditions have no median interval "
+                             f"for {p} ({'; '.join(left)}); the others cannot separate the factors")}
         med, lo, hi, n_used = (np.asarray(a, float) for a in (med, lo, hi, n_used))
         q = np.asarray(spread_q)
         log = bool(np.all(lo > 0) and np.all(med > 0) and np.all(q > 0))
@@ -392,6 +398,10 @@ class ConditionFitter:
         entry.update({"chi2": chi2, "dof": dof, "birge_ratio": birge,
                       "median_at_ref": float(np.exp(coef[0]) if log else coef[0])})
         entry["spread"] = _spread_choice(f(q[:, 1]) - f(q[:, 0]), n_used, log)
+        entry["n_conditions_used"] = len(keep)
+        if left:
+            entry["note"] = (f"fitted on {len(keep)} of {len(groups)} conditions: {'; '.join(left)} left out (no "
+                             f"median interval for {p} there, e.g. most trains end before their break)")
         return entry
 
 

@@ -389,3 +389,30 @@ def test_a_warm_started_fit_reaches_the_same_optimum_in_fewer_evaluations(monkey
     assert abs(warm.scores["expon"]["loglik"] - cold.scores["expon"]["loglik"]) < 1e-5
     assert warm.median == pytest.approx(cold.median, rel=1e-3)
     assert n_warm < 0.7 * n_cold, (n_warm, n_cold)
+
+
+def test_a_condition_without_a_median_interval_is_left_out_of_the_law_not_the_whole_law():
+    """t_star at a slow condition (most trains end before their break) has no interval: the law uses the others."""
+    from types import SimpleNamespace
+
+    from hfox_fit.fitting.conditions import ConditionFitter
+    from hfox_fit.laws import ParameterLaw
+
+    rng = np.random.default_rng(2)
+    groups = []
+    for v in (1.0, 1.25, 1.5):
+        for w in (5e-7, 1e-6, 2e-6):
+            med = 500 * np.exp(-1.5 * (v - 1.25) - 0.4 * np.log(w / 1e-6) + 0.02 * rng.standard_normal())
+            law = ParameterLaw("lognorm", {"s": 0.5, "loc": 0.0, "scale": med})
+            ci = None if (v, w) == (1.0, 5e-7) else [med * 0.92, med * 1.08]
+            groups.append({"v_pulse": v, "pulse_width": w, "d2d": {"t_star": {"median": med, "median_ci90": ci,
+                                                                               "n_used": 100}},
+                           "_fits": SimpleNamespace(laws_={"t_star": law})})
+    fitter = ConditionFitter(["t_star"])
+    fitter.notes_ = []
+    fitter._fit_law(groups)
+    entry = fitter.law_summary_["params"]["t_star"]
+    assert entry["n_conditions_used"] == 8
+    assert entry["b_v"] == pytest.approx(-1.5, abs=0.1) and entry["b_w"] == pytest.approx(-0.4, abs=0.05)
+    assert "fitted on 8 of 9 conditions: v_pulse 1 V, width 5e-07 s left out" in entry["note"]
+    assert "t_star" in fitter.law_.params
