@@ -15,7 +15,7 @@ import numpy as np
 from scipy import special
 
 from .exceptions import FitError
-from .laws import ParameterLaw, get_law, pink_coefficients
+from .laws import ParameterLaw, get_law, pink_coefficients, pink_std
 
 __all__ = ["PinkNoise", "TelegraphNoise", "ConditionLaw", "DeviceModel", "MODEL_PRESETS", "preset_model",
            "scaled_law"]
@@ -43,8 +43,7 @@ class PinkNoise:
     @property
     def std(self) -> float:
         """Standard deviation once the history is full (u has variance 1/12)."""
-        b = self.coefficients
-        return float(self.alpha * np.sqrt(np.sum(b**2) / 12.0))
+        return float(pink_std(self.alpha, self.d, self.taps))
 
     @property
     def exponent(self) -> float:

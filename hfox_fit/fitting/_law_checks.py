@@ -27,6 +27,14 @@ def _law_cdf(law: ParameterLaw, x):
         return np.clip((f - lo) / (hi - lo), 0.0, 1.0)
 
 
+def _law_ppf(law: ParameterLaw, u) -> np.ndarray:
+    """``law.ppf(u)`` by the family functions of :mod:`._families` (as :func:`_law_cdf`)."""
+    if law.bounds is None:
+        return np.asarray(_ppf(law.family, np.asarray(u, float), law.params), float)
+    lo, hi = _cdf(law.family, np.asarray(law.bounds, float), law.params)
+    return np.clip(_ppf(law.family, lo + np.asarray(u, float) * (hi - lo), law.params), *law.bounds)
+
+
 def _ks(law: ParameterLaw, data: _Data):
     """Kolmogorov-Smirnov statistic of the values against the law, by the probability integral transform.
 

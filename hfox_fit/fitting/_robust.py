@@ -14,7 +14,7 @@ import numpy as np
 
 from ..laws import get_law
 from ._util import _join, logsumexp, nanquantile_rows
-from .rtn import _VAR_U1U2
+from .rtn import _VAR_U1U2, _norm_logpdf
 
 
 def _robust_scale(resid, mask):
@@ -98,10 +98,6 @@ def _excess_grid(amplitude, amp_law, amp_se=None):
     return np.broadcast_to(eg, (k, g)), logw
 
 
-def _norm_ll(x, var):
-    return -0.5 * x * x / var - 0.5 * np.log(2 * np.pi * var)
-
-
 def _start_excess(d, sigma_d, amplitude, p_up, n_trains: int, c1=None, c1_law=None, pi0: float = 0.01,
                   iters: int = 50, *, p_down: float = 2e-3, amp_law=None, amp_se=None,
                   with_reads: bool = False):
@@ -178,11 +174,11 @@ def _start_excess(d, sigma_d, amplitude, p_up, n_trains: int, c1=None, c1_law=No
     # over A's law (E[A^2] = 9 E[e^2]); the spread of A between trains does not enter it
     var_hh = 2.0 * _VAR_U1U2 * 9.0 * (w0 * e * e).sum(1)
     # per change: both low; low -> high (+excess); high -> low (-excess); both high (difference of two excesses)
-    ll_ll = _norm_ll(x, s2)
+    ll_ll = _norm_logpdf(x, 0.0, s2)
     c0 = -0.5 * np.log(2 * np.pi * s2)
     ll_lh = logsumexp(-0.5 * (x[..., None] - e[:, None, :]) ** 2 / s2 + logw0[:, None, :], axis=2) + c0
     ll_hl = logsumexp(-0.5 * (x[..., None] + e[:, None, :]) ** 2 / s2 + logw0[:, None, :], axis=2) + c0
-    ll_hh = _norm_ll(x, (s2 + var_hh)[:, None])
+    ll_hh = _norm_logpdf(x, 0.0, (s2 + var_hh)[:, None])
     for a in (ll_ll, ll_lh, ll_hl, ll_hh):
         a[miss] = 0.0
     zero = np.zeros((k, 1))

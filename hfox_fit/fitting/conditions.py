@@ -32,12 +32,13 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import FitError
+from ..laws import pink_std
 from ..model import ConditionLaw
 from ..schema import DieData
-from ._families import _cdf, _ppf
+from ._law_checks import _law_ppf
 from .d2d import CANDIDATE_FAMILIES, GUARD_LRT, cell_values, fallback_law, fit_parameter
 from .pink import SpectrumStats, _design, fit_pink_spectrum, pink_autocovariance
-from .rtn import _pool_rtn
+from .rtn import _draw_counts, _pool_rtn
 
 __all__ = ["ConditionFitter", "ConditionRecorder", "add_conditions", "d2d_section", "summary_sections",
            "train_conditions"]
@@ -405,14 +406,6 @@ class ConditionFitter:
         return entry
 
 
-def _law_ppf(law, u) -> np.ndarray:
-    """``law.ppf(u)`` by the family functions of the fit (``law.ppf`` would build a scipy law: 1 ms a condition)."""
-    if law.bounds is None:
-        return np.asarray(_ppf(law.family, np.asarray(u, float), law.params), float)
-    lo, hi = _cdf(law.family, np.asarray(law.bounds, float), law.params)
-    return np.clip(_ppf(law.family, lo + np.asarray(u, float) * (hi - lo), law.params), *law.bounds)
-
-
 def _spread_choice(iqr: np.ndarray, n: np.ndarray, log: bool) -> dict:
     """Shared or own spread by AIC: the conditions' spreads (IQR / 1.349 of each law, on the law's scale)
     with the normal-theory stderr ``sigma / sqrt(2 n)``; one shared value (1 parameter) against one per
@@ -563,18 +556,13 @@ def _pink_intervals(stats, pink, bootstrap: int, rng) -> tuple:
     step = np.maximum(np.abs(x0) * 1e-6, 1e-12)
     jac = np.column_stack([(log_model(x0 + e) - log_model(x0 - e)) / (2 * h)
                            for e, h in ((np.eye(3)[i] * step[i], step[i]) for i in range(3))])
-    pick = rng.integers(0, has.size, size=(bootstrap, has.size)) + has.size * np.arange(bootstrap)[:, None]
-    counts = np.bincount(pick.ravel(), minlength=bootstrap * has.size).reshape(bootstrap, has.size)  # (B, cells)
+    counts = _draw_counts(rng, has.size, bootstrap)  # (B, cells)
     spectra = (counts @ stats.power_sum[has]) / (counts @ stats.count[has])[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         resid = np.log(spectra) - log_model(x0)
     dx = np.linalg.lstsq(jac, resid.T, rcond=None)[0].T
     reps = np.clip(x0 + dx, [0.0, 0.01, 0.0], [np.inf, 1.5, np.inf])
-    # PinkNoise(alpha, d, taps).std of every replicate at once: its coefficients' recursion run on all of them
-    b = np.ones((len(reps), taps))
-    for k in range(1, taps):
-        b[:, k] = b[:, k - 1] * (k - 1 + reps[:, 1]) / k
-    vals = np.column_stack([reps[:, 0] * np.sqrt(np.sum(b**2, axis=1) / 12.0), 2 * reps[:, 1], reps[:, 2]])
+    vals = np.column_stack([pink_std(reps[:, 0], reps[:, 1], taps), 2 * reps[:, 1], reps[:, 2]])
     vals = vals[np.isfinite(vals).all(axis=1)]
     if len(vals) < 2:
         return None, None, None

@@ -257,14 +257,19 @@ class RTNStats:
 
 
 def block_to_pulse(q_up, q_down, block):
-    """Per-pulse (p_up, p_down) whose ``block``-th matrix power has off-diagonals (q_up, q_down)."""
+    """Per-pulse (p_up, p_down) whose ``block``-th matrix power has off-diagonals (q_up, q_down).
+
+    Floats for numbers; for arrays, arrays (element by element).
+    """
+    q_up, q_down = np.asarray(q_up, float), np.asarray(q_down, float)
     s_b = q_up + q_down
-    if s_b <= 0:
-        return 0.0, 0.0
-    lam_b = min(max(1.0 - s_b, 1e-12), 1.0)
-    s = 1.0 - lam_b ** (1.0 / block)
-    pi = q_up / s_b
-    return float(pi * s), float((1 - pi) * s)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = 1.0 - np.clip(1.0 - s_b, 1e-12, 1.0) ** (1.0 / block)
+        pi = np.where(s_b > 0, q_up / s_b, 0.0)
+    p_up, p_down = np.where(s_b > 0, pi * s, 0.0), np.where(s_b > 0, (1 - pi) * s, 0.0)
+    if p_up.ndim == 0:
+        return float(p_up), float(p_down)
+    return p_up, p_down
 
 
 def pulse_to_block(p_up, p_down, block):
@@ -531,10 +536,7 @@ def _replicate_rates(counts, up, down, tl, th, shows, started_high, block) -> np
             q = np.where(active, new, q)
             active &= ~done
         qu, qd = np.where(u > 0, q, 0.0), np.where(h > 0, dn / h, 0.0)
-        s_b = qu + qd  # block_to_pulse, row by row
-        s = 1.0 - np.clip(1.0 - s_b, 1e-12, 1.0) ** (1.0 / block)
-        share = np.where(s_b > 0, qu / s_b, 0.0)
-        p_up, p_down = np.where(s_b > 0, share * s, 0.0), np.where(s_b > 0, (1 - share) * s, 0.0)
+    p_up, p_down = block_to_pulse(qu, qd, block)
     return np.column_stack([np.where(u > 0, p_up, 0.0), np.where(u > 0, p_down, np.nan)])
 
 

@@ -9,7 +9,7 @@
 
 from .drift import AUTO_LAWS, DRIFT_LAWS, DriftLaw, get_law, log, power, two_slope
 from .families import FAMILIES, ParameterLaw
-from .noise import pink_autocovariance, pink_coefficients, rtn_transition_power
+from .noise import pink_autocovariance, pink_coefficients, pink_std, rtn_transition_power
 
 __all__ = [
     "AUTO_LAWS",
@@ -20,6 +20,7 @@ __all__ = [
     "power",
     "log",
     "pink_coefficients",
+    "pink_std",
     "pink_autocovariance",
     "rtn_transition_power",
     "ParameterLaw",

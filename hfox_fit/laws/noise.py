@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["pink_coefficients", "pink_autocovariance", "rtn_transition_power"]
+__all__ = ["pink_coefficients", "pink_std", "pink_autocovariance", "rtn_transition_power"]
 
 
 def pink_coefficients(taps: int = 15, d: float = 0.5) -> np.ndarray:
@@ -12,13 +12,24 @@ def pink_coefficients(taps: int = 15, d: float = 0.5) -> np.ndarray:
 
     :math:`b_0 = 1,\ b_k = b_{k-1} (k - 1 + d) / k`. With ``d = 1/2`` this is the
     paper's pink-noise filter (1, 0.5, 0.375, 0.3125, ...); its spectrum falls as
-    :math:`f^{-2d}` over the band the taps cover.
+    :math:`f^{-2d}` over the band the taps cover. ``d`` may be an array: shape
+    ``d.shape + (taps,)``.
     """
-    b = np.empty(taps)
-    b[0] = 1.0
+    d = np.asarray(d, float)
+    b = np.empty(d.shape + (taps,))
+    b[..., 0] = 1.0
     for k in range(1, taps):
-        b[k] = b[k - 1] * (k - 1 + d) / k
+        b[..., k] = b[..., k - 1] * (k - 1 + d) / k
     return b
+
+
+def pink_std(alpha, d, taps: int):
+    """Standard deviation of the pink term once its history is full (``u`` uniform: variance 1/12).
+
+    ``alpha`` and ``d`` may be arrays (one value per element).
+    """
+    b = pink_coefficients(taps, d)
+    return np.asarray(alpha, float) * np.sqrt(np.sum(b**2, axis=-1) / 12.0)
 
 
 def pink_autocovariance(alpha, d, white, taps):
