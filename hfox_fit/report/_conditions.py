@@ -53,13 +53,18 @@ def _name(v, w) -> str:
     return "unknown condition" if v is None or w is None else f"{v:g} V, {format_width(w)}"
 
 
-def _interval(d: dict):
+def _interval(d: dict, location: str = "median"):
     """A condition's 90 % interval of the median and where it comes from (as the condition law reads it)."""
-    for key in ("median_ci90", "sample_median_ci90"):
+    for key in (location + "_ci90", "sample_median_ci90"):
         ci = d.get(key)
         if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(c is not None for c in ci):
             return [float(ci[0]), float(ci[1])], key
     return None, None
+
+
+def _location(law: dict, p: str) -> str:
+    """The median of each condition that the condition law of ``p`` follows (the law's where it has none)."""
+    return ((law.get("params") or {}).get(p) or {}).get("location") or "median"
 
 
 def _law_text(p, e: dict, factors) -> str:
@@ -103,15 +108,16 @@ def _table(conds, params, units, law, tables) -> None:
                "n_trains_fitted": c.get("n_trains_fitted"), "medians": {}}
         for p in params:
             d = d2d.get(p) or {}
-            ci, source = _interval(d)
-            row["medians"][p] = {"median": d.get("median"), "ci90": ci, "ci_source": source}
+            location = _location(law, p)
+            ci, source = _interval(d, location)
+            row["medians"][p] = {"median": d.get(location), "ci90": ci, "ci_source": source, "location": location}
         if not d2d:
             row["note"] = "; ".join(c.get("notes") or []) or "no D2D law at this condition"
         rows.append(row)
     law_rows = []
     for p, e in (law.get("params") or {}).items():
         law_rows.append({"param": p, **{k: e.get(k) for k in ("scale", "a", "a_stderr", "b_v", "b_v_stderr", "b_w",
-                                                               "b_w_stderr", "birge_ratio", "note")},
+                                                               "b_w_stderr", "birge_ratio", "note", "location")},
                          "spread": (e.get("spread") or {}).get("choice")})
     tables["conditions"] = {"name": TABLE_NAME, "params": params, "units": {p: units.get(p, "") for p in params},
                             "rows": rows, "law": law_rows, "v_ref": law.get("v_ref"), "width_ref": law.get("width_ref"),
@@ -136,10 +142,11 @@ def _medians_figure(known, law, params, units, metrics, figs, notes) -> None:
                                                  "n_cells": c.get("n_cells")} for c in known], "params": {}}
     for p in params:
         med, ci, source = [], [], []
+        location = _location(law, p)
         for c in known:
             d = (c.get("d2d") or {}).get(p) or {}
-            med.append(d.get("median"))
-            i, s = _interval(d)
+            med.append(d.get(location))
+            i, s = _interval(d, location)
             ci.append(i)
             source.append(s)
         e = (law.get("params") or {}).get(p) or {}
@@ -202,8 +209,11 @@ def _medians_figure(known, law, params, units, metrics, figs, notes) -> None:
            else "no reference: no condition law")
     against = "the pulse amplitude V_pulse, one colour per pulse width" if x_factor == "v_pulse" else \
         "the pulse width, one colour per amplitude"
-    caption = (f"Median of each drift parameter's D2D law at each of the {len(known)} pulse conditions (markers; "
-               f"bars: the 90 % interval of the median from the summary, a hollow marker where it has none) against "
+    cells_own = [p for p in params if _location(law, p) == "sample_median"]
+    caption = (f"Median of each drift parameter at each of the {len(known)} pulse conditions (markers: the D2D law's"
+               + (f"; the cells' own, family-free, for {', '.join(cells_own)}, whose condition law follows them "
+                  "(no censored cell)" if cells_own else "") + "; "
+               f"bars: the 90 % interval of that median from the summary, a hollow marker where it has none) against "
                f"{against} (markers offset slightly along x so that the bars do not hide each other); lines: the "
                f"fitted condition law ln median = a + b_v (V - V_ref) + b_w ln(w / w_ref) ({ref}; on the median "
                f"itself for a parameter that may be <= 0, linear axis). Slopes ± one standard error (scaled by the "

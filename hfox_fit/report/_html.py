@@ -260,7 +260,11 @@ def _conditions_html(c):
     rows = [[e(r["condition"]), _fmt(r.get("n_cells")), _fmt(r.get("n_trains_fitted"))]
             + [med(r["medians"][p]) for p in c["params"]] + ([e(r.get("note") or "")] if noted else [])
             for r in c["rows"]]
-    out = [f"<h3>{e(c['name'])}: each condition's D2D medians [90 % interval]</h3>", _table(head, rows)]
+    out = [f"<h3>{e(c['name'])}: each condition's medians [90 % interval]</h3>", _table(head, rows)]
+    own = [r["param"] for r in c.get("law") or [] if r.get("location") == "sample_median"]
+    if own:
+        out.append(f"<p>Medians of the D2D laws, but the cells' own (family-free) for {e(', '.join(own))}: the "
+                   "condition law follows those where no cell is censored.</p>")
     if c.get("law"):
         out.append(f"<p>Condition law, ln median = a + b_v (V − V_ref) + b_w ln(w / w_ref) (the median itself on the "
                    f"linear scale), {e(c.get('reference') or '')}; ± one standard error:</p>")

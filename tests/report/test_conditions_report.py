@@ -44,17 +44,21 @@ def test_the_medians_shown_are_the_summarys(condition_report):
     entry = res.metrics["figures"]["condition_medians"]
     assert entry["x_factor"] == "v_pulse" and entry["series_factor"] == "pulse_width"
     assert list(entry["params"]) == ["m1", "t_star", "m2", "c1"]
+    # the medians the condition law follows: the cells' own where no cell is censored, else the law's
+    location = {p: e["location"] for p, e in s["condition_law"]["params"].items() if "location" in e}
+    assert location["m1"] == "sample_median" and location["t_star"] == "median"
     for p, item in entry["params"].items():
+        at = location.get(p, "median")
         for k, c in enumerate(s["conditions"]):
             d = c["d2d"][p]
-            assert item["median"][k] == d["median"]
-            assert item["ci90"][k] == (d.get("median_ci90") or d.get("sample_median_ci90"))
+            assert item["median"][k] == d[at]
+            assert item["ci90"][k] == (d.get(at + "_ci90") or d.get("sample_median_ci90"))
     # the figure: each panel's markers are the summary's medians (in the panel's power-of-ten unit)
     fig = figs["condition_medians"]
     for ax, p in zip([a for a in fig.axes if a.get_visible()], entry["params"]):
         assert ax.get_title().startswith(p)
         drawn = np.sort(np.concatenate([ln.get_ydata() for ln in _markers(ax)]))
-        truth = np.sort([c["d2d"][p]["median"] for c in s["conditions"]])
+        truth = np.sort([c["d2d"][p][location.get(p, "median")] for c in s["conditions"]])
         ratio = truth / drawn
         assert ratio == pytest.approx(np.full(len(truth), ratio[0]), rel=1e-9)
         assert np.log10(ratio[0]) == pytest.approx(round(np.log10(ratio[0])), abs=1e-9)
@@ -66,7 +70,9 @@ def test_the_medians_shown_are_the_summarys(condition_report):
     assert "Pulse conditions: each condition" in page
     for c in s["conditions"]:
         m1 = c["d2d"]["m1"]
-        assert f"{_fmt(m1['median'])} [{_fmt(m1['median_ci90'][0])}, {_fmt(m1['median_ci90'][1])}]" in page
+        m1_ci = m1["sample_median_ci90"]
+        assert f"{_fmt(m1['sample_median'])} [{_fmt(m1_ci[0])}, {_fmt(m1_ci[1])}]" in page
+    assert "the cells' own (family-free) for m1" in page
     assert "'Pulse conditions' table" in entry["caption"]
 
 
