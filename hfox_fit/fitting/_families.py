@@ -173,6 +173,8 @@ class _Data:
     window: tuple | None = None  # observation window (selection), e.g. a detection limit
     guard: bool = False  # contamination guard on
     se: np.ndarray | None = None  # measurement stderr of x (errors-in-variables where it matters)
+    ambiguous: np.ndarray | None = None  # values that may only bound the cell's own
+    ambiguous_weight: float = 0.5  # ... the law's weight in their likelihood (see fit_parameter)
 
     def __post_init__(self):
         self.eiv = np.zeros(len(self.x), bool)
@@ -185,6 +187,10 @@ class _Data:
             # stray outside a law's support and do not place truncation bounds or expon's loc
             self.eiv = np.isfinite(self.se) & (self.se > 0)
             self.noisy = np.isfinite(self.se) & (self.se > EIV_THRESHOLD * spread)
+        amb = np.zeros(len(self.x), bool) if self.ambiguous is None else np.asarray(self.ambiguous, bool)
+        self.ambiguous = amb
+        self.amb_at = np.flatnonzero(amb)
+        self.noisy = self.noisy | amb  # an ambiguous value may lie below the law's edge: it places no bound
         self.plain = ~self.eiv
         # the likelihood is evaluated thousands of times on the same values: its fixed subsets once
         self.any_plain = bool(self.plain.any())
@@ -335,9 +341,14 @@ class _Candidate:
                 if self.bounds is not None:
                     inside = (data.x >= self.bounds[0]) & (data.x <= self.bounds[1])
                     lx = np.where(inside | data.eiv, lx, -np.inf)
+            a, b = data.span
+            lg = -np.log(b - a) if b > a else 0.0
+            if data.amb_at.size:
+                # the law's value with its error, or (a break the train could not show) nothing known
+                at = data.amb_at
+                wt = data.ambiguous_weight
+                lx[at] = np.logaddexp(np.log(wt) + lx[at], np.log1p(-wt) + lg)
             if eps > 0:
-                a, b = data.span
-                lg = -np.log(b - a) if b > a else 0.0
                 lx = np.logaddexp(np.log1p(-eps) + lx, np.log(eps) + lg)
                 if censored:
                     frac = np.clip((np.minimum(data.hi, b) - np.maximum(data.lo, a)) / max(b - a, 1e-300), 0, 1)
@@ -584,7 +595,8 @@ def _fit_candidates(data: _Data, families, truncate: bool, starts=None):
 
 def _guarded(data: _Data) -> _Data:
     """The same observations with the contamination guard on."""
-    return _Data(data.x, data.lo, data.hi, data.window, guard=True, se=data.se)
+    return _Data(data.x, data.lo, data.hi, data.window, guard=True, se=data.se, ambiguous=data.ambiguous,
+                 ambiguous_weight=data.ambiguous_weight)
 
 
 def _guard_test(finite: dict, scores: dict, data: _Data):

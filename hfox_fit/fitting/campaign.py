@@ -134,15 +134,40 @@ def _identifiable_breaks(rows: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def _ambiguous_lines(rows: pd.DataFrame) -> pd.DataFrame:
+    """``m1`` of the trains whose value is their straight line's slope and whose break may hide in the noise.
+
+    Such a train (no break seen, its slope within the range of post-break slopes: ``t_star``
+    undetermined, :func:`~hfox_fit.fitting.breaks.classify_breaks`) reports the line's slope with a
+    standard error widened to an early break its data cannot rule out: honest for the cell, but
+    one-sided and widest on the flattest trains, so as a Gaussian error in the D2D likelihood it took
+    the low end of the law out (the m1 median of the default condition law's slowest conditions
+    +18-25 %). The D2D step takes the line's slope with the line's standard error instead, marked
+    ``m1_ambiguous``: the law's value, or nothing known (a break mixed the slope down), weighed by
+    how often the group's breaks lie beyond the trains (:func:`~hfox_fit.fitting.d2d.line_weight`).
+    The devices table keeps the widened error.
+    """
+    if "m1_line" not in rows or "m1_line_stderr" not in rows:
+        return rows
+    line = rows["m1_line"].to_numpy(float)
+    censored = rows["t_star_censored"].fillna(False).to_numpy(bool) if "t_star_censored" in rows else False
+    amb = np.isfinite(line) & (rows["m1"].to_numpy(float) == line) & ~censored
+    rows = rows.copy()
+    rows["m1_ambiguous"] = amb
+    rows["m1_stderr"] = np.where(amb, rows["m1_line_stderr"].to_numpy(float), rows["m1_stderr"].to_numpy(float))
+    return rows
+
+
 def d2d_rows(cells: pd.DataFrame, law: str, max_masked: float = 0.3) -> pd.DataFrame:
     """The per-train table the D2D laws are fitted to (flagged rows still in; the D2D step drops them).
 
     Breaks censored at one point (:func:`~hfox_fit.fitting.breaks.censor_late_breaks`), ``t_star``
     blanked where a break could not be seen wherever it lay (:func:`_identifiable_breaks`), the drift
     parameters blanked on mostly masked trains (:func:`_leave_out_masked`, skipped when the table has
-    no read counts). The report compares each law with exactly these values.
+    no read counts), ``m1`` of a straight line that a hidden break may have mixed down marked
+    ambiguous (:func:`_ambiguous_lines`). The report compares each law with exactly these values.
     """
-    rows = _identifiable_breaks(censor_late_breaks(cells)) if get_law(law).has_break else cells
+    rows = _ambiguous_lines(_identifiable_breaks(censor_late_breaks(cells))) if get_law(law).has_break else cells
     if "n_reads" not in rows or "n_masked" not in rows:
         return rows
     return _leave_out_masked(rows, list(get_law(law).params), max_masked)

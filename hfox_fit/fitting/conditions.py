@@ -36,7 +36,14 @@ from ..laws import pink_std
 from ..model import ConditionLaw
 from ..schema import DieData
 from ._law_checks import _law_ppf
-from .d2d import CANDIDATE_FAMILIES, GUARD_LRT, cell_values, fallback_law, fit_parameter
+from .d2d import (
+    CANDIDATE_FAMILIES,
+    GUARD_LRT,
+    cell_values,
+    fallback_law,
+    fit_parameter,
+    line_weight,
+)
 from .pink import SpectrumStats, _design, fit_pink_spectrum, pink_autocovariance
 from .rtn import _draw_counts, _pool_rtn
 
@@ -153,6 +160,8 @@ class _FamilyFits:
             upper = cells[p + "_hi"].to_numpy() if p + "_hi" in cells else None
             try:
                 fit = fit_parameter(p, cells[p].to_numpy(), stderr=cells[p + "_stderr"].to_numpy(), lower=lower,
+                                    ambiguous=cells[p + "_ambiguous"].to_numpy() if p + "_ambiguous" in cells
+                                    else None, ambiguous_weight=line_weight(cells),
                                     upper=upper, bootstrap=self.bootstrap, rng=rng,
                                     guard=choice.get("families", ("expon",))[0] == "expon"
                                     and (self.guarded is None or p in self.guarded),
@@ -200,6 +209,7 @@ def _shared_families(cells, cell_gid, params, pooled: dict, random_state: int) -
         se = cells[p + "_stderr"].to_numpy(float).copy()
         lo = cells[p + "_lo"].to_numpy(float).copy() if p + "_lo" in cells else None
         hi = cells[p + "_hi"].to_numpy(float).copy() if p + "_hi" in cells else None
+        amb = cells[p + "_ambiguous"].to_numpy(bool) if p + "_ambiguous" in cells else None
         # positive but for a few failed per-cell fits (the guard sets those aside)
         ratio = bool(np.mean(x[np.isfinite(x)] > 0) >= 0.97) if np.isfinite(x).any() else False
         medians = {}
@@ -219,6 +229,8 @@ def _shared_families(cells, cell_gid, params, pooled: dict, random_state: int) -
         pick = np.sort(rng.permutation(np.flatnonzero(usable))[:_FAMILY_CELLS])
         try:
             fit = fit_parameter(p, x[pick], stderr=se[pick], lower=None if lo is None else lo[pick],
+                                ambiguous=amb[pick] if amb is not None else None,
+                                ambiguous_weight=line_weight(cells),
                                 upper=None if hi is None else hi[pick], truncate=False, bootstrap=0, max_select=0,
                                 guard=False, rng=rng, families=_POSITIVE_FIRST if ratio else CANDIDATE_FAMILIES)
             # each condition's fit starts from this law moved to its median (not from moments and, for

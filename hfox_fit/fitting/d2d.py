@@ -33,7 +33,10 @@ Cells whose value is only bounded (e.g. a two-slope break beyond the last
 pulse) enter as censored observations, ``log(F(hi) - F(lo))``; cells whose
 standard error is large against the population's spread are left out (and
 counted). Every value with a standard error enters the likelihood convolved
-with its Gaussian measurement error (errors in variables). The 90 % intervals
+with its Gaussian measurement error (errors in variables). A value that may
+only bound the cell's own (``ambiguous``: the straight line's slope of a train
+whose break may hide in its noise) enters as a mixture: the law's value with its
+error, or a uniform density over the values' range. The 90 % intervals
 of the median and of the family's parameters are a bootstrap over cells of the
 whole step: in each replicate every candidate is refitted (one Newton step from
 its maximum-likelihood fit, with the score of each cell) and the family chosen
@@ -59,6 +62,8 @@ import pandas as pd
 
 from ..exceptions import FitError, NotFittedError
 from ..laws import FAMILIES, ParameterLaw
+from ._cells import cell_values as cell_values
+from ._cells import line_weight as line_weight
 from ._executor import part_seed, run_here
 from ._families import EIV_THRESHOLD as EIV_THRESHOLD
 from ._families import GUARD_LRT as GUARD_LRT
@@ -210,7 +215,8 @@ def _f(x):
 
 def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families=CANDIDATE_FAMILIES,
                   truncate=True, window=None, max_stderr_ratio=20.0, guard=True,
-                  bootstrap=200, max_select=3000, rng=0, starts=None) -> ParamFit:
+                  bootstrap=200, max_select=3000, rng=0, starts=None, ambiguous=None,
+                  ambiguous_weight=0.5) -> ParamFit:
     """Fit the D2D law of one parameter by maximum likelihood and AIC.
 
     Parameters
@@ -250,6 +256,13 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
     rng : int or Generator
     starts : dict of str to dict, optional
         Per family, parameters to start its untruncated fit from (a fit of like cells).
+    ambiguous : array-like of bool, shape (n,), optional
+        Cells whose value may only bound their own (the straight line's slope of a train whose
+        break may hide in its noise): each enters as the law's value with its error, with weight
+        ``ambiguous_weight``, or as a uniform density over the values' range (nothing known), and
+        places no bound or ``loc``.
+    ambiguous_weight : float, default=0.5
+        How often an ambiguous value is the cell's own (:func:`line_weight`), clipped to [0.05, 0.95].
 
     Raises
     ------
@@ -278,8 +291,10 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
         lo, hi = lower[cens], upper[cens]
     excluded += int((~np.isfinite(values) & ~cens).sum())
     se_x = np.asarray(stderr, float)[exact] if stderr is not None else None
+    amb_x = np.asarray(ambiguous, bool)[exact] if ambiguous is not None else None
     guard_wanted = bool(guard and len(x) >= 50)
-    data = _Data(x, lo, hi, window, guard=False, se=se_x)
+    amb_w = float(np.clip(ambiguous_weight, 0.05, 0.95))
+    data = _Data(x, lo, hi, window, guard=False, se=se_x, ambiguous=amb_x, ambiguous_weight=amb_w)
     if len(x) < 5:
         raise FitError(
             f"parameter {name!r}: only {len(x)} cell(s) with a precise value (of {n_all}); the D2D law "
@@ -291,7 +306,8 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
         frac = max_select / data.n
         kx = rng.random(len(x)) < frac
         kc = rng.random(len(lo)) < frac
-        sel_data = _Data(x[kx], lo[kc], hi[kc], window, guard=False, se=se_x[kx] if se_x is not None else None)
+        sel_data = _Data(x[kx], lo[kc], hi[kc], window, guard=False, se=se_x[kx] if se_x is not None else None,
+                         ambiguous=amb_x[kx] if amb_x is not None else None, ambiguous_weight=amb_w)
     scores, fits = _fit_candidates(sel_data, families, truncate, starts)
     finite = {k: v["aic"] for k, v in scores.items() if np.isfinite(v["aic"])}
     if not finite:
@@ -445,55 +461,6 @@ def fallback_law(values, reason):
 
 
 # --------------------------------------------------------------------------------------
-# per-cell values from (cell, cycle) rows
-# --------------------------------------------------------------------------------------
-
-
-def cell_values(rows: pd.DataFrame, params) -> pd.DataFrame:
-    """Average each parameter over a cell's unflagged cycles.
-
-    Returns one row per (wafer, die, device), in the order of their first row, with ``<p>``,
-    ``<p>_stderr`` and, for ``t_star``, ``t_star_lo``/``t_star_hi`` when no cycle has an exact
-    value (censored cells), plus ``n_cycles``. A cell's stderr is the larger of its cycles' mean
-    stderr over the square root of their count and, with two cycles or more, their spread's.
-    """
-    keys = ["wafer", "die", "device"]
-    # the cells grouped once (string keys hash slowly), then every sum by bincount
-    code = rows.groupby(keys, sort=False, observed=True).ngroup().to_numpy()
-    n_cells = int(code.max()) + 1 if code.size else 0
-    first = np.unique(code, return_index=True)[1]
-    out = rows[keys].iloc[first].reset_index(drop=True)
-    out["n_cycles"] = np.bincount(code, minlength=n_cells)
-
-    def group_mean(x):
-        seen = ~np.isnan(x)
-        n = np.bincount(code, seen, minlength=n_cells)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.bincount(code, np.where(seen, x, 0.0), minlength=n_cells) / n, n
-
-    for p in params:
-        v = rows[p].to_numpy(float)
-        se = rows[p + "_stderr"].to_numpy(float) if p + "_stderr" in rows else np.full(len(rows), np.nan)
-        mean, n = group_mean(v)
-        dev = np.where(np.isnan(v), 0.0, v - mean[code])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sd = np.sqrt(np.bincount(code, dev * dev, minlength=n_cells) / (n - 1))
-            se_mean = np.sqrt(group_mean(se * se)[0] / np.maximum(n, 1))
-            se_cell = sd / np.sqrt(np.maximum(n, 1))
-        out[p] = mean
-        out[p + "_stderr"] = np.where(n >= 2, np.maximum(se_cell, se_mean), se_mean)
-        if p + "_lo" in rows:
-            lo = np.full(n_cells, np.nan)
-            hi = np.full(n_cells, np.nan)
-            np.fmin.at(lo, code, rows[p + "_lo"].to_numpy(float))
-            np.fmax.at(hi, code, rows[p + "_hi"].to_numpy(float))
-            out[p + "_lo"] = lo
-            out[p + "_hi"] = hi
-    return out
-
-
-
-# --------------------------------------------------------------------------------------
 # the estimator
 # --------------------------------------------------------------------------------------
 
@@ -587,6 +554,8 @@ class D2DFitter:
             upper = cells[p + "_hi"].to_numpy() if p + "_hi" in cells else None
             parts[f"d2d/{p}"] = (_fit_parameter_part, (p, cells[p].to_numpy()), dict(
                 stderr=cells[p + "_stderr"].to_numpy(), lower=lower, upper=upper, families=self.families,
+                ambiguous=cells[p + "_ambiguous"].to_numpy() if p + "_ambiguous" in cells else None,
+                ambiguous_weight=line_weight(cells),
                 truncate=self.truncate, max_stderr_ratio=self.max_stderr_ratio, bootstrap=self.bootstrap,
                 rng=part_seed(self.random_state, f"d2d/{p}")))
         # the correlations keep the generator they had before the parts were split

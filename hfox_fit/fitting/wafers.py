@@ -83,13 +83,23 @@ def wafer_sections(rows: pd.DataFrame, params, pooled: dict, bootstrap: int = 20
             continue
         entry["d2d"] = d2d_section(fits, params, sub)
         entry["notes"].extend(fits.notes_)
-        for p, d in entry["d2d"].items():
-            why = _law_misses_sample(d)
-            if why:  # a law that misses its own cells' median (few cells, a poor family): the sample's instead
-                d.update(law_median=d["median"], law_median_ci90=d.get("median_ci90"), median=d["sample_median"],
-                         median_ci90=d["sample_median_ci90"], median_from="sample")
-                entry["notes"].append(f"{p}: {why}; median and median_ci90 are the sample's")
         out.append(entry)
+    # a law that misses its own cells' median (few cells, a poor family): the sample's instead, for that
+    # parameter on every wafer, so that the wafers' medians compared are of one kind
+    for p in params:
+        why = {e["wafer"]: _law_misses_sample(e["d2d"][p]) for e in out if p in e["d2d"]}
+        missed = {w: r for w, r in why.items() if r}
+        if not missed or not all(_ok_ci(e["d2d"][p].get("sample_median_ci90")) for e in out if p in e["d2d"]):
+            continue
+        for e in out:
+            d = e["d2d"].get(p)
+            if d is None:
+                continue
+            d.update(law_median=d["median"], law_median_ci90=d.get("median_ci90"), median=d["sample_median"],
+                     median_ci90=d["sample_median_ci90"], median_from="sample")
+            e["notes"].append(f"{p}: {missed[e['wafer']]}; median and median_ci90 are the sample's" if e["wafer"] in
+                              missed else f"{p}: median and median_ci90 are the sample's, as on wafer(s) "
+                              f"{', '.join(sorted(missed))} whose law misses its cells' median")
     return out
 
 

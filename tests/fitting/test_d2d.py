@@ -157,6 +157,70 @@ def test_small_errors_near_a_sharp_edge_do_not_hide_expon(seed):
     assert fit.law.params["loc"] == pytest.approx(3.74e-5, abs=1e-5)
 
 
+def test_ambiguous_values_mixed_down_do_not_pull_expons_edge():
+    """Flat trains whose slope a hidden break mixed down (precise, but below the law's edge): marked
+    ambiguous they leave expon's loc where the other cells put it; taken as exact they drag it down."""
+    law = ParameterLaw("expon", {"loc": 3.74e-5, "scale": 6.56e-4})
+    rng = np.random.default_rng(3)
+    truth = law.sample(1400, rng=rng)
+    se = np.full(truth.size, 4e-6)
+    x = truth + rng.normal(0.0, se)
+    low = np.argsort(truth)[:150]  # the flattest tenth: 12 of them mixed down to a third of their slope
+    mixed = rng.choice(low, 12, replace=False)
+    x[mixed] = truth[mixed] / 3
+    amb = np.zeros(truth.size, bool)
+    amb[low] = True
+    plain = fit_parameter("m1", x, stderr=se, families=("expon",), truncate=False, bootstrap=0, guard=False)
+    marked = fit_parameter("m1", x, stderr=se, families=("expon",), truncate=False, bootstrap=0, guard=False,
+                           ambiguous=amb)
+    assert plain.law.params["loc"] < 2.6e-5, plain.law.params  # pulled down towards the mixed values
+    assert marked.law.params["loc"] == pytest.approx(3.74e-5, abs=6e-6), marked.law.params
+    assert marked.median == pytest.approx(np.median(truth), rel=0.05)
+
+
+def test_d2d_rows_mark_the_flat_trains_lines_ambiguous():
+    """A train without a seen break whose m1 is its line's slope: the line's stderr, marked ambiguous (not the
+    trains censored beyond their end, nor those with a break), and the cell table carries the mark."""
+    from hfox_fit.fitting.campaign import d2d_rows
+    from hfox_fit.fitting.d2d import cell_values
+
+    n = 6
+    cells = pd.DataFrame({
+        "wafer": "W", "die": "D", "device": [f"c{i}" for i in range(n)], "cycle": 0, "flag": "ok",
+        "m1": [1e-4, 2e-4, 5e-4, 3e-5, 4e-5, 6e-4], "m1_stderr": [1e-3, 2e-5, 1e-5, 2e-3, 1e-5, 1e-5],
+        "m1_line": [1e-4, 2e-4, np.nan, 3e-5, 3.9e-5, np.nan], "m1_line_stderr": [5e-6, 6e-6, np.nan, 4e-6, 4e-6,
+                                                                                np.nan],
+        "t_star": [np.nan, np.nan, 300.0, np.nan, np.nan, 400.0], "t_star_stderr": [np.nan, np.nan, 20.0, np.nan,
+                                                                                  np.nan, 30.0],
+        "t_star_lo": [np.nan, 500.0, np.nan, np.nan, np.nan, np.nan], "t_star_hi": [np.nan, np.inf, np.nan, np.nan,
+                                                                                   np.nan, np.nan],
+        "t_star_censored": [False, True, False, False, False, False],
+        "m2": [np.nan, np.nan, 2e-5, np.nan, np.nan, 3e-5], "m2_stderr": [np.nan, np.nan, 1e-6, np.nan, np.nan, 1e-6],
+        "c1": 0.0, "c1_stderr": 1e-3, "r0": 7000.0, "r0_stderr": 10.0, "last_pulse": 600.0, "note": "",
+    })
+    rows = d2d_rows(cells, "two_slope")
+    # 0 and 3: the line (undetermined); 1: censored beyond its end; 4: a nearly significant two-slope m1
+    assert rows["m1_ambiguous"].tolist() == [True, False, False, True, False, False]
+    assert rows["m1_stderr"].tolist() == [5e-6, 2e-5, 1e-5, 4e-6, 1e-5, 1e-5]
+    assert cells["m1_stderr"].iloc[0] == 1e-3  # the devices table keeps the widened error
+    per_cell = cell_values(rows, ["m1"])
+    assert per_cell["m1_ambiguous"].tolist() == [True, False, False, True, False, False]
+
+
+def test_line_weight_is_the_share_of_breaks_beyond_the_trains():
+    from hfox_fit.fitting.d2d import line_weight
+
+    n_exact, n_beyond, n_blank = 30, 10, 50
+    cells = pd.DataFrame({
+        "t_star": [300.0] * n_exact + [np.nan] * (n_beyond + n_blank),
+        "t_star_lo": [np.nan] * n_exact + [560.0] * n_beyond + [np.nan] * n_blank,
+        "t_star_hi": [np.nan] * n_exact + [np.inf] * n_beyond + [np.nan] * n_blank,
+    })
+    assert line_weight(cells) == pytest.approx(0.25)  # the blank (undetermined) cells do not count
+    assert line_weight(cells.iloc[25:]) == 0.5  # 15 cells tell it: too few
+    assert line_weight(cells[["t_star"]]) == 0.5
+
+
 def test_sample_median_is_kaplan_meier_under_censoring():
     law = ParameterLaw("lognorm", {"s": 0.8, "loc": 0.0, "scale": 540.0})
     rng = np.random.default_rng(4)
