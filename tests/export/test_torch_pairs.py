@@ -168,16 +168,41 @@ def test_listing_the_few_pulsed_pairs_gives_the_order_of_one_sort(monkeypatch, m
     real_nonzero = torch.nonzero
     monkeypatch.setattr(torch, "nonzero", lambda x, *a, **k: listed.append(x.dtype) or real_nonzero(x, *a, **k))
     runs = []
-    for share in (1.0, 0.0):  # every block listed / every block sorted whole (the path before)
+    sorts = []
+    real_sort = torch.sort
+    monkeypatch.setattr(torch, "sort", lambda x, *a, **k: sorts.append(x.numel()) or real_sort(x, *a, **k))
+    # every block listed / every block sorted whole (the path before) / listed by numpy (the CPU default)
+    for share, by_numpy in ((1.0, False), (0.0, False), (0.0, True)):
         monkeypatch.setattr(_pairs, "LIST_SHARE", share)
+        monkeypatch.setattr(_pairs, "NUMPY_LISTING", by_numpy)
         listed.clear()
+        sorts.clear()
         arr = WeakResetArray(preset_model(model_name), 2 * HALF, seed=6)
         reads = [arr.pulse_pairs(n).clone() for n in counts]
         runs.append((reads, {k: v.clone() for k, v in arr.state_dict().items() if isinstance(v, torch.Tensor)}))
-        assert (torch.int32 in listed) == (share == 1.0)  # the pulsed pairs listed by a scan of their counts
-    (reads_a, state_a), (reads_b, state_b) = runs
-    for a, b in zip(reads_a, reads_b):
-        assert torch.equal(a, b)
-    assert state_a.keys() == state_b.keys()
-    for k in state_a:
-        assert torch.equal(state_a[k], state_b[k]), k
+        # the pulsed pairs listed by a torch scan of their counts, or by numpy (no torch sort)
+        assert (torch.int32 in listed) == (share == 1.0 and not by_numpy)
+        assert (not sorts) == by_numpy
+    reads_a, state_a = runs[0]
+    for reads_b, state_b in runs[1:]:
+        for a, b in zip(reads_a, reads_b):
+            assert torch.equal(a, b)
+        assert state_a.keys() == state_b.keys()
+        for k in state_a:
+            assert torch.equal(state_a[k], state_b[k]), k
+
+
+def test_numpy_listing_matches_a_stable_sort_of_the_keys():
+    """The CPU listing gives the order of one stable sort of every pair's key (pulsed pairs only) and the class
+    sizes, for keys with and without classes 2 and 3, none pulsed, all pulsed."""
+    g = torch.Generator().manual_seed(3)
+    cases = [torch.randint(0, 4, (1000,), generator=g, dtype=torch.int8),
+             torch.randint(0, 2, (1000,), generator=g, dtype=torch.int8),
+             torch.zeros(7, dtype=torch.int8), torch.full((9,), 3, dtype=torch.int8),
+             torch.tensor([2, 0, 1, 3, 2, 1, 0, 3], dtype=torch.int8)]
+    for key in cases:
+        order, sizes = _pairs._listed_cpu(key)
+        ranked = torch.sort(key, stable=True)
+        idle = int((key == 0).sum())
+        assert torch.equal(order, ranked.indices[idle:])
+        assert sizes == tuple(int((key == k).sum()) for k in (1, 2, 3))
