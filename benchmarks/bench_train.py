@@ -138,9 +138,9 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
     y = torch.randint(0, sizes[-1], (batch,), device=device)
     headroom = headroom_pulses(preset_model("paper"))
     variants = {"software": _make(sizes, device, False), "device": _make(sizes, device, True)}
-    if device.type == "cpu":  # main's path before the numpy listing: the pulsed pairs ordered by torch's sort
-        variants["device, torch listing"] = _make(sizes, device, True)
-        _torch_listing(variants["device, torch listing"][2].cells)
+    if device.type == "cpu":  # the path before: pulsed pairs ordered by torch's sort, pair blocks of the array's size
+        variants["device, path before"] = _make(sizes, device, True)
+        _path_before(variants["device, path before"][2].cells)
     if select:  # the same device step with pulse_pairs' reference path (every pair updated, by selects)
         variants["device, select path"] = _make(sizes, device, True)
         arr = variants["device, select path"][2].cells
@@ -178,15 +178,15 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
               f"{cpu_sw * 1e3:.1f} ms, device {cpu_dev * 1e3:.1f} ms: {cpu_dev / cpu_sw:.2f}x; by round "
               f"(alternating): " + ", ".join(f"{d / w:.2f}x" for d, w in zip(cpu_rounds["device"],
                                                                             cpu_rounds["software"])))
-    if "device, torch listing" in variants:
-        ref = statistics.median(times["device, torch listing"])
-        cpu_ref = cpu["device, torch listing"] / n_steps
-        print(f"{tag} baseline, the same device step with the pulsed pairs ordered by torch's sort and nonzero "
-              f"(the path before numpy lists them; the same draws to the same cells): {ref * 1e3:.1f} ms "
+    if "device, path before" in variants:
+        ref = statistics.median(times["device, path before"])
+        cpu_ref = cpu["device, path before"] / n_steps
+        print(f"{tag} baseline, the same device step through the path before (pulsed pairs ordered by torch's "
+              f"sort and nonzero, blocks of pairs of the array's block size): {ref * 1e3:.1f} ms "
               f"({ref / sw:.2f}x software; CPU time {cpu_ref * 1e3:.1f} ms, {cpu_ref / cpu_sw:.2f}x); by round "
               f"(alternating, CPU time): " + ", ".join(f"{d / w:.2f}x" for d, w in zip(
-                  cpu_rounds["device, torch listing"], cpu_rounds["software"]))
-              + f"; the numpy listing's step is {ref / dev:.2f}x faster (CPU time {cpu_ref / cpu_dev:.2f}x)")
+                  cpu_rounds["device, path before"], cpu_rounds["software"]))
+              + f"; the step now is {ref / dev:.2f}x faster (CPU time {cpu_ref / cpu_dev:.2f}x)")
     if select:
         ref = statistics.median(times["device, select path"])
         cpu_ref = cpu["device, select path"] / n_steps
@@ -248,16 +248,18 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
                   f"{r['select_ms'] / r['classes_ms']:.2f}x")
 
 
-def _torch_listing(arr) -> None:
-    """Make ``arr.pulse_pairs`` order the pulsed pairs by torch's sort and nonzero (the path before numpy)."""
+def _path_before(arr) -> None:
+    """Make ``arr.pulse_pairs`` take the path before: the pulsed pairs ordered by torch's sort and nonzero, in
+    blocks of pairs of the array's block size (``PAIR_BLOCK = 1``; the blocks are laid out at the first call)."""
     real = arr.pulse_pairs
 
     def pulse_pairs(n):
-        _pairs.NUMPY_LISTING = False
+        numpy_listing, pair_block = _pairs.NUMPY_LISTING, _pairs.PAIR_BLOCK
+        _pairs.NUMPY_LISTING, _pairs.PAIR_BLOCK = False, 1
         try:
             return real(n)
         finally:
-            _pairs.NUMPY_LISTING = True
+            _pairs.NUMPY_LISTING, _pairs.PAIR_BLOCK = numpy_listing, pair_block
 
     arr.pulse_pairs = pulse_pairs
 

@@ -128,6 +128,7 @@ def test_class_path_resumes_exactly_and_does_not_depend_on_threads(monkeypatch):
             reads.append([arr.pulse_pairs(n).clone() for n in counts])
     finally:
         torch.set_num_threads(threads)
+        assert len(_pairs._pair_views(arr)) >= 2  # (blocks of pairs on both threads)
     for a, b in zip(*reads):
         assert torch.equal(a, b)
     # resumed from a state_dict half way, the same reads
@@ -206,3 +207,17 @@ def test_numpy_listing_matches_a_stable_sort_of_the_keys():
         idle = int((key == 0).sum())
         assert torch.equal(order, ranked.indices[idle:])
         assert sizes == tuple(int((key == k).sum()) for k in (1, 2, 3))
+
+
+def test_blocks_of_pairs_are_larger_than_the_arrays_and_draw_from_its_generators(monkeypatch):
+    """Blocks of pairs hold PAIR_BLOCK times the array's block size (fewer blocks: less fixed work per call), and
+    each draws from one of the array's block generators."""
+    from hfox_fit.torch import _threads
+
+    monkeypatch.setattr(_threads, "CPU_BLOCK", 16_000)
+    arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=1)
+    views = _pairs._pair_views(arr)
+    sizes = [e - s for s, e in (v["range"] for v in views)]
+    assert _pairs.PAIR_BLOCK >= 2
+    assert sizes[:-1] == [_pairs.PAIR_BLOCK * arr._block_size] * (len(sizes) - 1) and 0 < sizes[-1] <= sizes[0]
+    assert sum(sizes) == HALF and len(views) <= len(arr._block_gens)
