@@ -186,7 +186,9 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
               f"({ref / sw:.2f}x software; CPU time {cpu_ref * 1e3:.1f} ms, {cpu_ref / cpu_sw:.2f}x); by round "
               f"(alternating, CPU time): " + ", ".join(f"{d / w:.2f}x" for d, w in zip(
                   cpu_rounds["device, path before"], cpu_rounds["software"]))
-              + f"; the step now is {ref / dev:.2f}x faster (CPU time {cpu_ref / cpu_dev:.2f}x)")
+              + f"; the step now is {ref / dev:.2f}x faster (CPU time {cpu_ref / cpu_dev:.2f}x; by round: "
+              + ", ".join(f"{b / d:.2f}x" for b, d in zip(cpu_rounds["device, path before"], cpu_rounds["device"]))
+              + ")")
     if select:
         ref = statistics.median(times["device, select path"])
         cpu_ref = cpu["device, select path"] / n_steps
