@@ -222,25 +222,27 @@ LOW_SHARE = 0.04
 
 
 def run_listing(device, cells, steps, seed=0, rounds=3, share=LOW_SHARE) -> dict:
-    """pulse_pairs' class path at a low share of pulsed pairs: its blocks listing their few pulsed pairs (the
-    default, below ``_pairs.LIST_SHARE``) against one sort of every pair's key (the path before), alternating
-    rounds; wall and CPU time per call (the two give the same numbers to the same cells: checked after)."""
+    """pulse_pairs' class path, three ways of listing the pulsed pairs of a block class by class: by numpy (the
+    CPU default), by torch with blocks of few pulsed pairs listing them (below ``_pairs.LIST_SHARE``; the path
+    before), and by one torch sort of every pair's key (the path before that); alternating rounds, wall and
+    CPU time per call (the three give the same numbers to the same cells: checked after)."""
     from hfox_fit.torch import _pairs
 
     device = torch.device(device)
     counts = pair_counts(cells // 2, steps + 1, device, seed, share=share)
-    shares = {"listed": _pairs.LIST_SHARE, "one sort": 0.0}
-    arrays = {k: WeakResetArray(preset_model("paper"), cells, seed=seed, device=device) for k in shares}
-    wall = {k: [] for k in shares}
-    cpu = {k: [] for k in shares}
+    ways = {"numpy": (_pairs.LIST_SHARE, True), "listed": (_pairs.LIST_SHARE, False), "one sort": (0.0, False)}
+    default = ways["numpy"]
+    arrays = {k: WeakResetArray(preset_model("paper"), cells, seed=seed, device=device) for k in ways}
+    wall = {k: [] for k in ways}
+    cpu = {k: [] for k in ways}
     per_round = max(2, steps // rounds)
     try:
         for k, arr in arrays.items():  # warm-up
-            _pairs.LIST_SHARE = shares[k]
+            _pairs.LIST_SHARE, _pairs.NUMPY_LISTING = ways[k]
             _pairs.pulse_pairs(arr, counts[0])
         for r in range(rounds):
             for k, arr in arrays.items():
-                _pairs.LIST_SHARE = shares[k]
+                _pairs.LIST_SHARE, _pairs.NUMPY_LISTING = ways[k]
                 for n in counts[1 + r * per_round: 1 + (r + 1) * per_round]:
                     _sync(device)
                     c0, t0 = time.process_time(), time.perf_counter()
@@ -249,13 +251,13 @@ def run_listing(device, cells, steps, seed=0, rounds=3, share=LOW_SHARE) -> dict
                     wall[k].append(time.perf_counter() - t0)
                     cpu[k].append(time.process_time() - c0)
     finally:
-        _pairs.LIST_SHARE = shares["listed"]
-    same = all(torch.equal(a, b) for a, b in zip(arrays["listed"].state_dict().values(),
-                                                  arrays["one sort"].state_dict().values())
+        _pairs.LIST_SHARE, _pairs.NUMPY_LISTING = default
+    states = [arr.state_dict() for arr in arrays.values()]
+    same = all(torch.equal(a, b) for other in states[1:] for a, b in zip(states[0].values(), other.values())
                if isinstance(a, torch.Tensor))
     return {"pairs": cells // 2, "share": share, "same": same,
-            **{f"{k}_ms": 1e3 * float(np.median(wall[k])) for k in shares},
-            **{f"{k}_cpu_ms": 1e3 * float(np.median(cpu[k])) for k in shares}}
+            **{f"{k}_ms": 1e3 * float(np.median(wall[k])) for k in ways},
+            **{f"{k}_cpu_ms": 1e3 * float(np.median(cpu[k])) for k in ways}}
 
 
 def floors(device, cells, draws, state_bytes, threads, reps=5) -> dict:
@@ -360,12 +362,16 @@ def main(argv=None):
               f"{rp['pairs'] / rp['classes_ms'] * 1e3:.3g} pair-updates/s ({rp['classes_ms']:.1f} ms/step); "
               f"select path (every pair, 4 draws; the default before) {rp['pairs'] / rp['select_ms'] * 1e3:.3g} "
               f"pair-updates/s ({rp['select_ms']:.1f} ms/step): {rp['select_ms'] / rp['classes_ms']:.2f}x")
-        rl = run_listing(dev, args.cells, args.steps)
-        print(f"[{r['device']}] pulse_pairs with {rl['share']:.0%} of the pairs pulsed (bench_train's last steps): "
-              f"blocks listing their pulsed pairs {rl['listed_ms']:.1f} ms/step (CPU {rl['listed_cpu_ms']:.1f} ms), "
-              f"one sort of every pair (the path before) {rl['one sort_ms']:.1f} ms/step (CPU "
-              f"{rl['one sort_cpu_ms']:.1f} ms): {rl['one sort_ms'] / rl['listed_ms']:.2f}x (CPU "
-              f"{rl['one sort_cpu_ms'] / rl['listed_cpu_ms']:.2f}x); same state after: {rl['same']}")
+        for share in (LOW_SHARE, PAIRS_SHARE):
+            rl = run_listing(dev, args.cells, args.steps, share=share)
+            print(f"[{r['device']}] pulse_pairs with {rl['share']:.0%} of the pairs pulsed, listing the pulsed pairs "
+                  f"by numpy (the CPU default) {rl['numpy_ms']:.1f} ms/step (CPU {rl['numpy_cpu_ms']:.1f} ms); by "
+                  f"torch, blocks of few pulsed pairs listing them (the path before) {rl['listed_ms']:.1f} ms/step "
+                  f"(CPU {rl['listed_cpu_ms']:.1f} ms): {rl['listed_ms'] / rl['numpy_ms']:.2f}x (CPU "
+                  f"{rl['listed_cpu_ms'] / rl['numpy_cpu_ms']:.2f}x); one torch sort of every pair "
+                  f"{rl['one sort_ms']:.1f} ms/step (CPU {rl['one sort_cpu_ms']:.1f} ms): "
+                  f"{rl['one sort_ms'] / rl['numpy_ms']:.2f}x (CPU {rl['one sort_cpu_ms'] / rl['numpy_cpu_ms']:.2f}x); "
+                  f"same state after: {rl['same']}")
         pm = WeakResetArray(preset_model("paper"), 16, seed=0).pink_markov
         draws = pm.states + (1 if pm.white_scale > 0 else 0)
         f = floors(dev, args.cells, draws, r["fast_bytes_per_cell"], torch.get_num_threads())

@@ -138,6 +138,9 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
     y = torch.randint(0, sizes[-1], (batch,), device=device)
     headroom = headroom_pulses(preset_model("paper"))
     variants = {"software": _make(sizes, device, False), "device": _make(sizes, device, True)}
+    if device.type == "cpu":  # the path before: pulsed pairs ordered by torch's sort, pair blocks of the array's size
+        variants["device, path before"] = _make(sizes, device, True)
+        _path_before(variants["device, path before"][2].cells)
     if select:  # the same device step with pulse_pairs' reference path (every pair updated, by selects)
         variants["device, select path"] = _make(sizes, device, True)
         arr = variants["device, select path"][2].cells
@@ -175,6 +178,17 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
               f"{cpu_sw * 1e3:.1f} ms, device {cpu_dev * 1e3:.1f} ms: {cpu_dev / cpu_sw:.2f}x; by round "
               f"(alternating): " + ", ".join(f"{d / w:.2f}x" for d, w in zip(cpu_rounds["device"],
                                                                             cpu_rounds["software"])))
+    if "device, path before" in variants:
+        ref = statistics.median(times["device, path before"])
+        cpu_ref = cpu["device, path before"] / n_steps
+        print(f"{tag} baseline, the same device step through the path before (pulsed pairs ordered by torch's "
+              f"sort and nonzero, blocks of pairs of the array's block size): {ref * 1e3:.1f} ms "
+              f"({ref / sw:.2f}x software; CPU time {cpu_ref * 1e3:.1f} ms, {cpu_ref / cpu_sw:.2f}x); by round "
+              f"(alternating, CPU time): " + ", ".join(f"{d / w:.2f}x" for d, w in zip(
+                  cpu_rounds["device, path before"], cpu_rounds["software"]))
+              + f"; the step now is {ref / dev:.2f}x faster (CPU time {cpu_ref / cpu_dev:.2f}x; by round: "
+              + ", ".join(f"{b / d:.2f}x" for b, d in zip(cpu_rounds["device, path before"], cpu_rounds["device"]))
+              + ")")
     if select:
         ref = statistics.median(times["device, select path"])
         cpu_ref = cpu["device, select path"] / n_steps
@@ -207,9 +221,10 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
         late = counts[-max(1, len(counts) // 3):]
         r = _listing_vs_sort(cells.cells, late)
         print(f"{tag} pulses at the counts of the last {len(late)} timed steps ({r['share']:.0%} of the pairs "
-              f"pulsed), CPU time per call in alternating rounds: blocks with at most "
-              f"{_pairs.LIST_SHARE:.0%} pulsed listing them {r['listed_ms']:.1f} ms, one sort of every pair (the "
-              f"path before) {r['sorted_ms']:.1f} ms: {r['sorted_ms'] / r['listed_ms']:.2f}x")
+              f"pulsed), CPU time per call in alternating rounds: listed by numpy (the default on a CPU) "
+              f"{r['numpy_ms']:.1f} ms; by torch, blocks with at most {_pairs.LIST_SHARE:.0%} pulsed listing them "
+              f"{r['listed_ms']:.1f} ms ({r['listed_ms'] / r['numpy_ms']:.2f}x numpy), one sort of every pair "
+              f"{r['sorted_ms']:.1f} ms ({r['sorted_ms'] / r['numpy_ms']:.2f}x)")
     if profile and device.type == "cpu":
         ops, per_cell, ns_cpu = _profile_pulses(cells.cells, [counts[0], counts[len(counts) // 2], counts[-1]])
         print(f"{tag} profile of pulse_pairs' class path (torch.profiler, one thread, blocks in turn, on the "
@@ -235,24 +250,41 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
                   f"{r['select_ms'] / r['classes_ms']:.2f}x")
 
 
+def _path_before(arr) -> None:
+    """Make ``arr.pulse_pairs`` take the path before: the pulsed pairs ordered by torch's sort and nonzero, in
+    blocks of pairs of the array's block size (``PAIR_BLOCK = 1``; the blocks are laid out at the first call)."""
+    real = arr.pulse_pairs
+
+    def pulse_pairs(n):
+        numpy_listing, pair_block = _pairs.NUMPY_LISTING, _pairs.PAIR_BLOCK
+        _pairs.NUMPY_LISTING, _pairs.PAIR_BLOCK = False, 1
+        try:
+            return real(n)
+        finally:
+            _pairs.NUMPY_LISTING, _pairs.PAIR_BLOCK = numpy_listing, pair_block
+
+    arr.pulse_pairs = pulse_pairs
+
+
 def _listing_vs_sort(arr, counts, rounds=3) -> dict:
     """CPU time of pulse_pairs over ``counts``: blocks with few pulsed pairs listing them (the default) against
     one sort of every pair's key in every block (``LIST_SHARE = 0``, the path before), alternating rounds."""
     default = _pairs.LIST_SHARE
 
-    def calls(share):
+    def calls(share, by_numpy):
         def go():
-            _pairs.LIST_SHARE = share
+            _pairs.LIST_SHARE, _pairs.NUMPY_LISTING = share, by_numpy
             try:
                 for n in counts:
                     arr.pulse_pairs(n)
             finally:
-                _pairs.LIST_SHARE = default
+                _pairs.LIST_SHARE, _pairs.NUMPY_LISTING = default, True
         return go
 
-    t = _cpu_alternating({"listed": calls(default), "sorted": calls(0.0)}, rounds=rounds)
+    t = _cpu_alternating({"numpy": calls(default, True), "listed": calls(default, False),
+                          "sorted": calls(0.0, False)}, rounds=rounds)
     pulsed = sum(int(torch.count_nonzero(n)) for n in counts) / (len(counts) * counts[0].numel())
-    return {"share": pulsed, "listed_ms": t["listed"] * 1e3 / len(counts), "sorted_ms": t["sorted"] * 1e3 / len(counts)}
+    return {"share": pulsed, **{f"{k}_ms": v * 1e3 / len(counts) for k, v in t.items()}}
 
 
 def _profile_pulses(arr, counts, top=8):

@@ -21,12 +21,13 @@ scatter by index. Two paths here, with the same law:
 
 The two give different numbers to a cell, with the same law
 (``tests/export/test_torch_pairs.py`` compares them over many cells). The pairs run
-in blocks of the array's block size on the worker threads, block ``b`` drawing from
-the array's block generator ``b``, so the numbers do not depend on the threads.
+in blocks of :data:`PAIR_BLOCK` times the array's block size on the worker threads,
+block ``b`` drawing from the array's block generator ``b``, so the numbers do not depend on the threads.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ._counts import pulse_counts
@@ -36,11 +37,18 @@ from ._update import _STATE, NEVER, _update_cells, draw_classes, update_by_class
 __all__ = ["pulse_pairs"]
 
 
+#: A block of pairs holds this many times the array's block size in pairs (twice its cells): each block costs
+#: about 0.6 ms of fixed work on a CPU (some 150 torch calls), so fewer, larger blocks cost less (one thread,
+#: 2.4 million pairs, 44 % pulsed: 78 ms a call against 90 ms with blocks of the array's size). Block ``b`` of
+#: pairs still draws from the array's block generator ``b`` (there are at least as many).
+PAIR_BLOCK = 2
+
+
 def _pair_views(arr) -> list:
     """Per block of pairs: its range of pairs and views of the BL and BLb cells' state (cached)."""
     c = arr._constants()
     if "pairs" not in c:
-        half, block = arr.num_devices // 2, arr._block_size
+        half, block = arr.num_devices // 2, PAIR_BLOCK * arr._block_size
         bufs = {"pulses": arr.pulses, "wait": arr.rtn_wait, "high": arr.rtn_high, "x": arr.pink_x,
                 "xr": arr.pink_xi[0], "xi": arr.pink_xi[1], "w": arr.w}
 
@@ -129,11 +137,36 @@ def _class_sizes(keys: torch.Tensor, call: dict) -> tuple:
     return tuple(hi - lo for lo, hi in zip([k1, *ends], ends))
 
 
+#: On a CPU, list the pulsed pairs by numpy (:func:`_listed_cpu`) instead of torch's sort (the same order).
+NUMPY_LISTING = True
+
+
+def _listed_cpu(key: torch.Tensor) -> tuple:
+    """The pulsed pairs of a block (``key`` > 0) class by class, each class in index order, and the class sizes.
+
+    The order one stable sort of every pair's key gives (so the same draws go to the same cells), made on
+    a CPU by numpy: a scan for key 1 (most pulsed pairs get one pulse) and one for keys 2 and 3, whose
+    few entries alone are sorted. (torch's CPU ``sort`` and ``nonzero`` take 4 to 10 ns per element,
+    numpy's ``flatnonzero`` about 0.6: the sort was the largest cost of a block after the gathers.)
+    """
+    k = key.numpy()
+    ones = np.flatnonzero(k == 1)
+    rest = np.flatnonzero(k >= 2)
+    twos = 0
+    if rest.size:
+        rest_keys = k[rest]
+        rest = rest[np.argsort(rest_keys, kind="stable")]
+        twos = int(np.count_nonzero(rest_keys == 2))
+    order = torch.from_numpy(np.concatenate([ones, rest]).astype(np.int64, copy=False))
+    return order, (int(ones.size), twos, int(rest.size) - twos)
+
+
 def _class_block(arr, b: int, v: dict, call: dict) -> None:
     """Pulse the pairs of block ``b`` given pulses only: gathered by index, ordered by draw class, scattered back.
 
-    One stable sort of a small key (0: no pulse; 1, 2, 3: the draw classes of
-    :func:`~hfox_fit.torch._update.draw_classes`) lists the pulsed pairs class by class;
+    The order of one stable sort of a small key (0: no pulse; 1, 2, 3: the draw classes of
+    :func:`~hfox_fit.torch._update.draw_classes`) lists the pulsed pairs class by class
+    (on a CPU made by numpy, :func:`_listed_cpu`);
     each pulsed cell (BL or BLb by the sign) is gathered from the array's buffers,
     updated by :func:`~hfox_fit.torch._update.update_by_class` and written back. Pairs
     given 0 pulses cost the key and the sort (no draws, no update), and a cell given
@@ -149,7 +182,11 @@ def _class_block(arr, b: int, v: dict, call: dict) -> None:
     if pulsed == 0:
         return
     signed = call["signed"][s:e]
-    if pulsed <= LIST_SHARE * (e - s):
+    by_numpy = NUMPY_LISTING and mag.device.type == "cpu"
+    if by_numpy:
+        order, sizes = _listed_cpu(_class_key(mag, call["classes"]))
+        counts, neg = mag.index_select(0, order), signed.index_select(0, order).lt_(0)
+    elif pulsed <= LIST_SHARE * (e - s):
         # few pulsed: list them (in order), read their signed counts once, and sort their keys alone; the stable
         # sort keeps the listed order within a class, so the order is the one a sort of every pair's key gives
         # (the same draws to the same cells)
@@ -163,7 +200,8 @@ def _class_block(arr, b: int, v: dict, call: dict) -> None:
         ranked = torch.sort(_class_key(mag, call["classes"]), stable=True)
         order = ranked.indices[e - s - pulsed:]  # pulsed pairs, class by class (after the idle ones, key 0)
         counts, neg = mag.index_select(0, order), signed.index_select(0, order).lt_(0)
-    sizes = _class_sizes(ranked.values, call)
+    if not by_numpy:
+        sizes = _class_sizes(ranked.values, call)
     cell = torch.add(order, neg, alpha=half).add_(s)  # BL (i) or BLb (i + half) of each pulsed pair
     bufs = call["bufs"]
     # (w is written, not read: cells given pulses read afresh)

@@ -128,6 +128,7 @@ def test_class_path_resumes_exactly_and_does_not_depend_on_threads(monkeypatch):
             reads.append([arr.pulse_pairs(n).clone() for n in counts])
     finally:
         torch.set_num_threads(threads)
+        assert len(_pairs._pair_views(arr)) >= 2  # (blocks of pairs on both threads)
     for a, b in zip(*reads):
         assert torch.equal(a, b)
     # resumed from a state_dict half way, the same reads
@@ -168,16 +169,55 @@ def test_listing_the_few_pulsed_pairs_gives_the_order_of_one_sort(monkeypatch, m
     real_nonzero = torch.nonzero
     monkeypatch.setattr(torch, "nonzero", lambda x, *a, **k: listed.append(x.dtype) or real_nonzero(x, *a, **k))
     runs = []
-    for share in (1.0, 0.0):  # every block listed / every block sorted whole (the path before)
+    sorts = []
+    real_sort = torch.sort
+    monkeypatch.setattr(torch, "sort", lambda x, *a, **k: sorts.append(x.numel()) or real_sort(x, *a, **k))
+    # every block listed / every block sorted whole (the path before) / listed by numpy (the CPU default)
+    for share, by_numpy in ((1.0, False), (0.0, False), (0.0, True)):
         monkeypatch.setattr(_pairs, "LIST_SHARE", share)
+        monkeypatch.setattr(_pairs, "NUMPY_LISTING", by_numpy)
         listed.clear()
+        sorts.clear()
         arr = WeakResetArray(preset_model(model_name), 2 * HALF, seed=6)
         reads = [arr.pulse_pairs(n).clone() for n in counts]
         runs.append((reads, {k: v.clone() for k, v in arr.state_dict().items() if isinstance(v, torch.Tensor)}))
-        assert (torch.int32 in listed) == (share == 1.0)  # the pulsed pairs listed by a scan of their counts
-    (reads_a, state_a), (reads_b, state_b) = runs
-    for a, b in zip(reads_a, reads_b):
-        assert torch.equal(a, b)
-    assert state_a.keys() == state_b.keys()
-    for k in state_a:
-        assert torch.equal(state_a[k], state_b[k]), k
+        # the pulsed pairs listed by a torch scan of their counts, or by numpy (no torch sort)
+        assert (torch.int32 in listed) == (share == 1.0 and not by_numpy)
+        assert (not sorts) == by_numpy
+    reads_a, state_a = runs[0]
+    for reads_b, state_b in runs[1:]:
+        for a, b in zip(reads_a, reads_b):
+            assert torch.equal(a, b)
+        assert state_a.keys() == state_b.keys()
+        for k in state_a:
+            assert torch.equal(state_a[k], state_b[k]), k
+
+
+def test_numpy_listing_matches_a_stable_sort_of_the_keys():
+    """The CPU listing gives the order of one stable sort of every pair's key (pulsed pairs only) and the class
+    sizes, for keys with and without classes 2 and 3, none pulsed, all pulsed."""
+    g = torch.Generator().manual_seed(3)
+    cases = [torch.randint(0, 4, (1000,), generator=g, dtype=torch.int8),
+             torch.randint(0, 2, (1000,), generator=g, dtype=torch.int8),
+             torch.zeros(7, dtype=torch.int8), torch.full((9,), 3, dtype=torch.int8),
+             torch.tensor([2, 0, 1, 3, 2, 1, 0, 3], dtype=torch.int8)]
+    for key in cases:
+        order, sizes = _pairs._listed_cpu(key)
+        ranked = torch.sort(key, stable=True)
+        idle = int((key == 0).sum())
+        assert torch.equal(order, ranked.indices[idle:])
+        assert sizes == tuple(int((key == k).sum()) for k in (1, 2, 3))
+
+
+def test_blocks_of_pairs_are_larger_than_the_arrays_and_draw_from_its_generators(monkeypatch):
+    """Blocks of pairs hold PAIR_BLOCK times the array's block size (fewer blocks: less fixed work per call), and
+    each draws from one of the array's block generators."""
+    from hfox_fit.torch import _threads
+
+    monkeypatch.setattr(_threads, "CPU_BLOCK", 16_000)
+    arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=1)
+    views = _pairs._pair_views(arr)
+    sizes = [e - s for s, e in (v["range"] for v in views)]
+    assert _pairs.PAIR_BLOCK >= 2
+    assert sizes[:-1] == [_pairs.PAIR_BLOCK * arr._block_size] * (len(sizes) - 1) and 0 < sizes[-1] <= sizes[0]
+    assert sum(sizes) == HALF and len(views) <= len(arr._block_gens)
