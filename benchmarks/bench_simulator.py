@@ -230,19 +230,18 @@ def run_listing(device, cells, steps, seed=0, rounds=3, share=LOW_SHARE) -> dict
 
     device = torch.device(device)
     counts = pair_counts(cells // 2, steps + 1, device, seed, share=share)
-    ways = {"numpy": (_pairs.LIST_SHARE, True), "listed": (_pairs.LIST_SHARE, False), "one sort": (0.0, False)}
-    default = ways["numpy"]
+    ways = {"numpy": {"NUMPY_LISTING": True}, "listed": {"NUMPY_LISTING": False},
+            "one sort": {"NUMPY_LISTING": False, "LIST_SHARE": 0.0}}
     arrays = {k: WeakResetArray(preset_model("paper"), cells, seed=seed, device=device) for k in ways}
     wall = {k: [] for k in ways}
     cpu = {k: [] for k in ways}
     per_round = max(2, steps // rounds)
-    try:
-        for k, arr in arrays.items():  # warm-up
-            _pairs.LIST_SHARE, _pairs.NUMPY_LISTING = ways[k]
+    for k, arr in arrays.items():  # warm-up
+        with _pairs.settings(**ways[k]):
             _pairs.pulse_pairs(arr, counts[0])
-        for r in range(rounds):
-            for k, arr in arrays.items():
-                _pairs.LIST_SHARE, _pairs.NUMPY_LISTING = ways[k]
+    for r in range(rounds):
+        for k, arr in arrays.items():
+            with _pairs.settings(**ways[k]):
                 for n in counts[1 + r * per_round: 1 + (r + 1) * per_round]:
                     _sync(device)
                     c0, t0 = time.process_time(), time.perf_counter()
@@ -250,8 +249,6 @@ def run_listing(device, cells, steps, seed=0, rounds=3, share=LOW_SHARE) -> dict
                     _sync(device)
                     wall[k].append(time.perf_counter() - t0)
                     cpu[k].append(time.process_time() - c0)
-    finally:
-        _pairs.LIST_SHARE, _pairs.NUMPY_LISTING = default
     states = [arr.state_dict() for arr in arrays.values()]
     same = all(torch.equal(a, b) for other in states[1:] for a, b in zip(states[0].values(), other.values())
                if isinstance(a, torch.Tensor))

@@ -256,33 +256,26 @@ def _path_before(arr) -> None:
     real = arr.pulse_pairs
 
     def pulse_pairs(n):
-        numpy_listing, pair_block = _pairs.NUMPY_LISTING, _pairs.PAIR_BLOCK
-        _pairs.NUMPY_LISTING, _pairs.PAIR_BLOCK = False, 1
-        try:
+        with _pairs.settings(NUMPY_LISTING=False, PAIR_BLOCK=1):
             return real(n)
-        finally:
-            _pairs.NUMPY_LISTING, _pairs.PAIR_BLOCK = numpy_listing, pair_block
 
     arr.pulse_pairs = pulse_pairs
 
 
 def _listing_vs_sort(arr, counts, rounds=3) -> dict:
-    """CPU time of pulse_pairs over ``counts``: blocks with few pulsed pairs listing them (the default) against
-    one sort of every pair's key in every block (``LIST_SHARE = 0``, the path before), alternating rounds."""
-    default = _pairs.LIST_SHARE
+    """CPU time of pulse_pairs over ``counts``, three ways of listing the pulsed pairs of a block: by numpy (the
+    default on a CPU), by torch with blocks of few pulsed pairs listing them, and by one torch sort of every pair's
+    key in every block (``LIST_SHARE = 0``); alternating rounds."""
 
-    def calls(share, by_numpy):
+    def calls(**setting):
         def go():
-            _pairs.LIST_SHARE, _pairs.NUMPY_LISTING = share, by_numpy
-            try:
+            with _pairs.settings(**setting):
                 for n in counts:
                     arr.pulse_pairs(n)
-            finally:
-                _pairs.LIST_SHARE, _pairs.NUMPY_LISTING = default, True
         return go
 
-    t = _cpu_alternating({"numpy": calls(default, True), "listed": calls(default, False),
-                          "sorted": calls(0.0, False)}, rounds=rounds)
+    t = _cpu_alternating({"numpy": calls(NUMPY_LISTING=True), "listed": calls(NUMPY_LISTING=False),
+                          "sorted": calls(NUMPY_LISTING=False, LIST_SHARE=0.0)}, rounds=rounds)
     pulsed = sum(int(torch.count_nonzero(n)) for n in counts) / (len(counts) * counts[0].numel())
     return {"share": pulsed, **{f"{k}_ms": v * 1e3 / len(counts) for k, v in t.items()}}
 

@@ -197,6 +197,8 @@ class _Data:
         self.x_plain, self.x_eiv = self.x[self.plain], self.x[self.eiv]
         self.se_eiv = self.se[self.eiv] if self.se is not None else np.zeros(0)
         self.span = (float(np.min(self.x)), float(np.max(self.x))) if len(self.x) else (np.nan, np.nan)
+        # log-density of a uniform law over that range (the contamination, an ambiguous value's "nothing known")
+        self.log_uniform = -np.log(self.span[1] - self.span[0]) if self.span[1] > self.span[0] else 0.0
         self.nodes = None
         if self.eiv.any():
             z, wts = _GH_NODES_WEIGHTS
@@ -341,14 +343,14 @@ class _Candidate:
                 if self.bounds is not None:
                     inside = (data.x >= self.bounds[0]) & (data.x <= self.bounds[1])
                     lx = np.where(inside | data.eiv, lx, -np.inf)
-            a, b = data.span
-            lg = -np.log(b - a) if b > a else 0.0
+            lg = data.log_uniform
             if data.amb_at.size:
                 # the law's value with its error, or (a break the train could not show) nothing known
                 at = data.amb_at
                 wt = data.ambiguous_weight
                 lx[at] = np.logaddexp(np.log(wt) + lx[at], np.log1p(-wt) + lg)
             if eps > 0:
+                a, b = data.span
                 lx = np.logaddexp(np.log1p(-eps) + lx, np.log(eps) + lg)
                 if censored:
                     frac = np.clip((np.minimum(data.hi, b) - np.maximum(data.lo, a)) / max(b - a, 1e-300), 0, 1)

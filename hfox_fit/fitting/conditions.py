@@ -115,11 +115,11 @@ def condition_location(d2d: list) -> str:
     The cells' own median (family-free) where every condition has it with an interval and no
     cell is censored; the law's median otherwise (under censoring the law extrapolates past
     the censoring point, the cells' Kaplan-Meier median cannot). The law's median carries the
-    errors-in-variables weighting of the D2D fit: the flattest trains' m1 (no break seen, a
-    per-cell error widened to an early break the data cannot rule out) weigh little there, which
-    moved the m1 medians of the slow conditions up (+25 % at 1.15 V, 0.5 us) and attenuated
-    m1's width slope (mean z -1.27 over 10 seeds of the default condition law; on the
-    cells' medians, +0.05).
+    errors-in-variables weighting of the D2D fit, under which the flattest trains' m1 weighed
+    little: the m1 medians of the slow conditions came out high (+18 % at 1.15 V, 0.5 and 1 us,
+    10 seeds of the default condition law; +7 and +11 % since those trains' lines enter as
+    ambiguous values, see :func:`~hfox_fit.fitting.campaign.d2d_rows`) and m1's width slope
+    leaned (mean z -1.27 on the laws' medians, +0.05 on the cells').
     """
     given = [d for d in d2d if d]
     if given and all(not d.get("n_censored") and d.get("sample_median") is not None and d.get("sample_median_ci90")
@@ -152,6 +152,7 @@ class _FamilyFits:
             raise FitError("no unflagged cell to fit the D2D laws to")
         rng = np.random.default_rng(self.random_state)
         self.fits_, self.laws_, self.notes_ = {}, {}, []
+        weight = line_weight(cells)
         for p in self.params:
             choice = dict(self.pooled.get(p, {}))
             tied = choice.pop("indistinguishable", [])  # of the one family choice over all the conditions
@@ -161,7 +162,7 @@ class _FamilyFits:
             try:
                 fit = fit_parameter(p, cells[p].to_numpy(), stderr=cells[p + "_stderr"].to_numpy(), lower=lower,
                                     ambiguous=cells[p + "_ambiguous"].to_numpy() if p + "_ambiguous" in cells
-                                    else None, ambiguous_weight=line_weight(cells),
+                                    else None, ambiguous_weight=weight,
                                     upper=upper, bootstrap=self.bootstrap, rng=rng,
                                     guard=choice.get("families", ("expon",))[0] == "expon"
                                     and (self.guarded is None or p in self.guarded),
@@ -204,6 +205,7 @@ def _shared_families(cells, cell_gid, params, pooled: dict, random_state: int) -
     if cells is None or cells.empty:
         return out
     rng = np.random.default_rng(random_state)
+    weight = line_weight(cells)
     for p in params:
         x = cells[p].to_numpy(float).copy()
         se = cells[p + "_stderr"].to_numpy(float).copy()
@@ -230,7 +232,7 @@ def _shared_families(cells, cell_gid, params, pooled: dict, random_state: int) -
         try:
             fit = fit_parameter(p, x[pick], stderr=se[pick], lower=None if lo is None else lo[pick],
                                 ambiguous=amb[pick] if amb is not None else None,
-                                ambiguous_weight=line_weight(cells),
+                                ambiguous_weight=weight,
                                 upper=None if hi is None else hi[pick], truncate=False, bootstrap=0, max_select=0,
                                 guard=False, rng=rng, families=_POSITIVE_FIRST if ratio else CANDIDATE_FAMILIES)
             # each condition's fit starts from this law moved to its median (not from moments and, for

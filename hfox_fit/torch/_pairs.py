@@ -27,6 +27,8 @@ block ``b`` drawing from the array's block generator ``b``, so the numbers do no
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -139,6 +141,25 @@ def _class_sizes(keys: torch.Tensor, call: dict) -> tuple:
 
 #: On a CPU, list the pulsed pairs by numpy (:func:`_listed_cpu`) instead of torch's sort (the same order).
 NUMPY_LISTING = True
+
+_SETTINGS = ("NUMPY_LISTING", "LIST_SHARE", "PAIR_BLOCK")
+
+
+@contextlib.contextmanager
+def settings(**values):
+    """The module's path settings (:data:`NUMPY_LISTING`, :data:`LIST_SHARE`, :data:`PAIR_BLOCK`) for a block,
+    then back as they were: how the benchmarks time one path against another (``PAIR_BLOCK`` counts when an
+    array lays out its blocks of pairs, at its first call)."""
+    unknown = sorted(set(values) - set(_SETTINGS))
+    if unknown:
+        raise ValueError(f"settings: unknown setting(s) {unknown}; expected some of {list(_SETTINGS)}")
+    module = globals()
+    before = {k: module[k] for k in values}
+    module.update(values)
+    try:
+        yield
+    finally:
+        module.update(before)
 
 
 def _listed_cpu(key: torch.Tensor) -> tuple:
