@@ -16,7 +16,10 @@ device step is the software step (forward, backward, Adam) plus
 ``WeakResetArray.pulse_pairs``, and the weights are read back) and the re-SET
 check; the script prints the time of these parts, and the floors of the pulses:
 drawing their normal numbers alone (as the update draws them) and moving the
-cells' state once. The CUDA rows appear when ``torch.cuda.is_available()``.
+cells' state once. The baseline row times the same device step through the path
+before (main at 859b130: every pair read back after the pulses, into a new read
+tensor) in the same alternating rounds, and checks that both end with the same
+cells. The CUDA rows appear when ``torch.cuda.is_available()``.
 Figures are printed, not asserted.
 """
 
@@ -241,6 +244,13 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
               f"counts of 3 timed steps): {ns_cpu:.0f} ns of CPU time per pulsed pair unprofiled; by operation "
               f"(ns per pulsed pair under the profiler, share): "
               + ", ".join(f"{name} {ns:.1f} ({share:.0%})" for name, ns, share in ops))
+    if profile and device.type == "cpu":
+        fixed, by_share = _cost_by_share(cells.cells)
+        print(f"{tag} pulse_pairs' CPU time by share of the pairs pulsed (one thread, 1 pulse for 80 % of the pulsed "
+              f"pairs, 2-4 for the rest): {fixed:.1f} ms per call with 0.05 % pulsed (the fixed part: the counts' "
+              f"checks, each block's key and listing); above it, per pulsed pair: "
+              + ", ".join(f"{sh:.0%} {ns:.0f} ns" for sh, ns in by_share)
+              + " (few pulsed pairs each cost a cache line per field gathered or written, many share them)")
     if levers and device.type == "cpu":
         share = parts["pulsed"] / n_steps / cells.numel
         rt = _state_round_trip(cells.cells, share)
@@ -337,6 +347,41 @@ def _profile_pulses(arr, counts, top=8):
     rest = sum(e.self_cpu_time_total for e in rows[top:])
     ops.append(("(the rest)", rest * per, rest / total))
     return ops, total * per, ns_cpu
+
+
+def _cost_by_share(arr, shares=(0.03, 0.06, 0.2, 0.99), seed=0) -> tuple:
+    """CPU time of ``pulse_pairs`` on one thread: the ms of a call with 0.05 % of the pairs pulsed, and the ns per
+    pulsed pair above that at each share (on a copy of ``arr``'s state: the array is put back)."""
+    half = arr.num_devices // 2
+    g = torch.Generator().manual_seed(seed)
+    saved = {k: v.clone() for k, v in arr.state_dict().items() if isinstance(v, torch.Tensor)}
+    bound = arr._pulse_bound
+
+    def counts(share):
+        mag = torch.where(torch.rand(half, generator=g) < 0.8, 1, torch.randint(2, 5, (half,), generator=g))
+        mag = torch.where(torch.rand(half, generator=g) < share, mag, 0)
+        return torch.where(torch.rand(half, generator=g) < 0.5, mag, -mag).to(torch.int32)
+
+    def cpu_ms(n):
+        arr.pulse_pairs(n, in_place=True)
+        c0 = time.process_time()
+        arr.pulse_pairs(n, in_place=True)
+        return (time.process_time() - c0) * 1e3
+
+    c = arr._constants()
+    threaded, threads = c["threaded"], torch.get_num_threads()
+    c["threaded"] = False
+    torch.set_num_threads(1)
+    try:
+        fixed = min(cpu_ms(counts(0.0005)) for _ in range(2))
+        by_share = [(sh, (min(cpu_ms(n) for _ in range(2)) - fixed) * 1e6 / max(int(torch.count_nonzero(n)), 1))
+                    for sh, n in ((sh, counts(sh)) for sh in shares)]
+    finally:
+        c["threaded"] = threaded
+        torch.set_num_threads(threads)
+        arr.load_state_dict({**arr.state_dict(), **saved})
+        arr._pulse_bound = max(bound, arr._pulse_bound)
+    return fixed, by_share
 
 
 def _cpu_alternating(fns: dict, rounds: int = 5) -> dict:

@@ -207,7 +207,8 @@ def _class_block(arr, b: int, v: dict, call: dict) -> None:
         pulsed = order.numel()
         if pulsed == 0:
             return _note(call, b, s, order, None)
-        counts, neg = mag.index_select(0, order), signed.index_select(0, order).lt_(0)
+        own = signed.index_select(0, order)  # (one gather: the counts are its magnitudes)
+        counts, neg = own.abs(), own.lt(0)
     elif (pulsed := int(torch.count_nonzero(mag))) == 0:
         return _note(call, b, s, mag.new_zeros(0, dtype=torch.int64), None)
     elif pulsed <= LIST_SHARE * (e - s):
@@ -335,7 +336,10 @@ def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record
     if call["record"] is not None:
         listed = call["listed"]
         record["pairs"] = tuple(p for p, _ in listed)
-        record["pulses"] = sum((q.sum() for _, q in listed if q is not None),
+        # (a sum of int32 counts in int64 converts them first: summed in int32 where no block can pass 2**31)
+        wide = max((q.numel() for _, q in listed if q is not None), default=0) * hi >= 1 << 31
+        record["pulses"] = sum((q.sum(dtype=torch.int64 if wide else torch.int32).to(torch.int64)
+                                for _, q in listed if q is not None),
                                torch.zeros((), dtype=torch.int64, device=arr.device))
     return call["out"]
 

@@ -73,7 +73,9 @@ class CellBackedWeights(nn.Module):
         it reads the sign the weight has now (up to ``max_program_steps`` steps
         of ``max_pulses``).
     readout : callable, optional
-        ``readout(r_bl, r_blb) -> weights``; :func:`sign_readout` by default.
+        ``readout(r_bl, r_blb) -> weights``; :func:`sign_readout` by default (with which a
+        step that pulses few pairs reads those alone: see :meth:`step`; another readout
+        reads every pair at each step).
     max_program_steps : int, default=1000
     **switches
         ``d2d``, ``c2c``, ``pink``, ``rtn`` (the ablation) and ``compile`` of :class:`WeakResetArray`.
@@ -243,6 +245,11 @@ class CellBackedWeights(nn.Module):
         """Turn the change the optimizer made to the weights into pulses, then read the weights back.
 
         Call it right after ``optimizer.step()``.
+
+        With :func:`sign_readout`, where at most :attr:`READ_PULSED_SHARE` of the pairs get
+        pulses, only those pairs are read back, into the weights kept from the step before (the
+        others read as they did); the pulses go into the cells' last read in place. Either way
+        the numbers are those of a read of every pair.
 
         Returns
         -------
