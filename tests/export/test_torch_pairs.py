@@ -229,11 +229,12 @@ def test_in_place_pulses_give_the_same_reads_and_record_lists_the_pulsed_pairs()
     counts = _counts(11)[:3] + [torch.zeros(HALF, dtype=torch.int32)]
     a = WeakResetArray(preset_model("wafer_b"), 2 * HALF, seed=5)
     b = WeakResetArray(preset_model("wafer_b"), 2 * HALF, seed=5)
-    for n in counts:
-        last = b.resistance
+    for i, n in enumerate(counts):
+        last_a, last = a.resistance, b.resistance
         record = {}
         ra, rb = a.pulse_pairs(n), b.pulse_pairs(n, in_place=True, record=record)
-        assert rb is last and rb is b.resistance and ra is not a.resistance.clone()
+        assert rb is last and rb is b.resistance and ra is a.resistance
+        assert (ra is last_a) == (i == len(counts) - 1)  # (a new tensor unless nothing was pulsed)
         assert torch.equal(ra, rb)
         pairs = torch.cat(record["pairs"]) if record["pairs"] else torch.zeros(0, dtype=torch.int64)
         assert torch.equal(pairs.sort().values, torch.nonzero(n).squeeze(1))
