@@ -16,7 +16,10 @@ device step is the software step (forward, backward, Adam) plus
 ``WeakResetArray.pulse_pairs``, and the weights are read back) and the re-SET
 check; the script prints the time of these parts, and the floors of the pulses:
 drawing their normal numbers alone (as the update draws them) and moving the
-cells' state once. The CUDA rows appear when ``torch.cuda.is_available()``.
+cells' state once. The baseline row times the same device step through the path
+before (main at 859b130: every pair read back after the pulses, into a new read
+tensor) in the same alternating rounds, and checks that both end with the same
+cells. The CUDA rows appear when ``torch.cuda.is_available()``.
 Figures are printed, not asserted.
 """
 
@@ -77,23 +80,27 @@ def _step(net, opt, cells, x, y, headroom, parts=None):
         parts["network"] += time.perf_counter() - t0
     if cells is not None:
         t1 = time.perf_counter()
-        stats = cells.step()
+        stats = getattr(cells, "main_step", cells.step)()
         cells.reset_saturated(headroom)
         if parts is not None:
             _sync(x.device)
             parts["cells"] += time.perf_counter() - t1
-            mag = stats["counts"].abs()
-            parts["pulsed"] += int(torch.count_nonzero(mag))
-            parts["counts"].append(stats["counts"].clone())
-            # the normal numbers the class path draws: 1 per pulsed cell, 1 more from a pulses on, 1 more from b
-            # on (draw_classes), and the white one
-            a, b = draw_classes(cells.cells)
-            c = cells.cells._constants()
-            white = c["states"] > 0 and c["white"] > 0
-            parts["normals"] += int(torch.count_nonzero(mag)) * (1 + white) + sum(
-                int(torch.count_nonzero(mag >= k)) for k in (a, b) if k < NEVER)
+            parts["counts"].append(stats["counts"])  # (a fresh tensor each step: counted after the timing)
     else:
         net.clip_weights()
+
+
+def _count_pulsed(cells, parts) -> None:
+    """The pulsed pairs of the timed steps, and the normal numbers the class path drew for them: 1 per pulsed
+    cell, 1 more from a pulses on, 1 more from b on (draw_classes), and the white one (out of the timing)."""
+    a, b = draw_classes(cells.cells)
+    c = cells.cells._constants()
+    white = c["states"] > 0 and c["white"] > 0
+    for counts in parts["counts"]:
+        mag = counts.abs()
+        parts["pulsed"] += int(torch.count_nonzero(mag))
+        parts["normals"] += int(torch.count_nonzero(mag)) * (1 + white) + sum(
+            int(torch.count_nonzero(mag >= k)) for k in (a, b) if k < NEVER)
 
 
 def _floors(cells, pulsed: int, normals: int, reps: int = 3) -> dict:
@@ -138,13 +145,13 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
     y = torch.randint(0, sizes[-1], (batch,), device=device)
     headroom = headroom_pulses(preset_model("paper"))
     variants = {"software": _make(sizes, device, False), "device": _make(sizes, device, True)}
-    if device.type == "cpu":  # the path before: pulsed pairs ordered by torch's sort, pair blocks of the array's size
+    if device.type == "cpu":  # the path before (main at 859b130): every pair read back after the pulses, a new read
         variants["device, path before"] = _make(sizes, device, True)
-        _path_before(variants["device, path before"][2].cells)
+        _path_before(variants["device, path before"][2])
     if select:  # the same device step with pulse_pairs' reference path (every pair updated, by selects)
         variants["device, select path"] = _make(sizes, device, True)
         arr = variants["device, select path"][2].cells
-        arr.pulse_pairs = lambda n, arr=arr: _pairs.pulse_pairs(arr, n, path="select")
+        arr.pulse_pairs = lambda n, arr=arr, **options: _pairs.pulse_pairs(arr, n, path="select")
     for v in variants.values():  # warm-up: first-call costs
         _step(*v, x, y, headroom)
     cells = variants["device"][2]
@@ -166,6 +173,7 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
             cpu[name] += time.process_time() - c0
             cpu_rounds[name].append(time.process_time() - c0)
     del cells.cells.pulse_pairs
+    _count_pulsed(cells, parts)
     n_steps = rounds * per_round
     sw, dev = statistics.median(times["software"]), statistics.median(times["device"])
     cpu_sw, cpu_dev = cpu["software"] / n_steps, cpu["device"] / n_steps
@@ -181,14 +189,19 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
     if "device, path before" in variants:
         ref = statistics.median(times["device, path before"])
         cpu_ref = cpu["device, path before"] / n_steps
-        print(f"{tag} baseline, the same device step through the path before (pulsed pairs ordered by torch's "
-              f"sort and nonzero, blocks of pairs of the array's block size): {ref * 1e3:.1f} ms "
+        print(f"{tag} baseline, the same device step through the path before (every pair read back after the "
+              f"pulses, the pulses into a new read tensor, the update in pulses from a concatenation, the pulses summed over every pair): {ref * 1e3:.1f} ms "
               f"({ref / sw:.2f}x software; CPU time {cpu_ref * 1e3:.1f} ms, {cpu_ref / cpu_sw:.2f}x); by round "
               f"(alternating, CPU time): " + ", ".join(f"{d / w:.2f}x" for d, w in zip(
                   cpu_rounds["device, path before"], cpu_rounds["software"]))
               + f"; the step now is {ref / dev:.2f}x faster (CPU time {cpu_ref / cpu_dev:.2f}x; by round: "
               + ", ".join(f"{b / d:.2f}x" for b, d in zip(cpu_rounds["device, path before"], cpu_rounds["device"]))
               + ")")
+        before_cells = variants["device, path before"][2].cells
+        same = all(torch.equal(a, b) for a, b in ((cells.cells.w, before_cells.w),
+                                                  (cells.cells.pulses, before_cells.pulses),
+                                                  (cells.cells.resistance, before_cells.resistance)))
+        print(f"{tag} the two paths' cells after the same steps: {'identical' if same else 'DIFFERENT'}")
     if select:
         ref = statistics.median(times["device, select path"])
         cpu_ref = cpu["device, select path"] / n_steps
@@ -231,6 +244,13 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
               f"counts of 3 timed steps): {ns_cpu:.0f} ns of CPU time per pulsed pair unprofiled; by operation "
               f"(ns per pulsed pair under the profiler, share): "
               + ", ".join(f"{name} {ns:.1f} ({share:.0%})" for name, ns, share in ops))
+    if profile and device.type == "cpu":
+        fixed, by_share = _cost_by_share(cells.cells)
+        print(f"{tag} pulse_pairs' CPU time by share of the pairs pulsed (one thread, 1 pulse for 80 % of the pulsed "
+              f"pairs, 2-4 for the rest): {fixed:.1f} ms per call with 0.05 % pulsed (the fixed part: the counts' "
+              f"checks, each block's key and listing); above it, per pulsed pair: "
+              + ", ".join(f"{sh:.0%} {ns:.0f} ns" for sh, ns in by_share)
+              + " (few pulsed pairs each cost a cache line per field gathered or written, many share them)")
     if levers and device.type == "cpu":
         share = parts["pulsed"] / n_steps / cells.numel
         rt = _state_round_trip(cells.cells, share)
@@ -250,16 +270,31 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
                   f"{r['select_ms'] / r['classes_ms']:.2f}x")
 
 
-def _path_before(arr) -> None:
-    """Make ``arr.pulse_pairs`` take the path before: the pulsed pairs ordered by torch's sort and nonzero, in
-    blocks of pairs of the array's block size (``PAIR_BLOCK = 1``; the blocks are laid out at the first call)."""
+def _path_before(cells) -> None:
+    """Make ``cells`` take the path before (main at 859b130): ``step`` reads every pair back after the pulses
+    and sums the pulses over every pair, the pulses go to a new read tensor (``pulse_pairs`` without
+    ``in_place`` or ``record``). The same numbers: only the work differs."""
+    arr = cells.cells
     real = arr.pulse_pairs
 
-    def pulse_pairs(n):
-        with _pairs.settings(NUMPY_LISTING=False, PAIR_BLOCK=1):
-            return real(n)
+    def pulse_pairs(n, **options):
+        return real(n)
+
+    @torch.no_grad()
+    def main_step():
+        before = cells._read_flat()
+        steps = cells._flat_params().sub_(before).div_(cells.scale)
+        if not all(map(torch.isfinite, torch.aminmax(steps))):
+            raise ValueError("the optimizer left NaN or infinite weights; no pulses were applied.")
+        n = steps.round_().clamp_(-cells.max_pulses, cells.max_pulses).to(torch.int32)
+        cells._pulse_pairs(n)
+        after = cells._read_flat()
+        for p, value in zip(cells._params, cells._split(after)):
+            p.copy_(value.to(p.device))
+        return {"pulses": n.abs().sum(), "flips": torch.count_nonzero(torch.ne(after, before)), "counts": n}
 
     arr.pulse_pairs = pulse_pairs
+    cells.main_step = main_step
 
 
 def _listing_vs_sort(arr, counts, rounds=3) -> dict:
@@ -312,6 +347,41 @@ def _profile_pulses(arr, counts, top=8):
     rest = sum(e.self_cpu_time_total for e in rows[top:])
     ops.append(("(the rest)", rest * per, rest / total))
     return ops, total * per, ns_cpu
+
+
+def _cost_by_share(arr, shares=(0.03, 0.06, 0.2, 0.99), seed=0) -> tuple:
+    """CPU time of ``pulse_pairs`` on one thread: the ms of a call with 0.05 % of the pairs pulsed, and the ns per
+    pulsed pair above that at each share (on a copy of ``arr``'s state: the array is put back)."""
+    half = arr.num_devices // 2
+    g = torch.Generator().manual_seed(seed)
+    saved = {k: v.clone() for k, v in arr.state_dict().items() if isinstance(v, torch.Tensor)}
+    bound = arr._pulse_bound
+
+    def counts(share):
+        mag = torch.where(torch.rand(half, generator=g) < 0.8, 1, torch.randint(2, 5, (half,), generator=g))
+        mag = torch.where(torch.rand(half, generator=g) < share, mag, 0)
+        return torch.where(torch.rand(half, generator=g) < 0.5, mag, -mag).to(torch.int32)
+
+    def cpu_ms(n):
+        arr.pulse_pairs(n, in_place=True)
+        c0 = time.process_time()
+        arr.pulse_pairs(n, in_place=True)
+        return (time.process_time() - c0) * 1e3
+
+    c = arr._constants()
+    threaded, threads = c["threaded"], torch.get_num_threads()
+    c["threaded"] = False
+    torch.set_num_threads(1)
+    try:
+        fixed = min(cpu_ms(counts(0.0005)) for _ in range(2))
+        by_share = [(sh, (min(cpu_ms(n) for _ in range(2)) - fixed) * 1e6 / max(int(torch.count_nonzero(n)), 1))
+                    for sh, n in ((sh, counts(sh)) for sh in shares)]
+    finally:
+        c["threaded"] = threaded
+        torch.set_num_threads(threads)
+        arr.load_state_dict({**arr.state_dict(), **saved})
+        arr._pulse_bound = max(bound, arr._pulse_bound)
+    return fixed, by_share
 
 
 def _cpu_alternating(fns: dict, rounds: int = 5) -> dict:

@@ -572,7 +572,7 @@ class WeakResetArray(ResumableState, nn.Module):
             for b in range(len(c["views"])):
                 fn(b)
 
-    def pulse_pairs(self, n) -> torch.Tensor:
+    def pulse_pairs(self, n, *, in_place: bool = False, record: dict | None = None) -> torch.Tensor:
         """Pulse one cell of each pair ``(i, i + num_devices // 2)``, by the sign of ``n[i]``.
 
         Cell ``i`` gets ``n[i]`` pulses where ``n[i] > 0``, cell ``i + num_devices // 2`` gets
@@ -581,10 +581,17 @@ class WeakResetArray(ResumableState, nn.Module):
         those counts, at a fraction of the cost: only the pairs given pulses are updated, each
         pulsed cell drawing only the normal numbers its count needs (see :mod:`hfox_fit.torch._pairs`);
         its partner keeps its state and read. Returns the resistance of every cell.
+
+        ``in_place=True`` writes the new reads into the tensor of the last read (:attr:`resistance`)
+        and returns it, instead of a new tensor: no copy of every cell's read, but a read returned
+        before changes. ``record``: a dict that receives ``"pairs"`` (the indices of the pairs given
+        pulses: int64 tensors, one per block of pairs, in no set order) and ``"pulses"`` (their total,
+        a 0-d int64 tensor), where the update lists them (the default path; a compiled array leaves
+        it empty).
         """
         from ._pairs import pulse_pairs
 
-        return pulse_pairs(self, n)
+        return pulse_pairs(self, n, in_place=in_place, record=record)
 
     def forward(self, n=1) -> torch.Tensor:
         """Same as :meth:`pulse`."""

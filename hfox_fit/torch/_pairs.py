@@ -196,17 +196,21 @@ def _class_block(arr, b: int, v: dict, call: dict) -> None:
     s, e = v["range"]
     half = arr.num_devices // 2
     out, prev = call["out"], call["prev"]
-    out[s:e].copy_(prev[s:e])
-    out[half + s:half + e].copy_(prev[half + s:half + e])
+    if out is not prev:  # (in place, the cells given no pulses already read their last read)
+        out[s:e].copy_(prev[s:e])
+        out[half + s:half + e].copy_(prev[half + s:half + e])
     mag = call["n"][s:e]
-    pulsed = int(torch.count_nonzero(mag))
-    if pulsed == 0:
-        return
     signed = call["signed"][s:e]
     by_numpy = NUMPY_LISTING and mag.device.type == "cpu"
     if by_numpy:
         order, sizes = _listed_cpu(_class_key(mag, call["classes"]))
-        counts, neg = mag.index_select(0, order), signed.index_select(0, order).lt_(0)
+        pulsed = order.numel()
+        if pulsed == 0:
+            return _note(call, b, s, order, None)
+        own = signed.index_select(0, order)  # (one gather: the counts are its magnitudes)
+        counts, neg = own.abs(), own.lt(0)
+    elif (pulsed := int(torch.count_nonzero(mag))) == 0:
+        return _note(call, b, s, mag.new_zeros(0, dtype=torch.int64), None)
     elif pulsed <= LIST_SHARE * (e - s):
         # few pulsed: list them (in order), read their signed counts once, and sort their keys alone; the stable
         # sort keeps the listed order within a class, so the order is the one a sort of every pair's key gives
@@ -241,14 +245,24 @@ def _class_block(arr, b: int, v: dict, call: dict) -> None:
     for k in call["keys"]:
         bufs[k].scatter_(0, cell, sub[k])
     out.scatter_(0, cell, r)
+    _note(call, b, s, order, counts)
 
 
-def pulse_pairs(arr, n, *, path: str = "classes") -> torch.Tensor:
+def _note(call: dict, b: int, start: int, order: torch.Tensor, counts) -> None:
+    """Keep, for ``pulse_pairs(..., record=...)``, the pairs block ``b`` (from pair ``start``) pulsed and their
+    pulses."""
+    if call["record"] is not None:
+        call["listed"][b] = (order.add_(start), counts)
+
+
+def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record: dict | None = None
+                ) -> torch.Tensor:
     """``arr.pulse_pairs(n)`` (see there): checks the counts, then updates the pairs block by block.
 
     ``path``: ``"classes"`` (default) updates the pulsed pairs only, by draw class
     (:func:`_class_block`); ``"select"`` picks each pair's cell by a select and updates
     every pair (:func:`_pair_block`, the reference, and the path of a compiled array).
+    ``in_place`` and ``record``: see :meth:`~hfox_fit.torch.WeakResetArray.pulse_pairs` (the class path).
     """
     if path not in ("classes", "select"):
         raise ValueError(f"path must be 'classes' or 'select'; got {path!r}.")
@@ -279,21 +293,31 @@ def pulse_pairs(arr, n, *, path: str = "classes") -> torch.Tensor:
     counts, _, lo, hi, lows = pulse_counts(signed.abs(), half, arr.device, bounds)
     signed = signed.to(torch.int32)  # (counts above 2**30 were refused)
     lows = lows if lows is not None else [lo]  # (one pair)
+    if record is not None:
+        record.clear()
     if hi == 0:
+        if record is not None:
+            record.update(pairs=(),
+                          pulses=torch.zeros((), dtype=torch.int64, device=arr.device))
         return arr.resistance
     if arr._pulse_bound + hi > _MAX_PULSES:
         raise ValueError(f"these pulses would take a cell past {_MAX_PULSES} pulses since its last SET "
                          f"(up to {arr._pulse_bound} so far, {hi} more); SET the cells (set_()) first.")
-    call = {
-        "n": counts.reshape(-1).to(torch.int32), "signed": signed, "scalar": None, "lows": lows, "fixed": None,
-        "clamp": hi > c["horizon"], "t_clamp": arr._pulse_bound + hi > c["horizon"],
-        "compiled": None, "out": torch.empty_like(arr.w), "prev": arr.resistance,
-    }
     if arr.compile:
         from . import _update
 
-        call["compiled"] = _update._compiled_dense()
+        compiled = _update._compiled_dense()
         path = "select"  # (the compiled kernel is the whole-block update's)
+    else:
+        compiled = None
+    prev = arr.resistance
+    in_place = in_place and path == "classes"
+    call = {
+        "n": counts.reshape(-1).to(torch.int32), "signed": signed, "scalar": None, "lows": lows, "fixed": None,
+        "clamp": hi > c["horizon"], "t_clamp": arr._pulse_bound + hi > c["horizon"],
+        "compiled": compiled, "out": prev if in_place else torch.empty_like(arr.w), "prev": prev,
+        "record": record if path == "classes" else None, "listed": [None] * len(views),
+    }
     arr._pulse_bound += hi
     if path == "classes":
         call["classes"] = draw_classes(arr)
@@ -309,6 +333,14 @@ def pulse_pairs(arr, n, *, path: str = "classes") -> torch.Tensor:
         block = _pair_block
     _blocks(c, len(views), lambda b: block(arr, b, views[b], call), balance=True)
     arr._keep_read(call["out"])
+    if call["record"] is not None:
+        listed = call["listed"]
+        record["pairs"] = tuple(p for p, _ in listed)
+        # (a sum of int32 counts in int64 converts them first: summed in int32 where no block can pass 2**31)
+        wide = max((q.numel() for _, q in listed if q is not None), default=0) * hi >= 1 << 31
+        record["pulses"] = sum((q.sum(dtype=torch.int64 if wide else torch.int32).to(torch.int64)
+                                for _, q in listed if q is not None),
+                               torch.zeros((), dtype=torch.int64, device=arr.device))
     return call["out"]
 
 

@@ -73,7 +73,9 @@ class CellBackedWeights(nn.Module):
         it reads the sign the weight has now (up to ``max_program_steps`` steps
         of ``max_pulses``).
     readout : callable, optional
-        ``readout(r_bl, r_blb) -> weights``; :func:`sign_readout` by default.
+        ``readout(r_bl, r_blb) -> weights``; :func:`sign_readout` by default (with which a
+        step that pulses few pairs reads those alone: see :meth:`step`; another readout
+        reads every pair at each step).
     max_program_steps : int, default=1000
     **switches
         ``d2d``, ``c2c``, ``pink``, ``rtn`` (the ablation) and ``compile`` of :class:`WeakResetArray`.
@@ -105,6 +107,10 @@ class CellBackedWeights(nn.Module):
     >>> bool(torch.equal(net.weight, cells.readout_weights()[0]))
     True
     """
+
+    #: A step where at most this share of the pairs got pulses reads those pairs alone (gathered); above it, a
+    #: pass over every pair costs less than the gathers.
+    READ_PULSED_SHARE = 0.15
 
     def __init__(self, params, model, *, scale: float, max_pulses: int = 14, seed=None, device=None,
                  dtype=torch.float32, init: str = "cells", readout: Callable | None = None,
@@ -154,6 +160,7 @@ class CellBackedWeights(nn.Module):
         # pulses before each cell's last SET: pulse_count adds the cells' own count since (no work per step)
         self._pulses_before_set = torch.zeros(2 * self.numel, dtype=torch.int64, device=self.cells.device)
         self._readout = None  # (resistances, their version, weights read from them): see _read_flat
+        self._steps_buf = None  # the update in pulses (see _update_in_pulses)
         if init == "program":
             self.program(max_steps=max_program_steps)
         self.sync()
@@ -166,13 +173,13 @@ class CellBackedWeights(nn.Module):
 
     @property
     def bl_resistance(self) -> torch.Tensor:
-        """Resistance of the BL cells (Ohm), flat over all weights."""
-        return self.cells.resistance[: self.numel]
+        """Resistance of the BL cells (Ohm), flat over all weights (a copy: :meth:`step` updates the read in place)."""
+        return self.cells.resistance[: self.numel].clone()
 
     @property
     def blb_resistance(self) -> torch.Tensor:
-        """Resistance of the BLb cells (Ohm), flat over all weights."""
-        return self.cells.resistance[self.numel:]
+        """Resistance of the BLb cells (Ohm), flat over all weights (a copy, as :attr:`bl_resistance`)."""
+        return self.cells.resistance[self.numel:].clone()
 
     @property
     def pulse_count(self) -> torch.Tensor:
@@ -204,13 +211,14 @@ class CellBackedWeights(nn.Module):
         return out
 
     def readout_weights(self) -> list:
-        """The weights the cells hold, one tensor per backed parameter."""
-        return self._split(self._read_flat())
+        """The weights the cells hold, one tensor per backed parameter (copies: :meth:`step` updates the
+        weights it keeps in place)."""
+        return [w.clone() for w in self._split(self._read_flat())]
 
     @torch.no_grad()
     def sync(self) -> None:
         """Write the weights the cells hold into the backed tensors (no pulses)."""
-        for p, value in zip(self._params, self.readout_weights()):
+        for p, value in zip(self._params, self._split(self._read_flat())):
             p.copy_(value.to(p.device))
 
     # ------------------------------------------------------------------ writing
@@ -218,11 +226,30 @@ class CellBackedWeights(nn.Module):
         dev, dtype = self.cells.device, self.cells.dtype
         return torch.cat([p.detach().reshape(-1).to(device=dev, dtype=dtype) for p in self._params])
 
+    def _update_in_pulses(self, before: torch.Tensor) -> torch.Tensor:
+        """``(weights - before) / scale``, flat, written into a buffer kept from step to step (a fresh tensor
+        of this size costs its pages' first touch each step)."""
+        buf = self._steps_buf
+        if buf is None or buf.device != before.device or buf.dtype != before.dtype:
+            buf = self._steps_buf = torch.empty_like(before)
+        i = 0
+        for p in self._params:
+            k = p.numel()
+            torch.sub(p.detach().reshape(-1).to(device=before.device, dtype=before.dtype), before[i:i + k],
+                      out=buf[i:i + k])
+            i += k
+        return buf.div_(self.scale)
+
     @torch.no_grad()
     def step(self) -> dict:
         """Turn the change the optimizer made to the weights into pulses, then read the weights back.
 
         Call it right after ``optimizer.step()``.
+
+        With :func:`sign_readout`, where at most :attr:`READ_PULSED_SHARE` of the pairs get
+        pulses, only those pairs are read back, into the weights kept from the step before (the
+        others read as they did); the pulses go into the cells' last read in place. Either way
+        the numbers are those of a read of every pair.
 
         Returns
         -------
@@ -237,15 +264,30 @@ class CellBackedWeights(nn.Module):
             When an update is NaN or infinite.
         """
         before = self._read_flat()
-        steps = self._flat_params().sub_(before).div_(self.scale)  # the update in pulses
+        read_before = self._readout[0]  # the cells' read the weights came from
+        steps = self._update_in_pulses(before)
         if not all(map(torch.isfinite, torch.aminmax(steps))):  # (a NaN makes both NaN)
             raise ValueError("the optimizer left NaN or infinite weights; no pulses were applied.")
         n = steps.round_().clamp_(-self.max_pulses, self.max_pulses).to(torch.int32)
-        self._pulse_pairs(n)
-        after = self._read_flat()
+        record = {}
+        r = self._pulse_pairs(n, in_place=True, record=record)
+        listed = record.get("pairs")
+        if (listed is not None and r is read_before and self.readout is sign_readout
+                and sum(p.numel() for p in listed) <= self.READ_PULSED_SHARE * self.numel):
+            # only the pulsed pairs can read another sign: read them alone, into the kept weights
+            pairs = torch.cat(listed) if listed else torch.zeros(0, dtype=torch.int64, device=r.device)
+            now = sign_readout(r.index_select(0, pairs), r.index_select(0, pairs + self.numel))
+            flips = torch.count_nonzero(torch.ne(now, before.index_select(0, pairs)))
+            after = before.index_copy_(0, pairs, now)
+            self._readout = (r, _versions(r, after), after)
+            pulses = record["pulses"]
+        else:  # (another readout, or a path that does not list the pairs: read every pair)
+            after = self._read_flat()
+            flips = torch.count_nonzero(torch.ne(after, before))
+            pulses = n.abs().sum()
         for p, value in zip(self._params, self._split(after)):
             p.copy_(value.to(p.device))
-        return {"pulses": n.abs().sum(), "flips": torch.count_nonzero(torch.ne(after, before)), "counts": n}
+        return {"pulses": pulses, "flips": flips, "counts": n}
 
     @torch.no_grad()
     def set_(self, mask=None) -> None:
@@ -262,9 +304,10 @@ class CellBackedWeights(nn.Module):
         self.set_count += 1 if mask is None else mask.to(torch.int64)
         self.sync()
 
-    def _pulse_pairs(self, n: torch.Tensor) -> None:
-        """Signed pulse count per weight: + pulses BL, - pulses BLb; counted per cell."""
-        self.cells.pulse_pairs(n)  # (the cells count them: see pulse_count)
+    def _pulse_pairs(self, n: torch.Tensor, **options) -> torch.Tensor:
+        """Signed pulse count per weight: + pulses BL, - pulses BLb; counted per cell. ``options``: those of
+        :meth:`WeakResetArray.pulse_pairs`."""
+        return self.cells.pulse_pairs(n, **options)  # (the cells count them: see pulse_count)
 
     def _program_to(self, target: torch.Tensor, max_steps: int) -> int:
         """Pulse the pairs whose readout sign differs from ``target`` (±1, flat); return those still wrong."""

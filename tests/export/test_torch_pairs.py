@@ -221,3 +221,73 @@ def test_blocks_of_pairs_are_larger_than_the_arrays_and_draw_from_its_generators
     assert _pairs.PAIR_BLOCK >= 2
     assert sizes[:-1] == [_pairs.PAIR_BLOCK * arr._block_size] * (len(sizes) - 1) and 0 < sizes[-1] <= sizes[0]
     assert sum(sizes) == HALF and len(views) <= len(arr._block_gens)
+
+
+def test_in_place_pulses_give_the_same_reads_and_record_lists_the_pulsed_pairs():
+    """``in_place`` writes the reads into the last read (same tensor, same values as a new one); ``record`` lists
+    the pairs given pulses and their total, and is empty on the select path."""
+    counts = _counts(11)[:3] + [torch.zeros(HALF, dtype=torch.int32)]
+    a = WeakResetArray(preset_model("wafer_b"), 2 * HALF, seed=5)
+    b = WeakResetArray(preset_model("wafer_b"), 2 * HALF, seed=5)
+    for i, n in enumerate(counts):
+        last_a, last = a.resistance, b.resistance
+        record = {}
+        ra, rb = a.pulse_pairs(n), b.pulse_pairs(n, in_place=True, record=record)
+        assert rb is last and rb is b.resistance and ra is a.resistance
+        assert (ra is last_a) == (i == len(counts) - 1)  # (a new tensor unless nothing was pulsed)
+        assert torch.equal(ra, rb)
+        pairs = torch.cat(record["pairs"]) if record["pairs"] else torch.zeros(0, dtype=torch.int64)
+        assert torch.equal(pairs.sort().values, torch.nonzero(n).squeeze(1))
+        assert record["pulses"].dtype == torch.int64 and int(record["pulses"]) == int(n.abs().sum())
+    for k, v in a.state_dict().items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, b.state_dict()[k]), k
+    record = {"stale": 1}
+    _pairs.pulse_pairs(a, counts[0], path="select", record=record)
+    assert record == {}
+
+
+def test_a_step_reads_only_the_pulsed_pairs_with_the_numbers_of_a_full_read():
+    """CellBackedWeights.step with few pairs pulsed reads them alone into the weights it keeps (no new read of
+    every pair); the counts, flips, pulses, weights and cells are those of a step that reads every pair."""
+    from hfox_fit.torch import BinarizedMLP, CellBackedWeights, sign_readout
+
+    def train(readout):
+        torch.manual_seed(0)
+        net = BinarizedMLP((40, 300, 10))
+        opt = torch.optim.Adam(net.parameters(), lr=0.01)
+        cells = CellBackedWeights(net, preset_model("wafer_b"), scale=0.0025, seed=2, readout=readout)
+        x, y = torch.rand(64, 40), torch.randint(0, 10, (64,))
+        stats, kept = [], []
+        for i in range(12):
+            for group in opt.param_groups:  # large updates first (most pairs pulsed), then small ones (few)
+                group["lr"] = 0.01 if i < 6 else 0.0016
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+            flat = cells._read_flat()
+            s = cells.step()
+            kept.append(cells._read_flat() is flat)
+            cells.reset_saturated(6)
+            stats.append((s["counts"], int(s["pulses"]), int(s["flips"])))
+        return net, cells, stats, kept
+
+    fast = train(None)
+    full = train(lambda r_bl, r_blb: sign_readout(r_bl, r_blb))  # not the default: every pair read
+    shares = [float(torch.count_nonzero(c)) / fast[1].numel for c, _, _ in fast[2]]
+    few = [s <= CellBackedWeights.READ_PULSED_SHARE for s in shares]
+    assert any(few) and not all(few), shares  # (both ways of reading are exercised)
+    assert [k and f for k, f in zip(fast[3], few)] == few  # the weights kept, updated in place, when few pulsed
+    assert not any(full[3])
+    for (ca, pa, fa), (cb, pb, fb) in zip(fast[2], full[2]):
+        assert torch.equal(ca, cb) and pa == pb == int(ca.abs().sum()) and fa == fb
+    for p, q in zip(fast[0].parameters(), full[0].parameters()):
+        assert torch.equal(p, q)
+    assert torch.equal(fast[1].cells.resistance, full[1].cells.resistance)
+    assert torch.equal(fast[1].set_count, full[1].set_count) and int(fast[1].set_count.sum()) > 0
+    held = fast[1].readout_weights()  # copies: a later step leaves them as they were
+    copy = [w.clone() for w in held]
+    bl = fast[1].bl_resistance
+    bl_copy = bl.clone()
+    fast[1]._pulse_pairs(torch.full((fast[1].numel,), 2, dtype=torch.int32), in_place=True)
+    assert all(torch.equal(a, b) for a, b in zip(held, copy)) and torch.equal(bl, bl_copy)
