@@ -143,8 +143,9 @@ def _ambiguous_lines(rows: pd.DataFrame) -> pd.DataFrame:
     one-sided and widest on the flattest trains, so as a Gaussian error in the D2D likelihood it took
     the low end of the law out (the m1 median of the default condition law's slowest conditions
     +18-25 %). The D2D step takes the line's slope with the line's standard error instead, marked
-    ``m1_ambiguous``: the law's value, or nothing known (a break mixed the slope down), weighed by
-    how often the group's breaks lie beyond the trains (:func:`~hfox_fit.fitting.d2d.line_weight`).
+    ``m1_ambiguous``: the law's value, weighed by how often the group's breaks lie beyond the trains
+    (:func:`~hfox_fit.fitting.d2d.line_weight`), or the law's value mixed down by a hidden break
+    (:func:`~hfox_fit.fitting.d2d.fit_parameter`).
     The devices table keeps the widened error.
     """
     if "m1_line" not in rows or "m1_line_stderr" not in rows:

@@ -36,7 +36,8 @@ counted). Every value with a standard error enters the likelihood convolved
 with its Gaussian measurement error (errors in variables). A value that may
 only bound the cell's own (``ambiguous``: the straight line's slope of a train
 whose break may hide in its noise) enters as a mixture: the law's value with its
-error, or a uniform density over the values' range. The 90 % intervals
+error, or the law's value mixed down by a hidden break (a share of it between
+:data:`HIDDEN_BREAK_MIN_SHARE` and 1). The 90 % intervals
 of the median and of the family's parameters are a bootstrap over cells of the
 whole step: in each replicate every candidate is refitted (one Newton step from
 its maximum-likelihood fit, with the score of each cell) and the family chosen
@@ -65,10 +66,12 @@ from ..laws import FAMILIES, ParameterLaw
 from ._cells import cell_values as cell_values
 from ._cells import line_weight as line_weight
 from ._executor import part_seed, run_here
+from ._families import AMBIGUOUS_FLOOR as AMBIGUOUS_FLOOR
 from ._families import EIV_THRESHOLD as EIV_THRESHOLD
 from ._families import GUARD_LRT as GUARD_LRT
+from ._families import HIDDEN_BREAK_MIN_SHARE as HIDDEN_BREAK_MIN_SHARE
 from ._families import MAX_CONTAMINATION as MAX_CONTAMINATION
-from ._families import _Data, _fit_candidate, _fit_candidates, _guard_test, _guarded, _median
+from ._families import _Data, _fit_candidate, _fit_candidates, _guarded, _median
 from ._law_checks import _bootstrap_law, _ks, _percentile_interval, _sample_median
 from ._util import _join
 from .c2c import fit_c2c
@@ -80,6 +83,8 @@ __all__ = [
     "CHOICE_RULE",
     "INDISTINGUISHABLE_AIC",
     "GUARD_LRT",
+    "HIDDEN_BREAK_MIN_SHARE",
+    "AMBIGUOUS_FLOOR",
     "choose_candidate",
     "ParamFit",
     "fit_parameter",
@@ -259,8 +264,10 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
     ambiguous : array-like of bool, shape (n,), optional
         Cells whose value may only bound their own (the straight line's slope of a train whose
         break may hide in its noise): each enters as the law's value with its error, with weight
-        ``ambiguous_weight``, or as a uniform density over the values' range (nothing known), and
-        places no bound or ``loc``.
+        ``ambiguous_weight``, or as a value a hidden break mixed down, ``x = u m`` with ``m`` from
+        the law and ``u`` uniform in [:data:`HIDDEN_BREAK_MIN_SHARE`, 1] (with a
+        :data:`AMBIGUOUS_FLOOR` share of a uniform density over the values' range, a line no law
+        explains), and places no bound or ``loc``.
     ambiguous_weight : float, default=0.5
         How often an ambiguous value is the cell's own (:func:`line_weight`), clipped to [0.05, 0.95].
 
@@ -446,6 +453,28 @@ def _choose_per_replicate(n_params):
         return picks
     return rule
 
+
+
+def _guard_test(finite: dict, scores: dict, data: _Data):
+    """Twice the log-likelihood gained by the contamination guard on the best untruncated candidate
+    (None when there is none, or its guarded fit fails).
+
+    The uniform share is bounded by :data:`MAX_CONTAMINATION` and spans the cells' own range, so on clean
+    cells it always gains a little (it takes the sample's extremes): 2 dlogL had a median of 1.4-3 and a
+    largest value of 12.7 over 1200 clean samples (norm, lognorm, expon, gamma; 125 to 3000 cells), where
+    a few failed per-cell fits far from the others give hundreds. Kept on clean cells, the guard sets the
+    tails aside and narrows the law (its scale 4 % small at 512 cells, and its 90 % interval covering 55 %
+    of the time instead of 92 %).
+    """
+    plain = {k: v for k, v in finite.items() if not k.endswith("_truncated")}
+    if not plain:
+        return None
+    best = min(plain, key=plain.get)
+    try:
+        ll = _fit_candidate(best, False, _guarded(data))[3]
+    except (ValueError, FloatingPointError):
+        return None
+    return 2.0 * (ll - scores[best]["loglik"])
 
 
 def fallback_law(values, reason):

@@ -20,9 +20,9 @@ import pandas as pd
 from .._json import json_safe
 from ..exceptions import FitError
 from ..model import ConditionLaw, DeviceModel, scaled_law
+from ._medians import law_misses_sample
 from .campaign import d2d_rows
 from .d2d import D2DFitter
-from .wafers import _law_misses_sample
 
 __all__ = ["fit_wafer_model", "wafer_names"]
 
@@ -119,7 +119,7 @@ def _to_sample_median(law, entry: dict):
     the wafer a median its cells do not have. The law keeps its family and shape (scaled for a
     positive median, shifted otherwise); ``entry`` (the parameter's section) records both medians.
     """
-    why = _law_misses_sample(entry)
+    why = law_misses_sample(entry)
     if not why:
         return law
     target, now = float(entry["sample_median"]), float(law.median())

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import FitError
+from ._medians import _num, _ok_ci, use_sample_medians
 from .conditions import _FamilyFits, d2d_section
 from .d2d import cell_values
 
@@ -86,32 +87,8 @@ def wafer_sections(rows: pd.DataFrame, params, pooled: dict, bootstrap: int = 20
         out.append(entry)
     # a law that misses its own cells' median (few cells, a poor family): the sample's instead, for that
     # parameter on every wafer, so that the wafers' medians compared are of one kind
-    for p in params:
-        why = {e["wafer"]: _law_misses_sample(e["d2d"][p]) for e in out if p in e["d2d"]}
-        missed = {w: r for w, r in why.items() if r}
-        if not missed or not all(_ok_ci(e["d2d"][p].get("sample_median_ci90")) for e in out if p in e["d2d"]):
-            continue
-        for e in out:
-            d = e["d2d"].get(p)
-            if d is None:
-                continue
-            d.update(law_median=d["median"], law_median_ci90=d.get("median_ci90"), median=d["sample_median"],
-                     median_ci90=d["sample_median_ci90"], median_from="sample")
-            e["notes"].append(f"{p}: {missed[e['wafer']]}; median and median_ci90 are the sample's" if e["wafer"] in
-                              missed else f"{p}: median and median_ci90 are the sample's, as on wafer(s) "
-                              f"{', '.join(sorted(missed))} whose law misses its cells' median")
+    use_sample_medians(out, params, lambda e: f"wafer {e['wafer']}")
     return out
-
-
-def _law_misses_sample(d: dict) -> str | None:
-    """Why the law's median cannot stand for the wafer (it lies outside its sample median's 90 % interval)."""
-    med, ci = _num(d.get("median")), d.get("sample_median_ci90")
-    if med is None or not _ok_ci(ci) or _num(d.get("sample_median")) is None:
-        return None
-    if ci[0] <= med <= ci[1]:
-        return None
-    return (f"the {d.get('family')} law's median {med:.4g} lies outside the sample median's 90 % interval "
-            f"[{ci[0]:.4g}, {ci[1]:.4g}] (KS {d.get('ks') if d.get('ks') is None else round(d['ks'], 3)})")
 
 
 # ---------------------------------------------------------------------------- variance decomposition
@@ -432,15 +409,3 @@ def _p_two_sided(estimate: float, se: float):
     if not (np.isfinite(se) and se > 0 and np.isfinite(estimate)):
         return None
     return float(2.0 * ndtr(-abs(estimate) / se))
-
-
-def _num(x):
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if np.isfinite(x) else None
-
-
-def _ok_ci(ci) -> bool:
-    return ci is not None and len(ci) == 2 and all(_num(c) is not None for c in ci) and ci[1] > ci[0]

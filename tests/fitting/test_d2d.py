@@ -174,8 +174,41 @@ def test_ambiguous_values_mixed_down_do_not_pull_expons_edge():
     marked = fit_parameter("m1", x, stderr=se, families=("expon",), truncate=False, bootstrap=0, guard=False,
                            ambiguous=amb)
     assert plain.law.params["loc"] < 2.6e-5, plain.law.params  # pulled down towards the mixed values
-    assert marked.law.params["loc"] == pytest.approx(3.74e-5, abs=6e-6), marked.law.params
-    assert marked.median == pytest.approx(np.median(truth), rel=0.05)
+    # not pulled down; a little up (4.5e-5 at the default weight 0.5): an ambiguous value may be a mixed-down
+    # one, whose own m1 lies above it
+    assert 3.3e-5 < marked.law.params["loc"] < 4.8e-5, marked.law.params
+    assert marked.median == pytest.approx(np.median(truth), rel=0.02)
+
+
+def _flat_trains(seed, r_low):
+    """3000 m1 values of the paper's law; the flattest 200 ambiguous, 130 of them mixed down by a hidden break."""
+    law = ParameterLaw("expon", {"loc": 3.74e-5, "scale": 6.56e-4})
+    rng = np.random.default_rng(seed)
+    truth = law.sample(3000, rng=rng)
+    se = np.full(truth.size, 4e-6)
+    x = truth + rng.normal(0.0, se)
+    flat = np.argsort(truth)[:200]
+    hidden = rng.choice(flat, 130, replace=False)
+    m2 = np.minimum(rng.exponential(2.89e-5, hidden.size), truth[hidden])
+    u = (lambda r: 3 * r**2 - 2 * r**3)(rng.uniform(r_low, 1.0, hidden.size))  # least-squares slope share
+    x[hidden] = truth[hidden] * u + m2 * (1 - u) + rng.normal(0.0, 4e-6, hidden.size)
+    amb = np.zeros(truth.size, bool)
+    amb[flat] = True
+    return truth, x, se, amb
+
+
+@pytest.mark.parametrize("seed", [16, 17])
+def test_flat_trains_mixed_down_by_hidden_breaks_keep_the_laws_low_end(seed):
+    """The flattest trains are those whose break can hide: their lines' slopes, marked ambiguous, are the
+    law's low end, two of three mixed down by a break hidden somewhere in the train. The law's median is
+    that of the same family fitted to the true values (within 2 %, -1.6 to +0.8 % over seeds 11-18); taking
+    the mixed-down ones as "nothing known" dropped the low end and put it 1.4-8.8 % high (8.5 and 8.8 % on
+    these seeds)."""
+    truth, x, se, amb = _flat_trains(seed, 0.0)
+    kw = dict(families=("expon",), truncate=False, bootstrap=0, guard=False)
+    oracle = fit_parameter("m1", truth, **kw)
+    fit = fit_parameter("m1", x, stderr=se, ambiguous=amb, ambiguous_weight=0.35, **kw)
+    assert fit.median == pytest.approx(oracle.median, rel=0.02), (fit.median, oracle.median)
 
 
 def test_d2d_rows_mark_the_flat_trains_lines_ambiguous():
