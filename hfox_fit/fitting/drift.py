@@ -340,7 +340,7 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
         new_mask[thin] = usable[thin]
         mask = new_mask
     if not options.final_rtn:  # what the detection misses, measured on this die's noise (pooling corrects p_down)
-        rtn = with_detection_check(rtn, resid, rmask, llr_threshold=options.rtn_llr)
+        rtn = with_detection_check(rtn, resid, rmask, llr_threshold=options.rtn_llr, through_rtn=rounds == 1)
     clock("rtn")
     # noise of this die
     spec_usable = usable & ~high & ok[:, None]
@@ -404,7 +404,7 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
         resid_main[sub] = w_copy[sub] - offset[None, :] - _evaluate(main, t, scale, fits[main])
         m_b, lv_b = block_stats(resid_main, rmask, options.rtn_block)
         rtn = rtn_em(m_b, lv_b, options.rtn_block, llr_threshold=options.rtn_llr, init=rtn)
-        rtn = with_detection_check(rtn, resid_main, rmask, llr_threshold=options.rtn_llr)
+        rtn = with_detection_check(rtn, resid_main, rmask, llr_threshold=options.rtn_llr, through_rtn=False)
     common = {
         "r0": np.exp(lnr0),
         "r0_stderr": np.where(r0_from_read, np.exp(lnr0) * white, np.exp(lnr0) * r0_spread),
