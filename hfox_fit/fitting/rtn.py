@@ -540,6 +540,10 @@ def _replicate_rates(counts, up, down, tl, th, shows, started_high, block) -> np
     return np.column_stack([np.where(u > 0, p_up, 0.0), np.where(u > 0, p_down, np.nan)])
 
 
+#: Fewest down transitions, true and seen, in the injected trains to measure the detection factor of ``p_down``.
+_MIN_INJECTED_DOWN = 20
+
+
 def _detection_factor(check: dict, counts=None, block: int = 16):
     """True over seen per-pulse ``p_down`` of the injected trains (:mod:`._rtn_detect`); one per row of ``counts``."""
     def tot(key):
@@ -565,6 +569,8 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     # the injected trains of every die that has them (short high stretches the detection misses)
     checks = [s.extra.get("detection") for s in stats_list if s.extra.get("detection") is not None]
     check = {k: np.concatenate([c[k] for c in checks]) for k in checks[0]} if checks else None
+    few_injected = check is not None and min(check["down_true"].sum(), check["down_seen"].sum()) < _MIN_INJECTED_DOWN
+    check = None if few_injected else check
     factor = _detection_factor(check, block=block) if check is not None else 1.0
 
     n_up, n_down, t_high = up.sum(), down.sum(), th.sum()
@@ -608,6 +614,10 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     if check is not None and shows.any():
         note = (f"{note or 'per-pulse probabilities; intervals: bootstrap over trains'}; p_down x {factor:.3f}: "
                 "the high stretches too short to detect, measured by RTN injected into the quiet trains")
+    if few_injected and shows.any():
+        note = (f"{note or 'per-pulse probabilities; intervals: bootstrap over trains'}; p_down not corrected for the "
+                f"high stretches too short to detect (it reads low by up to {block} pulses x p_down): too few transitions "
+                "in the RTN injected into the quiet trains to measure it")
     if not shows.any():
         total_low = tl.sum() * block
         note = (f"no RTN seen in {n} trains; p_up = 0 with a 95 % upper bound of "

@@ -89,3 +89,17 @@ def test_pooling_without_a_check_is_uncorrected():
     q_up, q_down = s.up.sum() / s.time_low.sum(), s.down.sum() / s.time_high.sum()
     assert est.p_down == pytest.approx(block_to_pulse(q_up, q_down, 16)[1], rel=1e-9)
     assert "too short" not in est.note
+
+
+def test_too_few_injected_transitions_leave_p_down_uncorrected_and_say_so():
+    """Short trains (a 60-pulse wafer): an injected set with one true down transition and none seen measured a
+    factor of 5.6e13; below 20 transitions the factor is not used and the note says p_down is uncorrected."""
+    rng = np.random.default_rng(3)
+    check = _check(1.08, 2000, 0.0, rng)
+    few = {k: v[:5] for k, v in check.items()}
+    few["down_seen"] = np.full(5, 1e-14)
+    plain = _pool_rtn([_stats(np.random.default_rng(1))], 100, 5)
+    est = _pool_rtn([_stats(np.random.default_rng(1), check=few)], 100, 5)
+    assert est.p_down == pytest.approx(plain.p_down, rel=1e-12)
+    assert est.p_down_ci90 == pytest.approx(plain.p_down_ci90, rel=1e-12)
+    assert "p_down not corrected" in est.note and "too few transitions" in est.note
