@@ -98,8 +98,8 @@ KNOWN_BIASED = {
     ("paper", "median m1"): "a few misidentified trains (0.5-1 %: a break hidden by masked RTN reads and the train "
                           "then taken as censored, a spurious or misplaced break) carry m1 errors of 5-30 stderr; "
                           "the other trains' (fitted - true) / stderr has sd 1.00 (seeds 3000-3002), all of them "
-                          "1.18 on paper, 1.37 on wafer_b: 80 % here (mean error +6.2 %; 75 %, +5.1 % before the "
-                          "flat trains' lines entered as ambiguous values), 90 % on the bench seeds (+3.3 %)",
+                          "1.18 on paper, 1.37 on wafer_b: 85 % here (mean error +3.0 %; 80 %, +6.2 % before the "
+                          "flat trains' lines could be mixed down by a hidden break), 90 % on the bench seeds",
     ("paper", "rtn p_down"): "75 % here (mean error +1.5 %; before the correction for the high stretches too short "
                              "to detect: 75 %, -1.7 %), 90 % on the bench seeds (-0.8 %; before: 82.5 %, -3.7 %). "
                              "Not a bias: these 40 wafers' realised rates (their chains' own down transitions per "
@@ -135,8 +135,9 @@ def test_pooled_d2d_median_coverage_is_90_percent():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="85.1 % pooled on this test's seeds, just below the band (paper m1 loc 61 %, scale 70 %: "
-                          "expon's loc is a non-regular parameter, the edge of the law); 81.4 % pooled on the bench "
+@pytest.mark.xfail(reason="85.3 % pooled on this test's seeds, just below the band (paper m1 loc 47 %, scale 84 %: "
+                          "expon's loc is a non-regular parameter, the edge of the law, and the bootstrap's one "
+                          "Newton step per replicate narrows its interval); 81.4 % pooled on the bench "
                           "seeds (40 each): expon loc 62 %, lognorm s of r0 65 % on wafer_b (was 75 % pooled, r0 s "
                           "44 %, c1 scale 65 % with the guard always on)", strict=False)
 def test_family_parameter_intervals_cover_the_truth():
