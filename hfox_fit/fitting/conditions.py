@@ -326,12 +326,11 @@ class ConditionFitter:
             "(each condition's laws are in 'conditions', all of one family per parameter, how they move in "
             "'condition_law')")
         known_groups = [g for g in self.groups_ if g["v_pulse"] is not None]
+        locations = {p: condition_location([g["d2d"].get(p) or {} for g in known_groups]) for p in self.params}
         if len(pairs) >= 2:
-            self._fit_law(known_groups)
+            self._fit_law(known_groups, locations)
         # the medians the law follows are the ones each condition reports, where a law misses its cells'
-        followed = [p for p in self.params if condition_location([g["d2d"].get(p) or {} for g in known_groups])
-                    == "sample_median"]
-        use_sample_medians(self.groups_, followed, _group_name)
+        use_sample_medians(self.groups_, [p for p in self.params if locations[p] == "sample_median"], _group_name)
         return self
 
     def _fit_group(self, sub: pd.DataFrame, cells, v, w, k) -> dict:
@@ -353,7 +352,7 @@ class ConditionFitter:
         return group
 
     # ------------------------------------------------------------------ the condition law
-    def _fit_law(self, groups: list) -> None:
+    def _fit_law(self, groups: list, locations: dict) -> None:
         vs = np.array([g["v_pulse"] for g in groups], float)
         ws = np.array([g["pulse_width"] for g in groups], float)
         v_ref = float(np.median(np.unique(vs)))
@@ -380,7 +379,7 @@ class ConditionFitter:
         nearest = groups[int(np.argmin(((vs - v_ref) / span_v) ** 2 + (np.log(ws / width_ref) / span_w) ** 2))]
         law_params = {}
         for p in self.params:
-            entry = self._law_of(p, groups, X, names)
+            entry = self._law_of(p, groups, X, names, locations[p])
             out["params"][p] = entry
             if "a" in entry:
                 law_params[p] = {k: entry[k] for k in ("a", "a_stderr", "b_v", "b_v_stderr", "b_w", "b_w_stderr",
@@ -397,9 +396,8 @@ class ConditionFitter:
         self.law_ = ConditionLaw(v_ref, width_ref, law_params, tuple(out["v_range"]), tuple(out["width_range"]),
                                  vary_v, vary_w)
 
-    def _law_of(self, p: str, groups: list, X: np.ndarray, names: list) -> dict:
+    def _law_of(self, p: str, groups: list, X: np.ndarray, names: list, location: str) -> dict:
         med, lo, hi, n_used, spread_q, keep, left = [], [], [], [], [], [], []
-        location = condition_location([g["d2d"].get(p) or {} for g in groups])
         for i, g in enumerate(groups):
             d = g["d2d"].get(p, {})
             ci = d.get(location + "_ci90") or d.get("sample_median_ci90")

@@ -578,13 +578,14 @@ class D2DFitter:
         cells = cell_values(use, params)
         self.cells_ = cells
         parts = {}
+        weight = line_weight(cells)
         for p in params:
             lower = cells[p + "_lo"].to_numpy() if p + "_lo" in cells else None
             upper = cells[p + "_hi"].to_numpy() if p + "_hi" in cells else None
             parts[f"d2d/{p}"] = (_fit_parameter_part, (p, cells[p].to_numpy()), dict(
                 stderr=cells[p + "_stderr"].to_numpy(), lower=lower, upper=upper, families=self.families,
                 ambiguous=cells[p + "_ambiguous"].to_numpy() if p + "_ambiguous" in cells else None,
-                ambiguous_weight=line_weight(cells),
+                ambiguous_weight=weight,
                 truncate=self.truncate, max_stderr_ratio=self.max_stderr_ratio, bootstrap=self.bootstrap,
                 rng=part_seed(self.random_state, f"d2d/{p}")))
         # the correlations keep the generator they had before the parts were split

@@ -418,7 +418,7 @@ def test_a_condition_without_a_median_interval_is_left_out_of_the_law_not_the_wh
     """t_star at a slow condition (most trains end before their break) has no interval: the law uses the others."""
     from types import SimpleNamespace
 
-    from hfox_fit.fitting.conditions import ConditionFitter
+    from hfox_fit.fitting.conditions import ConditionFitter, condition_location
     from hfox_fit.laws import ParameterLaw
 
     rng = np.random.default_rng(2)
@@ -433,7 +433,7 @@ def test_a_condition_without_a_median_interval_is_left_out_of_the_law_not_the_wh
                            "_fits": SimpleNamespace(laws_={"t_star": law})})
     fitter = ConditionFitter(["t_star"])
     fitter.notes_ = []
-    fitter._fit_law(groups)
+    fitter._fit_law(groups, {"t_star": condition_location([g["d2d"]["t_star"] for g in groups])})
     entry = fitter.law_summary_["params"]["t_star"]
     assert entry["n_conditions_used"] == 8
     assert entry["b_v"] == pytest.approx(-1.5, abs=0.1) and entry["b_w"] == pytest.approx(-0.4, abs=0.05)
