@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .correlation import COPULA_NOTE
+
 __all__ = ["ParamEstimate", "FitResult", "CampaignResult", "describe_summary"]
 
 # units of what the summary reports (w = ln(R/R0) is dimensionless)
@@ -137,8 +139,7 @@ def _correlation_result(d: dict) -> FitResult:
             params[f"copula {names[i]}~{names[j]}"] = ParamEstimate(
                 _number(cop[i][j]), _number(ses[i][j]) if ses else None, _interval(ci), "1",
                 "bootstrap over cells" if ci is not None else "no interval: fewer than 5 cells or no bootstrap")
-    return FitResult("correlation", params, {"names": ", ".join(names)},
-                     "Gaussian-copula correlation (normal scores of the ranks), pairwise complete")
+    return FitResult("correlation", params, {"names": ", ".join(names)}, COPULA_NOTE)
 
 
 def _noise_result(name: str, d: dict, keys) -> FitResult:

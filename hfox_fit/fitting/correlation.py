@@ -4,7 +4,10 @@ The copula correlation is the Pearson correlation of normal scores
 ``Phi^-1(rank / (n + 1))``, pairwise complete, projected to the nearest
 correlation matrix. Each pair's 90 % interval and standard error are a
 percentile bootstrap over cells (the pair's cells drawn with replacement, the
-ranks taken again in each replicate).
+ranks taken again in each replicate). A right-censored value (``t_star`` of a
+train whose break was not seen, with its bound ``t_star_lo``) is paired by the
+censored likelihood of :mod:`._censored_copula` instead, so that the cells with
+the latest breaks are not left out; Spearman's rho stays pairwise complete.
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-__all__ = ["correlations"]
+from ._censored_copula import censored_copula
+from ._ranks import _resample_ranks, _resample_ranks2, _score_table  # noqa: F401 (_resample_ranks: tests)
+
+__all__ = ["COPULA_NOTE", "correlations"]
+
+#: How the reported copula correlations were computed (the summary's and the result's note).
+COPULA_NOTE = ("Gaussian-copula correlation (normal scores of the ranks), pairwise complete; a pair with t_star "
+               "counts the cells whose break was not seen through its bound (censored likelihood, n_censored), "
+               "except m2, which exists only past a seen break: m2's pairs come from the cells whose break was "
+               "seen, and a break shows less where m1 and m2 are close, a selection that can bias them")
 
 
 def _nearest_correlation(c):
@@ -42,34 +54,6 @@ def _row_corr(a, b):
         return np.sum(a * b, axis=-1) / np.sqrt(np.sum(a * a, axis=-1) * np.sum(b * b, axis=-1))
 
 
-def _resample_ranks2(keys, n_keys: int, idx):
-    """Twice ``stats.rankdata(x[idx], axis=-1)`` (average ranks, integers) from ``keys``, the dense ranks of ``x``.
-
-    By counting: O(m) per replicate instead of a sort. Twice the rank is an integer (a sum of
-    integers and halves), which indexes the normal scores of :func:`_score_table`.
-    """
-    k = keys[idx]
-    n_rows = k.shape[0]
-    counts = np.bincount((k + (np.arange(n_rows) * n_keys)[:, None]).ravel(),
-                         minlength=n_rows * n_keys).reshape(n_rows, n_keys)
-    twice = 2 * (np.cumsum(counts, axis=1) - counts) + counts + 1
-    return np.take_along_axis(twice, k, axis=1)
-
-
-def _resample_ranks(keys, n_keys: int, idx):
-    """``stats.rankdata(x[idx], axis=-1)`` (average ranks) from ``keys``, the dense ranks of ``x``, by counting."""
-    return _resample_ranks2(keys, n_keys, idx) / 2.0
-
-
-def _score_table(m: int):
-    """``ndtri(rank / (m + 1))`` for every rank ``r = j / 2`` (j = 0..2m): the normal scores of ``m`` values.
-
-    The same numbers as computing them for each resampled rank (the same divisions of the same
-    half-integers), with one ndtri per possible rank instead of one per draw.
-    """
-    return special.ndtri((np.arange(2 * m + 1) / 2.0) / (m + 1))
-
-
 def _bootstrap_pair(a, b, n_boot, rng):
     """Percentile 90 % intervals and standard errors of the copula and Spearman correlations of one pair."""
     m = len(a)
@@ -92,7 +76,8 @@ def _bootstrap_pair(a, b, n_boot, rng):
     return out
 
 
-def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None) -> dict:
+def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None, censored=None,
+                 exact_only=()) -> dict:
     """Spearman and Gaussian-copula correlation matrices of ``names`` (pairwise complete).
 
     Parameters
@@ -102,13 +87,21 @@ def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None) -> di
     bootstrap : int, default=0
         Replicates of the bootstrap over cells behind each pair's interval (0: none).
     rng : int or Generator, optional
+    censored : dict of str to str, optional
+        A column of ``names`` that is right-censored where NaN, and the column of its
+        lower bounds (``{"t_star": "t_star_lo"}``): its copula correlation with another
+        column counts the censored cells too (:func:`._censored_copula.censored_copula`).
+    exact_only : sequence of str
+        Columns that exist only with an exact censored value (``m2``, the slope after a
+        break that was seen): their pairs with it stay pairwise complete.
 
     Returns
     -------
     dict with ``names``, ``spearman``, ``copula`` (lists of lists) and ``n_pairs``;
     with ``bootstrap``, also ``copula_stderr``, ``copula_ci90``, ``spearman_stderr``
     and ``spearman_ci90`` (per pair: a number / ``[lo, hi]``, None on the diagonal
-    and for pairs with fewer than 5 cells).
+    and for pairs with fewer than 5 cells). With ``censored``, also ``n_censored``:
+    the censored cells each pair's copula correlation counts (``n_pairs`` counts them too).
     """
     names = list(names)
     k = len(names)
@@ -118,11 +111,17 @@ def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None) -> di
     rng = np.random.default_rng(rng)
     unc = {key: [[None] * k for _ in range(k)] for key in
            ("copula_ci90", "copula_stderr", "spearman_ci90", "spearman_stderr")}
+    censored = {c: lo for c, lo in (censored or {}).items() if c in names and lo in table}
+    ncens = np.zeros((k, k), int)
     for i in range(k):
         for j in range(i + 1, k):
             a, b = table[names[i]].to_numpy(float), table[names[j]].to_numpy(float)
             m = np.isfinite(a) & np.isfinite(b)
             npairs[i, j] = npairs[j, i] = int(m.sum())
+            pair = _censored_pair(table, names[i], names[j], censored, exact_only, bootstrap, rng)
+            if pair is not None:
+                npairs[i, j] = npairs[j, i] = pair["n"]
+                ncens[i, j] = ncens[j, i] = pair["n_censored"]
             if m.sum() < 5:
                 sp[i, j] = sp[j, i] = 0.0
                 continue
@@ -133,17 +132,31 @@ def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None) -> di
             ra = stats.rankdata(a[m]) / (m.sum() + 1)
             rb = stats.rankdata(b[m]) / (m.sum() + 1)
             za, zb = special.ndtri(ra), special.ndtri(rb)
-            c = np.corrcoef(za, zb)[0, 1]
+            c = np.corrcoef(za, zb)[0, 1] if pair is None else pair["copula"]
             cop[i, j] = cop[j, i] = c if np.isfinite(c) else 0.0
             if bootstrap > 0:
                 (c_ci, c_se), (s_ci, s_se) = _bootstrap_pair(a[m], b[m], bootstrap, rng)
+                if pair is not None:
+                    c_ci, c_se = pair.get("copula_ci90"), pair.get("copula_stderr")
                 for key, val in (("copula_ci90", c_ci), ("copula_stderr", c_se), ("spearman_ci90", s_ci),
                                  ("spearman_stderr", s_se)):
                     unc[key][i][j] = unc[key][j][i] = val
     if k:
         cop = _nearest_correlation(cop)
     out = {"names": names, "spearman": sp.tolist(), "copula": cop.tolist(), "n_pairs": npairs.tolist()}
+    if censored:
+        out["n_censored"] = ncens.tolist()
     if bootstrap > 0:
         out.update(unc)
     return out
+
+
+def _censored_pair(table, x, y, censored, exact_only, bootstrap, rng):
+    """The censored likelihood's copula of ``x`` and ``y`` where one of them is censored (else None)."""
+    for value, other in ((x, y), (y, x)):
+        if value in censored and other not in censored and other not in exact_only:
+            # a child generator: the other pairs' bootstrap draws stay as they were
+            return censored_copula(table[other].to_numpy(float), table[value].to_numpy(float),
+                                   table[censored[value]].to_numpy(float), bootstrap, rng.spawn(1)[0])
+    return None
 

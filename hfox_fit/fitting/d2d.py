@@ -590,8 +590,11 @@ class D2DFitter:
                 rng=part_seed(self.random_state, f"d2d/{p}")))
         # the correlations keep the generator they had before the parts were split
         names = [*params]
-        parts["d2d/correlation"] = (correlations, (cells[names], names), dict(
-            bootstrap=self.bootstrap, rng=np.random.default_rng([_seed(self.random_state), 1])))
+        # a right-censored value (t_star beyond its bound) pairs through its bound; m2 exists only past a seen break
+        bounds = {p: p + "_lo" for p in names if p + "_lo" in cells}
+        parts["d2d/correlation"] = (correlations, (cells[names + list(bounds.values())], names), dict(
+            bootstrap=self.bootstrap, rng=np.random.default_rng([_seed(self.random_state), 1]),
+            censored=bounds, exact_only=("m2",)))
         c2c_cols = [c for c in ("wafer", "die", "device", *params, *(p + "_stderr" for p in params)) if c in use]
         parts["d2d/c2c"] = (fit_c2c, (use[c2c_cols], params), dict(
             bootstrap=self.bootstrap, rng=part_seed(self.random_state, "d2d/c2c")))
