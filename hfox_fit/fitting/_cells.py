@@ -73,4 +73,7 @@ def cell_values(rows: pd.DataFrame, params) -> pd.DataFrame:
             np.fmax.at(hi, code, rows[p + "_hi"].to_numpy(float))
             out[p + "_lo"] = lo
             out[p + "_hi"] = hi
+    for col in rows.columns:
+        if col.endswith("_err_corr"):  # a pair's fit-error correlation: the mean over the cell's cycles
+            out[col] = group_mean(rows[col].to_numpy(float))[0]
     return out

@@ -49,7 +49,7 @@ from . import _separable as sep
 from ._lawfit import _evaluate, _LawFit
 from .noise import SpectrumStats
 
-__all__ = ["DieDriftResult", "goodness_of_fit", "GOF_COLUMNS"]
+__all__ = ["DieDriftResult", "ERROR_CORRELATION_PAIRS", "GOF_COLUMNS", "error_correlation_column", "goodness_of_fit"]
 
 #: The goodness-of-fit columns of the per-train table (see the module doc).
 GOF_COLUMNS = ("resid_std", "misfit", "fit_r2", "max_gap")
@@ -265,6 +265,35 @@ def _region_stderr(value, lo, hi):
     return np.where(np.isfinite(lo) & np.isfinite(hi) & np.isfinite(out), out, 0.0)
 
 
+#: Pairs of a break law's parameters whose per-train error correlation the table carries
+#: (:func:`error_correlation_column`): the D2D step's copula of the pair takes it out (fitting.correlation).
+#: (Not m1 and m2: under the noise model their errors are uncorrelated, to 1e-14.)
+ERROR_CORRELATION_PAIRS = (("t_star", "m2"),)
+
+
+def error_correlation_column(a: str, b: str) -> str:
+    """The per-train table's column of the correlation of the fit errors of ``a`` and ``b``."""
+    return f"{a}_{b}_err_corr"
+
+
+def _error_correlations(law, cov) -> dict:
+    """Per train, the correlation of the fit errors of each pair of :data:`ERROR_CORRELATION_PAIRS`.
+
+    From the fit's covariance under the noise model: a later break asks for a steeper slope after
+    it on the reads left, so the errors of ``t_star`` and ``m2`` go together on each train (and
+    their copula picks that up where the trains' errors are large against the spread of the cells).
+    """
+    names = list(law.params)
+    out = {}
+    for a, b in ERROR_CORRELATION_PAIRS:
+        if a in names and b in names:
+            i, j = names.index(a), names.index(b)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = cov[:, i, j] / np.sqrt(cov[:, i, i] * cov[:, j, j])
+            out[a, b] = np.clip(r, -1.0, 1.0)
+    return out
+
+
 def _block_sandwich_var(g, bread, gjac):
     """Variances of the law's parameters from a sandwich of block score sums ``g`` (Newey-West over blocks).
 
@@ -315,6 +344,7 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
     cov_int = cov_int * unit[:, None, None]
     cov = gjac @ cov_int @ np.swapaxes(gjac, 1, 2)
     var = np.einsum("npp->np", cov)
+    err_corr = _error_correlations(law, cov)
     if law.has_break:
         # ... and at least a sandwich of the train's own residuals: a disturbance the noise model does not
         # know (telegraph left-overs next to masked reads) weighs by the leverage of the reads it sits on
@@ -456,6 +486,10 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
     notes[sub] = notes[sub] + note
     for kk, v in extra.items():
         cols[kk] = full(v)
+    for (a, b), v in err_corr.items():
+        # a pair without both values (no break seen: no t_star, m2) has no error correlation
+        cols[error_correlation_column(a, b)] = full(np.where(np.isfinite(values[a]) & np.isfinite(values[b]), v,
+                                                             np.nan))
     if law.has_break:
         cols["t_star_censored"] = np.zeros(n, bool)  # decided over the campaign by classify_breaks
     cols["sigma"] = full(np.sqrt(sigma2))

@@ -513,8 +513,8 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, s
                   "lmfit_check": _lmfit_check(results, chosen)},
         "d2d": d2d_summary,
         "correlation": {k: corr[k] for k in ("names", "spearman", "copula", "copula_stderr", "copula_ci90",
-                                             "spearman_stderr", "spearman_ci90", "n_pairs", "n_censored") if k in corr}
-        | {"note": COPULA_NOTE},
+                                             "spearman_stderr", "spearman_ci90", "n_pairs", "n_censored",
+                                             "copula_error_shift") if k in corr} | {"note": COPULA_NOTE},
         "c2c": {p: {k: v for k, v in c.items() if k != "law"} | ({"family": "norm", "params": c["law"].params}
                                                                  if "law" in c else {})
                 for p, c in d2d.c2c_.items()},

@@ -27,7 +27,8 @@ __all__ = ["COPULA_NOTE", "correlations"]
 COPULA_NOTE = ("Gaussian-copula correlation (normal scores of the ranks), pairwise complete; a pair with t_star "
                "counts the cells whose break was not seen through its bound (censored likelihood, n_censored), "
                "except m2, which exists only past a seen break: m2's pairs come from the cells whose break was "
-               "seen, and a break shows less where m1 and m2 are close, a selection that can bias them")
+               "seen, and a break shows less where m1 and m2 are close, a selection that can bias them; "
+               "t_star~m2 less what each train's correlated fit errors add (copula_error_shift, to first order)")
 
 
 def _nearest_correlation(c):
@@ -54,8 +55,41 @@ def _row_corr(a, b):
         return np.sum(a * b, axis=-1) / np.sqrt(np.sum(a * a, axis=-1) * np.sum(b * b, axis=-1))
 
 
-def _bootstrap_pair(a, b, n_boot, rng):
-    """Percentile 90 % intervals and standard errors of the copula and Spearman correlations of one pair."""
+def _score_slopes(x):
+    """``dz/dx`` of the normal scores ``z`` of ``x`` at each value: a secant over ``n / 20`` neighbours each side."""
+    n = len(x)
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    zs = special.ndtri(stats.rankdata(xs) / (n + 1))
+    k = max(3, n // 20)
+    lo, hi = np.clip(np.arange(n) - k, 0, n - 1), np.clip(np.arange(n) + k, 0, n - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = (zs[hi] - zs[lo]) / (xs[hi] - xs[lo])
+    out = np.empty(n)
+    out[order] = slope
+    return out
+
+
+def _error_shift(a, b, se_a, se_b, err_corr):
+    """Per cell, what its correlated fit errors add to the copula correlation of ``a`` and ``b``.
+
+    To first order a cell's error ``e`` moves its normal score by ``(dz/dx) e``, so the errors add
+    ``mean((dz/dx)_a (dz/dx)_b cov(e_a, e_b))`` to the correlation of the scores; the moves are
+    capped at 1 (an error cannot carry a score much further than the scores' own spread). 0 where
+    a term is unknown.
+    """
+    move_a = np.clip(_score_slopes(a) * se_a, 0.0, 1.0)
+    move_b = np.clip(_score_slopes(b) * se_b, 0.0, 1.0)
+    shift = move_a * move_b * err_corr
+    return np.where(np.isfinite(shift), shift, 0.0)
+
+
+def _bootstrap_pair(a, b, n_boot, rng, shift=None):
+    """Percentile 90 % intervals and standard errors of the copula and Spearman correlations of one pair.
+
+    ``shift``: per cell, what its correlated fit errors add to the copula correlation
+    (:func:`_error_shift`), taken out of each replicate with that replicate's cells.
+    """
     m = len(a)
     cop, spear = [], []
     chunk = max(1, 1_000_000 // m)
@@ -64,7 +98,7 @@ def _bootstrap_pair(a, b, n_boot, rng):
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, m, (min(chunk, n_boot - start), m))
         twice_a, twice_b = _resample_ranks2(ka, len(ua), idx), _resample_ranks2(kb, len(ub), idx)
-        cop.append(_row_corr(scores[twice_a], scores[twice_b]))
+        cop.append(_row_corr(scores[twice_a], scores[twice_b]) - (0.0 if shift is None else shift[idx].mean(1)))
         spear.append(_row_corr(twice_a / 2.0, twice_b / 2.0))
     out = []
     for reps in (np.concatenate(cop), np.concatenate(spear)):
@@ -77,7 +111,7 @@ def _bootstrap_pair(a, b, n_boot, rng):
 
 
 def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None, censored=None,
-                 exact_only=()) -> dict:
+                 exact_only=(), error_correlation=None) -> dict:
     """Spearman and Gaussian-copula correlation matrices of ``names`` (pairwise complete).
 
     Parameters
@@ -94,6 +128,10 @@ def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None, censo
     exact_only : sequence of str
         Columns that exist only with an exact censored value (``m2``, the slope after a
         break that was seen): their pairs with it stay pairwise complete.
+    error_correlation : dict of (str, str) to str, optional
+        For a pair ``(a, b)``, the column of each cell's correlation of the fit errors of ``a``
+        and ``b`` (with ``<a>_stderr`` and ``<b>_stderr`` in ``table``): the copula correlation
+        those errors add is taken out (:func:`_error_shift`), in the estimate and in each replicate.
 
     Returns
     -------
@@ -102,6 +140,8 @@ def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None, censo
     and ``spearman_ci90`` (per pair: a number / ``[lo, hi]``, None on the diagonal
     and for pairs with fewer than 5 cells). With ``censored``, also ``n_censored``:
     the censored cells each pair's copula correlation counts (``n_pairs`` counts them too).
+    With ``error_correlation``, also ``copula_error_shift``: per pair, what the cells' correlated
+    fit errors added to the copula correlation and was taken out (0 where none).
     """
     names = list(names)
     k = len(names)
@@ -113,6 +153,9 @@ def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None, censo
            ("copula_ci90", "copula_stderr", "spearman_ci90", "spearman_stderr")}
     censored = {c: lo for c, lo in (censored or {}).items() if c in names and lo in table}
     ncens = np.zeros((k, k), int)
+    errors = {pair: col for pair, col in (error_correlation or {}).items()
+              if col in table and all(p in names and p + "_stderr" in table for p in pair)}
+    shifts = np.zeros((k, k))
     for i in range(k):
         for j in range(i + 1, k):
             a, b = table[names[i]].to_numpy(float), table[names[j]].to_numpy(float)
@@ -132,10 +175,16 @@ def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None, censo
             ra = stats.rankdata(a[m]) / (m.sum() + 1)
             rb = stats.rankdata(b[m]) / (m.sum() + 1)
             za, zb = special.ndtri(ra), special.ndtri(rb)
-            c = np.corrcoef(za, zb)[0, 1] if pair is None else pair["copula"]
-            cop[i, j] = cop[j, i] = c if np.isfinite(c) else 0.0
+            col = errors.get((names[i], names[j])) or errors.get((names[j], names[i]))
+            shift = np.zeros(int(m.sum()))
+            if col is not None and pair is None:
+                shift = _error_shift(a[m], b[m], table[names[i] + "_stderr"].to_numpy(float)[m],
+                                     table[names[j] + "_stderr"].to_numpy(float)[m], table[col].to_numpy(float)[m])
+                shifts[i, j] = shifts[j, i] = float(shift.mean())
+            c = np.corrcoef(za, zb)[0, 1] - shift.mean() if pair is None else pair["copula"]
+            cop[i, j] = cop[j, i] = float(np.clip(c, -0.999, 0.999)) if np.isfinite(c) else 0.0
             if bootstrap > 0:
-                (c_ci, c_se), (s_ci, s_se) = _bootstrap_pair(a[m], b[m], bootstrap, rng)
+                (c_ci, c_se), (s_ci, s_se) = _bootstrap_pair(a[m], b[m], bootstrap, rng, shift)
                 if pair is not None:
                     c_ci, c_se = pair.get("copula_ci90"), pair.get("copula_stderr")
                 for key, val in (("copula_ci90", c_ci), ("copula_stderr", c_se), ("spearman_ci90", s_ci),
@@ -146,6 +195,8 @@ def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None, censo
     out = {"names": names, "spearman": sp.tolist(), "copula": cop.tolist(), "n_pairs": npairs.tolist()}
     if censored:
         out["n_censored"] = ncens.tolist()
+    if errors:
+        out["copula_error_shift"] = shifts.tolist()
     if bootstrap > 0:
         out.update(unc)
     return out

@@ -67,3 +67,45 @@ def test_a_value_that_exists_only_past_the_break_stays_pairwise_complete():
 
 def test_too_few_cells_give_no_censored_estimate():
     assert censored_copula([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, np.nan, np.nan], [np.nan, np.nan, 3.0, 3.0]) is None
+
+
+def _noisy_pairs(n, seed, rho_err=-0.8):
+    """Independent true values seen through errors correlated within each cell (as t_star and m2 of one train)."""
+    rng = np.random.default_rng(seed)
+    a_true, b_true = rng.gamma(6.0, 60.0, n), rng.exponential(5e-5, n)
+    se_a, se_b = rng.uniform(0.2, 0.6, n) * 150.0, rng.uniform(0.2, 0.6, n) * 5e-5
+    z = rng.multivariate_normal([0.0, 0.0], [[1.0, rho_err], [rho_err, 1.0]], n)
+    return pd.DataFrame({"a": a_true + se_a * z[:, 0], "b": b_true + se_b * z[:, 1], "a_stderr": se_a,
+                         "b_stderr": se_b, "ab_err": np.full(n, rho_err)})
+
+
+def test_the_correlation_of_each_cells_fit_errors_is_taken_out_of_the_copula():
+    plain, taken_out, shifts = [], [], []
+    for seed in range(6):
+        tab = _noisy_pairs(600, seed)
+        plain.append(correlations(tab, ["a", "b"])["copula"][0][1])
+        out = correlations(tab, ["a", "b"], error_correlation={("a", "b"): "ab_err"}, bootstrap=100, rng=seed)
+        taken_out.append(out["copula"][0][1])
+        shifts.append(out["copula_error_shift"][0][1])
+        lo, hi = out["copula_ci90"][0][1]
+        assert lo < out["copula"][0][1] < hi
+    # the truth is 0: the errors alone give about -0.09, and about -0.07 of it is taken out
+    assert np.mean(plain) < -0.06, plain
+    assert abs(np.mean(taken_out)) < 0.03, taken_out
+    assert all(s < 0 for s in shifts)
+    # no column, or no stderr: nothing is taken out
+    assert correlations(tab.drop(columns="b_stderr"), ["a", "b"], error_correlation={("a", "b"): "ab_err"})[
+        "copula"] == correlations(tab, ["a", "b"])["copula"]
+
+
+def test_the_drift_table_carries_the_fit_error_correlation_of_t_star_and_m2():
+    from hfox_fit.fitting import fit_drift_die
+    from hfox_fit.synth import make_wafer
+
+    die = make_wafer("wafer_b", devices=64, pulses=400, seed=3).dies[0]
+    table = fit_drift_die(die, ("two_slope",)).tables["two_slope"]
+    r = table["t_star_m2_err_corr"].to_numpy(float)
+    seen = np.isfinite(table["t_star"]) & np.isfinite(table["m2"])
+    assert np.isfinite(r[seen]).all() and np.isnan(r[~seen]).all()
+    # a later break asks for a steeper slope after it: the errors go against each other
+    assert np.all(np.abs(r[seen]) <= 1.0) and np.median(r[seen]) < -0.2
