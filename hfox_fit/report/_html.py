@@ -358,7 +358,8 @@ def _tables_html(tables):
     out.append("<h3>Correlation (fit summary, [90 % interval])</h3>"
                "<div style='display:flex;gap:30px;flex-wrap:wrap'>"
                f"<div><b>Spearman</b>{_matrix(c['names'], c['spearman'], c.get('spearman_ci90'))}</div>"
-               f"<div><b>Gaussian copula</b>{_matrix(c['names'], c['copula'], c.get('copula_ci90'))}</div></div>")
+               f"<div><b>Gaussian copula</b>{_matrix(c['names'], c['copula'], c.get('copula_ci90'))}</div></div>"
+               + (f"<p>{e(c['note'])}.</p>" if c.get("note") else ""))
     p = tables["pink"]
     out.append("<h3>Noise</h3>" + _table(
         ["quantity", "fit summary [90 % interval]", "model", "measured here"],

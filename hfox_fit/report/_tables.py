@@ -182,7 +182,7 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
     corr = _sec(summary, "correlation")
     tables["correlation"] = {"names": corr.get("names"), "spearman": corr.get("spearman"),
                              "copula": corr.get("copula"), "spearman_ci90": corr.get("spearman_ci90"),
-                             "copula_ci90": corr.get("copula_ci90")}
+                             "copula_ci90": corr.get("copula_ci90"), "note": corr.get("note")}
     pink = _sec(summary, "pink")
     nfig = metrics["figures"].get("noise", {})
     tables["pink"] = {"std": pink.get("std"), "exponent": pink.get("exponent"),
