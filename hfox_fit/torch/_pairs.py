@@ -32,7 +32,7 @@ import contextlib
 import numpy as np
 import torch
 
-from ._counts import pulse_counts
+from ._counts import MAX_COUNT, pulse_counts
 from ._threads import _run_blocks, block_threads
 from ._update import _STATE, NEVER, _update_cells, draw_classes, update_by_class
 
@@ -141,13 +141,18 @@ def _class_sizes(keys: torch.Tensor, call: dict) -> tuple:
 
 #: On a CPU, list the pulsed pairs by numpy (:func:`_listed_cpu`) instead of torch's sort (the same order).
 NUMPY_LISTING = True
+#: With :data:`NUMPY_LISTING`, list each block's pulsed pairs from the signed counts before any update
+#: (:func:`_listed_signed`: one scan of the block, the rest on the pulsed pairs alone), which also gives the
+#: counts' bounds; otherwise their magnitudes, keys and bounds take passes over every pair (the same order).
+SIGNED_LISTING = True
 
-_SETTINGS = ("NUMPY_LISTING", "LIST_SHARE", "PAIR_BLOCK")
+_SETTINGS = ("NUMPY_LISTING", "SIGNED_LISTING", "LIST_SHARE", "PAIR_BLOCK")
 
 
 @contextlib.contextmanager
 def settings(**values):
-    """The module's path settings (:data:`NUMPY_LISTING`, :data:`LIST_SHARE`, :data:`PAIR_BLOCK`) for a block,
+    """The module's path settings (:data:`NUMPY_LISTING`, :data:`SIGNED_LISTING`, :data:`LIST_SHARE`,
+    :data:`PAIR_BLOCK`) for a block,
     then back as they were: how the benchmarks time one path against another (``PAIR_BLOCK`` counts when an
     array lays out its blocks of pairs, at its first call)."""
     unknown = sorted(set(values) - set(_SETTINGS))
@@ -182,6 +187,35 @@ def _listed_cpu(key: torch.Tensor) -> tuple:
     return order, (int(ones.size), twos, int(rest.size) - twos)
 
 
+def _listed_signed(signed: torch.Tensor, classes: tuple) -> tuple | None:
+    """The pulsed pairs of a block from its signed counts (a CPU tensor): ``(pairs, their signed counts (int32),
+    class sizes, (smallest, largest) count)`` in the order of :func:`_listed_cpu`, or None when none is pulsed.
+
+    One scan of the block finds the pulsed pairs (``np.flatnonzero``); their counts, keys and order are made on
+    those alone (the keys' magnitudes, bounds and listing took some five passes over every pair of the block).
+    """
+    k = signed.numpy()
+    nonzero = np.flatnonzero(k)
+    if nonzero.size == 0:
+        return None
+    own = k[nonzero]
+    bounds = (int(own.min()), int(own.max()))
+    if bounds[0] < -MAX_COUNT or bounds[1] > MAX_COUNT:  # (refused by the caller before any update)
+        return None, None, None, bounds
+    own = own.astype(np.int32, copy=False)
+    key = _class_key(torch.from_numpy(np.abs(own)), classes).numpy()
+    ones = np.flatnonzero(key == 1)
+    if ones.size == own.size:  # (often: most pulsed pairs get one pulse)
+        return torch.from_numpy(nonzero.astype(np.int64, copy=False)), torch.from_numpy(own), (own.size, 0, 0), bounds
+    rest = np.flatnonzero(key >= 2)
+    rest_keys = key[rest]
+    rest = rest[np.argsort(rest_keys, kind="stable")]
+    twos = int(np.count_nonzero(rest_keys == 2))
+    at = np.concatenate([ones, rest])
+    return (torch.from_numpy(nonzero[at].astype(np.int64, copy=False)), torch.from_numpy(own[at]),
+            (int(ones.size), twos, int(rest.size) - twos), bounds)
+
+
 def _class_block(arr, b: int, v: dict, call: dict) -> None:
     """Pulse the pairs of block ``b`` given pulses only: gathered by index, ordered by draw class, scattered back.
 
@@ -199,10 +233,16 @@ def _class_block(arr, b: int, v: dict, call: dict) -> None:
     if out is not prev:  # (in place, the cells given no pulses already read their last read)
         out[s:e].copy_(prev[s:e])
         out[half + s:half + e].copy_(prev[half + s:half + e])
-    mag = call["n"][s:e]
     signed = call["signed"][s:e]
-    by_numpy = NUMPY_LISTING and mag.device.type == "cpu"
-    if by_numpy:
+    listing = call.get("listing")
+    mag = call["n"][s:e] if listing is None else None
+    by_numpy = listing is not None or (NUMPY_LISTING and mag.device.type == "cpu")
+    if listing is not None:  # (listed before the update: _listed_signed)
+        if listing[b] is None:
+            return _note(call, b, s, signed.new_zeros(0, dtype=torch.int64), None)
+        order, own, sizes, _ = listing[b]
+        counts, neg = own.abs(), own.lt(0)
+    elif by_numpy:
         order, sizes = _listed_cpu(_class_key(mag, call["classes"]))
         pulsed = order.numel()
         if pulsed == 0:
@@ -279,6 +319,9 @@ def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record
     signed = signed.detach().to(arr.device)
     views = _pair_views(arr)
     c = arr._constants()
+    if (path == "classes" and NUMPY_LISTING and SIGNED_LISTING and signed.device.type == "cpu"
+            and not arr.compile):
+        return _pulse_listed(arr, signed, views, c, in_place, record)
 
     def bounds(flat):
         out = [None] * len(views)
@@ -321,17 +364,70 @@ def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record
     arr._pulse_bound += hi
     if path == "classes":
         call["classes"] = draw_classes(arr)
-        call["class_keys"] = torch.arange(1, 5, dtype=torch.int8, device=arr.device)
-        call["keys"] = [k for k in _STATE if (k not in ("wait", "high") or arr.rtn) and
-                        (k not in ("x", "xr", "xi") or (arr.pink and c["states"]))]
-        amp_row = c["amp_row"]
-        call["lazy_row"] = amp_row if arr.rtn and amp_row not in arr._c2c_rows else None
-        call["bufs"] = {"pulses": arr.pulses, "wait": arr.rtn_wait, "high": arr.rtn_high, "x": arr.pink_x,
-                        "xr": arr.pink_xi[0], "xi": arr.pink_xi[1], "w": arr.w}
+        _class_call(arr, c, call)
         block = _class_block
     else:
         block = _pair_block
     _blocks(c, len(views), lambda b: block(arr, b, views[b], call), balance=True)
+    return _finish(arr, call, record, hi)
+
+
+def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor:
+    """The class path on a CPU with the pulsed pairs listed first, block by block (:func:`_listed_signed`):
+    the listing gives the counts' bounds, so no pass over every pair checks them (the same numbers)."""
+    from ._array import _MAX_PULSES
+
+    if signed.dtype in (torch.int8, torch.int16):  # (their magnitudes could wrap: -128 in int8)
+        signed = signed.to(torch.int32)
+    signed = signed.contiguous()
+    classes = draw_classes(arr)
+    listing = [None] * len(views)
+
+    def one(b):
+        s, e = views[b]["range"]
+        listing[b] = _listed_signed(signed[s:e], classes)
+
+    _blocks(c, len(views), one)
+    lo = min((got[3][0] for got in listing if got is not None), default=0)
+    hi = max((got[3][1] for got in listing if got is not None), default=0)
+    if lo < -MAX_COUNT or hi > MAX_COUNT:
+        raise ValueError(f"pulse counts above {MAX_COUNT} are not supported; got {max(-lo, hi)}.")
+    hi = max(-lo, hi)
+    if record is not None:
+        record.clear()
+    if hi == 0:
+        if record is not None:
+            record.update(pairs=(), pulses=torch.zeros((), dtype=torch.int64, device=arr.device))
+        return arr.resistance
+    if arr._pulse_bound + hi > _MAX_PULSES:
+        raise ValueError(f"these pulses would take a cell past {_MAX_PULSES} pulses since its last SET "
+                         f"(up to {arr._pulse_bound} so far, {hi} more); SET the cells (set_()) first.")
+    prev = arr.resistance
+    call = {
+        "n": None, "signed": signed, "listing": listing, "scalar": None, "lows": None, "fixed": None,
+        "clamp": hi > c["horizon"], "t_clamp": arr._pulse_bound + hi > c["horizon"], "compiled": None,
+        "out": prev if in_place else torch.empty_like(arr.w), "prev": prev, "record": record,
+        "listed": [None] * len(views), "classes": classes,
+    }
+    arr._pulse_bound += hi
+    _class_call(arr, c, call)
+    _blocks(c, len(views), lambda b: _class_block(arr, b, views[b], call), balance=True)
+    return _finish(arr, call, record, hi)
+
+
+def _class_call(arr, c: dict, call: dict) -> None:
+    """What every block of the class path reads from ``call``: the state's keys and buffers, the lazy row."""
+    call["class_keys"] = torch.arange(1, 5, dtype=torch.int8, device=arr.device)
+    call["keys"] = [k for k in _STATE if (k not in ("wait", "high") or arr.rtn) and
+                    (k not in ("x", "xr", "xi") or (arr.pink and c["states"]))]
+    amp_row = c["amp_row"]
+    call["lazy_row"] = amp_row if arr.rtn and amp_row not in arr._c2c_rows else None
+    call["bufs"] = {"pulses": arr.pulses, "wait": arr.rtn_wait, "high": arr.rtn_high, "x": arr.pink_x,
+                    "xr": arr.pink_xi[0], "xi": arr.pink_xi[1], "w": arr.w}
+
+
+def _finish(arr, call: dict, record, hi: int) -> torch.Tensor:
+    """Keep the new read; fill ``record`` with the pairs the blocks listed and their pulses."""
     arr._keep_read(call["out"])
     if call["record"] is not None:
         listed = call["listed"]
