@@ -419,6 +419,19 @@ class CellBackedWeights(nn.Module):
         t = self.cells.pulses
         return torch.minimum(t[: self.numel], t[self.numel:]) >= int(headroom)
 
+    def _any_saturated(self, headroom: int, blocks: list) -> bool:
+        """Whether any pair is :meth:`saturated`, block by block on the worker threads (no operation waits at
+        torch's thread-pool barrier)."""
+        t, half = self.cells.pulses, self.numel
+        found = [False] * len(blocks)
+
+        def one(b):
+            _, s, e, o = blocks[b]
+            found[b] = bool(torch.minimum(t[o:o + e - s], t[half + o:half + o + e - s]).ge_(headroom).any())
+
+        _run_blocks(one, len(blocks), block_threads())
+        return any(found)
+
     @torch.no_grad()
     def reset_saturated(self, headroom: int, max_steps: int = 20) -> int:
         """Re-SET the saturated pairs (:meth:`saturated`) as the hardware would, keeping their weights' signs.
@@ -436,6 +449,9 @@ class CellBackedWeights(nn.Module):
             Pairs re-SET.
         """
         if self.cells._pulse_bound < int(headroom):  # (a bound on every cell's pulses since SET: none can be)
+            return 0
+        blocks = self._weight_blocks()
+        if blocks is not None and not self._any_saturated(int(headroom), blocks):  # (most steps: none is)
             return 0
         mask = self.saturated(headroom)
         k = int(torch.count_nonzero(mask))
