@@ -247,11 +247,14 @@ class CellBackedWeights(nn.Module):
 
     def _weight_blocks(self) -> list | None:
         """The weights in blocks for the passes of :meth:`step` over all of them: ``(flat view of a parameter,
-        start, end, flat offset)`` each, or None where the passes go over whole tensors (see :meth:`step`)."""
+        start, end, flat offset)`` each, or None where the passes go over whole tensors (see :meth:`step`).
+
+        Blocks where the cells run on several worker threads (on one thread, whole-tensor passes wait at no
+        barrier and cost fewer operations)."""
         arr = self.cells
         c = arr._constants()
-        if not c["threaded"] or any(p.device != arr.device or p.dtype != arr.dtype or not p.is_contiguous()
-                                    for p in self._params):
+        if not c["threaded"] or block_threads() < 2 or any(
+                p.device != arr.device or p.dtype != arr.dtype or not p.is_contiguous() for p in self._params):
             return None
         key = tuple(p.data_ptr() for p in self._params)
         if self._blocks_kept is None or self._blocks_kept[0] != key:
@@ -326,9 +329,9 @@ class CellBackedWeights(nn.Module):
         With :func:`sign_readout`, where at most :attr:`READ_PULSED_SHARE` of the pairs get
         pulses, only those pairs are read back, into the weights kept from the step before (the
         others read as they did); the pulses go into the cells' last read in place. Either way
-        the numbers are those of a read of every pair. On a CPU, the passes over every weight
-        (the update into pulses, a read of every pair, the copy into the parameters) run block
-        by block on the cells' worker threads, with the same numbers.
+        the numbers are those of a read of every pair. On a CPU with several threads, the passes
+        over every weight (the update into pulses, a read of every pair, the copy into the
+        parameters) run block by block on the cells' worker threads, with the same numbers.
 
         Returns
         -------

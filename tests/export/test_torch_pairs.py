@@ -372,8 +372,13 @@ def test_the_steps_passes_by_block_give_the_numbers_of_whole_tensor_passes():
     pulses, weights, cells and re-SETs of whole-tensor passes, at high and low shares of pairs pulsed."""
     from hfox_fit.torch import CellBackedWeights
 
-    fast = _train_cells(True)
-    blocks = fast[1]._weight_blocks()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # (blocks where the cells run on several threads)
+    try:
+        fast = _train_cells(True)
+        blocks = fast[1]._weight_blocks()
+    finally:
+        torch.set_num_threads(threads)
     assert blocks is not None and len(blocks) > 20
     assert [e - s for _, s, e, _ in blocks].count(700) == len(blocks) - 2  # (each parameter's last block short)
     whole = _train_cells(False)
@@ -392,8 +397,12 @@ def test_the_steps_passes_by_block_give_the_numbers_of_whole_tensor_passes():
     assert all(torch.equal(w, p.detach()) for w, p in zip(fast[1].readout_weights(), fast[1].params))
 
 
-def test_a_step_by_block_refuses_nan_updates_before_any_pulse():
+def test_a_step_by_block_refuses_nan_updates_before_any_pulse(monkeypatch):
+    from hfox_fit.torch import _weights
+
+    monkeypatch.setattr(_weights, "block_threads", lambda: 2)
     net, cells, _, _ = _train_cells(True, steps=2)
+    assert cells._weight_blocks() is not None
     state = {k: v.clone() for k, v in cells.cells.state_dict().items() if isinstance(v, torch.Tensor)}
     with torch.no_grad():
         cells.params[1][3, 4] = float("nan")
