@@ -292,7 +292,11 @@ def _note(call: dict, b: int, start: int, order: torch.Tensor, counts) -> None:
     """Keep, for ``pulse_pairs(..., record=...)``, the pairs block ``b`` (from pair ``start``) pulsed and their
     pulses."""
     if call["record"] is not None:
-        call["listed"][b] = (order.add_(start), counts)
+        # their total here, on the block's thread (a sum of int32 counts in int64 converts them first: summed in
+        # int32 where the block cannot pass 2**31)
+        total = None if counts is None else counts.sum(
+            dtype=torch.int64 if counts.numel() * call["hi"] >= 1 << 31 else torch.int32)
+        call["listed"][b] = (order.add_(start), counts, total)
 
 
 def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record: dict | None = None
@@ -362,6 +366,7 @@ def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record
         "record": record if path == "classes" else None, "listed": [None] * len(views),
     }
     arr._pulse_bound += hi
+    call["hi"] = hi
     if path == "classes":
         call["classes"] = draw_classes(arr)
         _class_call(arr, c, call)
@@ -369,7 +374,7 @@ def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record
     else:
         block = _pair_block
     _blocks(c, len(views), lambda b: block(arr, b, views[b], call), balance=True)
-    return _finish(arr, call, record, hi)
+    return _finish(arr, call, record)
 
 
 def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor:
@@ -410,9 +415,10 @@ def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor
         "listed": [None] * len(views), "classes": classes,
     }
     arr._pulse_bound += hi
+    call["hi"] = hi
     _class_call(arr, c, call)
     _blocks(c, len(views), lambda b: _class_block(arr, b, views[b], call), balance=True)
-    return _finish(arr, call, record, hi)
+    return _finish(arr, call, record)
 
 
 def _class_call(arr, c: dict, call: dict) -> None:
@@ -426,16 +432,13 @@ def _class_call(arr, c: dict, call: dict) -> None:
                     "xr": arr.pink_xi[0], "xi": arr.pink_xi[1], "w": arr.w}
 
 
-def _finish(arr, call: dict, record, hi: int) -> torch.Tensor:
+def _finish(arr, call: dict, record) -> torch.Tensor:
     """Keep the new read; fill ``record`` with the pairs the blocks listed and their pulses."""
     arr._keep_read(call["out"])
     if call["record"] is not None:
         listed = call["listed"]
-        record["pairs"] = tuple(p for p, _ in listed)
-        # (a sum of int32 counts in int64 converts them first: summed in int32 where no block can pass 2**31)
-        wide = max((q.numel() for _, q in listed if q is not None), default=0) * hi >= 1 << 31
-        record["pulses"] = sum((q.sum(dtype=torch.int64 if wide else torch.int32).to(torch.int64)
-                                for _, q in listed if q is not None),
+        record["pairs"] = tuple(p for p, _, _ in listed)
+        record["pulses"] = sum((total.to(torch.int64) for _, _, total in listed if total is not None),
                                torch.zeros((), dtype=torch.int64, device=arr.device))
     return call["out"]
 
