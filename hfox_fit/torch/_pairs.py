@@ -187,20 +187,34 @@ def _listed_cpu(key: torch.Tensor) -> tuple:
     return order, (int(ones.size), twos, int(rest.size) - twos)
 
 
+#: A block where more than this share of the pairs is pulsed keys every pair and lists them as
+#: :func:`_listed_cpu` does (fewer passes than listing the pulsed pairs first and ordering them after).
+DENSE_SHARE = 0.5
+
+
 def _listed_signed(signed: torch.Tensor, classes: tuple) -> tuple | None:
     """The pulsed pairs of a block from its signed counts (a CPU tensor): ``(pairs, their signed counts (int32),
     class sizes, (smallest, largest) count)`` in the order of :func:`_listed_cpu`, or None when none is pulsed.
 
-    One scan of the block finds the pulsed pairs (``np.flatnonzero``); their counts, keys and order are made on
-    those alone (the keys' magnitudes, bounds and listing took some five passes over every pair of the block).
+    Where few are pulsed, one scan finds them (``np.flatnonzero``) and their counts, keys and order are made
+    on those alone; where most are (:data:`DENSE_SHARE`), every pair is keyed. Either way the counts' bounds
+    come with the listing, on the block's thread (main checked and keyed every pair by passes over the array).
     """
     k = signed.numpy()
-    nonzero = np.flatnonzero(k != 0)  # (numpy's nonzero of a bool array is some 9x faster than of int32)
-    if nonzero.size == 0:
+    pulsed = k != 0
+    count = int(np.count_nonzero(pulsed))
+    if count == 0:
         return None
+    if count > DENSE_SHARE * k.size:
+        lo, hi = (int(v) for v in torch.aminmax(signed))
+        if lo < -MAX_COUNT or hi > MAX_COUNT:  # (refused by the caller before any update)
+            return None, None, None, (lo, hi)
+        order, sizes = _listed_cpu(_class_key(signed.abs(), classes))
+        return order, signed.index_select(0, order).to(torch.int32), sizes, (lo, hi)
+    nonzero = np.flatnonzero(pulsed)  # (numpy's nonzero of a bool array is some 9x faster than of int32)
     own = k[nonzero]
     bounds = (int(own.min()), int(own.max()))
-    if bounds[0] < -MAX_COUNT or bounds[1] > MAX_COUNT:  # (refused by the caller before any update)
+    if bounds[0] < -MAX_COUNT or bounds[1] > MAX_COUNT:
         return None, None, None, bounds
     own = own.astype(np.int32, copy=False)
     key = _class_key(torch.from_numpy(np.abs(own)), classes).numpy()

@@ -297,7 +297,9 @@ def test_a_step_reads_only_the_pulsed_pairs_with_the_numbers_of_a_full_read():
 def test_listing_from_the_signed_counts_gives_the_numbers_of_keying_every_pair(dtype):
     """Listing each block's pulsed pairs from the signed counts before the update (the CPU default) gives the
     reads, state and record of keying every pair first (main's path), for every integer type of the counts."""
-    counts = [n.clamp(-100, 100).to(dtype) for n in _counts(21)[:4]] + [torch.zeros(HALF, dtype=dtype)]
+    g = torch.Generator().manual_seed(5)
+    few = [n * (torch.rand(HALF, generator=g) < share) for n, share in zip(_counts(22)[:3], (0.02, 0.1, 0.4))]
+    counts = [n.clamp(-100, 100).to(dtype) for n in _counts(21)[:3] + few] + [torch.zeros(HALF, dtype=dtype)]
     runs = []
     for signed in (True, False):
         with _pairs.settings(SIGNED_LISTING=signed):
@@ -321,8 +323,10 @@ def test_listing_from_the_signed_counts_gives_the_numbers_of_keying_every_pair(d
 def test_listing_from_the_signed_counts_matches_the_keyed_order_and_refuses_huge_counts():
     g = torch.Generator().manual_seed(8)
     classes = (2, 3)
-    for n in (torch.randint(-5, 6, (1000,), generator=g, dtype=torch.int32), torch.zeros(5, dtype=torch.int32),
-              torch.tensor([-1, 2, 0, -3, 9, 1, 0, -2], dtype=torch.int32)):
+    sparse = torch.randint(-5, 6, (1000,), generator=g, dtype=torch.int32) * (torch.rand(1000, generator=g) < 0.2)
+    for n in (torch.randint(-5, 6, (1000,), generator=g, dtype=torch.int32), sparse.to(torch.int32),
+              torch.zeros(5, dtype=torch.int32), torch.tensor([-1, 2, 0, -3, 9, 1, 0, -2], dtype=torch.int32),
+              torch.tensor([0, 0, 0, 1, 0, 0, 0, 0, -1, 0], dtype=torch.int32)):
         got = _pairs._listed_signed(n, classes)
         if not bool(n.any()):
             assert got is None
@@ -331,11 +335,13 @@ def test_listing_from_the_signed_counts_matches_the_keyed_order_and_refuses_huge
         want, want_sizes = _pairs._listed_cpu(_pairs._class_key(n.abs(), classes))
         assert torch.equal(order, want) and sizes == want_sizes
         assert torch.equal(own, n.index_select(0, want)) and own.dtype == torch.int32
-        assert bounds == (int(n[n != 0].min()), int(n[n != 0].max()))
+        dense = int(torch.count_nonzero(n)) > _pairs.DENSE_SHARE * n.numel()
+        nz = n if dense else n[n != 0]  # (the bounds of the block, or of its pulsed pairs)
+        assert bounds == (int(nz.min()), int(nz.max()))
     arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=4)
     before = arr.state_dict()["w"].clone()
-    for huge in (2**31 + 5, -(2**40)):
-        n = torch.zeros(HALF, dtype=torch.int64)
+    for huge, share in ((2**31 + 5, 0.01), (-(2**40), 0.01), (2**31 + 5, 0.9), (-(2**40), 0.9)):
+        n = (torch.rand(HALF, generator=g) < share).to(torch.int64)  # (few pulsed, most pulsed)
         n[7] = huge
         with pytest.raises(ValueError, match="pulse counts above"):
             arr.pulse_pairs(n)
