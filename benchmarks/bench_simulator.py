@@ -222,15 +222,15 @@ LOW_SHARE = 0.04
 
 
 def run_listing(device, cells, steps, seed=0, rounds=3, share=LOW_SHARE) -> dict:
-    """pulse_pairs' class path, three ways of listing the pulsed pairs of a block class by class: by numpy (the
-    CPU default), by torch with blocks of few pulsed pairs listing them (below ``_pairs.LIST_SHARE``; the path
+    """pulse_pairs' class path, four ways of listing the pulsed pairs of a block class by class: by numpy from the
+    signed counts (the CPU default), by numpy after checking and keying every pair (main at dd88c98), by torch with blocks of few pulsed pairs listing them (below ``_pairs.LIST_SHARE``; the path
     before), and by one torch sort of every pair's key (the path before that); alternating rounds, wall and
     CPU time per call (the three give the same numbers to the same cells: checked after)."""
     from hfox_fit.torch import _pairs
 
     device = torch.device(device)
     counts = pair_counts(cells // 2, steps + 1, device, seed, share=share)
-    ways = {"numpy": {"NUMPY_LISTING": True}, "listed": {"NUMPY_LISTING": False},
+    ways = {"numpy": {"NUMPY_LISTING": True}, "keyed": {"SIGNED_LISTING": False}, "listed": {"NUMPY_LISTING": False},
             "one sort": {"NUMPY_LISTING": False, "LIST_SHARE": 0.0}}
     arrays = {k: WeakResetArray(preset_model("paper"), cells, seed=seed, device=device) for k in ways}
     wall = {k: [] for k in ways}
@@ -362,7 +362,10 @@ def main(argv=None):
         for share in (LOW_SHARE, PAIRS_SHARE):
             rl = run_listing(dev, args.cells, args.steps, share=share)
             print(f"[{r['device']}] pulse_pairs with {rl['share']:.0%} of the pairs pulsed, listing the pulsed pairs "
-                  f"by numpy (the CPU default) {rl['numpy_ms']:.1f} ms/step (CPU {rl['numpy_cpu_ms']:.1f} ms); by "
+                  f"by numpy from the signed counts (the CPU default) {rl['numpy_ms']:.1f} ms/step (CPU "
+                  f"{rl['numpy_cpu_ms']:.1f} ms); by numpy after keying every pair (main at dd88c98) "
+                  f"{rl['keyed_ms']:.1f} ms/step (CPU {rl['keyed_cpu_ms']:.1f} ms): "
+                  f"{rl['keyed_ms'] / rl['numpy_ms']:.2f}x (CPU {rl['keyed_cpu_ms'] / rl['numpy_cpu_ms']:.2f}x); by "
                   f"torch, blocks of few pulsed pairs listing them (the path before) {rl['listed_ms']:.1f} ms/step "
                   f"(CPU {rl['listed_cpu_ms']:.1f} ms): {rl['listed_ms'] / rl['numpy_ms']:.2f}x (CPU "
                   f"{rl['listed_cpu_ms'] / rl['numpy_cpu_ms']:.2f}x); one torch sort of every pair "

@@ -19,7 +19,9 @@ drawing their normal numbers alone (as the update draws them) and moving the
 cells' state once. The baseline row times the same device step through the path
 before (main at 859b130: every pair read back after the pulses, into a new read
 tensor) in the same alternating rounds, and checks that both end with the same
-cells. The CUDA rows appear when ``torch.cuda.is_available()``.
+cells; a second baseline row times main's path at dd88c98 (whole-tensor passes
+over every weight in ``CellBackedWeights.step``, every pair keyed before the
+listing in ``pulse_pairs``) the same way. The CUDA rows appear when ``torch.cuda.is_available()``.
 Figures are printed, not asserted.
 """
 
@@ -148,6 +150,9 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
     if device.type == "cpu":  # the path before (main at 859b130): every pair read back after the pulses, a new read
         variants["device, path before"] = _make(sizes, device, True)
         _path_before(variants["device, path before"][2])
+    if device.type == "cpu":  # main at dd88c98: whole-tensor passes over every weight, the pairs listed after
+        variants["device, main's path"] = _make(sizes, device, True)
+        _path_main(variants["device, main's path"][2])
     if select:  # the same device step with pulse_pairs' reference path (every pair updated, by selects)
         variants["device, select path"] = _make(sizes, device, True)
         arr = variants["device, select path"][2].cells
@@ -202,6 +207,22 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
                                                   (cells.cells.pulses, before_cells.pulses),
                                                   (cells.cells.resistance, before_cells.resistance)))
         print(f"{tag} the two paths' cells after the same steps: {'identical' if same else 'DIFFERENT'}")
+    if "device, main's path" in variants:
+        ref = statistics.median(times["device, main's path"])
+        cpu_ref = cpu["device, main's path"] / n_steps
+        print(f"{tag} baseline, main's path (dd88c98: the update into pulses, the read of every pair and the copy "
+              f"into the parameters as whole-tensor passes, pulse_pairs checking and keying every pair before "
+              f"listing): {ref * 1e3:.1f} ms ({ref / sw:.2f}x software; CPU time {cpu_ref * 1e3:.1f} ms, "
+              f"{cpu_ref / cpu_sw:.2f}x); by round (alternating, CPU time): " + ", ".join(
+                  f"{d / w:.2f}x" for d, w in zip(cpu_rounds["device, main's path"], cpu_rounds["software"]))
+              + f"; the step now is {ref / dev:.2f}x faster (CPU time {cpu_ref / cpu_dev:.2f}x; by round: "
+              + ", ".join(f"{b / d:.2f}x" for b, d in zip(cpu_rounds["device, main's path"], cpu_rounds["device"]))
+              + ")")
+        main_cells = variants["device, main's path"][2].cells
+        same = all(torch.equal(a, b) for a, b in ((cells.cells.w, main_cells.w),
+                                                  (cells.cells.pulses, main_cells.pulses),
+                                                  (cells.cells.resistance, main_cells.resistance)))
+        print(f"{tag} main's path and this one, cells after the same steps: {'identical' if same else 'DIFFERENT'}")
     if select:
         ref = statistics.median(times["device, select path"])
         cpu_ref = cpu["device, select path"] / n_steps
@@ -234,8 +255,9 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
         late = counts[-max(1, len(counts) // 3):]
         r = _listing_vs_sort(cells.cells, late)
         print(f"{tag} pulses at the counts of the last {len(late)} timed steps ({r['share']:.0%} of the pairs "
-              f"pulsed), CPU time per call in alternating rounds: listed by numpy (the default on a CPU) "
-              f"{r['numpy_ms']:.1f} ms; by torch, blocks with at most {_pairs.LIST_SHARE:.0%} pulsed listing them "
+              f"pulsed), CPU time per call in alternating rounds: listed by numpy from the signed counts (the default "
+              f"on a CPU) {r['numpy_ms']:.1f} ms; by numpy after keying every pair (main at dd88c98) "
+              f"{r['keyed_ms']:.1f} ms ({r['keyed_ms'] / r['numpy_ms']:.2f}x); by torch, blocks with at most {_pairs.LIST_SHARE:.0%} pulsed listing them "
               f"{r['listed_ms']:.1f} ms ({r['listed_ms'] / r['numpy_ms']:.2f}x numpy), one sort of every pair "
               f"{r['sorted_ms']:.1f} ms ({r['sorted_ms'] / r['numpy_ms']:.2f}x)")
     if profile and device.type == "cpu":
@@ -297,9 +319,55 @@ def _path_before(cells) -> None:
     cells.main_step = main_step
 
 
+def _path_main(cells) -> None:
+    """Make ``cells`` take main's path at dd88c98: ``step`` turns the update into pulses and reads every pair back
+    (above ``READ_PULSED_SHARE``) by whole-tensor passes, copies the weights into the parameters by whole
+    tensors, ``reset_saturated`` tests every pair by whole-tensor passes, and ``pulse_pairs`` checks the counts'
+    magnitudes and keys every pair before listing (``SIGNED_LISTING=False``). The same numbers."""
+    from hfox_fit.torch._weights import _versions, sign_readout
+
+    arr = cells.cells
+    real = arr.pulse_pairs
+
+    def pulse_pairs(n, **options):
+        with _pairs.settings(SIGNED_LISTING=False):
+            return real(n, **options)
+
+    @torch.no_grad()
+    def main_step():
+        before = cells._read_flat()
+        read_before = cells._readout[0]
+        steps = cells._update_in_pulses(before)
+        if not all(map(torch.isfinite, torch.aminmax(steps))):
+            raise ValueError("the optimizer left NaN or infinite weights; no pulses were applied.")
+        n = steps.round_().clamp_(-cells.max_pulses, cells.max_pulses).to(torch.int32)
+        record = {}
+        r = cells._pulse_pairs(n, in_place=True, record=record)
+        listed = record.get("pairs")
+        if (listed is not None and r is read_before and cells.readout is sign_readout
+                and sum(p.numel() for p in listed) <= cells.READ_PULSED_SHARE * cells.numel):
+            pairs = torch.cat(listed) if listed else torch.zeros(0, dtype=torch.int64, device=r.device)
+            now = sign_readout(r.index_select(0, pairs), r.index_select(0, pairs + cells.numel))
+            flips = torch.count_nonzero(torch.ne(now, before.index_select(0, pairs)))
+            after = before.index_copy_(0, pairs, now)
+            cells._readout = (r, _versions(r, after), after)
+            pulses = record["pulses"]
+        else:
+            after = cells._read_flat()
+            flips = torch.count_nonzero(torch.ne(after, before))
+            pulses = n.abs().sum()
+        for p, value in zip(cells._params, cells._split(after)):
+            p.copy_(value.to(p.device))
+        return {"pulses": pulses, "flips": flips, "counts": n}
+
+    arr.pulse_pairs = pulse_pairs
+    cells.main_step = main_step
+    cells._weight_blocks = lambda: None  # (reset_saturated: the whole-tensor test)
+
+
 def _listing_vs_sort(arr, counts, rounds=3) -> dict:
-    """CPU time of pulse_pairs over ``counts``, three ways of listing the pulsed pairs of a block: by numpy (the
-    default on a CPU), by torch with blocks of few pulsed pairs listing them, and by one torch sort of every pair's
+    """CPU time of pulse_pairs over ``counts``, four ways of listing the pulsed pairs of a block: by numpy from the
+    signed counts (the default on a CPU), by numpy after keying every pair (main at dd88c98), by torch with blocks of few pulsed pairs listing them, and by one torch sort of every pair's
     key in every block (``LIST_SHARE = 0``); alternating rounds."""
 
     def calls(**setting):
@@ -309,7 +377,8 @@ def _listing_vs_sort(arr, counts, rounds=3) -> dict:
                     arr.pulse_pairs(n)
         return go
 
-    t = _cpu_alternating({"numpy": calls(NUMPY_LISTING=True), "listed": calls(NUMPY_LISTING=False),
+    t = _cpu_alternating({"numpy": calls(NUMPY_LISTING=True), "keyed": calls(SIGNED_LISTING=False),
+                          "listed": calls(NUMPY_LISTING=False),
                           "sorted": calls(NUMPY_LISTING=False, LIST_SHARE=0.0)}, rounds=rounds)
     pulsed = sum(int(torch.count_nonzero(n)) for n in counts) / (len(counts) * counts[0].numel())
     return {"share": pulsed, **{f"{k}_ms": v * 1e3 / len(counts) for k, v in t.items()}}

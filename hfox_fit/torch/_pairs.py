@@ -32,7 +32,7 @@ import contextlib
 import numpy as np
 import torch
 
-from ._counts import pulse_counts
+from ._counts import MAX_COUNT, pulse_counts
 from ._threads import _run_blocks, block_threads
 from ._update import _STATE, NEVER, _update_cells, draw_classes, update_by_class
 
@@ -141,13 +141,18 @@ def _class_sizes(keys: torch.Tensor, call: dict) -> tuple:
 
 #: On a CPU, list the pulsed pairs by numpy (:func:`_listed_cpu`) instead of torch's sort (the same order).
 NUMPY_LISTING = True
+#: With :data:`NUMPY_LISTING`, list each block's pulsed pairs from the signed counts before any update
+#: (:func:`_listed_signed`: one scan of the block, the rest on the pulsed pairs alone), which also gives the
+#: counts' bounds; otherwise their magnitudes, keys and bounds take passes over every pair (the same order).
+SIGNED_LISTING = True
 
-_SETTINGS = ("NUMPY_LISTING", "LIST_SHARE", "PAIR_BLOCK")
+_SETTINGS = ("NUMPY_LISTING", "SIGNED_LISTING", "LIST_SHARE", "PAIR_BLOCK")
 
 
 @contextlib.contextmanager
 def settings(**values):
-    """The module's path settings (:data:`NUMPY_LISTING`, :data:`LIST_SHARE`, :data:`PAIR_BLOCK`) for a block,
+    """The module's path settings (:data:`NUMPY_LISTING`, :data:`SIGNED_LISTING`, :data:`LIST_SHARE`,
+    :data:`PAIR_BLOCK`) for a block,
     then back as they were: how the benchmarks time one path against another (``PAIR_BLOCK`` counts when an
     array lays out its blocks of pairs, at its first call)."""
     unknown = sorted(set(values) - set(_SETTINGS))
@@ -182,6 +187,49 @@ def _listed_cpu(key: torch.Tensor) -> tuple:
     return order, (int(ones.size), twos, int(rest.size) - twos)
 
 
+#: A block where more than this share of the pairs is pulsed keys every pair and lists them as
+#: :func:`_listed_cpu` does (fewer passes than listing the pulsed pairs first and ordering them after).
+DENSE_SHARE = 0.5
+
+
+def _listed_signed(signed: torch.Tensor, classes: tuple) -> tuple | None:
+    """The pulsed pairs of a block from its signed counts (a CPU tensor): ``(pairs, their signed counts (int32),
+    class sizes, (smallest, largest) count)`` in the order of :func:`_listed_cpu`, or None when none is pulsed.
+
+    Where few are pulsed, one scan finds them (``np.flatnonzero``) and their counts, keys and order are made
+    on those alone; where most are (:data:`DENSE_SHARE`), every pair is keyed. Either way the counts' bounds
+    come with the listing, on the block's thread (main checked and keyed every pair by passes over the array).
+    """
+    k = signed.numpy()
+    pulsed = k != 0
+    count = int(np.count_nonzero(pulsed))
+    if count == 0:
+        return None
+    if count > DENSE_SHARE * k.size:
+        lo, hi = (int(v) for v in torch.aminmax(signed))
+        if lo < -MAX_COUNT or hi > MAX_COUNT:  # (refused by the caller before any update)
+            return None, None, None, (lo, hi)
+        order, sizes = _listed_cpu(_class_key(signed.abs(), classes))
+        return order, signed.index_select(0, order).to(torch.int32), sizes, (lo, hi)
+    nonzero = np.flatnonzero(pulsed)  # (numpy's nonzero of a bool array is some 9x faster than of int32)
+    own = k[nonzero]
+    bounds = (int(own.min()), int(own.max()))
+    if bounds[0] < -MAX_COUNT or bounds[1] > MAX_COUNT:
+        return None, None, None, bounds
+    own = own.astype(np.int32, copy=False)
+    key = _class_key(torch.from_numpy(np.abs(own)), classes).numpy()
+    ones = np.flatnonzero(key == 1)
+    if ones.size == own.size:  # (often: most pulsed pairs get one pulse)
+        return torch.from_numpy(nonzero.astype(np.int64, copy=False)), torch.from_numpy(own), (own.size, 0, 0), bounds
+    rest = np.flatnonzero(key >= 2)
+    rest_keys = key[rest]
+    rest = rest[np.argsort(rest_keys, kind="stable")]
+    twos = int(np.count_nonzero(rest_keys == 2))
+    at = np.concatenate([ones, rest])
+    return (torch.from_numpy(nonzero[at].astype(np.int64, copy=False)), torch.from_numpy(own[at]),
+            (int(ones.size), twos, int(rest.size) - twos), bounds)
+
+
 def _class_block(arr, b: int, v: dict, call: dict) -> None:
     """Pulse the pairs of block ``b`` given pulses only: gathered by index, ordered by draw class, scattered back.
 
@@ -199,10 +247,16 @@ def _class_block(arr, b: int, v: dict, call: dict) -> None:
     if out is not prev:  # (in place, the cells given no pulses already read their last read)
         out[s:e].copy_(prev[s:e])
         out[half + s:half + e].copy_(prev[half + s:half + e])
-    mag = call["n"][s:e]
     signed = call["signed"][s:e]
-    by_numpy = NUMPY_LISTING and mag.device.type == "cpu"
-    if by_numpy:
+    listing = call.get("listing")
+    mag = call["n"][s:e] if listing is None else None
+    by_numpy = listing is not None or (NUMPY_LISTING and mag.device.type == "cpu")
+    if listing is not None:  # (listed before the update: _listed_signed)
+        if listing[b] is None:
+            return _note(call, b, s, signed.new_zeros(0, dtype=torch.int64), None)
+        order, own, sizes, _ = listing[b]
+        counts, neg = own.abs(), own.lt(0)
+    elif by_numpy:
         order, sizes = _listed_cpu(_class_key(mag, call["classes"]))
         pulsed = order.numel()
         if pulsed == 0:
@@ -252,7 +306,11 @@ def _note(call: dict, b: int, start: int, order: torch.Tensor, counts) -> None:
     """Keep, for ``pulse_pairs(..., record=...)``, the pairs block ``b`` (from pair ``start``) pulsed and their
     pulses."""
     if call["record"] is not None:
-        call["listed"][b] = (order.add_(start), counts)
+        # their total here, on the block's thread (a sum of int32 counts in int64 converts them first: summed in
+        # int32 where the block cannot pass 2**31)
+        total = None if counts is None else counts.sum(
+            dtype=torch.int64 if counts.numel() * call["hi"] >= 1 << 31 else torch.int32)
+        call["listed"][b] = (order.add_(start), counts, total)
 
 
 def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record: dict | None = None
@@ -279,6 +337,9 @@ def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record
     signed = signed.detach().to(arr.device)
     views = _pair_views(arr)
     c = arr._constants()
+    if (path == "classes" and NUMPY_LISTING and SIGNED_LISTING and signed.device.type == "cpu"
+            and not arr.compile):
+        return _pulse_listed(arr, signed, views, c, in_place, record)
 
     def bounds(flat):
         out = [None] * len(views)
@@ -319,27 +380,79 @@ def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record
         "record": record if path == "classes" else None, "listed": [None] * len(views),
     }
     arr._pulse_bound += hi
+    call["hi"] = hi
     if path == "classes":
         call["classes"] = draw_classes(arr)
-        call["class_keys"] = torch.arange(1, 5, dtype=torch.int8, device=arr.device)
-        call["keys"] = [k for k in _STATE if (k not in ("wait", "high") or arr.rtn) and
-                        (k not in ("x", "xr", "xi") or (arr.pink and c["states"]))]
-        amp_row = c["amp_row"]
-        call["lazy_row"] = amp_row if arr.rtn and amp_row not in arr._c2c_rows else None
-        call["bufs"] = {"pulses": arr.pulses, "wait": arr.rtn_wait, "high": arr.rtn_high, "x": arr.pink_x,
-                        "xr": arr.pink_xi[0], "xi": arr.pink_xi[1], "w": arr.w}
+        _class_call(arr, c, call)
         block = _class_block
     else:
         block = _pair_block
     _blocks(c, len(views), lambda b: block(arr, b, views[b], call), balance=True)
+    return _finish(arr, call, record)
+
+
+def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor:
+    """The class path on a CPU with the pulsed pairs listed first, block by block (:func:`_listed_signed`):
+    the listing gives the counts' bounds, so no pass over every pair checks them (the same numbers)."""
+    from ._array import _MAX_PULSES
+
+    if signed.dtype in (torch.int8, torch.int16):  # (their magnitudes could wrap: -128 in int8)
+        signed = signed.to(torch.int32)
+    signed = signed.contiguous()
+    classes = draw_classes(arr)
+    listing = [None] * len(views)
+
+    def one(b):
+        s, e = views[b]["range"]
+        listing[b] = _listed_signed(signed[s:e], classes)
+
+    _blocks(c, len(views), one)
+    lo = min((got[3][0] for got in listing if got is not None), default=0)
+    hi = max((got[3][1] for got in listing if got is not None), default=0)
+    if lo < -MAX_COUNT or hi > MAX_COUNT:
+        raise ValueError(f"pulse counts above {MAX_COUNT} are not supported; got {max(-lo, hi)}.")
+    hi = max(-lo, hi)
+    if record is not None:
+        record.clear()
+    if hi == 0:
+        if record is not None:
+            record.update(pairs=(), pulses=torch.zeros((), dtype=torch.int64, device=arr.device))
+        return arr.resistance
+    if arr._pulse_bound + hi > _MAX_PULSES:
+        raise ValueError(f"these pulses would take a cell past {_MAX_PULSES} pulses since its last SET "
+                         f"(up to {arr._pulse_bound} so far, {hi} more); SET the cells (set_()) first.")
+    prev = arr.resistance
+    call = {
+        "n": None, "signed": signed, "listing": listing, "scalar": None, "lows": None, "fixed": None,
+        "clamp": hi > c["horizon"], "t_clamp": arr._pulse_bound + hi > c["horizon"], "compiled": None,
+        "out": prev if in_place else torch.empty_like(arr.w), "prev": prev, "record": record,
+        "listed": [None] * len(views), "classes": classes,
+    }
+    arr._pulse_bound += hi
+    call["hi"] = hi
+    _class_call(arr, c, call)
+    _blocks(c, len(views), lambda b: _class_block(arr, b, views[b], call), balance=True)
+    return _finish(arr, call, record)
+
+
+def _class_call(arr, c: dict, call: dict) -> None:
+    """What every block of the class path reads from ``call``: the state's keys and buffers, the lazy row."""
+    call["class_keys"] = torch.arange(1, 5, dtype=torch.int8, device=arr.device)
+    call["keys"] = [k for k in _STATE if (k not in ("wait", "high") or arr.rtn) and
+                    (k not in ("x", "xr", "xi") or (arr.pink and c["states"]))]
+    amp_row = c["amp_row"]
+    call["lazy_row"] = amp_row if arr.rtn and amp_row not in arr._c2c_rows else None
+    call["bufs"] = {"pulses": arr.pulses, "wait": arr.rtn_wait, "high": arr.rtn_high, "x": arr.pink_x,
+                    "xr": arr.pink_xi[0], "xi": arr.pink_xi[1], "w": arr.w}
+
+
+def _finish(arr, call: dict, record) -> torch.Tensor:
+    """Keep the new read; fill ``record`` with the pairs the blocks listed and their pulses."""
     arr._keep_read(call["out"])
     if call["record"] is not None:
         listed = call["listed"]
-        record["pairs"] = tuple(p for p, _ in listed)
-        # (a sum of int32 counts in int64 converts them first: summed in int32 where no block can pass 2**31)
-        wide = max((q.numel() for _, q in listed if q is not None), default=0) * hi >= 1 << 31
-        record["pulses"] = sum((q.sum(dtype=torch.int64 if wide else torch.int32).to(torch.int64)
-                                for _, q in listed if q is not None),
+        record["pairs"] = tuple(p for p, _, _ in listed)
+        record["pulses"] = sum((total.to(torch.int64) for _, _, total in listed if total is not None),
                                torch.zeros((), dtype=torch.int64, device=arr.device))
     return call["out"]
 

@@ -17,6 +17,7 @@ change it made to the weights is used.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -26,6 +27,7 @@ from torch import nn
 
 from ..model import DeviceModel
 from ._array import WeakResetArray
+from ._threads import _run_blocks, block_threads
 
 __all__ = ["CellBackedWeights", "sign_readout"]
 
@@ -111,6 +113,8 @@ class CellBackedWeights(nn.Module):
     #: A step where at most this share of the pairs got pulses reads those pairs alone (gathered); above it, a
     #: pass over every pair costs less than the gathers.
     READ_PULSED_SHARE = 0.15
+    #: Weights per block of the passes of :meth:`step` over every weight on a CPU (None: the cells' block size).
+    WEIGHT_BLOCK = None
 
     def __init__(self, params, model, *, scale: float, max_pulses: int = 14, seed=None, device=None,
                  dtype=torch.float32, init: str = "cells", readout: Callable | None = None,
@@ -161,6 +165,7 @@ class CellBackedWeights(nn.Module):
         self._pulses_before_set = torch.zeros(2 * self.numel, dtype=torch.int64, device=self.cells.device)
         self._readout = None  # (resistances, their version, weights read from them): see _read_flat
         self._steps_buf = None  # the update in pulses (see _update_in_pulses)
+        self._blocks_kept = None  # (the parameters' addresses, their blocks): see _weight_blocks
         if init == "program":
             self.program(max_steps=max_program_steps)
         self.sync()
@@ -240,6 +245,97 @@ class CellBackedWeights(nn.Module):
             i += k
         return buf.div_(self.scale)
 
+    def _weight_blocks(self) -> list | None:
+        """The weights in blocks for the passes of :meth:`step` over all of them: ``(flat view of a parameter,
+        start, end, flat offset)`` each, or None where the passes go over whole tensors (see :meth:`step`).
+
+        Blocks where the cells run on several worker threads (on one thread, whole-tensor passes wait at no
+        barrier and cost fewer operations)."""
+        arr = self.cells
+        c = arr._constants()
+        if not c["threaded"] or block_threads() < 2 or any(
+                p.device != arr.device or p.dtype != arr.dtype or not p.is_contiguous() for p in self._params):
+            return None
+        key = tuple(p.data_ptr() for p in self._params)
+        if self._blocks_kept is None or self._blocks_kept[0] != key:
+            size, blocks, offset = self.WEIGHT_BLOCK or arr._block_size, [], 0
+            for p in self._params:
+                flat, k = p.detach().view(-1), p.numel()
+                blocks += [(flat, s, min(s + size, k), offset + s) for s in range(0, k, size)]
+                offset += k
+            self._blocks_kept = (key, blocks)
+        return self._blocks_kept[1]
+
+    def _counts_by_block(self, before: torch.Tensor, blocks: list) -> torch.Tensor:
+        """The update in pulses, ``clip(round((weights - before) / scale))`` as int32, block by block on the
+        worker threads: the same numbers as whole-tensor passes, each block's passes in cache, and no
+        operation waits at torch's thread-pool barrier (milliseconds each on a busy machine)."""
+        buf = self._steps_buf
+        if buf is None or buf.device != before.device or buf.dtype != before.dtype:
+            buf = self._steps_buf = torch.empty_like(before)
+        n = torch.empty(self.numel, dtype=torch.int32, device=before.device)  # (fresh: the step returns it)
+        finite = [True] * len(blocks)
+        scale, most = self.scale, self.max_pulses
+
+        def one(b):
+            flat, s, e, o = blocks[b]
+            d = torch.sub(flat[s:e], before[o:o + e - s], out=buf[o:o + e - s]).div_(scale)
+            lo, hi = torch.aminmax(d)  # (a NaN makes both NaN)
+            finite[b] = math.isfinite(lo.item()) and math.isfinite(hi.item())
+            if finite[b]:
+                n[o:o + e - s].copy_(d.round_().clamp_(-most, most))
+
+        _run_blocks(one, len(blocks), block_threads())
+        if not all(finite):
+            raise ValueError("the optimizer left NaN or infinite weights; no pulses were applied.")
+        return n
+
+    def _read_by_block(self, r: torch.Tensor, kept: torch.Tensor, blocks: list) -> torch.Tensor:
+        """Read every pair by :func:`sign_readout` into ``kept`` (the weights read before) and the parameters,
+        block by block on the worker threads; returns the weights whose value changed (0-d int64)."""
+        flips = [None] * len(blocks)
+        half = self.numel
+
+        def one(b):
+            flat, s, e, o = blocks[b]
+            now = sign_readout(r[o:o + e - s], r[half + o:half + o + e - s])
+            was = kept[o:o + e - s]
+            flips[b] = torch.count_nonzero(torch.ne(now, was))
+            was.copy_(now)
+            flat[s:e].copy_(now)
+
+        _run_blocks(one, len(blocks), block_threads())
+        return torch.stack(flips).sum()
+
+    def _read_listed(self, r: torch.Tensor, kept: torch.Tensor, listed: tuple) -> torch.Tensor:
+        """Read the pairs ``listed`` (one tensor of distinct pairs per block of :meth:`WeakResetArray.pulse_pairs`)
+        by :func:`sign_readout` into ``kept``, a block per worker thread; returns the weights that changed."""
+        flips = [torch.zeros((), dtype=torch.int64, device=r.device) for _ in listed]
+        half = self.numel
+
+        def one(b):
+            pairs = listed[b]
+            if pairs.numel():
+                now = sign_readout(r.index_select(0, pairs), r.index_select(0, pairs + half))
+                flips[b] = torch.count_nonzero(torch.ne(now, kept.index_select(0, pairs)))
+                kept.scatter_(0, pairs, now)  # (distinct pairs: index_copy_ at a third of its cost)
+
+        _run_blocks(one, len(listed), block_threads())
+        return torch.stack(flips).sum() if flips else torch.zeros((), dtype=torch.int64, device=r.device)
+
+    def _write_params(self, after: torch.Tensor, blocks: list | None) -> None:
+        """Copy the weights read (flat) into the parameters (block by block where ``blocks``)."""
+        if blocks is None:
+            for p, value in zip(self._params, self._split(after)):
+                p.copy_(value.to(p.device))
+            return
+
+        def one(b):
+            flat, s, e, o = blocks[b]
+            flat[s:e].copy_(after[o:o + e - s])
+
+        _run_blocks(one, len(blocks), block_threads())
+
     @torch.no_grad()
     def step(self) -> dict:
         """Turn the change the optimizer made to the weights into pulses, then read the weights back.
@@ -249,7 +345,9 @@ class CellBackedWeights(nn.Module):
         With :func:`sign_readout`, where at most :attr:`READ_PULSED_SHARE` of the pairs get
         pulses, only those pairs are read back, into the weights kept from the step before (the
         others read as they did); the pulses go into the cells' last read in place. Either way
-        the numbers are those of a read of every pair.
+        the numbers are those of a read of every pair. On a CPU with several threads, the passes
+        over every weight (the update into pulses, a read of every pair, the copy into the
+        parameters) run block by block on the cells' worker threads, with the same numbers.
 
         Returns
         -------
@@ -265,28 +363,41 @@ class CellBackedWeights(nn.Module):
         """
         before = self._read_flat()
         read_before = self._readout[0]  # the cells' read the weights came from
-        steps = self._update_in_pulses(before)
-        if not all(map(torch.isfinite, torch.aminmax(steps))):  # (a NaN makes both NaN)
-            raise ValueError("the optimizer left NaN or infinite weights; no pulses were applied.")
-        n = steps.round_().clamp_(-self.max_pulses, self.max_pulses).to(torch.int32)
+        blocks = self._weight_blocks()
+        if blocks is not None:
+            n = self._counts_by_block(before, blocks)
+        else:
+            steps = self._update_in_pulses(before)
+            if not all(map(torch.isfinite, torch.aminmax(steps))):  # (a NaN makes both NaN)
+                raise ValueError("the optimizer left NaN or infinite weights; no pulses were applied.")
+            n = steps.round_().clamp_(-self.max_pulses, self.max_pulses).to(torch.int32)
         record = {}
         r = self._pulse_pairs(n, in_place=True, record=record)
         listed = record.get("pairs")
+        pulses = record["pulses"] if listed is not None else None
         if (listed is not None and r is read_before and self.readout is sign_readout
                 and sum(p.numel() for p in listed) <= self.READ_PULSED_SHARE * self.numel):
             # only the pulsed pairs can read another sign: read them alone, into the kept weights
-            pairs = torch.cat(listed) if listed else torch.zeros(0, dtype=torch.int64, device=r.device)
-            now = sign_readout(r.index_select(0, pairs), r.index_select(0, pairs + self.numel))
-            flips = torch.count_nonzero(torch.ne(now, before.index_select(0, pairs)))
-            after = before.index_copy_(0, pairs, now)
+            if blocks is not None:
+                flips = self._read_listed(r, before, listed)
+                after = before
+            else:
+                pairs = torch.cat(listed) if listed else torch.zeros(0, dtype=torch.int64, device=r.device)
+                now = sign_readout(r.index_select(0, pairs), r.index_select(0, pairs + self.numel))
+                flips = torch.count_nonzero(torch.ne(now, before.index_select(0, pairs)))
+                after = before.index_copy_(0, pairs, now)
             self._readout = (r, _versions(r, after), after)
-            pulses = record["pulses"]
+            self._write_params(after, blocks)
+        elif blocks is not None and self.readout is sign_readout:
+            # every pair read, into the kept weights and the parameters, block by block
+            flips = self._read_by_block(r, before, blocks)
+            self._readout = (r, _versions(r, before), before)
         else:  # (another readout, or a path that does not list the pairs: read every pair)
             after = self._read_flat()
             flips = torch.count_nonzero(torch.ne(after, before))
+            self._write_params(after, blocks)
+        if pulses is None:
             pulses = n.abs().sum()
-        for p, value in zip(self._params, self._split(after)):
-            p.copy_(value.to(p.device))
         return {"pulses": pulses, "flips": flips, "counts": n}
 
     @torch.no_grad()
@@ -331,6 +442,19 @@ class CellBackedWeights(nn.Module):
         t = self.cells.pulses
         return torch.minimum(t[: self.numel], t[self.numel:]) >= int(headroom)
 
+    def _any_saturated(self, headroom: int, blocks: list) -> bool:
+        """Whether any pair is :meth:`saturated`, block by block on the worker threads (no operation waits at
+        torch's thread-pool barrier)."""
+        t, half = self.cells.pulses, self.numel
+        found = [False] * len(blocks)
+
+        def one(b):
+            _, s, e, o = blocks[b]
+            found[b] = bool(torch.minimum(t[o:o + e - s], t[half + o:half + o + e - s]).ge_(headroom).any())
+
+        _run_blocks(one, len(blocks), block_threads())
+        return any(found)
+
     @torch.no_grad()
     def reset_saturated(self, headroom: int, max_steps: int = 20) -> int:
         """Re-SET the saturated pairs (:meth:`saturated`) as the hardware would, keeping their weights' signs.
@@ -348,6 +472,9 @@ class CellBackedWeights(nn.Module):
             Pairs re-SET.
         """
         if self.cells._pulse_bound < int(headroom):  # (a bound on every cell's pulses since SET: none can be)
+            return 0
+        blocks = self._weight_blocks()
+        if blocks is not None and not self._any_saturated(int(headroom), blocks):  # (most steps: none is)
             return 0
         mask = self.saturated(headroom)
         k = int(torch.count_nonzero(mask))

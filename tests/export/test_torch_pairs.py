@@ -291,3 +291,129 @@ def test_a_step_reads_only_the_pulsed_pairs_with_the_numbers_of_a_full_read():
     bl_copy = bl.clone()
     fast[1]._pulse_pairs(torch.full((fast[1].numel,), 2, dtype=torch.int32), in_place=True)
     assert all(torch.equal(a, b) for a, b in zip(held, copy)) and torch.equal(bl, bl_copy)
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.int64])
+def test_listing_from_the_signed_counts_gives_the_numbers_of_keying_every_pair(dtype):
+    """Listing each block's pulsed pairs from the signed counts before the update (the CPU default) gives the
+    reads, state and record of keying every pair first (main's path), for every integer type of the counts."""
+    g = torch.Generator().manual_seed(5)
+    few = [n * (torch.rand(HALF, generator=g) < share) for n, share in zip(_counts(22)[:3], (0.02, 0.1, 0.4))]
+    counts = [n.clamp(-100, 100).to(dtype) for n in _counts(21)[:3] + few] + [torch.zeros(HALF, dtype=dtype)]
+    runs = []
+    for signed in (True, False):
+        with _pairs.settings(SIGNED_LISTING=signed):
+            arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=4)
+            records = []
+            for n in counts:
+                record = {}
+                arr.pulse_pairs(n, in_place=True, record=record)
+                pairs = torch.cat(record["pairs"]) if record["pairs"] else torch.zeros(0, dtype=torch.int64)
+                records.append((pairs, int(record["pulses"])))
+            runs.append((arr, records))
+    (a, rec_a), (b, rec_b) = runs
+    for (pa, na), (pb, nb) in zip(rec_a, rec_b):
+        assert torch.equal(pa, pb) and na == nb
+    assert torch.equal(a.resistance, b.resistance)
+    for k, v in a.state_dict().items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_listing_from_the_signed_counts_matches_the_keyed_order_and_refuses_huge_counts():
+    g = torch.Generator().manual_seed(8)
+    classes = (2, 3)
+    sparse = torch.randint(-5, 6, (1000,), generator=g, dtype=torch.int32) * (torch.rand(1000, generator=g) < 0.2)
+    for n in (torch.randint(-5, 6, (1000,), generator=g, dtype=torch.int32), sparse.to(torch.int32),
+              torch.zeros(5, dtype=torch.int32), torch.tensor([-1, 2, 0, -3, 9, 1, 0, -2], dtype=torch.int32),
+              torch.tensor([0, 0, 0, 1, 0, 0, 0, 0, -1, 0], dtype=torch.int32)):
+        got = _pairs._listed_signed(n, classes)
+        if not bool(n.any()):
+            assert got is None
+            continue
+        order, own, sizes, bounds = got
+        want, want_sizes = _pairs._listed_cpu(_pairs._class_key(n.abs(), classes))
+        assert torch.equal(order, want) and sizes == want_sizes
+        assert torch.equal(own, n.index_select(0, want)) and own.dtype == torch.int32
+        dense = int(torch.count_nonzero(n)) > _pairs.DENSE_SHARE * n.numel()
+        nz = n if dense else n[n != 0]  # (the bounds of the block, or of its pulsed pairs)
+        assert bounds == (int(nz.min()), int(nz.max()))
+    arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=4)
+    before = arr.state_dict()["w"].clone()
+    for huge, share in ((2**31 + 5, 0.01), (-(2**40), 0.01), (2**31 + 5, 0.9), (-(2**40), 0.9)):
+        n = (torch.rand(HALF, generator=g) < share).to(torch.int64)  # (few pulsed, most pulsed)
+        n[7] = huge
+        with pytest.raises(ValueError, match="pulse counts above"):
+            arr.pulse_pairs(n)
+    assert torch.equal(arr.w, before)  # refused before any update
+
+
+def _train_cells(blockwise: bool, steps: int = 10):
+    from hfox_fit.torch import BinarizedMLP, CellBackedWeights
+
+    torch.manual_seed(0)
+    net = BinarizedMLP((64, 300, 10))  # 22,200 weights: cells on the worker threads
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    cells = CellBackedWeights(net, preset_model("wafer_b"), scale=0.0025, seed=3)
+    cells.WEIGHT_BLOCK = 700  # many blocks, each parameter's last one short
+    if not blockwise:
+        cells._weight_blocks = lambda: None
+    x, y = torch.rand(64, 64), torch.randint(0, 10, (64,))
+    stats, resets = [], []
+    for i in range(steps):
+        for group in opt.param_groups:  # large updates first (most pairs pulsed), then small ones (few)
+            group["lr"] = 0.01 if i < steps // 2 else 0.0016
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+        s = cells.step()
+        resets.append(cells.reset_saturated(8))
+        stats.append((s["counts"], int(s["pulses"]), int(s["flips"])))
+    return net, cells, stats, resets
+
+
+def test_the_steps_passes_by_block_give_the_numbers_of_whole_tensor_passes():
+    """CellBackedWeights.step's passes over every weight block by block on the worker threads (the update into
+    pulses, the read of every pair, the copy into the parameters, the saturation test) give the counts, flips,
+    pulses, weights, cells and re-SETs of whole-tensor passes, at high and low shares of pairs pulsed."""
+    from hfox_fit.torch import CellBackedWeights
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # (blocks where the cells run on several threads)
+    try:
+        fast = _train_cells(True)
+        blocks = fast[1]._weight_blocks()
+    finally:
+        torch.set_num_threads(threads)
+    assert blocks is not None and len(blocks) > 20
+    assert [e - s for _, s, e, _ in blocks].count(700) == len(blocks) - 2  # (each parameter's last block short)
+    whole = _train_cells(False)
+    shares = [float(torch.count_nonzero(c)) / fast[1].numel for c, _, _ in fast[2]]
+    few = [s <= CellBackedWeights.READ_PULSED_SHARE for s in shares]
+    assert any(few) and not all(few), shares
+    assert sum(fast[3]) > 0 and fast[3] == whole[3]  # pairs re-SET, the same
+    for (ca, pa, fa), (cb, pb, fb) in zip(fast[2], whole[2]):
+        assert torch.equal(ca, cb) and pa == pb == int(ca.abs().sum()) and fa == fb
+    for p, q in zip(fast[0].parameters(), whole[0].parameters()):
+        assert torch.equal(p, q)
+    for k, v in fast[1].cells.state_dict().items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, whole[1].cells.state_dict()[k]), k
+    assert torch.equal(fast[1].set_count, whole[1].set_count)
+    assert all(torch.equal(w, p.detach()) for w, p in zip(fast[1].readout_weights(), fast[1].params))
+
+
+def test_a_step_by_block_refuses_nan_updates_before_any_pulse(monkeypatch):
+    from hfox_fit.torch import _weights
+
+    monkeypatch.setattr(_weights, "block_threads", lambda: 2)
+    net, cells, _, _ = _train_cells(True, steps=2)
+    assert cells._weight_blocks() is not None
+    state = {k: v.clone() for k, v in cells.cells.state_dict().items() if isinstance(v, torch.Tensor)}
+    with torch.no_grad():
+        cells.params[1][3, 4] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cells.step()
+    for k, v in cells.cells.state_dict().items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, state[k]), k
