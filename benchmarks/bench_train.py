@@ -191,38 +191,28 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
               f"{cpu_sw * 1e3:.1f} ms, device {cpu_dev * 1e3:.1f} ms: {cpu_dev / cpu_sw:.2f}x; by round "
               f"(alternating): " + ", ".join(f"{d / w:.2f}x" for d, w in zip(cpu_rounds["device"],
                                                                             cpu_rounds["software"])))
-    if "device, path before" in variants:
-        ref = statistics.median(times["device, path before"])
-        cpu_ref = cpu["device, path before"] / n_steps
-        print(f"{tag} baseline, the same device step through the path before (every pair read back after the "
-              f"pulses, the pulses into a new read tensor, the update in pulses from a concatenation, the pulses summed over every pair): {ref * 1e3:.1f} ms "
-              f"({ref / sw:.2f}x software; CPU time {cpu_ref * 1e3:.1f} ms, {cpu_ref / cpu_sw:.2f}x); by round "
-              f"(alternating, CPU time): " + ", ".join(f"{d / w:.2f}x" for d, w in zip(
-                  cpu_rounds["device, path before"], cpu_rounds["software"]))
+    baselines = {
+        "device, path before": "the same device step through the path before (every pair read back after the "
+                               "pulses, the pulses into a new read tensor, the update in pulses from a "
+                               "concatenation, the pulses summed over every pair)",
+        "device, main's path": "main's path (dd88c98: the update into pulses, the read of every pair and the copy "
+                               "into the parameters as whole-tensor passes, pulse_pairs checking and keying every "
+                               "pair before listing)"}
+    for name, what in baselines.items():
+        if name not in variants:
+            continue
+        ref = statistics.median(times[name])
+        cpu_ref = cpu[name] / n_steps
+        print(f"{tag} baseline, {what}: {ref * 1e3:.1f} ms ({ref / sw:.2f}x software; CPU time "
+              f"{cpu_ref * 1e3:.1f} ms, {cpu_ref / cpu_sw:.2f}x); by round (alternating, CPU time): "
+              + ", ".join(f"{d / w:.2f}x" for d, w in zip(cpu_rounds[name], cpu_rounds["software"]))
               + f"; the step now is {ref / dev:.2f}x faster (CPU time {cpu_ref / cpu_dev:.2f}x; by round: "
-              + ", ".join(f"{b / d:.2f}x" for b, d in zip(cpu_rounds["device, path before"], cpu_rounds["device"]))
-              + ")")
-        before_cells = variants["device, path before"][2].cells
-        same = all(torch.equal(a, b) for a, b in ((cells.cells.w, before_cells.w),
-                                                  (cells.cells.pulses, before_cells.pulses),
-                                                  (cells.cells.resistance, before_cells.resistance)))
-        print(f"{tag} the two paths' cells after the same steps: {'identical' if same else 'DIFFERENT'}")
-    if "device, main's path" in variants:
-        ref = statistics.median(times["device, main's path"])
-        cpu_ref = cpu["device, main's path"] / n_steps
-        print(f"{tag} baseline, main's path (dd88c98: the update into pulses, the read of every pair and the copy "
-              f"into the parameters as whole-tensor passes, pulse_pairs checking and keying every pair before "
-              f"listing): {ref * 1e3:.1f} ms ({ref / sw:.2f}x software; CPU time {cpu_ref * 1e3:.1f} ms, "
-              f"{cpu_ref / cpu_sw:.2f}x); by round (alternating, CPU time): " + ", ".join(
-                  f"{d / w:.2f}x" for d, w in zip(cpu_rounds["device, main's path"], cpu_rounds["software"]))
-              + f"; the step now is {ref / dev:.2f}x faster (CPU time {cpu_ref / cpu_dev:.2f}x; by round: "
-              + ", ".join(f"{b / d:.2f}x" for b, d in zip(cpu_rounds["device, main's path"], cpu_rounds["device"]))
-              + ")")
-        main_cells = variants["device, main's path"][2].cells
-        same = all(torch.equal(a, b) for a, b in ((cells.cells.w, main_cells.w),
-                                                  (cells.cells.pulses, main_cells.pulses),
-                                                  (cells.cells.resistance, main_cells.resistance)))
-        print(f"{tag} main's path and this one, cells after the same steps: {'identical' if same else 'DIFFERENT'}")
+              + ", ".join(f"{b / d:.2f}x" for b, d in zip(cpu_rounds[name], cpu_rounds["device"])) + ")")
+        other = variants[name][2].cells
+        same = all(torch.equal(a, b) for a, b in ((cells.cells.w, other.w), (cells.cells.pulses, other.pulses),
+                                                  (cells.cells.resistance, other.resistance)))
+        print(f"{tag} {name.removeprefix('device, ')} and this one, cells after the same steps: "
+              f"{'identical' if same else 'DIFFERENT'}")
     if select:
         ref = statistics.median(times["device, select path"])
         cpu_ref = cpu["device, select path"] / n_steps
