@@ -540,6 +540,22 @@ def _replicate_rates(counts, up, down, tl, th, shows, started_high, block) -> np
     return np.column_stack([np.where(u > 0, p_up, 0.0), np.where(u > 0, p_down, np.nan)])
 
 
+#: Fewest down transitions, true and seen, in the injected trains to measure the detection factor of ``p_down``.
+_MIN_INJECTED_DOWN = 20
+
+
+def _detection_factor(check: dict, counts=None, block: int = 16):
+    """True over seen per-pulse ``p_down`` of the injected trains (:mod:`._rtn_detect`); one per row of ``counts``."""
+    def tot(key):
+        v = check[key]
+        return v.sum() if counts is None else counts @ v
+    with np.errstate(divide="ignore", invalid="ignore"):
+        seen = block_to_pulse(tot("up_seen") / tot("low_seen"), tot("down_seen") / tot("high_seen"), block)[1]
+        factor = tot("down_true") / tot("high_true") / seen
+    return np.where(np.isfinite(factor) & (factor > 0), factor, 1.0) if counts is not None else (
+        float(factor) if np.isfinite(factor) and factor > 0 else 1.0)
+
+
 def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     block = stats_list[0].block
     up = np.concatenate([s.up for s in stats_list])
@@ -550,11 +566,18 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     amp = np.concatenate([s.amplitude for s in stats_list])
     started_high = np.concatenate([_started_high(s) for s in stats_list])
     n = len(up)
+    # the injected trains of every die that has them (short high stretches the detection misses)
+    checks = [s.extra.get("detection") for s in stats_list if s.extra.get("detection") is not None]
+    check = {k: np.concatenate([c[k] for c in checks]) for k in checks[0]} if checks else None
+    few_injected = check is not None and min(check["down_true"].sum(), check["down_seen"].sum()) < _MIN_INJECTED_DOWN
+    check = None if few_injected else check
+    factor = _detection_factor(check, block=block) if check is not None else 1.0
 
     n_up, n_down, t_high = up.sum(), down.sum(), th.sum()
     qu = _up_per_block(n_up, tl, shows, started_high.sum()) if n_up > 0 else 0.0
     qd = n_down / t_high if t_high > 0 else 0.0
     p_up, p_down = block_to_pulse(qu, qd, block) if n_up > 0 else (0.0, np.nan)
+    p_down *= factor
     ci_up = ci_down = None
     se_up = se_down = None
     if bootstrap and n >= 2:
@@ -563,6 +586,11 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
         chunk = max(1, 2_000_000 // n)
         reps = np.concatenate([_replicate_rates(_draw_counts(rng, n, min(chunk, bootstrap - i)), up, down, tl, th,
                                                 shows, started_high, block) for i in range(0, bootstrap, chunk)])
+        if check is not None:  # the injected trains resampled too: the interval carries the factor's error
+            n_cal = len(check["down_true"])
+            chunk = max(1, 2_000_000 // n_cal)
+            reps[:, 1] *= np.concatenate([_detection_factor(check, _draw_counts(rng, n_cal, min(chunk, bootstrap - i)),
+                                                            block) for i in range(0, bootstrap, chunk)])
         ci_up = [float(np.percentile(reps[:, 0], 5)), float(np.percentile(reps[:, 0], 95))]
         se_up = float(np.std(reps[:, 0], ddof=1))
         fin = np.isfinite(reps[:, 1])
@@ -577,12 +605,19 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
         se_up = None
     if 0 < t_high and n_down < 20:
         lo, hi = _poisson_ci(n_down)
-        ci_down = [block_to_pulse(qu, lo / t_high, block)[1], block_to_pulse(qu, hi / t_high, block)[1]]
+        ci_down = [factor * block_to_pulse(qu, x / t_high, block)[1] for x in (lo, hi)]
         se_down = None
     note = ""
     if n_up < 20 or n_down < 20:
         note = (f"few transitions seen ({n_up:.1f} up, {n_down:.1f} down): exact Poisson 90 % intervals, "
                 "no stderr")
+    if check is not None and shows.any():
+        note = (f"{note or 'per-pulse probabilities; intervals: bootstrap over trains'}; p_down x {factor:.3f}: "
+                "the high stretches too short to detect, measured by RTN injected into the quiet trains")
+    if few_injected and shows.any():
+        note = (f"{note or 'per-pulse probabilities; intervals: bootstrap over trains'}; p_down not corrected for the "
+                f"high stretches too short to detect (it reads low by up to {block} pulses x p_down): too few transitions "
+                "in the RTN injected into the quiet trains to measure it")
     if not shows.any():
         total_low = tl.sum() * block
         note = (f"no RTN seen in {n} trains; p_up = 0 with a 95 % upper bound of "
