@@ -12,14 +12,18 @@ low by about ``B p_down`` (3 % on the paper preset, 8 % on wafer_b with
 included). ``c`` depends on the amplitude, the noise and the block's alignment,
 so it is not computed but measured:
 
-RTN of the die's estimated rates and the amplitudes of its trains that show RTN
-is injected into the residuals of the trains that show none (their real pink
-and read noise, their drift misfit), several times over; the detection is run on
-them as on the die, and per quiet train the true down transitions and high
-pulses are counted beside the ones the detection reports. The pooled ratio of
-the true to the seen rate is the correction factor (``_detection_factor`` of
-:mod:`.rtn`); the injected trains are resampled with the measured ones in the
-bootstrap, so the interval carries the factor's own error.
+each die keeps a small random sample of the residuals of its trains that show no
+RTN (their real pink and read noise, their drift misfit: :func:`detection_sample`,
+at most :data:`SAMPLE_PER_DIE` trains, float16). Pooling then injects RTN of the
+pooled rates and of the amplitudes of the trains that show RTN into a fixed
+budget of :data:`INJECTED` copies of those residuals, once per pooled group
+(:func:`pooled_check`), runs the detection on them as the dies ran it (as many
+EM rounds), and per injected train counts the true down transitions and high
+pulses beside the ones the detection reports. The ratio of the true to the seen
+rate is the correction factor (:func:`detection_factor`); the injected trains
+are resampled with the measured ones in the bootstrap, so the interval carries
+the factor's own error. The die's step pays a copy of a few rows; the check
+costs about as much as one die's detection, once.
 
 The die's detection reads the residuals of a drift fitted through every read
 (one robust round, the default), which takes up part of each train's telegraph
@@ -38,26 +42,43 @@ from dataclasses import replace
 
 import numpy as np
 
-from .rtn import RTNStats, block_stats, rtn_em
+from .rtn import RTNStats, block_stats, block_to_pulse, rtn_em
 
-__all__ = ["detection_check", "with_detection_check"]
+__all__ = ["detection_sample", "with_detection_sample", "pooled_check", "detection_factor", "correct_p_down",
+           "factor_replicates", "correction_note"]
 
-#: Injected trains per train of the die (replicates of the quiet trains, at most :data:`MAX_REPLICATES`).
-INJECTED_PER_TRAIN = 4
-MAX_REPLICATES = 16
-#: Fewest quiet trains to measure the detection on (fewer: no correction, the pooled note says so).
+#: Quiet trains whose residuals a die keeps for the pooled check (float16, the blocks' reads only).
+SAMPLE_PER_DIE = 32
+#: Injected trains of one pooled check (copies of the sampled residuals, each with its own telegraph).
+INJECTED = 1024
+#: Fewest sampled quiet trains to measure the detection on (fewer: no correction, the pooled note says so).
 MIN_QUIET = 8
+#: Fewest down transitions, true and seen, in the injected trains to measure the factor.
+MIN_INJECTED_DOWN = 20
 
 
 def _chain(rng, n: int, T: int, p_up: float, p_down: float, pi0: float) -> np.ndarray:
-    """Bool (n, T): the high state of ``n`` two-state chains (high before the first pulse with probability pi0)."""
-    jumps = rng.random((n, T))
-    state = rng.random(n) < pi0
-    high = np.empty((n, T), bool)
-    for p in range(T):
-        state ^= np.where(state, jumps[:, p] < p_down, jumps[:, p] < p_up)
-        high[:, p] = state
-    return high
+    """Bool (n, T): the high state of ``n`` two-state chains (high before the first pulse with probability pi0).
+
+    At each pulse a high chain falls with probability ``p_down``, a low one rises with ``p_up``: the
+    dwells are geometric, so they are drawn whole and the switches placed by their cumulative sums.
+    """
+    start = rng.random(n) < pi0
+    flips = np.zeros((n, T + 1), np.int32)
+    end = np.zeros(n, np.int64)  # pulse index after the last switch placed so far
+    j = 0
+    mean_dwell = 0.5 * (1.0 / p_up + 1.0 / p_down)
+    while (end < T).any():
+        k = int(np.ceil(1.5 * T / mean_dwell)) + 4
+        par = (np.arange(j, j + k)[None, :] % 2).astype(bool)
+        high = start[:, None] ^ par  # the state of each dwell
+        dwell = rng.geometric(np.where(high, p_down, p_up))
+        pos = end[:, None] + np.cumsum(dwell, axis=1)  # one past each switch
+        end = pos[:, -1]
+        rows = np.broadcast_to(np.arange(n)[:, None], pos.shape)
+        np.add.at(flips, (rows, np.minimum(pos - 1, T)), 1)
+        j += k
+    return start[:, None] ^ (np.cumsum(flips[:, :T], axis=1) % 2).astype(bool)
 
 
 def _line(y, usable) -> np.ndarray:
@@ -74,14 +95,14 @@ def _line(y, usable) -> np.ndarray:
     return level[:, None] + slope[:, None] * t
 
 
-def detection_check(rtn: RTNStats, resid, usable, *, llr_threshold: float = 8.0, through_rtn: bool = True,
-                    seed: int = 0) -> dict | None:
-    """Inject RTN into the quiet trains' residuals, detect it, count what was seen; None where it cannot be measured.
+def detection_sample(rtn: RTNStats, resid, usable, *, llr_threshold: float = 8.0, through_rtn: bool = True,
+                     em_rounds: int = 1, seed: int = 0) -> dict | None:
+    """A few quiet trains' residuals and usable reads for the pooled check; None where the die has none.
 
     Parameters
     ----------
     rtn : RTNStats
-        The die's detection (its rates, first-block share, amplitudes and ``shows``).
+        The die's detection.
     resid, usable : ndarray of shape (N, T)
         The residuals it was run on and the reads it used.
     llr_threshold : float
@@ -90,52 +111,147 @@ def detection_check(rtn: RTNStats, resid, usable, *, llr_threshold: float = 8.0,
         The residuals come from a drift fitted through every read, the telegraph ones included
         (one robust round, the default): the fit took up part of each train's telegraph, so the
         injected telegraph loses its least-squares straight line on the usable reads too.
+    em_rounds : int, default=1
+        EM runs of the die's detection, each from the last (the check runs as many).
     seed : int
-        Seed of the injected chains (fixed: the same die gives the same factor).
+        Seed of the sample (fixed: the same die keeps the same trains).
 
     Returns
     -------
-    dict of ndarray, one entry per quiet train (its replicates summed)
-        ``down_true``, ``high_true`` (pulse transitions and pulse steps in the high state),
-        ``down_seen``, ``high_seen``, ``up_seen``, ``low_seen`` (the detection's block counts).
+    dict
+        ``rows`` (the trains' rows in the die), ``resid`` (float16, 0 where not usable) and
+        ``usable`` of shape (k, nb * block), and the settings above.
     """
     block = rtn.block
     usable = np.asarray(usable, bool)
     n, T = usable.shape
     nb = T // block
-    amps = rtn.amplitude[rtn.shows & np.isfinite(rtn.amplitude)]
-    if nb < 2 or amps.size == 0 or not np.isfinite(rtn.p_down) or rtn.p_down <= 0:
+    L = nb * block
+    if nb < 2:
         return None
-    base = np.nonzero(~rtn.shows & (usable[:, : nb * block].sum(1) >= nb * block // 2))[0]
-    if base.size < MIN_QUIET:
+    base = np.nonzero(~rtn.shows & (usable[:, :L].sum(1) >= L // 2))[0]
+    if base.size == 0:
         return None
-    reps = int(np.clip(np.ceil(INJECTED_PER_TRAIN * n / base.size), 1, MAX_REPLICATES))
-    rng = np.random.default_rng(seed)
-    idx = np.tile(base, reps)
-    k = idx.size
-    high = _chain(rng, k, nb * block, rtn.p_up, rtn.p_down, float(rtn.extra.get("pi0", 0.0)))
-    x = np.asarray(resid, float)[idx, : nb * block]
-    x = x + np.where(high, rng.random(high.shape) * rng.random(high.shape) * rng.choice(amps, k)[:, None], 0.0)
-    if through_rtn:
-        x -= _line(x - np.asarray(resid, float)[idx, : nb * block], usable[idx, : nb * block])
-    m, lv = block_stats(x, usable[idx, : nb * block], block)
-    seen = rtn_em(m, lv, block, llr_threshold=llr_threshold, p_up0=rtn.p_up, p_down0=rtn.p_down)
-    seen = rtn_em(m, lv, block, llr_threshold=llr_threshold, init=seen)  # a second round, as the die got
-    unit = np.tile(np.arange(base.size), reps)
-
-    def per_train(v):
-        return np.bincount(unit, weights=np.asarray(v, float), minlength=base.size)
-
-    return {"down_true": per_train((high[:, :-1] & ~high[:, 1:]).sum(1)),
-            "high_true": per_train(high[:, :-1].sum(1)),
-            "down_seen": per_train(seen.down), "high_seen": per_train(seen.time_high),
-            "up_seen": per_train(seen.up), "low_seen": per_train(seen.time_low)}
+    if base.size > SAMPLE_PER_DIE:
+        base = np.sort(np.random.default_rng(seed).choice(base, SAMPLE_PER_DIE, replace=False))
+    u = usable[base, :L]
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = np.where(u, np.asarray(resid)[base, :L], 0.0).astype(np.float16)
+    return {"rows": base, "resid": r, "usable": u, "llr_threshold": float(llr_threshold),
+            "through_rtn": bool(through_rtn), "em_rounds": int(em_rounds)}
 
 
-def with_detection_check(rtn: RTNStats | None, resid, usable, *, llr_threshold: float = 8.0,
-                         through_rtn: bool = True) -> RTNStats | None:
-    """``rtn`` with its :func:`detection_check` in ``extra["detection"]`` (pooling corrects ``p_down`` with it)."""
+def with_detection_sample(rtn: RTNStats | None, resid, usable, **kw) -> RTNStats | None:
+    """``rtn`` with its :func:`detection_sample` in ``extra["detection_sample"]`` (pooling checks on it)."""
     if rtn is None:
         return None
-    check = detection_check(rtn, resid, usable, llr_threshold=llr_threshold, through_rtn=through_rtn)
-    return replace(rtn, extra={**rtn.extra, "detection": check})
+    return replace(rtn, extra={**rtn.extra, "detection_sample": detection_sample(rtn, resid, usable, **kw)})
+
+
+def pooled_check(samples, amplitudes, p_up: float, p_down: float, pi0: float, block: int, *,
+                 injected: int = INJECTED, seed: int = 0) -> dict | None:
+    """Inject RTN into the sampled quiet trains, detect it as the dies did, count what was seen.
+
+    Parameters
+    ----------
+    samples : list of dict
+        :func:`detection_sample` of the pooled dies (None entries skipped).
+    amplitudes : ndarray
+        Amplitudes of the pooled trains that show RTN (drawn for the injected ones).
+    p_up, p_down, pi0 : float
+        Pooled per-pulse rates (uncorrected) and share of trains starting high.
+    block : int
+    injected : int
+        Injected trains (copies of the sampled ones, spread evenly over them).
+    seed : int
+        Seed of the injected chains (fixed: the same pool gives the same factor).
+
+    Returns
+    -------
+    dict of ndarray, one entry per injected train, or None where it cannot be measured
+        ``down_true``, ``high_true`` (pulse transitions and pulse steps in the high state),
+        ``down_seen``, ``high_seen``, ``up_seen``, ``low_seen`` (the detection's block counts).
+    """
+    samples = [s for s in samples if s is not None and len(s["rows"])]
+    amps = np.asarray(amplitudes, float)
+    amps = amps[np.isfinite(amps)]
+    if (sum(len(s["rows"]) for s in samples) < MIN_QUIET or amps.size == 0 or not (p_up > 0)
+            or not np.isfinite(p_down) or p_down <= 0):
+        return None
+    L = max(s["resid"].shape[1] for s in samples)
+    resid = np.zeros((sum(len(s["rows"]) for s in samples), L))
+    usable = np.zeros(resid.shape, bool)
+    length = np.concatenate([np.full(len(s["rows"]), s["resid"].shape[1]) for s in samples])
+    line = np.concatenate([np.full(len(s["rows"]), s["through_rtn"]) for s in samples])
+    a = 0
+    for s in samples:
+        k, m = s["resid"].shape
+        resid[a:a + k, :m] = s["resid"]
+        usable[a:a + k, :m] = s["usable"]
+        a += k
+    rng = np.random.default_rng(seed)
+    m = len(resid)
+    idx = rng.choice(m, injected, replace=False) if m >= injected else np.resize(rng.permutation(m), injected)
+    high = _chain(rng, injected, L, p_up, p_down, pi0)
+    high &= np.arange(L)[None, :] < length[idx, None]  # shorter trains: no telegraph past their end
+    x = resid[idx]
+    x += np.where(high, rng.random(high.shape) * rng.random(high.shape) * rng.choice(amps, injected)[:, None], 0.0)
+    if line.any():
+        fit = line[idx]
+        x[fit] -= _line(x[fit] - resid[idx][fit], usable[idx][fit])
+    m_b, lv_b = block_stats(x, usable[idx], block)
+    llr = samples[0]["llr_threshold"]
+    seen = rtn_em(m_b, lv_b, block, llr_threshold=llr, p_up0=p_up, p_down0=p_down)
+    for _ in range(max(int(samples[0]["em_rounds"]), 1) - 1):  # as many rounds as the die got
+        seen = rtn_em(m_b, lv_b, block, llr_threshold=llr, init=seen)
+    inside = np.arange(1, L)[None, :] < length[idx, None]
+    return {"down_true": (high[:, :-1] & ~high[:, 1:] & inside).sum(1).astype(float),
+            "high_true": (high[:, :-1] & inside).sum(1).astype(float),
+            "down_seen": seen.down, "high_seen": seen.time_high, "up_seen": seen.up, "low_seen": seen.time_low}
+
+
+def detection_factor(check: dict, counts=None, block: int = 16):
+    """True over seen per-pulse ``p_down`` of the injected trains; one per row of ``counts`` (resamples)."""
+    def tot(key):
+        v = check[key]
+        return v.sum() if counts is None else counts @ v
+    with np.errstate(divide="ignore", invalid="ignore"):
+        seen = block_to_pulse(tot("up_seen") / tot("low_seen"), tot("down_seen") / tot("high_seen"), block)[1]
+        factor = tot("down_true") / tot("high_true") / seen
+    return np.where(np.isfinite(factor) & (factor > 0), factor, 1.0) if counts is not None else (
+        float(factor) if np.isfinite(factor) and factor > 0 else 1.0)
+
+
+def correct_p_down(stats_list, p_up: float, p_down: float, amplitudes, block: int):
+    """``(check, factor, few)`` of the pooled dies: the injected trains' counts (None: not measured), the factor
+    of ``p_down`` (1.0 when not measured) and whether too few injected transitions left it unmeasured."""
+    samples = [s.extra.get("detection_sample") for s in stats_list]
+    n_rows = np.array([len(s.shows) for s in stats_list], float)
+    pi0 = float(np.average([float(s.extra.get("pi0", 0.0)) for s in stats_list], weights=n_rows)) \
+        if n_rows.sum() > 0 else 0.0
+    check = pooled_check(samples, amplitudes, p_up, p_down, pi0, block)
+    few = check is not None and min(check["down_true"].sum(), check["down_seen"].sum()) < MIN_INJECTED_DOWN
+    check = None if few else check
+    return check, (detection_factor(check, block=block) if check is not None else 1.0), few
+
+
+def factor_replicates(check: dict, bootstrap: int, rng, block: int) -> np.ndarray:
+    """The factor of ``bootstrap`` resamples of the injected trains (with replacement)."""
+    from .rtn import _draw_counts
+
+    n_cal = len(check["down_true"])
+    chunk = max(1, 2_000_000 // n_cal)
+    return np.concatenate([detection_factor(check, _draw_counts(rng, n_cal, min(chunk, bootstrap - i)), block)
+                           for i in range(0, bootstrap, chunk)])
+
+
+def correction_note(note: str, factor: float, checked: bool, few: bool, block: int) -> str:
+    """The pooled RTN note with what was done to ``p_down``."""
+    head = note or "per-pulse probabilities; intervals: bootstrap over trains"
+    if checked:
+        return (f"{head}; p_down x {factor:.3f}: the high stretches too short to detect, measured by RTN injected "
+                "into the quiet trains")
+    if few:
+        return (f"{head}; p_down not corrected for the high stretches too short to detect (it reads low by up to "
+                f"{block} pulses x p_down): too few transitions in the RTN injected into the quiet trains to measure it")
+    return note

@@ -234,8 +234,16 @@ class RTNStats:
             return v[idx] if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n else v
 
         per_row = ("amplitude", "shows", "llr", "up", "down", "time_low", "time_high", "high")
-        return replace(self, **{k: pick(getattr(self, k)) for k in per_row},
-                       extra={k: pick(v) for k, v in self.extra.items()})
+        extra = {k: pick(v) for k, v in self.extra.items()}
+        sample = self.extra.get("detection_sample")
+        if sample is not None:  # the sampled quiet trains among the rows kept, renumbered
+            kept, pos = np.arange(n)[idx], np.full(n, -1)
+            pos[kept] = np.arange(len(kept))
+            at = pos[sample["rows"]]
+            inside = at >= 0
+            extra["detection_sample"] = {**sample, "rows": at[inside], "resid": sample["resid"][inside],
+                                         "usable": sample["usable"][inside]}
+        return replace(self, **{k: pick(getattr(self, k)) for k in per_row}, extra=extra)
 
     def read_mask(self, n_pulses: int, threshold: float = 0.5, dilate: int = 1) -> np.ndarray:
         """Bool (N, n_pulses): reads in blocks more likely high than low, and ``dilate`` blocks around.
@@ -540,22 +548,6 @@ def _replicate_rates(counts, up, down, tl, th, shows, started_high, block) -> np
     return np.column_stack([np.where(u > 0, p_up, 0.0), np.where(u > 0, p_down, np.nan)])
 
 
-#: Fewest down transitions, true and seen, in the injected trains to measure the detection factor of ``p_down``.
-_MIN_INJECTED_DOWN = 20
-
-
-def _detection_factor(check: dict, counts=None, block: int = 16):
-    """True over seen per-pulse ``p_down`` of the injected trains (:mod:`._rtn_detect`); one per row of ``counts``."""
-    def tot(key):
-        v = check[key]
-        return v.sum() if counts is None else counts @ v
-    with np.errstate(divide="ignore", invalid="ignore"):
-        seen = block_to_pulse(tot("up_seen") / tot("low_seen"), tot("down_seen") / tot("high_seen"), block)[1]
-        factor = tot("down_true") / tot("high_true") / seen
-    return np.where(np.isfinite(factor) & (factor > 0), factor, 1.0) if counts is not None else (
-        float(factor) if np.isfinite(factor) and factor > 0 else 1.0)
-
-
 def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     block = stats_list[0].block
     up = np.concatenate([s.up for s in stats_list])
@@ -566,17 +558,15 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     amp = np.concatenate([s.amplitude for s in stats_list])
     started_high = np.concatenate([_started_high(s) for s in stats_list])
     n = len(up)
-    # the injected trains of every die that has them (short high stretches the detection misses)
-    checks = [s.extra.get("detection") for s in stats_list if s.extra.get("detection") is not None]
-    check = {k: np.concatenate([c[k] for c in checks]) for k in checks[0]} if checks else None
-    few_injected = check is not None and min(check["down_true"].sum(), check["down_seen"].sum()) < _MIN_INJECTED_DOWN
-    check = None if few_injected else check
-    factor = _detection_factor(check, block=block) if check is not None else 1.0
 
     n_up, n_down, t_high = up.sum(), down.sum(), th.sum()
     qu = _up_per_block(n_up, tl, shows, started_high.sum()) if n_up > 0 else 0.0
     qd = n_down / t_high if t_high > 0 else 0.0
     p_up, p_down = block_to_pulse(qu, qd, block) if n_up > 0 else (0.0, np.nan)
+    # the high stretches too short to detect: RTN of these rates injected into the dies' sampled quiet trains
+    from . import _rtn_detect as detect  # here: it imports this module
+
+    check, factor, few_injected = detect.correct_p_down(stats_list, p_up, p_down, amp[shows], block)
     p_down *= factor
     ci_up = ci_down = None
     se_up = se_down = None
@@ -587,10 +577,7 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
         reps = np.concatenate([_replicate_rates(_draw_counts(rng, n, min(chunk, bootstrap - i)), up, down, tl, th,
                                                 shows, started_high, block) for i in range(0, bootstrap, chunk)])
         if check is not None:  # the injected trains resampled too: the interval carries the factor's error
-            n_cal = len(check["down_true"])
-            chunk = max(1, 2_000_000 // n_cal)
-            reps[:, 1] *= np.concatenate([_detection_factor(check, _draw_counts(rng, n_cal, min(chunk, bootstrap - i)),
-                                                            block) for i in range(0, bootstrap, chunk)])
+            reps[:, 1] *= detect.factor_replicates(check, bootstrap, rng, block)
         ci_up = [float(np.percentile(reps[:, 0], 5)), float(np.percentile(reps[:, 0], 95))]
         se_up = float(np.std(reps[:, 0], ddof=1))
         fin = np.isfinite(reps[:, 1])
@@ -611,13 +598,8 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     if n_up < 20 or n_down < 20:
         note = (f"few transitions seen ({n_up:.1f} up, {n_down:.1f} down): exact Poisson 90 % intervals, "
                 "no stderr")
-    if check is not None and shows.any():
-        note = (f"{note or 'per-pulse probabilities; intervals: bootstrap over trains'}; p_down x {factor:.3f}: "
-                "the high stretches too short to detect, measured by RTN injected into the quiet trains")
-    if few_injected and shows.any():
-        note = (f"{note or 'per-pulse probabilities; intervals: bootstrap over trains'}; p_down not corrected for the "
-                f"high stretches too short to detect (it reads low by up to {block} pulses x p_down): too few transitions "
-                "in the RTN injected into the quiet trains to measure it")
+    if shows.any():
+        note = detect.correction_note(note, factor, check is not None, few_injected, block)
     if not shows.any():
         total_low = tl.sum() * block
         note = (f"no RTN seen in {n} trains; p_up = 0 with a 95 % upper bound of "
