@@ -1,4 +1,4 @@
-r"""What the RTN detection misses, measured on the die's own noise: the correction of ``p_down``.
+r"""What the RTN detection misses, measured on the dies' own noise: the correction of ``p_down``.
 
 The block HMM of :func:`hfox_fit.fitting.rtn.rtn_em` treats each block of ``B``
 pulses as wholly low or wholly high. A high stretch shorter than about a block
@@ -10,11 +10,13 @@ length is ``c + 1 / p_down``: the rate seen is :math:`p_{down} / (1 + c\,p_{down
 low by about ``B p_down`` (3 % on the paper preset, 8 % on wafer_b with
 ``B = 16``; measured: 4-5 % and 5-9 %, the selection of the trains that show RTN
 included). ``c`` depends on the amplitude, the noise and the block's alignment,
-so it is not computed but measured:
+so it is not computed but measured.
 
-each die keeps a small random sample of the residuals of its trains that show no
+Each die keeps a small random sample of the residuals of its trains that show no
 RTN (their real pink and read noise, their drift misfit: :func:`detection_sample`,
-at most :data:`SAMPLE_PER_DIE` trains, float16). Pooling then injects RTN of the
+at most :data:`SAMPLE_PER_DIE` trains in float16 with their usable reads: 97 kB a
+die at 1000 pulses; it travels with the die's pooled part and is kept in the store
+beside it, so a partial refit pools the same sample). Pooling then injects RTN of the
 pooled rates and of the amplitudes of the trains that show RTN into a fixed
 budget of :data:`INJECTED` copies of those residuals, once per pooled group
 (:func:`pooled_check`), runs the detection on them as the dies ran it (as many
@@ -22,8 +24,11 @@ EM rounds), and per injected train counts the true down transitions and high
 pulses beside the ones the detection reports. The ratio of the true to the seen
 rate is the correction factor (:func:`detection_factor`); the injected trains
 are resampled with the measured ones in the bootstrap, so the interval carries
-the factor's own error. The die's step pays a copy of a few rows; the check
-costs about as much as one die's detection, once.
+the factor's own error. The die's step pays a copy of a few rows (under 1 ms);
+the check costs about as much as one die's detection (70 ms), once. Its EM
+estimates the low state's noise over the sample of every pooled die, where each
+die's detection had its own (checked on the synthetic wafers, whose dies share
+one noise; dies of very unlike noise are mixed here).
 
 The die's detection reads the residuals of a drift fitted through every read
 (one robust round, the default), which takes up part of each train's telegraph
