@@ -52,10 +52,16 @@ from .rtn import RTNStats, block_stats, block_to_pulse, rtn_em
 __all__ = ["detection_sample", "with_detection_sample", "pooled_check", "detection_factor", "correct_p_down",
            "factor_replicates", "correction_note"]
 
-#: Quiet trains whose residuals a die keeps for the pooled check (float16, the blocks' reads only).
+#: Quiet trains whose residuals a die keeps for the pooled check (float16, the blocks' reads only), at most
+#: :data:`SAMPLE_READS` reads in all (longer trains: fewer of them, at least :data:`MIN_SAMPLE`), so that what a
+#: die keeps does not grow with its pulses (98 kB at most from 1024 pulses on, 4 trains past 8192 pulses).
 SAMPLE_PER_DIE = 32
-#: Injected trains of one pooled check (copies of the sampled residuals, each with its own telegraph).
+SAMPLE_READS = 32768
+MIN_SAMPLE = 4
+#: Injected trains of one pooled check (copies of the sampled residuals, each with its own telegraph): 1024 up to
+#: 1024 pulses, fewer of longer trains (about :data:`INJECTED_READS` reads, at least 256 trains).
 INJECTED = 1024
+INJECTED_READS = 1 << 20
 #: Fewest sampled quiet trains to measure the detection on (fewer: no correction, the pooled note says so).
 MIN_QUIET = 8
 #: Fewest down transitions, true and seen, in the injected trains to measure the factor.
@@ -137,8 +143,9 @@ def detection_sample(rtn: RTNStats, resid, usable, *, llr_threshold: float = 8.0
     base = np.nonzero(~rtn.shows & (usable[:, :L].sum(1) >= L // 2))[0]
     if base.size == 0:
         return None
-    if base.size > SAMPLE_PER_DIE:
-        base = np.sort(np.random.default_rng(seed).choice(base, SAMPLE_PER_DIE, replace=False))
+    keep = int(np.clip(SAMPLE_READS // L, MIN_SAMPLE, SAMPLE_PER_DIE))
+    if base.size > keep:
+        base = np.sort(np.random.default_rng(seed).choice(base, keep, replace=False))
     u = usable[base, :L]
     with np.errstate(invalid="ignore", over="ignore"):
         r = np.where(u, np.asarray(resid)[base, :L], 0.0).astype(np.float16)
@@ -154,7 +161,7 @@ def with_detection_sample(rtn: RTNStats | None, resid, usable, **kw) -> RTNStats
 
 
 def pooled_check(samples, amplitudes, p_up: float, p_down: float, pi0: float, block: int, *,
-                 injected: int = INJECTED, seed: int = 0) -> dict | None:
+                 injected: int | None = None, seed: int = 0) -> dict | None:
     """Inject RTN into the sampled quiet trains, detect it as the dies did, count what was seen.
 
     Parameters
@@ -166,8 +173,9 @@ def pooled_check(samples, amplitudes, p_up: float, p_down: float, pi0: float, bl
     p_up, p_down, pi0 : float
         Pooled per-pulse rates (uncorrected) and share of trains starting high.
     block : int
-    injected : int
-        Injected trains (copies of the sampled ones, spread evenly over them).
+    injected : int, optional
+        Injected trains (copies of the sampled ones, spread evenly over them); default
+        :data:`INJECTED`, fewer of trains longer than 1024 pulses.
     seed : int
         Seed of the injected chains (fixed: the same pool gives the same factor).
 
@@ -184,6 +192,7 @@ def pooled_check(samples, amplitudes, p_up: float, p_down: float, pi0: float, bl
             or not np.isfinite(p_down) or p_down <= 0):
         return None
     L = max(s["resid"].shape[1] for s in samples)
+    injected = int(np.clip(INJECTED_READS // L, 256, INJECTED)) if injected is None else int(injected)
     resid = np.zeros((sum(len(s["rows"]) for s in samples), L))
     usable = np.zeros(resid.shape, bool)
     length = np.concatenate([np.full(len(s["rows"]), s["resid"].shape[1]) for s in samples])
