@@ -14,21 +14,22 @@ so it is not computed but measured.
 
 Each die keeps a small random sample of the residuals of its trains that show no
 RTN (their real pink and read noise, their drift misfit: :func:`detection_sample`,
-at most :data:`SAMPLE_PER_DIE` trains in float16 with their usable reads: 97 kB a
-die at 1000 pulses; it travels with the die's pooled part and is kept in the store
-beside it, so a partial refit pools the same sample). Pooling then injects RTN of the
-pooled rates and of the amplitudes of the trains that show RTN into a fixed
-budget of :data:`INJECTED` copies of those residuals, once per pooled group
-(:func:`pooled_check`), runs the detection on them as the dies ran it (as many
-EM rounds), and per injected train counts the true down transitions and high
-pulses beside the ones the detection reports. The ratio of the true to the seen
-rate is the correction factor (:func:`detection_factor`); the injected trains
-are resampled with the measured ones in the bootstrap, so the interval carries
-the factor's own error. The die's step pays a copy of a few rows (under 1 ms);
-the check costs about as much as one die's detection (70 ms), once. Its EM
-estimates the low state's noise over the sample of every pooled die, where each
-die's detection had its own (checked on the synthetic wafers, whose dies share
-one noise; dies of very unlike noise are mixed here).
+at most :data:`SAMPLE_PER_DIE` trains and :data:`SAMPLE_READS` reads, float16, with
+their usable reads: 97 kB a die at 1000 pulses). It travels with the die's pooled
+part and is kept in the store beside it, so a partial refit pools the same sample.
+Pooling then injects RTN of the pooled rates and of the amplitudes of the trains
+that show RTN into 1024-4096 copies of those residuals (:data:`INJECTED`), once per
+pooled group (:func:`pooled_check`), runs the detection on them as the dies ran it
+(as many EM rounds), and per injected train counts the true down transitions and
+high pulses beside the ones the detection reports. The ratio of the true to the
+seen rate is the correction factor (:func:`detection_factor`); the injected trains
+are resampled with the measured ones in the bootstrap, so the interval carries the
+factor's own error. The die's step pays a copy of a few rows (0.5 ms of a
+1024-cell die's 250 ms); the check, 0.1-0.6 s once per pooled group, runs beside
+the pooling's other parts. Its EM estimates the low state's noise over the sample
+of every pooled die, where each die's detection had its own (checked on the
+synthetic wafers, whose dies share one noise; dies of very unlike noise are mixed
+here).
 
 The die's detection reads the residuals of a drift fitted through every read
 (one robust round, the default), which takes up part of each train's telegraph
