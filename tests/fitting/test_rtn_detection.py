@@ -148,3 +148,16 @@ def test_the_die_step_keeps_a_small_sample_of_quiet_trains():
     picked = sample["rows"][half[sample["rows"]]]
     assert np.array_equal(sub.extra["detection_sample"]["rows"], picked // 2)
     assert np.array_equal(sub.extra["detection_sample"]["resid"], sample["resid"][half[sample["rows"]]])
+
+
+def test_the_die_step_runs_only_its_own_detection(monkeypatch):
+    """The injection runs once in pooling, not per die: the die's step fits the block HMM once (one robust round)."""
+    from hfox_fit.fitting import drift
+
+    calls = []
+    real = drift.rtn_em
+    monkeypatch.setattr(drift, "rtn_em", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(_rtn_detect, "rtn_em", lambda *a, **k: calls.append(2) or real(*a, **k))
+    wafer, _ = make_wafer_with_states(_rtn_only_model(), devices=128, pulses=300, seed=6)
+    res = fit_drift_die(wafer.dies[0], ("two_slope",))
+    assert calls == [1] and res.rtn.extra["detection_sample"]["em_rounds"] == 1
