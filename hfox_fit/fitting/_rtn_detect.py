@@ -89,7 +89,7 @@ def _chain(rng, n: int, T: int, p_up: float, p_down: float, pi0: float) -> np.nd
         k = int(np.ceil(1.5 * T / mean_dwell)) + 4
         par = (np.arange(j, j + k)[None, :] % 2).astype(bool)
         high = start[:, None] ^ par  # the state of each dwell
-        dwell = rng.geometric(np.where(high, p_down, p_up))
+        dwell = np.minimum(rng.geometric(np.where(high, p_down, p_up)), T + 1)  # a rate near 0: no overflow
         pos = end[:, None] + np.cumsum(dwell, axis=1)  # one past each switch
         end = pos[:, -1]
         rows = np.broadcast_to(np.arange(n)[:, None], pos.shape)

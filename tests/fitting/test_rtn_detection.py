@@ -161,3 +161,9 @@ def test_the_die_step_runs_only_its_own_detection(monkeypatch):
     wafer, _ = make_wafer_with_states(_rtn_only_model(), devices=128, pulses=300, seed=6)
     res = fit_drift_die(wafer.dies[0], ("two_slope",))
     assert calls == [1] and res.rtn.extra["detection_sample"]["em_rounds"] == 1
+
+
+def test_a_rate_near_zero_draws_no_switch():
+    """A pooled p_up of 1e-19 (one fractional up transition in a quiet campaign) drew dwells past int64: none now."""
+    high = _rtn_detect._chain(np.random.default_rng(1), 64, 113, 1e-19, 5e-3, 0.0)
+    assert not high.any()
