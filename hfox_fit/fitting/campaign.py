@@ -432,8 +432,10 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, s
           + (", on the workers)" if workers is not None and workers.parallel else ")"))
     noise = NoiseFitter(bootstrap=bootstrap, random_state=random_state)
     noise_parts = noise.parts(drift)
-    done = run_here({"noise/rtn": noise_parts.pop("noise/rtn")})  # quick, and the amplitude law needs it
-    amps = done["noise/rtn"].amplitudes
+    # the amplitudes of the trains that show RTN, as the pooled RTN part gives them (that part, which measures
+    # the p_down detection factor, runs with the others)
+    amps = np.concatenate([r.amplitude[r.shows & np.isfinite(r.amplitude)] for r in drift.rtn_stats_
+                           if r is not None and len(r.up)])
     params = list(get_law(chosen).params) + ["r0"]
     law_rows = d2d_rows(cells, chosen, max_masked)
     d2d = D2DFitter(params, bootstrap=bootstrap, random_state=random_state, fallback=True)
@@ -448,7 +450,7 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, s
             bootstrap=bootstrap, rng=part_seed(random_state, "d2d/rtn_amplitude")))
     parts.update(d2d_parts)
     pooled = run(parts)
-    noise.collect({**done, **pooled})
+    noise.collect(pooled)
     pink, rtn = noise.pink_, noise.rtn_
     d2d.collect(pooled)
     notes.extend(d2d.notes_)

@@ -83,6 +83,7 @@ from ._lawfit import (
 )
 from ._lmfit import DRIFT_MODELS, _lmfit_fallback, _lmfit_refit, _verify
 from ._robust import _extrapolate_r0, _r0_at_set, _robust_scale, _rtn_hides, _rtn_states
+from ._rtn_detect import with_detection_sample
 from ._select import choose_law, score_laws
 from ._tables import DieDriftResult, _empty_table, _law_table
 from ._util import _join  # noqa: F401 - kept importable here
@@ -338,6 +339,10 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
             thin |= _rtn_hides(rtn, ok, first_t, last_t, options)
         new_mask[thin] = usable[thin]
         mask = new_mask
+    em_rounds = max(rounds - 1, 1) + options.final_rtn  # the detection's EM runs (the pooled check mirrors them)
+    if not options.final_rtn:  # a few quiet trains' residuals: pooling measures on them what the detection misses
+        rtn = with_detection_sample(rtn, resid, rmask, llr_threshold=options.rtn_llr, through_rtn=rounds == 1,
+                                    em_rounds=em_rounds)
     clock("rtn")
     # noise of this die
     spec_usable = usable & ~high & ok[:, None]
@@ -401,6 +406,8 @@ def fit_drift_die(die: DieData, laws=("two_slope",), options: DriftOptions | Non
         resid_main[sub] = w_copy[sub] - offset[None, :] - _evaluate(main, t, scale, fits[main])
         m_b, lv_b = block_stats(resid_main, rmask, options.rtn_block)
         rtn = rtn_em(m_b, lv_b, options.rtn_block, llr_threshold=options.rtn_llr, init=rtn)
+        rtn = with_detection_sample(rtn, resid_main, rmask, llr_threshold=options.rtn_llr, through_rtn=False,
+                                    em_rounds=em_rounds)
     common = {
         "r0": np.exp(lnr0),
         "r0_stderr": np.where(r0_from_read, np.exp(lnr0) * white, np.exp(lnr0) * r0_spread),

@@ -234,8 +234,16 @@ class RTNStats:
             return v[idx] if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n else v
 
         per_row = ("amplitude", "shows", "llr", "up", "down", "time_low", "time_high", "high")
-        return replace(self, **{k: pick(getattr(self, k)) for k in per_row},
-                       extra={k: pick(v) for k, v in self.extra.items()})
+        extra = {k: pick(v) for k, v in self.extra.items()}
+        sample = self.extra.get("detection_sample")
+        if sample is not None:  # the sampled quiet trains among the rows kept, renumbered
+            kept, pos = np.arange(n)[idx], np.full(n, -1)
+            pos[kept] = np.arange(len(kept))
+            at = pos[sample["rows"]]
+            inside = at >= 0
+            extra["detection_sample"] = {**sample, "rows": at[inside], "resid": sample["resid"][inside],
+                                         "usable": sample["usable"][inside]}
+        return replace(self, **{k: pick(getattr(self, k)) for k in per_row}, extra=extra)
 
     def read_mask(self, n_pulses: int, threshold: float = 0.5, dilate: int = 1) -> np.ndarray:
         """Bool (N, n_pulses): reads in blocks more likely high than low, and ``dilate`` blocks around.
@@ -555,6 +563,11 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     qu = _up_per_block(n_up, tl, shows, started_high.sum()) if n_up > 0 else 0.0
     qd = n_down / t_high if t_high > 0 else 0.0
     p_up, p_down = block_to_pulse(qu, qd, block) if n_up > 0 else (0.0, np.nan)
+    # the high stretches too short to detect: RTN of these rates injected into the dies' sampled quiet trains
+    from . import _rtn_detect as detect  # here: it imports this module
+
+    check, factor, few_injected = detect.correct_p_down(stats_list, p_up, p_down, amp[shows], block)
+    p_down *= factor
     ci_up = ci_down = None
     se_up = se_down = None
     if bootstrap and n >= 2:
@@ -563,6 +576,8 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
         chunk = max(1, 2_000_000 // n)
         reps = np.concatenate([_replicate_rates(_draw_counts(rng, n, min(chunk, bootstrap - i)), up, down, tl, th,
                                                 shows, started_high, block) for i in range(0, bootstrap, chunk)])
+        if check is not None:  # the injected trains resampled too: the interval carries the factor's error
+            reps[:, 1] *= detect.factor_replicates(check, bootstrap, rng, block)
         ci_up = [float(np.percentile(reps[:, 0], 5)), float(np.percentile(reps[:, 0], 95))]
         se_up = float(np.std(reps[:, 0], ddof=1))
         fin = np.isfinite(reps[:, 1])
@@ -577,12 +592,14 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
         se_up = None
     if 0 < t_high and n_down < 20:
         lo, hi = _poisson_ci(n_down)
-        ci_down = [block_to_pulse(qu, lo / t_high, block)[1], block_to_pulse(qu, hi / t_high, block)[1]]
+        ci_down = [factor * block_to_pulse(qu, x / t_high, block)[1] for x in (lo, hi)]
         se_down = None
     note = ""
     if n_up < 20 or n_down < 20:
         note = (f"few transitions seen ({n_up:.1f} up, {n_down:.1f} down): exact Poisson 90 % intervals, "
                 "no stderr")
+    if shows.any():
+        note = detect.correction_note(note, factor, check is not None, few_injected, block)
     if not shows.any():
         total_low = tl.sum() * block
         note = (f"no RTN seen in {n} trains; p_up = 0 with a 95 % upper bound of "

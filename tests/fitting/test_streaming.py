@@ -18,6 +18,7 @@ from fit_helpers import small_die_store
 
 from hfox_fit.exceptions import FitError
 from hfox_fit.fitting import CampaignFitter
+from hfox_fit.fitting._rtn_detect import SAMPLE_READS
 from hfox_fit.schema import DieData
 from hfox_fit.synth import make_wafer
 
@@ -43,6 +44,12 @@ def _arrays(obj, seen=None):
             yield from _arrays(getattr(obj, name), seen)
 
 
+def _detection_sample(res):
+    """The reads of the die's sampled quiet trains (:mod:`hfox_fit.fitting._rtn_detect`), kept like the traces."""
+    sample = res.rtn.extra.get("detection_sample") or {}
+    return [sample[k] for k in ("resid", "usable") if k in sample]
+
+
 def _fit(dies):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -65,9 +72,13 @@ def test_per_die_results_keep_no_array_of_reads(long_and_short):
         for res in fit.drift.die_results_:
             assert res.mask_bits is None and res.rtn_excess == {} and res.rtn.high is None
             n_rows = sum(len(d.devices) * len(d.cycles) for d in wafer.dies if d.die == res.die)
+            sample = _detection_sample(res)
             for arr in _arrays(res):
                 if arr is res.traces:  # at most max_traces example trains per die (the validation plot)
                     assert arr.shape[0] <= 64
+                    continue
+                if any(arr is v for v in sample):  # a few quiet trains for the p_down check: a fixed read budget
+                    assert arr.size <= SAMPLE_READS
                     continue
                 # per train, a handful of values, or a fixed set of frequencies; never one per pulse
                 assert arr.size <= max(n_rows * 64, pulses), (arr.shape, pulses)
@@ -79,7 +90,10 @@ def test_per_die_result_does_not_grow_with_the_pulses(long_and_short):
     """Pickled per-die result less its example traces: four times the pulses, about the same size."""
 
     def size(res):
-        return len(pickle.dumps(res, protocol=5)) - res.traces.nbytes
+        return len(pickle.dumps(res, protocol=5)) - res.traces.nbytes - sum(v.nbytes for v in _detection_sample(res))
+
+    for fit in (long_and_short[400][1], long_and_short[1600][1]):  # its own bound, whatever the pulses
+        assert all(sum(v.size for v in _detection_sample(r)) <= 2 * SAMPLE_READS for r in fit.drift.die_results_)
 
     short = sum(size(r) for r in long_and_short[400][1].drift.die_results_)
     long = sum(size(r) for r in long_and_short[1600][1].drift.die_results_)
