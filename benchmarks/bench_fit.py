@@ -38,7 +38,14 @@ import warnings
 
 import numpy as np
 
-from hfox_fit.fitting import DRIFT_MODELS, campaign, fit_campaign, fit_drift_die, fit_law_rows
+from hfox_fit.fitting import (
+    DRIFT_MODELS,
+    _executor,
+    campaign,
+    fit_campaign,
+    fit_drift_die,
+    fit_law_rows,
+)
 from hfox_fit.laws import DRIFT_LAWS
 from hfox_fit.synth import make_wafer
 
@@ -151,11 +158,12 @@ def _fit_timing_map(dies, law, jobs, parts=None):
                 parts[name] = time.perf_counter() - t0
         return out
 
-    campaign.map_dies, campaign.run_here = timed, timed_here
+    # the pooling's parts run through the executor's run_here when the fit has no worker processes
+    campaign.map_dies, campaign.run_here, _executor.run_here = timed, timed_here, timed_here
     try:
         return fit_campaign(dies, law=law, jobs=jobs), sum(spent)
     finally:
-        campaign.map_dies, campaign.run_here = real, real_here
+        campaign.map_dies, campaign.run_here, _executor.run_here = real, real_here, real_here
 
 
 def main(argv=None) -> int:
