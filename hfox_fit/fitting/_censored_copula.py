@@ -31,7 +31,7 @@ from scipy import special
 
 from ._ranks import _resample_ranks2, _score_table
 
-__all__ = ["censored_copula"]
+__all__ = ["censored_copula", "censored_copulas"]
 
 #: The coarse grid of ``u = atanh(rho)`` (|rho| <= tanh(3) = 0.995) for the estimate, then a fine one around its best.
 _COARSE = np.linspace(-3.0, 3.0, 25)
@@ -67,21 +67,31 @@ def _km_scores(tkeys, n_keys: int, event):
     return special.ndtri(np.clip(cdf * n / (n + 1.0), 0.5 / (n + 1.0), 1.0 - 0.5 / (n + 1.0)))
 
 
-def _log_likelihood(za, zt, event, u):
-    """(B, G): the log-likelihood of each row at the correlations ``tanh(u)`` (``u`` of shape (B, G))."""
-    r = np.tanh(u)
-    one = 1.0 - r * r
-    e = event.astype(float)
-    saa, stt, sat = ((e * p * q).sum(1)[:, None] for p, q in ((za, za), (zt, zt), (za, zt)))
-    ll = -0.5 * e.sum(1)[:, None] * np.log(one) - (r * r * (saa + stt) - 2.0 * r * sat) / (2.0 * one)
-    m = int((~event).sum(1).max())
-    if m:
-        # each row's censored cells moved to the front (rows with fewer are padded, masked)
-        front = np.argsort(event, axis=1, kind="stable")[:, :m]
-        ca, cz, cc = (np.take_along_axis(x, front, axis=1) for x in (za, zt, ~event))
-        arg = (r[:, :, None] * ca[:, None, :] - cz[:, None, :]) / np.sqrt(one)[:, :, None]
-        ll = ll + np.where(cc[:, None, :], special.log_ndtr(arg), 0.0).sum(2)
-    return ll
+class _LogLikelihood:
+    """The log-likelihood of each row's correlation: its sums, and each row's censored cells, gathered once."""
+
+    def __init__(self, za, zt, event):
+        e = event.astype(float)
+        self.ne = e.sum(1)[:, None]
+        self.saa_stt = ((e * za * za).sum(1) + (e * zt * zt).sum(1))[:, None]
+        self.sat = (e * za * zt).sum(1)[:, None]
+        m = int((~event).sum(1).max())
+        self.censored = None
+        if m:
+            # each row's censored cells moved to the front (rows with fewer are padded, masked)
+            front = np.argsort(event, axis=1, kind="stable")[:, :m]
+            self.censored = tuple(np.take_along_axis(x, front, axis=1)[:, None, :] for x in (za, zt, ~event))
+
+    def __call__(self, u):
+        """(B, G): the log-likelihood of each row at the correlations ``tanh(u)`` (``u`` of shape (B, G))."""
+        r = np.tanh(u)
+        one = 1.0 - r * r
+        ll = -0.5 * self.ne * np.log(one) - (r * r * self.saa_stt - 2.0 * r * self.sat) / (2.0 * one)
+        if self.censored is not None:
+            ca, cz, cc = self.censored
+            arg = (r[:, :, None] * ca - cz) / np.sqrt(one)[:, :, None]
+            ll = ll + np.where(cc, special.log_ndtr(arg), 0.0).sum(2)
+        return ll
 
 
 def _parabola_step(ll, u, h):
@@ -96,22 +106,23 @@ def _maximise(za, zt, event, start=None):
     """Per row, the correlation maximising the likelihood.
 
     Without ``start``: a coarse grid, a fine grid around its best point and a parabola. From
-    ``start`` (the estimate; the bootstrap's replicates lie near it): parabola steps of
+    ``start`` (the estimate; the bootstrap's replicates lie near it): three parabola steps of
     shrinking width, three evaluations each.
     """
+    loglik = _LogLikelihood(za, zt, event)
     rows = np.arange(za.shape[0])
     if start is None:
         coarse = np.broadcast_to(_COARSE, (len(rows), len(_COARSE)))
-        best = coarse[rows, np.argmax(_log_likelihood(za, zt, event, coarse), axis=1)]
+        best = coarse[rows, np.argmax(loglik(coarse), axis=1)]
         fine = np.clip(best[:, None] + _FINE[None, :], _COARSE[0], _COARSE[-1])
-        ll = _log_likelihood(za, zt, event, fine)
+        ll = loglik(fine)
         k = np.clip(np.argmax(ll, axis=1), 1, len(_FINE) - 2)
         three = np.stack([ll[rows, k - 1], ll[rows, k], ll[rows, k + 1]], axis=1)
         return np.tanh(_parabola_step(three, fine[rows, k], _FINE[1] - _FINE[0]))
     u = np.full(len(rows), np.arctanh(start))
     h = float(np.clip(1.5 / np.sqrt(max(int(event[0].sum()), 1)), 0.03, 0.5))  # about a standard error
-    for _ in range(4):
-        u = _parabola_step(_log_likelihood(za, zt, event, u[:, None] + h * np.array([[-1.0, 0.0, 1.0]])), u, h)
+    for _ in range(3):
+        u = _parabola_step(loglik(u[:, None] + h * np.array([[-1.0, 0.0, 1.0]])), u, h)
         h /= 4.0
     return np.tanh(u)
 
@@ -134,28 +145,45 @@ def censored_copula(a, t, t_lo, bootstrap: int = 0, rng=None) -> dict | None:
         ``copula_ci90`` and ``copula_stderr`` (None where fewer than half the
         replicates gave a number); None with fewer than 5 cells or fewer than 3 exact.
     """
-    a, t, t_lo = (np.asarray(x, float) for x in (a, t, t_lo))
+    return censored_copulas([a], t, t_lo, bootstrap, rng)[0]
+
+
+def censored_copulas(partners, t, t_lo, bootstrap: int = 0, rng=None) -> list:
+    """:func:`censored_copula` of each of ``partners`` with ``t``: they must pair with ``t`` on the same cells.
+
+    The replicates draw the same cells for every partner, so ``t``'s Kaplan-Meier scores are
+    computed once per replicate.
+    """
+    partners = [np.asarray(a, float) for a in partners]
+    t, t_lo = np.asarray(t, float), np.asarray(t_lo, float)
     event = np.isfinite(t)
-    use = np.isfinite(a) & (event | np.isfinite(t_lo))
-    a, time, event = a[use], np.where(event, t, t_lo)[use], event[use]
-    n = len(a)
+    known = event | np.isfinite(t_lo)
+    use = np.isfinite(partners[0]) & known
+    if any(not np.array_equal(np.isfinite(a) & known, use) for a in partners[1:]):
+        raise ValueError("censored_copulas: the partners must pair with t on the same cells")
+    time, event = np.where(event, t, t_lo)[use], event[use]
+    n = len(time)
     if n < 5 or event.sum() < 3:
-        return None
-    (ua, ka), (ut, kt) = np.unique(a, return_inverse=True), np.unique(time, return_inverse=True)
+        return [None] * len(partners)
+    keys = [np.unique(a[use], return_inverse=True) for a in partners]
+    ut, kt = np.unique(time, return_inverse=True)
     scores = _score_table(n)
 
     def estimate(idx, start=None):
-        za = scores[_resample_ranks2(ka, len(ua), idx)]
-        return _maximise(za, _km_scores(kt[idx], len(ut), event[idx]), event[idx], start)
+        zt, ev = _km_scores(kt[idx], len(ut), event[idx]), event[idx]
+        return [_maximise(scores[_resample_ranks2(ka, len(ua), idx)], zt, ev, None if start is None else start[j])
+                for j, (ua, ka) in enumerate(keys)]
 
-    rho = float(estimate(np.arange(n)[None, :])[0])
-    out = {"copula": rho, "n": n, "n_censored": int((~event).sum())}
+    rhos = [float(r[0]) for r in estimate(np.arange(n)[None, :])]
+    outs = [{"copula": rho, "n": n, "n_censored": int((~event).sum())} for rho in rhos]
     if bootstrap > 0:
         rng = np.random.default_rng(rng)
-        reps = np.concatenate([estimate(rng.integers(0, n, (min(_CHUNK, bootstrap - s), n)), rho)
-                               for s in range(0, bootstrap, _CHUNK)])
-        reps = reps[np.isfinite(reps)]
-        ok = len(reps) >= max(10, bootstrap // 2)
-        out["copula_ci90"] = [float(np.percentile(reps, 5)), float(np.percentile(reps, 95))] if ok else None
-        out["copula_stderr"] = float(np.std(reps, ddof=1)) if ok else None
-    return out
+        chunks = [estimate(rng.integers(0, n, (min(_CHUNK, bootstrap - s), n)), rhos)
+                  for s in range(0, bootstrap, _CHUNK)]
+        for j, out in enumerate(outs):
+            reps = np.concatenate([c[j] for c in chunks])
+            reps = reps[np.isfinite(reps)]
+            ok = len(reps) >= max(10, bootstrap // 2)
+            out["copula_ci90"] = [float(np.percentile(reps, 5)), float(np.percentile(reps, 95))] if ok else None
+            out["copula_stderr"] = float(np.std(reps, ddof=1)) if ok else None
+    return outs

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from ._censored_copula import censored_copula
+from ._censored_copula import censored_copulas
 from ._ranks import _resample_ranks, _resample_ranks2, _score_table  # noqa: F401 (_resample_ranks: tests)
 
 __all__ = ["COPULA_NOTE", "correlations"]
@@ -84,11 +84,13 @@ def _error_shift(a, b, se_a, se_b, err_corr):
     return np.where(np.isfinite(shift), shift, 0.0)
 
 
-def _bootstrap_pair(a, b, n_boot, rng, shift=None):
+def _bootstrap_pair(a, b, n_boot, rng, shift=None, copula=True):
     """Percentile 90 % intervals and standard errors of the copula and Spearman correlations of one pair.
 
     ``shift``: per cell, what its correlated fit errors add to the copula correlation
     (:func:`_error_shift`), taken out of each replicate with that replicate's cells.
+    ``copula=False``: Spearman's only (the copula's interval comes from elsewhere; the
+    draws are the same, so later pairs' replicates do not change).
     """
     m = len(a)
     cop, spear = [], []
@@ -98,10 +100,11 @@ def _bootstrap_pair(a, b, n_boot, rng, shift=None):
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, m, (min(chunk, n_boot - start), m))
         twice_a, twice_b = _resample_ranks2(ka, len(ua), idx), _resample_ranks2(kb, len(ub), idx)
-        cop.append(_row_corr(scores[twice_a], scores[twice_b]) - (0.0 if shift is None else shift[idx].mean(1)))
+        if copula:
+            cop.append(_row_corr(scores[twice_a], scores[twice_b]) - (0.0 if shift is None else shift[idx].mean(1)))
         spear.append(_row_corr(twice_a / 2.0, twice_b / 2.0))
     out = []
-    for reps in (np.concatenate(cop), np.concatenate(spear)):
+    for reps in (np.concatenate(cop) if copula else np.array([]), np.concatenate(spear)):
         reps = reps[np.isfinite(reps)]
         if len(reps) < max(10, n_boot // 2):
             out.append((None, None))
@@ -156,12 +159,13 @@ def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None, censo
     errors = {pair: col for pair, col in (error_correlation or {}).items()
               if col in table and all(p in names and p + "_stderr" in table for p in pair)}
     shifts = np.zeros((k, k))
+    cens_pairs = _censored_pairs(table, names, censored, exact_only, bootstrap, rng)
     for i in range(k):
         for j in range(i + 1, k):
             a, b = table[names[i]].to_numpy(float), table[names[j]].to_numpy(float)
             m = np.isfinite(a) & np.isfinite(b)
             npairs[i, j] = npairs[j, i] = int(m.sum())
-            pair = _censored_pair(table, names[i], names[j], censored, exact_only, bootstrap, rng)
+            pair = cens_pairs.get((names[i], names[j])) or cens_pairs.get((names[j], names[i]))
             if pair is not None:
                 npairs[i, j] = npairs[j, i] = pair["n"]
                 ncens[i, j] = ncens[j, i] = pair["n_censored"]
@@ -176,15 +180,15 @@ def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None, censo
             rb = stats.rankdata(b[m]) / (m.sum() + 1)
             za, zb = special.ndtri(ra), special.ndtri(rb)
             col = errors.get((names[i], names[j])) or errors.get((names[j], names[i]))
-            shift = np.zeros(int(m.sum()))
+            shift = None
             if col is not None and pair is None:
                 shift = _error_shift(a[m], b[m], table[names[i] + "_stderr"].to_numpy(float)[m],
                                      table[names[j] + "_stderr"].to_numpy(float)[m], table[col].to_numpy(float)[m])
                 shifts[i, j] = shifts[j, i] = float(shift.mean())
-            c = np.corrcoef(za, zb)[0, 1] - shift.mean() if pair is None else pair["copula"]
+            c = np.corrcoef(za, zb)[0, 1] - shifts[i, j] if pair is None else pair["copula"]
             cop[i, j] = cop[j, i] = float(np.clip(c, -0.999, 0.999)) if np.isfinite(c) else 0.0
             if bootstrap > 0:
-                (c_ci, c_se), (s_ci, s_se) = _bootstrap_pair(a[m], b[m], bootstrap, rng, shift)
+                (c_ci, c_se), (s_ci, s_se) = _bootstrap_pair(a[m], b[m], bootstrap, rng, shift, copula=pair is None)
                 if pair is not None:
                     c_ci, c_se = pair.get("copula_ci90"), pair.get("copula_stderr")
                 for key, val in (("copula_ci90", c_ci), ("copula_stderr", c_se), ("spearman_ci90", s_ci),
@@ -202,12 +206,22 @@ def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None, censo
     return out
 
 
-def _censored_pair(table, x, y, censored, exact_only, bootstrap, rng):
-    """The censored likelihood's copula of ``x`` and ``y`` where one of them is censored (else None)."""
-    for value, other in ((x, y), (y, x)):
-        if value in censored and other not in censored and other not in exact_only:
-            # a child generator: the other pairs' bootstrap draws stay as they were
-            return censored_copula(table[other].to_numpy(float), table[value].to_numpy(float),
-                                   table[censored[value]].to_numpy(float), bootstrap, rng.spawn(1)[0])
-    return None
+def _censored_pairs(table, names, censored, exact_only, bootstrap, rng) -> dict:
+    """``{(other, value): result}``: the censored likelihood's copula of each censored ``value`` with the others.
 
+    The others that pair with it on the same cells share one bootstrap (:func:`._censored_copula.censored_copulas`),
+    on a child generator, so that the other pairs' bootstrap draws stay as they were.
+    """
+    out = {}
+    for value, bound in censored.items():
+        others = [o for o in names if o != value and o not in censored and o not in exact_only]
+        t, t_lo = table[value].to_numpy(float), table[bound].to_numpy(float)
+        known = np.isfinite(t) | np.isfinite(t_lo)
+        groups = {}
+        for o in others:  # grouped by the cells each pair uses
+            groups.setdefault((np.isfinite(table[o].to_numpy(float)) & known).tobytes(), []).append(o)
+        for group in groups.values():
+            results = censored_copulas([table[o].to_numpy(float) for o in group], t, t_lo, bootstrap,
+                                       rng.spawn(1)[0])
+            out.update({(o, value): r for o, r in zip(group, results) if r is not None})
+    return out
