@@ -1,4 +1,4 @@
-"""JSON-safe copies of nested results (summaries, metrics, ground truth)."""
+"""JSON-safe copies of nested results (summaries, metrics, ground truth), and reading their numbers back."""
 
 from __future__ import annotations
 
@@ -31,3 +31,12 @@ def json_safe(obj):
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def finite_or_none(x):
+    """``x`` as a float, or None when it is not a finite number (a summary's number, which may be missing)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None

@@ -8,17 +8,9 @@ a median its cells do not have.
 
 from __future__ import annotations
 
-import numpy as np
+from .._json import finite_or_none as _num
 
 __all__ = ["law_misses_sample", "use_sample_medians"]
-
-
-def _num(x):
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if np.isfinite(x) else None
 
 
 def _ok_ci(ci) -> bool:

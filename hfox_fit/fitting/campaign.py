@@ -39,6 +39,7 @@ from .drift import (
 )
 from .flags import FLAG_NAMES
 from .noise import NoiseFitter
+from .rtn import shown_amplitudes
 from .wafers import add_wafers
 
 __all__ = ["CampaignFitter", "CampaignResult", "CampaignFit", "fit_die", "fit_campaign", "d2d_rows"]
@@ -434,8 +435,7 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, s
     noise_parts = noise.parts(drift)
     # the amplitudes of the trains that show RTN, as the pooled RTN part gives them (that part, which measures
     # the p_down detection factor, runs with the others)
-    amps = np.concatenate([r.amplitude[r.shows & np.isfinite(r.amplitude)] for r in drift.rtn_stats_
-                           if r is not None and len(r.up)])
+    amps = shown_amplitudes(drift.rtn_stats_)
     params = list(get_law(chosen).params) + ["r0"]
     law_rows = d2d_rows(cells, chosen, max_masked)
     d2d = D2DFitter(params, bootstrap=bootstrap, random_state=random_state, fallback=True)

@@ -176,16 +176,16 @@ def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None, censo
                 warnings.simplefilter("ignore")
                 r = stats.spearmanr(a[m], b[m]).statistic
             sp[i, j] = sp[j, i] = r if np.isfinite(r) else 0.0
-            ra = stats.rankdata(a[m]) / (m.sum() + 1)
-            rb = stats.rankdata(b[m]) / (m.sum() + 1)
-            za, zb = special.ndtri(ra), special.ndtri(rb)
             col = errors.get((names[i], names[j])) or errors.get((names[j], names[i]))
             shift = None
-            if col is not None and pair is None:
-                shift = _error_shift(a[m], b[m], table[names[i] + "_stderr"].to_numpy(float)[m],
-                                     table[names[j] + "_stderr"].to_numpy(float)[m], table[col].to_numpy(float)[m])
-                shifts[i, j] = shifts[j, i] = float(shift.mean())
-            c = np.corrcoef(za, zb)[0, 1] - shifts[i, j] if pair is None else pair["copula"]
+            if pair is None:
+                if col is not None:
+                    shift = _error_shift(a[m], b[m], table[names[i] + "_stderr"].to_numpy(float)[m],
+                                         table[names[j] + "_stderr"].to_numpy(float)[m], table[col].to_numpy(float)[m])
+                    shifts[i, j] = shifts[j, i] = float(shift.mean())
+                c = np.corrcoef(_normal_scores(a[m]), _normal_scores(b[m]))[0, 1] - shifts[i, j]
+            else:
+                c = pair["copula"]
             cop[i, j] = cop[j, i] = float(np.clip(c, -0.999, 0.999)) if np.isfinite(c) else 0.0
             if bootstrap > 0:
                 (c_ci, c_se), (s_ci, s_se) = _bootstrap_pair(a[m], b[m], bootstrap, rng, shift, copula=pair is None)

@@ -27,7 +27,8 @@ from scipy import stats
 from ..model import TelegraphNoise
 from ._util import nanquantile_rows
 
-__all__ = ["RTNStats", "RTNEstimate", "block_stats", "rtn_em", "block_to_pulse", "pulse_to_block"]
+__all__ = ["RTNStats", "RTNEstimate", "block_stats", "rtn_em", "block_to_pulse", "pulse_to_block",
+           "shown_amplitudes"]
 
 #: Variance of U1*U2 for U1, U2 ~ U(0, 1): E[(U1 U2)^2] - E[U1 U2]^2 = 1/9 - 1/16.
 _VAR_U1U2 = 7.0 / 144.0
@@ -548,6 +549,12 @@ def _replicate_rates(counts, up, down, tl, th, shows, started_high, block) -> np
     return np.column_stack([np.where(u > 0, p_up, 0.0), np.where(u > 0, p_down, np.nan)])
 
 
+def shown_amplitudes(stats_list) -> np.ndarray:
+    """The amplitudes of the trains that show RTN, die after die (dies without a detection skipped)."""
+    return np.concatenate([s.amplitude[s.shows & np.isfinite(s.amplitude)] for s in stats_list
+                           if s is not None and len(s.up)] or [np.empty(0)])
+
+
 def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     block = stats_list[0].block
     up = np.concatenate([s.up for s in stats_list])
@@ -555,7 +562,7 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     tl = np.concatenate([s.time_low for s in stats_list])
     th = np.concatenate([s.time_high for s in stats_list])
     shows = np.concatenate([s.shows for s in stats_list])
-    amp = np.concatenate([s.amplitude for s in stats_list])
+    amps = shown_amplitudes(stats_list)
     started_high = np.concatenate([_started_high(s) for s in stats_list])
     n = len(up)
 
@@ -566,7 +573,7 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
     # the high stretches too short to detect: RTN of these rates injected into the dies' sampled quiet trains
     from . import _rtn_detect as detect  # here: it imports this module
 
-    check, factor, few_injected = detect.correct_p_down(stats_list, p_up, p_down, amp[shows], block)
+    check, factor, few_injected = detect.correct_p_down(stats_list, p_up, p_down, amps, block)
     p_down *= factor
     ci_up = ci_down = None
     se_up = se_down = None
@@ -607,7 +614,6 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
         ci_up = [0.0, float(3.0 / max(total_low, 1))]
         se_up = None
         ci_down = None
-    amps = amp[shows & np.isfinite(amp)]
     return RTNEstimate(
         p_up=float(p_up), p_down=(float(p_down) if np.isfinite(p_down) else None),
         p_up_stderr=se_up, p_down_stderr=se_down, p_up_ci90=ci_up, p_down_ci90=ci_down,

@@ -36,8 +36,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .._json import finite_or_none as _num
 from ..exceptions import FitError
-from ._medians import _num, _ok_ci, use_sample_medians
+from ._medians import _ok_ci, use_sample_medians
 from .conditions import _FamilyFits, d2d_section
 from .d2d import cell_values
 

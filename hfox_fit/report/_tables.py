@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._json import finite_or_none as _num
+
 
 def _fit_flags():
     """The fit's flag names (:data:`hfox_fit.fitting.flags.FLAG_NAMES`), in table order; ``"ok"`` is none.
@@ -102,15 +104,6 @@ def _sec(d, key):
     """``d[key]`` when it is a dict, else an empty dict (a summary may lack or garble a part)."""
     v = d.get(key) if isinstance(d, dict) else None
     return v if isinstance(v, dict) else {}
-
-
-def _num(x):
-    """``x`` as a float, or None when it is not a finite number."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if np.isfinite(v) else None
 
 
 def _family_label(family, bounds, tied):

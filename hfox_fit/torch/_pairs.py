@@ -175,16 +175,22 @@ def _listed_cpu(key: torch.Tensor) -> tuple:
     few entries alone are sorted. (torch's CPU ``sort`` and ``nonzero`` take 4 to 10 ns per element,
     numpy's ``flatnonzero`` about 0.6: the sort was the largest cost of a block after the gathers.)
     """
-    k = key.numpy()
+    at, sizes = _class_order(key.numpy())
+    return torch.from_numpy(at.astype(np.int64, copy=False)), sizes
+
+
+def _class_order(k: np.ndarray) -> tuple:
+    """Positions of the keys ``k`` >= 1 class by class (each in index order), and the class sizes (numpy)."""
     ones = np.flatnonzero(k == 1)
+    if ones.size == k.size:  # (often, listing the pulsed pairs alone: most get one pulse)
+        return ones, (int(ones.size), 0, 0)
     rest = np.flatnonzero(k >= 2)
     twos = 0
     if rest.size:
         rest_keys = k[rest]
         rest = rest[np.argsort(rest_keys, kind="stable")]
         twos = int(np.count_nonzero(rest_keys == 2))
-    order = torch.from_numpy(np.concatenate([ones, rest]).astype(np.int64, copy=False))
-    return order, (int(ones.size), twos, int(rest.size) - twos)
+    return np.concatenate([ones, rest]), (int(ones.size), twos, int(rest.size) - twos)
 
 
 #: A block where more than this share of the pairs is pulsed keys every pair and lists them as
@@ -217,17 +223,8 @@ def _listed_signed(signed: torch.Tensor, classes: tuple) -> tuple | None:
     if bounds[0] < -MAX_COUNT or bounds[1] > MAX_COUNT:
         return None, None, None, bounds
     own = own.astype(np.int32, copy=False)
-    key = _class_key(torch.from_numpy(np.abs(own)), classes).numpy()
-    ones = np.flatnonzero(key == 1)
-    if ones.size == own.size:  # (often: most pulsed pairs get one pulse)
-        return torch.from_numpy(nonzero.astype(np.int64, copy=False)), torch.from_numpy(own), (own.size, 0, 0), bounds
-    rest = np.flatnonzero(key >= 2)
-    rest_keys = key[rest]
-    rest = rest[np.argsort(rest_keys, kind="stable")]
-    twos = int(np.count_nonzero(rest_keys == 2))
-    at = np.concatenate([ones, rest])
-    return (torch.from_numpy(nonzero[at].astype(np.int64, copy=False)), torch.from_numpy(own[at]),
-            (int(ones.size), twos, int(rest.size) - twos), bounds)
+    at, sizes = _class_order(_class_key(torch.from_numpy(np.abs(own)), classes).numpy())
+    return torch.from_numpy(nonzero[at].astype(np.int64, copy=False)), torch.from_numpy(own[at]), sizes, bounds
 
 
 def _class_block(arr, b: int, v: dict, call: dict) -> None:
@@ -324,7 +321,6 @@ def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record
     """
     if path not in ("classes", "select"):
         raise ValueError(f"path must be 'classes' or 'select'; got {path!r}.")
-    from ._array import _MAX_PULSES  # (the array module imports this one on use)
 
     if arr.num_devices % 2:
         raise ValueError(f"pulse_pairs needs an even number of cells (pairs i, i + N/2); the array has "
@@ -354,16 +350,8 @@ def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record
     counts, _, lo, hi, lows = pulse_counts(signed.abs(), half, arr.device, bounds)
     signed = signed.to(torch.int32)  # (counts above 2**30 were refused)
     lows = lows if lows is not None else [lo]  # (one pair)
-    if record is not None:
-        record.clear()
-    if hi == 0:
-        if record is not None:
-            record.update(pairs=(),
-                          pulses=torch.zeros((), dtype=torch.int64, device=arr.device))
+    if _nothing_to_pulse(arr, hi, record):
         return arr.resistance
-    if arr._pulse_bound + hi > _MAX_PULSES:
-        raise ValueError(f"these pulses would take a cell past {_MAX_PULSES} pulses since its last SET "
-                         f"(up to {arr._pulse_bound} so far, {hi} more); SET the cells (set_()) first.")
     if arr.compile:
         from . import _update
 
@@ -394,7 +382,6 @@ def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record
 def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor:
     """The class path on a CPU with the pulsed pairs listed first, block by block (:func:`_listed_signed`):
     the listing gives the counts' bounds, so no pass over every pair checks them (the same numbers)."""
-    from ._array import _MAX_PULSES
 
     if signed.dtype in (torch.int8, torch.int16):  # (their magnitudes could wrap: -128 in int8)
         signed = signed.to(torch.int32)
@@ -412,15 +399,8 @@ def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor
     if lo < -MAX_COUNT or hi > MAX_COUNT:
         raise ValueError(f"pulse counts above {MAX_COUNT} are not supported; got {max(-lo, hi)}.")
     hi = max(-lo, hi)
-    if record is not None:
-        record.clear()
-    if hi == 0:
-        if record is not None:
-            record.update(pairs=(), pulses=torch.zeros((), dtype=torch.int64, device=arr.device))
+    if _nothing_to_pulse(arr, hi, record):
         return arr.resistance
-    if arr._pulse_bound + hi > _MAX_PULSES:
-        raise ValueError(f"these pulses would take a cell past {_MAX_PULSES} pulses since its last SET "
-                         f"(up to {arr._pulse_bound} so far, {hi} more); SET the cells (set_()) first.")
     prev = arr.resistance
     call = {
         "n": None, "signed": signed, "listing": listing, "scalar": None, "lows": None, "fixed": None,
@@ -433,6 +413,23 @@ def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor
     _class_call(arr, c, call)
     _blocks(c, len(views), lambda b: _class_block(arr, b, views[b], call), balance=True)
     return _finish(arr, call, record)
+
+
+def _nothing_to_pulse(arr, hi: int, record) -> bool:
+    """Whether no pair gets a pulse (``record`` then says so); refuses pulses that would take a cell past
+    the pulses a cell may count since its last SET."""
+    from ._array import _MAX_PULSES  # (the array module imports this one on use)
+
+    if record is not None:
+        record.clear()
+    if hi == 0:
+        if record is not None:
+            record.update(pairs=(), pulses=torch.zeros((), dtype=torch.int64, device=arr.device))
+        return True
+    if arr._pulse_bound + hi > _MAX_PULSES:
+        raise ValueError(f"these pulses would take a cell past {_MAX_PULSES} pulses since its last SET "
+                         f"(up to {arr._pulse_bound} so far, {hi} more); SET the cells (set_()) first.")
+    return False
 
 
 def _class_call(arr, c: dict, call: dict) -> None:

@@ -231,12 +231,17 @@ class CellBackedWeights(nn.Module):
         dev, dtype = self.cells.device, self.cells.dtype
         return torch.cat([p.detach().reshape(-1).to(device=dev, dtype=dtype) for p in self._params])
 
-    def _update_in_pulses(self, before: torch.Tensor) -> torch.Tensor:
-        """``(weights - before) / scale``, flat, written into a buffer kept from step to step (a fresh tensor
-        of this size costs its pages' first touch each step)."""
+    def _steps_buffer(self, like: torch.Tensor) -> torch.Tensor:
+        """The buffer of the update in pulses, kept from step to step (a fresh tensor of this size costs its
+        pages' first touch each step)."""
         buf = self._steps_buf
-        if buf is None or buf.device != before.device or buf.dtype != before.dtype:
-            buf = self._steps_buf = torch.empty_like(before)
+        if buf is None or buf.device != like.device or buf.dtype != like.dtype:
+            buf = self._steps_buf = torch.empty_like(like)
+        return buf
+
+    def _update_in_pulses(self, before: torch.Tensor) -> torch.Tensor:
+        """``(weights - before) / scale``, flat, written into :meth:`_steps_buffer`."""
+        buf = self._steps_buffer(before)
         i = 0
         for p in self._params:
             k = p.numel()
@@ -270,9 +275,7 @@ class CellBackedWeights(nn.Module):
         """The update in pulses, ``clip(round((weights - before) / scale))`` as int32, block by block on the
         worker threads: the same numbers as whole-tensor passes, each block's passes in cache, and no
         operation waits at torch's thread-pool barrier (milliseconds each on a busy machine)."""
-        buf = self._steps_buf
-        if buf is None or buf.device != before.device or buf.dtype != before.dtype:
-            buf = self._steps_buf = torch.empty_like(before)
+        buf = self._steps_buffer(before)
         n = torch.empty(self.numel, dtype=torch.int32, device=before.device)  # (fresh: the step returns it)
         finite = [True] * len(blocks)
         scale, most = self.scale, self.max_pulses
