@@ -240,6 +240,29 @@ def test_d2d_rows_mark_the_flat_trains_lines_ambiguous():
     assert per_cell["m1_ambiguous"].tolist() == [True, False, False, True, False, False]
 
 
+def test_d2d_rows_keep_m2_only_where_they_keep_t_star():
+    """A break seen past the censoring point counts as unseen for t_star's law, and its m2 leaves m2's law
+    with it (a late break shows only where its slopes differ a lot: a selection); the devices table keeps it."""
+    from hfox_fit.fitting.campaign import d2d_rows
+
+    n = 25
+    t_star = np.r_[np.linspace(100.0, 400.0, n - 1), 595.0]  # the last one 5 pulses before the end
+    rng = np.random.default_rng(1)
+    cells = pd.DataFrame({
+        "wafer": "W", "die": "D", "device": [f"c{i}" for i in range(n)], "cycle": 0, "flag": "ok",
+        "m1": 5e-4, "m1_stderr": 1e-5, "m1_line": np.nan, "m1_line_stderr": np.nan,
+        "t_star": t_star, "t_star_stderr": 10.0, "t_star_lo": np.nan, "t_star_hi": np.nan,
+        "t_star_censored": False, "m2": rng.uniform(2e-5, 6e-5, n), "m2_stderr": 1e-6,
+        "c1": 0.0, "c1_stderr": 1e-3, "r0": 7000.0, "r0_stderr": 10.0, "last_pulse": 600.0, "note": "",
+    })
+    rows = d2d_rows(cells, "two_slope")
+    late = rows["t_star"].isna().to_numpy()
+    assert late[-1] and rows["t_star_lo"].iloc[-1] < 595.0 and late.sum() < 5  # censored at one point
+    assert rows["m2"][late].isna().all() and rows["m2_stderr"][late].isna().all()
+    assert rows["m2"][~late].equals(cells["m2"][~late])
+    assert cells["m2"].notna().all()  # on a copy
+
+
 def test_line_weight_is_the_share_of_breaks_beyond_the_trains():
     from hfox_fit.fitting.d2d import line_weight
 
