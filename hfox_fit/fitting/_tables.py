@@ -49,7 +49,8 @@ from . import _separable as sep
 from ._lawfit import _evaluate, _LawFit
 from .noise import SpectrumStats
 
-__all__ = ["DieDriftResult", "ERROR_CORRELATION_PAIRS", "GOF_COLUMNS", "error_correlation_column", "goodness_of_fit"]
+__all__ = ["DieDriftResult", "ERROR_CORRELATION_PAIRS", "GOF_COLUMNS", "LINE_ERROR_CORRELATION",
+           "error_correlation_column", "goodness_of_fit", "r0_error_correlation"]
 
 #: The goodness-of-fit columns of the per-train table (see the module doc).
 GOF_COLUMNS = ("resid_std", "misfit", "fit_r2", "max_gap")
@@ -265,10 +266,15 @@ def _region_stderr(value, lo, hi):
     return np.where(np.isfinite(lo) & np.isfinite(hi) & np.isfinite(out), out, 0.0)
 
 
-#: Pairs of a break law's parameters whose per-train error correlation the table carries
+#: Pairs of a law's parameters whose per-train error correlation the table carries
 #: (:func:`error_correlation_column`): the D2D step's copula of the pair takes it out (fitting.correlation).
 #: (Not m1 and m2: under the noise model their errors are uncorrelated, to 1e-14.)
-ERROR_CORRELATION_PAIRS = (("t_star", "m2"),)
+ERROR_CORRELATION_PAIRS = (("t_star", "m2"), ("m1", "c1"))
+
+
+#: The straight line's correlation of the errors of m1 and c1 (classify_breaks reports the line's m1 and c1
+#: of a train whose break it finds censored, and this with them).
+LINE_ERROR_CORRELATION = "m1_c1_line_err_corr"
 
 
 def error_correlation_column(a: str, b: str) -> str:
@@ -276,12 +282,27 @@ def error_correlation_column(a: str, b: str) -> str:
     return f"{a}_{b}_err_corr"
 
 
+def r0_error_correlation(table: pd.DataFrame) -> np.ndarray:
+    """Per row, the correlation of the errors of ``c1`` and ``r0``: ``-(r0_stderr / r0) / c1_stderr``.
+
+    ``c1`` is measured on ``w = ln(R / R0)``, so an error ``e`` of R0 moves it by ``-e / R0`` (its stderr
+    holds that part); NaN where a column is missing or not finite.
+    """
+    if not {"c1_stderr", "r0", "r0_stderr"} <= set(table.columns):
+        return np.full(len(table), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = -(table["r0_stderr"].to_numpy(float) / table["r0"].to_numpy(float)) / table["c1_stderr"].to_numpy(float)
+    return np.where(np.isfinite(r), np.clip(r, -1.0, 0.0), np.nan)
+
+
 def _error_correlations(law, cov) -> dict:
     """Per train, the correlation of the fit errors of each pair of :data:`ERROR_CORRELATION_PAIRS`.
 
     From the fit's covariance under the noise model: a later break asks for a steeper slope after
     it on the reads left, so the errors of ``t_star`` and ``m2`` go together on each train (and
-    their copula picks that up where the trains' errors are large against the spread of the cells).
+    their copula picks that up where the trains' errors are large against the spread of the cells);
+    a steeper first slope asks for a lower start, so those of ``m1`` and ``c1`` go against each other
+    (about -0.8).
     """
     names = list(law.params)
     out = {}
@@ -410,6 +431,11 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
         amb = np.where(np.isfinite(m1_hi) & np.isfinite(m1_lo), (m1_hi - m1_lo) / (2 * 1.645), 0.0)
         errs["m1"] = np.where(use_line, np.fmax(line_se, amb), errs["m1"])
         values["c1"] = np.where(use_line, line_beta[:, 0], values["c1"])
+        # the line's intercept and slope errors: correlation -s1 / sqrt(s0 s2) (about -0.87 over 1..T)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            line_corr = np.clip(-s1 / np.sqrt(s0 * s2), -1.0, 1.0)
+        if ("m1", "c1") in err_corr:
+            err_corr["m1", "c1"] = np.where(use_line, line_corr, err_corr["m1", "c1"])
         # the same for c1: the line's intercept moves with a break it cannot see
         c1_grid = grid_beta[..., 0]
         with np.errstate(invalid="ignore"):
@@ -456,7 +482,8 @@ def _law_table(name, f: _LawFit, sub, ids, flag, reason, common, r0_note, t, sca
                  "m1_line_stderr": np.where(no_break, line_se, np.nan),
                  "c1_line": np.where(no_break, line_beta[:, 0], np.nan),
                  # with R0's uncertainty, as c1_stderr below: classify_breaks reports the line's c1 with it
-                 "c1_line_stderr": np.where(no_break, np.sqrt(var_b0 + r0_var), np.nan)}
+                 "c1_line_stderr": np.where(no_break, np.sqrt(var_b0 + r0_var), np.nan),
+                 LINE_ERROR_CORRELATION: np.where(no_break, line_corr, np.nan)}
     else:
         for i in np.nonzero(f.at_bound)[0]:
             errs[theta_name][i] = np.nan

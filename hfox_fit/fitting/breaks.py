@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ._tables import LINE_ERROR_CORRELATION, error_correlation_column
 from ._util import _join
 
 __all__ = ["classify_breaks", "censor_late_breaks", "steepest_post_break_slope"]
@@ -68,6 +69,8 @@ def classify_breaks(table: pd.DataFrame) -> pd.DataFrame:
     for col in ("m1", "c1"):
         table.loc[cens, col] = table.loc[cens, col + "_line"]
         table.loc[cens, col + "_stderr"] = table.loc[cens, col + "_line_stderr"]
+    if LINE_ERROR_CORRELATION in table:  # the line's error correlation with them
+        table.loc[cens, error_correlation_column("m1", "c1")] = table.loc[cens, LINE_ERROR_CORRELATION]
     note = table["note"].to_numpy().astype(object)
     for i in np.nonzero(cens & ok)[0]:
         note[i] = _join(note[i], f"t_star > {lo[i]:.0f} (right-censored near the last fitted pulse: the line "

@@ -28,8 +28,8 @@ COPULA_NOTE = ("Gaussian-copula correlation (normal scores of the ranks), pairwi
                "counts the cells whose break was not seen through its bound (censored likelihood, n_censored), "
                "except m2, which exists only past a seen break: m2's pairs come from the cells whose break was "
                "seen before the censoring point (t_star's exact values), and a break shows less where m1 and "
-               "m2 are close, a selection that can still bias them a little; "
-               "t_star~m2 less what each train's correlated fit errors add (copula_error_shift, to first order)")
+               "m2 are close, a selection that can still bias them a little; t_star~m2, m1~c1 and c1~r0 less "
+               "what each train's correlated fit errors add (copula_error_shift, to first order)")
 
 
 def _nearest_correlation(c):

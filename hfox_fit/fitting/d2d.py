@@ -73,7 +73,7 @@ from ._families import HIDDEN_BREAK_MIN_SHARE as HIDDEN_BREAK_MIN_SHARE
 from ._families import MAX_CONTAMINATION as MAX_CONTAMINATION
 from ._families import _Data, _fit_candidate, _fit_candidates, _guarded, _median
 from ._law_checks import _bootstrap_law, _ks, _percentile_interval, _sample_median
-from ._tables import ERROR_CORRELATION_PAIRS, error_correlation_column
+from ._tables import ERROR_CORRELATION_PAIRS, error_correlation_column, r0_error_correlation
 from ._util import _join
 from .c2c import fit_c2c
 from .correlation import correlations
@@ -591,13 +591,17 @@ class D2DFitter:
                 rng=part_seed(self.random_state, f"d2d/{p}")))
         # the correlations keep the generator they had before the parts were split
         names = [*params]
+        error_pairs = list(ERROR_CORRELATION_PAIRS)
+        if "c1" in names and "r0" in names:  # c1 is measured against R0: their errors go against each other
+            cells = cells.assign(**{error_correlation_column("c1", "r0"): r0_error_correlation(cells)})
+            error_pairs.append(("c1", "r0"))
         # a right-censored value (t_star beyond its bound) pairs through its bound; m2 exists only past a seen break
         bounds = {p: p + "_lo" for p in names if p + "_lo" in cells}
         cols = [c for c in cells if c in names or c in bounds.values() or c.endswith(("_stderr", "_err_corr"))]
         parts["d2d/correlation"] = (correlations, (cells[cols], names), dict(
             bootstrap=self.bootstrap, rng=np.random.default_rng([_seed(self.random_state), 1]),
             censored=bounds, exact_only=("m2",), error_correlation={
-                (a, b): error_correlation_column(a, b) for a, b in ERROR_CORRELATION_PAIRS}))
+                (a, b): error_correlation_column(a, b) for a, b in error_pairs}))
         c2c_cols = [c for c in ("wafer", "die", "device", *params, *(p + "_stderr" for p in params)) if c in use]
         parts["d2d/c2c"] = (fit_c2c, (use[c2c_cols], params), dict(
             bootstrap=self.bootstrap, rng=part_seed(self.random_state, "d2d/c2c")))

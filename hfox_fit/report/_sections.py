@@ -222,7 +222,8 @@ def _parameter_section(cells, usable, col, model, pnames, units, metrics, figs, 
                          f"longest train ({limit} pulses): that part is extrapolated, not measured.")
         if p in break_params and p in fitted and not c2c and fitted[p]["n_left_out"] and not chk["n_censored"]:
             out[p]["note"] = (f"{p} is measured only on the {chk['n_exact']:,} of {fitted[p]['n_cells']:,} "
-                              "cells with a break within their train")
+                              "cells with a break seen within their train, before the point where t_star's law "
+                              "censors the late ones")
     n_cells = int(usable.sum())
     metrics["figures"]["parameters"] = {"n_cells": n_cells, "params": out}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from hfox_fit.fitting import correlations
 from hfox_fit.fitting._censored_copula import censored_copula
@@ -109,3 +110,49 @@ def test_the_drift_table_carries_the_fit_error_correlation_of_t_star_and_m2():
     assert np.isfinite(r[seen]).all() and np.isnan(r[~seen]).all()
     # a later break asks for a steeper slope after it: the errors go against each other
     assert np.all(np.abs(r[seen]) <= 1.0) and np.median(r[seen]) < -0.2
+
+
+def test_the_drift_table_carries_the_fit_error_correlation_of_m1_and_c1():
+    """A steeper first slope asks for a lower start: m1's and c1's errors go against each other, on a train with a
+    break (its fit's covariance) and on one without (its straight line's, kept beside for classify_breaks)."""
+    from hfox_fit.fitting import fit_drift_die
+    from hfox_fit.fitting.breaks import classify_breaks
+    from hfox_fit.synth import make_wafer
+
+    die = make_wafer("paper", devices=64, pulses=400, seed=3).dies[0]
+    table = fit_drift_die(die, ("two_slope",)).tables["two_slope"]
+    r = table["m1_c1_err_corr"].to_numpy(float)
+    both = np.isfinite(table["m1"]) & np.isfinite(table["c1"])
+    assert np.isfinite(r[both]).all() and np.all(np.abs(r[both]) <= 1.0)
+    assert np.median(r[both]) < -0.5
+    line = table["m1_c1_line_err_corr"].to_numpy(float)
+    no_break = ~np.isfinite(table["t_star"].to_numpy(float)) & both
+    assert no_break.any() and np.all(line[no_break] < -0.8)  # -s1 / sqrt(s0 s2) over pulses 1..T: about -0.87
+    assert np.isnan(line[np.isfinite(table["t_star"].to_numpy(float))]).all()
+    out = classify_breaks(table)
+    cens = out["t_star_censored"].to_numpy(bool)
+    assert np.array_equal(out["m1_c1_err_corr"].to_numpy()[cens], line[cens])
+
+
+def test_c1_and_r0_errors_go_against_each_other():
+    from hfox_fit.fitting._tables import r0_error_correlation
+
+    tab = pd.DataFrame({"c1_stderr": [0.01, 0.002, np.nan], "r0": [7000.0, 7000.0, 7000.0],
+                        "r0_stderr": [7.0, 70.0, 7.0]})
+    r = r0_error_correlation(tab)
+    # R0 1e-3 off moves c1 by -1e-3: -0.1 of a 0.01 stderr; a c1 stderr all from R0 gives -1 (clipped)
+    assert r[0] == pytest.approx(-0.1) and r[1] == -1.0 and np.isnan(r[2])
+    assert np.isnan(r0_error_correlation(tab.drop(columns="r0_stderr"))).all()
+
+
+def test_the_d2d_copula_takes_out_the_errors_of_m1_c1_and_c1_r0():
+    from fit_helpers import fit_quietly
+
+    from hfox_fit.synth import make_wafer
+
+    fit = fit_quietly(make_wafer("wafer_b", devices=128, pulses=400, seed=5).dies, law="two_slope", bootstrap=0)
+    corr = fit.summary()["correlation"]
+    names = corr["names"]
+    shift = np.asarray(corr["copula_error_shift"])
+    i, j, k = names.index("m1"), names.index("c1"), names.index("r0")
+    assert shift[i, j] < 0 and shift[j, k] < 0
