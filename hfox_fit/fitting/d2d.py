@@ -374,6 +374,10 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
         for k, reps in boot["params"].items():
             params_ci[k], params_se[k] = _percentile_interval(reps)
         chosen_share = boot["chosen_share"]
+    if law.family == "expon" and params_ci.get("loc") is not None:  # fitted, not the truncation bound
+        note = _join(note, "expon's loc is the law's lower edge, set by the few lowest cells and their errors: "
+                           "its interval (params_ci90) is too narrow, about half of such intervals covered the "
+                           "truth on synthetic wafers; the median's interval is not affected")
     median = _median(law.family, law.params, law.bounds)  # law.median() would build a scipy law (1 ms)
     if ci is None and bootstrap:
         note = _join(note, "median interval unavailable: the bootstrap could not be computed for this law")

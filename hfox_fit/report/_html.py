@@ -350,6 +350,9 @@ def _tables_html(tables):
                        "median of fitted cells", "median per-cell stderr", "KS (fit)", "KS (this report)",
                        "law's mass beyond the longest train"],
                       rows, left=5))
+    law_notes = [f"<li><b>{e(r['param'])}</b>: {e(r['note'])}</li>" for r in tables["d2d"] if r.get("note")]
+    if law_notes:  # what the fit says of its laws: ties between families, an edge's interval, outliers set aside
+        out.append("<ul>" + "".join(law_notes) + "</ul>")
     if tables.get("conditions"):
         out.append(_conditions_html(tables["conditions"]))
     if tables.get("wafers"):

@@ -168,7 +168,7 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
                      "ks_method": pfig.get(p, {}).get("ks_method"),
                      "mass_beyond_trains": pfig.get(p, {}).get("mass_beyond"),
                      "extrapolated": bool(pfig.get(p, {}).get("extrapolated", False)),
-                     "in_summary": p in d2d})
+                     "in_summary": p in d2d, "note": s.get("note")})
     if not d2d:
         notes.append("the fit summary has no D2D laws.")
     tables["d2d"] = prow

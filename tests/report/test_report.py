@@ -318,3 +318,16 @@ def test_cells_without_a_break_are_fitted_lines(small_wafer, tmp_path):
     rho = stats.spearmanr(cells.loc[ok, ["m1", "t_star"]].to_numpy()).statistic
     names = m["figures"]["pairs"]["names"]
     assert m["figures"]["pairs"]["spearman_measured"][names.index("m1")][names.index("t_star")] == pytest.approx(rho)
+
+
+def test_the_laws_notes_are_listed_under_the_d2d_table(small_wafer, tmp_path):
+    """What the fit says of a law (families it cannot tell apart, an edge's narrow interval) reaches the page."""
+    import copy
+
+    cells, summary, model = truth_fit(small_wafer)
+    summary = copy.deepcopy(summary)
+    p = next(iter(summary["d2d"]))
+    summary["d2d"][p]["note"] = "its loc interval is too narrow <edge>"
+    res = build_report(small_wafer.dies, cells, summary, model, tmp_path / "r", seed=1)
+    page = res.html.read_text(encoding="utf-8")
+    assert f"<li><b>{p}</b>: its loc interval is too narrow &lt;edge&gt;</li>" in page
