@@ -139,7 +139,7 @@ def _correlation_result(d: dict) -> FitResult:
             params[f"copula {names[i]}~{names[j]}"] = ParamEstimate(
                 _number(cop[i][j]), _number(ses[i][j]) if ses else None, _interval(ci), "1",
                 "bootstrap over cells" if ci is not None else "no interval: fewer than 5 cells or no bootstrap")
-    return FitResult("correlation", params, {"names": ", ".join(names)}, COPULA_NOTE)
+    return FitResult("correlation", params, {"names": ", ".join(names)}, d.get("note") or COPULA_NOTE)
 
 
 def _noise_result(name: str, d: dict, keys) -> FitResult:

@@ -26,7 +26,7 @@ from ..schema import DieData
 from ._executor import ChunkFailure, Workers, map_dies, part_seed, run_here
 from ._result import CampaignResult
 from .conditions import add_conditions, train_conditions
-from .correlation import COPULA_NOTE
+from .correlation import copula_note
 from .d2d import CANDIDATE_FAMILIES, D2DFitter, _fit_parameter_part
 from .drift import (
     DRIFT_MODELS,
@@ -539,7 +539,8 @@ def _pool(results, law, bootstrap, random_state, max_masked=0.3, options=None, s
         "d2d": d2d_summary,
         "correlation": {k: corr[k] for k in ("names", "spearman", "copula", "copula_stderr", "copula_ci90",
                                              "spearman_stderr", "spearman_ci90", "n_pairs", "n_censored",
-                                             "copula_error_shift") if k in corr} | {"note": COPULA_NOTE},
+                                             "copula_error_shift", "reliability") if k in corr} | {
+            "note": copula_note(corr["names"], corr.get("reliability"))},
         "c2c": {p: {k: v for k, v in c.items() if k != "law"} | ({"family": "norm", "params": c["law"].params}
                                                                  if "law" in c else {})
                 for p, c in d2d.c2c_.items()},

@@ -21,7 +21,7 @@ from scipy import special, stats
 from ._censored_copula import censored_copulas
 from ._ranks import _resample_ranks, _resample_ranks2, _score_table  # noqa: F401 (_resample_ranks: tests)
 
-__all__ = ["COPULA_NOTE", "correlations"]
+__all__ = ["COPULA_NOTE", "RELIABLE", "correlations", "copula_note"]
 
 #: How the reported copula correlations were computed (the summary's and the result's note).
 COPULA_NOTE = ("Gaussian-copula correlation (normal scores of the ranks), pairwise complete; a pair with t_star "
@@ -30,6 +30,38 @@ COPULA_NOTE = ("Gaussian-copula correlation (normal scores of the ranks), pairwi
                "seen before the censoring point (t_star's exact values), and a break shows less where m1 and "
                "m2 are close, a selection that can still bias them a little; t_star~m2, m1~c1 and c1~r0 less "
                "what each train's correlated fit errors add (copula_error_shift, to first order)")
+
+
+#: Below this reliability (the share of a parameter's spread over the cells that is not fit error:
+#: ``1 - median(stderr)^2 / (IQR / 1.349)^2``) the copula pairs of the parameter are said to be unreliable.
+#: The example campaign's m2 (300-pulse trains, 47 breaks seen) has 0.47: its m1~m2 copula came out +0.47
+#: [0.26, 0.63] where the same cells' true values give -0.09 (its errors grow where m1 is small); the
+#: slow coverage test's 1000-pulse wafers have 0.84 or more for every parameter.
+RELIABLE = 0.7
+
+
+def _reliability(table: pd.DataFrame, names) -> list:
+    """Per name, ``1 - median(stderr)^2 / (IQR / 1.349)^2`` over the cells with a value and a stderr (None without)."""
+    out = []
+    for p in names:
+        if p + "_stderr" not in table:
+            out.append(None)
+            continue
+        x, se = table[p].to_numpy(float), table[p + "_stderr"].to_numpy(float)
+        ok = np.isfinite(x) & np.isfinite(se)
+        spread = (np.percentile(x[ok], 75) - np.percentile(x[ok], 25)) / 1.349 if ok.sum() >= 5 else 0.0
+        out.append(float(1.0 - np.median(se[ok]) ** 2 / spread**2) if spread > 0 else None)
+    return out
+
+
+def copula_note(names, reliability=None) -> str:
+    """:data:`COPULA_NOTE`, and the parameters whose copula pairs their fit errors may drive (reliability < RELIABLE)."""
+    weak = [f"{p} {r:.2f}" for p, r in zip(names, reliability or []) if r is not None and r < RELIABLE]
+    if not weak:
+        return COPULA_NOTE
+    return (f"{COPULA_NOTE}; fit errors are a large share of the cells' spread of {', '.join(weak)} (reliability, "
+            f"1 - median stderr^2 / robust variance, below {RELIABLE:g}): their pairs can show how their errors "
+            "depend on the other parameter rather than how the cells do, so read them as unreliable")
 
 
 def _nearest_correlation(c):
@@ -197,7 +229,8 @@ def correlations(table: pd.DataFrame, names, bootstrap: int = 0, rng=None, censo
                     unc[key][i][j] = unc[key][j][i] = val
     if k:
         cop = _nearest_correlation(cop)
-    out = {"names": names, "spearman": sp.tolist(), "copula": cop.tolist(), "n_pairs": npairs.tolist()}
+    out = {"names": names, "spearman": sp.tolist(), "copula": cop.tolist(), "n_pairs": npairs.tolist(),
+           "reliability": _reliability(table, names)}
     if censored:
         out["n_censored"] = ncens.tolist()
     if errors:

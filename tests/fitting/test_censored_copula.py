@@ -156,3 +156,24 @@ def test_the_d2d_copula_takes_out_the_errors_of_m1_c1_and_c1_r0():
     shift = np.asarray(corr["copula_error_shift"])
     i, j, k = names.index("m1"), names.index("c1"), names.index("r0")
     assert shift[i, j] < 0 and shift[j, k] < 0
+
+
+def test_a_parameter_mostly_fit_error_is_named_unreliable():
+    """Where a parameter's fit errors are most of its spread, its copula pairs can follow how the errors depend on
+    the other parameter: the reliability says so, and the note names it (the example campaign's m2: 0.47)."""
+    from hfox_fit.fitting.correlation import RELIABLE, copula_note
+
+    rng = np.random.default_rng(2)
+    n = 300
+    a = rng.normal(0.0, 1.0, n)
+    b_true = rng.normal(0.0, 0.3, n)
+    b_se = np.full(n, 1.0)
+    b = b_true + np.where(a < 0, -1.0, 0.0) + b_se * rng.standard_normal(n) * 0.5  # errors that depend on a
+    tab = pd.DataFrame({"a": a, "a_stderr": 0.01, "b": b, "b_stderr": b_se, "c": rng.normal(0, 1, n)})
+    out = correlations(tab, ["a", "b", "c"])
+    rel = dict(zip(out["names"], out["reliability"]))
+    assert rel["a"] > 0.99 and rel["b"] < RELIABLE and rel["c"] is None  # c has no stderr
+    assert out["copula"][0][1] > 0.3  # what the errors alone make of a~b (the truth is 0)
+    note = copula_note(out["names"], out["reliability"])
+    assert f"b {rel['b']:.2f}" in note and "unreliable" in note and "a 1.00" not in note
+    assert copula_note(out["names"], [0.99, 0.95, None]) == copula_note(out["names"])

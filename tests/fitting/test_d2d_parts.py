@@ -56,7 +56,7 @@ def test_correlation_needs_five_pairs():
     out = correlations(tab, ["a", "b"])
     assert out["spearman"][0][1] == 0.0 and out["copula"][0][1] == 0.0
     assert out["n_pairs"][0][1] == 4
-    assert correlations(tab, []) == {"names": [], "spearman": [], "copula": [], "n_pairs": []}
+    assert correlations(tab, []) == {"names": [], "spearman": [], "copula": [], "n_pairs": [], "reliability": []}
 
 
 # --------------------------------------------------------------------------------------
