@@ -24,7 +24,7 @@ import numpy as np
 from scipy import optimize, special
 
 from ..laws import FAMILIES
-from ._util import logsumexp
+from ._util import logsumexp, robust_sd
 
 __all__ = ["MAX_CONTAMINATION", "EIV_THRESHOLD", "GUARD_LRT"]
 
@@ -180,8 +180,7 @@ class _Data:
         self.eiv = np.zeros(len(self.x), bool)
         self.noisy = np.zeros(len(self.x), bool)
         if self.se is not None and len(self.x) >= 5:
-            q1, q3 = np.percentile(self.x, [25, 75])
-            spread = (q3 - q1) / 1.349 or np.std(self.x) or 1.0
+            spread = robust_sd(self.x) or np.std(self.x) or 1.0
             # every measured value is convolved with its error (it matters near a sharp edge such as
             # expon's loc even when the error is small against the spread); the noisy ones may also
             # stray outside a law's support and do not place truncation bounds or expon's loc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["logsumexp", "nanquantile_rows"]
+__all__ = ["logsumexp", "nanquantile_rows", "robust_sd"]
 
 
 def logsumexp(a: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -14,6 +14,12 @@ def logsumexp(a: np.ndarray, axis: int = -1) -> np.ndarray:
     top = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(divide="ignore"):
         return np.log(np.exp(a - np.expand_dims(top, axis)).sum(axis=axis)) + top
+
+
+def robust_sd(x) -> float:
+    """Robust standard deviation of the values ``x``: interquartile range / 1.349 (a normal law's sd)."""
+    q1, q3 = np.percentile(x, [25, 75])
+    return (q3 - q1) / 1.349
 
 
 def nanquantile_rows(x, q):

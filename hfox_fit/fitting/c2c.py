@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from ..laws import ParameterLaw
+from ._util import robust_sd
 
 __all__ = ["fit_c2c"]
 
@@ -63,8 +64,7 @@ def fit_c2c(rows: pd.DataFrame, params, *, bootstrap=200, rng=0, alpha=0.01, max
         if sub.empty:
             continue
         x = sub[p].to_numpy()
-        q1, q3 = np.percentile(x, [25, 75])
-        spread = (q3 - q1) / 1.349 or np.std(x)
+        spread = robust_sd(x) or np.std(x)
         sub = sub[sub[p + "_stderr"].to_numpy() <= max_stderr_ratio * spread]
         cell = pd.factorize(pd.MultiIndex.from_frame(sub[keys]))[0] if len(sub) else np.zeros(0, int)
         if len(sub) == 0:

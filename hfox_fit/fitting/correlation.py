@@ -19,7 +19,8 @@ import pandas as pd
 from scipy import special, stats
 
 from ._censored_copula import censored_copulas
-from ._ranks import _resample_ranks, _resample_ranks2, _score_table  # noqa: F401 (_resample_ranks: tests)
+from ._ranks import _resample_ranks2, _score_table
+from ._util import robust_sd
 
 __all__ = ["COPULA_NOTE", "RELIABLE", "correlations", "copula_note"]
 
@@ -49,7 +50,7 @@ def _reliability(table: pd.DataFrame, names) -> list:
             continue
         x, se = table[p].to_numpy(float), table[p + "_stderr"].to_numpy(float)
         ok = np.isfinite(x) & np.isfinite(se)
-        spread = (np.percentile(x[ok], 75) - np.percentile(x[ok], 25)) / 1.349 if ok.sum() >= 5 else 0.0
+        spread = robust_sd(x[ok]) if ok.sum() >= 5 else 0.0
         out.append(float(1.0 - np.median(se[ok]) ** 2 / spread**2) if spread > 0 else None)
     return out
 

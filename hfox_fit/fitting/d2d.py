@@ -74,7 +74,7 @@ from ._families import MAX_CONTAMINATION as MAX_CONTAMINATION
 from ._families import _Data, _fit_candidate, _fit_candidates, _guarded, _median
 from ._law_checks import _bootstrap_law, _ks, _percentile_interval, _sample_median
 from ._tables import ERROR_CORRELATION_PAIRS, error_correlation_column, r0_error_correlation
-from ._util import _join
+from ._util import _join, robust_sd
 from .c2c import fit_c2c
 from .correlation import correlations
 
@@ -285,7 +285,7 @@ def fit_parameter(name, values, *, stderr=None, lower=None, upper=None, families
     if stderr is not None:
         se = np.asarray(stderr, float)
         xs = values[exact]
-        spread = (np.percentile(xs, 75) - np.percentile(xs, 25)) / 1.349 if xs.size >= 5 else np.inf
+        spread = robust_sd(xs) if xs.size >= 5 else np.inf
         precise = np.isfinite(se) & (se <= max_stderr_ratio * spread)
         excluded = int((exact & ~precise).sum())
         exact = exact & precise

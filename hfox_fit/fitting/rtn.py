@@ -607,7 +607,7 @@ def _pool_rtn(stats_list, bootstrap: int, rng) -> RTNEstimate:
                 "no stderr")
     if shows.any():
         note = detect.correction_note(note, factor, check is not None, few_injected, block)
-    if not shows.any():
+    else:
         total_low = tl.sum() * block
         note = (f"no RTN seen in {n} trains; p_up = 0 with a 95 % upper bound of "
                 f"{3.0 / max(total_low, 1):.2g} per pulse (rule of three); p_down not identifiable")

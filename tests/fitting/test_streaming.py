@@ -243,7 +243,7 @@ def test_bootstrap_ranks_by_counting_equal_rankdata():
     """The correlation bootstrap's ranks of a resample (ties included) are exactly scipy's average ranks."""
     from scipy import stats
 
-    from hfox_fit.fitting.correlation import _resample_ranks
+    from hfox_fit.fitting._ranks import _resample_ranks
 
     rng = np.random.default_rng(3)
     for m in (5, 97, 4000):
