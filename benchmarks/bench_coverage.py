@@ -36,6 +36,7 @@ import warnings
 
 import numpy as np
 
+from hfox_fit.calibration import calibrate
 from hfox_fit.fitting import fit_campaign
 from hfox_fit.synth import make_wafer
 
@@ -56,13 +57,30 @@ def _row(quantity, truth, ci, value, relative=True):
             "value": float("nan") if value is None else float(value), "relative": relative}
 
 
-def interval_checks(preset, seed, devices=512, pulses=1000, bootstrap=200):
-    """Fit one synthetic wafer; one row per interval: quantity, truth, ci (None where the fit gave none)."""
+def interval_checks(preset, seed, devices=512, pulses=1000, bootstrap=200, calibrate_replicates=0):
+    """Fit one synthetic wafer; one row per interval: quantity, truth, ci (None where the fit gave none).
+
+    With ``calibrate_replicates``, the fit is also calibrated (:func:`hfox_fit.calibration.calibrate`) and
+    every row is repeated as ``calibrated <quantity>`` with the calibrated interval.
+    """
     wafer = make_wafer(preset, devices=devices, pulses=pulses, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        s = fit_campaign(wafer.dies, law="two_slope", bootstrap=bootstrap, progress=False).summary()
-    model = wafer.model
+        result = fit_campaign(wafer.dies, law="two_slope", bootstrap=bootstrap, progress=False)
+    rows = _rows(result.summary(), wafer.model)
+    if calibrate_replicates:
+        cal = calibrate(result, replicates=calibrate_replicates, seed=seed).table.set_index("quantity")
+        for r in list(rows):
+            q = r["quantity"]
+            if q in cal.index and not q.startswith("KM "):
+                row = cal.loc[q]
+                ci = None if not np.isfinite(row["calibrated_lo"]) else (row["calibrated_lo"], row["calibrated_hi"])
+                rows.append(_row(f"calibrated {q}", r["truth"], ci, row["estimate"], relative=r["relative"]))
+    return rows
+
+
+def _rows(s, model):
+    """The rows of :func:`interval_checks` from a fit's summary ``s`` and the wafer's true ``model``."""
     rows = []
     for p, d in s["d2d"].items():
         law = model.d2d.get(p)
@@ -127,6 +145,8 @@ def main(argv=None):
     ap.add_argument("--pulses", type=int, default=1000)
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--presets", nargs="+", default=["paper", "wafer_b"])
+    ap.add_argument("--calibrate", type=int, default=0, metavar="N",
+                    help="also calibrate each fit by N simulated wafers and score the calibrated intervals")
     args = ap.parse_args(argv)
 
     # baseline in the same run: the cost of the bootstrap (one fit with and without it)
@@ -146,7 +166,8 @@ def main(argv=None):
     for preset in args.presets:
         rows[preset] = []
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            rows[preset] += interval_checks(preset, seed, args.devices, args.pulses, args.bootstrap)
+            rows[preset] += interval_checks(preset, seed, args.devices, args.pulses, args.bootstrap,
+                                             args.calibrate)
             print(f"\r{preset}: seed {seed - args.first_seed + 1}/{args.seeds}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
     elapsed = time.perf_counter() - t0

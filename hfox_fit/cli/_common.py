@@ -14,7 +14,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ..exceptions import HfoxWarning
+from ..exceptions import HfoxError, HfoxWarning
 from ..laws import AUTO_LAWS
 
 
@@ -57,10 +57,19 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel fit workers")
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of the report's simulated population and cell subsamples (default: 0)")
+    p.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help=("also calibrate the population intervals by N wafers simulated from the fitted model "
+                         "(passed to `hfox-fit fit --calibrate`; 20 is a good start)"))
     add_quiet(p, "no progress bars")
     p.add_argument("--train", action="store_true",
                    help="also run the training study (`hfox-fit train-demo`: digits, default settings) into "
                         "OUTDIR/train and show it in the report")
+
+
+def check_calibrate(replicates) -> None:
+    """Refuse ``--calibrate N`` below 2 (a spread needs two simulated wafers) before anything is written."""
+    if replicates and replicates < 2:
+        raise HfoxError(f"--calibrate needs 2 simulated wafers at least (20 is a good start); got {replicates}.")
 
 
 def print_warnings(command: str, caught) -> None:

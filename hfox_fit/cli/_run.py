@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..exceptions import HfoxError
-from ._common import add_command, add_output, add_pipeline_options
+from ._common import add_command, add_output, add_pipeline_options, check_calibrate
 
 
 def register(subparsers) -> None:
@@ -48,7 +48,8 @@ def _step_args(args, out: Path) -> dict[str, list[str]]:
             ingest += [flag, str(value)]
     steps = {
         "ingest": ingest,
-        "fit": [store, "--law", args.law, *_workers(args), "--summary", str(out / "fit_summary.json"), *quiet],
+        "fit": [store, "--law", args.law, *_workers(args), "--summary", str(out / "fit_summary.json"),
+                *(["--calibrate", str(args.calibrate)] if getattr(args, "calibrate", 0) else []), *quiet],
         "devices": [store, "-o", str(out / "devices.csv")],
         "export": [store, "-o", str(out / "model.pt"), *quiet],
     }
@@ -90,6 +91,7 @@ def check_options(args) -> None:
         _import_distributed()
     if args.seed < 0:
         raise HfoxError(f"--seed must be >= 0; got {args.seed}.")
+    check_calibrate(getattr(args, "calibrate", 0))
     if args.v_read is not None and not (math.isfinite(args.v_read) and args.v_read > 0):
         raise HfoxError(f"--v-read must be a read voltage > 0 in V (e.g. 0.1); got {args.v_read}.")
     if args.format is not None:

@@ -171,7 +171,25 @@ def describe_summary(s: dict, store="") -> str:
     lines.append(f"pink noise: std {pk['std']:.3g}, exponent {pk['exponent']:.3g}")
     p_down = "n/a" if rt["p_down"] is None else f"{rt['p_down']:.3g}"
     lines.append(f"RTN: p_up {rt['p_up']:.3g}, p_down {p_down}, amplitude median {rt['amplitude']['median']:.3g}")
+    lines += _describe_calibration(s)
     return "\n".join(lines)
+
+
+def _describe_calibration(s: dict) -> list:
+    """The lines on a calibration by simulation (``fit --calibrate``): the medians' calibrated intervals."""
+    cal = s.get("calibration")
+    if not cal:
+        return []
+    lines = [f"calibrated by {cal['replicates']} simulated wafers ({cal['seconds']:.0f} s; every quantity in the "
+             "summary's 'calibration' and the report):"]
+    for name, q in cal["quantities"].items():
+        if name.startswith("median ") and q.get("ci90"):
+            lo, hi = q["ci90"]
+            lines.append(f"  {name[len('median '):]:8s} median {q['estimate']:.4g} [{lo:.4g}, {hi:.4g}] "
+                         f"(bias {q['bias']:+.3g})")
+    if len(lines) == 1:
+        lines[0] = lines[0][:-1] + ": too few replicates gave each median for an interval (5 at least)"
+    return lines
 
 
 def _describe_conditions(s: dict) -> list:
@@ -273,6 +291,10 @@ class CampaignResult:
     def to_dataframe(self) -> pd.DataFrame:
         """The per-(cell, cycle) table (a copy)."""
         return self.cells.copy()
+
+    def add_calibration(self, block: dict) -> None:
+        """Put a calibration by simulation (``hfox_fit.calibration.Calibration.to_dict()``) in the summary."""
+        self._summary["calibration"] = block
 
     def describe(self, store="") -> str:
         """The short text ``hfox-fit fit`` prints: counts, law scores, each D2D median, noise."""

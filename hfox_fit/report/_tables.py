@@ -204,4 +204,7 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
     for key in ("pink", "rtn", "correlation"):
         if not _sec(summary, key):
             notes.append(f"the fit summary has no '{key}' section.")
+    cal = _sec(summary, "calibration")
+    if cal and isinstance(cal.get("quantities"), dict):  # `hfox-fit fit --calibrate N`
+        tables["calibration"] = cal
     return tables

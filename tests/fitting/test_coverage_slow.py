@@ -5,7 +5,7 @@ is fitted with the bootstrap on, and every 90 % interval of its summary is check
 against the model that made it (``benchmarks/bench_coverage.py``'s
 ``interval_checks``: the D2D medians, the family's parameters where the family
 chosen is the true one, the copula correlations, pink std and RTN rates). About
-10 minutes on 2 cores.
+2 minutes on 2 cores.
 
 The bands: a 90 % interval covers the truth in a number of seeds that is binomial
 (n, 0.9), standard deviation sqrt(0.09 / n): 4.7 % at 40 seeds.
@@ -22,6 +22,11 @@ The bands: a 90 % interval covers the truth in a number of seeds that is binomia
 
 Quantities whose estimate is biased upstream of the intervals are expected
 failures (``KNOWN_BIASED`` and the xfail reasons, with the figures measured).
+
+The calibrated intervals (:func:`hfox_fit.calibration.calibrate`, ``fit --calibrate``:
+10 wafers simulated from each fitted model and fitted again) are checked on the same
+wafers, pooled per kind within 90 % +- 3 sd and each quantity above its lower band,
+with no expected failure. They add about 13 minutes (2 x 40 x 11 fits).
 """
 
 from __future__ import annotations
@@ -63,11 +68,11 @@ def _band(n, k):
     return 0.9 - k * sd, 0.9 + k * sd
 
 
-def _table(kind):
-    """(preset, quantity) -> covered array, for the quantities of one kind."""
+def _table(kind, rows=None):
+    """(preset, quantity) -> covered array, for the quantities of one kind (of ``rows(preset)``, default _rows)."""
     out = {}
     for preset in ("paper", "wafer_b"):
-        for r in _rows(preset):
+        for r in (rows or _rows)(preset):
             if kind(r["quantity"]):
                 out.setdefault((preset, r["quantity"]), []).append(r)
     for key, rows in out.items():
@@ -180,3 +185,38 @@ NOISE = [(preset, q) for preset in ("paper", "wafer_b") for q in ("pink std", "r
 def test_noise_intervals_cover_the_truth(preset, quantity):
     cov = _table(lambda q: q == quantity)[preset, quantity]
     assert cov.mean() >= _band(len(cov), 3)[0], cov.mean()
+
+
+#: Simulated wafers per calibration in the test (the command suggests 20; 10 keeps the test near 13 minutes).
+CALIBRATE = 10
+
+
+@functools.lru_cache(maxsize=2)
+def _calibrated_rows(preset):
+    """The rows of the calibrated intervals (``calibrated <quantity>``) over the same wafers."""
+    bench = _bench()
+    rows = []
+    for seed in SEEDS:
+        rows += [r for r in bench.interval_checks(preset, seed, DEVICES, PULSES, BOOTSTRAP, CALIBRATE)
+                 if r["quantity"].startswith("calibrated ")]
+    return rows
+
+
+KINDS = {"median": _is_median, "family parameter": _is_param, "copula": lambda q: q.startswith("copula"),
+         "noise": lambda q: q.startswith(("pink", "rtn"))}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_calibrated_intervals_cover_the_truth(kind):
+    """hfox_fit.calibration (10 simulated wafers per fit) on the same 80 wafers: each kind pooled within 3
+    binomial sd of 90 %, and every quantity above its own lower band, the ones the bootstrap misses included
+    (m1.loc, p_down, the copula pairs of m2)."""
+    name = len("calibrated ")
+    table = _table(lambda q: q.startswith("calibrated ") and KINDS[kind](q[name:]), rows=_calibrated_rows)
+    pooled = np.concatenate(list(table.values()))
+    lo, hi = _band(len(pooled), 3)
+    print(f"pooled calibrated {kind} coverage {pooled.mean():.1%} of {len(pooled)}, band {lo:.1%}..{hi:.1%}")
+    assert lo <= pooled.mean() <= hi
+    for key, cov in table.items():
+        assert cov.mean() >= _band(len(cov), 3)[0], (key, cov.mean())
