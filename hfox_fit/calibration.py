@@ -24,7 +24,8 @@ quantity it reports
   for the N replicates that measured the spread); where the bias exceeds
   :data:`BIAS_RESOLVED` (2) of its standard errors (``bias_resolved``), the interval
   reaches out by it on the side where the truth lies (and ``sd`` grows by
-  ``sqrt(1 + 1 / N)`` for the bias's own noise). The estimate is not moved: where the
+  ``sqrt(1 + 1 / N)`` for the bias's own noise). A bias larger than the spread is said in
+  the row's note: the interval then rests on the bias being the same at the truth. The estimate is not moved: where the
   fitted model is a poor stand-in for the truth (an RTN amplitude law of another
   family, an ``m2`` law fitted on a selection) the simulated bias can have the wrong
   size, and an interval that only widens keeps at least the coverage it had.
@@ -292,6 +293,9 @@ def _table(estimates: dict, truth: dict, got: list, summary: dict, scale: float)
             if resolved:  # reach out by the bias on the side where the truth lies, and for the bias's own noise
                 half *= np.sqrt(1.0 + 1.0 / n)
                 lo, hi = float(est) - max(bias, 0.0) - half, float(est) - min(bias, 0.0) + half
+                if abs(bias) > sd:
+                    notes.append("bias larger than the spread: the interval holds if the bias at the truth is "
+                                 "the one at the fitted model, which a strongly biased estimate need not be")
             else:
                 notes.append(f"bias within {BIAS_RESOLVED:g} of its standard error over the replicates")
             if name.startswith("copula "):

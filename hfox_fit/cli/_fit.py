@@ -46,8 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help=("also calibrate the population intervals by fitting N wafers simulated from the fitted "
                          "model (a parametric bootstrap of the whole fit: each costs about one fit of up to 1024 "
-                         "cells; 20 is a good start): the summary and the report gain each quantity's bias, "
-                         "corrected value and calibrated 90 %% interval"))
+                         "cells; 20 is a good start): the summary and the report gain each population quantity's "
+                         "bias over them and its calibrated 90 %% interval"))
     add_quiet(p, "no progress bar and no printed summary")
 
 

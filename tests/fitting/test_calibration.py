@@ -101,6 +101,7 @@ def test_rows_from_replicates_a_fixed_parameter_another_family_and_a_clipped_cop
     reps = [0.55, 0.56, 0.57, 0.58, 0.59, 0.57]
     half = stats.t.ppf(0.95, 5) * np.std(reps, ddof=1) * np.sqrt(1 + 1 / 6)
     assert (m_row["calibrated_lo"], m_row["calibrated_hi"]) == pytest.approx((0.5 - 0.07 - half, 0.5 + half))
+    assert "bias larger than the spread" in m_row["note"]  # 0.07 against a spread of 0.013
     # -0.07 from 0.97: the interval reaches up past 1 and is clipped there
     c_row = table.loc["copula m1~c1"]
     assert c_row["bias"] == pytest.approx(-0.07) and c_row["calibrated_hi"] == 1.0
