@@ -74,21 +74,29 @@ def population_quantities(summary: dict) -> dict:
     """``{name: value}`` of a fit's population quantities, named as in ``benchmarks/bench_coverage.py``:
     ``median <p>``, ``<p>.<family param>`` (with the family, ``<p>.family``), ``copula <a>~<b>``,
     ``pink std``, ``rtn p_up``, ``rtn p_down``."""
+    return {name: value for name, (value, _) in _population(summary).items()}
+
+
+def _population(summary: dict) -> dict:
+    """``{name: (value, the fit's own 90 % interval or None)}`` of :func:`population_quantities`."""
     out = {}
     for p, d in (summary.get("d2d") or {}).items():
-        out[f"median {p}"] = d.get("median")
-        out[f"{p}.family"] = d.get("family")
+        out[f"median {p}"] = (d.get("median"), d.get("median_ci90"))
+        out[f"{p}.family"] = (d.get("family"), None)
+        params_ci = d.get("params_ci90") or {}
         for k, v in (d.get("params") or {}).items():
-            out[f"{p}.{k}"] = v
+            out[f"{p}.{k}"] = (v, params_ci.get(k))
     corr = summary.get("correlation") or {}
     names = corr.get("names") or []
-    cop = corr.get("copula")
+    cop, cop_ci = corr.get("copula"), corr.get("copula_ci90")
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
-            out[f"copula {names[i]}~{names[j]}"] = None if cop is None else cop[i][j]
-    out["pink std"] = (summary.get("pink") or {}).get("std")
+            out[f"copula {names[i]}~{names[j]}"] = (None if cop is None else cop[i][j],
+                                                     None if cop_ci is None else cop_ci[i][j])
+    pink, rtn = summary.get("pink") or {}, summary.get("rtn") or {}
+    out["pink std"] = (pink.get("std"), pink.get("std_ci90"))
     for k in ("p_up", "p_down"):
-        out[f"rtn {k}"] = (summary.get("rtn") or {}).get(k)
+        out[f"rtn {k}"] = (rtn.get(k), rtn.get(k + "_ci90"))
     return out
 
 
@@ -220,7 +228,8 @@ def calibrate(result, *, replicates: int = 20, max_devices: int = 1024, seed=Non
     devices = min(n_cells, max_devices)
     cycles = min(cycles, 4)
     law = law or result.law or "two_slope"
-    estimates = population_quantities(result.summary())
+    own = _population(result.summary())
+    estimates = {name: value for name, (value, _) in own.items()}
     truth = _model_values(model, estimates)
     seeds = np.random.SeedSequence(seed).spawn(replicates)
     bench = _bench(result.summary())
@@ -239,31 +248,15 @@ def calibrate(result, *, replicates: int = 20, max_devices: int = 1024, seed=Non
                 failed.append(f"replicate {k}: {str(err).splitlines()[0]}")
             bar.advance(1)
     seconds = time.perf_counter() - t0
-    table = _table(estimates, truth, got, result.summary(), scale=np.sqrt(devices / n_cells))
+    table = _table(estimates, truth, got, {name: ci for name, (_, ci) in own.items()},
+                   scale=np.sqrt(devices / n_cells))
     return Calibration(table, replicates=replicates, devices=devices, pulses=pulses, cycles=cycles,
                        seconds=seconds, failed=failed, n_cells=n_cells)
 
 
-def _bootstrap_ci(summary: dict, name: str):
-    """The fit's own 90 % interval of ``name`` (None where it has none)."""
-    if name.startswith("median "):
-        return (summary["d2d"].get(name[len("median "):]) or {}).get("median_ci90")
-    if name.startswith("copula "):
-        corr = summary.get("correlation") or {}
-        a, b = name[len("copula "):].split("~")
-        names, ci = corr.get("names") or [], corr.get("copula_ci90")
-        return None if ci is None else ci[names.index(a)][names.index(b)]
-    if name == "pink std":
-        return (summary.get("pink") or {}).get("std_ci90")
-    if name.startswith("rtn "):
-        return (summary.get("rtn") or {}).get(name[len("rtn "):] + "_ci90")
-    p = _family_of(name)
-    if p is not None:
-        return ((summary["d2d"].get(p) or {}).get("params_ci90") or {}).get(name.split(".", 1)[1])
-    return None
-
-
-def _table(estimates: dict, truth: dict, got: list, summary: dict, scale: float) -> pd.DataFrame:
+def _table(estimates: dict, truth: dict, got: list, own_ci: dict, scale: float) -> pd.DataFrame:
+    """One row per quantity of ``estimates`` from the replicates' quantities ``got`` against ``truth``;
+    ``own_ci``: the fit's own intervals by name."""
     rows = []
     for name, est in estimates.items():
         if name.endswith(".family") or est is None or name not in truth:
@@ -278,7 +271,7 @@ def _table(estimates: dict, truth: dict, got: list, summary: dict, scale: float)
         notes = []
         if p is not None and estimates.get(f"{p}.family") != truth.get(f"{p}.family"):
             notes.append("the fit's family differs from the model's")
-        ci = _bootstrap_ci(summary, name)
+        ci = own_ci.get(name)
         ci = (np.nan, np.nan) if ci is None else tuple(np.nan if v is None else float(v) for v in ci)
         if n >= 2 and np.all(vals == truth[name]) and float(est) == truth[name]:
             notes, n = ["held fixed by the family (not fitted)"], 0

@@ -180,15 +180,16 @@ def _describe_calibration(s: dict) -> list:
     cal = s.get("calibration")
     if not cal:
         return []
-    lines = [f"calibrated by {cal['replicates']} simulated wafers ({cal['seconds']:.0f} s; every quantity in the "
-             "summary's 'calibration' and the report):"]
+    medians = []
     for name, q in cal["quantities"].items():
         if name.startswith("median ") and q.get("ci90"):
             lo, hi = q["ci90"]
-            lines.append(f"  {name[len('median '):]:8s} median {q['estimate']:.4g} [{lo:.4g}, {hi:.4g}] "
-                         f"(bias {q['bias']:+.3g})")
-    if len(lines) == 1:
-        lines[0] = lines[0][:-1] + ": too few replicates gave each median for an interval (5 at least)"
+            medians.append(f"  {name[len('median '):]:8s} median {q['estimate']:.4g} [{lo:.4g}, {hi:.4g}] "
+                           f"(bias {q['bias']:+.3g})")
+    head = (f"calibrated by {cal['replicates']} simulated wafers ({cal['seconds']:.0f} s; every quantity in the "
+            "summary's 'calibration' and the report)")
+    lines = [head + (":" if medians else ": too few replicates gave each median for an interval (5 at least)")]
+    lines += medians
     return lines
 
 

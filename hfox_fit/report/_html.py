@@ -317,8 +317,8 @@ def _calibration_html(cal):
     head = (f"<h3>Calibrated intervals ({_fmt(cal.get('replicates'))} wafers simulated from the fitted model, "
             f"{_fmt(cal.get('devices'))} cells × {_fmt(cal.get('pulses'))} pulses × {_fmt(cal.get('cycles'))} "
             f"train(s), fitted again in {_fmt(cal.get('seconds'), 3)} s)</h3>"
-            f"<p>{e(cal.get('note') or '')} ({_fmt(cal.get('n_cells'))} cells). Where it differs from the fit's own interval (the D2D, correlation and noise tables above), "
-            "this one also holds what the per-cell fit does to the population: breaks seen or not, an edge's few "
+            f"<p>{e(cal.get('note') or '')} ({_fmt(cal.get('n_cells'))} cells). Where it differs from the fit's "
+            "own interval (the D2D, correlation and noise tables above), this one also holds what the per-cell fit does to the population: breaks seen or not, an edge's few "
             "cells, the family chosen." + (f" Replicates that failed: {e('; '.join(failed))}." if failed else "")
             + "</p>")
     return head + _table(["quantity", "estimate [calibrated 90 % interval]", "bias ± its stderr",

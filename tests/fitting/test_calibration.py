@@ -86,7 +86,7 @@ def test_rows_from_replicates_a_fixed_parameter_another_family_and_a_clipped_cop
             "copula m1~m2": 0.57 + d} for d in (-0.02, -0.01, 0.0, 0.01, 0.02)]
     got.append({"t_star.family": "gamma", "t_star.loc": 5.0, "t_star.s": 9.0, "copula m1~c1": 0.90,
                 "copula m1~m2": 0.57})
-    table = calibration_module._table(est, truth, got, {"d2d": {}}, scale=1.0).set_index("quantity")
+    table = calibration_module._table(est, truth, got, {}, scale=1.0).set_index("quantity")
     assert "held fixed" in table.loc["t_star.loc", "note"] and table.loc["t_star.loc", "n_replicates"] == 0
     # a bias of 0 within its noise: the interval is the replicates' spread about the estimate
     s_row = table.loc["t_star.s"]

@@ -84,6 +84,16 @@ def _table(kind, rows=None):
     return {k: _covered(v) for k, v in out.items()}
 
 
+def _check_pooled_and_each(table, label):
+    """Pooled coverage within 90 % +- 3 sd of its count, and every quantity above its own lower band."""
+    pooled = np.concatenate(list(table.values()))
+    lo, hi = _band(len(pooled), 3)
+    print(f"pooled {label} coverage {pooled.mean():.1%} of {len(pooled)}, band {lo:.1%}..{hi:.1%}")
+    assert lo <= pooled.mean() <= hi
+    for key, cov in table.items():
+        assert cov.mean() >= _band(len(cov), 3)[0], (key, cov.mean())
+
+
 def _is_median(q):
     return q.startswith("median ")
 
@@ -168,13 +178,7 @@ def test_family_parameter_intervals_cover_the_truth():
                           "0.071 with one of them shuffled: chance, 2 % of the time)",
                    strict=False)
 def test_correlation_intervals_cover_the_truth():
-    table = _table(lambda q: q.startswith("copula"))
-    pooled = np.concatenate(list(table.values()))
-    lo, hi = _band(len(pooled), 3)
-    print(f"pooled copula coverage {pooled.mean():.1%} of {len(pooled)}, band {lo:.1%}..{hi:.1%}")
-    assert lo <= pooled.mean() <= hi
-    for key, cov in table.items():
-        assert cov.mean() >= _band(len(cov), 3)[0], (key, cov.mean())
+    _check_pooled_and_each(_table(lambda q: q.startswith("copula")), "copula")
 
 
 NOISE = [(preset, q) for preset in ("paper", "wafer_b") for q in ("pink std", "rtn p_up", "rtn p_down")]
@@ -213,10 +217,5 @@ def test_calibrated_intervals_cover_the_truth(kind):
     binomial sd of 90 %, and every quantity above its own lower band, the ones the bootstrap misses included
     (m1.loc, p_down, the copula pairs of m2)."""
     name = len("calibrated ")
-    table = _table(lambda q: q.startswith("calibrated ") and KINDS[kind](q[name:]), rows=_calibrated_rows)
-    pooled = np.concatenate(list(table.values()))
-    lo, hi = _band(len(pooled), 3)
-    print(f"pooled calibrated {kind} coverage {pooled.mean():.1%} of {len(pooled)}, band {lo:.1%}..{hi:.1%}")
-    assert lo <= pooled.mean() <= hi
-    for key, cov in table.items():
-        assert cov.mean() >= _band(len(cov), 3)[0], (key, cov.mean())
+    _check_pooled_and_each(_table(lambda q: q.startswith("calibrated ") and KINDS[kind](q[name:]),
+                                  rows=_calibrated_rows), f"calibrated {kind}")
