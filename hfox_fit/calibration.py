@@ -49,6 +49,7 @@ from scipy import stats
 from ._progress import Progress
 from .exceptions import FitError
 from .fitting import fit_campaign
+from .fitting._executor import Workers
 from .model import DeviceModel
 from .synth import MeasurementEffects, make_wafer
 
@@ -193,8 +194,21 @@ def _design(result) -> tuple[int, int, int]:
     return int(len(per_cell)), max(pulses, 2), int(max(1, np.median(per_cell.to_numpy())))
 
 
+def _replicate(model: DeviceModel, devices: int, pulses: int, cycles: int, seed: int, bench, law: str):
+    """Simulate one wafer from ``model`` and fit it as the campaign was: ``(quantities, None)`` or ``(None, why)``
+    (a module-level function: it runs in worker processes)."""
+    wafer = make_wafer(model, devices=devices, pulses=pulses, cycles=cycles, seed=seed, effects=bench)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = fit_campaign(wafer.dies, law=law, bootstrap=0, progress=False)
+        return population_quantities(fit.summary()), None
+    except FitError as err:
+        return None, str(err).splitlines()[0]
+
+
 def calibrate(result, *, replicates: int = 20, max_devices: int = 1024, seed=None, progress: bool = False,
-              law: str | None = None) -> Calibration:
+              law: str | None = None, jobs: int = 1, scheduler: str | None = None) -> Calibration:
     """Calibrate a campaign fit's population intervals by fitting wafers simulated from its model.
 
     Parameters
@@ -212,6 +226,11 @@ def calibrate(result, *, replicates: int = 20, max_devices: int = 1024, seed=Non
         A progress bar over the replicates (on stderr).
     law : str, optional
         The drift law to fit the replicates with (default: the campaign's).
+    jobs : int, default=1
+        Local worker processes that fit the replicates (each wafer on one).
+    scheduler : str, optional
+        A Dask scheduler (``"local:N"`` or ``"tcp://HOST:PORT"``) to fit them on instead.
+        Each replicate has its own seed, so the numbers are the same wherever it runs.
 
     Returns
     -------
@@ -221,6 +240,8 @@ def calibrate(result, *, replicates: int = 20, max_devices: int = 1024, seed=Non
         raise ValueError(f"calibrate: replicates must be >= 2 (a spread needs two); got {replicates}.")
     if max_devices < 16:
         raise ValueError(f"calibrate: max_devices must be >= 16; got {max_devices}.")
+    if int(jobs) < 1:
+        raise ValueError(f"calibrate: jobs must be >= 1; got {jobs}.")
     model = result.model
     if not isinstance(model, DeviceModel) or not model.d2d:
         raise FitError("calibrate: the fit holds no population model to simulate (no D2D laws).")
@@ -231,22 +252,14 @@ def calibrate(result, *, replicates: int = 20, max_devices: int = 1024, seed=Non
     own = _population(result.summary())
     estimates = {name: value for name, (value, _) in own.items()}
     truth = _model_values(model, estimates)
-    seeds = np.random.SeedSequence(seed).spawn(replicates)
+    seeds = [int(ss.generate_state(1)[0]) for ss in np.random.SeedSequence(seed).spawn(replicates)]
     bench = _bench(result.summary())
-    got, failed = [], []
+    parts = {k: (_replicate, (model, devices, pulses, cycles, s, bench, law), {}) for k, s in enumerate(seeds)}
     t0 = time.perf_counter()
-    with Progress("calibrate", replicates, "wafer", enabled=progress) as bar:
-        for k, ss in enumerate(seeds):
-            wafer = make_wafer(model, devices=devices, pulses=pulses, cycles=cycles,
-                               seed=int(ss.generate_state(1)[0]), effects=bench)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    fit = fit_campaign(wafer.dies, law=law, bootstrap=0, progress=False)
-                got.append(population_quantities(fit.summary()))
-            except FitError as err:
-                failed.append(f"replicate {k}: {str(err).splitlines()[0]}")
-            bar.advance(1)
+    with Progress("calibrate", replicates, "wafer", enabled=progress) as bar, Workers(jobs, scheduler) as workers:
+        done = workers.run(parts, on_done=lambda _: bar.advance(1))
+    got = [q for q, _ in done.values() if q is not None]
+    failed = [f"replicate {k}: {why}" for k, (_, why) in done.items() if why is not None]
     seconds = time.perf_counter() - t0
     table = _table(estimates, truth, got, {name: ci for name, (_, ci) in own.items()},
                    scale=np.sqrt(devices / n_cells))

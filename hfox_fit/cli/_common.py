@@ -59,7 +59,7 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
                    help="seed of the report's simulated population and cell subsamples (default: 0)")
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help=("also calibrate the population intervals by N wafers simulated from the fitted model "
-                         "(passed to `hfox-fit fit --calibrate`; 20 is a good start)"))
+                         "(passed to `hfox-fit fit --calibrate`, on the fit's workers; 20 is a good start)"))
     add_quiet(p, "no progress bars")
     p.add_argument("--train", action="store_true",
                    help="also run the training study (`hfox-fit train-demo`: digits, default settings) into "

@@ -37,7 +37,7 @@ def register(subparsers) -> None:
                    help=("refit only these dies and pool them with the other dies' results kept in the saved "
                          "fit (the same numbers as a full fit); dies without a kept result are fitted too"))
     p.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="local worker processes, one die each (default: 1)")
+                   help="local worker processes, one die each (and one --calibrate wafer each; default: 1)")
     p.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
                    help=("run the dies on Dask: local:N starts N worker processes here, tcp://HOST:PORT uses a "
                          "running scheduler whose workers can read STORE at the same path (needs "
@@ -46,8 +46,9 @@ def register(subparsers) -> None:
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help=("also calibrate the population intervals by fitting N wafers simulated from the fitted "
                          "model (a parametric bootstrap of the whole fit: each costs about one fit of up to 1024 "
-                         "cells; 20 is a good start): the summary and the report gain each population quantity's "
-                         "bias over them and its calibrated 90 %% interval"))
+                         "cells; 20 is a good start; they run on --jobs or --scheduler like the dies): the summary "
+                         "and the report gain each population quantity's bias over them and its calibrated 90 %% "
+                         "interval"))
     add_quiet(p, "no progress bar and no printed summary")
 
 
@@ -87,7 +88,8 @@ def run_fit(args) -> int:
         if calibrate:
             from ..calibration import calibrate as calibrate_fit
 
-            fit.add_calibration(calibrate_fit(fit, replicates=calibrate, seed=0, progress=not args.quiet).to_dict())
+            fit.add_calibration(calibrate_fit(fit, replicates=calibrate, seed=0, progress=not args.quiet,
+                                            jobs=jobs, scheduler=scheduler).to_dict())
     fit.save(store, dies=fitter.die_trees(), law=law)
     getattr(args, "completed", []).append(f"saved the fit in {args.store}")
     if args.summary:

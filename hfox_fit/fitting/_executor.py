@@ -355,19 +355,26 @@ class Workers:
             raise ChunkFailure({_die_name(items[i]): failures[i] for i in sorted(failures)}, results)
         return results
 
-    def run(self, parts: dict) -> dict:
+    def run(self, parts: dict, on_done=None) -> dict:
         """Run independent parts, ``{name: (func, args, kwargs)}``, on these workers; ``{name: result}``.
 
         Submitted in the order given (put the longest first); each part must draw its random
         numbers from its own seed (:func:`part_seed`), so the results are those of running
         them here one after the other. The first part that raises (in the order given) raises.
+        ``on_done(name)``, when given, is called as each part's result arrives (in that order).
         """
         if not parts:
             return {}
         names = list(parts)
         if not self.parallel or len(names) == 1:
             with _OneBlasThread():
-                return run_here(parts)
+                if on_done is None:
+                    return run_here(parts)
+                results = {}
+                for name in names:
+                    results[name] = _run_part(*parts[name])
+                    on_done(name)
+                return results
         if self.scheduler is not None:
             client = self._dask()
             futures = [client.submit(_run_part_recorded, *parts[name], key=f"hfox-fit-{self._run_id}-pool-{name}",
@@ -380,6 +387,8 @@ class Workers:
             results[name], caught = fut.result()
             for category, message in caught:
                 warnings.warn(message, category, stacklevel=2)
+            if on_done is not None:
+                on_done(name)
         return results
 
 

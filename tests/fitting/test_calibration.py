@@ -66,6 +66,13 @@ def test_the_spread_is_scaled_to_the_campaigns_cells(fitted, calibrated):
     assert row["bias_stderr"] * np.sqrt(row["n_replicates"]) == pytest.approx(row["sd"] * ratio)
 
 
+def test_the_replicates_on_worker_processes_give_the_same_numbers(fitted, calibrated):
+    """Each replicate has its own seed: two worker processes fit them to the same table as this process."""
+    parallel = calibrate(fitted, replicates=MIN_REPLICATES, max_devices=64, seed=3, jobs=2)
+    assert parallel.failed == calibrated.failed
+    assert parallel.table.equals(calibrated.table)
+
+
 def test_a_fixed_parameter_and_too_few_replicates_give_no_interval(fitted):
     few = calibrate(fitted, replicates=2, max_devices=48, seed=1)
     table = few.table.set_index("quantity")
@@ -108,7 +115,8 @@ def test_rows_from_replicates_a_fixed_parameter_another_family_and_a_clipped_cop
 
 
 @pytest.mark.parametrize("kwargs,match", [({"replicates": 1}, "replicates must be >= 2"),
-                                          ({"max_devices": 4}, "max_devices must be >= 16")])
+                                          ({"max_devices": 4}, "max_devices must be >= 16"),
+                                          ({"jobs": 0}, "jobs must be >= 1")])
 def test_bad_options_are_refused(fitted, kwargs, match):
     with pytest.raises(ValueError, match=match):
         calibrate(fitted, **kwargs)
