@@ -21,7 +21,7 @@ from ..exceptions import HfoxError
 
 # Order in which commands appear in --help.
 COMMAND_MODULES = (
-    "ingest", "formats", "measurements", "info", "synth", "fit", "devices", "compare", "export", "report", "run",
+    "ingest", "formats", "measurements", "info", "synth", "fit", "calibrate", "devices", "compare", "export", "report", "run",
     "demo", "train_demo",
 )
 

@@ -18,7 +18,7 @@ from ..exceptions import StoreError
 from ..schema import CONDITIONS, DieData, dies_to_table
 from ._dies import die_index, read_die
 from ._file import open_store
-from ._fit import StoredFit, load_die_results, load_fit, save_fit
+from ._fit import StoredFit, load_die_results, load_fit, save_fit, save_fit_summary
 from ._h5 import attr, key
 from ._ingest import IngestSummary, TableResult, ingest, read_sources, sha256_file, sha256_table
 from ._positions import DiePositions, read_die_positions
@@ -300,6 +300,12 @@ class CampaignStore:
             The law the fit was asked for (``"auto"`` or one law), kept with ``dies``.
         """
         save_fit(self.path, cells, summary, model, arrays, dies, law)
+
+    def save_fit_summary(self, summary: dict, fitted_at: str) -> None:
+        """Replace the saved fit's summary (e.g. with a calibration added), atomically; the rest of the fit,
+        its time and history stay. ``fitted_at``: the time of the fit the summary belongs to
+        (:attr:`StoredFit.fitted_at`); a store whose fit was replaced since is refused (:class:`StoreError`)."""
+        save_fit_summary(self.path, summary, fitted_at)
 
     def load_die_results(self) -> tuple:
         """``(law, {"W03/D07": tree}, stale)`` saved with the fit (see :meth:`save_fit`; law None when none

@@ -136,3 +136,24 @@ def load_fit(path: Path) -> StoredFit:
             fitted_at=attr(g, "fitted_at"),
             history=json.loads(attr(g, "history") or "[]"),
         )
+
+
+def save_fit_summary(path: Path, summary: dict, fitted_at: str) -> None:
+    """Replace the summary of the fit saved in ``path`` (see :meth:`CampaignStore.save_fit_summary`)."""
+    open_store(path).close()
+    check_writable(path)
+    summary_json = dumps(summary)
+    with rewrite(path) as (old, new):
+        if "fit" not in old:
+            raise StoreError(f"no fit in {path.name!r}; run `hfox-fit fit {path}` first.")
+        if attr(old["fit"], "fitted_at") != fitted_at:
+            raise StoreError(f"the fit in {path.name!r} was replaced (fitted at {attr(old['fit'], 'fitted_at')}, "
+                             f"not {fitted_at}) while its summary was being updated; nothing was written. Run the "
+                             "command again on the new fit.")
+        for name in old:
+            old.copy(old[name], new, name=name)
+        init_root(old, new)
+        g = new["fit"]
+        del g["summary"]
+        g.create_dataset("summary", data=summary_json, dtype=STR)
+        g.attrs["summary_updated_at"] = now()
