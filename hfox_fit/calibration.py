@@ -127,6 +127,12 @@ def _family_of(name: str) -> str | None:
     return name.split(".", 1)[0]
 
 
+def _fixed_by_family(name: str, family) -> bool:
+    """Whether ``name`` (``"t_star.loc"``) is a parameter its family holds fixed: the ``loc`` of every family
+    but ``norm`` and ``expon`` is 0 (the positive families and ``uniform``)."""
+    return name.endswith(".loc") and family is not None and family not in ("norm", "expon")
+
+
 class Calibration:
     """What :func:`calibrate` measured: one row per population quantity (:attr:`table`).
 
@@ -286,7 +292,8 @@ def _table(estimates: dict, truth: dict, got: list, own_ci: dict, scale: float) 
             notes.append("the fit's family differs from the model's")
         ci = own_ci.get(name)
         ci = (np.nan, np.nan) if ci is None else tuple(np.nan if v is None else float(v) for v in ci)
-        if n >= 2 and np.all(vals == truth[name]) and float(est) == truth[name]:
+        if _fixed_by_family(name, estimates.get(f"{p}.family")) or (
+                n >= 2 and np.all(vals == truth[name]) and float(est) == truth[name]):
             notes, n = ["held fixed by the family (not fitted)"], 0
         elif n >= 2:
             bias = float(vals.mean() - truth[name])

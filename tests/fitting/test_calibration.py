@@ -95,6 +95,10 @@ def test_rows_from_replicates_a_fixed_parameter_another_family_and_a_clipped_cop
                 "copula m1~m2": 0.57})
     table = calibration_module._table(est, truth, got, {}, scale=1.0).set_index("quantity")
     assert "held fixed" in table.loc["t_star.loc", "note"] and table.loc["t_star.loc", "n_replicates"] == 0
+    # held fixed by its family even where fewer than two replicates chose that family (not "1 replicate gave it")
+    one = calibration_module._table(est, truth, got[-2:], {}, scale=1.0).set_index("quantity")
+    assert one.loc["t_star.loc", "note"] == "held fixed by the family (not fitted)"
+    assert "fewer than" in one.loc["t_star.s", "note"]
     # a bias of 0 within its noise: the interval is the replicates' spread about the estimate
     s_row = table.loc["t_star.s"]
     assert s_row["n_replicates"] == 5 and s_row["bias"] == pytest.approx(0.0) and not s_row["bias_resolved"]
