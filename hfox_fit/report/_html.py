@@ -349,6 +349,7 @@ def _tables_html(tables):
     out.append(_flagged_html(tables.get("flagged"), tables.get("goodness_of_fit")))
     out.append("<h3>D2D laws (every fitted number with its 90 % interval as the summary gives it)</h3>")
     rows = []
+    calibrated = "calibration" in tables  # (`fit --calibrate N`: each median's calibrated interval beside its own)
     for r in tables["d2d"]:
         params = r["params"]
         pci = r.get("params_ci90") if isinstance(r.get("params_ci90"), dict) else {}
@@ -359,14 +360,18 @@ def _tables_html(tables):
             "none" if bounds is None else _fmt(bounds))
         ci = "[" + ", ".join(_fmt(b) for b in ci) + "]" if isinstance(ci, (list, tuple)) else _fmt(ci)
         name = e(r["param"]) + ("" if r["in_summary"] else " <span class='missing'>(not in summary)</span>")
+        cal = r.get("median_calibrated_ci90")
+        cal = ["[" + ", ".join(_fmt(b) for b in cal) + "]" if isinstance(cal, (list, tuple)) else "–"] \
+            if calibrated else []
         rows.append([name, e(r["unit"] if r["unit"] not in ("", "1") else "–"), e(str(r["family"] or "–")),
-                     params, bounds, _fmt(r["median"]), ci,
+                     params, bounds, _fmt(r["median"]), ci, *cal,
                      e(r["median_measured_note"]) if r.get("median_measured") is None and r.get("median_measured_note")
                      else _fmt(r["median_measured"]),
                      _fmt(r["median_cell_stderr"], 3), _fmt(r["ks_summary"], 3),
                      _fmt(r["ks_report"], 3) + (" (Kaplan-Meier)" if r.get("ks_method") == "kaplan-meier" else ""),
                      _beyond(r.get("mass_beyond_trains"), r.get("extrapolated"))])
     out.append(_table(["parameter", "unit", "family", "law parameters", "bounds", "median", "median 90 % CI",
+                       *(["median 90 % CI, calibrated (see below)"] if calibrated else []),
                        "median of fitted cells", "median per-cell stderr", "KS (fit)", "KS (this report)",
                        "law's mass beyond the longest train"],
                       rows, left=5))

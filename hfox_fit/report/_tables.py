@@ -149,6 +149,7 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
     tables["scores"] = {"law": drift.get("law"), "rows": rows}
     d2d = _sec(summary, "d2d")
     pfig = metrics["figures"].get("parameters", {}).get("params", {})
+    calibrated = _sec(_sec(summary, "calibration"), "quantities")
     prow = []
     for p in list(d2d) + [p for p in model.parameter_names if p not in d2d and p in cells.columns]:
         s = _sec(d2d, p)
@@ -161,6 +162,8 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
                      "params": s.get("params"), "params_ci90": s.get("params_ci90"), "bounds": s.get("bounds"),
                      "median": s.get("median"),
                      "median_ci90": s.get("median_ci90"), "ks_summary": s.get("ks"),
+                     # (only with a calibration: the tables of a report without one stay as they were)
+                     **({"median_calibrated_ci90": _sec(calibrated, f"median {p}").get("ci90")} if calibrated else {}),
                      "ks_report": pfig.get(p, {}).get("ks"),
                      "median_measured": pfig.get(p, {}).get("median_measured"),
                      "median_measured_note": pfig.get(p, {}).get("median_measured_note"),

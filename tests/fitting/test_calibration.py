@@ -151,7 +151,13 @@ def test_fit_calibrate_puts_the_calibration_in_the_summary_the_store_and_the_rep
     assert cal["quantities"]["median m1"]["ci90"] is not None
     assert CampaignStore(path).load_fit().summary["calibration"] == cal
     rep = report_store(path, tmp_path / "report", figures=False)
-    assert "Calibrated intervals" in rep.html.read_text()
+    html = rep.html.read_text()
+    assert "Calibrated intervals" in html
+    # the D2D table gives each median's calibrated interval beside its own
+    assert "median 90 % CI, calibrated" in html
+    lo, hi = cal["quantities"]["median m1"]["ci90"]
+    row = next(r for r in rep.metrics["tables"]["d2d"] if r["param"] == "m1")
+    assert row["median_calibrated_ci90"] == [lo, hi]
     assert rep.metrics["tables"]["calibration"]["replicates"] == MIN_REPLICATES
 
 
