@@ -91,3 +91,28 @@ def test_interrupted_ingest_leaves_no_store(tmp_path, wafer):
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".s.h5")]  # no temporary left
     else:
         assert rc == 0 and CampaignStore(store).summary()
+
+
+def test_interrupted_calibrate_leaves_the_store_as_it_was(tmp_path):
+    """Ctrl-C reaches the whole process group: the worker processes fitting the simulated wafers too."""
+    from hfox_fit.cli import main
+
+    store = tmp_path / "s.h5"
+    CampaignStore(store).ingest_table(dies_to_table(make_wafer("paper", devices=256, pulses=300, seed=5).dies),
+                                      name="sim")
+    assert main(["fit", str(store), "--law", "two_slope", "--quiet"]) == 0
+    before = _sha(store)
+    p = subprocess.Popen([sys.executable, "-m", "hfox_fit", "calibrate", str(store), "--replicates", "40", "--jobs",
+                          "2", "--quiet"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    if Path("/proc").is_dir():
+        _wait_until_it_opens_a_file_in(p, tmp_path)
+    time.sleep(1.0)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert "Traceback" not in err, err
+    if p.returncode == 130:
+        assert err.strip().splitlines() == ["hfox-fit calibrate: interrupted; files were left as they were."]
+        assert _sha(store) == before
+    else:  # it finished first: then the calibration is saved
+        assert p.returncode == 0 and "calibration" in CampaignStore(store).load_fit().summary
