@@ -13,6 +13,17 @@ __all__ = ["cell_values", "line_weight"]
 _MIN_LINE_WEIGHT_CELLS = 20
 
 
+def parameter_inputs(cells: pd.DataFrame, p: str) -> dict:
+    """What a D2D law of parameter ``p`` reads of a :func:`cell_values` table beside its values (arrays, None
+    where the table has no such column): ``stderr``, ``lower`` and ``upper`` (a censored value's interval) and
+    ``ambiguous`` (a straight line's slope that may only bound the cell's own m1)."""
+    def column(name, dtype):
+        return cells[name].to_numpy(dtype) if name in cells else None
+
+    return {"stderr": column(p + "_stderr", float), "lower": column(p + "_lo", float),
+            "upper": column(p + "_hi", float), "ambiguous": column(p + "_ambiguous", bool)}
+
+
 def line_weight(cells: pd.DataFrame) -> float:
     """How often a flat train's straight line is its own m1: the share of breaks beyond the trains.
 

@@ -35,6 +35,7 @@ from ..exceptions import FitError
 from ..laws import pink_std
 from ..model import ConditionLaw
 from ..schema import DieData
+from ._cells import parameter_inputs
 from ._law_checks import _law_ppf
 from ._medians import use_sample_medians
 from .d2d import (
@@ -160,13 +161,9 @@ class _FamilyFits:
             choice = dict(self.pooled.get(p, {}))
             tied = choice.pop("indistinguishable", [])  # of the one family choice over all the conditions
             start = choice.pop("starts", {}).get(self.group)
-            lower = cells[p + "_lo"].to_numpy() if p + "_lo" in cells else None
-            upper = cells[p + "_hi"].to_numpy() if p + "_hi" in cells else None
             try:
-                fit = fit_parameter(p, cells[p].to_numpy(), stderr=cells[p + "_stderr"].to_numpy(), lower=lower,
-                                    ambiguous=cells[p + "_ambiguous"].to_numpy() if p + "_ambiguous" in cells
-                                    else None, ambiguous_weight=weight,
-                                    upper=upper, bootstrap=self.bootstrap, rng=rng,
+                fit = fit_parameter(p, cells[p].to_numpy(), **parameter_inputs(cells, p), ambiguous_weight=weight,
+                                    bootstrap=self.bootstrap, rng=rng,
                                     guard=choice.get("families", ("expon",))[0] == "expon"
                                     and (self.guarded is None or p in self.guarded),
                                     starts=None if start is None else {choice["families"][0]: start}, **choice)
@@ -211,10 +208,9 @@ def _shared_families(cells, cell_gid, params, pooled: dict, random_state: int) -
     weight = line_weight(cells)
     for p in params:
         x = cells[p].to_numpy(float).copy()
-        se = cells[p + "_stderr"].to_numpy(float).copy()
-        lo = cells[p + "_lo"].to_numpy(float).copy() if p + "_lo" in cells else None
-        hi = cells[p + "_hi"].to_numpy(float).copy() if p + "_hi" in cells else None
-        amb = cells[p + "_ambiguous"].to_numpy(bool) if p + "_ambiguous" in cells else None
+        inputs = parameter_inputs(cells, p)  # (copies below: each cell's values are scaled by its group's median)
+        se, amb = inputs["stderr"].copy(), inputs["ambiguous"]
+        lo, hi = (None if v is None else v.copy() for v in (inputs["lower"], inputs["upper"]))
         # positive but for a few failed per-cell fits (the guard sets those aside)
         ratio = bool(np.mean(x[np.isfinite(x)] > 0) >= 0.97) if np.isfinite(x).any() else False
         medians = {}

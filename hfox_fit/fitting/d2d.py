@@ -65,6 +65,7 @@ from ..exceptions import FitError, NotFittedError
 from ..laws import FAMILIES, ParameterLaw
 from ._cells import cell_values as cell_values
 from ._cells import line_weight as line_weight
+from ._cells import parameter_inputs
 from ._executor import part_seed, run_here
 from ._families import AMBIGUOUS_FLOOR as AMBIGUOUS_FLOOR
 from ._families import EIV_THRESHOLD as EIV_THRESHOLD
@@ -585,12 +586,8 @@ class D2DFitter:
         parts = {}
         weight = line_weight(cells)
         for p in params:
-            lower = cells[p + "_lo"].to_numpy() if p + "_lo" in cells else None
-            upper = cells[p + "_hi"].to_numpy() if p + "_hi" in cells else None
             parts[f"d2d/{p}"] = (_fit_parameter_part, (p, cells[p].to_numpy()), dict(
-                stderr=cells[p + "_stderr"].to_numpy(), lower=lower, upper=upper, families=self.families,
-                ambiguous=cells[p + "_ambiguous"].to_numpy() if p + "_ambiguous" in cells else None,
-                ambiguous_weight=weight,
+                **parameter_inputs(cells, p), families=self.families, ambiguous_weight=weight,
                 truncate=self.truncate, max_stderr_ratio=self.max_stderr_ratio, bootstrap=self.bootstrap,
                 rng=part_seed(self.random_state, f"d2d/{p}")))
         # the correlations keep the generator they had before the parts were split
