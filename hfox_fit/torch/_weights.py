@@ -310,9 +310,10 @@ class CellBackedWeights(nn.Module):
         _run_blocks(one, len(blocks), block_threads())
         return torch.stack(flips).sum()
 
-    def _read_listed(self, r: torch.Tensor, kept: torch.Tensor, listed: tuple) -> torch.Tensor:
+    def _read_listed(self, r: torch.Tensor, kept: torch.Tensor, listed: tuple, threaded: bool) -> torch.Tensor:
         """Read the pairs ``listed`` (one tensor of distinct pairs per block of :meth:`WeakResetArray.pulse_pairs`)
-        by :func:`sign_readout` into ``kept``, a block per worker thread; returns the weights that changed."""
+        by :func:`sign_readout` into ``kept``, a block per worker thread where ``threaded`` (else one after the
+        other); returns the weights that changed."""
         flips = [torch.zeros((), dtype=torch.int64, device=r.device) for _ in listed]
         half = self.numel
 
@@ -323,7 +324,11 @@ class CellBackedWeights(nn.Module):
                 flips[b] = torch.count_nonzero(torch.ne(now, kept.index_select(0, pairs)))
                 kept.scatter_(0, pairs, now)  # (distinct pairs: index_copy_ at a third of its cost)
 
-        _run_blocks(one, len(listed), block_threads())
+        if threaded:
+            _run_blocks(one, len(listed), block_threads())
+        else:
+            for b in range(len(listed)):
+                one(b)
         return torch.stack(flips).sum() if flips else torch.zeros((), dtype=torch.int64, device=r.device)
 
     def _write_params(self, after: torch.Tensor, blocks: list | None) -> None:
@@ -381,16 +386,9 @@ class CellBackedWeights(nn.Module):
         if (listed is not None and r is read_before and self.readout is sign_readout
                 and sum(p.numel() for p in listed) <= self.READ_PULSED_SHARE * self.numel):
             # only the pulsed pairs can read another sign: read them alone, into the kept weights
-            if blocks is not None:
-                flips = self._read_listed(r, before, listed)
-                after = before
-            else:
-                pairs = torch.cat(listed) if listed else torch.zeros(0, dtype=torch.int64, device=r.device)
-                now = sign_readout(r.index_select(0, pairs), r.index_select(0, pairs + self.numel))
-                flips = torch.count_nonzero(torch.ne(now, before.index_select(0, pairs)))
-                after = before.index_copy_(0, pairs, now)
-            self._readout = (r, _versions(r, after), after)
-            self._write_params(after, blocks)
+            flips = self._read_listed(r, before, listed, threaded=blocks is not None)
+            self._readout = (r, _versions(r, before), before)
+            self._write_params(before, blocks)
         elif blocks is not None and self.readout is sign_readout:
             # every pair read, into the kept weights and the parameters, block by block
             flips = self._read_by_block(r, before, blocks)
