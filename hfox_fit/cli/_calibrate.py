@@ -24,7 +24,7 @@ def register(subparsers) -> None:
             "does, without fitting the store again): N wafers are simulated from the fitted model with the "
             "campaign's design and fitted again, and every population quantity (D2D medians and law "
             "parameters, copula correlations, pink std, RTN rates) gets its bias over them and a calibrated "
-            "90 %% interval. The fit's summary in the store gains them (the rest of the fit stays as it was); "
+            "90 % interval. The fit's summary in the store gains them (the rest of the fit stays as it was); "
             "`hfox-fit report` shows them."
         ),
     )

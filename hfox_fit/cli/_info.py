@@ -26,7 +26,7 @@ def register(subparsers) -> None:
             "Show what a campaign store holds: file, format version and size; wafers and dies; cells, "
             "cell-cycles, reads (failed ones too) and pulses per train; the conditions measured; the "
             "ingested files; and the fit, if any (when, which law, cells fitted and flagged, D2D medians "
-            "with their 90 %% intervals). Reads only the store's metadata, so it is quick on a large store."
+            "with their 90 % intervals). Reads only the store's metadata, so it is quick on a large store."
         ),
     )
     add_store(p, "campaign store")

@@ -28,3 +28,11 @@ def test_each_module_registers_only_its_command_with_a_func():
         importlib.import_module(f"hfox_fit.cli._{name}").register(sub)
         assert list(sub.choices) == [_command(name)]
         assert callable(sub.choices[_command(name)].get_default("func"))
+
+
+def test_every_commands_help_prints_as_written():
+    """argparse %-formats the options' help but not a description: a "%%" there prints doubled."""
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, parser in sub.choices.items():
+        text = parser.format_help()
+        assert "%%" not in text and "%(" not in text, name
