@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
-from .._atomic import atomic_path, refuse_read_only
+from .._atomic import refuse_read_only
 from ..exceptions import HfoxError
-from ._common import print_warnings
+from ._common import print_warnings, write_summary
 
 
 def register(subparsers) -> None:
@@ -70,14 +69,7 @@ def run_calibrate(args) -> int:
     fit.add_calibration(cal.to_dict())
     store.save_fit_summary(fit.summary(), fit.fitted_at)
     getattr(args, "completed", []).append(f"saved the calibration with the fit in {args.store}")
-    if args.summary:
-        path = Path(args.summary)
-        try:
-            with atomic_path(path, suffix=".json") as tmp:
-                tmp.write_text(json.dumps(fit.summary(), indent=2) + "\n", encoding="utf-8")
-            getattr(args, "completed", []).append(f"written {path}")
-        except OSError as err:
-            raise HfoxError(f"calibrate: cannot write the summary to {str(path)!r}: {err}.") from err
+    write_summary(args, "calibrate", fit.summary())
     print_warnings("calibrate", caught)
     if not args.quiet:
         print("\n".join(_describe_calibration(fit.summary())))

@@ -10,10 +10,12 @@ the helpers only spell each option once.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from pathlib import Path
 
+from .._atomic import atomic_path
 from ..exceptions import HfoxError, HfoxWarning
 from ..laws import AUTO_LAWS
 
@@ -93,3 +95,16 @@ def print_warnings(command: str, caught) -> None:
             print(f"hfox-fit {command}: note: an internal step warned{times} ({category} at {where}: "
                   f"{message}). The command completed; please report this note with the data it ran on so "
                   "that its cause can be handled.", file=sys.stderr)
+
+
+def write_summary(args, command: str, summary: dict) -> None:
+    """Write ``summary`` as JSON to ``args.summary`` (``--summary FILE.json``), atomically, when it was given."""
+    if not getattr(args, "summary", None):
+        return
+    path = Path(args.summary)
+    try:
+        with atomic_path(path, suffix=".json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        getattr(args, "completed", []).append(f"written {path}")
+    except OSError as err:
+        raise HfoxError(f"{command}: cannot write the summary to {str(path)!r}: {err}.") from err

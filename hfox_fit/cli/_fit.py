@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from pathlib import Path
 
-from .._atomic import atomic_path, refuse_read_only
+from .._atomic import refuse_read_only
 from ..exceptions import HfoxError
 from ..laws import AUTO_LAWS
-from ._common import check_calibrate, print_warnings
+from ._common import check_calibrate, print_warnings, write_summary
 
 LAW_CHOICES = ("auto", *AUTO_LAWS)
 
@@ -92,14 +91,7 @@ def run_fit(args) -> int:
                                             jobs=jobs, scheduler=scheduler).to_dict())
     fit.save(store, dies=fitter.die_trees(), law=law)
     getattr(args, "completed", []).append(f"saved the fit in {args.store}")
-    if args.summary:
-        path = Path(args.summary)
-        try:
-            with atomic_path(path, suffix=".json") as tmp:
-                tmp.write_text(json.dumps(fit.summary(), indent=2) + "\n", encoding="utf-8")
-            getattr(args, "completed", []).append(f"written {path}")
-        except OSError as err:
-            raise HfoxError(f"fit: cannot write the summary to {str(path)!r}: {err}.") from err
+    write_summary(args, "fit", fit.summary())
     print_warnings("fit", caught)
     if not args.quiet:
         print(fit.describe(args.store))
