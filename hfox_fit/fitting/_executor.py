@@ -172,9 +172,14 @@ def _run_part_recorded(func, args, kwargs):
     return out, [(w.category, str(w.message)) for w in caught]
 
 
-def run_here(parts: dict) -> dict:
+def run_here(parts: dict, on_done=None) -> dict:
     """Run the parts ``{name: (func, args, kwargs)}`` one after the other in this process (see :meth:`Workers.run`)."""
-    return {name: _run_part(*parts[name]) for name in parts}
+    results = {}
+    for name in parts:
+        results[name] = _run_part(*parts[name])
+        if on_done is not None:
+            on_done(name)
+    return results
 
 
 def _run_chunk(func, item, args):
@@ -368,13 +373,7 @@ class Workers:
         names = list(parts)
         if not self.parallel or len(names) == 1:
             with _OneBlasThread():
-                if on_done is None:
-                    return run_here(parts)
-                results = {}
-                for name in names:
-                    results[name] = _run_part(*parts[name])
-                    on_done(name)
-                return results
+                return run_here(parts, on_done)
         if self.scheduler is not None:
             client = self._dask()
             futures = [client.submit(_run_part_recorded, *parts[name], key=f"hfox-fit-{self._run_id}-pool-{name}",
