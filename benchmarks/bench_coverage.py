@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_coverage.py [--seeds 40] [--devices 512] [--pulses 1000] [--bootstrap 200]
-                                        [--presets paper wafer_b] [--first-seed 3000]
+                                        [--presets paper wafer_b] [--first-seed 3000] [--calibrate N] [--jobs N]
 
 For every preset and seed a wafer is simulated (:func:`hfox_fit.synth.make_wafer`) and
 fitted (:func:`hfox_fit.fitting.fit_campaign`, two-slope law); every interval the
@@ -57,11 +57,12 @@ def _row(quantity, truth, ci, value, relative=True):
             "value": float("nan") if value is None else float(value), "relative": relative}
 
 
-def interval_checks(preset, seed, devices=512, pulses=1000, bootstrap=200, calibrate_replicates=0):
+def interval_checks(preset, seed, devices=512, pulses=1000, bootstrap=200, calibrate_replicates=0, jobs=1):
     """Fit one synthetic wafer; one row per interval: quantity, truth, ci (None where the fit gave none).
 
     With ``calibrate_replicates``, the fit is also calibrated (:func:`hfox_fit.calibration.calibrate`) and
-    every row is repeated as ``calibrated <quantity>`` with the calibrated interval.
+    every row is repeated as ``calibrated <quantity>`` with the calibrated interval (its simulated wafers fitted
+    on ``jobs`` worker processes: the same numbers).
     """
     wafer = make_wafer(preset, devices=devices, pulses=pulses, seed=seed)
     with warnings.catch_warnings():
@@ -69,7 +70,7 @@ def interval_checks(preset, seed, devices=512, pulses=1000, bootstrap=200, calib
         result = fit_campaign(wafer.dies, law="two_slope", bootstrap=bootstrap, progress=False)
     rows = _rows(result.summary(), wafer.model)
     if calibrate_replicates:
-        cal = calibrate(result, replicates=calibrate_replicates, seed=seed).table.set_index("quantity")
+        cal = calibrate(result, replicates=calibrate_replicates, seed=seed, jobs=jobs).table.set_index("quantity")
         for r in list(rows):
             q = r["quantity"]
             if q in cal.index and not q.startswith("KM "):
@@ -147,6 +148,8 @@ def main(argv=None):
     ap.add_argument("--presets", nargs="+", default=["paper", "wafer_b"])
     ap.add_argument("--calibrate", type=int, default=0, metavar="N",
                     help="also calibrate each fit by N simulated wafers and score the calibrated intervals")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="worker processes for the calibration's simulated wafers (the same numbers)")
     args = ap.parse_args(argv)
 
     # baseline in the same run: the cost of the bootstrap (one fit with and without it)
@@ -167,7 +170,7 @@ def main(argv=None):
         rows[preset] = []
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows[preset] += interval_checks(preset, seed, args.devices, args.pulses, args.bootstrap,
-                                             args.calibrate)
+                                             args.calibrate, args.jobs)
             print(f"\r{preset}: seed {seed - args.first_seed + 1}/{args.seeds}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
     elapsed = time.perf_counter() - t0
