@@ -50,6 +50,7 @@ from ._progress import Progress
 from .exceptions import FitError
 from .fitting import fit_campaign
 from .fitting._executor import Workers
+from .fitting._families import _POSITIVE
 from .model import DeviceModel
 from .synth import MeasurementEffects, make_wafer
 
@@ -128,9 +129,9 @@ def _family_of(name: str) -> str | None:
 
 
 def _fixed_by_family(name: str, family) -> bool:
-    """Whether ``name`` (``"t_star.loc"``) is a parameter its family holds fixed: the ``loc`` of every family
-    but ``norm`` and ``expon`` is 0 (the positive families and ``uniform``)."""
-    return name.endswith(".loc") and family is not None and family not in ("norm", "expon")
+    """Whether ``name`` (``"t_star.loc"``) is a parameter its family holds fixed: the fit holds the ``loc`` of
+    the positive families (and ``uniform``) at 0."""
+    return name.endswith(".loc") and family in _POSITIVE
 
 
 class Calibration:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .._atomic import refuse_read_only
 from ..exceptions import HfoxError
-from ._common import print_warnings, write_summary
+from ._common import check_workers, print_warnings, write_summary
 
 
 def register(subparsers) -> None:
@@ -42,21 +42,13 @@ def register(subparsers) -> None:
 def run_calibrate(args) -> int:
     from ..calibration import calibrate
     from ..fitting import CampaignResult
-    from ..fitting._executor import _import_distributed, parse_scheduler
     from ..fitting._result import _describe_calibration
     from ..store import CampaignStore
 
-    if args.scheduler is not None and args.jobs is not None:
-        raise HfoxError("calibrate: give --jobs N (local processes) or --scheduler (Dask), not both.")
-    jobs = 1 if args.jobs is None else args.jobs
-    if jobs < 1:
-        raise HfoxError(f"calibrate: --jobs must be >= 1; got {jobs}.")
+    jobs = check_workers("calibrate", args.jobs, args.scheduler)
     if args.replicates < 2:
         raise HfoxError(f"calibrate: --replicates needs 2 simulated wafers at least (a spread needs two; 20 is a "
                         f"good start); got {args.replicates}.")
-    if args.scheduler is not None:  # before any work: a bad address or a missing dask costs nothing
-        parse_scheduler(args.scheduler)
-        _import_distributed()
     store = CampaignStore(args.store)
     fit = CampaignResult.load(store)  # StoreError: no store, no fit in it (names the command to run)
     store.check_writable()  # before the simulated wafers, not after them

@@ -108,3 +108,19 @@ def write_summary(args, command: str, summary: dict) -> None:
         getattr(args, "completed", []).append(f"written {path}")
     except OSError as err:
         raise HfoxError(f"{command}: cannot write the summary to {str(path)!r}: {err}.") from err
+
+
+def check_workers(command: str, jobs, scheduler) -> int:
+    """Refuse ``--jobs`` with ``--scheduler``, or below 1, and a bad scheduler address (or dask missing), before
+    any work; returns the number of local processes (1 when ``--jobs`` was not given)."""
+    if scheduler is not None and jobs is not None:
+        raise HfoxError(f"{command}: give --jobs N (local processes) or --scheduler (Dask), not both.")
+    jobs = 1 if jobs is None else jobs
+    if jobs < 1:
+        raise HfoxError(f"{command}: --jobs must be >= 1; got {jobs}.")
+    if scheduler is not None:  # a bad address or a missing dask costs nothing and writes nothing
+        from ..fitting._executor import _import_distributed, parse_scheduler
+
+        parse_scheduler(scheduler)
+        _import_distributed()
+    return jobs

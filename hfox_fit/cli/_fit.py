@@ -9,7 +9,7 @@ from pathlib import Path
 from .._atomic import refuse_read_only
 from ..exceptions import HfoxError
 from ..laws import AUTO_LAWS
-from ._common import check_calibrate, print_warnings, write_summary
+from ._common import check_calibrate, check_workers, print_warnings, write_summary
 
 LAW_CHOICES = ("auto", *AUTO_LAWS)
 
@@ -53,20 +53,12 @@ def register(subparsers) -> None:
 
 def run_fit(args) -> int:
     from ..fitting import CampaignFitter
-    from ..fitting._executor import _import_distributed, parse_scheduler
     from ..store import CampaignStore, StoredDie
 
     scheduler = getattr(args, "scheduler", None)
-    if scheduler is not None and args.jobs is not None:
-        raise HfoxError("fit: give --jobs N (local processes) or --scheduler (Dask), not both.")
-    jobs = 1 if args.jobs is None else args.jobs
-    if jobs < 1:
-        raise HfoxError(f"fit: --jobs must be >= 1; got {jobs}.")
+    jobs = check_workers("fit", args.jobs, scheduler)
     calibrate = getattr(args, "calibrate", 0) or 0
     check_calibrate(calibrate)
-    if scheduler is not None:  # before anything is read: a bad address or a missing dask writes nothing
-        parse_scheduler(scheduler)
-        _import_distributed()
     store = CampaignStore(args.store)
     dies = store.dies()  # raises StoreError when the store is missing or damaged
     if not dies:

@@ -305,6 +305,11 @@ def _wafers_html(c):
     return "".join(out)
 
 
+def _interval(ci) -> str:
+    """``[lo, hi]`` of a 90 % interval, or the value as :func:`_fmt` writes it ("–" for none)."""
+    return "[" + ", ".join(_fmt(b) for b in ci) + "]" if isinstance(ci, (list, tuple)) else _fmt(ci)
+
+
 def _calibration_html(cal):
     """The calibrated intervals (``fit --calibrate``): each quantity's bias and spread over the simulated wafers."""
     e = html.escape
@@ -358,13 +363,10 @@ def _tables_html(tables):
         bounds, ci = r["bounds"], r["median_ci90"]
         bounds = "[" + ", ".join(_fmt(b) for b in bounds) + "]" if isinstance(bounds, (list, tuple)) else (
             "none" if bounds is None else _fmt(bounds))
-        ci = "[" + ", ".join(_fmt(b) for b in ci) + "]" if isinstance(ci, (list, tuple)) else _fmt(ci)
         name = e(r["param"]) + ("" if r["in_summary"] else " <span class='missing'>(not in summary)</span>")
-        cal = r.get("median_calibrated_ci90")
-        cal = ["[" + ", ".join(_fmt(b) for b in cal) + "]" if isinstance(cal, (list, tuple)) else "–"] \
-            if calibrated else []
+        cal = [_interval(r.get("median_calibrated_ci90"))] if calibrated else []
         rows.append([name, e(r["unit"] if r["unit"] not in ("", "1") else "–"), e(str(r["family"] or "–")),
-                     params, bounds, _fmt(r["median"]), ci, *cal,
+                     params, bounds, _fmt(r["median"]), _interval(ci), *cal,
                      e(r["median_measured_note"]) if r.get("median_measured") is None and r.get("median_measured_note")
                      else _fmt(r["median_measured"]),
                      _fmt(r["median_cell_stderr"], 3), _fmt(r["ks_summary"], 3),

@@ -149,7 +149,8 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
     tables["scores"] = {"law": drift.get("law"), "rows": rows}
     d2d = _sec(summary, "d2d")
     pfig = metrics["figures"].get("parameters", {}).get("params", {})
-    calibrated = _sec(_sec(summary, "calibration"), "quantities")
+    cal = _sec(summary, "calibration")  # (`hfox-fit fit --calibrate N`, `hfox-fit calibrate`)
+    calibrated = _sec(cal, "quantities")
     prow = []
     for p in list(d2d) + [p for p in model.parameter_names if p not in d2d and p in cells.columns]:
         s = _sec(d2d, p)
@@ -207,7 +208,6 @@ def _tables(summary, cells, usable, flag_counts, metrics, model, units, notes):
     for key in ("pink", "rtn", "correlation"):
         if not _sec(summary, key):
             notes.append(f"the fit summary has no '{key}' section.")
-    cal = _sec(summary, "calibration")
-    if cal and isinstance(cal.get("quantities"), dict):  # `hfox-fit fit --calibrate N`
+    if isinstance(cal.get("quantities"), dict):
         tables["calibration"] = cal
     return tables

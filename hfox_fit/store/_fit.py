@@ -140,8 +140,7 @@ def load_fit(path: Path) -> StoredFit:
 
 def save_fit_summary(path: Path, summary: dict, fitted_at: str) -> None:
     """Replace the summary of the fit saved in ``path`` (see :meth:`CampaignStore.save_fit_summary`)."""
-    open_store(path).close()
-    check_writable(path)
+    open_store(path).close()  # a missing store is refused here, not created by the rewrite (which refuses a read-only one)
     summary_json = dumps(summary)
     with rewrite(path) as (old, new):
         if "fit" not in old:
