@@ -67,6 +67,8 @@ def _bench(summary: dict) -> MeasurementEffects:
 
 #: Fewest replicates that give a calibrated interval (the others report their bias and sd only).
 MIN_REPLICATES = 5
+#: Replicates of ``hfox-fit fit``, ``run`` and ``demo`` unless ``--calibrate N`` says otherwise (0: none).
+DEFAULT_REPLICATES = 20
 #: A bias widens the interval when it exceeds this many of its standard errors over the replicates; a smaller
 #: one the replicates cannot tell from 0.
 BIAS_RESOLVED = 2.0
@@ -214,7 +216,7 @@ def _replicate(model: DeviceModel, devices: int, pulses: int, cycles: int, seed:
         return None, str(err).splitlines()[0]
 
 
-def calibrate(result, *, replicates: int = 20, max_devices: int = 1024, seed=None, progress: bool = False,
+def calibrate(result, *, replicates: int = DEFAULT_REPLICATES, max_devices: int = 1024, seed=None, progress: bool = False,
               law: str | None = None, jobs: int = 1, scheduler: str | None = None) -> Calibration:
     """Calibrate a campaign fit's population intervals by fitting wafers simulated from its model.
 

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from .._atomic import refuse_read_only
 from ..exceptions import HfoxError
-from ._common import check_workers, print_warnings, write_summary
+from ._common import (
+    DEFAULT_REPLICATES,
+    calibration_workers,
+    check_workers,
+    print_warnings,
+    write_summary,
+)
 
 
 def register(subparsers) -> None:
@@ -28,10 +34,10 @@ def register(subparsers) -> None:
         ),
     )
     add_store(p, "campaign store holding a fit (see `hfox-fit fit`)")
-    p.add_argument("--replicates", type=int, default=20, metavar="N",
-                   help="simulated wafers (each costs about one fit of up to 1024 cells; default: 20)")
+    p.add_argument("--replicates", type=int, default=DEFAULT_REPLICATES, metavar="N",
+                   help=f"simulated wafers (each costs about one fit of up to 1024 cells; default: {DEFAULT_REPLICATES})")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="local worker processes, one simulated wafer each (default: 1)")
+                   help="local worker processes, one simulated wafer each (default: the machine's cores up to 4)")
     p.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
                    help="fit the simulated wafers on Dask instead (needs `pip install 'hfox_fit[dask]'`)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the simulated wafers (default: 0)")
@@ -45,7 +51,8 @@ def run_calibrate(args) -> int:
     from ..fitting._result import _describe_calibration
     from ..store import CampaignStore
 
-    jobs = check_workers("calibrate", args.jobs, args.scheduler)
+    check_workers("calibrate", args.jobs, args.scheduler)
+    jobs = calibration_workers(args.jobs, args.scheduler)
     if args.replicates < 2:
         raise HfoxError(f"calibrate: --replicates needs 2 simulated wafers at least (a spread needs two; 20 is a "
                         f"good start); got {args.replicates}.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -56,16 +57,39 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--die", default=None, help="die id where the files give none")
     p.add_argument("--v-read", type=float, default=None, metavar="V", help="read voltage (V) where the files give none")
     p.add_argument("--law", default="auto", help="drift law: " + "|".join(("auto", *AUTO_LAWS)) + " (default: auto)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel fit workers")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="parallel fit workers (default: 1 for the dies, the machine's cores up to 4 for --calibrate)")
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of the report's simulated population and cell subsamples (default: 0)")
-    p.add_argument("--calibrate", type=int, default=0, metavar="N",
-                   help=("also calibrate the population intervals by N wafers simulated from the fitted model "
-                         "(passed to `hfox-fit fit --calibrate`, on the fit's workers; 20 is a good start)"))
+    add_calibrate(p, "passed to `hfox-fit fit --calibrate`")
     add_quiet(p, "no progress bars")
     p.add_argument("--train", action="store_true",
                    help="also run the training study (`hfox-fit train-demo`: digits, default settings) into "
                         "OUTDIR/train and show it in the report")
+
+
+#: :data:`hfox_fit.calibration.DEFAULT_REPLICATES`, restated: building the parser imports no fitting code (1.5 s);
+#: ``tests/cli/test_cli_modules.py`` holds the two equal.
+DEFAULT_REPLICATES = 20
+
+
+def add_calibrate(p: argparse.ArgumentParser, how: str) -> None:
+    """``--calibrate N`` of ``fit``, ``run`` and ``demo`` (default: :data:`DEFAULT_REPLICATES`)."""
+    p.add_argument("--calibrate", type=int, default=DEFAULT_REPLICATES, metavar="N",
+                   help=(f"calibrate the population intervals by fitting N wafers simulated from the fitted model "
+                         f"(default: {DEFAULT_REPLICATES}; {how}): a parametric bootstrap of the whole fit, each "
+                         "wafer about one fit of up to 1024 cells, on --jobs or --scheduler like the dies. The "
+                         "summary and the report give each population quantity its calibrated 90 %% interval. 0 "
+                         "skips it: the fit's own (bootstrap) intervals then stand alone, and they can cover less "
+                         "than 90 %% (a law at its edge, a copula between noisy parameters)"))
+
+
+def calibration_workers(jobs, scheduler) -> int:
+    """Local processes of the calibration: ``--jobs`` when given (or 1 beside ``--scheduler``, which runs them),
+    else the machine's cores up to 4 (the wafers are independent; the dies default to one process)."""
+    if jobs is not None or scheduler is not None:
+        return 1 if jobs is None else jobs
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def check_calibrate(replicates) -> None:

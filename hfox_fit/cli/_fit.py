@@ -9,7 +9,14 @@ from pathlib import Path
 from .._atomic import refuse_read_only
 from ..exceptions import HfoxError
 from ..laws import AUTO_LAWS
-from ._common import check_calibrate, check_workers, print_warnings, write_summary
+from ._common import (
+    add_calibrate,
+    calibration_workers,
+    check_calibrate,
+    check_workers,
+    print_warnings,
+    write_summary,
+)
 
 LAW_CHOICES = ("auto", *AUTO_LAWS)
 
@@ -36,18 +43,14 @@ def register(subparsers) -> None:
                    help=("refit only these dies and pool them with the other dies' results kept in the saved "
                          "fit (the same numbers as a full fit); dies without a kept result are fitted too"))
     p.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="local worker processes, one die each (and one --calibrate wafer each; default: 1)")
+                   help=("local worker processes, one die each, and one --calibrate wafer each (default: 1 for "
+                         "the dies, the machine's cores up to 4 for the calibration)"))
     p.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
                    help=("run the dies on Dask: local:N starts N worker processes here, tcp://HOST:PORT uses a "
                          "running scheduler whose workers can read STORE at the same path (needs "
                          "`pip install 'hfox_fit[dask]'`); the numbers are the same as with --jobs"))
     p.add_argument("--summary", metavar="FILE.json", help="also write the summary JSON to this file")
-    p.add_argument("--calibrate", type=int, default=0, metavar="N",
-                   help=("also calibrate the population intervals by fitting N wafers simulated from the fitted "
-                         "model (a parametric bootstrap of the whole fit: each costs about one fit of up to 1024 "
-                         "cells; 20 is a good start; they run on --jobs or --scheduler like the dies): the summary "
-                         "and the report gain each population quantity's bias over them and its calibrated 90 %% "
-                         "interval"))
+    add_calibrate(p, "also `hfox-fit calibrate STORE` later")
     add_quiet(p, "no progress bar and no printed summary")
 
 
@@ -58,6 +61,7 @@ def run_fit(args) -> int:
     scheduler = getattr(args, "scheduler", None)
     jobs = check_workers("fit", args.jobs, scheduler)
     calibrate = getattr(args, "calibrate", 0) or 0
+    calibration_jobs = calibration_workers(args.jobs, scheduler)
     check_calibrate(calibrate)
     store = CampaignStore(args.store)
     dies = store.dies()  # raises StoreError when the store is missing or damaged
@@ -80,7 +84,7 @@ def run_fit(args) -> int:
             from ..calibration import calibrate as calibrate_fit
 
             fit.add_calibration(calibrate_fit(fit, replicates=calibrate, seed=0, progress=not args.quiet,
-                                            jobs=jobs, scheduler=scheduler).to_dict())
+                                            jobs=calibration_jobs, scheduler=scheduler).to_dict())
     fit.save(store, dies=fitter.die_trees(), law=law)
     getattr(args, "completed", []).append(f"saved the fit in {args.store}")
     write_summary(args, "fit", fit.summary())

@@ -49,7 +49,7 @@ def _step_args(args, out: Path) -> dict[str, list[str]]:
     steps = {
         "ingest": ingest,
         "fit": [store, "--law", args.law, *_workers(args), "--summary", str(out / "fit_summary.json"),
-                *(["--calibrate", str(args.calibrate)] if getattr(args, "calibrate", 0) else []), *quiet],
+                "--calibrate", str(args.calibrate), *quiet],
         "devices": [store, "-o", str(out / "devices.csv")],
         "export": [store, "-o", str(out / "model.pt"), *quiet],
     }
@@ -63,11 +63,11 @@ def _step_args(args, out: Path) -> dict[str, list[str]]:
 
 
 def _workers(args) -> list[str]:
-    """The fit's workers: ``--scheduler S`` when given, else ``--jobs N`` (1 when not given)."""
+    """The fit's workers: ``--scheduler S`` or ``--jobs N`` when given, else the fit's defaults."""
     scheduler = getattr(args, "scheduler", None)
     if scheduler is not None:
         return ["--scheduler", str(scheduler)]
-    return ["--jobs", str(1 if args.jobs is None else args.jobs)]
+    return [] if args.jobs is None else ["--jobs", str(args.jobs)]
 
 
 def check_options(args) -> None:

@@ -377,6 +377,12 @@ def _tables_html(tables):
                        "median of fitted cells", "median per-cell stderr", "KS (fit)", "KS (this report)",
                        "law's mass beyond the longest train"],
                       rows, left=5))
+    if not calibrated:
+        out.append("<p class='missing'>These intervals are the fit's own: a bootstrap of its cells and trains, not "
+                   "calibrated. Over simulated wafers some of them cover less than 90 % (a law at the edge of "
+                   "its range, the copula of a parameter whose per-cell fits are noisy). <code>hfox-fit calibrate "
+                   "STORE</code> calibrates them without fitting again (<code>fit</code>, <code>run</code> and "
+                   "<code>demo</code> do unless given <code>--calibrate 0</code>).</p>")
     law_notes = [f"<li><b>{e(r['param'])}</b>: {e(r['note'])}</li>" for r in tables["d2d"] if r.get("note")]
     if law_notes:  # what the fit says of its laws: ties between families, an edge's interval, outliers set aside
         out.append("<ul>" + "".join(law_notes) + "</ul>")

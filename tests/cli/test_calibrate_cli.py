@@ -19,7 +19,7 @@ def fitted_store(tmp_path_factory):
     path = tmp_path_factory.mktemp("calibrate") / "campaign.h5"
     CampaignStore(path).ingest_table(dies_to_table(make_wafer("paper", devices=96, pulses=300, seed=11).dies),
                                      name="simulated")
-    assert main(["fit", str(path), "--law", "two_slope", "--quiet"]) == 0
+    assert main(["fit", "--calibrate", "0", str(path), "--law", "two_slope", "--quiet"]) == 0
     return path
 
 
@@ -54,6 +54,25 @@ def test_calibrate_adds_the_calibration_to_the_saved_fit_and_changes_nothing_els
     assert main(["fit", str(again), "--law", "two_slope", "--calibrate", str(MIN_REPLICATES), "--quiet"]) == 0
     refit = CampaignStore(again).load_fit().summary["calibration"]
     assert refit["quantities"] == cal["quantities"]
+
+
+def test_an_uncalibrated_fit_says_so_in_its_summary_lines_and_report(fitted_store, tmp_path, capsys):
+    """`--calibrate 0`: the printed lines and the report say the intervals are the fit's own, and how to calibrate
+    them; once calibrated, the report says it no more."""
+    from hfox_fit.fitting._result import describe_summary
+    from hfox_fit.report import report_store
+
+    path = _copy(fitted_store, tmp_path)
+    summary = CampaignStore(path).load_fit().summary
+    assert "not calibrated" in describe_summary(summary, str(path)) and "hfox-fit calibrate" in describe_summary(
+        summary, str(path))
+    note = "These intervals are the fit's own"
+    assert note in report_store(path, tmp_path / "before", figures=False).html.read_text()
+    assert main(["calibrate", str(path), "--replicates", str(MIN_REPLICATES), "--quiet"]) == 0
+    capsys.readouterr()
+    summary = CampaignStore(path).load_fit().summary
+    assert "not calibrated" not in describe_summary(summary, str(path))
+    assert note not in report_store(path, tmp_path / "after", figures=False).html.read_text()
 
 
 @pytest.mark.parametrize("argv,message", [

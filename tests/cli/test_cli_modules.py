@@ -36,3 +36,27 @@ def test_every_commands_help_prints_as_written():
     for name, parser in sub.choices.items():
         text = parser.format_help()
         assert "%%" not in text and "%(" not in text, name
+
+
+def test_fit_run_and_demo_calibrate_by_default_with_the_librarys_replicates():
+    """The population intervals a user sees are calibrated unless ``--calibrate 0`` says otherwise."""
+    from hfox_fit.calibration import DEFAULT_REPLICATES
+    from hfox_fit.cli._common import DEFAULT_REPLICATES as CLI_DEFAULT
+
+    assert CLI_DEFAULT == DEFAULT_REPLICATES >= 10
+    parser = build_parser()
+    for argv in (["fit", "s.h5"], ["run", "raw", "-o", "out"], ["demo", "-o", "out"]):
+        assert parser.parse_args(argv).calibrate == DEFAULT_REPLICATES, argv
+        assert parser.parse_args([*argv, "--calibrate", "0"]).calibrate == 0, argv
+    assert parser.parse_args(["calibrate", "s.h5"]).replicates == DEFAULT_REPLICATES
+
+
+def test_calibration_runs_on_the_machines_cores_unless_told(monkeypatch):
+    from hfox_fit.cli import _common
+
+    monkeypatch.setattr(_common.os, "cpu_count", lambda: 16)
+    assert _common.calibration_workers(None, None) == 4
+    monkeypatch.setattr(_common.os, "cpu_count", lambda: None)
+    assert _common.calibration_workers(None, None) == 1
+    assert _common.calibration_workers(3, None) == 3
+    assert _common.calibration_workers(None, "local:2") == 1  # (the scheduler runs them)

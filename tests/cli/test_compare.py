@@ -32,7 +32,7 @@ def shifted_store(tmp_path_factory):
     assert main(["ingest", str(raw), "--store", str(store), "--quiet"]) == 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["fit", str(store), "--law", "two_slope", "--quiet"]) == 0
+        assert main(["fit", "--calibrate", "0", str(store), "--law", "two_slope", "--quiet"]) == 0
     return raw, store
 
 

@@ -41,7 +41,7 @@ def store_path(tmp_path_factory):
 def fitted_path(store_path, tmp_path_factory):
     path = tmp_path_factory.mktemp("info_fit") / "campaign.h5"
     shutil.copy(store_path, path)
-    assert main(["fit", str(path), "--law", "power", "--quiet"]) == 0
+    assert main(["fit", "--calibrate", "0", str(path), "--law", "power", "--quiet"]) == 0
     return path
 
 

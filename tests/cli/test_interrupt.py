@@ -67,7 +67,7 @@ def test_interrupted_fit_leaves_the_store_as_it_was(tmp_path, wafer):
     before = _sha(store)
     codes = []
     for delay in (0.3, 1.5):
-        rc, err = _interrupt(["fit", str(store), "--quiet"], delay, tmp_path)
+        rc, err = _interrupt(["fit", "--calibrate", "0", str(store), "--quiet"], delay, tmp_path)
         codes.append(rc)
         assert "Traceback" not in err, err
         if rc == 130:
@@ -100,7 +100,7 @@ def test_interrupted_calibrate_leaves_the_store_as_it_was(tmp_path):
     store = tmp_path / "s.h5"
     CampaignStore(store).ingest_table(dies_to_table(make_wafer("paper", devices=256, pulses=300, seed=5).dies),
                                       name="sim")
-    assert main(["fit", str(store), "--law", "two_slope", "--quiet"]) == 0
+    assert main(["fit", "--calibrate", "0", str(store), "--law", "two_slope", "--quiet"]) == 0
     before = _sha(store)
     p = subprocess.Popen([sys.executable, "-m", "hfox_fit", "calibrate", str(store), "--replicates", "40", "--jobs",
                           "2", "--quiet"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

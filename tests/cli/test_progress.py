@@ -65,7 +65,7 @@ def test_a_delay_hides_a_quick_job_and_shows_a_slow_stage_when_it_runs_out():
 
 
 def test_fit_progress_moves_within_the_die_then_names_the_pooled_steps(one_die_store, capsys):
-    assert main(["fit", str(one_die_store)]) == 0
+    assert main(["fit", "--calibrate", "0", str(one_die_store)]) == 0
     lines = _complete_lines(capsys.readouterr().err)
     pct = [(i, int(m.group(1))) for i, m in enumerate(map(PERCENT.match, lines)) if m]
     assert [p for _, p in pct][-1] == 100
@@ -78,19 +78,19 @@ def test_fit_progress_moves_within_the_die_then_names_the_pooled_steps(one_die_s
 
 
 def test_fit_progress_from_worker_processes_moves_within_the_die(one_die_store, capsys):
-    assert main(["fit", str(one_die_store), "--jobs", "2"]) == 0
+    assert main(["fit", "--calibrate", "0", str(one_die_store), "--jobs", "2"]) == 0
     lines = _complete_lines(capsys.readouterr().err)
     pct = [int(m.group(1)) for m in map(PERCENT.match, lines) if m]
     assert pct[-1] == 100 and any(0 < p < 100 for p in pct), lines
 
 
 def test_quiet_fit_prints_no_progress(one_die_store, capsys):
-    assert main(["fit", str(one_die_store), "--quiet"]) == 0
+    assert main(["fit", "--calibrate", "0", str(one_die_store), "--quiet"]) == 0
     assert capsys.readouterr().err == ""
 
 
 def test_export_and_report_show_their_stages_as_whole_lines(one_die_store, tmp_path, capsys, monkeypatch):
-    assert main(["fit", str(one_die_store), "--quiet"]) == 0
+    assert main(["fit", "--calibrate", "0", str(one_die_store), "--quiet"]) == 0
     monkeypatch.setattr(progress_mod, "DEFAULT_DELAY", 0.0)  # as if each took longer than the delay
     assert main(["export", str(one_die_store), "-o", str(tmp_path / "model.pt")]) == 0
     lines = _complete_lines(capsys.readouterr().err)

@@ -33,11 +33,11 @@ def test_a_bad_option_leaves_no_output_folder(raw, tmp_path, capsys, command, op
 
 def test_a_missing_input_or_a_file_as_output_leaves_files_as_they_were(raw, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["run", str(raw), str(tmp_path / "absent.csv"), "-o", str(out)]) == 2
+    assert main(["run", "--calibrate", "0", str(raw), str(tmp_path / "absent.csv"), "-o", str(out)]) == 2
     assert "input" in capsys.readouterr().err and not out.exists()
     taken = tmp_path / "taken"
     taken.write_text("keep me\n")
-    assert main(["run", str(raw), "-o", str(taken)]) == 2
+    assert main(["run", "--calibrate", "0", str(raw), "-o", str(taken)]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
     assert taken.read_text() == "keep me\n"
 
@@ -49,7 +49,7 @@ def test_strict_refuses_a_stray_file_before_the_output_folder_exists(raw, tmp_pa
     shutil.copytree(raw, folder)
     (folder / "README.txt").write_text("wafer W01, measured on the bench\n")
     out = tmp_path / "out"
-    assert main(["run", str(folder), "-o", str(out), "--strict", "--quiet"]) == 2
+    assert main(["run", "--calibrate", "0", str(folder), "-o", str(out), "--strict", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"hfox-fit run: error: {folder / 'README.txt'}: no reader recognises its content")
     assert "--strict refuses a folder that holds such a file" in err and "Traceback" not in err
@@ -62,6 +62,8 @@ def test_seed_goes_to_the_report_and_devices_come_after_the_fit(tmp_path):
     args = build_parser().parse_args(["run", "raw", "-o", str(tmp_path), "--seed", "7", "--train"])
     steps = _step_args(args, tmp_path)
     assert list(steps) == ["ingest", "fit", "devices", "export", "train-demo", "report"]
+    off = _step_args(build_parser().parse_args(["run", "raw", "-o", str(tmp_path), "--calibrate", "0"]), tmp_path)
+    assert off["fit"][off["fit"].index("--calibrate") + 1] == "0"  # (passed on: the fit's own default is 20)
     assert steps["devices"] == [str(tmp_path / "campaign.h5"), "-o", str(tmp_path / "devices.csv")]
     assert steps["report"][steps["report"].index("--seed") + 1] == "7"
     assert "--seed" not in steps["train-demo"]  # train-demo has no base seed
@@ -71,7 +73,7 @@ def test_seed_goes_to_the_report_and_devices_come_after_the_fit(tmp_path):
     assert default["report"][default["report"].index("--seed") + 1] == "0"
 
 
-def test_run_writes_the_devices_csv_and_passes_the_seed(raw, tmp_path, capsys):
+def test_run_writes_the_devices_csv_passes_the_seed_and_calibrates_by_default(raw, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["run", str(raw), "-o", str(out), "--quiet", "--seed", "5"]) == 0
     done = capsys.readouterr().out.strip().splitlines()[-1]
@@ -83,3 +85,6 @@ def test_run_writes_the_devices_csv_and_passes_the_seed(raw, tmp_path, capsys):
     assert {"r0", "r0_stderr", "flag", "flag_reason"} <= set(devices.columns)
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert metrics["meta"]["seed"] == 5
+    # the population intervals are calibrated unless --calibrate 0: the summary and the report carry them
+    assert fit["calibration"]["replicates"] == 20
+    assert "median 90 % CI, calibrated" in (out / "report" / "report.html").read_text()

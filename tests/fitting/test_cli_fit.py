@@ -29,7 +29,7 @@ def small_wafer_module():
 
 def test_fit_then_devices(store, tmp_path, capsys):
     summary = tmp_path / "summary.json"
-    assert main(["fit", str(store), "--law", "two_slope", "--summary", str(summary)]) == 0
+    assert main(["fit", "--calibrate", "0", str(store), "--law", "two_slope", "--summary", str(summary)]) == 0
     out = capsys.readouterr()
     assert "drift law: two_slope" in out.out and "fitted" in out.out
     assert "die" in out.err  # the progress bar
@@ -50,7 +50,7 @@ def test_fit_then_devices(store, tmp_path, capsys):
 
 
 def test_refit_replaces_and_keeps_history(store, capsys):
-    assert main(["fit", str(store), "--law", "power", "--quiet"]) == 0
+    assert main(["fit", "--calibrate", "0", str(store), "--law", "power", "--quiet"]) == 0
     assert capsys.readouterr().out == ""
     fit = store_module.CampaignStore(store).load_fit()
     assert fit.summary["drift"]["law"] == "power" and "a_stderr" in fit.cells
@@ -58,12 +58,12 @@ def test_refit_replaces_and_keeps_history(store, capsys):
 
 
 def test_user_errors_exit_2(tmp_path, store, capsys):
-    assert main(["fit", str(tmp_path / "missing.h5")]) == 2
+    assert main(["fit", "--calibrate", "0", str(tmp_path / "missing.h5")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["fit", str(store), "--jobs", "0"]) == 2
+    assert main(["fit", "--calibrate", "0", str(store), "--jobs", "0"]) == 2
     assert "--jobs must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["fit", str(store), "--law", "linear"])
+        main(["fit", "--calibrate", "0", str(store), "--law", "linear"])
     assert main(["devices", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "x.csv")]) == 2
     assert main(["devices", str(store), "-o", str(tmp_path / "no" / "dir" / "x.csv")]) == 2
     assert "cannot write" in capsys.readouterr().err
@@ -88,7 +88,7 @@ def test_read_only_store_or_summary_is_refused_before_the_fit(tmp_path, small_wa
     monkeypatch.setattr(fitting, "CampaignFitter", lambda *a, **k: calls.append(1))  # (what `fit` calls)
     path.chmod(0o444)
     before = path.read_bytes()
-    assert main(["fit", str(path), "--quiet"]) == 2
+    assert main(["fit", "--calibrate", "0", str(path), "--quiet"]) == 2
     assert "is read-only" in capsys.readouterr().err and not calls
     assert path.read_bytes() == before and (path.stat().st_mode & 0o777) == 0o444
     writable = tmp_path / "rw.h5"
@@ -97,7 +97,7 @@ def test_read_only_store_or_summary_is_refused_before_the_fit(tmp_path, small_wa
     summary = tmp_path / "s.json"
     summary.write_text("{}\n")
     summary.chmod(0o444)
-    assert main(["fit", str(writable), "--quiet", "--summary", str(summary)]) == 2
+    assert main(["fit", "--calibrate", "0", str(writable), "--quiet", "--summary", str(summary)]) == 2
     assert "is read-only" in capsys.readouterr().err and not calls and summary.read_text() == "{}\n"
 
 
@@ -108,7 +108,7 @@ def test_an_interrupt_after_the_save_says_the_fit_is_complete(store, capsys, mon
         raise KeyboardInterrupt
 
     monkeypatch.setattr(CampaignResult, "describe", interrupt)
-    assert main(["fit", str(store), "--law", "two_slope"]) == 130
+    assert main(["fit", "--calibrate", "0", str(store), "--law", "two_slope"]) == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == f"hfox-fit fit: interrupted after it had saved the fit in {store} (complete); nothing else was changed."
     assert store_module.CampaignStore(store).load_fit().summary["drift"]["law"] == "two_slope"
@@ -133,7 +133,7 @@ def test_caught_warnings_print_once_and_foreign_ones_are_named(store, capsys, mo
         return fit(self, *a, **k)
 
     monkeypatch.setattr(CampaignFitter, "fit", noisy)
-    assert main(["fit", str(store), "--law", "two_slope", "--quiet"]) == 0
+    assert main(["fit", "--calibrate", "0", str(store), "--law", "two_slope", "--quiet"]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hfox-fit fit:")]
     assert err.count("hfox-fit fit: warning: the pink-noise spectrum fit did not converge (3 times)") == 1
     internal = [line for line in err if "invalid value encountered in sqrt" in line]

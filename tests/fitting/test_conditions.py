@@ -160,7 +160,7 @@ def test_conditions_go_through_the_store_and_the_fit_command(tmp_path, capsys):
                                     devices=48, pulses=300, seed=9)
     path = tmp_path / "c.h5"
     CampaignStore(path).ingest_table(dies_to_table(wafer.dies))
-    assert main(["fit", str(path), "--law", "two_slope", "--quiet"]) == 0
+    assert main(["fit", "--calibrate", "0", str(path), "--law", "two_slope", "--quiet"]) == 0
     s = CampaignResult.load(path).summary()
     assert [(c["v_pulse"], c["n_cells"]) for c in s["conditions"]] == [(1.0, 48), (1.5, 48)]
     assert s["condition_law"]["params"]["m1"]["b_v"] > 0

@@ -94,7 +94,7 @@ def remote_cluster(tmp_path_factory):
 
 
 def _fit(store, *options):
-    assert main(["fit", str(store), "--law", "two_slope", "--quiet", *options]) == 0
+    assert main(["fit", "--calibrate", "0", str(store), "--law", "two_slope", "--quiet", *options]) == 0
     return CampaignStore(store).load_fit()
 
 
@@ -146,7 +146,7 @@ def test_failing_die_named_others_kept(store, remote_cluster):
 @pytest.mark.parametrize("text", ["local:0", "local:x", "tcp://nohost", "spark://h:1", "local"])
 def test_bad_scheduler_text(store, text, capsys):
     before = CampaignStore(store).sha256()
-    assert main(["fit", str(store), "--quiet", "--scheduler", text]) == 2
+    assert main(["fit", "--calibrate", "0", str(store), "--quiet", "--scheduler", text]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "local:N" in err and "tcp://HOST:PORT" in err, err
     assert CampaignStore(store).sha256() == before
@@ -158,20 +158,20 @@ def test_unreachable_scheduler(store, capsys, monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     before = CampaignStore(store).sha256()
-    assert main(["fit", str(store), "--quiet", "--scheduler", f"tcp://127.0.0.1:{port}"]) == 2
+    assert main(["fit", "--calibrate", "0", str(store), "--quiet", "--scheduler", f"tcp://127.0.0.1:{port}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no Dask scheduler answered" in err, err
     assert CampaignStore(store).sha256() == before
 
 
 def test_jobs_and_scheduler_together(store, capsys):
-    assert main(["fit", str(store), "--quiet", "--jobs", "2", "--scheduler", "local:2"]) == 2
+    assert main(["fit", "--calibrate", "0", str(store), "--quiet", "--jobs", "2", "--scheduler", "local:2"]) == 2
     assert "not both" in capsys.readouterr().err
 
 
 def test_without_dask_explains_install(store, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
-    assert main(["fit", str(store), "--quiet", "--scheduler", "local:2"]) == 2
+    assert main(["fit", "--calibrate", "0", str(store), "--quiet", "--scheduler", "local:2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'hfox_fit[dask]'" in err, err
     with pytest.raises(FitError, match="hfox_fit\\[dask\\]"):
@@ -200,7 +200,7 @@ def test_cli_keeps_the_other_dies_and_names_the_failed(store, remote_cluster, tm
     address, _ = remote_cluster
     marker = tmp_path / "d03-tried"
     monkeypatch.setattr(store_module, "StoredDie", lambda path, wafer, die: _FailingDie(path, wafer, die, marker))
-    assert main(["fit", str(store), "--law", "two_slope", "--quiet", "--scheduler", address]) == 1
+    assert main(["fit", "--calibrate", "0", str(store), "--law", "two_slope", "--quiet", "--scheduler", address]) == 1
     err = capsys.readouterr().err
     assert "die W01/D02 failed twice" in err and "resistance array damaged" in err, err
     assert "--only W01/D02" in err and "W01/D03" not in err, err

@@ -154,7 +154,7 @@ def three_dies(tmp_path_factory):
     path = small_die_store(tmp_path_factory.mktemp("only") / "campaign.h5", N_DIES, first_seed=80)
     unfitted = path.with_name("unfitted.h5")
     unfitted.write_bytes(path.read_bytes())
-    assert main(["fit", str(path), "--quiet"]) == 0
+    assert main(["fit", "--calibrate", "0", str(path), "--quiet"]) == 0
     names = [f"{w}/{d}" for w, d in CampaignStore(path).dies()]
     return path, unfitted, names
 
@@ -193,14 +193,14 @@ def test_only_refits_those_dies_and_merges_them_into_the_saved_fit(three_dies, t
     real = campaign.fit_die
     monkeypatch.setattr(campaign, "fit_die", lambda die, *a, **k: fitted.append(f"{die.wafer}/{die.die}")
                         or real(die, *a, **k))
-    assert main(["fit", str(path), "--only", names[1], "--quiet"]) == 0
+    assert main(["fit", "--calibrate", "0", str(path), "--only", names[1], "--quiet"]) == 0
     assert fitted == [names[1]]  # the other dies were pooled from their kept results
     want = CampaignStore(full).load_fit()
     _assert_same_fit(CampaignStore(path).load_fit(), want)
     law, kept, stale = CampaignStore(path).load_die_results()
     assert law == "auto" and sorted(kept) == names and not stale  # the merged fit keeps every die's result again
     fitted.clear()
-    assert main(["fit", str(path), "--only", names[2], names[0], "--quiet"]) == 0
+    assert main(["fit", "--calibrate", "0", str(path), "--only", names[2], names[0], "--quiet"]) == 0
     assert sorted(fitted) == sorted([names[0], names[2]])
     _assert_same_fit(CampaignStore(path).load_fit(), want)
 
@@ -216,26 +216,26 @@ def test_only_errors_are_one_line(three_dies, tmp_path, capsys):
     wafer = names[0].split("/")[0]
     path = _copy(full, tmp_path)
     before = path.read_bytes()
-    assert main(["fit", str(path), "--only", f"{wafer}/D99", "--quiet"]) == 2
+    assert main(["fit", "--calibrate", "0", str(path), "--only", f"{wafer}/D99", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"{wafer}/D99 not in" in err and names[0] in err and "Traceback" not in err
-    assert main(["fit", str(path), "--only", names[0], "--law", "power", "--quiet"]) == 2
+    assert main(["fit", "--calibrate", "0", str(path), "--only", names[0], "--law", "power", "--quiet"]) == 2
     assert "was made with --law auto, not power" in capsys.readouterr().err
     assert path.read_bytes() == before  # nothing written
     (tmp_path / "fresh").mkdir()
     fresh = _copy(unfitted, tmp_path / "fresh")
-    assert main(["fit", str(fresh), "--only", names[0], "--quiet"]) == 2
+    assert main(["fit", "--calibrate", "0", str(fresh), "--only", names[0], "--quiet"]) == 2
     assert "no fit in" in capsys.readouterr().err
     with h5py.File(path, "r+") as f:  # a fit saved before per-die results were kept
         del f["fit/dies"]
-    assert main(["fit", str(path), "--only", names[0], "--quiet"]) == 2
+    assert main(["fit", "--calibrate", "0", str(path), "--only", names[0], "--quiet"]) == 2
     assert "keeps no per-die results" in capsys.readouterr().err
     # files ingested after the fit: the kept results of the other dies may miss their reads
     stale = _copy(full, tmp_path / "fresh")
     extra = dies_to_table(make_wafer("paper", devices=16, pulses=250, seed=99).dies)
     extra["die"] = "D09"
     CampaignStore(stale).ingest_table(extra, name="later")
-    assert main(["fit", str(stale), "--only", names[0], "--quiet"]) == 2
+    assert main(["fit", "--calibrate", "0", str(stale), "--only", names[0], "--quiet"]) == 2
     assert "ingested into" in capsys.readouterr().err
 
 

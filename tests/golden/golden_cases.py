@@ -65,7 +65,7 @@ def run_case(name: str, work: Path) -> dict:
         raw = work / "raw"
         assert main(["synth", "-o", str(raw), "--format", "bench", *CASES[name]]) == 0
     out = work / "out"
-    assert main(["run", str(raw), "-o", str(out), "--quiet"]) == 0
+    assert main(["run", "--calibrate", "0", str(raw), "-o", str(out), "--quiet"]) == 0
     assert main(["devices", str(out / "campaign.h5"), "-o", str(work / "devices.csv")]) == 0
     summary = json.loads((out / "fit_summary.json").read_text())
     metrics = json.loads((out / "report" / "metrics.json").read_text())
