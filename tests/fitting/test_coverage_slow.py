@@ -23,10 +23,11 @@ The bands: a 90 % interval covers the truth in a number of seeds that is binomia
 Quantities whose estimate is biased upstream of the intervals are expected
 failures (``KNOWN_BIASED`` and the xfail reasons, with the figures measured).
 
-The calibrated intervals (:func:`hfox_fit.calibration.calibrate`, ``fit --calibrate``:
-10 wafers simulated from each fitted model and fitted again) are checked on the same
-wafers, pooled per kind within 90 % +- 3 sd and each quantity above its lower band,
-with no expected failure. They add about 13 minutes (2 x 40 x 11 fits).
+The calibrated intervals (:func:`hfox_fit.calibration.calibrate`, what ``fit``, ``run`` and
+``demo`` report by default: 20 wafers simulated from each fitted model and fitted again)
+are checked on the same wafers, pooled per kind within 90 % +- 3 sd and each quantity above
+its lower band, with no expected failure. They add about 16 minutes on two worker processes
+(2 x 40 x 21 fits).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from hfox_fit.calibration import DEFAULT_REPLICATES
 
 SEEDS = range(1000, 1040)
 DEVICES, PULSES, BOOTSTRAP = 512, 1000, 200
@@ -191,8 +194,9 @@ def test_noise_intervals_cover_the_truth(preset, quantity):
     assert cov.mean() >= _band(len(cov), 3)[0], cov.mean()
 
 
-#: Simulated wafers per calibration in the test (the command suggests 20; 10 keeps the test near 13 minutes).
-CALIBRATE = 10
+#: Simulated wafers per calibration in the test: the number `fit`, `run` and `demo` use by default (20; the
+#: wafers on two worker processes, about 16 minutes on 2 cores).
+CALIBRATE = DEFAULT_REPLICATES
 
 
 @functools.lru_cache(maxsize=2)
@@ -214,7 +218,7 @@ KINDS = {"median": _is_median, "family parameter": _is_param, "copula": lambda q
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_calibrated_intervals_cover_the_truth(kind):
-    """hfox_fit.calibration (10 simulated wafers per fit) on the same 80 wafers: each kind pooled within 3
+    """hfox_fit.calibration (20 simulated wafers per fit, the default) on the same 80 wafers: each kind pooled within 3
     binomial sd of 90 %, and every quantity above its own lower band, the ones the bootstrap misses included
     (m1.loc, p_down, the copula pairs of m2)."""
     name = len("calibrated ")
