@@ -216,8 +216,9 @@ def _replicate(model: DeviceModel, devices: int, pulses: int, cycles: int, seed:
         return None, str(err).splitlines()[0]
 
 
-def calibrate(result, *, replicates: int = DEFAULT_REPLICATES, max_devices: int = 1024, seed=None, progress: bool = False,
-              law: str | None = None, jobs: int = 1, scheduler: str | None = None) -> Calibration:
+def calibrate(result, *, replicates: int = DEFAULT_REPLICATES, max_devices: int = 1024, seed=None,
+              progress: bool = False, law: str | None = None, jobs: int = 1, scheduler: str | None = None
+              ) -> Calibration:
     """Calibrate a campaign fit's population intervals by fitting wafers simulated from its model.
 
     Parameters
