@@ -30,7 +30,7 @@ from ._training import CONDITIONS, check_conditions, train_network
 __all__ = ["run_ablation", "summarize_ablation", "default_hidden"]
 
 COLUMNS = ["condition", "seed", "epoch", "train_accuracy", "test_accuracy", "loss", "test_loss", "pulses",
-           "resets", "set_ops", "max_cell_pulses", "wall_s"]
+           "resets", "sign_lost", "set_ops", "max_cell_pulses", "wall_s"]
 
 
 def default_hidden(n_inputs: int) -> int:
@@ -54,6 +54,7 @@ def summarize_ablation(rows: list) -> dict:
                   "stderr": std / math.sqrt(len(acc)) if std is not None else None,
                   "pulses": int(sum(r["pulses"] for r in rows if r["condition"] == c)),
                   "resets": int(sum(r["resets"] for r in rows if r["condition"] == c)),
+                  "sign_lost": int(sum(r.get("sign_lost", 0) for r in rows if r["condition"] == c)),
                   "max_cell_pulses": int(max(r["max_cell_pulses"] for r in rows if r["condition"] == c))}
     out = {"conditions": per, "notes": []}
     if "device" in per and "software" in per:
@@ -85,11 +86,11 @@ def _difference(a: dict, b: dict, name_a: str, name_b: str) -> dict:
 def summary_text(summary: dict, meta: dict) -> str:
     lines = [f"hfox-fit train-demo: {meta['dataset']} ({meta['n_train']} train / {meta['n_test']} test), "
              f"network {meta['sizes']}, {meta['epochs']} epoch(s), {meta['seeds']} seed(s), model {meta['model']}",
-             "", f"{'condition':10s} {'final test accuracy':>22s}   pulses      re-SETs  max pulses/cell"]
+             "", f"{'condition':10s} {'final test accuracy':>22s}   pulses      re-SETs  signs lost  max pulses/cell"]
     for c, p in summary["conditions"].items():
         spread = f"+/- {p['std']:.3f}" if p["std"] is not None else "(1 seed)"
         lines.append(f"{c:10s} {p['final_test_accuracy']:>12.3f} {spread:>9s}   {p['pulses']:>10d} {p['resets']:>10d} "
-                     f"{p['max_cell_pulses']:>10d}")
+                     f"{p['sign_lost']:>11d} {p['max_cell_pulses']:>10d}")
     if "device_cost" in summary:
         d = summary["device_cost"]
         se = f" +/- {d['stderr']:.3f}" if d["stderr"] is not None else ""

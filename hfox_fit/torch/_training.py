@@ -140,8 +140,9 @@ def train_network(net: nn.Module, train_loader, test_loader, *, condition: str =
     list of dict
         Per epoch: ``epoch``, ``train_accuracy``, ``test_accuracy``, ``loss`` (mean training
         cross-entropy), ``test_loss``, ``pulses`` (weak RESET pulses applied), ``resets``
-        (pairs re-SET), ``set_ops`` and ``max_cell_pulses`` (endurance so far: SETs and the
-        most pulses any one cell received), ``wall_s``.
+        (pairs re-SET), ``sign_lost`` (of those, the pairs left reading the other sign:
+        :attr:`CellBackedWeights.sign_lost <hfox_fit.torch.CellBackedWeights.sign_lost>`), ``set_ops`` and
+        ``max_cell_pulses`` (endurance so far: SETs and the most pulses any one cell received), ``wall_s``.
     """
     check_conditions([condition])  # before anything is built (cell_weights checks again for its own callers)
     torch.manual_seed(seed)
@@ -162,6 +163,7 @@ def train_network(net: nn.Module, train_loader, test_loader, *, condition: str =
         t0 = time.perf_counter()
         net.train()
         pulses = resets = 0
+        lost_before = cells.sign_lost if cells is not None else 0
         loss_sum, seen, correct = 0.0, 0, 0
         for x, y in train_loader:
             x, y = x.to(device), y.to(device)
@@ -185,6 +187,7 @@ def train_network(net: nn.Module, train_loader, test_loader, *, condition: str =
         rows.append({
             "epoch": epoch, "train_accuracy": correct / max(seen, 1), "test_accuracy": test_acc,
             "loss": loss_sum / max(seen, 1), "test_loss": test_loss, "pulses": pulses, "resets": resets,
+            "sign_lost": (cells.sign_lost - lost_before) if cells is not None else 0,
             "set_ops": int(cells.set_count.sum()) if cells is not None else 0,
             "max_cell_pulses": int(cells.pulse_count.max()) if cells is not None else 0,
             "wall_s": time.perf_counter() - t0,

@@ -95,6 +95,10 @@ class CellBackedWeights(nn.Module):
         (Counted by the cells since their last SET, plus what they had at each SET before.)
     pulses_since_set : torch.Tensor
         Pulses each cell received since its last SET (int64; the cells' own count, read each time).
+    sign_lost : int
+        Re-SET pairs (:meth:`reset_saturated`) that did not read their weight's sign again: the
+        pulsed cell could not climb past its partner within the programming steps (a lower R0
+        and a shallower slope than its partner's).
 
     Examples
     --------
@@ -161,6 +165,7 @@ class CellBackedWeights(nn.Module):
         else:
             raise TypeError(f"model must be a DeviceModel or a checkpoint path; got {type(model).__name__}.")
         self.set_count = torch.zeros(2 * self.numel, dtype=torch.int64, device=self.cells.device)
+        self.sign_lost = 0
         # pulses before each cell's last SET: pulse_count adds the cells' own count since (no work per step)
         self._pulses_before_set = torch.zeros(2 * self.numel, dtype=torch.int64, device=self.cells.device)
         self._readout = None  # (resistances, their version, weights read from them): see _read_flat
@@ -465,7 +470,8 @@ class CellBackedWeights(nn.Module):
         Both cells of each such pair are SET (back near R0), then the cell of the
         weight's sign is pulsed until the pair reads that sign again (at most
         ``max_steps`` rounds of ``max_pulses``). The SETs and pulses are counted in
-        :attr:`set_count` and :attr:`pulse_count`.
+        :attr:`set_count` and :attr:`pulse_count`; the pairs left reading the other sign
+        in :attr:`sign_lost`.
 
         Returns
         -------
@@ -484,7 +490,7 @@ class CellBackedWeights(nn.Module):
         target = torch.where(self._read_flat() >= 0, 1.0, -1.0)
         self.set_(mask)  # counts the SETs, restarts the pulses since SET
         # only the re-SET pairs are programmed: the others already read their target
-        self._program_to(target, max_steps)
+        self.sign_lost += self._program_to(target, max_steps)
         self.sync()
         return k
 

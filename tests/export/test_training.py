@@ -146,6 +146,26 @@ def test_saturated_pairs_are_reset_keeping_their_sign_and_counted():
     assert cells.reset_saturated(limit) == 0  # nothing left to re-SET
 
 
+def test_a_re_set_pair_left_reading_the_other_sign_is_counted():
+    """With no programming step a re-SET pair reads the sign its cells' R0 give it: each one that is not its
+    weight's sign is counted in sign_lost, none silently."""
+    model = preset_model("paper")
+    net = torch.nn.Linear(16, 8, bias=False)
+    cells = CellBackedWeights(net, model, scale=0.01, seed=4)
+    limit = headroom_pulses(model)
+    cells._pulse_pairs(torch.full((cells.numel,), limit, dtype=torch.int32))
+    cells._pulse_pairs(torch.full((cells.numel,), -limit, dtype=torch.int32))
+    cells._pulse_pairs(torch.where(torch.arange(cells.numel) % 2 == 0, 1, -1).to(torch.int32))
+    cells.sync()
+    before = torch.sign(net.weight.detach().clone()).reshape(-1)
+    assert cells.reset_saturated(limit, max_steps=0) == cells.numel
+    after = torch.where(cells._read_flat() >= 0, 1.0, -1.0)
+    lost = int((after != before).sum())
+    assert 0 < lost < cells.numel and cells.sign_lost == lost  # (R0's D2D spread decides each pair's sign)
+    cells.reset_saturated(limit)  # nothing saturated any more: nothing more lost
+    assert cells.sign_lost == lost
+
+
 def test_training_resets_and_counts_and_is_reproducible(tmp_path, checkpoint):
     folder = _idx_folder(tmp_path / "set")
     kw = dict(dataset=folder, epochs=2, seeds=1, conditions=["software", "device", "no_d2d"], hidden=16)
@@ -162,6 +182,7 @@ def test_training_resets_and_counts_and_is_reproducible(tmp_path, checkpoint):
     assert len(got) == 3 * 2 and {r["condition"] for r in got} == {"software", "device", "no_d2d"}
     dev = [r for r in got if r["condition"] == "device"]
     assert int(dev[-1]["pulses"]) > 0 and int(dev[-1]["max_cell_pulses"]) > 0
+    assert all(int(r["sign_lost"]) <= int(r["resets"]) for r in got)
     assert all(int(r["pulses"]) == 0 for r in got if r["condition"] == "software")
     for name in ("ablation.csv", "ablation.png", "summary.txt", "summary.json"):
         assert (tmp_path / "a" / name).is_file()
