@@ -421,6 +421,6 @@ def _tables_html(tables):
           _fmt(r["mean_high_measured"], 3)],
          ["mean complete low dwell (pulses)", "–", _fmt(r["mean_low_simulated"], 3) + " (simulated)",
           _fmt(r["mean_low_measured"], 3)]]))
-    if tables.get("calibration"):
+    if calibrated:
         out.append(_calibration_html(tables["calibration"]))
     return "\n".join(out)
