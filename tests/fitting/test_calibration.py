@@ -118,6 +118,30 @@ def test_rows_from_replicates_a_fixed_parameter_another_family_and_a_clipped_cop
     assert c_row["bias"] == pytest.approx(-0.07) and c_row["calibrated_hi"] == 1.0
 
 
+def test_a_copula_interval_is_never_narrower_than_sampling_its_cell_pairs_gives():
+    """Replicates that agree more closely than sampling 300 cell pairs allows (wafer_b's c1~r0 covered 72.5 %
+    for that) give way to the sampling's own spread, (1 - rho^2) / sqrt(n - 3); a wider spread is kept."""
+    summary = {"correlation": {"names": ["m1", "c1", "r0"],
+                               "copula": [[1.0, 0.2, 0.0], [0.2, 1.0, -0.1], [0.0, -0.1, 1.0]],
+                               "n_pairs": [[0, 300, 4], [300, 0, 300], [4, 300, 0]]}}
+    floors = calibration_module._sampling_floors(summary)
+    assert floors == pytest.approx({"copula m1~c1": 0.96 / np.sqrt(297), "copula c1~r0": 0.99 / np.sqrt(297)})
+    est = {"copula m1~c1": 0.2, "copula c1~r0": -0.1}
+    narrow = [{"copula m1~c1": 0.2 + d, "copula c1~r0": -0.1 + 8 * d} for d in (-0.01, -0.005, 0.0, 0.005, 0.01)]
+    table = calibration_module._table(est, dict(est), narrow, {}, scale=1.0, floors=floors).set_index("quantity")
+    half = stats.t.ppf(0.95, 4)
+    floored = table.loc["copula m1~c1"]
+    assert floored["sd"] == pytest.approx(floors["copula m1~c1"]) and "sampling" in floored["note"]
+    assert (floored["calibrated_lo"], floored["calibrated_hi"]) == pytest.approx(
+        (0.2 - half * floors["copula m1~c1"], 0.2 + half * floors["copula m1~c1"]))
+    kept = table.loc["copula c1~r0"]  # the replicates' 0.063 is above its floor 0.057
+    assert kept["sd"] == pytest.approx(np.std([8 * d for d in (-0.01, -0.005, 0.0, 0.005, 0.01)], ddof=1))
+    assert "sampling" not in kept["note"]
+    # without floors (a quantity that is no copula, or an older caller) the replicates' spread is the interval's
+    bare = calibration_module._table(est, dict(est), narrow, {}, scale=1.0).set_index("quantity")
+    assert bare.loc["copula m1~c1", "sd"] < floors["copula m1~c1"] / 2
+
+
 @pytest.mark.parametrize("kwargs,match", [({"replicates": 1}, "replicates must be >= 2"),
                                           ({"max_devices": 4}, "max_devices must be >= 16"),
                                           ({"jobs": 0}, "jobs must be >= 1")])
