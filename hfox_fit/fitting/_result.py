@@ -160,19 +160,37 @@ def describe_summary(s: dict, store="") -> str:
         f"fitted {dev['fitted']} of {dev['total']} cells in {store} (flagged: {flagged})",
         "drift law: " + s["drift"]["law"] + " ("
         + ", ".join(f"{k} dAIC {v['aic'] - best:+.3g}" for k, v in scores.items()) + ")",
+        "[lo, hi]: 90 % intervals of the fit's own bootstrap" + (" (the calibrated ones at the end)"
+                                                                 if s.get("calibration") else ""),
     ]
     for p, d in s["d2d"].items():
-        ci = d.get("median_ci90")
-        ci_s = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
-        lines.append(f"  {p:8s} {d['family']:12s} median {d['median']:.4g}{ci_s}")
+        lines.append(f"  {p:8s} {d['family']:12s} median {_median_with_ci(d)}")
     lines += _describe_conditions(s)
     lines += _describe_wafers(s)
     pk, rt = s["pink"], s["rtn"]
-    lines.append(f"pink noise: std {pk['std']:.3g}, exponent {pk['exponent']:.3g}")
-    p_down = "n/a" if rt["p_down"] is None else f"{rt['p_down']:.3g}"
-    lines.append(f"RTN: p_up {rt['p_up']:.3g}, p_down {p_down}, amplitude median {rt['amplitude']['median']:.3g}")
+    lines.append(f"pink noise: std {_with_ci(pk['std'], pk.get('std_ci90'), '.3g')}, "
+                 f"exponent {_with_ci(pk['exponent'], pk.get('exponent_ci90'), '.3g')}")
+    amp = rt.get("amplitude") or {}
+    lines.append(f"RTN: p_up {_with_ci(rt['p_up'], rt.get('p_up_ci90'), '.3g')}, "
+                 f"p_down {_with_ci(rt['p_down'], rt.get('p_down_ci90'), '.3g')}, "
+                 f"amplitude median {_with_ci(amp.get('median'), amp.get('median_ci90'), '.3g')}")
     lines += _describe_calibration(s)
     return "\n".join(lines)
+
+
+def _with_ci(value, ci, fmt=".4g", why="the summary's note says why") -> str:
+    """``value [lo, hi]`` of a printed estimate, ``value (no interval: why)`` where the summary has none,
+    ``n/a`` where it has no value."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if ci is not None and len(ci) == 2 and None not in ci:
+        return f"{value:{fmt}} [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
+    return f"{value:{fmt}} (no interval: {why})"
+
+
+def _median_with_ci(d: dict) -> str:
+    """A D2D law's median with its interval (none: the fallback of too few values, or a fit without bootstrap)."""
+    return _with_ci(d["median"], d.get("median_ci90"), why="fallback law or no bootstrap")
 
 
 def _describe_calibration(s: dict) -> list:
@@ -187,6 +205,11 @@ def _describe_calibration(s: dict) -> list:
             lo, hi = q["ci90"]
             medians.append(f"  {name[len('median '):]:8s} median {q['estimate']:.4g} [{lo:.4g}, {hi:.4g}] "
                            f"(bias {q['bias']:+.3g})")
+    for name in ("pink std", "rtn p_up", "rtn p_down"):
+        q = cal["quantities"].get(name)
+        if q and q.get("ci90"):
+            lo, hi = q["ci90"]
+            medians.append(f"  {name:17s} {q['estimate']:.3g} [{lo:.3g}, {hi:.3g}] (bias {q['bias']:+.3g})")
     head = (f"calibrated by {cal['replicates']} simulated wafers ({cal['seconds']:.0f} s; every quantity in the "
             "summary's 'calibration' and the report)")
     lines = [head + (":" if medians else ": too few replicates gave each median for an interval (5 at least)")]
@@ -202,7 +225,8 @@ def _describe_conditions(s: dict) -> list:
     lines = [f"pulse conditions: {len(conds)} (the laws above pool them)"]
     for c in conds:
         where = "unknown condition" if c.get("v_pulse") is None else f"{c['v_pulse']:g} V, {c['pulse_width']:g} s"
-        meds = ", ".join(f"{p} {d['median']:.4g}" for p, d in c.get("d2d", {}).items() if d.get("median") is not None)
+        meds = ", ".join(f"{p} {_median_with_ci(d)}" for p, d in c.get("d2d", {}).items()
+                         if d.get("median") is not None)
         lines.append(f"  {where:22s} {c['n_cells']} cells: {meds}")
     law = s.get("condition_law")
     for p, e in (law or {}).get("params", {}).items():
@@ -221,9 +245,11 @@ def _describe_wafers(s: dict) -> list:
         return []
     lines = [f"wafers: {len(wafers)} (the laws above pool them; `hfox-fit compare STORE --wafers A B` tests two)"]
     for w in wafers:
-        meds = ", ".join(f"{p} {d['median']:.4g}" for p, d in w.get("d2d", {}).items() if d.get("median") is not None)
+        meds = ", ".join(f"{p} {_median_with_ci(d)}" for p, d in w.get("d2d", {}).items()
+                         if d.get("median") is not None)
         lines.append(f"  {w['wafer']:8s} {w['n_cells']} cells: {meds}")
-    lines.append("variance shares, wafer / die / cell / cycle (- where not separable):")
+    lines.append("variance shares, wafer / die / cell / cycle (- where not separable; moment estimates, "
+                 "no interval: the summary's 'variance' notes say how each was split):")
     for p, v in (s.get("variance") or {}).items():
         shares = " / ".join("-" if v.get(k) is None else f"{v[k]:.2f}" for k in ("wafer", "die", "cell", "cycle"))
         lines.append(f"  {p:8s} {shares} ({v.get('scale')} scale)")

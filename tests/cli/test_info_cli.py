@@ -95,6 +95,22 @@ def test_info_shows_the_fit_and_its_d2d_medians(fitted_path, capsys):
     d2d = fit.summary()["d2d"]
     ci = d2d["r0"]["median_ci90"]
     assert f"median {d2d['r0']['median']:.4g} [{ci[0]:.4g}, {ci[1]:.4g}]" in text
+    # every number printed carries its interval: the noise's too
+    assert "[lo, hi]: 90 % intervals of the fit's own bootstrap" in text
+    pink, rtn = fit.summary()["pink"], fit.summary()["rtn"]
+    lo, hi = pink["std_ci90"]
+    assert f"pink noise: std {pink['std']:.3g} [{lo:.3g}, {hi:.3g}]" in text
+    lo, hi = rtn["p_up_ci90"]
+    assert f"RTN: p_up {rtn['p_up']:.3g} [{lo:.3g}, {hi:.3g}]" in text
+
+
+def test_a_printed_number_without_an_interval_says_so():
+    from hfox_fit.fitting._result import _median_with_ci, _with_ci
+
+    assert _with_ci(0.0123, [0.01, 0.015], ".3g") == "0.0123 [0.01, 0.015]"
+    assert _with_ci(0.0123, None, ".3g") == "0.0123 (no interval: the summary's note says why)"
+    assert _with_ci(None, None) == "n/a" and _with_ci(float("nan"), [0, 1]) == "n/a"
+    assert _median_with_ci({"median": 2e-5, "median_ci90": None}) == "2e-05 (no interval: fallback law or no bootstrap)"
 
 
 def test_info_reads_no_per_read_array(store_path, capsys, monkeypatch):

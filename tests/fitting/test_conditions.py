@@ -124,6 +124,11 @@ def test_one_varying_factor_gives_a_law_of_that_factor_alone(amplitude_only):
     assert law["params"]["t_star"]["b_v"] < 0
     text = fit.describe()
     assert "pulse conditions: 2 (the laws above pool them)" in text and "condition law m1" in text
+    # each condition's medians with their intervals
+    for cond in fit.summary()["conditions"]:
+        m1 = cond["d2d"]["m1"]
+        lo, hi = m1["median_ci90"]
+        assert f"m1 {m1['median']:.4g} [{lo:.4g}, {hi:.4g}]" in text
 
 
 def test_a_single_condition_adds_nothing():

@@ -107,6 +107,13 @@ def test_variance_shares_sum_to_one_and_the_wafer_share_is_near_the_truth(spread
     assert abs(var["m1"]["wafer"] - design / (design + within)) < 0.08
     assert var["m1"]["wafer"] > 0.15  # a real W2W share, against r0's much larger one
     assert var["r0"]["wafer"] > 0.8
+    # the printed summary: each wafer's medians with their intervals; the shares say they have none
+    text = fit.describe()
+    for w in fit.summary()["wafers"]:
+        m1 = w["d2d"]["m1"]
+        lo, hi = m1["median_ci90"]
+        assert f"m1 {m1['median']:.4g} [{lo:.4g}, {hi:.4g}]" in text
+    assert "moment estimates, no interval" in text
 
 
 def test_henderson_recovers_known_components_of_an_unbalanced_nested_design():
