@@ -35,7 +35,10 @@ quantity it reports
 This is a parametric bootstrap of the whole fit (cells, per-cell fits, breaks seen or
 not, the family chosen): its intervals are as good as the fitted model is a
 description of the wafer; the campaign's broken cells, ADC step and fit options other
-than the drift law are not simulated. Measured over 40 synthetic wafers per preset in
+than the drift law are not simulated, nor its pulse conditions or wafers one by one: a
+campaign that pools several is simulated as one population drawn from its pooled laws,
+and the calibration says so (:attr:`Calibration.pooled`, the summary's note and the
+printed summary). Measured over 40 synthetic wafers per preset in
 ``benchmarks/bench_coverage.py --calibrate N`` and the slow coverage test.
 """
 
@@ -151,12 +154,16 @@ class Calibration:
         ``calibrated_lo``/``calibrated_hi`` and ``note``.
     replicates, devices, pulses, cycles, seconds, failed : int, int, int, int, float, list
         The design of the simulated wafers, the time taken and the replicates whose fit failed (why).
+    pooled : str or None
+        What the campaign's pooled laws pool that the simulated wafers do not (``"9 pulse conditions"``,
+        ``"3 wafers"``), or None for a campaign of one condition and one wafer.
     """
 
-    def __init__(self, table, *, replicates, devices, pulses, cycles, seconds, failed, n_cells):
+    def __init__(self, table, *, replicates, devices, pulses, cycles, seconds, failed, n_cells, pooled=None):
         self.table = table
         self.replicates, self.devices, self.pulses, self.cycles = replicates, devices, pulses, cycles
         self.seconds, self.failed, self.n_cells = seconds, failed, n_cells
+        self.pooled = pooled
 
     def interval(self, quantity: str):
         """The calibrated 90 % interval of ``quantity`` (``(lo, hi)``; None where it has none)."""
@@ -177,13 +184,14 @@ class Calibration:
                 "ci90": [_num(r.calibrated_lo), _num(r.calibrated_hi)] if fin else None, "note": r.note,
             }
         return {"replicates": self.replicates, "devices": self.devices, "pulses": self.pulses,
-                "cycles": self.cycles, "n_cells": self.n_cells, "seconds": round(self.seconds, 2),
+                "cycles": self.cycles, "n_cells": self.n_cells, "pooled": self.pooled,
+                "seconds": round(self.seconds, 2),
                 "failed": list(self.failed), "quantities": rows,
                 "note": ("a parametric bootstrap of the whole fit: wafers simulated from the fitted model with the "
                          "campaign's design, fitted again; the 90 % interval spans the replicates' spread (scaled "
                          "to the campaign's cells; a copula correlation's never below what sampling its cell pairs "
                          f"alone gives) about the estimate, and reaches out by the bias where the bias exceeds {BIAS_RESOLVED:g} of its "
-                         "standard errors, on the side where the truth lies")}
+                         "standard errors, on the side where the truth lies" + _pooled_note(self.pooled))}
 
     def __repr__(self) -> str:
         return (f"Calibration({self.replicates} replicates of {self.devices} cells x {self.pulses} pulses, "
@@ -277,7 +285,23 @@ def calibrate(result, *, replicates: int = DEFAULT_REPLICATES, max_devices: int 
     table = _table(estimates, truth, got, {name: ci for name, (_, ci) in own.items()},
                    scale=np.sqrt(devices / n_cells), floors=_sampling_floors(result.summary()))
     return Calibration(table, replicates=replicates, devices=devices, pulses=pulses, cycles=cycles,
-                       seconds=seconds, failed=failed, n_cells=n_cells)
+                       seconds=seconds, failed=failed, n_cells=n_cells, pooled=_pooled_design(result.summary()))
+
+
+def _pooled_design(summary: dict) -> str | None:
+    """What a campaign's pooled laws pool that the simulated wafers do not (``"9 pulse conditions"``), or None."""
+    parts = [f"{len(summary[k])} {what}" for k, what in (("conditions", "pulse conditions"), ("wafers", "wafers"))
+             if len(summary.get(k) or ()) > 1]
+    return " and ".join(parts) or None
+
+
+def _pooled_note(pooled: str | None) -> str:
+    """The calibration note's words on a campaign that pools conditions or wafers (empty for one of each)."""
+    if not pooled:
+        return ""
+    return (f"; the campaign pools {pooled}, and each simulated wafer is one population drawn from the pooled laws, "
+            f"not the {pooled} one by one: the intervals are those of a campaign of one condition and one wafer "
+            "with these laws, and the per-condition and per-wafer medians are not calibrated")
 
 
 def _sampling_floors(summary: dict) -> dict:

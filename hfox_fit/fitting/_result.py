@@ -213,6 +213,9 @@ def _describe_calibration(s: dict) -> list:
     head = (f"calibrated by {cal['replicates']} simulated wafers ({cal['seconds']:.0f} s; every quantity in the "
             "summary's 'calibration' and the report)")
     lines = [head + (":" if medians else ": too few replicates gave each median for an interval (5 at least)")]
+    if cal.get("pooled"):
+        lines.append(f"  (each simulated wafer is one population from the pooled laws, not the {cal['pooled']} one "
+                     "by one; the per-condition and per-wafer medians are not calibrated)")
     lines += medians
     return lines
 

@@ -142,6 +142,28 @@ def test_a_copula_interval_is_never_narrower_than_sampling_its_cell_pairs_gives(
     assert bare.loc["copula m1~c1", "sd"] < floors["copula m1~c1"] / 2
 
 
+def test_a_campaign_that_pools_conditions_or_wafers_says_its_replicates_do_not(calibrated):
+    """The replicates are one population drawn from the pooled laws: a campaign of several pulse conditions
+    (or wafers) is told so in the calibration, its note and the printed summary; one of each is not."""
+    from hfox_fit.fitting._result import describe_summary
+    from hfox_fit.synth import make_condition_campaign
+
+    assert calibrated.pooled is None and calibrated.to_dict()["pooled"] is None
+    assert "pools" not in calibrated.to_dict()["note"]
+    camp = make_condition_campaign("paper", v_pulses=(1.15, 1.35), pulse_widths=(1e-6,), devices=48, pulses=200,
+                                   seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_campaign(camp.dies, law="two_slope", bootstrap=0, progress=False)
+        cal = calibrate(fit, replicates=2, max_devices=32, seed=1)
+    assert cal.pooled == "2 pulse conditions"
+    block = cal.to_dict()
+    assert block["pooled"] == "2 pulse conditions" and "the campaign pools 2 pulse conditions" in block["note"]
+    fit.add_calibration(block)
+    assert "not the 2 pulse conditions one by one" in describe_summary(fit.summary())
+    assert calibration_module._pooled_design({"conditions": [{}], "wafers": [{}, {}, {}]}) == "3 wafers"
+
+
 @pytest.mark.parametrize("kwargs,match", [({"replicates": 1}, "replicates must be >= 2"),
                                           ({"max_devices": 4}, "max_devices must be >= 16"),
                                           ({"jobs": 0}, "jobs must be >= 1")])
