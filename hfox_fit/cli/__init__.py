@@ -85,7 +85,11 @@ def main(argv=None) -> int:
 
 def _interrupted(command: str, args) -> int:
     done = getattr(args, "completed", None)
-    if done:
+    step = getattr(args, "unfinished", None)  # the step of `run` / `demo` it was in
+    if done and step:
+        print(f"hfox-fit {command}: interrupted in its {step} step after it had {'; '.join(done)} (complete); "
+              f"what the {step} step had begun may be partial: rerun the command to finish it.", file=sys.stderr)
+    elif done:
         print(f"hfox-fit {command}: interrupted after it had {'; '.join(done)} (complete); nothing else "
               "was changed.", file=sys.stderr)
     else:

@@ -10,6 +10,7 @@ from ..exceptions import HfoxError
 from ._common import (
     DEFAULT_REPLICATES,
     calibration_workers,
+    check_calibrate,
     check_workers,
     print_warnings,
     write_summary,
@@ -53,9 +54,7 @@ def run_calibrate(args) -> int:
 
     check_workers("calibrate", args.jobs, args.scheduler)
     jobs = calibration_workers(args.jobs, args.scheduler)
-    if args.replicates < 2:
-        raise HfoxError(f"calibrate: --replicates needs 2 simulated wafers at least (a spread needs two; 20 is a "
-                        f"good start); got {args.replicates}.")
+    check_calibrate(args.replicates, "calibrate: --replicates", zero=False)
     store = CampaignStore(args.store)
     fit = CampaignResult.load(store)  # StoreError: no store, no fit in it (names the command to run)
     store.check_writable()  # before the simulated wafers, not after them

@@ -68,9 +68,10 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
                         "OUTDIR/train and show it in the report")
 
 
-#: :data:`hfox_fit.calibration.DEFAULT_REPLICATES`, restated: building the parser imports no fitting code (1.5 s);
-#: ``tests/cli/test_cli_modules.py`` holds the two equal.
+#: :data:`hfox_fit.calibration.DEFAULT_REPLICATES` and ``MIN_REPLICATES``, restated: building the parser imports no
+#: fitting code (1.5 s); ``tests/cli/test_cli_modules.py`` holds them equal.
 DEFAULT_REPLICATES = 20
+MIN_REPLICATES = 5
 
 
 def add_calibrate(p: argparse.ArgumentParser, how: str) -> None:
@@ -92,10 +93,13 @@ def calibration_workers(jobs, scheduler) -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def check_calibrate(replicates) -> None:
-    """Refuse ``--calibrate N`` below 2 (a spread needs two simulated wafers) before anything is written."""
-    if replicates and replicates < 2:
-        raise HfoxError(f"--calibrate needs 2 simulated wafers at least (20 is a good start); got {replicates}.")
+def check_calibrate(replicates, option: str = "--calibrate", zero: bool = True) -> None:
+    """Refuse ``--calibrate N`` (or ``option``) between 1 and :data:`MIN_REPLICATES` - 1 before anything is written:
+    fewer simulated wafers give no calibrated interval. 0 skips the calibration where ``zero``."""
+    if (replicates or not zero) and replicates < MIN_REPLICATES:
+        skip = " (0 skips it)" if zero else ""
+        raise HfoxError(f"{option} needs {MIN_REPLICATES} simulated wafers at least for a calibrated interval{skip}; "
+                        f"{DEFAULT_REPLICATES} is the default; got {replicates}.")
 
 
 def print_warnings(command: str, caught) -> None:

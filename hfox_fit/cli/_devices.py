@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._atomic import atomic_path
 from ..exceptions import HfoxError
 from ._common import add_command, add_output, add_store
 
@@ -47,8 +48,10 @@ def run_devices(args) -> int:
     extra = [c for c in (*GOF_COLUMNS, "note") if c in cells.columns]
     out = Path(args.output)
     try:
-        cells[cols + extra].to_csv(out, index=False)
+        with atomic_path(out, suffix=".csv", what="the devices table") as tmp:  # never half-written
+            cells[cols + extra].to_csv(tmp, index=False)
     except OSError as err:
         raise HfoxError(f"devices: cannot write {str(out)!r}: {err}.") from err
+    getattr(args, "completed", []).append(f"written {out}")
     print(f"wrote {len(cells)} row(s) ({law} parameters) to {out}")
     return 0

@@ -102,6 +102,7 @@ def _export(args, bar) -> int:
         provenance.update(wafer=str(args.wafer), wafer_d2d=wafer_d2d)
     bar.stage(f"writing {out}")
     export_checkpoint(model, out, provenance=provenance)
+    getattr(args, "completed", []).append(f"written {out}")
     bar.close(f"done in {bar.elapsed():.1f} s")
     which = f"wafer {args.wafer}, " if args.wafer is not None else ""
     print(f"wrote {out} ({which}law {model.law}, {int(fitted)} cells, store sha256 {provenance['store_sha256'][:12]}...)")

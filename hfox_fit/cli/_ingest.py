@@ -265,6 +265,7 @@ def run_ingest(args) -> int:
         from .._progress import DEFAULT_DELAY, Progress
 
         progress = Progress("ingest", sum(_size(f) for f, _ in files), "B", unit_scale=True, delay=DEFAULT_DELAY)
+    existed = store.exists()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IngestWarning)
         try:
@@ -272,7 +273,8 @@ def run_ingest(args) -> int:
             getattr(args, "completed", []).append(f"stored the ingest in {store.path}")
         except HfoxError as err:
             sep = "" if str(err).rstrip().endswith((".", "!")) else "."
-            raise StoreError(f"{err}{sep} Nothing was ingested; {str(store.path)!r} is as it was.") from err
+            state = "is as it was" if existed else "was not created"
+            raise StoreError(f"{err}{sep} Nothing was ingested; {str(store.path)!r} {state}.") from err
         finally:
             if progress is not None:
                 progress.close()

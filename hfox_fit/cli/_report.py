@@ -65,6 +65,7 @@ def run_report(args) -> int:
         res = report_store(args.store, args.output, seed=args.seed, pulses=pulses,
                            max_noise_cells=args.max_noise_cells, training=args.training, progress=bar.stage)
         bar.close(f"done in {bar.elapsed():.1f} s")
+    getattr(args, "completed", []).append(f"written {res.html}")
     print(f"wrote {res.html} ({len(res.figures)} figures, {res.n_cells:,} cell-cycles compared, "
           f"{res.elapsed_s:.1f} s); numbers in {res.metrics_path}")
     for note in res.notes:

@@ -121,23 +121,34 @@ def run_pipeline(args) -> int:
 
     check_options(args)
     out = Path(args.output)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise HfoxError(f"cannot create the output folder {str(out)!r}: {err.strerror or err}; "
                         "choose another -o OUTDIR.") from err
     parser = build_parser()
-    for step, argv in _step_args(args, out).items():
-        if not args.quiet:
-            print(f"== {step}", flush=True)
-        t0 = time.perf_counter()
-        step_args = parser.parse_args([step, *argv])
-        code = int(step_args.func(step_args) or 0)
-        if code:
-            print(f"hfox-fit run: stopped at {step} (exit {code}); outputs of earlier steps are in {str(out)!r}.")
-            return code
-        if not args.quiet:
-            print(f"   {step} done in {time.perf_counter() - t0:.1f} s", flush=True)
+    completed = args.completed if isinstance(getattr(args, "completed", None), list) else []
+    try:
+        for step, argv in _step_args(args, out).items():
+            if not args.quiet:
+                print(f"== {step}", flush=True)
+            t0 = time.perf_counter()
+            step_args = parser.parse_args([step, *argv])
+            step_args.completed = completed  # each step's finished writes, for the interrupt's one line
+            try:
+                code = int(step_args.func(step_args) or 0)
+            except KeyboardInterrupt:
+                args.unfinished = step
+                raise
+            if code:
+                print(f"hfox-fit run: stopped at {step} (exit {code}); outputs of earlier steps are in {str(out)!r}.")
+                return code
+            if not args.quiet:
+                print(f"   {step} done in {time.perf_counter() - t0:.1f} s", flush=True)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a first step that failed or was interrupted leaves no empty folder behind
     study = f", training study {out / 'train'}" if getattr(args, "train", False) else ""
     print(f"hfox-fit run: done. Store {out / 'campaign.h5'}, devices {out / 'devices.csv'}, "
           f"model {out / 'model.pt'}, report {out / 'report' / 'report.html'}{study}")

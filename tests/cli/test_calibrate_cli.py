@@ -76,8 +76,8 @@ def test_an_uncalibrated_fit_says_so_in_its_summary_lines_and_report(fitted_stor
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--replicates", "1"], "--replicates needs 2"),
-    (["--replicates", "0"], "--replicates needs 2"),
+    (["--replicates", "1"], "--replicates needs 5"),
+    (["--replicates", "0"], "--replicates needs 5"),
     (["--jobs", "2", "--scheduler", "local:2"], "not both"),
     (["--jobs", "0"], "--jobs must be >= 1"),
 ])

@@ -40,10 +40,11 @@ def test_every_commands_help_prints_as_written():
 
 def test_fit_run_and_demo_calibrate_by_default_with_the_librarys_replicates():
     """The population intervals a user sees are calibrated unless ``--calibrate 0`` says otherwise."""
-    from hfox_fit.calibration import DEFAULT_REPLICATES
+    from hfox_fit.calibration import DEFAULT_REPLICATES, MIN_REPLICATES
     from hfox_fit.cli._common import DEFAULT_REPLICATES as CLI_DEFAULT
+    from hfox_fit.cli._common import MIN_REPLICATES as CLI_MIN
 
-    assert CLI_DEFAULT == DEFAULT_REPLICATES >= 10
+    assert CLI_DEFAULT == DEFAULT_REPLICATES >= 10 and CLI_MIN == MIN_REPLICATES
     parser = build_parser()
     for argv in (["fit", "s.h5"], ["run", "raw", "-o", "out"], ["demo", "-o", "out"]):
         assert parser.parse_args(argv).calibrate == DEFAULT_REPLICATES, argv

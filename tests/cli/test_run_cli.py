@@ -88,3 +88,34 @@ def test_run_writes_the_devices_csv_passes_the_seed_and_calibrates_by_default(ra
     # the population intervals are calibrated unless --calibrate 0: the summary and the report carry them
     assert fit["calibration"]["replicates"] == 20
     assert "median 90 % CI, calibrated" in (out / "report" / "report.html").read_text()
+
+
+def test_an_interrupt_during_a_later_step_names_the_steps_it_completed(raw, tmp_path, capsys, monkeypatch):
+    """SIGINT in the report step: the store, the devices CSV and the checkpoint are complete, and the one line
+    says so (not "files were left as they were")."""
+    import hfox_fit.cli._report as report_cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_cli, "run_report", interrupted)
+    out = tmp_path / "out"
+    assert main(["run", "--calibrate", "0", "--quiet", str(raw), "-o", str(out)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert err.startswith("hfox-fit run: interrupted in its report step after it had ")
+    assert "rerun the command to finish it" in err
+    for done in ("stored the ingest in", "saved the fit in", "devices.csv", "model.pt"):
+        assert done in err
+    assert (out / "campaign.h5").is_file() and (out / "model.pt").is_file()
+
+
+def test_a_run_whose_first_step_fails_leaves_no_empty_output_folder(tmp_path, capsys):
+    """A header-only file: nothing was ingested, the new store was not created, and no empty OUTDIR is left."""
+    header = tmp_path / "hdr.csv"
+    header.write_text("wafer,die,device,cycle,pulse,resistance\n")
+    out = tmp_path / "out"
+    assert main(["run", "--calibrate", "0", "--quiet", str(header), "-o", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "was not created" in err and "as it was" not in err and "Traceback" not in err
+    assert not out.exists()

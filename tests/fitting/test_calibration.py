@@ -183,8 +183,8 @@ def test_fit_calibrate_puts_the_calibration_in_the_summary_the_store_and_the_rep
     path = tmp_path / "campaign.h5"
     CampaignStore(path).ingest_table(dies_to_table(make_wafer("paper", devices=96, pulses=300, seed=11).dies),
                                      name="simulated")
-    assert main(["fit", str(path), "--law", "two_slope", "--calibrate", "1", "--quiet"]) == 2
-    assert "--calibrate needs 2" in capsys.readouterr().err
+    assert main(["fit", str(path), "--law", "two_slope", "--calibrate", "4", "--quiet"]) == 2
+    assert "--calibrate needs 5" in capsys.readouterr().err
     summary = tmp_path / "summary.json"
     assert main(["fit", str(path), "--law", "two_slope", "--calibrate", str(MIN_REPLICATES), "--summary",
                  str(summary)]) == 0
@@ -213,6 +213,6 @@ def test_run_refuses_a_bad_calibrate_before_writing(tmp_path, capsys):
     raw = tmp_path / "raw"
     raw.mkdir()
     out = tmp_path / "out"
-    assert main(["run", str(raw), "-o", str(out), "--calibrate", "1"]) == 2
-    assert "--calibrate needs 2" in capsys.readouterr().err
+    assert main(["run", str(raw), "-o", str(out), "--calibrate", "3"]) == 2
+    assert "--calibrate needs 5" in capsys.readouterr().err
     assert not out.exists()
