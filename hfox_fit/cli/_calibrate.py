@@ -6,7 +6,6 @@ import warnings
 from pathlib import Path
 
 from .._atomic import refuse_read_only
-from ..exceptions import HfoxError
 from ._common import (
     DEFAULT_REPLICATES,
     calibration_workers,
