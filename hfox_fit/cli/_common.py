@@ -93,6 +93,15 @@ def calibration_workers(jobs, scheduler) -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def check_ids(args) -> None:
+    """Refuse an empty ``--wafer`` or ``--die`` (it would be dropped, the files' own ids used in silence)."""
+    for option in ("wafer", "die"):
+        value = getattr(args, option, None)
+        if value is not None and not str(value).strip():
+            raise HfoxError(f"--{option} must name a {option} (an id such as W01); got an empty one. Give an id, "
+                            "or leave it out to keep the ids the files give.")
+
+
 def check_calibrate(replicates, option: str = "--calibrate", zero: bool = True) -> None:
     """Refuse ``--calibrate N`` (or ``option``) between 1 and :data:`MIN_REPLICATES` - 1 before anything is written:
     fewer simulated wafers give no calibrated interval. 0 skips the calibration where ``zero``."""

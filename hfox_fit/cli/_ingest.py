@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from ..exceptions import FormatError, HfoxError, IngestWarning, ParseError, StoreError
-from ._common import add_command, add_quiet, print_warnings
+from ._common import add_command, add_quiet, check_ids, print_warnings
 
 #: File names ``ingest`` never reads when it walks a folder (besides hidden files).
 SKIPPED_NAMES = ("truth.json",)
@@ -230,6 +230,7 @@ def _size(path: Path) -> int:
 def run_ingest(args) -> int:
     from ..store import CampaignStore
 
+    check_ids(args)
     store = CampaignStore(args.store)
     if not args.paths and not args.die_positions:
         raise HfoxError("give raw files or folders to read (PATH ...), or --die-positions FILE.csv.")

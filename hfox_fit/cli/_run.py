@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..exceptions import HfoxError
-from ._common import add_command, add_output, add_pipeline_options, check_calibrate
+from ._common import add_command, add_output, add_pipeline_options, check_calibrate, check_ids
 
 
 def register(subparsers) -> None:
@@ -75,6 +75,7 @@ def check_options(args) -> None:
     from ..parsers import list_formats
     from ._fit import LAW_CHOICES
 
+    check_ids(args)
     if args.law not in LAW_CHOICES:
         raise HfoxError(f"--law must be one of {', '.join(LAW_CHOICES)}; got {args.law!r}. "
                         "Pick one, or leave it out to let the fit choose (auto).")

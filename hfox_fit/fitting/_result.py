@@ -171,9 +171,13 @@ def describe_summary(s: dict, store="") -> str:
     lines.append(f"pink noise: std {_with_ci(pk['std'], pk.get('std_ci90'), '.3g')}, "
                  f"exponent {_with_ci(pk['exponent'], pk.get('exponent_ci90'), '.3g')}")
     amp = rt.get("amplitude") or {}
-    lines.append(f"RTN: p_up {_with_ci(rt['p_up'], rt.get('p_up_ci90'), '.3g')}, "
-                 f"p_down {_with_ci(rt['p_down'], rt.get('p_down_ci90'), '.3g')}, "
-                 f"amplitude median {_with_ci(amp.get('median'), amp.get('median_ci90'), '.3g')}")
+    n_amp = amp.get("n_cells")
+    p_down = "n/a (no return from the high state seen)" if rt["p_down"] is None else _with_ci(
+        rt["p_down"], rt.get("p_down_ci90"), ".3g")
+    lines.append(f"RTN: p_up {_with_ci(rt['p_up'], rt.get('p_up_ci90'), '.3g')}, p_down {p_down}, amplitude median "
+                 + _with_ci(amp.get("median"), amp.get("median_ci90"), ".3g",
+                            why=f"{n_amp} cell(s) showed RTN, 5 needed" if n_amp is not None and n_amp < 5
+                            else "the summary's note says why"))
     lines += _describe_calibration(s)
     return "\n".join(lines)
 
@@ -189,8 +193,11 @@ def _with_ci(value, ci, fmt=".4g", why="the summary's note says why") -> str:
 
 
 def _median_with_ci(d: dict) -> str:
-    """A D2D law's median with its interval (none: the fallback of too few values, or a fit without bootstrap)."""
-    return _with_ci(d["median"], d.get("median_ci90"), why="fallback law or no bootstrap")
+    """A D2D law's median with its interval: none for the fallback law of too few values (no cells counted), or
+    a law fitted without bootstrap or whose bootstrap replicates failed."""
+    why = ("fallback law: too few values to fit a family" if d.get("n_used") is None
+           else "no bootstrap, or too few of its replicates succeeded")
+    return _with_ci(d["median"], d.get("median_ci90"), why=why)
 
 
 def _describe_calibration(s: dict) -> list:

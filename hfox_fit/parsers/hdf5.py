@@ -41,6 +41,9 @@ __all__ = ["Hdf5Parser"]
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _EXPECTED = "expected /<wafer>/<die>/<array>/ groups holding row, col and i_read"
+#: The root ``format`` attribute of a campaign store (``hfox_fit.store``'s ``FORMAT``, restated: parsers sit
+#: below the store; a test holds the two equal).
+STORE_FORMAT = "hfox_fit.campaign"
 
 
 class Hdf5Parser(Parser):
@@ -65,6 +68,11 @@ class Hdf5Parser(Parser):
         except (OSError, ValueError) as err:
             raise ParseError(f"not a readable HDF5 file ({err}); {_EXPECTED}.", path=path) from err
         with fh:
+            if fh.attrs.get("format") in (STORE_FORMAT, STORE_FORMAT.encode()):
+                raise ParseError(
+                    "is an hfox_fit campaign store, not a raw acquisition dump; move it out of the raw files "
+                    "(a store is what `hfox-fit ingest --store` writes and `fit`, `report` and `export` read).",
+                    path=path)
             try:
                 reader.walk(fh)
             except ParseError:

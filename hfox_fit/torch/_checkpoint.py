@@ -12,7 +12,8 @@ Every number of the model is a float64 tensor of ``state_dict`` (so it comes
 back bit for bit); ``config`` says what each tensor means. ``checksum``
 (:func:`checkpoint_checksum`) covers everything else in the file: a checkpoint
 altered after export is refused on load. Checkpoints written before the
-checksum existed still load (their provenance says they were not verified).
+checksum existed are refused unless ``allow_unverified=True`` (then their provenance says they were
+not verified).
 Values outside their law's range are refused on export and on load
 (:func:`check_model_ranges`).
 """
@@ -312,12 +313,16 @@ def _scalar(state: dict, key: str, where: str) -> float:
     return float(v)
 
 
-def load_checkpoint(path) -> tuple[DeviceModel, dict]:
+def load_checkpoint(path, *, allow_unverified: bool = False) -> tuple[DeviceModel, dict]:
     """Read a checkpoint written by :func:`export_checkpoint`.
 
     Parameters
     ----------
     path : str or path-like
+    allow_unverified : bool, default=False
+        Load a checkpoint that carries no checksum (written before checkpoints carried
+        one, or with its checksum removed): its values are still checked against their
+        laws' ranges, but an edit within them cannot be seen. Refused by default.
 
     Returns
     -------
@@ -332,7 +337,8 @@ def load_checkpoint(path) -> tuple[DeviceModel, dict]:
     CheckpointError
         When the file is missing, damaged, of another format, of a newer
         ``format_version``, altered after export (its checksum differs), holds a
-        value outside its law's range, or is from a fit with no usable cells.
+        value outside its law's range, is from a fit with no usable cells, or carries
+        no checksum (unless ``allow_unverified``).
     """
     path = Path(path)
     where = path.name
@@ -363,6 +369,13 @@ def load_checkpoint(path) -> tuple[DeviceModel, dict]:
     if not isinstance(config, dict) or not isinstance(state, dict):
         raise CheckpointError(f"{where} lacks its 'config' or 'state_dict'; the file is damaged.")
     stored = obj.get(CHECKSUM_KEY)
+    if stored is None and not allow_unverified:
+        raise CheckpointError(
+            f"{where} carries no checksum: it was written before checkpoints carried one, or its checksum was "
+            "removed, so an edit of its values cannot be ruled out. Export it again from its store "
+            "(`hfox-fit export STORE.h5 -o model.pt`), or, if you trust the file, load it with "
+            "load_checkpoint(path, allow_unverified=True)."
+        )
     if stored is not None:
         try:
             actual = checkpoint_checksum(obj)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._progress import Progress
 from ..exceptions import HfoxError
 from ._bnn import BinarizedMLP
 from ._checkpoint import load_checkpoint
@@ -153,30 +154,26 @@ def run_ablation(model, out_dir, *, dataset="digits", epochs: int = 20, seeds: i
     if int(epochs) < 1 or int(seeds) < 1:
         raise HfoxError(f"epochs and seeds must be >= 1; got epochs={epochs}, seeds={seeds}.")
     model_path = Path(model)
-    if any(CONDITIONS[c] is not None for c in conditions):
-        dm = load_checkpoint(model_path)[0]  # CheckpointError names the file when it is not ours
-    else:
-        dm = None
+    # read whatever the conditions: a file that is not ours, or was altered, is refused even for `software`
+    checkpoint = load_checkpoint(model_path)[0]  # CheckpointError names the file
+    dm = checkpoint if any(CONDITIONS[c] is not None for c in conditions) else None
     x_train, y_train, x_test, y_test = load_dataset(dataset)
     n_in, n_classes = int(x_train.shape[1]), int(max(int(y_train.max()), int(y_test.max())) + 1)
     sizes = (n_in, int(hidden or default_hidden(n_in)), n_classes)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(conditions) * int(seeds) * int(epochs), desc="train", unit="epoch", disable=not progress,
-               leave=False)
+    # whole lines when stderr is not a terminal (a log file, CI), tqdm's bar on one
+    bar = Progress("train", len(conditions) * int(seeds) * int(epochs), "epoch", enabled=progress)
     rows = []
     t0 = time.perf_counter()
     try:
         for c in conditions:
             for seed in range(int(seeds)):
-                bar.set_postfix_str(f"{c} seed {seed}")
                 net = (lambda: build_net(n_in, n_classes)) if build_net else (lambda: BinarizedMLP(sizes))
                 train = make_loader(x_train, y_train, batch_size=batch_size, shuffle=True)
                 test = make_loader(x_test, y_test, batch_size=512, shuffle=False)
                 for r in train_network(net, train, test, condition=c, model=dm, seed=seed, epochs=epochs, lr=lr,
-                                       device=device, progress=bar.update):
+                                       device=device, progress=bar.advance):
                     rows.append({"condition": c, "seed": seed, **r})
     finally:
         bar.close()

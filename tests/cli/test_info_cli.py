@@ -110,7 +110,10 @@ def test_a_printed_number_without_an_interval_says_so():
     assert _with_ci(0.0123, [0.01, 0.015], ".3g") == "0.0123 [0.01, 0.015]"
     assert _with_ci(0.0123, None, ".3g") == "0.0123 (no interval: the summary's note says why)"
     assert _with_ci(None, None) == "n/a" and _with_ci(float("nan"), [0, 1]) == "n/a"
-    assert _median_with_ci({"median": 2e-5, "median_ci90": None}) == "2e-05 (no interval: fallback law or no bootstrap)"
+    assert _median_with_ci({"median": 2e-5, "median_ci90": None}) == (
+        "2e-05 (no interval: fallback law: too few values to fit a family)")
+    assert _median_with_ci({"median": 2e-5, "median_ci90": None, "n_used": 40}) == (
+        "2e-05 (no interval: no bootstrap, or too few of its replicates succeeded)")
 
 
 def test_info_reads_no_per_read_array(store_path, capsys, monkeypatch):

@@ -120,7 +120,7 @@ def test_header_only_file_is_refused_and_the_store_untouched(tmp_path, raw, fmt,
     assert err == (f"hfox-fit ingest: error: {f}: holds no reads: only its header ({n} line(s)), no data row "
                    "below it; expected at least one read. If the run measured nothing, leave the file out of "
                    "the ingest (move it out of the folder you ingest); if it did, export it again with its "
-                   f"data. Nothing was ingested; {str(store)!r} is as it was.\n")
+                   f"data. Nothing was ingested; {str(store)!r} was not created.\n")
     assert out == "" and not store.exists()  # not even created
 
     # In a folder beside good files, and into an existing store: refused, the store as it was.
@@ -308,6 +308,11 @@ def test_ingest_options_reach_the_reader(tmp_path, capsys):
     assert CampaignStore(store).dies() == [("WX", "DY")]
     assert len(t) == 3 and set(t["v_read"]) == {0.2}
     np.testing.assert_allclose(sorted(t["resistance"]), sorted([0.2 / 1e-5, 0.2 / 1.1e-5, 0.2 / 1.2e-5]))
+    # an empty id would be dropped and the files' own used in silence: refused, the store untouched
+    before = store.read_bytes()
+    assert main(["ingest", str(ramps), "--store", str(store), "--format", "ramps", "--die", "", "--quiet"]) == 2
+    assert "--die must name a die" in capsys.readouterr().err
+    assert store.read_bytes() == before
 
 
 def test_ingest_subprocess(tmp_path, raw):

@@ -17,6 +17,7 @@ BAD = [
     (["--v-read", "-0.1"], "--v-read must be a read voltage > 0"),
     (["--v-read", "nan"], "--v-read must be a read voltage > 0"),
     (["--format", "nope"], "--format must name an installed reader (bench, "),
+    (["--wafer", " "], "--wafer must name a wafer"),
 ]
 
 

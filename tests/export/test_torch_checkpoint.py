@@ -219,13 +219,16 @@ def test_checksum_is_verified_and_reported(ckpt):
         load_checkpoint(ckpt)
 
 
-def test_checkpoint_without_checksum_still_loads(ckpt):
-    # Checkpoints written before the checksum existed: same format_version, no "checksum" key.
+def test_checkpoint_without_checksum_is_refused_unless_allowed(ckpt):
+    # Written before the checksum existed, or stripped of it (then edited, say): same format_version, no
+    # "checksum" key. Refused by default, with the way out; loaded when the caller says it trusts the file.
     expected = load_checkpoint(ckpt)[0].to_dict()
     obj = torch.load(ckpt, weights_only=True)
     del obj["checksum"]
     torch.save(obj, ckpt)
-    model, prov = load_checkpoint(ckpt)
+    with pytest.raises(CheckpointError, match=r"model\.pt carries no checksum: .*hfox-fit export .*allow_unverified=True"):
+        load_checkpoint(ckpt)
+    model, prov = load_checkpoint(ckpt, allow_unverified=True)
     assert model.to_dict() == expected
     assert prov["checksum"] is None and prov["checksum_note"] == UNVERIFIED_NOTE
     assert prov["cells_used"] == PROV["cells_used"]

@@ -228,6 +228,9 @@ def test_cli_refuses_bad_input_and_leaves_no_output(tmp_path, capsys, checkpoint
     bad.write_bytes(b"not a checkpoint")
     assert main(["train-demo", "--model", str(bad), "--out", str(out), "--quiet"]) == 2
     assert "bad.pt" in capsys.readouterr().err
+    # the software condition alone uses no cells, but the file it is given is still checked
+    assert main(["train-demo", "--model", str(bad), "--out", str(out), "--conditions", "software", "--quiet"]) == 2
+    assert "bad.pt" in capsys.readouterr().err
     assert main(["train-demo", "--model", str(checkpoint), "--out", str(out), "--conditions", "device,nope",
                  "--quiet"]) == 2
     assert "nope" in capsys.readouterr().err
@@ -237,6 +240,15 @@ def test_cli_refuses_bad_input_and_leaves_no_output(tmp_path, capsys, checkpoint
                  "--quiet"]) == 2
     assert "train-images-idx3-ubyte" in capsys.readouterr().err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".train-demo-")]
+
+
+def test_the_progress_is_whole_lines_when_stderr_is_not_a_terminal(tmp_path, checkpoint, capsys):
+    run_ablation(checkpoint, tmp_path / "study", dataset=_idx_folder(tmp_path / "set"), epochs=2, seeds=1,
+                 conditions=["software", "device"], hidden=8, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.endswith("\n")
+    lines = err.splitlines()
+    assert lines[0].startswith("train: ") and "train: 100% (4/4 epoch(s)" in err
 
 
 def test_the_report_shows_a_study_and_says_when_it_cannot(tmp_path, checkpoint):

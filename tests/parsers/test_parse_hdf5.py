@@ -142,3 +142,16 @@ def test_writer_needs_full_grids_and_one_condition_per_array(tmp_path):
     t.loc[0, "v_pulse"] = 2.0
     with pytest.raises(FormatError, match=r"cannot write W01/D01/A1 in the hdf5 format: v_pulse changes there"):
         write_measurements(t, tmp_path / "x.h5", "hdf5")
+
+
+def test_a_campaign_store_among_the_raw_files_is_named_as_one(tmp_path):
+    """A store left in a folder of raw files (an old run's campaign.h5) is said to be a store, with what to do."""
+    from hfox_fit.parsers.hdf5 import STORE_FORMAT
+    from hfox_fit.store import FORMAT, CampaignStore
+
+    assert STORE_FORMAT == FORMAT
+    store = CampaignStore(tmp_path / "old_store.h5")
+    store.ingest([read_measurements(dump(tmp_path / "raw.h5", np.full((2, 3), 1e-5)))])
+    with pytest.raises(ParseError, match=r"old_store\.h5: is an hfox_fit campaign store, not a raw acquisition "
+                                         r"dump; move it out of the raw files"):
+        read_measurements(store.path)
