@@ -44,7 +44,7 @@ def refuse_read_only(path, *, error: type[Exception] = HfoxError, what: str = "t
     """Raise ``error`` when ``path`` is an existing read-only file (see :func:`is_read_only`).
 
     The message reads ``"{what} '{path}' is read-only; {needs}. Make it writable (chmod u+w)
-    or copy it."``, e.g. ``what="the campaign store"``, ``needs="ingest/fit need to rewrite it"``.
+    or copy it."``, e.g. ``what="the campaign store"``, ``needs="writing to a store (ingest, fit, calibrate) rewrites it"``.
     """
     if is_read_only(path):
         raise error(

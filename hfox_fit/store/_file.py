@@ -79,7 +79,8 @@ def _check_format(f: h5py.File, p: Path) -> None:
         )
 
 
-_READ_ONLY = {"error": StoreError, "what": "the campaign store", "needs": "ingest/fit need to rewrite it"}
+_READ_ONLY = {"error": StoreError, "what": "the campaign store",
+              "needs": "writing to a store (ingest, fit, calibrate) rewrites it"}
 
 
 def check_writable(p: Path) -> None:

@@ -330,8 +330,8 @@ def test_read_only_store_is_never_replaced(tmp_path, write):
     with pytest.raises(StoreError) as err:
         calls[write]()
     assert str(err.value) == (
-        f"the campaign store {str(store.path)!r} is read-only; ingest/fit need to rewrite it. "
-        "Make it writable (chmod u+w) or copy it."
+        f"the campaign store {str(store.path)!r} is read-only; writing to a store (ingest, fit, calibrate) "
+        "rewrites it. Make it writable (chmod u+w) or copy it."
     )
     assert not consumed
     assert file_sha(store.path) == before
@@ -355,7 +355,7 @@ def test_store_made_read_only_during_a_write_is_not_replaced(tmp_path, monkeypat
         return real(*a, **k)
 
     monkeypatch.setattr(st, "write_die", lock)
-    with pytest.raises(StoreError, match=r"is read-only; ingest/fit need to rewrite it\. Make it writable"):
+    with pytest.raises(StoreError, match=r"is read-only; writing to a store \(ingest, fit, calibrate\) rewrites it\. Make it writable"):
         store.ingest([as_result(wafer_table("W02", devices=5, pulses=3), tmp_path / "b.csv")])
     assert file_sha(store.path) == before
     assert store.path.stat().st_mode & 0o777 == 0o444
