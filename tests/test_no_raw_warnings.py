@@ -130,3 +130,31 @@ def test_degenerate_law_gives_a_nan_ks_and_a_note_not_a_warning(monkeypatch):
         fit = d2d.fit_parameter("r0", x, families=("norm",), truncate=False, bootstrap=0)
     assert np.isnan(fit.ks)
     assert "KS statistic unavailable" in fit.note and "degenerate" in fit.note
+
+
+def test_calibrate_compare_report_figures_and_train_demo_raise_no_raw_warning(tmp_path, torch_loaded):
+    """The steps the pipeline test leaves out: the calibration, the comparison of two fits, the report's
+    figures and a training study (the digits, a tiny network, one epoch of software and device)."""
+    pytest.importorskip("sklearn")
+    from hfox_fit.calibration import MIN_REPLICATES, calibrate
+    from hfox_fit.fitting.wafers import compare_summaries
+    from hfox_fit.torch import export_checkpoint, run_ablation
+
+    with strict() as caught:
+        fits = []
+        for seed in (11, 12):
+            store = CampaignStore(tmp_path / f"c{seed}.h5")
+            store.ingest([read_measurements(p) for p in write_wafer(_wafer({**CASES["paper"], "seed": seed, "devices": 96, "pulses": 300}),
+                                                                      tmp_path / f"raw{seed}", "bench", truth=False)
+                          if p.is_file()])
+            fit = fit_campaign(store.iter_dies(), law="two_slope", bootstrap=40)
+            fit.add_calibration(calibrate(fit, replicates=MIN_REPLICATES, max_devices=32, seed=0).to_dict())
+            fit.save(store)
+            fits.append((store, fit))
+        compare_summaries(fits[0][1].summary(), fits[1][1].summary())
+        report_store(fits[0][0].path, tmp_path / "report")
+        export_checkpoint(fits[0][1].model, tmp_path / "model.pt", provenance={"store": "c11.h5"})
+        run_ablation(tmp_path / "model.pt", tmp_path / "study", epochs=1, seeds=1, conditions=["software", "device"],
+                     hidden=8)
+    assert (tmp_path / "study" / "ablation.csv").is_file()
+    assert all(issubclass(w.category, HfoxWarning) for w in caught)
