@@ -576,8 +576,14 @@ def plot_ablation(rows, *, ax=None, title="Test accuracy per condition (mean +/-
         mean = np.array([np.mean(a) for a in acc])
         std = np.array([np.std(a, ddof=1) if len(a) > 1 else 0.0 for a in acc])
         colour = _TRACE_COLOURS[i % len(_TRACE_COLOURS)]
-        ax.plot(epochs, mean, color=colour, lw=1.6, label=cond, ls="--" if cond == "software" else "-")
-        ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
+        few = len(epochs) < 3  # a line of one or two points needs its markers and error bars to show
+        ax.plot(epochs, mean, color=colour, lw=1.6, label=cond, ls="--" if cond == "software" else "-",
+                marker="o" if few else None, ms=4)
+        if few:
+            ax.errorbar(epochs, mean, yerr=std, fmt="none", ecolor=colour, capsize=3, lw=1)
+        else:
+            ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy")
     if title:

@@ -76,6 +76,13 @@ def check_options(args) -> None:
     from ._fit import LAW_CHOICES
 
     check_ids(args)
+    if getattr(args, "train", False):
+        import importlib.util
+
+        if importlib.util.find_spec("sklearn") is None:  # the study's digits; before anything is written
+            raise HfoxError("--train trains on scikit-learn's 8x8 digits, and scikit-learn is not installed: "
+                            "pip install 'hfox_fit[train]' (or pip install scikit-learn), or leave out --train "
+                            "and run `hfox-fit train-demo --dataset PATH` on a local MNIST-style folder.")
     if args.law not in LAW_CHOICES:
         raise HfoxError(f"--law must be one of {', '.join(LAW_CHOICES)}; got {args.law!r}. "
                         "Pick one, or leave it out to let the fit choose (auto).")

@@ -51,14 +51,14 @@ def run_train_demo(args) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            raise HfoxError("train-demo: --device cuda, but torch sees no CUDA device here; use --device cpu.")
+            raise HfoxError("--device cuda, but torch sees no CUDA device here; use --device cpu.")
     t0 = time.perf_counter()
     try:
         summary = run_ablation(args.model, args.out, dataset=args.dataset, epochs=args.epochs, seeds=args.seeds,
                                conditions=args.conditions, device=args.device, hidden=args.hidden,
                                batch_size=args.batch_size, lr=args.lr, progress=not args.quiet)
     except ImportError as err:  # scikit-learn missing for the digits
-        raise HfoxError(f"train-demo: {err}") from err
+        raise HfoxError(str(err)) from err
     if not args.quiet:
         print(summary_text(summary, summary["meta"]), end="")
         print(f"wrote {args.out}/ablation.csv, ablation.png, summary.txt, summary.json "

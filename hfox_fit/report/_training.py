@@ -43,8 +43,13 @@ def training_section(training_dir, metrics, figs, notes) -> None:
     if worst:
         verdict = {True: "beyond the seed-to-seed spread", False: "within the seed-to-seed spread",
                    None: "one seed: no spread"}[worst.get("exceeds_spread")]
-        caption += (f" Removing {worst['imperfection']} recovers the most accuracy: "
-                    f"{worst['difference']:+.3f} ({verdict}).")
+        se = f" ± {worst['stderr']:.3f}" if worst.get("stderr") is not None else ""
+        if worst["difference"] > 0:
+            caption += (f" Removing {worst['imperfection']} recovers the most accuracy: "
+                        f"{worst['difference']:+.3f}{se} ({verdict}).")
+        else:
+            caption += (f" No removal recovers accuracy in this run: the best, removing {worst['imperfection']}, "
+                        f"changes it by {worst['difference']:+.3f}{se}.")
     metrics["figures"]["training"] = {"source": str(folder), "summary": summary}
 
     def draw(fig):

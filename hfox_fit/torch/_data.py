@@ -78,6 +78,14 @@ def _load_idx_folder(folder: Path):
         if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
             raise ParseError(f"{part} images of shape {x.shape} do not match {part} labels of shape {y.shape}: "
                              "expected N images and N labels.", path=folder)
+        if len(x) == 0:
+            raise ParseError(f"the {part} files hold no image: expected at least one.", path=folder)
+        if y.min() < 0:
+            raise ParseError(f"the {part} labels hold {int(y.min())}: expected class numbers 0, 1, 2, ...",
+                             path=folder)
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise ParseError(f"train images of {arrays['x_train'].shape[1:]} pixels and test images of "
+                         f"{arrays['x_test'].shape[1:]}: expected images of one size.", path=folder)
     out = []
     for key in ("x_train", "y_train", "x_test", "y_test"):
         a = arrays[key]

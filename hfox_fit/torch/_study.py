@@ -65,7 +65,8 @@ def summarize_ablation(rows: list) -> dict:
         if recoveries:
             best = max(recoveries, key=lambda c: recoveries[c]["difference"])
             out["recovery"] = recoveries
-            out["most_harmful"] = {"imperfection": best[3:], "condition": best, **recoveries[best]}
+            out["most_harmful"] = {"imperfection": best[3:], "condition": best, **recoveries[best],
+                                   "recovers_accuracy": bool(recoveries[best]["difference"] > 0)}
     if any(p["std"] is None for p in per.values()):
         out["notes"].append("one seed per condition: no spread, so no difference can be called significant; "
                             "run with --seeds 3 or more")
@@ -105,7 +106,11 @@ def summary_text(summary: dict, meta: dict) -> str:
         verdict = ("" if m["exceeds_spread"] is None else
                    " - beyond the seed-to-seed spread" if m["exceeds_spread"] else
                    " - within the seed-to-seed spread: no imperfection stands out in this run")
-        lines.append(f"removing {m['imperfection']} recovers the most: {m['difference']:+.3f}{se}{verdict}")
+        if m["difference"] > 0:
+            lines.append(f"removing {m['imperfection']} recovers the most: {m['difference']:+.3f}{se}{verdict}")
+        else:  # every removal left the accuracy as it was or lower: nothing was recovered
+            lines.append(f"no removal recovers accuracy in this run: the best, removing {m['imperfection']}, "
+                         f"changes it by {m['difference']:+.3f}{se}")
     lines += [f"note: {n}" for n in summary["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -150,16 +155,24 @@ def run_ablation(model, out_dir, *, dataset="digits", epochs: int = 20, seeds: i
     dict
         The summary (also in ``summary.json``), with ``meta``.
     """
-    conditions = check_conditions(conditions or list(CONDITIONS))
+    conditions = check_conditions(list(CONDITIONS) if conditions is None else conditions)
     if int(epochs) < 1 or int(seeds) < 1:
         raise HfoxError(f"epochs and seeds must be >= 1; got epochs={epochs}, seeds={seeds}.")
+    if int(batch_size) < 1:
+        raise HfoxError(f"the batch size must be >= 1; got {batch_size}.")
+    if not (math.isfinite(float(lr)) and float(lr) > 0):
+        raise HfoxError(f"the learning rate must be a finite number > 0; got {lr}.")
+    if hidden is not None and int(hidden) < 1:
+        raise HfoxError(f"the hidden width must be >= 1 (or left out for the default); got {hidden}.")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise HfoxError(f"{str(out_dir)!r} exists and is not a folder; give a folder for the study's files.")
     model_path = Path(model)
     # read whatever the conditions: a file that is not ours, or was altered, is refused even for `software`
     checkpoint = load_checkpoint(model_path)[0]  # CheckpointError names the file
     dm = checkpoint if any(CONDITIONS[c] is not None for c in conditions) else None
     x_train, y_train, x_test, y_test = load_dataset(dataset)
     n_in, n_classes = int(x_train.shape[1]), int(max(int(y_train.max()), int(y_test.max())) + 1)
-    sizes = (n_in, int(hidden or default_hidden(n_in)), n_classes)
+    sizes = (n_in, int(default_hidden(n_in) if hidden is None else hidden), n_classes)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # whole lines when stderr is not a terminal (a log file, CI), tqdm's bar on one

@@ -42,8 +42,10 @@ def check_conditions(names) -> list:
     """The condition names, checked; a clear error names an unknown one and lists the known."""
     names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
     unknown = [n for n in names if n not in CONDITIONS]
-    if unknown or not names:
-        raise HfoxError(f"unknown condition(s) {unknown or names}: expected a comma-separated list of "
+    if not names:
+        raise HfoxError(f"no condition given: expected a comma-separated list of some of {', '.join(CONDITIONS)}.")
+    if unknown:
+        raise HfoxError(f"unknown condition(s) {unknown}: expected a comma-separated list of "
                         f"{', '.join(CONDITIONS)}.")
     return list(dict.fromkeys(names))
 

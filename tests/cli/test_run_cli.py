@@ -120,3 +120,15 @@ def test_a_run_whose_first_step_fails_leaves_no_empty_output_folder(tmp_path, ca
     err = capsys.readouterr().err
     assert "was not created" in err and "as it was" not in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_train_without_scikit_learn_is_refused_before_anything_is_written(raw, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
+    out = tmp_path / "out"
+    assert main(["run", "--calibrate", "0", "--quiet", "--train", str(raw), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--train trains on scikit-learn's 8x8 digits" in err and "pip install 'hfox_fit[train]'" in err
+    assert not out.exists()

@@ -26,6 +26,7 @@ from hfox_fit.torch import (  # noqa: E402
     train_network,
 )
 from hfox_fit.torch._data import load_dataset, make_loader  # noqa: E402
+from hfox_fit.torch._study import summary_text  # noqa: E402
 from hfox_fit.torch._training import cell_weights  # noqa: E402
 
 
@@ -84,6 +85,22 @@ def test_read_idx_names_the_file_and_the_problem(tmp_path):
     (folder / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(ParseError, match="no t10k-labels-idx1-ubyte"):
         load_dataset(folder)
+
+
+def test_idx_folders_that_cannot_train_are_named_with_the_problem(tmp_path):
+    empty = _idx_folder(tmp_path / "empty")
+    _write_idx(empty / "t10k-images-idx3-ubyte", np.zeros((0, 6, 6), np.uint8))
+    _write_idx(empty / "t10k-labels-idx1-ubyte", np.zeros(0, np.uint8))
+    with pytest.raises(ParseError, match="empty: the test files hold no image"):
+        load_dataset(empty)
+    negative = _idx_folder(tmp_path / "negative")
+    _write_idx(negative / "train-labels-idx1-ubyte", np.full(240, -1, np.int8), code=0x09)
+    with pytest.raises(ParseError, match="the train labels hold -1: expected class numbers"):
+        load_dataset(negative)
+    sizes = _idx_folder(tmp_path / "sizes")
+    _write_idx(sizes / "t10k-images-idx3-ubyte", np.zeros((80, 8, 8), np.uint8))
+    with pytest.raises(ParseError, match=r"train images of \(6, 6\) pixels and test images of \(8, 8\)"):
+        load_dataset(sizes)
 
 
 def test_idx_folder_loads_scaled_and_matched(tmp_path):
@@ -212,6 +229,14 @@ def test_summary_names_the_largest_recovery_and_its_significance():
     assert s["recovery"]["no_rtn"]["difference"] == pytest.approx(0.01)
     assert s["recovery"]["no_rtn"]["exceeds_spread"] is False  # 0.01 within 2 SE (0.035) of the difference
     assert s["device_cost"]["difference"] == pytest.approx(0.15)
+    assert s["most_harmful"]["recovers_accuracy"] is True
+    # no removal helps (device is the best): said so, not "removing ... recovers the most"
+    worse = [dict(r, test_accuracy=0.70) if r["condition"].startswith("no_") else r for r in rows]
+    s = summarize_ablation(worse)
+    assert s["most_harmful"]["recovers_accuracy"] is False
+    text = summary_text(s, {"dataset": "digits", "n_train": 1, "n_test": 1, "sizes": [1, 1, 1], "epochs": 1,
+                            "seeds": 3, "model": "m.pt"})
+    assert "no removal recovers accuracy in this run: the best, removing" in text and "recovers the most" not in text
 
 
 def test_software_binarized_mlp_learns_the_digits():
@@ -234,6 +259,17 @@ def test_cli_refuses_bad_input_and_leaves_no_output(tmp_path, capsys, checkpoint
     assert main(["train-demo", "--model", str(checkpoint), "--out", str(out), "--conditions", "device,nope",
                  "--quiet"]) == 2
     assert "nope" in capsys.readouterr().err
+    # settings that cannot train, and an --out that is a file: refused before any training, no traceback
+    taken = tmp_path / "taken"
+    taken.write_text("keep\n")
+    for option, message in ((["--batch-size", "0"], "batch size must be >= 1"), (["--lr", "nan"], "learning rate"),
+                            (["--lr", "-1"], "learning rate"), (["--hidden", "0"], "hidden width must be >= 1"),
+                            (["--conditions", ""], "no condition given")):
+        assert main(["train-demo", "--model", str(checkpoint), "--out", str(out), *option, "--quiet"]) == 2, option
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, option
+    assert main(["train-demo", "--model", str(checkpoint), "--out", str(taken), "--quiet"]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err and taken.read_text() == "keep\n"
     folder = _idx_folder(tmp_path / "set")
     (folder / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03\x00\x00")
     assert main(["train-demo", "--model", str(checkpoint), "--out", str(out), "--dataset", str(folder),
