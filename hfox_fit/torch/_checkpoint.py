@@ -344,6 +344,11 @@ def load_checkpoint(path, *, allow_unverified: bool = False) -> tuple[DeviceMode
     where = path.name
     if not path.is_file():
         raise CheckpointError(f"{str(path)!r} does not exist or is not a file.")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive; torch's own error would name an internal key
+        raise CheckpointError(f"{where} is damaged or is not a torch checkpoint (it is not the zip archive "
+                              "torch.save writes); give the model.pt that `hfox-fit export` wrote.")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
