@@ -171,13 +171,10 @@ def describe_summary(s: dict, store="") -> str:
     lines.append(f"pink noise: std {_with_ci(pk['std'], pk.get('std_ci90'), '.3g')}, "
                  f"exponent {_with_ci(pk['exponent'], pk.get('exponent_ci90'), '.3g')}")
     amp = rt.get("amplitude") or {}
-    n_amp = amp.get("n_cells")
     p_down = "n/a (no return from the high state seen)" if rt["p_down"] is None else _with_ci(
         rt["p_down"], rt.get("p_down_ci90"), ".3g")
     lines.append(f"RTN: p_up {_with_ci(rt['p_up'], rt.get('p_up_ci90'), '.3g')}, p_down {p_down}, amplitude median "
-                 + _with_ci(amp.get("median"), amp.get("median_ci90"), ".3g",
-                            why=f"{n_amp} cell(s) showed RTN, 5 needed" if n_amp is not None and n_amp < 5
-                            else "the summary's note says why"))
+                 + _with_ci(amp.get("median"), amp.get("median_ci90"), ".3g", why=_amplitude_why(amp)))
     lines += _describe_calibration(s)
     return "\n".join(lines)
 
@@ -190,6 +187,16 @@ def _with_ci(value, ci, fmt=".4g", why="the summary's note says why") -> str:
     if ci is not None and len(ci) == 2 and None not in ci:
         return f"{value:{fmt}} [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
     return f"{value:{fmt}} (no interval: {why})"
+
+
+def _amplitude_why(amp: dict) -> str:
+    """Why the RTN amplitude law's median has no interval, in words."""
+    n = amp.get("n_cells")
+    if n is not None and n < 5:
+        return f"{n} cell(s) showed RTN, 5 needed"
+    if amp.get("family") == "uniform":  # its edge is the largest amplitude seen, which a resample keeps or loses
+        return "a uniform law's edge, set by the largest amplitude seen, has no bootstrap interval"
+    return "the summary's note says why"
 
 
 def _median_with_ci(d: dict) -> str:

@@ -112,6 +112,10 @@ def test_a_printed_number_without_an_interval_says_so():
     assert _with_ci(None, None) == "n/a" and _with_ci(float("nan"), [0, 1]) == "n/a"
     assert _median_with_ci({"median": 2e-5, "median_ci90": None}) == (
         "2e-05 (no interval: fallback law: too few values to fit a family)")
+    from hfox_fit.fitting._result import _amplitude_why
+
+    assert _amplitude_why({"n_cells": 3, "family": "uniform"}) == "3 cell(s) showed RTN, 5 needed"
+    assert "uniform law's edge" in _amplitude_why({"n_cells": 101, "family": "uniform"})
     assert _median_with_ci({"median": 2e-5, "median_ci90": None, "n_used": 40}) == (
         "2e-05 (no interval: no bootstrap, or too few of its replicates succeeded)")
 
