@@ -96,12 +96,9 @@ def _population(summary: dict) -> dict:
         for k, v in (d.get("params") or {}).items():
             out[f"{p}.{k}"] = (v, params_ci.get(k))
     corr = summary.get("correlation") or {}
-    names = corr.get("names") or []
     cop, cop_ci = corr.get("copula"), corr.get("copula_ci90")
-    for i in range(len(names)):
-        for j in range(i + 1, len(names)):
-            out[f"copula {names[i]}~{names[j]}"] = (None if cop is None else cop[i][j],
-                                                     None if cop_ci is None else cop_ci[i][j])
+    for name, i, j in _copula_pairs(corr):
+        out[name] = (None if cop is None else cop[i][j], None if cop_ci is None else cop_ci[i][j])
     pink, rtn = summary.get("pink") or {}, summary.get("rtn") or {}
     out["pink std"] = (pink.get("std"), pink.get("std_ci90"))
     for k in ("p_up", "p_down"):
@@ -314,16 +311,23 @@ def _sampling_floors(summary: dict) -> dict:
     and its calibrated interval covered 72.5-85 % instead of 90 %. Pairs with fewer than 5 cells: none.
     """
     corr = summary.get("correlation") or {}
-    names, cop, n_pairs = corr.get("names") or [], corr.get("copula"), corr.get("n_pairs")
+    cop, n_pairs = corr.get("copula"), corr.get("n_pairs")
     out = {}
     if cop is None or n_pairs is None:
         return out
+    for name, i, j in _copula_pairs(corr):
+        rho, n = cop[i][j], n_pairs[i][j]
+        if rho is not None and n is not None and np.isfinite(rho) and n >= 5:
+            out[name] = float((1.0 - rho**2) / np.sqrt(n - 3.0))
+    return out
+
+
+def _copula_pairs(corr: dict):
+    """``(copula <a>~<b>, i, j)`` for each pair ``i < j`` of a summary's correlation ``names``."""
+    names = corr.get("names") or []
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
-            rho, n = cop[i][j], n_pairs[i][j]
-            if rho is not None and n is not None and np.isfinite(rho) and n >= 5:
-                out[f"copula {names[i]}~{names[j]}"] = float((1.0 - rho**2) / np.sqrt(n - 3.0))
-    return out
+            yield f"copula {names[i]}~{names[j]}", i, j
 
 
 def _table(estimates: dict, truth: dict, got: list, own_ci: dict, scale: float, floors=None) -> pd.DataFrame:

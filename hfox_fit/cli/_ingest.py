@@ -234,7 +234,8 @@ def run_ingest(args) -> int:
     store = CampaignStore(args.store)
     if not args.paths and not args.die_positions:
         raise HfoxError("give raw files or folders to read (PATH ...), or --die-positions FILE.csv.")
-    if store.exists():
+    existed = store.exists()  # (nothing below writes the store before its ingest)
+    if existed:
         store.summary()  # a path that is not a store fails here, before any file is read
     positions = None
     if args.die_positions:
@@ -242,7 +243,7 @@ def run_ingest(args) -> int:
 
         positions = read_die_positions(args.die_positions)  # a bad line fails here, before any raw file
         if not args.paths:
-            if not store.exists():
+            if not existed:
                 raise HfoxError(f"{str(store.path)!r} does not exist; give the raw files with "
                                 "--die-positions, or ingest them first.")
             summary = store.set_die_positions(positions)
@@ -266,7 +267,6 @@ def run_ingest(args) -> int:
         from .._progress import DEFAULT_DELAY, Progress
 
         progress = Progress("ingest", sum(_size(f) for f, _ in files), "B", unit_scale=True, delay=DEFAULT_DELAY)
-    existed = store.exists()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IngestWarning)
         try:
