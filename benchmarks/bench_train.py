@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from hfox_fit import preset_model
-from hfox_fit.torch import BinarizedMLP, CellBackedWeights, _pairs, headroom_pulses
+from hfox_fit.torch import BinarizedMLP, CellBackedWeights, _fused, _pairs, headroom_pulses
 from hfox_fit.torch._threads import CPU_BLOCK, _run_blocks, block_threads
 from hfox_fit.torch._update import NEVER, draw_classes
 
@@ -157,12 +157,18 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
             for _ in range(max(warmup, 1) + rounds * per_round)]
     headroom = headroom_pulses(preset_model("paper"))
     variants = {"software": _make(sizes, device, False), "device": _make(sizes, device, True)}
+    fused = device.type == "cpu" and _fused.usable(variants["device"][2].cells)
+    if fused:  # the same device step with the pulses by torch operations (the class path, without numba)
+        variants["device, torch class path"] = _make(sizes, device, True)
+        _torch_pulses(variants["device, torch class path"][2].cells)
     if device.type == "cpu":  # the path before (main at 859b130): every pair read back after the pulses, a new read
         variants["device, path before"] = _make(sizes, device, True)
         _path_before(variants["device, path before"][2])
+        _torch_pulses(variants["device, path before"][2].cells)
     if device.type == "cpu":  # main at dd88c98: whole-tensor passes over every weight, the pairs listed after
         variants["device, main's path"] = _make(sizes, device, True)
         _path_main(variants["device, main's path"][2])
+        _torch_pulses(variants["device, main's path"][2].cells)
     if select:  # the same device step with pulse_pairs' reference path (every pair updated, by selects)
         variants["device, select path"] = _make(sizes, device, True)
         arr = variants["device, select path"][2].cells
@@ -202,12 +208,15 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
               f"(alternating): " + ", ".join(f"{d / w:.2f}x" for d, w in zip(cpu_rounds["device"],
                                                                             cpu_rounds["software"])))
     baselines = {
+        "device, torch class path": "the same device step with the pulses by torch operations (pulse_pairs' class "
+                                    "path: the pulsed cells gathered field by field, updated by whole-tensor "
+                                    "passes, scattered back; what runs without numba)",
         "device, path before": "the same device step through the path before (every pair read back after the "
                                "pulses, the pulses into a new read tensor, the update in pulses from a "
-                               "concatenation, the pulses summed over every pair)",
+                               "concatenation, the pulses summed over every pair; pulses by torch)",
         "device, main's path": "main's path (dd88c98: the update into pulses, the read of every pair and the copy "
                                "into the parameters as whole-tensor passes, pulse_pairs checking and keying every "
-                               "pair before listing)"}
+                               "pair before listing; pulses by torch)"}
     for name, what in baselines.items():
         if name not in variants:
             continue
@@ -218,11 +227,15 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
               + ", ".join(f"{d / w:.2f}x" for d, w in zip(cpu_rounds[name], cpu_rounds["software"]))
               + f"; the step now is {ref / dev:.2f}x faster (CPU time {cpu_ref / cpu_dev:.2f}x; by round: "
               + ", ".join(f"{b / d:.2f}x" for b, d in zip(cpu_rounds[name], cpu_rounds["device"])) + ")")
-        other = variants[name][2].cells
-        same = all(torch.equal(a, b) for a, b in ((cells.cells.w, other.w), (cells.cells.pulses, other.pulses),
-                                                  (cells.cells.resistance, other.resistance)))
-        print(f"{tag} {name.removeprefix('device, ')} and this one, cells after the same steps: "
-              f"{'identical' if same else 'DIFFERENT'}")
+        if name == "device, torch class path":
+            print(f"{tag} the compiled loops and {_compare_cells(cells.cells, parts['counts'][-1])}")
+            continue
+        print(f"{tag} {name.removeprefix('device, ')} and "
+              + ("the torch class path, cells after the same steps: " + (
+                "identical" if _identical(variants["device, torch class path"][2].cells,
+                                          variants[name][2].cells) else "DIFFERENT")
+                 if fused else "this one, cells after the same steps: " + (
+                     "identical" if _identical(cells.cells, variants[name][2].cells) else "DIFFERENT")))
     if select:
         ref = statistics.median(times["device, select path"])
         cpu_ref = cpu["device, select path"] / n_steps
@@ -255,14 +268,15 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
         late = counts[-max(1, len(counts) // 3):]
         r = _listing_vs_sort(cells.cells, late)
         print(f"{tag} pulses at the counts of the last {len(late)} timed steps ({r['share']:.0%} of the pairs "
-              f"pulsed), CPU time per call in alternating rounds: listed by numpy from the signed counts (the default "
-              f"on a CPU) {r['numpy_ms']:.1f} ms; by numpy after keying every pair (main at dd88c98) "
+              f"pulsed), CPU time per call in alternating rounds: the compiled loops (the default where numba is "
+              f"installed) {r['fused_ms']:.1f} ms; by torch, listed by numpy from the signed counts (the default "
+              f"without numba) {r['numpy_ms']:.1f} ms ({r['numpy_ms'] / r['fused_ms']:.2f}x the loops); by numpy after keying every pair (main at dd88c98) "
               f"{r['keyed_ms']:.1f} ms ({r['keyed_ms'] / r['numpy_ms']:.2f}x); by torch, blocks with at most {_pairs.LIST_SHARE:.0%} pulsed listing them "
               f"{r['listed_ms']:.1f} ms ({r['listed_ms'] / r['numpy_ms']:.2f}x numpy), one sort of every pair "
               f"{r['sorted_ms']:.1f} ms ({r['sorted_ms'] / r['numpy_ms']:.2f}x)")
     if profile and device.type == "cpu":
         ops, per_cell, ns_cpu = _profile_pulses(cells.cells, [counts[0], counts[len(counts) // 2], counts[-1]])
-        print(f"{tag} profile of pulse_pairs' class path (torch.profiler, one thread, blocks in turn, on the "
+        print(f"{tag} profile of pulse_pairs' torch class path (torch.profiler, one thread, blocks in turn, on the "
               f"counts of 3 timed steps): {ns_cpu:.0f} ns of CPU time per pulsed pair unprofiled; by operation "
               f"(ns per pulsed pair under the profiler, share): "
               + ", ".join(f"{name} {ns:.1f} ({share:.0%})" for name, ns, share in ops))
@@ -290,6 +304,43 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
                   f"gathered (the class path), counts of the {label} ({r['share']:.0%} of the pairs pulsed), CPU "
                   f"time per call: class {r['classes_ms']:.1f} ms, select {r['select_ms']:.1f} ms: "
                   f"{r['select_ms'] / r['classes_ms']:.2f}x")
+
+
+def _torch_pulses(arr) -> None:
+    """Make ``arr`` pulse by torch operations (``FUSED`` off: the class path), whatever its pulse_pairs is now."""
+    real = arr.pulse_pairs
+
+    def pulse_pairs(n, **options):
+        with _pairs.settings(FUSED=False):
+            return real(n, **options)
+
+    arr.pulse_pairs = pulse_pairs
+
+
+def _identical(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in ((a.w, b.w), (a.pulses, b.pulses), (a.resistance, b.resistance)))
+
+
+def _compare_cells(arr, counts) -> str:
+    """The fused loops against the torch class path on one call from the same cells (copies of ``arr``): two
+    training runs part after a few steps, as a weight read with the other sign sends the updates elsewhere."""
+    import copy
+
+    runs = []
+    for fused in (True, False):
+        twin = copy.deepcopy(arr)
+        with _pairs.settings(FUSED=fused):
+            twin.pulse_pairs(counts, in_place=True)
+        runs.append(twin)
+    a, b = runs
+    ints = all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("pulses", "rtn_wait", "rtn_high"))
+    rel = float(((a.resistance.double() - b.resistance.double()).abs() / b.resistance.double()).max())
+    half = arr.num_devices // 2
+    signs = int(torch.count_nonzero(torch.ne(a.resistance[:half] > a.resistance[half:],
+                                             b.resistance[:half] > b.resistance[half:])))
+    return (f"the torch class path from the same cells, one call at the counts of the last timed step: pulse counts "
+            f"and telegraph chains {'identical' if ints else 'DIFFERENT'}, reads within {rel:.1e} (relative; "
+            f"rounding), {signs} of {half:,} weights of another sign")
 
 
 def _path_before(cells) -> None:
@@ -377,9 +428,10 @@ def _listing_vs_sort(arr, counts, rounds=3) -> dict:
                     arr.pulse_pairs(n)
         return go
 
-    t = _cpu_alternating({"numpy": calls(NUMPY_LISTING=True), "keyed": calls(SIGNED_LISTING=False),
-                          "listed": calls(NUMPY_LISTING=False),
-                          "sorted": calls(NUMPY_LISTING=False, LIST_SHARE=0.0)}, rounds=rounds)
+    t = _cpu_alternating({"fused": calls(), "numpy": calls(NUMPY_LISTING=True, FUSED=False),
+                          "keyed": calls(SIGNED_LISTING=False, FUSED=False),
+                          "listed": calls(NUMPY_LISTING=False, FUSED=False),
+                          "sorted": calls(NUMPY_LISTING=False, LIST_SHARE=0.0, FUSED=False)}, rounds=rounds)
     pulsed = sum(int(torch.count_nonzero(n)) for n in counts) / (len(counts) * counts[0].numel())
     return {"share": pulsed, **{f"{k}_ms": v * 1e3 / len(counts) for k, v in t.items()}}
 
@@ -396,6 +448,8 @@ def _profile_pulses(arr, counts, top=8):
     threaded, threads = c["threaded"], torch.get_num_threads()
     c["threaded"] = False  # on this thread, where the profiler sees the operations
     torch.set_num_threads(1)
+    fused_before = _pairs.FUSED
+    _pairs.FUSED = False  # (the torch operations: the compiled loops are one opaque call each)
     try:
         pulsed = sum(int(torch.count_nonzero(n)) for n in counts)
         c0 = time.process_time()
@@ -408,6 +462,7 @@ def _profile_pulses(arr, counts, top=8):
     finally:
         c["threaded"] = threaded
         torch.set_num_threads(threads)
+        _pairs.FUSED = fused_before
     rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in rows) or 1.0
     per = 1e3 / max(pulsed, 1)  # microseconds over all calls -> ns per pulsed pair

@@ -14,6 +14,8 @@ scatter by index. Two paths here, with the same law:
   index, updated by :func:`~hfox_fit.torch._update.update_by_class` and scattered
   back. Idle pairs cost the key and the sort only; a block where few pairs are pulsed
   (:data:`LIST_SHARE`) lists them by one scan and sorts their keys alone, in the same order.
+  On a CPU where numba is installed the same update runs as compiled loops
+  (:mod:`hfox_fit.torch._fused`, :data:`FUSED`): the same draws, the numbers equal up to rounding.
 * ``"select"`` (:func:`_pair_block`, the reference, and the path of a compiled
   array): each pair's pulsed cell is picked out by a select (bitwise, on the sign),
   every pair is updated by the closed-form block update of ``pulse`` (a pair given
@@ -32,6 +34,7 @@ import contextlib
 import numpy as np
 import torch
 
+from . import _fused
 from ._counts import MAX_COUNT, pulse_counts
 from ._threads import _run_blocks, block_threads
 from ._update import _STATE, NEVER, _update_cells, draw_classes, update_by_class
@@ -146,13 +149,17 @@ NUMPY_LISTING = True
 #: counts' bounds; otherwise their magnitudes, keys and bounds take passes over every pair (the same order).
 SIGNED_LISTING = True
 
-_SETTINGS = ("NUMPY_LISTING", "SIGNED_LISTING", "LIST_SHARE", "PAIR_BLOCK")
+#: With :data:`SIGNED_LISTING`, pulse the listed pairs by the compiled loops of :mod:`hfox_fit.torch._fused`
+#: where numba is installed (the same draws; the numbers differ from the class path's by rounding only).
+FUSED = True
+
+_SETTINGS = ("NUMPY_LISTING", "SIGNED_LISTING", "LIST_SHARE", "PAIR_BLOCK", "FUSED")
 
 
 @contextlib.contextmanager
 def settings(**values):
     """The module's path settings (:data:`NUMPY_LISTING`, :data:`SIGNED_LISTING`, :data:`LIST_SHARE`,
-    :data:`PAIR_BLOCK`) for a block,
+    :data:`PAIR_BLOCK`, :data:`FUSED`) for a block,
     then back as they were: how the benchmarks time one path against another (``PAIR_BLOCK`` counts when an
     array lays out its blocks of pairs, at its first call)."""
     unknown = sorted(set(values) - set(_SETTINGS))
@@ -388,10 +395,12 @@ def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor
     signed = signed.contiguous()
     classes = draw_classes(arr)
     listing = [None] * len(views)
+    fused = FUSED and _fused.usable(arr)
+    list_block = _fused.listed if fused else _listed_signed
 
     def one(b):
         s, e = views[b]["range"]
-        listing[b] = _listed_signed(signed[s:e], classes)
+        listing[b] = list_block(signed[s:e], classes)
 
     _blocks(c, len(views), one)
     lo = min((got[3][0] for got in listing if got is not None), default=0)
@@ -411,7 +420,11 @@ def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor
     arr._pulse_bound += hi
     call["hi"] = hi
     _class_call(arr, c, call)
-    _blocks(c, len(views), lambda b: _class_block(arr, b, views[b], call), balance=True)
+    if fused:
+        _fused._fused_call(arr, c, call)
+        _blocks(c, len(views), lambda b: _fused.fused_block(arr, b, views[b], call, _note), balance=True)
+    else:
+        _blocks(c, len(views), lambda b: _class_block(arr, b, views[b], call), balance=True)
     return _finish(arr, call, record)
 
 

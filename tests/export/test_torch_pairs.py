@@ -106,6 +106,7 @@ def test_the_comparison_catches_a_wrong_law(monkeypatch):
     """Skipping a draw the coefficients use (the second state draw of 2-pulse cells) is caught by the same test."""
     counts = _counts(5)
     ref = _run("paper", "select", 2, counts)
+    monkeypatch.setattr(_pairs, "FUSED", False)  # (the torch class path's draws; the fused loops': test_torch_fused)
     monkeypatch.setattr(_pairs, "draw_classes", lambda arr: (3, 3))  # as if L11, L21 were 0 for n = 2
     wrong = _run("paper", "classes", 1, counts)
     gap, where = _largest_gap(wrong, ref)
@@ -165,6 +166,7 @@ def test_listing_the_few_pulsed_pairs_gives_the_order_of_one_sort(monkeypatch, m
     for share in (0.01, 0.05, 0.12, 0.3, 0.9):  # both sides of LIST_SHARE
         n = torch.randint(1, 15, (HALF,), generator=g) * (torch.rand(HALF, generator=g) < share)
         counts.append((n * torch.where(torch.rand(HALF, generator=g) < 0.5, 1, -1)).to(torch.int32))
+    monkeypatch.setattr(_pairs, "FUSED", False)  # (the torch class path's listings)
     listed = []
     real_nonzero = torch.nonzero
     monkeypatch.setattr(torch, "nonzero", lambda x, *a, **k: listed.append(x.dtype) or real_nonzero(x, *a, **k))
@@ -302,7 +304,7 @@ def test_listing_from_the_signed_counts_gives_the_numbers_of_keying_every_pair(d
     counts = [n.clamp(-100, 100).to(dtype) for n in _counts(21)[:3] + few] + [torch.zeros(HALF, dtype=dtype)]
     runs = []
     for signed in (True, False):
-        with _pairs.settings(SIGNED_LISTING=signed):
+        with _pairs.settings(SIGNED_LISTING=signed, FUSED=False):  # (the fused loops: test_torch_fused)
             arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=4)
             records = []
             for n in counts:
