@@ -1,25 +1,33 @@
-"""The class path of :func:`~hfox_fit.torch._pairs.pulse_pairs` with the cells' arithmetic in compiled loops (numba).
+"""pulse_pairs' update on a CPU as one compiled loop per block of pairs (numba), with its own random numbers.
 
-The class path (:func:`~hfox_fit.torch._pairs._class_block`) gathers every field of
-the pulsed cells by index (some 15 tensors), updates them by whole-tensor passes
-and scatters them back: on a CPU two thirds of its time went to those gathers,
-scatters and passes. Here loops compiled by numba (the GIL released, so the blocks still
-run on the array's worker threads) list a block's pulsed pairs (:func:`_list_block`),
-add their pulses (:func:`_advance_cells`) and update each pulsed cell in one pass
-in index order, reading and writing the array's buffers in place (:func:`_update_listed`). The random numbers are drawn as the class path draws them, from the same
-block generators, in the same order and the same amounts (the RTN switches, the
-normal draws of each draw class, the telegraph's uniforms), and the read is computed
-by the same torch call: the numbers differ from the class path's only by rounding
-(a product and a sum may be fused differently), which
-``tests/export/test_torch_fused.py`` checks.
+The torch class path (:func:`~hfox_fit.torch._pairs._class_block`) lists a block's
+pulsed pairs, gathers some 15 fields of each pulsed cell by index, updates them by
+whole-tensor passes (a pass per operation, the normal numbers drawn as a tensor
+first) and scatters them back. Here one loop, compiled by numba with the GIL
+released (so the blocks still run on the array's worker threads), lists the block's
+pulsed pairs and then reads, updates and writes back each pulsed cell in place:
+its pulse count, its telegraph chain (a switch within the pulses ends them in the
+closed-form law of the 2x2 matrix power and draws the next waiting time), the drift
+law, the pink stand-in's n-step transition and the telegraph term, with the cell's
+cache lines asked for a dozen cells ahead.
 
-Used by :func:`~hfox_fit.torch._pairs.pulse_pairs` on a CPU where numba is installed
-(the ``train`` extra) and :data:`~hfox_fit.torch._pairs.FUSED` is on; without numba
-the class path runs as before.
+The random numbers come from a splitmix64 stream per block and call, seeded by one
+draw from the array's block generator: the numbers depend on the seed and the
+counts only (not on the threads), and a resumed array (its generators restored)
+draws them again. Normal numbers by the ziggurat method of Marsaglia and Tsang
+(2000), with the layer and the value from separate bits. The law is the class
+path's; the numbers are not (``tests/export/test_torch_fused.py`` compares the laws,
+and the draws' own laws). The read ``R = R0 2**(w log2 e)`` is computed by the
+torch call of the other paths, so a read does not depend on the path that made it.
+
+Used by :func:`~hfox_fit.torch._pairs.pulse_pairs` on a CPU where numba is
+installed (the ``train`` extra) and :data:`~hfox_fit.torch._pairs.FUSED` is on;
+without numba, or where its loops fail to build, the torch class path runs.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 
@@ -34,9 +42,9 @@ try:  # (optional: the ``train`` extra)
 except ImportError:  # pragma: no cover - exercised where numba is missing
     numba = None
 
-from ._update import _PAD, LOG2E, rtn_switch
+from ._update import _PAD, LOG2E, NEVER
 
-__all__ = ["AVAILABLE", "LAW_IDS", "fused_block", "listed", "usable"]
+__all__ = ["AVAILABLE", "LAW_IDS", "fused_block", "usable"]
 
 #: Whether numba is installed (the fused loops can run).
 AVAILABLE = numba is not None
@@ -88,191 +96,260 @@ if AVAILABLE:
 #: How many cells ahead the loops ask for the cache lines of (8 and 16 did best on a 2-core EPYC).
 AHEAD = 12
 
+# ---------------------------------------------------------------- random numbers
+# splitmix64 (Steele, Lea and Flood 2014): the state advances by a constant, each output is a mix of it.
+# (numba mixes unsigned and signed integers into floats: every constant here is a uint64.)
+_U = np.uint64
+_GOLDEN, _M1, _M2 = _U(0x9E3779B97F4A7C15), _U(0xBF58476D1CE4E5B9), _U(0x94D049BB133111EB)
+_S30, _S27, _S31, _S32, _S40, _S11, _LOW7 = _U(30), _U(27), _U(31), _U(32), _U(40), _U(11), _U(127)
+
+
+def _ziggurat_tables():
+    """Marsaglia and Tsang's 128-layer ziggurat for the standard normal: the layers' integer bounds ``kn``,
+    widths ``wn`` (per unit of a signed 32-bit integer) and densities ``fn``; ``R`` is the base's edge."""
+    r, v, scale = 3.442619855899, 9.91256303526217e-3, 2147483648.0
+    kn, wn, fn = np.zeros(128, np.int64), np.zeros(128), np.zeros(128)
+    dn = tn = r
+    q = v / math.exp(-0.5 * dn * dn)
+    kn[0], kn[1] = int(dn / q * scale), 0
+    wn[0], wn[127] = q / scale, dn / scale
+    fn[0], fn[127] = 1.0, math.exp(-0.5 * dn * dn)
+    for i in range(126, 0, -1):
+        dn = math.sqrt(-2.0 * math.log(v / dn + math.exp(-0.5 * dn * dn)))
+        kn[i + 1] = int(dn / tn * scale)
+        tn = dn
+        fn[i], wn[i] = math.exp(-0.5 * dn * dn), dn / scale
+    return r, kn, wn, fn
+
+
+# (module-level arrays: numba compiles them in as constants, so no call passes them)
+_R, _KN, _WN, _FN = _ziggurat_tables()
+
+
+@_jit(inline="always")
+def _mix(s):  # pragma: no cover - compiled
+    z = (s ^ (s >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@_jit(inline="always")
+def _uniform(s):  # pragma: no cover - compiled
+    """The next state and a uniform number in [0, 1) with 53 random bits."""
+    s = s + _GOLDEN
+    return s, (_mix(s) >> _S11) * (1.0 / 9007199254740992.0)
+
+
+@_jit(inline="always")
+def _uniform24(s):  # pragma: no cover - compiled
+    """The next state and a uniform number in [0, 1) with 24 random bits (torch.rand's float32 law)."""
+    s = s + _GOLDEN
+    return s, (_mix(s) >> _S40) * (1.0 / 16777216.0)
+
 
 @_jit
-def _list_block(signed, lo_a, lo_b):  # pragma: no cover - compiled
-    """The pulsed pairs of a block in index order: ``(pairs, signed counts (int32), class sizes, smallest
-    count, largest count)``; a count ``n`` is of draw class 0 below ``lo_a``, 1 below ``lo_b``, else 2
-    (:func:`~hfox_fit.torch._update.draw_classes`)."""
-    m = signed.shape[0]
-    pairs = np.empty(m, np.int64)
-    own = np.empty(m, np.int32)
-    sizes = np.zeros(4, np.int64)  # (slot 3: the pairs given no pulse)
-    lo = 0
-    hi = 0
-    k = 0
-    for i in range(m):  # (without branches: a pulsed pair is as likely as not, a branch would be mispredicted)
+def _normal_edge(s, hz, iz):  # pragma: no cover - compiled
+    """The ziggurat's rare cases (about 1 draw in 100): a wedge, or the base's tail beyond ``R``."""
+    while True:
+        x = hz * _WN[iz]
+        if iz == 0:  # the tail, by Marsaglia's method
+            while True:
+                s, u1 = _uniform(s)
+                s, u2 = _uniform(s)
+                x = -math.log(1.0 - u1) / _R
+                y = -math.log(1.0 - u2)
+                if y + y >= x * x:
+                    break
+            return s, (_R + x if hz > 0 else -_R - x)
+        s, u = _uniform(s)
+        if _FN[iz] + u * (_FN[iz - 1] - _FN[iz]) < math.exp(-0.5 * x * x):
+            return s, x
+        s = s + _GOLDEN
+        z = _mix(s)
+        hz = np.int64(z >> _S32) - 2147483648
+        iz = np.int64(z & _LOW7)
+        if abs(hz) < _KN[iz]:
+            return s, hz * _WN[iz]
+
+
+@_jit(inline="always")
+def _normal(s):  # pragma: no cover - compiled
+    """The next state and a standard normal number: the upper 32 bits give the value, the lowest 7 the layer."""
+    s = s + _GOLDEN
+    z = _mix(s)
+    hz = np.int64(z >> _S32) - 2147483648
+    iz = np.int64(z & _LOW7)
+    if abs(hz) < _KN[iz]:
+        return s, hz * _WN[iz]
+    return _normal_edge(s, hz, iz)
+
+
+@_jit
+def _geometric_wait(s, p):  # pragma: no cover - compiled
+    """The next state and the pulses until a chain with switching probability ``p`` per pulse switches
+    (``geometric_wait``'s law: >= 1, :data:`NEVER` if it cannot)."""
+    if p >= 1.0:
+        return s, 1
+    if p <= 0.0:
+        return s, NEVER
+    s, u = _uniform(s)
+    k = math.ceil(math.log(1.0 - u) / math.log1p(-p))
+    return s, int(min(max(k, 1.0), float(NEVER)))
+
+
+@_jit
+def normals_for_test(seed, n):  # pragma: no cover - compiled
+    """``n`` normal numbers of the stream ``seed`` (the tests check their law)."""
+    out = np.empty(n)
+    s = _U(seed)
+    for i in range(n):
+        s, out[i] = _normal(s)
+    return out
+
+
+@_jit
+def waits_for_test(seed, p, n):  # pragma: no cover - compiled
+    """``n`` waiting times of switching probability ``p`` (the tests check their law)."""
+    out = np.empty(n, np.int64)
+    s = _U(seed)
+    for i in range(n):
+        s, out[i] = _geometric_wait(s, p)
+    return out
+
+
+# ---------------------------------------------------------------- the loop
+@_jit
+def _pulse_block(signed, start, half, seed, lo_a, lo_b, pulses, wait, high, x, xr, xi, w, params, bits, halves,
+                 c2c_of, scales, law, law_rows, pink, states, extra, white, coef, table, horizon, rtn, p_up,
+                 p_down, amp_row, r0_row, pairs, own, cells, wc, r0c):  # pragma: no cover - compiled
+    """Pulse the pairs of one block (``signed``: their signed counts; pair ``i`` is cells ``start + i`` and
+    ``start + i + half``): returns how many were pulsed, listed in ``pairs`` (in the block) with their counts
+    in ``own``; each pulsed cell in ``cells``, its new ``w`` in ``wc`` and R0 in ``r0c``.
+
+    A cell's parameters (``law_rows``, the RTN amplitude, R0) are its own plus its scaled C2C deviation
+    (``bits``: the deviations' float16 bits, ``halves`` each pattern's value). Scalars, not small arrays,
+    hold the per-cell values: a value stored and read back, or an array passed to a helper (numba counts
+    its references), cost a large share of the loop."""
+    # the pulsed pairs, by one scan without branches (a pulsed pair is about as likely as not)
+    m = 0
+    for i in range(signed.shape[0]):
         n = signed[i]
-        lo = min(lo, n)
-        hi = max(hi, n)
-        a = abs(n)
-        pairs[k] = i
-        own[k] = n
-        pulsed = n != 0
-        k += pulsed
-        sizes[3 - pulsed * (3 - (a >= lo_a) - (a >= lo_b))] += 1
-    return pairs[:k], own[:k], sizes[:3], lo, hi
-
-
-@_jit
-def _advance_cells(order, own, start, half, pulses, wait, high, rtn, lo_a, lo_b):  # pragma: no cover - compiled
-    """Each listed pair's pulsed cell (BL or BLb by the sign), its count and its new pulse count; adds the
-    pulses and takes them off the telegraph chain's wait. Returns ``(cells, counts, t, switching, highs)``:
-    ``switching`` the positions whose wait ran out, ``highs`` per draw class the cells whose chain is high
-    and does not switch."""
-    m = order.shape[0]
-    cells = np.empty(m, np.int64)
-    counts = np.empty(m, np.int32)
-    t = np.empty(m, np.int64)
-    switching = np.empty(m, np.int64)
-    highs = np.zeros(3, np.int64)
-    k = 0
+        pairs[m] = i
+        own[m] = n
+        m += n != 0
+    nrows = law_rows.shape[0]
+    ra, rb, rc = law_rows[0], law_rows[1], law_rows[2]
+    rd = law_rows[3] if nrows > 3 else rc
+    da, db, dc, dd = c2c_of[ra], c2c_of[rb], c2c_of[rc], c2c_of[rd]
+    any_c2c = da >= 0 or db >= 0 or dc >= 0 or dd >= 0
+    d_amp, d_r0 = c2c_of[amp_row], c2c_of[r0_row]
+    s_rtn = p_up + p_down
+    pi_high = p_up / s_rtn if s_rtn > 0 else 0.0
+    s = _mix(_U(seed))
     for j in range(m):
         if j + AHEAD < m:
-            ahead = start + order[j + AHEAD] + (half if own[j + AHEAD] < 0 else 0)
+            ahead = start + pairs[j + AHEAD] + (half if own[j + AHEAD] < 0 else 0)
             prefetch(pulses, ahead)
             prefetch(wait, ahead)
             prefetch(high, ahead)
-        n = own[j]
-        cell = start + order[j]
-        if n < 0:
-            n = -n
-            cell += half
-        cells[j] = cell
-        counts[j] = n
-        pulses[cell] += n
-        t[j] = pulses[cell]
-        if rtn:
-            wait[cell] -= n
-            if wait[cell] <= 0:
-                switching[k] = j
-                k += 1
-            elif high[cell]:
-                highs[0 if n < lo_a else (1 if n < lo_b else 2)] += 1
-    return cells, counts, t, switching[:k], highs
-
-
-# (No helper function reads a parameter: numba counts the references of the arrays passed to a call, some
-# 60 ns a cell; the loop reads the rows itself.)
-
-
-@_jit
-def _update_listed(cells, counts, t, sizes, per, states, extra, law, law_rows, zall, coef, table, horizon,
-                   params, bits, halves, c2c_of, scales, white, x, xr, xi, w, high, rtn, first_high, u, amp_row,
-                   r0_row, wc, r0c, lo_a, lo_b):  # pragma: no cover - compiled
-    """Pulse the listed cells in one pass, in index order: the drift law at the new pulse count, the pink
-    term (as :func:`~hfox_fit.torch._update._dense`) and the telegraph term ``U1 U2 A`` where a chain is
-    high; writes ``w`` and the pink states, and each cell's ``w`` and R0 into ``wc``, ``r0c``.
-
-    The draws go where the class path puts them: a cell of draw class ``k`` and rank ``i`` in it takes
-    row ``r`` of its normal numbers at ``zall[start_k + r * sizes[k] + i]``, and the ``q``-th high chain
-    in class order (``first_high[k]`` + its rank among the class's high chains) takes ``u[:, q]``."""
-    m = cells.shape[0]
-    vals = np.empty(law_rows.shape[0], wc.dtype)  # the law's parameters of one cell (C2C added)
-    base = np.zeros(3, np.int64)
-    for k in range(1, 3):
-        base[k] = base[k - 1] + per[k - 1] * sizes[k - 1]
-    rank = np.zeros(3, np.int64)
-    high_rank = first_high.copy()
-    d_amp = c2c_of[amp_row]
-    d_r0 = c2c_of[r0_row]
-    for j in range(m):
-        if j + AHEAD < m:
-            ahead = cells[j + AHEAD]
             prefetch(x, ahead)
             prefetch(xr, ahead)
             prefetch(xi, ahead)
             prefetch(w, ahead)
-            prefetch(high, ahead)
             for r in range(params.shape[0]):
                 prefetch_row(params, r, ahead)
-        cell = cells[j]
-        n = counts[j]
-        k = 0 if n < lo_a else (1 if n < lo_b else 2)
-        i = rank[k]
-        rank[k] = i + 1
-        size = sizes[k]
-        at = base[k] + i
-        wc[j] = t[j]  # (the count in the array's float type, as t.to(dtype))
-        tf = wc[j]
-        for q in range(law_rows.shape[0]):
-            r = law_rows[q]
-            v = params[r, cell]
-            d = c2c_of[r]
-            if d >= 0:  # (the deviation's float16 bits, and each pattern's value)
-                v = v + scales[d] * halves[bits[d, cell]]
-            vals[q] = v
+        n = own[j]
+        cell = start + pairs[j]
+        if n < 0:
+            n = -n
+            cell += half
+        cells[j] = cell
+        t = pulses[cell] + n
+        pulses[cell] = t
+        hi = False
+        if rtn:
+            hi = high[cell]
+            left = wait[cell] - n
+            if left <= 0:  # the chain switched -left pulses before the end: the 2x2 law over those
+                can_leave = p_down > 0 if hi else p_up > 0
+                if can_leave:
+                    p_high = pi_high + (1.0 - s_rtn) ** (-left) * ((0.0 if hi else 1.0) - pi_high)
+                    s, u = _uniform(s)
+                    hi = u < p_high
+                s, left = _geometric_wait(s, p_down if hi else p_up)
+                high[cell] = hi
+            wait[cell] = left
+        tf = float(t)
+        va, vb, vc, vd = params[ra, cell], params[rb, cell], params[rc, cell], params[rd, cell]
+        if any_c2c:
+            if da >= 0:
+                va = va + scales[da] * halves[bits[da, cell]]
+            if db >= 0:
+                vb = vb + scales[db] * halves[bits[db, cell]]
+            if dc >= 0:
+                vc = vc + scales[dc] * halves[bits[dc, cell]]
+            if dd >= 0:
+                vd = vd + scales[dd] * halves[bits[dd, cell]]
         # drift law (torch_law's formulas)
         if law == 0:
-            before = tf if tf < vals[1] else vals[1]
-            wn = vals[3] + vals[0] * before
-            wn = wn + vals[2] * (tf - before)
+            before = tf if tf < vb else vb
+            wn = vd + va * before + vc * (tf - before)
         elif law == 1:
-            wn = vals[2] + vals[0] * tf ** vals[1]
+            wn = vc + va * tf ** vb
         else:
-            wn = vals[2] + vals[0] * np.log1p(tf / vals[1])
-        if per[k] > 0:
-            tt = t[j] if t[j] < horizon else horizon
+            wn = vc + va * math.log1p(tf / vb)
+        if pink:
             if states:
+                # the stand-in's n-step transition: its innovation has rank min(n, 3) (see draw_classes)
                 nn = n if n < horizon else horizon
-                z0 = zall[at]
-                x0 = x[cell] * coef[0, nn]
-                x0 = x0 + coef[1, nn] * z0
+                s, z0 = _normal(s)
+                x0 = x[cell] * coef[0, nn] + coef[1, nn] * z0
+                r_, i_ = xr[cell], xi[cell]
+                re = r_ * coef[3, nn] - i_ * coef[4, nn] + coef[5, nn] * z0
+                im = i_ * coef[3, nn] + r_ * coef[4, nn] + coef[6, nn] * z0
+                if n >= lo_a:
+                    s, z1 = _normal(s)
+                    re += coef[7, nn] * z1
+                    im += coef[8, nn] * z1
+                    if n >= lo_b:
+                        s, z2 = _normal(s)
+                        im += coef[2, nn] * z2
                 x[cell] = x0
-                r_ = xr[cell]
-                i_ = xi[cell]
-                re = r_ * coef[3, nn]
-                re = re - i_ * coef[4, nn]
-                re = re + coef[5, nn] * z0
-                im = i_ * coef[3, nn]
-                im = im + r_ * coef[4, nn]
-                im = im + coef[6, nn] * z0
-                if k > 0:
-                    z1 = zall[at + size]
-                    re = re + coef[7, nn] * z1
-                    im = im + coef[8, nn] * z1
-                if k > 1:
-                    im = im + coef[2, nn] * zall[at + 2 * size]
                 xr[cell] = re
                 xi[cell] = im
                 core = re + x0
                 if extra:
-                    core = core + white * zall[at + (k + 1) * size]
+                    s, zw = _normal(s)
+                    core += white * zw
             else:
-                core = zall[at] * white
-            wn = wn + table[0, tt]
-            wn = wn + table[1, tt] * core
-        if rtn and high[cell]:
-            q = high_rank[k]
-            high_rank[k] = q + 1
+                s, z0 = _normal(s)
+                core = z0 * white
+            tt = t if t < horizon else horizon
+            wn = wn + table[0, tt] + table[1, tt] * core
+        if hi:
+            s, u1 = _uniform24(s)
+            s, u2 = _uniform24(s)
             amp = params[amp_row, cell]
             if d_amp >= 0:
                 amp = amp + scales[d_amp] * halves[bits[d_amp, cell]]
-            wn = wn + (u[0, q] * u[1, q]) * amp
+            wn = wn + u1 * u2 * amp
         wc[j] = wn
         w[cell] = wn
         r0 = params[r0_row, cell]
         if d_r0 >= 0:
             r0 = r0 + scales[d_r0] * halves[bits[d_r0, cell]]
         r0c[j] = r0
+    return m
 
 
 #: The value of every float16 bit pattern (numba has no float16 type): the C2C deviations are stored as float16.
 _HALVES = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
 
-
-def listed(signed: torch.Tensor, classes: tuple):
-    """The pulsed pairs of a block from its signed counts (a CPU tensor), in index order: ``(pairs, their
-    signed counts, class sizes, (smallest, largest) count)`` as numpy arrays, or None when none is pulsed."""
-    pairs, own, sizes, lo, hi = _list_block(signed.numpy(), *classes)
-    return None if pairs.size == 0 else (pairs, own, sizes, (int(lo), int(hi)))
-
-
 _CHECKED: list = []  # (the outcome of the one check per process: [True] or [False])
 
 
 def _compiles() -> bool:
-    """Whether the loops compile and run here: tried once per process on a few cells, before any array's state
+    """Whether the loop compiles and runs here: tried once per process on a few cells, before any array's state
     is touched (numba keeps the compiled code on disk, so later processes load it). A failure warns once, and
     the class path pulses instead."""
     if not _CHECKED:
@@ -290,90 +367,67 @@ def _compiles() -> bool:
 
 
 def _try_loops() -> None:
-    """Every loop once, on 4 pairs (float32 cells, int32 counts)."""
+    """The loop once, on 4 pairs (float32 cells, int32 counts)."""
     f32, i64 = np.float32, np.int64
-    order, own, sizes, _, _ = _list_block(np.array([1, -2, 0, 3], np.int32), 2, 3)
-    pulses, wait, high = np.zeros(8, np.int32), np.full(8, 2, np.int32), np.zeros(8, np.bool_)
-    cells, counts, t, _, _ = _advance_cells(order, own, 0, 4, pulses, wait, high, True, 2, 3)
-    state = [np.zeros(8, f32) for _ in range(4)]
-    m = cells.size
-    _update_listed(cells, counts, t, sizes, np.array([2, 3, 4], i64), True, True, 0, np.arange(4, dtype=i64),
-                   np.zeros(64, f32), np.zeros((10, 5), f32), np.zeros((2, 5), f32), 4, np.ones((6, 8), f32),
-                   np.zeros((0, 8), np.uint16), _HALVES.astype(f32), np.full(6, -1, i64), np.zeros(1, f32),
-                   f32(0.1), *state, high, True, np.zeros(3, i64), np.zeros((2, 1), f32), 5, 4,
-                   np.zeros(m, f32), np.zeros(m, f32), 2, 3)
+    z = [np.zeros(8, f32) for _ in range(4)]
+    _pulse_block(np.array([1, -2, 0, 3], np.int32), 0, 4, 7, 2, 3, np.zeros(8, np.int32), np.full(8, 2, np.int32),
+                 np.zeros(8, np.bool_), *z, np.ones((6, 8), f32), np.zeros((0, 8), np.uint16), _HALVES.astype(f32),
+                 np.full(6, -1, i64), np.zeros(1, f32), 0, np.arange(4, dtype=i64), True, True, True, f32(0.1),
+                 np.zeros((10, 5), f32), np.zeros((2, 5), f32), 4, True, 0.1, 0.2, 5, 4, np.zeros(4, i64),
+                 np.zeros(4, np.int32), np.zeros(4, i64), np.zeros(4, f32), np.zeros(4, f32))
 
 
 def usable(arr) -> bool:
-    """Whether the fused loops can pulse ``arr``: numba is installed and builds them, the array is on a CPU
-    and its drift law has a loop here."""
+    """Whether the fused loop can pulse ``arr``: numba is installed and builds it, the array is on a CPU and
+    its drift law has a loop here."""
     return AVAILABLE and arr.device.type == "cpu" and arr.model.law in LAW_IDS and _compiles()
 
 
-def _fused_call(arr, c: dict, call: dict) -> None:
-    """What every block of the fused path reads from ``call`` (numpy views of the buffers, the draw plan)."""
+def fused_call(arr, c: dict, call: dict) -> None:
+    """What every block of the fused path reads from ``call`` (numpy views of the buffers, the switches)."""
     law, names = LAW_IDS[arr.model.law]
     c2c_of = np.full(len(arr.param_names), -1, np.int64)
     for j, i in enumerate(arr._c2c_rows):
         c2c_of[i] = j
     dtype = arr.w.numpy().dtype
-    states, white, pink = c["states"], c["white"], arr.pink
-    extra = bool(states and white > 0)
-    per = [0, 0, 0] if not pink else ([1, 1, 1] if not states else [k + extra for k in (1, 2, 3)])  # (update_by_class's)
     call["fused"] = {
         "law": law, "law_rows": np.array([arr.param_names.index(p) for p in names], np.int64),
         "c2c_of": c2c_of, "scales": np.array(c["c2c_scale"] or [0.0], dtype=dtype),
-        "per": np.array(per, np.int64), "states": bool(states), "extra": extra,
-        "white": dtype.type(white), "coef": c["coef"].numpy(), "table": c["table"].numpy(),
+        "pink": bool(arr.pink), "states": bool(c["states"]), "extra": bool(c["states"] and c["white"] > 0),
+        "white": float(c["white"]), "coef": c["coef"].numpy(), "table": c["table"].numpy(),
         "params": arr.cell_params.numpy(), "bits": arr.c2c_dev.numpy().view(np.uint16),
-        "halves": _HALVES.astype(dtype),
-        "pulses": arr.pulses.numpy(), "wait": arr.rtn_wait.numpy(), "high": arr.rtn_high.numpy(),
-        "x": arr.pink_x.numpy(), "xr": arr.pink_xi[0].numpy(), "xi": arr.pink_xi[1].numpy(),
-        "w": arr.w.numpy(), "dtype": dtype,
+        "halves": _HALVES.astype(dtype), "pulses": arr.pulses.numpy(), "wait": arr.rtn_wait.numpy(),
+        "high": arr.rtn_high.numpy(), "x": arr.pink_x.numpy(), "xr": arr.pink_xi[0].numpy(),
+        "xi": arr.pink_xi[1].numpy(), "w": arr.w.numpy(),
     }
 
 
 def fused_block(arr, b: int, v: dict, call: dict, note) -> None:
-    """Pulse the listed pairs of block ``b`` (``call["listing"][b]``, from :func:`list_block`): the class
-    path's update and draws, in one pass over the pulsed cells in index order."""
+    """Pulse the pairs of block ``b`` by :func:`_pulse_block`, then read the pulsed cells (the torch call of
+    the class path) into ``call["out"]``; ``note`` keeps the pulsed pairs for ``record``."""
     s, e = v["range"]
     half = arr.num_devices // 2
     out, prev = call["out"], call["prev"]
     if out is not prev:
         out[s:e].copy_(prev[s:e])
         out[half + s:half + e].copy_(prev[half + s:half + e])
-    listing = call["listing"][b]
-    if listing is None:
-        return note(call, b, s, torch.zeros(0, dtype=torch.int64), None)
-    order, own, sizes, _ = listing
     f, c = call["fused"], arr._constants()
-    g, rtn = arr._block_gens[b], bool(arr.rtn)
+    g = arr._block_gens[b]
+    seed = int(torch.randint(0, 1 << 62, (1,), generator=g))  # (the block's stream for this call)
+    size = e - s
+    pairs, own = np.empty(size, np.int64), np.empty(size, np.int32)
+    cells = np.empty(size, np.int64)
+    padded = torch.zeros(-(-size // _PAD) * _PAD, dtype=arr.dtype)
+    r0c = torch.empty(size, dtype=arr.dtype)
     lo_a, lo_b = call["classes"]
-    cells, counts, t, switching, highs = _advance_cells(order, own, s, half, f["pulses"], f["wait"], f["high"], rtn,
-                                                        lo_a, lo_b)
-    if switching.size:  # (few cells: the class path's draws, in its order, on their gathered state)
-        n = counts[switching]
-        classes = np.where(n < lo_a, 0, np.where(n < lo_b, 1, 2))
-        in_order = np.argsort(classes, kind="stable")
-        at = torch.from_numpy(cells[switching[in_order]])
-        hi, wt = arr.rtn_high.index_select(0, at), arr.rtn_wait.index_select(0, at)
-        rtn_switch(torch.arange(at.numel()), hi, wt, g, c["p_up"], c["p_down"])
-        arr.rtn_high.index_copy_(0, at, hi)
-        arr.rtn_wait.index_copy_(0, at, wt)
-        highs += np.bincount(classes[in_order][hi.numpy()], minlength=3)
-    m = cells.size
-    total = int(f["per"] @ sizes)
-    zall = torch.randn(total, generator=g, dtype=arr.dtype) if total else torch.zeros(1, dtype=arr.dtype)
-    nh = int(highs.sum())
-    u = torch.rand(2, nh, generator=g, dtype=arr.dtype) if nh else torch.zeros(2, 1, dtype=arr.dtype)
-    first_high = np.concatenate([[0], np.cumsum(highs)[:2]]).astype(np.int64)
-    padded = torch.zeros(-(-m // _PAD) * _PAD, dtype=arr.dtype)
-    r0c = torch.empty(m, dtype=arr.dtype)
-    _update_listed(cells, counts, t, sizes, f["per"], f["states"], f["extra"], f["law"], f["law_rows"], zall.numpy(),
-                   f["coef"], f["table"], c["horizon"], f["params"], f["bits"], f["halves"], f["c2c_of"],
-                   f["scales"], f["white"], f["x"], f["xr"], f["xi"], f["w"], f["high"], rtn, first_high,
-                   u.numpy(), c["amp_row"], c["r0_row"], padded[:m].numpy(), r0c.numpy(), lo_a, lo_b)
+    m = _pulse_block(call["signed"][s:e].numpy(), s, half, seed, lo_a, lo_b, f["pulses"], f["wait"], f["high"],
+                     f["x"], f["xr"], f["xi"], f["w"], f["params"], f["bits"], f["halves"], f["c2c_of"],
+                     f["scales"], f["law"], f["law_rows"], f["pink"], f["states"], f["extra"], f["white"],
+                     f["coef"], f["table"], c["horizon"], bool(arr.rtn), c["p_up"], c["p_down"], c["amp_row"],
+                     c["r0_row"], pairs, own, cells, padded.numpy(), r0c.numpy())
+    if m == 0:
+        return note(call, b, s, torch.zeros(0, dtype=torch.int64), None)
     # R = r0 2**(w log2 e) by the class path's torch call (the padded buffer: every cell in the SIMD kernel)
     padded.mul_(LOG2E).exp2_()
-    out.scatter_(0, torch.from_numpy(cells), torch.mul(padded[:m], r0c))
-    note(call, b, s, torch.from_numpy(order), torch.from_numpy(counts))
+    out.scatter_(0, torch.from_numpy(cells[:m]), torch.mul(padded[:m], r0c[:m]))
+    note(call, b, s, torch.from_numpy(pairs[:m]), torch.from_numpy(np.abs(own[:m])))

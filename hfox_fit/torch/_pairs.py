@@ -14,8 +14,8 @@ scatter by index. Two paths here, with the same law:
   index, updated by :func:`~hfox_fit.torch._update.update_by_class` and scattered
   back. Idle pairs cost the key and the sort only; a block where few pairs are pulsed
   (:data:`LIST_SHARE`) lists them by one scan and sorts their keys alone, in the same order.
-  On a CPU where numba is installed the same update runs as compiled loops
-  (:mod:`hfox_fit.torch._fused`, :data:`FUSED`): the same draws, the numbers equal up to rounding.
+  On a CPU where numba is installed the same law runs as one compiled loop per block
+  (:mod:`hfox_fit.torch._fused`, :data:`FUSED`), with its own random numbers.
 * ``"select"`` (:func:`_pair_block`, the reference, and the path of a compiled
   array): each pair's pulsed cell is picked out by a select (bitwise, on the sign),
   every pair is updated by the closed-form block update of ``pulse`` (a pair given
@@ -149,8 +149,8 @@ NUMPY_LISTING = True
 #: counts' bounds; otherwise their magnitudes, keys and bounds take passes over every pair (the same order).
 SIGNED_LISTING = True
 
-#: With :data:`SIGNED_LISTING`, pulse the listed pairs by the compiled loops of :mod:`hfox_fit.torch._fused`
-#: where numba is installed (the same draws; the numbers differ from the class path's by rounding only).
+#: With :data:`SIGNED_LISTING`, pulse the pairs by the compiled loop of :mod:`hfox_fit.torch._fused` where
+#: numba is installed (the class path's law, with its own random numbers).
 FUSED = True
 
 _SETTINGS = ("NUMPY_LISTING", "SIGNED_LISTING", "LIST_SHARE", "PAIR_BLOCK", "FUSED")
@@ -393,14 +393,14 @@ def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor
     if signed.dtype in (torch.int8, torch.int16):  # (their magnitudes could wrap: -128 in int8)
         signed = signed.to(torch.int32)
     signed = signed.contiguous()
+    if FUSED and _fused.usable(arr):
+        return _pulse_fused(arr, signed, views, c, in_place, record)
     classes = draw_classes(arr)
     listing = [None] * len(views)
-    fused = FUSED and _fused.usable(arr)
-    list_block = _fused.listed if fused else _listed_signed
 
     def one(b):
         s, e = views[b]["range"]
-        listing[b] = list_block(signed[s:e], classes)
+        listing[b] = _listed_signed(signed[s:e], classes)
 
     _blocks(c, len(views), one)
     lo = min((got[3][0] for got in listing if got is not None), default=0)
@@ -420,11 +420,26 @@ def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor
     arr._pulse_bound += hi
     call["hi"] = hi
     _class_call(arr, c, call)
-    if fused:
-        _fused._fused_call(arr, c, call)
-        _blocks(c, len(views), lambda b: _fused.fused_block(arr, b, views[b], call, _note), balance=True)
-    else:
-        _blocks(c, len(views), lambda b: _class_block(arr, b, views[b], call), balance=True)
+    _blocks(c, len(views), lambda b: _class_block(arr, b, views[b], call), balance=True)
+    return _finish(arr, call, record)
+
+
+def _pulse_fused(arr, signed, views, c, in_place: bool, record) -> torch.Tensor:
+    """The update by the compiled loop of :mod:`hfox_fit.torch._fused`, block by block: the counts' bounds are
+    checked first (one pass), each block's loop lists its pulsed pairs and updates them."""
+    lo, hi = (int(v) for v in torch.aminmax(signed))
+    if lo < -MAX_COUNT or hi > MAX_COUNT:
+        raise ValueError(f"pulse counts above {MAX_COUNT} are not supported; got {max(-lo, hi)}.")
+    hi = max(-lo, hi)
+    if _nothing_to_pulse(arr, hi, record):
+        return arr.resistance
+    prev = arr.resistance
+    call = {"signed": signed, "out": prev if in_place else torch.empty_like(arr.w), "prev": prev,
+            "record": record, "listed": [None] * len(views), "classes": draw_classes(arr)}
+    arr._pulse_bound += hi
+    call["hi"] = hi
+    _fused.fused_call(arr, c, call)
+    _blocks(c, len(views), lambda b: _fused.fused_block(arr, b, views[b], call, _note), balance=True)
     return _finish(arr, call, record)
 
 

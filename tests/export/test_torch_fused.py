@@ -1,7 +1,9 @@
-"""pulse_pairs' compiled loops (numba, :mod:`hfox_fit.torch._fused`) give the torch class path's numbers.
+"""pulse_pairs' compiled loop (numba, :mod:`hfox_fit.torch._fused`) has the law of the torch paths.
 
-The loops draw what the class path draws, from the same generators in the same order, so the integer
-state (pulse counts, telegraph chains and waits) is equal and the floats differ by rounding only.
+The loop draws its own random numbers (a splitmix64 stream per block and call, seeded from the array's
+block generator; normal numbers by a ziggurat), so its numbers are not the class path's: the tests
+compare the laws of the states after the same counts (as ``test_torch_pairs`` compares the class path
+with the select path), the laws of its draws, and its determinism (threads, resume).
 """
 
 import dataclasses
@@ -9,52 +11,25 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import stats
 
 torch = pytest.importorskip("torch")
 
+from test_torch_pairs import HALF, _counts, _largest_gap  # noqa: E402
+
 from hfox_fit import DeviceModel, ParameterLaw, preset_model  # noqa: E402
-from hfox_fit.torch import WeakResetArray, _fused, _pairs  # noqa: E402
+from hfox_fit.torch import WeakResetArray, _fused, _pairs, _threads  # noqa: E402
 
 needs_numba = pytest.mark.skipif(not _fused.AVAILABLE, reason="numba is not installed (the train extra)")
 
-HALF = 40_000
-INTEGER_STATE = ("pulses", "rtn_wait", "rtn_high")
 
-
-def _counts(seed: int, steps: int = 8) -> list:
-    """Signed counts: idle pairs, mostly 1-3 pulses, some up to 14, shares of pulsed pairs from 2 % to 90 %."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for share in (0.4, 0.02, 0.9, 0.4, 0.2, 0.6, 0.4, 0.05)[:steps]:
-        u = torch.rand(HALF, generator=g)
-        n = torch.where(u < 0.6, 1, torch.where(u < 0.8, 2, torch.where(u < 0.9, 3, 9)))
-        n = torch.where(torch.rand(HALF, generator=g) < 0.05, torch.randint(1, 15, (HALF,), generator=g), n)
-        n = n * (torch.rand(HALF, generator=g) < share) * torch.where(torch.rand(HALF, generator=g) < 0.5, 1, -1)
-        out.append(n.to(torch.int32))
-    return out
-
-
-def _pulse(model, fused: bool, counts, dtype=torch.float32, **switches):
-    arr = WeakResetArray(model, 2 * HALF, seed=3, dtype=dtype, **switches)
-    reads, records = [], []
+def _run(model, fused: bool, seed: int, counts, path="classes", **switches) -> WeakResetArray:
+    arr = WeakResetArray(model, 2 * HALF, seed=seed, **switches)
     with _pairs.settings(FUSED=fused):
-        for k, n in enumerate(counts):
-            record = {}
-            reads.append(arr.pulse_pairs(n, in_place=bool(k % 2), record=record).clone())
-            pairs = torch.cat(record["pairs"]) if record["pairs"] else torch.zeros(0, dtype=torch.int64)
-            records.append((torch.sort(pairs).values, int(record["pulses"])))
-            if k == 3:
-                arr.set_(torch.arange(2 * HALF) % 7 == 0)  # (a SET between pulses: the C2C draws, fresh chains)
-    return arr, reads, records
-
-
-def _assert_same_numbers(a, b, reads_a, reads_b, rtol):
-    for name in INTEGER_STATE:
-        assert torch.equal(getattr(a, name), getattr(b, name)), name
-    for name in ("pink_x", "pink_xi", "w"):
-        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=rtol, atol=rtol * 1e-2, msg=name)
-    for ra, rb in zip(reads_a, reads_b):
-        torch.testing.assert_close(ra, rb, rtol=rtol, atol=0.0)
+        for n in counts:
+            r = _pairs.pulse_pairs(arr, n, path=path)
+            assert torch.equal(r, arr.resistance)
+    return arr
 
 
 def _c2c_model():
@@ -83,26 +58,116 @@ def _log_model():
 
 @needs_numba
 @pytest.mark.parametrize("model, switches", [
-    (preset_model("paper"), {}), (preset_model("wafer_b"), {}), (preset_model("paper"), {"rtn": False}),
-    (preset_model("wafer_b"), {"pink": False}), (preset_model("paper"), {"d2d": False}),
-    (_c2c_model(), {}), (_power_model(), {}), (_log_model(), {}),
-], ids=["paper", "wafer_b", "no_rtn", "no_pink", "no_d2d", "c2c", "power_law", "log_law"])
-def test_fused_loops_give_the_class_paths_numbers(model, switches):
+    (preset_model("paper"), {"d2d": False}), (preset_model("wafer_b"), {"d2d": False}),
+    (preset_model("paper"), {"d2d": False, "rtn": False}), (preset_model("wafer_b"), {"d2d": False, "pink": False}),
+    (preset_model("paper"), {}), (_c2c_model(), {"d2d": False}), (_power_model(), {"d2d": False}),
+    (_log_model(), {"d2d": False}),
+], ids=["paper", "wafer_b", "no_rtn", "no_pink", "paper_d2d", "c2c", "power_law", "log_law"])
+def test_fused_loop_has_the_law_of_the_select_path(model, switches):
     counts = _counts(5)
-    a, reads_a, rec_a = _pulse(model, True, counts, **switches)
-    b, reads_b, rec_b = _pulse(model, False, counts, **switches)
-    assert _fused.usable(a)
-    _assert_same_numbers(a, b, reads_a, reads_b, rtol=1e-5)
-    for (pa, na), (pb, nb) in zip(rec_a, rec_b):  # the same pairs listed (in another order), the same pulses
-        assert torch.equal(pa, pb) and na == nb
+    fast = _run(model, True, 1, counts, **switches)
+    assert _fused.usable(fast)
+    ref = _run(model, False, 2, counts, path="select", **switches)
+    assert torch.equal(fast.pulses, ref.pulses)  # the same cells got the same pulses
+    gap, where = _largest_gap(fast, ref)
+    assert gap < 5.0, (gap, where)
 
 
 @needs_numba
-def test_fused_loops_in_double_precision():
-    counts = _counts(6, steps=4)
-    a, reads_a, _ = _pulse(preset_model("wafer_b"), True, counts, dtype=torch.float64)
-    b, reads_b, _ = _pulse(preset_model("wafer_b"), False, counts, dtype=torch.float64)
-    _assert_same_numbers(a, b, reads_a, reads_b, rtol=1e-12)
+def test_the_comparison_catches_a_loop_without_its_telegraph_or_pink_term():
+    counts = _counts(5)
+    ref = _run(preset_model("paper"), False, 2, counts, path="select", d2d=False)
+    for off in ({"rtn": False}, {"pink": False}):
+        wrong = _run(preset_model("paper"), True, 1, counts, d2d=False, **off)
+        assert _largest_gap(wrong, ref)[0] > 5.0, off
+
+
+@needs_numba
+def test_the_telegraph_term_is_u1_u2_times_the_cells_amplitude():
+    """Without pink noise, a cell whose chain is high reads its drift plus ``U1 U2 A``: (w - drift) / A has the
+    law of a product of two uniforms (CDF x - x ln x); a low chain reads its drift alone. A chain set low is
+    high after 420 pulses (in steps of 14) with probability pi (1 - (1 - p_up - p_down)**420)."""
+    from test_torch_pairs import _drift
+
+    arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=3, pink=False)
+    n = torch.where(torch.arange(HALF) % 2 == 0, 14, -14).to(torch.int32)
+    for _ in range(30):
+        arr.pulse_pairs(n)
+    pulsed = arr.pulses > 0
+    high = arr.rtn_high & pulsed
+    amp = arr.cell_parameters["rtn_amplitude"].double()
+    ratio = ((arr.w.double() - _drift(arr)) / amp)[high].numpy()
+    p_up, p_down = (float(v) for v in arr.rtn_rates)
+    share, k = int(high.sum()) / int(pulsed.sum()), int(pulsed.sum())
+    want = p_up / (p_up + p_down) * (1 - (1 - p_up - p_down) ** 420)
+    assert abs(share - want) < 4 * np.sqrt(want * (1 - want) / k), (share, want)
+    assert stats.kstest(ratio, lambda x: np.where(x <= 0, 0.0, np.minimum(1.0, x - x * np.log(np.maximum(x, 1e-300))))
+                        ).pvalue > 1e-3
+    assert abs(ratio.mean() - 0.25) < 4 * np.sqrt(7 / 144 / ratio.size)  # (E[U1 U2] = 1/4, var 1/9 - 1/16)
+    low = pulsed & ~arr.rtn_high
+    torch.testing.assert_close(arr.w.double()[low], _drift(arr)[low], rtol=0, atol=1e-6)
+
+
+@needs_numba
+def test_fused_loop_runs_in_double_precision_with_the_same_law():
+    counts = _counts(6)
+    fast = _run(preset_model("wafer_b"), True, 1, counts, d2d=False, dtype=torch.float64)
+    ref = _run(preset_model("wafer_b"), False, 2, counts, path="select", d2d=False, dtype=torch.float64)
+    assert fast.w.dtype == torch.float64 and torch.equal(fast.pulses, ref.pulses)
+    assert _largest_gap(fast, ref)[0] < 5.0
+
+
+@needs_numba
+def test_fused_loop_is_the_same_on_any_threads_and_resumes_exactly(monkeypatch):
+    monkeypatch.setattr(_threads, "CPU_BLOCK", 16_000)
+    monkeypatch.setattr(_threads._BALANCE, "MIN_CORES", 0.0)
+    monkeypatch.setattr(_threads._BALANCE, "serial_left", 0)
+    counts = _counts(7)[:4]
+    threads = torch.get_num_threads()
+    reads = []
+    try:
+        for k in (1, 2):
+            torch.set_num_threads(k)
+            arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=4)
+            reads.append([arr.pulse_pairs(n).clone() for n in counts])
+    finally:
+        torch.set_num_threads(threads)
+    assert len(_pairs._pair_views(arr)) >= 2
+    assert all(torch.equal(a, b) for a, b in zip(*reads))
+    other = WeakResetArray(preset_model("paper"), 2 * HALF, seed=5)
+    assert not torch.equal(other.pulse_pairs(counts[0]), reads[0][0])  # (another seed, other numbers)
+    a = WeakResetArray(preset_model("paper"), 2 * HALF, seed=4)
+    for n in counts[:2]:
+        a.pulse_pairs(n)
+    b = WeakResetArray(preset_model("paper"), 2 * HALF, seed=9)
+    b.load_state_dict(a.state_dict())
+    for n in counts[2:]:
+        assert torch.equal(a.pulse_pairs(n), b.pulse_pairs(n))
+
+
+@needs_numba
+def test_the_loops_normal_numbers_are_standard_normal():
+    z = _fused.normals_for_test(12345, 400_000)
+    assert abs(z.mean()) < 4 / np.sqrt(z.size) and abs(z.var() - 1) < 4 * np.sqrt(2 / z.size)
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    # the tails (beyond the ziggurat's base, 3.44) and the wedges, by their counts
+    for edge in (1.0, 2.5, 3.44, 4.0):
+        want = 2 * stats.norm.sf(edge) * z.size
+        assert abs(np.count_nonzero(np.abs(z) > edge) - want) < 5 * np.sqrt(want) + 2, edge
+    assert not np.array_equal(z[:100], _fused.normals_for_test(12346, 100))
+
+
+@needs_numba
+@pytest.mark.parametrize("p", [0.3, 8e-4, 2e-3])
+def test_the_loops_waiting_times_are_geometric(p):
+    k = _fused.waits_for_test(7, p, 200_000)
+    assert k.min() >= 1
+    assert abs(k.mean() - 1 / p) < 4 * np.sqrt((1 - p) / p**2 / k.size)
+    points = np.unique(np.quantile(k, np.linspace(0.01, 0.99, 25)).astype(np.int64))
+    ecdf = np.searchsorted(np.sort(k), points, side="right") / k.size  # (at the jumps of the discrete law)
+    assert np.max(np.abs(ecdf - stats.geom(p).cdf(points))) < 0.005
+    assert np.all(_fused.waits_for_test(7, 1.0, 10) == 1)
+    assert np.all(_fused.waits_for_test(7, 0.0, 10) == _fused.NEVER)
 
 
 @needs_numba
@@ -111,7 +176,7 @@ def test_fused_loops_leave_idle_pairs_and_partners_untouched():
     arr.pulse_pairs(_counts(2)[0])
     before = {k: v.clone() for k, v in arr.state_dict().items() if isinstance(v, torch.Tensor)}
     read = arr.resistance.clone()
-    n = _counts(3)[1]  # (2 % of the pairs pulsed)
+    n = _counts(3)[1] * (torch.rand(HALF, generator=torch.Generator().manual_seed(0)) < 0.02)  # (2 % pulsed)
     after = arr.pulse_pairs(n)
     pulsed = torch.cat([n > 0, n < 0])  # BL cells of pairs given +n, BLb cells of pairs given -n
     assert torch.equal(after[~pulsed], read[~pulsed])
@@ -119,6 +184,10 @@ def test_fused_loops_leave_idle_pairs_and_partners_untouched():
     for k in ("pulses", "pink_x", "w"):
         assert torch.equal(arr.state_dict()[k][~pulsed], before[k][~pulsed]), k
     assert torch.equal(arr.pulses[pulsed] - before["pulses"][pulsed], torch.cat([n[n > 0], -n[n < 0]]))
+    record = {}
+    arr.pulse_pairs(n, record=record)  # (the record lists the pulsed pairs and their pulses)
+    assert torch.equal(torch.sort(torch.cat(record["pairs"])).values, torch.nonzero(n).squeeze(1))
+    assert int(record["pulses"]) == int(n.abs().sum())
 
 
 @needs_numba
@@ -134,14 +203,12 @@ def test_fused_loops_refuse_huge_counts_before_any_update():
 
 
 def test_without_numba_the_class_path_pulses(monkeypatch):
-    counts = _counts(8, steps=3)
+    counts = _counts(8)[:3]
     monkeypatch.setattr(_fused, "AVAILABLE", False)
-    a, reads_a, _ = _pulse(preset_model("paper"), True, counts)
-    b, reads_b, _ = _pulse(preset_model("paper"), False, counts)
+    a = _run(preset_model("paper"), True, 1, counts)
+    b = _run(preset_model("paper"), False, 1, counts)
     assert not _fused.usable(a)
-    for ra, rb in zip(reads_a, reads_b):
-        assert torch.equal(ra, rb)
-    assert torch.equal(a.w, b.w)
+    assert torch.equal(a.resistance, b.resistance) and torch.equal(a.w, b.w)
 
 
 @needs_numba
@@ -152,14 +219,14 @@ def test_loops_that_fail_to_build_warn_once_and_the_class_path_pulses(monkeypatc
         raise RuntimeError("LLVM ERROR: no such intrinsic\nmore detail")
 
     monkeypatch.setattr(_fused, "_try_loops", broken)
-    counts = _counts(9, steps=2)
+    counts = _counts(9)[:2]
     with pytest.warns(RuntimeWarning, match="compiled pulse loops.*LLVM ERROR: no such intrinsic.*same law"):
-        a, reads_a, _ = _pulse(preset_model("paper"), True, counts)
+        a = _run(preset_model("paper"), True, 1, counts)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # (once per process)
-        _fused.usable(a)
-    b, reads_b, _ = _pulse(preset_model("paper"), False, counts)
-    assert all(torch.equal(ra, rb) for ra, rb in zip(reads_a, reads_b))
+        assert not _fused.usable(a)
+    b = _run(preset_model("paper"), False, 1, counts)
+    assert torch.equal(a.resistance, b.resistance)
 
 
 @needs_numba
