@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover - exercised where numba is missing
 
 from ._update import _PAD, LOG2E, NEVER
 
-__all__ = ["AVAILABLE", "LAW_IDS", "fused_block", "usable"]
+__all__ = ["AVAILABLE", "LAW_IDS", "counts_block", "fused_block", "read_block", "usable"]
 
 #: Whether numba is installed (the fused loops can run).
 AVAILABLE = numba is not None
@@ -342,6 +342,34 @@ def _pulse_block(signed, start, half, seed, lo_a, lo_b, pulses, wait, high, x, x
     return m
 
 
+@_jit
+def counts_block(flat, before, scale, most, n):  # pragma: no cover - compiled
+    """``n = clip(round((flat - before) / scale), -most, most)`` (round half to even, as torch.round) in one pass,
+    in the arrays' type as the torch passes compute it; returns False where an update is NaN or infinite."""
+    finite = True
+    for i in range(flat.shape[0]):
+        d = (flat[i] - before[i]) / scale
+        if not math.isfinite(d):
+            finite = False
+            continue
+        d = np.rint(d)
+        n[i] = int(min(max(d, -most), most))
+    return finite
+
+
+@_jit
+def read_block(r_bl, r_blb, kept, flat):  # pragma: no cover - compiled
+    """Read each pair by sign_readout (+1 where ``R_BL >= R_BLb``, else -1) into ``kept`` and ``flat``; returns
+    how many weights changed."""
+    flips = 0
+    for i in range(kept.shape[0]):
+        now = 1.0 if r_bl[i] >= r_blb[i] else -1.0
+        flips += now != kept[i]
+        kept[i] = now
+        flat[i] = now
+    return flips
+
+
 #: The value of every float16 bit pattern (numba has no float16 type): the C2C deviations are stored as float16.
 _HALVES = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
 
@@ -375,6 +403,8 @@ def _try_loops() -> None:
                  np.full(6, -1, i64), np.zeros(1, f32), 0, np.arange(4, dtype=i64), True, True, True, f32(0.1),
                  np.zeros((10, 5), f32), np.zeros((2, 5), f32), 4, True, 0.1, 0.2, 5, 4, np.zeros(4, i64),
                  np.zeros(4, np.int32), np.zeros(4, i64), np.zeros(4, f32), np.zeros(4, f32))
+    counts_block(np.ones(4, f32), np.zeros(4, f32), f32(0.5), f32(14), np.zeros(4, np.int32))
+    read_block(np.ones(4, f32), np.zeros(4, f32), np.zeros(4, f32), np.zeros(4, f32))
 
 
 def usable(arr) -> bool:

@@ -152,14 +152,24 @@ SIGNED_LISTING = True
 #: With :data:`SIGNED_LISTING`, pulse the pairs by the compiled loop of :mod:`hfox_fit.torch._fused` where
 #: numba is installed (the class path's law, with its own random numbers).
 FUSED = True
+#: The compiled loop's blocks hold this many times the array's block size in pairs (block ``b`` draws its
+#: seed from the array's block generator ``b``: there are at least as many).
+FUSED_BLOCK = 1
 
-_SETTINGS = ("NUMPY_LISTING", "SIGNED_LISTING", "LIST_SHARE", "PAIR_BLOCK", "FUSED")
+#: The compiled loop's blocks go to one thread (for a while) after a call on two threads that got less than
+#: this many cores' worth of CPU time (see :class:`~hfox_fit.torch._threads._Balance`): its two threads share
+#: the memory's bandwidth and run at 1.5-1.8 cores where each has a core, about 1.0 where they share one, so
+#: the torch paths' 1.3 sent a loop that was faster on two threads to one (for 16 calls, 35 % slower) after a
+#: dip to 1.28.
+FUSED_MIN_CORES = 1.15
+
+_SETTINGS = ("NUMPY_LISTING", "SIGNED_LISTING", "LIST_SHARE", "PAIR_BLOCK", "FUSED", "FUSED_BLOCK")
 
 
 @contextlib.contextmanager
 def settings(**values):
     """The module's path settings (:data:`NUMPY_LISTING`, :data:`SIGNED_LISTING`, :data:`LIST_SHARE`,
-    :data:`PAIR_BLOCK`, :data:`FUSED`) for a block,
+    :data:`PAIR_BLOCK`, :data:`FUSED`, :data:`FUSED_BLOCK`) for a block,
     then back as they were: how the benchmarks time one path against another (``PAIR_BLOCK`` counts when an
     array lays out its blocks of pairs, at its first call)."""
     unknown = sorted(set(values) - set(_SETTINGS))
@@ -434,12 +444,17 @@ def _pulse_fused(arr, signed, views, c, in_place: bool, record) -> torch.Tensor:
     if _nothing_to_pulse(arr, hi, record):
         return arr.resistance
     prev = arr.resistance
+    # blocks of the array's block size in pairs (half the class path's): the loop has no per-call cost to
+    # share out, and more, smaller blocks keep both threads busy to the end (one thread took 5 of 9 blocks)
+    half, size = arr.num_devices // 2, FUSED_BLOCK * arr._block_size
+    ranges = [{"range": (s, min(s + size, half))} for s in range(0, half, size)]
     call = {"signed": signed, "out": prev if in_place else torch.empty_like(arr.w), "prev": prev,
-            "record": record, "listed": [None] * len(views), "classes": draw_classes(arr)}
+            "record": record, "listed": [None] * len(ranges), "classes": draw_classes(arr)}
     arr._pulse_bound += hi
     call["hi"] = hi
     _fused.fused_call(arr, c, call)
-    _blocks(c, len(views), lambda b: _fused.fused_block(arr, b, views[b], call, _note), balance=True)
+    _blocks(c, len(ranges), lambda b: _fused.fused_block(arr, b, ranges[b], call, _note), balance=True,
+            min_cores=FUSED_MIN_CORES)
     return _finish(arr, call, record)
 
 
@@ -482,9 +497,9 @@ def _finish(arr, call: dict, record) -> torch.Tensor:
     return call["out"]
 
 
-def _blocks(c: dict, count: int, fn, balance: bool = False) -> None:
+def _blocks(c: dict, count: int, fn, balance: bool = False, min_cores: float | None = None) -> None:
     if c["threaded"]:
-        _run_blocks(fn, count, block_threads(), balance)
+        _run_blocks(fn, count, block_threads(), balance, min_cores)
     else:
         for b in range(count):
             fn(b)

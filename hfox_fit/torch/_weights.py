@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..model import DeviceModel
+from . import _fused
 from ._array import WeakResetArray
 from ._threads import _run_blocks, block_threads
 
@@ -284,33 +285,52 @@ class CellBackedWeights(nn.Module):
         n = torch.empty(self.numel, dtype=torch.int32, device=before.device)  # (fresh: the step returns it)
         finite = [True] * len(blocks)
         scale, most = self.scale, self.max_pulses
+        if self._compiled_passes():  # (one compiled pass per block: the same numbers)
+            scale32, most32 = (self.cells.w.numpy().dtype.type(v) for v in (scale, most))
 
-        def one(b):
-            flat, s, e, o = blocks[b]
-            d = torch.sub(flat[s:e], before[o:o + e - s], out=buf[o:o + e - s]).div_(scale)
-            lo, hi = torch.aminmax(d)  # (a NaN makes both NaN)
-            finite[b] = math.isfinite(lo.item()) and math.isfinite(hi.item())
-            if finite[b]:
-                n[o:o + e - s].copy_(d.round_().clamp_(-most, most))
+            def one(b):
+                flat, s, e, o = blocks[b]
+                finite[b] = _fused.counts_block(flat[s:e].numpy(), before[o:o + e - s].numpy(), scale32, most32,
+                                                n[o:o + e - s].numpy())
+        else:
+            def one(b):
+                flat, s, e, o = blocks[b]
+                d = torch.sub(flat[s:e], before[o:o + e - s], out=buf[o:o + e - s]).div_(scale)
+                lo, hi = torch.aminmax(d)  # (a NaN makes both NaN)
+                finite[b] = math.isfinite(lo.item()) and math.isfinite(hi.item())
+                if finite[b]:
+                    n[o:o + e - s].copy_(d.round_().clamp_(-most, most))
 
         _run_blocks(one, len(blocks), block_threads())
         if not all(finite):
             raise ValueError("the optimizer left NaN or infinite weights; no pulses were applied.")
         return n
 
+    def _compiled_passes(self) -> bool:
+        """Whether the passes over every weight run as compiled loops (:mod:`hfox_fit.torch._fused`, where the
+        cells' pulses do): the same numbers as the torch passes, in one pass each."""
+        from . import _pairs
+
+        return _pairs.FUSED and _fused.usable(self.cells)
+
     def _read_by_block(self, r: torch.Tensor, kept: torch.Tensor, blocks: list) -> torch.Tensor:
         """Read every pair by :func:`sign_readout` into ``kept`` (the weights read before) and the parameters,
         block by block on the worker threads; returns the weights whose value changed (0-d int64)."""
         flips = [None] * len(blocks)
         half = self.numel
-
-        def one(b):
-            flat, s, e, o = blocks[b]
-            now = sign_readout(r[o:o + e - s], r[half + o:half + o + e - s])
-            was = kept[o:o + e - s]
-            flips[b] = torch.count_nonzero(torch.ne(now, was))
-            was.copy_(now)
-            flat[s:e].copy_(now)
+        if self._compiled_passes() and self.readout is sign_readout:
+            def one(b):
+                flat, s, e, o = blocks[b]
+                flips[b] = torch.tensor(_fused.read_block(r[o:o + e - s].numpy(), r[half + o:half + o + e - s].numpy(),
+                                                          kept[o:o + e - s].numpy(), flat[s:e].numpy()))
+        else:
+            def one(b):
+                flat, s, e, o = blocks[b]
+                now = sign_readout(r[o:o + e - s], r[half + o:half + o + e - s])
+                was = kept[o:o + e - s]
+                flips[b] = torch.count_nonzero(torch.ne(now, was))
+                was.copy_(now)
+                flat[s:e].copy_(now)
 
         _run_blocks(one, len(blocks), block_threads())
         return torch.stack(flips).sum()

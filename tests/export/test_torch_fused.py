@@ -233,3 +233,14 @@ def test_loops_that_fail_to_build_warn_once_and_the_class_path_pulses(monkeypatc
 def test_half_precision_deviations_are_read_exactly():
     values = np.array([0.0, -0.0, 1e-7, 6.1e-5, -2.5, 65504.0, 0.333], np.float16)
     assert np.array_equal(_fused._HALVES[values.view(np.uint16)], values)
+
+
+def test_the_loops_calls_go_to_one_thread_only_below_their_own_share_of_two_cores():
+    balance = _threads._Balance()
+    balance.report(2, 1.2, 1.0, min_cores=_pairs.FUSED_MIN_CORES)  # (two threads on two busy cores: stays)
+    assert balance.workers(2) == 2
+    balance.report(2, 1.0, 1.0, min_cores=_pairs.FUSED_MIN_CORES)  # (two threads on one core: one thread)
+    assert balance.workers(2) == 1
+    balance = _threads._Balance()
+    balance.report(2, 1.2, 1.0)  # (the torch paths' share)
+    assert balance.workers(2) == 1

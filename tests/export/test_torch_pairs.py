@@ -389,6 +389,9 @@ def test_the_steps_passes_by_block_give_the_numbers_of_whole_tensor_passes():
         torch.set_num_threads(threads)
     assert blocks is not None and len(blocks) > 20
     assert [e - s for _, s, e, _ in blocks].count(700) == len(blocks) - 2  # (each parameter's last block short)
+    from hfox_fit.torch import _fused
+
+    assert fast[1]._compiled_passes() == _fused.AVAILABLE  # (where numba is installed: its passes, the same numbers)
     whole = _train_cells(False)
     shares = [float(torch.count_nonzero(c)) / fast[1].numel for c, _, _ in fast[2]]
     few = [s <= CellBackedWeights.READ_PULSED_SHARE for s in shares]
