@@ -164,21 +164,23 @@ def _normal_edge(s, hz, iz):  # pragma: no cover - compiled
         s, u = _uniform(s)
         if _FN[iz] + u * (_FN[iz - 1] - _FN[iz]) < math.exp(-0.5 * x * x):
             return s, x
-        s = s + _GOLDEN
-        z = _mix(s)
-        hz = np.int64(z >> _S32) - 2147483648
-        iz = np.int64(z & _LOW7)
+        s, hz, iz = _layer(s)
         if abs(hz) < _KN[iz]:
             return s, hz * _WN[iz]
 
 
 @_jit(inline="always")
-def _normal(s):  # pragma: no cover - compiled
-    """The next state and a standard normal number: the upper 32 bits give the value, the lowest 7 the layer."""
+def _layer(s):  # pragma: no cover - compiled
+    """The next state, a signed 32-bit value (the upper bits) and a ziggurat layer (the lowest 7 bits)."""
     s = s + _GOLDEN
     z = _mix(s)
-    hz = np.int64(z >> _S32) - 2147483648
-    iz = np.int64(z & _LOW7)
+    return s, np.int64(z >> _S32) - 2147483648, np.int64(z & _LOW7)
+
+
+@_jit(inline="always")
+def _normal(s):  # pragma: no cover - compiled
+    """The next state and a standard normal number (inside a layer's rectangle but for about 1 draw in 100)."""
+    s, hz, iz = _layer(s)
     if abs(hz) < _KN[iz]:
         return s, hz * _WN[iz]
     return _normal_edge(s, hz, iz)

@@ -413,11 +413,8 @@ def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor
         listing[b] = _listed_signed(signed[s:e], classes)
 
     _blocks(c, len(views), one)
-    lo = min((got[3][0] for got in listing if got is not None), default=0)
-    hi = max((got[3][1] for got in listing if got is not None), default=0)
-    if lo < -MAX_COUNT or hi > MAX_COUNT:
-        raise ValueError(f"pulse counts above {MAX_COUNT} are not supported; got {max(-lo, hi)}.")
-    hi = max(-lo, hi)
+    hi = _largest_count(min((got[3][0] for got in listing if got is not None), default=0),
+                        max((got[3][1] for got in listing if got is not None), default=0))
     if _nothing_to_pulse(arr, hi, record):
         return arr.resistance
     prev = arr.resistance
@@ -437,10 +434,7 @@ def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor
 def _pulse_fused(arr, signed, views, c, in_place: bool, record) -> torch.Tensor:
     """The update by the compiled loop of :mod:`hfox_fit.torch._fused`, block by block: the counts' bounds are
     checked first (one pass), each block's loop lists its pulsed pairs and updates them."""
-    lo, hi = (int(v) for v in torch.aminmax(signed))
-    if lo < -MAX_COUNT or hi > MAX_COUNT:
-        raise ValueError(f"pulse counts above {MAX_COUNT} are not supported; got {max(-lo, hi)}.")
-    hi = max(-lo, hi)
+    hi = _largest_count(*(int(v) for v in torch.aminmax(signed)))
     if _nothing_to_pulse(arr, hi, record):
         return arr.resistance
     prev = arr.resistance
@@ -456,6 +450,13 @@ def _pulse_fused(arr, signed, views, c, in_place: bool, record) -> torch.Tensor:
     _blocks(c, len(ranges), lambda b: _fused.fused_block(arr, b, ranges[b], call, _note), balance=True,
             min_cores=FUSED_MIN_CORES)
     return _finish(arr, call, record)
+
+
+def _largest_count(lo: int, hi: int) -> int:
+    """The largest pulse count of signed counts from ``lo`` to ``hi``; counts above :data:`MAX_COUNT` refused."""
+    if lo < -MAX_COUNT or hi > MAX_COUNT:
+        raise ValueError(f"pulse counts above {MAX_COUNT} are not supported; got {max(-lo, hi)}.")
+    return max(-lo, hi)
 
 
 def _nothing_to_pulse(arr, hi: int, record) -> bool:

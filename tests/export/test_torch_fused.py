@@ -3,7 +3,8 @@
 The loop draws its own random numbers (a splitmix64 stream per block and call, seeded from the array's
 block generator; normal numbers by a ziggurat), so its numbers are not the class path's: the tests
 compare the laws of the states after the same counts (as ``test_torch_pairs`` compares the class path
-with the select path), the laws of its draws, and its determinism (threads, resume).
+with the select path) and the laws of its draws; its determinism (threads, resume) is tested with the class
+path's in ``test_torch_pairs``.
 """
 
 import dataclasses
@@ -15,6 +16,7 @@ from scipy import stats
 
 torch = pytest.importorskip("torch")
 
+from test_torch_array import _log_model  # noqa: E402
 from test_torch_pairs import HALF, _counts, _largest_gap  # noqa: E402
 
 from hfox_fit import DeviceModel, ParameterLaw, preset_model  # noqa: E402
@@ -46,14 +48,6 @@ def _power_model():
            "b": ParameterLaw("norm", {"loc": 0.6, "scale": 0.05}, (0.4, 0.8)),
            "c1": base["c1"], "r0": base["r0"], "rtn_amplitude": base["rtn_amplitude"]}
     return DeviceModel(law="power", d2d=d2d)
-
-
-def _log_model():
-    base = preset_model("paper").d2d
-    d2d = {"a": ParameterLaw("lognorm", {"s": 0.3, "scale": 0.05}, (0.01, 0.2)),
-           "tau": ParameterLaw("lognorm", {"s": 0.5, "scale": 30.0}, (1.0, 500.0)),
-           "c1": base["c1"], "r0": base["r0"], "rtn_amplitude": base["rtn_amplitude"]}
-    return DeviceModel(law="log", d2d=d2d)
 
 
 @needs_numba
@@ -115,34 +109,6 @@ def test_fused_loop_runs_in_double_precision_with_the_same_law():
     ref = _run(preset_model("wafer_b"), False, 2, counts, path="select", d2d=False, dtype=torch.float64)
     assert fast.w.dtype == torch.float64 and torch.equal(fast.pulses, ref.pulses)
     assert _largest_gap(fast, ref)[0] < 5.0
-
-
-@needs_numba
-def test_fused_loop_is_the_same_on_any_threads_and_resumes_exactly(monkeypatch):
-    monkeypatch.setattr(_threads, "CPU_BLOCK", 16_000)
-    monkeypatch.setattr(_threads._BALANCE, "MIN_CORES", 0.0)
-    monkeypatch.setattr(_threads._BALANCE, "serial_left", 0)
-    counts = _counts(7)[:4]
-    threads = torch.get_num_threads()
-    reads = []
-    try:
-        for k in (1, 2):
-            torch.set_num_threads(k)
-            arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=4)
-            reads.append([arr.pulse_pairs(n).clone() for n in counts])
-    finally:
-        torch.set_num_threads(threads)
-    assert len(_pairs._pair_views(arr)) >= 2
-    assert all(torch.equal(a, b) for a, b in zip(*reads))
-    other = WeakResetArray(preset_model("paper"), 2 * HALF, seed=5)
-    assert not torch.equal(other.pulse_pairs(counts[0]), reads[0][0])  # (another seed, other numbers)
-    a = WeakResetArray(preset_model("paper"), 2 * HALF, seed=4)
-    for n in counts[:2]:
-        a.pulse_pairs(n)
-    b = WeakResetArray(preset_model("paper"), 2 * HALF, seed=9)
-    b.load_state_dict(a.state_dict())
-    for n in counts[2:]:
-        assert torch.equal(a.pulse_pairs(n), b.pulse_pairs(n))
 
 
 @needs_numba

@@ -113,9 +113,13 @@ def test_the_comparison_catches_a_wrong_law(monkeypatch):
     assert gap > 5.0, (gap, where)
 
 
-def test_class_path_resumes_exactly_and_does_not_depend_on_threads(monkeypatch):
-    from hfox_fit.torch import _threads
+@pytest.mark.parametrize("fused", [False, True], ids=["torch", "compiled"])
+def test_class_path_resumes_exactly_and_does_not_depend_on_threads(monkeypatch, fused):
+    from hfox_fit.torch import _fused, _threads
 
+    if fused and not _fused.AVAILABLE:
+        pytest.skip("numba is not installed (the train extra)")
+    monkeypatch.setattr(_pairs, "FUSED", fused)  # (the torch class path, or the compiled loop of test_torch_fused)
     monkeypatch.setattr(_threads, "CPU_BLOCK", 16_000)
     monkeypatch.setattr(_threads._BALANCE, "MIN_CORES", 0.0)
     monkeypatch.setattr(_threads._BALANCE, "serial_left", 0)
@@ -132,6 +136,8 @@ def test_class_path_resumes_exactly_and_does_not_depend_on_threads(monkeypatch):
         assert len(_pairs._pair_views(arr)) >= 2  # (blocks of pairs on both threads)
     for a, b in zip(*reads):
         assert torch.equal(a, b)
+    other = WeakResetArray(preset_model("wafer_b"), 2 * HALF, seed=5)
+    assert not torch.equal(other.pulse_pairs(counts[0]), reads[0][0])  # (another seed, other numbers)
     # resumed from a state_dict half way, the same reads
     a = WeakResetArray(preset_model("wafer_b"), 2 * HALF, seed=4)
     for n in counts[:2]:
