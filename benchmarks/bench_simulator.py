@@ -193,27 +193,32 @@ def pair_counts(half, steps, device, seed=0, share=PAIRS_SHARE) -> list:
 
 
 def run_pairs(device, cells, steps, seed=0, rounds=3) -> dict:
-    """pulse_pairs on training-like counts: the class path against the select path, alternating rounds."""
-    from hfox_fit.torch import _pairs
+    """pulse_pairs on training-like counts: the compiled loop (where numba is installed), the torch class path
+    and the select path, alternating rounds."""
+    from hfox_fit.torch import _fused, _pairs
 
     device = torch.device(device)
     counts = pair_counts(cells // 2, steps + 1, device, seed)
-    arrays = {path: WeakResetArray(preset_model("paper"), cells, seed=seed, device=device)
-              for path in ("classes", "select")}
-    times = {path: [] for path in arrays}
+    ways = {"compiled": ("classes", True), "classes": ("classes", False), "select": ("select", False)}
+    if device.type != "cpu" or not _fused.AVAILABLE:
+        del ways["compiled"]
+    arrays = {k: WeakResetArray(preset_model("paper"), cells, seed=seed, device=device) for k in ways}
+    times = {k: [] for k in arrays}
     per_round = max(2, steps // rounds)
-    for path, arr in arrays.items():  # warm-up
-        _pairs.pulse_pairs(arr, counts[0], path=path)
+    for k, arr in arrays.items():  # warm-up
+        with _pairs.settings(FUSED=ways[k][1]):
+            _pairs.pulse_pairs(arr, counts[0], path=ways[k][0])
     for r in range(rounds):
-        for path, arr in arrays.items():
-            for n in counts[1 + r * per_round: 1 + (r + 1) * per_round]:
-                _sync(device)
-                t0 = time.perf_counter()
-                _pairs.pulse_pairs(arr, n, path=path)
-                _sync(device)
-                times[path].append(time.perf_counter() - t0)
-    med = {path: float(np.median(t)) for path, t in times.items()}
-    return {"pairs": cells // 2, "classes_ms": 1e3 * med["classes"], "select_ms": 1e3 * med["select"],
+        for k, arr in arrays.items():
+            with _pairs.settings(FUSED=ways[k][1]):
+                for n in counts[1 + r * per_round: 1 + (r + 1) * per_round]:
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    _pairs.pulse_pairs(arr, n, path=ways[k][0])
+                    _sync(device)
+                    times[k].append(time.perf_counter() - t0)
+    med = {k: float(np.median(t)) for k, t in times.items()}
+    return {"pairs": cells // 2, **{f"{k}_ms": 1e3 * v for k, v in med.items()},
             "pulsed": float(np.mean([float((n != 0).float().mean()) for n in counts]))}
 
 
@@ -222,8 +227,8 @@ LOW_SHARE = 0.04
 
 
 def run_listing(device, cells, steps, seed=0, rounds=3, share=LOW_SHARE) -> dict:
-    """pulse_pairs' class path, four ways of listing the pulsed pairs of a block class by class: by numpy from the
-    signed counts (the CPU default), by numpy after checking and keying every pair (main at dd88c98), by torch with blocks of few pulsed pairs listing them (below ``_pairs.LIST_SHARE``; the path
+    """pulse_pairs' torch class path, four ways of listing the pulsed pairs of a block class by class: by numpy
+    from the signed counts (its default on a CPU), by numpy after checking and keying every pair (main at dd88c98), by torch with blocks of few pulsed pairs listing them (below ``_pairs.LIST_SHARE``; the path
     before), and by one torch sort of every pair's key (the path before that); alternating rounds, wall and
     CPU time per call (the three give the same numbers to the same cells: checked after)."""
     from hfox_fit.torch import _pairs
@@ -232,6 +237,7 @@ def run_listing(device, cells, steps, seed=0, rounds=3, share=LOW_SHARE) -> dict
     counts = pair_counts(cells // 2, steps + 1, device, seed, share=share)
     ways = {"numpy": {"NUMPY_LISTING": True}, "keyed": {"SIGNED_LISTING": False}, "listed": {"NUMPY_LISTING": False},
             "one sort": {"NUMPY_LISTING": False, "LIST_SHARE": 0.0}}
+    ways = {k: {**v, "FUSED": False} for k, v in ways.items()}  # (the torch paths: the compiled loop lists its own)
     arrays = {k: WeakResetArray(preset_model("paper"), cells, seed=seed, device=device) for k in ways}
     wall = {k: [] for k in ways}
     cpu = {k: [] for k in ways}
@@ -354,15 +360,18 @@ def main(argv=None):
         elif r["compile_s"] is not None:
             print(f"[{r['device']}] WeakResetArray(compile=True): torch.compile failed here; eager only")
         rp = run_pairs(dev, args.cells, args.steps)
+        compiled = (f"the compiled loop (numba; the CPU default where it is installed) "
+                    f"{rp['pairs'] / rp['compiled_ms'] * 1e3:.3g} pair-updates/s ({rp['compiled_ms']:.1f} ms/step, "
+                    f"{rp['classes_ms'] / rp['compiled_ms']:.2f}x the torch class path); " if "compiled_ms" in rp else "")
         print(f"[{r['device']}] pulse_pairs, training-like counts ({rp['pulsed']:.0%} of {rp['pairs']:,} pairs "
-              f"pulsed, mostly 1-2 pulses): class path (pulsed pairs only, 2/3/4 draws by count) "
+              f"pulsed, mostly 1-2 pulses): {compiled}torch class path (pulsed pairs only, 2/3/4 draws by count) "
               f"{rp['pairs'] / rp['classes_ms'] * 1e3:.3g} pair-updates/s ({rp['classes_ms']:.1f} ms/step); "
               f"select path (every pair, 4 draws; the default before) {rp['pairs'] / rp['select_ms'] * 1e3:.3g} "
               f"pair-updates/s ({rp['select_ms']:.1f} ms/step): {rp['select_ms'] / rp['classes_ms']:.2f}x")
         for share in (LOW_SHARE, PAIRS_SHARE):
             rl = run_listing(dev, args.cells, args.steps, share=share)
-            print(f"[{r['device']}] pulse_pairs with {rl['share']:.0%} of the pairs pulsed, listing the pulsed pairs "
-                  f"by numpy from the signed counts (the CPU default) {rl['numpy_ms']:.1f} ms/step (CPU "
+            print(f"[{r['device']}] pulse_pairs' torch class path with {rl['share']:.0%} of the pairs pulsed, listing "
+                  f"the pulsed pairs by numpy from the signed counts (its CPU default) {rl['numpy_ms']:.1f} ms/step (CPU "
                   f"{rl['numpy_cpu_ms']:.1f} ms); by numpy after keying every pair (main at dd88c98) "
                   f"{rl['keyed_ms']:.1f} ms/step (CPU {rl['keyed_cpu_ms']:.1f} ms): "
                   f"{rl['keyed_ms'] / rl['numpy_ms']:.2f}x (CPU {rl['keyed_cpu_ms'] / rl['numpy_cpu_ms']:.2f}x); by "

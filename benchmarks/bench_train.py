@@ -93,22 +93,29 @@ def _step(net, opt, cells, x, y, headroom, parts=None):
         if parts is not None:
             _sync(x.device)
             parts["cells"] += time.perf_counter() - t1
-            parts["counts"].append(stats["counts"])  # (a fresh tensor each step: counted after the timing)
+            # (counted after the timing; only the last KEPT_COUNTS kept: a training loop keeps none, and a tensor
+            # kept every step made the next step's counts land on fresh pages, 1-2 ms of page faults a step)
+            parts["counts"] = (parts["counts"] + [stats["counts"]])[-KEPT_COUNTS:]
     else:
         net.clip_weights()
 
 
+#: The counts of the last timed steps kept for the figures after the timing.
+KEPT_COUNTS = 6
+
+
 def _count_pulsed(cells, parts) -> None:
-    """The pulsed pairs of the timed steps, and the normal numbers the class path drew for them: 1 per pulsed
-    cell, 1 more from a pulses on, 1 more from b on (draw_classes), and the white one (out of the timing)."""
+    """The pulsed pairs per step of the last timed steps, and the normal numbers the class path drew for them:
+    1 per pulsed cell, 1 more from a pulses on, 1 more from b on (draw_classes), and the white one."""
     a, b = draw_classes(cells.cells)
     c = cells.cells._constants()
     white = c["states"] > 0 and c["white"] > 0
-    for counts in parts["counts"]:
+    kept = parts["counts"]
+    for counts in kept:
         mag = counts.abs()
-        parts["pulsed"] += int(torch.count_nonzero(mag))
-        parts["normals"] += int(torch.count_nonzero(mag)) * (1 + white) + sum(
-            int(torch.count_nonzero(mag >= k)) for k in (a, b) if k < NEVER)
+        parts["pulsed"] += int(torch.count_nonzero(mag)) / len(kept)
+        parts["normals"] += (int(torch.count_nonzero(mag)) * (1 + white) + sum(
+            int(torch.count_nonzero(mag >= k)) for k in (a, b) if k < NEVER)) / len(kept)
 
 
 def _floors(cells, pulsed: int, normals: int, reps: int = 3) -> dict:
@@ -244,13 +251,13 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
               f"CPU time {cpu_ref * 1e3:.1f} ms, {cpu_ref / cpu_sw:.2f}x); the class path's step is "
               f"{ref / dev:.2f}x faster (CPU time {cpu_ref / cpu_dev:.2f}x)")
     # where a device step's time goes (the wall time of its parts, summed over the timed steps)
-    pulsed = parts["pulsed"] / n_steps
+    pulsed = parts["pulsed"]
     net_s, cells_s, pulse_s = parts["network"] / n_steps, parts["cells"] / n_steps, pulse_timer.seconds / n_steps
     print(f"{tag} device step, by part: network (forward, backward, Adam) {net_s * 1e3:.1f} ms; pulses "
           f"(WeakResetArray.pulse_pairs, {pulsed:,.0f} pairs pulsed, {pulsed / cells.numel:.0%}) "
           f"{pulse_s * 1e3:.1f} ms; the rest of CellBackedWeights.step and reset_saturated (update -> counts, "
           f"readout, copies) {(cells_s - pulse_s) * 1e3:.1f} ms")
-    f = _floors(cells, max(int(pulsed), 1), max(int(parts["normals"] / n_steps), 1))
+    f = _floors(cells, max(int(pulsed), 1), max(int(parts["normals"]), 1))
     print(f"{tag} floors of the pulses: drawing their {f['draws']:.2f} normal numbers per pulsed cell alone (by torch, "
           f"as the class path does) takes "
           f"{f['rng_s'] * 1e3:.1f} ms ({f['rng_s'] / sw:.2f}x the software step, "
@@ -271,7 +278,7 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
                   "software leaves them (the network and the rest as measured)")
     counts = parts["counts"]
     if device.type == "cpu":
-        late = counts[-max(1, len(counts) // 3):]
+        late = counts  # (the last KEPT_COUNTS timed steps)
         r = _listing_vs_sort(cells.cells, late)
         print(f"{tag} pulses at the counts of the last {len(late)} timed steps ({r['share']:.0%} of the pairs "
               f"pulsed), CPU time per call in alternating rounds: the compiled loop (the default where numba is "
@@ -294,7 +301,7 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
               + ", ".join(f"{sh:.0%} {ns:.0f} ns" for sh, ns in by_share)
               + " (few pulsed pairs each cost a cache line per field gathered or written, many share them)")
     if levers and device.type == "cpu":
-        share = parts["pulsed"] / n_steps / cells.numel
+        share = parts["pulsed"] / cells.numel
         rt = _state_round_trip(cells.cells, share)
         print(f"{tag} lever, one [N, 8] state tensor (one gather and one index_copy_ of all fields, through a "
               f"float64 view, the fields unpacked to contiguous columns and packed back) against a gather and a "

@@ -347,16 +347,17 @@ def _pulse_block(signed, start, half, seed, lo_a, lo_b, pulses, wait, high, x, x
 @_jit
 def counts_block(flat, before, scale, most, n):  # pragma: no cover - compiled
     """``n = clip(round((flat - before) / scale), -most, most)`` (round half to even, as torch.round) in one pass,
-    in the arrays' type as the torch passes compute it; returns False where an update is NaN or infinite."""
-    finite = True
+    in the arrays' type as the torch passes compute it; returns False where an update is NaN or infinite (the
+    counts are then not used). Without branches, so that the loop runs on vectors."""
+    bad = False
     for i in range(flat.shape[0]):
         d = (flat[i] - before[i]) / scale
-        if not math.isfinite(d):
-            finite = False
-            continue
+        bad |= not d - d == 0  # (NaN or infinite: d - d is NaN)
         d = np.rint(d)
-        n[i] = int(min(max(d, -most), most))
-    return finite
+        d = d if d > -most else -most
+        d = d if d < most else most
+        n[i] = d
+    return not bad
 
 
 @_jit

@@ -210,3 +210,23 @@ def test_the_loops_calls_go_to_one_thread_only_below_their_own_share_of_two_core
     balance = _threads._Balance()
     balance.report(2, 1.2, 1.0)  # (the torch paths' share)
     assert balance.workers(2) == 1
+
+
+@needs_numba
+def test_the_compiled_update_into_pulses_is_the_torch_passes_to_the_bit():
+    """counts_block gives clip(round((w - before) / scale)) as the torch passes do: halves rounded to even,
+    huge finite updates clipped, NaN and infinite updates flagged."""
+    g = np.random.default_rng(4)
+    before = (g.random(100_000) * 0.2).astype(np.float32)
+    after = before + (g.standard_normal(100_000) * 0.02).astype(np.float32)
+    scale, most = np.float32(0.0025), np.float32(14)
+    after[::97] = before[::97] + scale * np.float32(2.5)  # (ties: 2.5 steps round to 2)
+    after[3], after[4] = 1e30, -1e30
+    n = np.empty(after.size, np.int32)
+    assert _fused.counts_block(after, before, scale, most, n)
+    want = torch.sub(torch.from_numpy(after), torch.from_numpy(before)).div_(0.0025).round_().clamp_(-14, 14)
+    assert np.array_equal(n, want.to(torch.int32).numpy()) and n[3] == 14 and n[4] == -14
+    for bad in (np.nan, np.inf, -np.inf):
+        broken = after.copy()
+        broken[7] = bad
+        assert not _fused.counts_block(broken, before, scale, most, n)
