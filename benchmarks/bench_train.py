@@ -113,8 +113,9 @@ def _count_pulsed(cells, parts) -> None:
     kept = parts["counts"]
     for counts in kept:
         mag = counts.abs()
-        parts["pulsed"] += int(torch.count_nonzero(mag)) / len(kept)
-        parts["normals"] += (int(torch.count_nonzero(mag)) * (1 + white) + sum(
+        pulsed = int(torch.count_nonzero(mag))
+        parts["pulsed"] += pulsed / len(kept)
+        parts["normals"] += (pulsed * (1 + white) + sum(
             int(torch.count_nonzero(mag >= k)) for k in (a, b) if k < NEVER)) / len(kept)
 
 
@@ -167,15 +168,15 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
     fused = device.type == "cpu" and _fused.usable(variants["device"][2].cells)
     if fused:  # the same device step with the pulses by torch operations (the class path, without numba)
         variants["device, torch class path"] = _make(sizes, device, True)
-        _torch_pulses(variants["device, torch class path"][2].cells)
+        _by_torch(variants["device, torch class path"][2])
     if device.type == "cpu":  # the path before (main at 859b130): every pair read back after the pulses, a new read
         variants["device, path before"] = _make(sizes, device, True)
         _path_before(variants["device, path before"][2])
-        _torch_pulses(variants["device, path before"][2].cells)
+        _by_torch(variants["device, path before"][2])
     if device.type == "cpu":  # main at dd88c98: whole-tensor passes over every weight, the pairs listed after
         variants["device, main's path"] = _make(sizes, device, True)
         _path_main(variants["device, main's path"][2])
-        _torch_pulses(variants["device, main's path"][2].cells)
+        _by_torch(variants["device, main's path"][2])
     if select:  # the same device step with pulse_pairs' reference path (every pair updated, by selects)
         variants["device, select path"] = _make(sizes, device, True)
         arr = variants["device, select path"][2].cells
@@ -319,15 +320,16 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
                   f"{r['select_ms'] / r['classes_ms']:.2f}x")
 
 
-def _torch_pulses(arr) -> None:
-    """Make ``arr`` pulse by torch operations (``FUSED`` off: the class path), whatever its pulse_pairs is now."""
-    real = arr.pulse_pairs
+def _by_torch(cells) -> None:
+    """Make ``cells`` step by torch operations (``FUSED`` off: the pulses by the class path, and the passes over
+    every weight), whatever its step is now: what runs without numba."""
+    run = getattr(cells, "main_step", cells.step)
 
-    def pulse_pairs(n, **options):
+    def step():
         with _pairs.settings(FUSED=False):
-            return real(n, **options)
+            return run()
 
-    arr.pulse_pairs = pulse_pairs
+    cells.main_step = step
 
 
 def _identical(a, b) -> bool:

@@ -27,6 +27,7 @@ without numba, or where its loops fail to build, the torch class path runs.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import warnings
@@ -376,6 +377,12 @@ def read_block(r_bl, r_blb, kept, flat):  # pragma: no cover - compiled
 #: The value of every float16 bit pattern (numba has no float16 type): the C2C deviations are stored as float16.
 _HALVES = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
 
+@functools.cache
+def _halves(dtype: np.dtype) -> np.ndarray:
+    """:data:`_HALVES` in ``dtype`` (made once per type: 65,536 values, not per call)."""
+    return _HALVES.astype(dtype)
+
+
 _CHECKED: list = []  # (the outcome of the one check per process: [True] or [False])
 
 
@@ -429,7 +436,7 @@ def fused_call(arr, c: dict, call: dict) -> None:
         "pink": bool(arr.pink), "states": bool(c["states"]), "extra": bool(c["states"] and c["white"] > 0),
         "white": float(c["white"]), "coef": c["coef"].numpy(), "table": c["table"].numpy(),
         "params": arr.cell_params.numpy(), "bits": arr.c2c_dev.numpy().view(np.uint16),
-        "halves": _HALVES.astype(dtype), "pulses": arr.pulses.numpy(), "wait": arr.rtn_wait.numpy(),
+        "halves": _halves(dtype), "pulses": arr.pulses.numpy(), "wait": arr.rtn_wait.numpy(),
         "high": arr.rtn_high.numpy(), "x": arr.pink_x.numpy(), "xr": arr.pink_xi[0].numpy(),
         "xi": arr.pink_xi[1].numpy(), "w": arr.w.numpy(),
     }

@@ -152,10 +152,6 @@ SIGNED_LISTING = True
 #: With :data:`SIGNED_LISTING`, pulse the pairs by the compiled loop of :mod:`hfox_fit.torch._fused` where
 #: numba is installed (the class path's law, with its own random numbers).
 FUSED = True
-#: The compiled loop's blocks hold this many times the array's block size in pairs (block ``b`` draws its
-#: seed from the array's block generator ``b``: there are at least as many).
-FUSED_BLOCK = 1
-
 #: The compiled loop's blocks go to one thread (for a while) after a call on two threads that got less than
 #: this many cores' worth of CPU time (see :class:`~hfox_fit.torch._threads._Balance`): its two threads share
 #: the memory's bandwidth and run at 1.5-1.8 cores where each has a core, about 1.0 where they share one, so
@@ -163,13 +159,13 @@ FUSED_BLOCK = 1
 #: dip to 1.28.
 FUSED_MIN_CORES = 1.15
 
-_SETTINGS = ("NUMPY_LISTING", "SIGNED_LISTING", "LIST_SHARE", "PAIR_BLOCK", "FUSED", "FUSED_BLOCK")
+_SETTINGS = ("NUMPY_LISTING", "SIGNED_LISTING", "LIST_SHARE", "PAIR_BLOCK", "FUSED")
 
 
 @contextlib.contextmanager
 def settings(**values):
     """The module's path settings (:data:`NUMPY_LISTING`, :data:`SIGNED_LISTING`, :data:`LIST_SHARE`,
-    :data:`PAIR_BLOCK`, :data:`FUSED`, :data:`FUSED_BLOCK`) for a block,
+    :data:`PAIR_BLOCK`, :data:`FUSED`) for a block,
     then back as they were: how the benchmarks time one path against another (``PAIR_BLOCK`` counts when an
     array lays out its blocks of pairs, at its first call)."""
     unknown = sorted(set(values) - set(_SETTINGS))
@@ -404,7 +400,7 @@ def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor
         signed = signed.to(torch.int32)
     signed = signed.contiguous()
     if FUSED and _fused.usable(arr):
-        return _pulse_fused(arr, signed, views, c, in_place, record)
+        return _pulse_fused(arr, signed, c, in_place, record)
     classes = draw_classes(arr)
     listing = [None] * len(views)
 
@@ -431,7 +427,7 @@ def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor
     return _finish(arr, call, record)
 
 
-def _pulse_fused(arr, signed, views, c, in_place: bool, record) -> torch.Tensor:
+def _pulse_fused(arr, signed, c, in_place: bool, record) -> torch.Tensor:
     """The update by the compiled loop of :mod:`hfox_fit.torch._fused`, block by block: the counts' bounds are
     checked first (one pass), each block's loop lists its pulsed pairs and updates them."""
     hi = _largest_count(*(int(v) for v in torch.aminmax(signed)))
@@ -439,8 +435,9 @@ def _pulse_fused(arr, signed, views, c, in_place: bool, record) -> torch.Tensor:
         return arr.resistance
     prev = arr.resistance
     # blocks of the array's block size in pairs (half the class path's): the loop has no per-call cost to
-    # share out, and more, smaller blocks keep both threads busy to the end (one thread took 5 of 9 blocks)
-    half, size = arr.num_devices // 2, FUSED_BLOCK * arr._block_size
+    # share out, and more, smaller blocks keep both threads busy to the end (one thread took 5 of 9 blocks).
+    # Block b draws its seed from the array's block generator b (there are at least as many).
+    half, size = arr.num_devices // 2, arr._block_size
     ranges = [{"range": (s, min(s + size, half))} for s in range(0, half, size)]
     call = {"signed": signed, "out": prev if in_place else torch.empty_like(arr.w), "prev": prev,
             "record": record, "listed": [None] * len(ranges), "classes": draw_classes(arr)}

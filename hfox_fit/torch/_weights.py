@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..model import DeviceModel
-from . import _fused
+from . import _fused, _pairs
 from ._array import WeakResetArray
 from ._threads import _run_blocks, block_threads
 
@@ -281,7 +281,6 @@ class CellBackedWeights(nn.Module):
         """The update in pulses, ``clip(round((weights - before) / scale))`` as int32, block by block on the
         worker threads: the same numbers as whole-tensor passes, each block's passes in cache, and no
         operation waits at torch's thread-pool barrier (milliseconds each on a busy machine)."""
-        buf = self._steps_buffer(before)
         n = torch.empty(self.numel, dtype=torch.int32, device=before.device)  # (fresh: the step returns it)
         finite = [True] * len(blocks)
         scale, most = self.scale, self.max_pulses
@@ -293,6 +292,8 @@ class CellBackedWeights(nn.Module):
                 finite[b] = _fused.counts_block(flat[s:e].numpy(), before[o:o + e - s].numpy(), scale32, most32,
                                                 n[o:o + e - s].numpy())
         else:
+            buf = self._steps_buffer(before)
+
             def one(b):
                 flat, s, e, o = blocks[b]
                 d = torch.sub(flat[s:e], before[o:o + e - s], out=buf[o:o + e - s]).div_(scale)
@@ -309,8 +310,6 @@ class CellBackedWeights(nn.Module):
     def _compiled_passes(self) -> bool:
         """Whether the passes over every weight run as compiled loops (:mod:`hfox_fit.torch._fused`, where the
         cells' pulses do): the same numbers as the torch passes, in one pass each."""
-        from . import _pairs
-
         return _pairs.FUSED and _fused.usable(self.cells)
 
     def _read_by_block(self, r: torch.Tensor, kept: torch.Tensor, blocks: list) -> torch.Tensor:
@@ -318,7 +317,7 @@ class CellBackedWeights(nn.Module):
         block by block on the worker threads; returns the weights whose value changed (0-d int64)."""
         flips = [None] * len(blocks)
         half = self.numel
-        if self._compiled_passes() and self.readout is sign_readout:
+        if self._compiled_passes():
             def one(b):
                 flat, s, e, o = blocks[b]
                 flips[b] = torch.tensor(_fused.read_block(r[o:o + e - s].numpy(), r[half + o:half + o + e - s].numpy(),

@@ -379,14 +379,19 @@ def test_caller_generator_is_used():
     torch.testing.assert_close(a.pulse(3), b.pulse(3), rtol=0, atol=0)
 
 
-def _log_model():
+def _law_model(law: str, **laws):
+    """A model of drift law ``law`` with the D2D ``laws`` of its own parameters, and the paper's c1, R0 and RTN
+    amplitude laws."""
     from hfox_fit import DeviceModel
 
     base = preset_model("paper").d2d
-    d2d = {"a": ParameterLaw("lognorm", {"s": 0.3, "scale": 0.05}, (0.01, 0.2)),
-           "tau": ParameterLaw("lognorm", {"s": 0.5, "scale": 30.0}, (1.0, 500.0)),
-           "c1": base["c1"], "r0": base["r0"], "rtn_amplitude": base["rtn_amplitude"]}
-    return DeviceModel(law="log", d2d=d2d)
+    return DeviceModel(law=law, d2d={**laws, "c1": base["c1"], "r0": base["r0"],
+                                     "rtn_amplitude": base["rtn_amplitude"]})
+
+
+def _log_model():
+    return _law_model("log", a=ParameterLaw("lognorm", {"s": 0.3, "scale": 0.05}, (0.01, 0.2)),
+                      tau=ParameterLaw("lognorm", {"s": 0.5, "scale": 30.0}, (1.0, 500.0)))
 
 
 def test_other_laws_simulate(monkeypatch):

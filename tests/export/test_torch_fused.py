@@ -16,10 +16,10 @@ from scipy import stats
 
 torch = pytest.importorskip("torch")
 
-from test_torch_array import _log_model  # noqa: E402
+from test_torch_array import _law_model, _log_model  # noqa: E402
 from test_torch_pairs import HALF, _counts, _largest_gap  # noqa: E402
 
-from hfox_fit import DeviceModel, ParameterLaw, preset_model  # noqa: E402
+from hfox_fit import ParameterLaw, preset_model  # noqa: E402
 from hfox_fit.torch import WeakResetArray, _fused, _pairs, _threads  # noqa: E402
 
 needs_numba = pytest.mark.skipif(not _fused.AVAILABLE, reason="numba is not installed (the train extra)")
@@ -43,11 +43,8 @@ def _c2c_model():
 
 
 def _power_model():
-    base = preset_model("paper").d2d
-    d2d = {"a": ParameterLaw("lognorm", {"s": 0.3, "scale": 0.02}, (0.005, 0.1)),
-           "b": ParameterLaw("norm", {"loc": 0.6, "scale": 0.05}, (0.4, 0.8)),
-           "c1": base["c1"], "r0": base["r0"], "rtn_amplitude": base["rtn_amplitude"]}
-    return DeviceModel(law="power", d2d=d2d)
+    return _law_model("power", a=ParameterLaw("lognorm", {"s": 0.3, "scale": 0.02}, (0.005, 0.1)),
+                      b=ParameterLaw("norm", {"loc": 0.6, "scale": 0.05}, (0.4, 0.8)))
 
 
 @needs_numba
