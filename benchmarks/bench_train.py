@@ -216,9 +216,10 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
               f"(alternating): " + ", ".join(f"{d / w:.2f}x" for d, w in zip(cpu_rounds["device"],
                                                                             cpu_rounds["software"])))
     baselines = {
-        "device, torch class path": "the same device step with the pulses by torch operations (pulse_pairs' class "
+        "device, torch class path": "the same device step by torch operations (the pulses by pulse_pairs' class "
                                     "path: the pulsed cells gathered field by field, updated by whole-tensor "
-                                    "passes, scattered back; what runs without numba)",
+                                    "passes, scattered back; the passes over every weight by torch too; what "
+                                    "runs without numba)",
         "device, path before": "the same device step through the path before (every pair read back after the "
                                "pulses, the pulses into a new read tensor, the update in pulses from a "
                                "concatenation, the pulses summed over every pair; pulses by torch)",
