@@ -33,6 +33,7 @@ import contextlib
 
 import numpy as np
 import torch
+from torch.autograd.graph import increment_version
 
 from . import _fused
 from ._counts import MAX_COUNT, pulse_counts
@@ -152,12 +153,6 @@ SIGNED_LISTING = True
 #: With :data:`SIGNED_LISTING`, pulse the pairs by the compiled loop of :mod:`hfox_fit.torch._fused` where
 #: numba is installed (the class path's law, with its own random numbers).
 FUSED = True
-#: The compiled loop's blocks go to one thread (for a while) after a call on two threads that got less than
-#: this many cores' worth of CPU time (see :class:`~hfox_fit.torch._threads._Balance`): its two threads share
-#: the memory's bandwidth and run at 1.5-1.8 cores where each has a core, about 1.0 where they share one, so
-#: the torch paths' 1.3 sent a loop that was faster on two threads to one (for 16 calls, 35 % slower) after a
-#: dip to 1.28.
-FUSED_MIN_CORES = 1.15
 
 _SETTINGS = ("NUMPY_LISTING", "SIGNED_LISTING", "LIST_SHARE", "PAIR_BLOCK", "FUSED")
 
@@ -312,15 +307,19 @@ def _class_block(arr, b: int, v: dict, call: dict) -> None:
     _note(call, b, s, order, counts)
 
 
-def _note(call: dict, b: int, start: int, order: torch.Tensor, counts) -> None:
+def _note(call: dict, b: int, start: int, order: torch.Tensor, counts, total: int | None = None) -> None:
     """Keep, for ``pulse_pairs(..., record=...)``, the pairs block ``b`` (from pair ``start``) pulsed and their
-    pulses."""
+    pulses (``total``: their sum where known)."""
     if call["record"] is not None:
         # their total here, on the block's thread (a sum of int32 counts in int64 converts them first: summed in
         # int32 where the block cannot pass 2**31)
-        total = None if counts is None else counts.sum(
-            dtype=torch.int64 if counts.numel() * call["hi"] >= 1 << 31 else torch.int32)
-        call["listed"][b] = (order.add_(start), counts, total)
+        if counts is None:
+            total = None
+        elif total is None:
+            total = counts.sum(dtype=torch.int64 if counts.numel() * call["hi"] >= 1 << 31 else torch.int32)
+        else:
+            total = torch.tensor(total, dtype=torch.int64)
+        call["listed"][b] = (order.add_(start) if start else order, counts, total)
 
 
 def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record: dict | None = None
@@ -444,8 +443,14 @@ def _pulse_fused(arr, signed, c, in_place: bool, record) -> torch.Tensor:
     arr._pulse_bound += hi
     call["hi"] = hi
     _fused.fused_call(arr, c, call)
-    _blocks(c, len(ranges), lambda b: _fused.fused_block(arr, b, ranges[b], call, _note), balance=True,
-            min_cores=FUSED_MIN_CORES)
+    # (not balanced: its threads share the memory's bandwidth and get about the same done on one core as one
+    # thread does, 27.4 against 26.9 ms a call with the other core busy, so sending calls to one thread after a
+    # call that got little CPU time gains little and lost 20 % here, where 2 calls in 3 went to one thread)
+    _blocks(c, len(ranges), lambda b: _fused.fused_block(arr, b, ranges[b], call, _note))
+    # the loops wrote through numpy views, which torch's version counters do not see: count one write to each
+    # tensor written (the kept read and the weights read from it are checked by these counters)
+    for t in (call["out"], arr.w, arr.pulses, arr.rtn_wait, arr.rtn_high, arr.pink_x, arr.pink_xi):
+        increment_version(t)
     return _finish(arr, call, record)
 
 
@@ -495,9 +500,9 @@ def _finish(arr, call: dict, record) -> torch.Tensor:
     return call["out"]
 
 
-def _blocks(c: dict, count: int, fn, balance: bool = False, min_cores: float | None = None) -> None:
+def _blocks(c: dict, count: int, fn, balance: bool = False) -> None:
     if c["threaded"]:
-        _run_blocks(fn, count, block_threads(), balance, min_cores)
+        _run_blocks(fn, count, block_threads(), balance)
     else:
         for b in range(count):
             fn(b)

@@ -117,25 +117,24 @@ class _Balance:
     def workers(self, wanted: int) -> int:
         return 1 if self.serial_left > 0 else wanted
 
-    def report(self, workers: int, cpu_s: float, wall_s: float, min_cores: float | None = None) -> None:
+    def report(self, workers: int, cpu_s: float, wall_s: float) -> None:
         if workers == 1:
             self.serial_left = max(0, self.serial_left - 1)
-        elif cpu_s < (self.MIN_CORES if min_cores is None else min_cores) * wall_s:
+        elif cpu_s < self.MIN_CORES * wall_s:
             self.serial_left = self.SERIAL_CALLS
 
 
 _BALANCE = _Balance()
 
 
-def _run_blocks(fn, count: int, workers: int, balance: bool = False, min_cores: float | None = None) -> None:
+def _run_blocks(fn, count: int, workers: int, balance: bool = False) -> None:
     """Run ``fn(b)`` for ``b = 0..count-1`` on up to ``workers`` worker threads; returns when all are done.
 
     The threads take the next block as they come free (a thread that the OS
     holds up delays the call by at most the block it holds), and torch
     operations release the GIL, so the blocks run in parallel. ``fn`` must not
     depend on the order. See :class:`_Balance` for the number of threads used
-    (``balance``: this call's timing counts; ``min_cores``: the share of two cores below which it sends the
-    next calls to one thread, instead of :attr:`_Balance.MIN_CORES`).
+    (``balance``: this call's timing counts).
     """
     workers = _BALANCE.workers(max(1, min(workers, count)))
     lock = threading.Lock()
@@ -166,7 +165,7 @@ def _run_blocks(fn, count: int, workers: int, balance: bool = False, min_cores: 
         if err is not None:
             raise err
     if balance:
-        _BALANCE.report(workers, sum(f.result() for f in futures), time.perf_counter() - t0, min_cores)
+        _BALANCE.report(workers, sum(f.result() for f in futures), time.perf_counter() - t0)
 
 
 def _block_size(dev: torch.device, num_devices: int) -> int:

@@ -20,7 +20,7 @@ from test_torch_array import _law_model, _log_model  # noqa: E402
 from test_torch_pairs import HALF, _counts, _largest_gap  # noqa: E402
 
 from hfox_fit import ParameterLaw, preset_model  # noqa: E402
-from hfox_fit.torch import WeakResetArray, _fused, _pairs, _threads  # noqa: E402
+from hfox_fit.torch import WeakResetArray, _fused, _pairs  # noqa: E402
 
 needs_numba = pytest.mark.skipif(not _fused.AVAILABLE, reason="numba is not installed (the train extra)")
 
@@ -154,6 +154,18 @@ def test_fused_loops_leave_idle_pairs_and_partners_untouched():
 
 
 @needs_numba
+def test_a_read_in_place_by_the_loops_counts_as_a_write():
+    """The loops write through numpy views: the tensors written must still show a new version, since the kept
+    read (and CellBackedWeights' kept weights) are checked by torch's version counters."""
+    arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=1)
+    read = arr.resistance
+    tensors = (read, arr.w, arr.pulses, arr.rtn_wait, arr.pink_x)
+    versions = [t._version for t in tensors]
+    assert arr.pulse_pairs(_counts(1)[0], in_place=True) is read
+    assert all(t._version > v for t, v in zip(tensors, versions))
+
+
+@needs_numba
 def test_fused_loops_refuse_huge_counts_before_any_update():
     arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=4)
     before = arr.state_dict()["w"].clone()
@@ -198,15 +210,26 @@ def test_half_precision_deviations_are_read_exactly():
     assert np.array_equal(_fused._HALVES[values.view(np.uint16)], values)
 
 
-def test_the_loops_calls_go_to_one_thread_only_below_their_own_share_of_two_cores():
-    balance = _threads._Balance()
-    balance.report(2, 1.2, 1.0, min_cores=_pairs.FUSED_MIN_CORES)  # (two threads on two busy cores: stays)
-    assert balance.workers(2) == 2
-    balance.report(2, 1.0, 1.0, min_cores=_pairs.FUSED_MIN_CORES)  # (two threads on one core: one thread)
-    assert balance.workers(2) == 1
-    balance = _threads._Balance()
-    balance.report(2, 1.2, 1.0)  # (the torch paths' share)
-    assert balance.workers(2) == 1
+@needs_numba
+def test_the_loops_calls_keep_their_threads_and_the_class_paths_are_balanced(monkeypatch):
+    """The compiled loop's threads get about as much done on one core as one thread does, so its calls are
+    not sent to one thread after a call that got little CPU time (the class path's are)."""
+    balanced = []
+
+    def run_blocks(fn, count, workers, balance=False):
+        balanced.append(balance)
+        for b in range(count):
+            fn(b)
+
+    monkeypatch.setattr(_pairs, "_run_blocks", run_blocks)
+    arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=0)
+    monkeypatch.setitem(arr._constants(), "threaded", True)
+    counts = _counts(1)[0]
+    for fused in (True, False):
+        balanced.clear()
+        with _pairs.settings(FUSED=fused):
+            _pairs.pulse_pairs(arr, counts)
+        assert balanced and balanced[-1] is not fused
 
 
 @needs_numba
