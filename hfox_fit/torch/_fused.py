@@ -8,8 +8,10 @@ released (so the blocks still run on the array's worker threads), lists the bloc
 pulsed pairs and then reads, updates and writes back each pulsed cell in place:
 its pulse count, its telegraph chain (a switch within the pulses ends them in the
 closed-form law of the 2x2 matrix power and draws the next waiting time), the drift
-law, the pink stand-in's n-step transition and the telegraph term, with the cell's
-cache lines asked for a dozen cells ahead.
+law, the pink stand-in's n-step transition and the telegraph term, with the cache
+lines of every other cell asked for a dozen cells ahead. It goes through the pairs
+pulsed on their first cell, then those pulsed on their second: one half of the
+array at a time.
 
 The random numbers come from a splitmix64 stream per block and call, seeded by one
 draw from the array's block generator: the numbers depend on the seed and the
@@ -259,8 +261,13 @@ def _pulse_block(signed, start, half, seed, lo_a, lo_b, pulses, wait, high, x, x
     pi_high = p_up / s_rtn if s_rtn > 0 else 0.0
     s = _mix(_U(seed))
     total = 0
+    # (unsigned indices: numba checks a signed index for a negative value, to count from the end; some 30
+    # accesses a cell made that 5-10 % of the loop's time)
+    ua, ub, uc, ud, uamp, ur0 = _U(ra), _U(rb), _U(rc), _U(rd), _U(amp_row), _U(r0_row)
     for j in range(m):
-        if j + AHEAD < m:
+        # (every other cell: a cache line holds about three pulsed cells of a half; asking for it at each
+        # took more instructions than it saved, 22.1 against 24.1 ms a call on one thread)
+        if (j & 1) == 0 and j + AHEAD < m:
             ahead = pairs[j + AHEAD] + (half if j + AHEAD >= a else 0)
             prefetch(pulses, ahead)
             prefetch(wait, ahead)
@@ -272,19 +279,20 @@ def _pulse_block(signed, start, half, seed, lo_a, lo_b, pulses, wait, high, x, x
             for r in range(params.shape[0]):
                 prefetch_row(params, r, ahead)
         cell = pairs[j]
-        n = signed[cell - start]
+        n = signed[_U(cell - start)]
         if j >= a:
             n = -n
             cell += half
         own[j] = n
         total += n
         cells[j] = cell
-        t = pulses[cell] + n
-        pulses[cell] = t
+        cu = _U(cell)
+        t = pulses[cu] + n
+        pulses[cu] = t
         hi = False
         if rtn:
-            hi = high[cell]
-            left = wait[cell] - n
+            hi = high[cu]
+            left = wait[cu] - n
             if left <= 0:  # the chain switched -left pulses before the end: the 2x2 law over those
                 can_leave = p_down > 0 if hi else p_up > 0
                 if can_leave:
@@ -292,19 +300,19 @@ def _pulse_block(signed, start, half, seed, lo_a, lo_b, pulses, wait, high, x, x
                     s, u = _uniform(s)
                     hi = u < p_high
                 s, left = _geometric_wait(s, p_down if hi else p_up)
-                high[cell] = hi
-            wait[cell] = left
+                high[cu] = hi
+            wait[cu] = left
         tf = float(t)
-        va, vb, vc, vd = params[ra, cell], params[rb, cell], params[rc, cell], params[rd, cell]
+        va, vb, vc, vd = params[ua, cu], params[ub, cu], params[uc, cu], params[ud, cu]
         if any_c2c:
             if da >= 0:
-                va = va + scales[da] * halves[bits[da, cell]]
+                va = va + scales[da] * halves[bits[da, cu]]
             if db >= 0:
-                vb = vb + scales[db] * halves[bits[db, cell]]
+                vb = vb + scales[db] * halves[bits[db, cu]]
             if dc >= 0:
-                vc = vc + scales[dc] * halves[bits[dc, cell]]
+                vc = vc + scales[dc] * halves[bits[dc, cu]]
             if dd >= 0:
-                vd = vd + scales[dd] * halves[bits[dd, cell]]
+                vd = vd + scales[dd] * halves[bits[dd, cu]]
         # drift law (torch_law's formulas)
         if law == 0:
             before = tf if tf < vb else vb
@@ -317,21 +325,22 @@ def _pulse_block(signed, start, half, seed, lo_a, lo_b, pulses, wait, high, x, x
             if states:
                 # the stand-in's n-step transition: its innovation has rank min(n, 3) (see draw_classes)
                 nn = n if n < horizon else horizon
+                nu = _U(nn)
                 s, z0 = _normal(s)
-                x0 = x[cell] * coef[0, nn] + coef[1, nn] * z0
-                r_, i_ = xr[cell], xi[cell]
-                re = r_ * coef[3, nn] - i_ * coef[4, nn] + coef[5, nn] * z0
-                im = i_ * coef[3, nn] + r_ * coef[4, nn] + coef[6, nn] * z0
+                x0 = x[cu] * coef[0, nu] + coef[1, nu] * z0
+                r_, i_ = xr[cu], xi[cu]
+                re = r_ * coef[3, nu] - i_ * coef[4, nu] + coef[5, nu] * z0
+                im = i_ * coef[3, nu] + r_ * coef[4, nu] + coef[6, nu] * z0
                 if n >= lo_a:
                     s, z1 = _normal(s)
-                    re += coef[7, nn] * z1
-                    im += coef[8, nn] * z1
+                    re += coef[7, nu] * z1
+                    im += coef[8, nu] * z1
                     if n >= lo_b:
                         s, z2 = _normal(s)
-                        im += coef[2, nn] * z2
-                x[cell] = x0
-                xr[cell] = re
-                xi[cell] = im
+                        im += coef[2, nu] * z2
+                x[cu] = x0
+                xr[cu] = re
+                xi[cu] = im
                 core = re + x0
                 if extra:
                     s, zw = _normal(s)
@@ -340,19 +349,20 @@ def _pulse_block(signed, start, half, seed, lo_a, lo_b, pulses, wait, high, x, x
                 s, z0 = _normal(s)
                 core = z0 * white
             tt = t if t < horizon else horizon
-            wn = wn + table[0, tt] + table[1, tt] * core
+            tu = _U(tt)
+            wn = wn + table[0, tu] + table[1, tu] * core
         if hi:
             s, u1 = _uniform24(s)
             s, u2 = _uniform24(s)
-            amp = params[amp_row, cell]
+            amp = params[uamp, cu]
             if d_amp >= 0:
-                amp = amp + scales[d_amp] * halves[bits[d_amp, cell]]
+                amp = amp + scales[d_amp] * halves[bits[d_amp, cu]]
             wn = wn + u1 * u2 * amp
-        w[cell] = wn
-        wc[j] = w[cell] * log2e  # (torch.mul(w, LOG2E)'s numbers: one rounding in the cells' type)
-        r0 = params[r0_row, cell]
+        w[cu] = wn
+        wc[j] = w[cu] * log2e  # (torch.mul(w, LOG2E)'s numbers: one rounding in the cells' type)
+        r0 = params[ur0, cu]
         if d_r0 >= 0:
-            r0 = r0 + scales[d_r0] * halves[bits[d_r0, cell]]
+            r0 = r0 + scales[d_r0] * halves[bits[d_r0, cu]]
         r0c[j] = r0
     for j in range(m, min(-(-m // _PAD) * _PAD, wc.shape[0])):
         wc[j] = 0.0
@@ -445,8 +455,11 @@ def usable(arr) -> bool:
     return AVAILABLE and arr.device.type == "cpu" and arr.model.law in LAW_IDS and _compiles()
 
 
-def fused_call(arr, c: dict, call: dict) -> None:
-    """What every block of the fused path reads from ``call`` (numpy views of the buffers, the switches)."""
+def fused_call(arr, c: dict, call: dict, blocks: int) -> None:
+    """What every block of the fused path reads from ``call`` (numpy views of the buffers, the switches), and
+    the seeds of the ``blocks`` blocks' streams for this call (block b's from the array's block generator b),
+    drawn here on the calling thread: one torch call each took 37 us on a worker thread, 2 us here."""
+    call["seeds"] = [int(torch.randint(0, 1 << 62, (1,), generator=arr._block_gens[b])) for b in range(blocks)]
     law, names = LAW_IDS[arr.model.law]
     c2c_of = np.full(len(arr.param_names), -1, np.int64)
     for j, i in enumerate(arr._c2c_rows):
@@ -474,8 +487,7 @@ def fused_block(arr, b: int, v: dict, call: dict, note) -> None:
         out[s:e].copy_(prev[s:e])
         out[half + s:half + e].copy_(prev[half + s:half + e])
     f, c = call["fused"], arr._constants()
-    g = arr._block_gens[b]
-    seed = int(torch.randint(0, 1 << 62, (1,), generator=g))  # (the block's stream for this call)
+    seed = call["seeds"][b]
     size = e - s
     pairs, own = np.empty(size, np.int64), np.empty(size, np.int32)
     cells = np.empty(size, np.int64)

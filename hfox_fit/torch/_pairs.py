@@ -442,7 +442,7 @@ def _pulse_fused(arr, signed, c, in_place: bool, record) -> torch.Tensor:
             "record": record, "listed": [None] * len(ranges), "classes": draw_classes(arr)}
     arr._pulse_bound += hi
     call["hi"] = hi
-    _fused.fused_call(arr, c, call)
+    _fused.fused_call(arr, c, call, len(ranges))
     # (not balanced: its threads share the memory's bandwidth and get about the same done on one core as one
     # thread does, 27.4 against 26.9 ms a call with the other core busy, so sending calls to one thread after a
     # call that got little CPU time gains little and lost 20 % here, where 2 calls in 3 went to one thread)
