@@ -67,6 +67,11 @@ def summarize_ablation(rows: list) -> dict:
             out["recovery"] = recoveries
             out["most_harmful"] = {"imperfection": best[3:], "condition": best, **recoveries[best],
                                    "recovers_accuracy": bool(recoveries[best]["difference"] > 0)}
+            others = [c for c in recoveries if c != best]
+            if others:  # (is the largest recovery measurably larger than the next? 3 seeds rarely tell)
+                second = max(others, key=lambda c: recoveries[c]["difference"])
+                out["most_harmful"]["runner_up"] = {"imperfection": second[3:], "condition": second,
+                                                    **_difference(per[best], per[second], best, second)}
     if any(p["std"] is None for p in per.values()):
         out["notes"].append("one seed per condition: no spread, so no difference can be called significant; "
                             "run with --seeds 3 or more")
@@ -108,6 +113,12 @@ def summary_text(summary: dict, meta: dict) -> str:
                    " - within the seed-to-seed spread: no imperfection stands out in this run")
         if m["difference"] > 0:
             lines.append(f"removing {m['imperfection']} recovers the most: {m['difference']:+.3f}{se}{verdict}")
+            r = m.get("runner_up")
+            if r is not None and r["exceeds_spread"] is not None:
+                lines.append(f"  its lead over removing {r['imperfection']}: {r['difference']:+.3f} +/- {r['stderr']:.3f}"
+                             + (" - beyond the seed-to-seed spread" if r["exceeds_spread"] else
+                                f" - within the seed-to-seed spread: {m['imperfection']} and {r['imperfection']} "
+                                "cannot be told apart with these seeds"))
         else:  # every removal left the accuracy as it was or lower: nothing was recovered
             lines.append(f"no removal recovers accuracy in this run: the best, removing {m['imperfection']}, "
                          f"changes it by {m['difference']:+.3f}{se}")

@@ -230,12 +230,21 @@ def test_summary_names_the_largest_recovery_and_its_significance():
     assert s["recovery"]["no_rtn"]["exceeds_spread"] is False  # 0.01 within 2 SE (0.035) of the difference
     assert s["device_cost"]["difference"] == pytest.approx(0.15)
     assert s["most_harmful"]["recovers_accuracy"] is True
+    lead = s["most_harmful"]["runner_up"]  # d2d's lead over rtn: 0.12, beyond the spread
+    assert lead["imperfection"] == "rtn" and lead["difference"] == pytest.approx(0.12) and lead["exceeds_spread"]
+    meta = {"dataset": "digits", "n_train": 1, "n_test": 1, "sizes": [1, 1, 1], "epochs": 1, "seeds": 3,
+            "model": "m.pt"}
+    assert "its lead over removing rtn: +0.120" in summary_text(s, meta)
+    # two removals that recover about as much: said to be indistinguishable, not a winner
+    tied = [dict(r, test_accuracy=r["test_accuracy"] + 0.115) if r["condition"] == "no_rtn" else r for r in rows]
+    s = summarize_ablation(tied)
+    assert s["most_harmful"]["runner_up"]["exceeds_spread"] is False
+    assert "d2d and rtn cannot be told apart with these seeds" in summary_text(s, meta)
     # no removal helps (device is the best): said so, not "removing ... recovers the most"
     worse = [dict(r, test_accuracy=0.70) if r["condition"].startswith("no_") else r for r in rows]
     s = summarize_ablation(worse)
     assert s["most_harmful"]["recovers_accuracy"] is False
-    text = summary_text(s, {"dataset": "digits", "n_train": 1, "n_test": 1, "sizes": [1, 1, 1], "epochs": 1,
-                            "seeds": 3, "model": "m.pt"})
+    text = summary_text(s, meta)
     assert "no removal recovers accuracy in this run: the best, removing" in text and "recovers the most" not in text
 
 
