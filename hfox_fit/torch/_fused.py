@@ -471,8 +471,8 @@ def fused_call(arr, c: dict, call: dict, blocks: int) -> None:
         "pink": bool(arr.pink), "states": bool(c["states"]), "extra": bool(c["states"] and c["white"] > 0),
         "white": float(c["white"]), "coef": c["coef"].numpy(), "table": c["table"].numpy(),
         "params": arr.cell_params.numpy(), "bits": arr.c2c_dev.numpy().view(np.uint16),
-        "halves": _halves(dtype), "log2e": dtype.type(LOG2E), "pulses": arr.pulses.numpy(), "wait": arr.rtn_wait.numpy(),
-        "high": arr.rtn_high.numpy(), "x": arr.pink_x.numpy(), "xr": arr.pink_xi[0].numpy(),
+        "halves": _halves(dtype), "log2e": dtype.type(LOG2E), "pulses": arr.pulses.numpy(),
+        "wait": arr.rtn_wait.numpy(), "high": arr.rtn_high.numpy(), "x": arr.pink_x.numpy(), "xr": arr.pink_xi[0].numpy(),
         "xi": arr.pink_xi[1].numpy(), "w": arr.w.numpy(),
     }
 
@@ -494,11 +494,11 @@ def fused_block(arr, b: int, v: dict, call: dict, note) -> None:
     padded = torch.empty(-(-size // _PAD) * _PAD, dtype=arr.dtype)
     r0c = np.empty(size, f["w"].dtype)
     lo_a, lo_b = call["classes"]
-    m, total = _pulse_block(call["signed"][s:e].numpy(), s, half, seed, lo_a, lo_b, f["pulses"], f["wait"], f["high"],
-                     f["x"], f["xr"], f["xi"], f["w"], f["params"], f["bits"], f["halves"], f["c2c_of"],
-                     f["scales"], f["law"], f["law_rows"], f["pink"], f["states"], f["extra"], f["white"],
-                     f["coef"], f["table"], c["horizon"], bool(arr.rtn), c["p_up"], c["p_down"], c["amp_row"],
-                     c["r0_row"], pairs, own, cells, padded.numpy(), f["log2e"], r0c)
+    m, total = _pulse_block(call["signed"][s:e].numpy(), s, half, seed, lo_a, lo_b, f["pulses"], f["wait"],
+                            f["high"], f["x"], f["xr"], f["xi"], f["w"], f["params"], f["bits"], f["halves"],
+                            f["c2c_of"], f["scales"], f["law"], f["law_rows"], f["pink"], f["states"], f["extra"],
+                            f["white"], f["coef"], f["table"], c["horizon"], bool(arr.rtn), c["p_up"], c["p_down"],
+                            c["amp_row"], c["r0_row"], pairs, own, cells, padded.numpy(), f["log2e"], r0c)
     if m == 0:
         return note(call, b, 0, torch.zeros(0, dtype=torch.int64), None)
     # R = r0 2**(w log2 e) by the class path's torch exp2 (on whole vector steps: every cell in the SIMD kernel)
