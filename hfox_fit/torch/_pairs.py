@@ -33,7 +33,6 @@ import contextlib
 
 import numpy as np
 import torch
-from torch.autograd.graph import increment_version
 
 from . import _fused
 from ._counts import MAX_COUNT, pulse_counts
@@ -447,10 +446,7 @@ def _pulse_fused(arr, signed, c, in_place: bool, record) -> torch.Tensor:
     # thread does, 27.4 against 26.9 ms a call with the other core busy, so sending calls to one thread after a
     # call that got little CPU time gains little and lost 20 % here, where 2 calls in 3 went to one thread)
     _blocks(c, len(ranges), lambda b: _fused.fused_block(arr, b, ranges[b], call, _note))
-    # the loops wrote through numpy views, which torch's version counters do not see: count one write to each
-    # tensor written (the kept read and the weights read from it are checked by these counters)
-    for t in (call["out"], arr.w, arr.pulses, arr.rtn_wait, arr.rtn_high, arr.pink_x, arr.pink_xi):
-        increment_version(t)
+    _fused.count_writes(call["out"], arr.w, arr.pulses, arr.rtn_wait, arr.rtn_high, arr.pink_x, arr.pink_xi)
     return _finish(arr, call, record)
 
 

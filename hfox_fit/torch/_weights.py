@@ -317,7 +317,8 @@ class CellBackedWeights(nn.Module):
         block by block on the worker threads; returns the weights whose value changed (0-d int64)."""
         flips = [None] * len(blocks)
         half = self.numel
-        if self._compiled_passes():
+        compiled = self._compiled_passes()
+        if compiled:
             def one(b):
                 flat, s, e, o = blocks[b]
                 flips[b] = torch.tensor(_fused.read_block(r[o:o + e - s].numpy(), r[half + o:half + o + e - s].numpy(),
@@ -332,6 +333,8 @@ class CellBackedWeights(nn.Module):
                 flat[s:e].copy_(now)
 
         _run_blocks(one, len(blocks), block_threads())
+        if compiled:  # (the torch passes' copies count as writes; the compiled loop's must too)
+            _fused.count_writes(kept, *self._params)
         return torch.stack(flips).sum()
 
     def _read_listed(self, r: torch.Tensor, kept: torch.Tensor, listed: tuple, threaded: bool) -> torch.Tensor:

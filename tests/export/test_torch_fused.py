@@ -233,6 +233,28 @@ def test_the_loops_calls_keep_their_threads_and_the_class_paths_are_balanced(mon
 
 
 @needs_numba
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_read_of_every_pair_counts_its_writes_on_both_paths(fused):
+    """CellBackedWeights' read of every pair writes the kept weights and the parameters; the compiled pass writes
+    through numpy, so it must count those writes as the torch copies do (autograd and the kept weights check
+    the version counters)."""
+    from hfox_fit.torch import BinarizedMLP, CellBackedWeights
+
+    net = BinarizedMLP((8, 6, 3))
+    cells = CellBackedWeights(net, preset_model("paper"), scale=0.01, seed=0)
+    blocks, offset = [], 0
+    for p in cells._params:
+        blocks.append((p.detach().view(-1), 0, p.numel(), offset))
+        offset += p.numel()
+    kept = cells._read_flat().clone()
+    tensors = (kept, *cells._params)
+    versions = [t._version for t in tensors]
+    with _pairs.settings(FUSED=fused), torch.no_grad():
+        cells._read_by_block(cells.cells.resistance, kept, blocks)
+    assert all(t._version > v for t, v in zip(tensors, versions))
+
+
+@needs_numba
 def test_the_compiled_update_into_pulses_is_the_torch_passes_to_the_bit():
     """counts_block gives clip(round((w - before) / scale)) as the torch passes do: halves rounded to even,
     huge finite updates clipped, NaN and infinite updates flagged."""
