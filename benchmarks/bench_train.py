@@ -19,7 +19,8 @@ device ≤ 3x software on the CPU), with the CPU time per step of each (all
 threads; less sensitive to the load of other processes than the wall time). A
 device step is the software step (forward, backward, Adam) plus
 ``CellBackedWeights.step()`` (the update becomes pulses on one cell of each pair,
-``WeakResetArray.pulse_pairs``, and the weights are read back) and the re-SET
+``WeakResetArray.pulse_pairs``, and the weights are read back; where numba is installed, the compiled
+loop pulses and reads the pulsed pairs in one call, ``_pulse_pairs_reading``, timed as the pulses) and the re-SET
 check; the script prints the time of these parts, and the floors of the pulses:
 drawing their normal numbers alone (as the update draws them) and moving the
 cells' state once. The baseline row times the same device step through the path
@@ -179,14 +180,19 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
         _by_torch(variants["device, main's path"][2])
     if select:  # the same device step with pulse_pairs' reference path (every pair updated, by selects)
         variants["device, select path"] = _make(sizes, device, True)
-        arr = variants["device, select path"][2].cells
+        sel = variants["device, select path"][2]
+        arr = sel.cells
         arr.pulse_pairs = lambda n, arr=arr, **options: _pairs.pulse_pairs(arr, n, path="select")
+        counts = sel._counts_by_block  # (no bounds: the step pulses by pulse_pairs, not the compiled loop's read)
+        sel._counts_by_block = lambda before, blocks, counts=counts: (counts(before, blocks)[0], None)
     for v in variants.values():  # warm-up: first-call costs, and training past its start
         for i in range(max(warmup, 1)):
             _step(*v, *data[i], headroom)
     cells = variants["device"][2]
     pulse_timer = _Timer(cells.cells.pulse_pairs, device)
     cells.cells.pulse_pairs = pulse_timer  # (an instance attribute: times the pulses inside cells.step())
+    reading_timer = _Timer(cells.cells._pulse_pairs_reading, device)  # (the compiled path's pulses and read)
+    cells.cells._pulse_pairs_reading = reading_timer
     times = {k: [] for k in variants}
     cpu = {k: 0.0 for k in variants}
     parts = {"network": 0.0, "cells": 0.0, "pulsed": 0, "normals": 0, "counts": []}
@@ -201,7 +207,7 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
             times[name].append((time.perf_counter() - t0) / per_round)
             cpu[name] += time.process_time() - c0
             cpu_rounds[name].append(time.process_time() - c0)
-    del cells.cells.pulse_pairs
+    del cells.cells.pulse_pairs, cells.cells._pulse_pairs_reading
     _count_pulsed(cells, parts)
     n_steps = rounds * per_round
     sw, dev = statistics.median(times["software"]), statistics.median(times["device"])
@@ -254,7 +260,7 @@ def run(device, sizes, batch, steps, rounds=5, select=True, profile=False, lever
               f"{ref / dev:.2f}x faster (CPU time {cpu_ref / cpu_dev:.2f}x)")
     # where a device step's time goes (the wall time of its parts, summed over the timed steps)
     pulsed = parts["pulsed"]
-    net_s, cells_s, pulse_s = parts["network"] / n_steps, parts["cells"] / n_steps, pulse_timer.seconds / n_steps
+    net_s, cells_s, pulse_s = parts["network"] / n_steps, parts["cells"] / n_steps, (pulse_timer.seconds + reading_timer.seconds) / n_steps
     print(f"{tag} device step, by part: network (forward, backward, Adam) {net_s * 1e3:.1f} ms; pulses "
           f"(WeakResetArray.pulse_pairs, {pulsed:,.0f} pairs pulsed, {pulsed / cells.numel:.0%}) "
           f"{pulse_s * 1e3:.1f} ms; the rest of CellBackedWeights.step and reset_saturated (update -> counts, "

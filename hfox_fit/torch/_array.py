@@ -593,6 +593,13 @@ class WeakResetArray(ResumableState, nn.Module):
 
         return pulse_pairs(self, n, in_place=in_place, record=record)
 
+    def _pulse_pairs_reading(self, n, bounds, signs, record):
+        """:meth:`pulse_pairs` in place with each pulsed pair read into ``signs`` (see
+        :func:`hfox_fit.torch._pairs.pulse_pairs_reading`, the compiled loop's path)."""
+        from ._pairs import pulse_pairs_reading
+
+        return pulse_pairs_reading(self, n, bounds, signs, record)
+
     def forward(self, n=1) -> torch.Tensor:
         """Same as :meth:`pulse`."""
         return self.pulse(n)

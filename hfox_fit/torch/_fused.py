@@ -48,7 +48,8 @@ except ImportError:  # pragma: no cover - exercised where numba is missing
 
 from ._update import _PAD, LOG2E, NEVER
 
-__all__ = ["AVAILABLE", "LAW_IDS", "count_writes", "counts_block", "fused_block", "read_block", "usable"]
+__all__ = ["AVAILABLE", "LAW_IDS", "count_writes", "counts_block", "fused_block", "read_block", "read_signs",
+           "usable"]
 
 #: Whether numba is installed (the fused loops can run).
 AVAILABLE = numba is not None
@@ -378,19 +379,37 @@ def scatter_reads(out, cells, e, r0c, m):  # pragma: no cover - compiled
 
 
 @_jit
+def read_signs(out, pairs, m, signs, half):  # pragma: no cover - compiled
+    """Read the first ``m`` ``pairs`` by sign_readout (+1 where ``out[p] >= out[p + half]``, else -1) into
+    ``signs``; returns how many changed."""
+    flips = 0
+    for j in range(m):
+        p = pairs[j]
+        now = 1.0 if out[p] >= out[p + half] else -1.0
+        flips += now != signs[p]
+        signs[p] = now
+    return flips
+
+
+@_jit
 def counts_block(flat, before, scale, most, n):  # pragma: no cover - compiled
     """``n = clip(round((flat - before) / scale), -most, most)`` (round half to even, as torch.round) in one pass,
-    in the arrays' type as the torch passes compute it; returns False where an update is NaN or infinite (the
-    counts are then not used). Without branches, so that the loop runs on vectors."""
+    in the arrays' type as the torch passes compute it; returns whether every update is finite (else the counts
+    are not used) and the smallest and largest count. Without branches, so that the loop runs on vectors."""
     bad = False
+    lo = np.int32(most)
+    hi = np.int32(-most)
     for i in range(flat.shape[0]):
         d = (flat[i] - before[i]) / scale
         bad |= not d - d == 0  # (NaN or infinite: d - d is NaN)
         d = np.rint(d)
         d = d if d > -most else -most
         d = d if d < most else most
-        n[i] = d
-    return not bad
+        k = np.int32(d)
+        n[i] = k
+        lo = min(lo, k)  # (on integers: a reduction the compiler keeps on vectors)
+        hi = max(hi, k)
+    return not bad, lo, hi
 
 
 @_jit
@@ -446,6 +465,7 @@ def _try_loops() -> None:
                  np.zeros((10, 5), f32), np.zeros((2, 5), f32), 4, True, 0.1, 0.2, 5, 4, np.zeros(4, i64),
                  np.zeros(4, np.int32), np.zeros(4, i64), np.zeros(4, f32), f32(LOG2E), np.zeros(4, f32))
     scatter_reads(np.zeros(8, f32), np.arange(4, dtype=i64), np.ones(4, f32), np.ones(4, f32), 4)
+    read_signs(np.zeros(8, f32), np.arange(4, dtype=i64), 4, np.zeros(4, f32), 4)
     counts_block(np.ones(4, f32), np.zeros(4, f32), f32(0.5), f32(14), np.zeros(4, np.int32))
     read_block(np.ones(4, f32), np.zeros(4, f32), np.zeros(4, f32), np.zeros(4, f32))
 
@@ -512,4 +532,6 @@ def fused_block(arr, b: int, v: dict, call: dict, note) -> None:
     # R = r0 2**(w log2 e) by the class path's torch exp2 (on whole vector steps: every cell in the SIMD kernel)
     padded[:-(-m // _PAD) * _PAD].exp2_()
     scatter_reads(out.numpy(), cells, padded.numpy(), r0c, m)
+    if call.get("signs") is not None:  # (the pairs' weights read here, while their reads are in cache)
+        call["flips"][b] = read_signs(out.numpy(), pairs, m, call["signs"], half)
     note(call, b, 0, torch.from_numpy(pairs[:m]), torch.from_numpy(own[:m]), total)

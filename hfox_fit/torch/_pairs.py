@@ -39,7 +39,7 @@ from ._counts import MAX_COUNT, pulse_counts
 from ._threads import _run_blocks, block_threads
 from ._update import _STATE, NEVER, _update_cells, draw_classes, update_by_class
 
-__all__ = ["pulse_pairs"]
+__all__ = ["pulse_pairs", "pulse_pairs_reading"]
 
 
 #: A block of pairs holds this many times the array's block size in pairs (twice its cells): each block costs
@@ -425,10 +425,35 @@ def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor
     return _finish(arr, call, record)
 
 
-def _pulse_fused(arr, signed, c, in_place: bool, record) -> torch.Tensor:
+def pulse_pairs_reading(arr, n: torch.Tensor, bounds: tuple, signs: torch.Tensor, record: dict) -> tuple:
+    """``pulse_pairs(arr, n, in_place=True, record=record)`` by the compiled loop (:func:`_fused.usable` must
+    hold), for int32 counts whose smallest and largest value the caller has (``bounds``: no pass over them
+    finds them), each pulsed pair read by sign_readout into ``signs`` (the pairs' weights, flat, in the cells'
+    type) while its reads are in cache. Returns the read and the weights that changed (0-d int64).
+
+    The step of :class:`~hfox_fit.torch.CellBackedWeights`: its pass over the weights gives the bounds, and no
+    operation runs on torch's thread pool while the loop's threads run (its threads spin some milliseconds
+    after each operation, taking a core from the loop)."""
+    half = arr.num_devices // 2
+    if n.dtype != torch.int32 or tuple(n.shape) != (half,) or not n.is_contiguous():
+        raise ValueError(f"pulse_pairs_reading takes contiguous int32 counts of shape ({half},); got {n.dtype} "
+                         f"of shape {tuple(n.shape)}.")
+    if signs.dtype != arr.dtype or tuple(signs.shape) != (half,) or not signs.is_contiguous():
+        raise ValueError(f"pulse_pairs_reading reads into contiguous {arr.dtype} signs of shape ({half},); got "
+                         f"{signs.dtype} of shape {tuple(signs.shape)}.")
+    call = {}
+    r = _pulse_fused(arr, n, arr._constants(), True, record, hi=_largest_count(*bounds), signs=signs, done=call)
+    flips = sum(call.get("flips", ()))
+    return r, torch.tensor(flips, dtype=torch.int64)
+
+
+def _pulse_fused(arr, signed, c, in_place: bool, record, hi: int | None = None, signs=None,
+                 done: dict | None = None) -> torch.Tensor:
     """The update by the compiled loop of :mod:`hfox_fit.torch._fused`, block by block: the counts' bounds are
-    checked first (one pass), each block's loop lists its pulsed pairs and updates them."""
-    hi = _largest_count(*(int(v) for v in torch.aminmax(signed)))
+    checked first (one pass, unless ``hi`` is given), each block's loop lists its pulsed pairs and updates them
+    (and reads them into ``signs``, see :func:`pulse_pairs_reading`; ``done`` receives the call's dict)."""
+    if hi is None:
+        hi = _largest_count(*(int(v) for v in torch.aminmax(signed)))
     if _nothing_to_pulse(arr, hi, record):
         return arr.resistance
     prev = arr.resistance
@@ -438,7 +463,11 @@ def _pulse_fused(arr, signed, c, in_place: bool, record) -> torch.Tensor:
     half, size = arr.num_devices // 2, arr._block_size
     ranges = [{"range": (s, min(s + size, half))} for s in range(0, half, size)]
     call = {"signed": signed, "out": prev if in_place else torch.empty_like(arr.w), "prev": prev,
-            "record": record, "listed": [None] * len(ranges), "classes": draw_classes(arr)}
+            "record": record, "listed": [None] * len(ranges), "classes": draw_classes(arr),
+            "signs": None if signs is None else signs.numpy(), "flips": [0] * len(ranges)}
+    if done is not None:
+        done.update(call)
+        call = done
     arr._pulse_bound += hi
     call["hi"] = hi
     _fused.fused_call(arr, c, call, len(ranges))
@@ -446,7 +475,8 @@ def _pulse_fused(arr, signed, c, in_place: bool, record) -> torch.Tensor:
     # thread does, 27.4 against 26.9 ms a call with the other core busy, so sending calls to one thread after a
     # call that got little CPU time gains little and lost 20 % here, where 2 calls in 3 went to one thread)
     _blocks(c, len(ranges), lambda b: _fused.fused_block(arr, b, ranges[b], call, _note))
-    _fused.count_writes(call["out"], arr.w, arr.pulses, arr.rtn_wait, arr.rtn_high, arr.pink_x, arr.pink_xi)
+    _fused.count_writes(call["out"], arr.w, arr.pulses, arr.rtn_wait, arr.rtn_high, arr.pink_x, arr.pink_xi,
+                        *(() if signs is None else (signs,)))
     return _finish(arr, call, record)
 
 

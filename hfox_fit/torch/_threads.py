@@ -14,6 +14,7 @@ array is one block.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -96,6 +97,52 @@ def _serial_workers() -> bool:
     return _pool(1)[1]
 
 
+#: Whether :func:`_run_blocks` first hands back the OpenMP threads of torch's pool (see :func:`_release_openmp`).
+RELEASE_OPENMP = True
+_PAUSE: list = []  # [omp_pause_resource_all or None], looked up once per process
+
+
+def _openmp_pause():
+    """``omp_pause_resource_all`` of the OpenMP runtime that torch runs on (OpenMP 5.0; libgomp of GCC 10 and
+    later, Intel's libiomp5), found among the libraries this process has mapped, torch's own first; None
+    where there is none (another platform, an older runtime, a torch without OpenMP)."""
+    if not _PAUSE:
+        found = None
+        try:
+            if _openmp():
+                paths = set()
+                with open("/proc/self/maps") as maps:
+                    for line in maps:
+                        parts = line.split(None, 5)  # (address, perms, offset, dev, inode[, path])
+                        path = parts[5].strip() if len(parts) == 6 else ""
+                        if os.path.basename(path).startswith(("libgomp", "libiomp5")) and ".so" in path:
+                            paths.add(path)
+                here = os.path.dirname(torch.__file__)
+                for path in sorted(paths, key=lambda p: (not p.startswith(here), p)):
+                    fn = getattr(ctypes.CDLL(path), "omp_pause_resource_all", None)
+                    if fn is not None:
+                        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+                        found = fn
+                        break
+        except OSError:
+            found = None
+        _PAUSE.append(found)
+    return _PAUSE[0]
+
+
+def _release_openmp() -> None:
+    """Hand back the OpenMP threads of torch's pool on this thread (``omp_pause_resource_all``, soft).
+
+    After each parallel torch operation they spin for some milliseconds before they sleep (libgomp's
+    ``GOMP_SPINCOUNT``: about 8 ms of a core on the 2-core machine here), taking a core from the worker
+    threads of the blocks that follow (the step after ``optimizer.step()``). The next parallel operation
+    starts them again (tens of microseconds). Inside a parallel region it does nothing."""
+    if RELEASE_OPENMP:
+        fn = _openmp_pause()
+        if fn is not None:
+            fn(1)  # (omp_pause_soft)
+
+
 class _Balance:
     """How many worker threads a call uses: all it may while they run in parallel, one while they don't.
 
@@ -137,6 +184,8 @@ def _run_blocks(fn, count: int, workers: int, balance: bool = False) -> None:
     (``balance``: this call's timing counts).
     """
     workers = _BALANCE.workers(max(1, min(workers, count)))
+    if workers > 1:
+        _release_openmp()
     lock = threading.Lock()
     nxt = [0]
     failed = []

@@ -277,20 +277,22 @@ class CellBackedWeights(nn.Module):
             self._blocks_kept = (key, blocks)
         return self._blocks_kept[1]
 
-    def _counts_by_block(self, before: torch.Tensor, blocks: list) -> torch.Tensor:
+    def _counts_by_block(self, before: torch.Tensor, blocks: list) -> tuple:
         """The update in pulses, ``clip(round((weights - before) / scale))`` as int32, block by block on the
         worker threads: the same numbers as whole-tensor passes, each block's passes in cache, and no
-        operation waits at torch's thread-pool barrier (milliseconds each on a busy machine)."""
+        operation waits at torch's thread-pool barrier (milliseconds each on a busy machine). Returns the counts
+        and, from the compiled pass, their smallest and largest value (else None)."""
         n = torch.empty(self.numel, dtype=torch.int32, device=before.device)  # (fresh: the step returns it)
         finite = [True] * len(blocks)
         scale, most = self.scale, self.max_pulses
         if self._compiled_passes():  # (one compiled pass per block: the same numbers)
             scale32, most32 = (self.cells.w.numpy().dtype.type(v) for v in (scale, most))
+            lows, highs = [0] * len(blocks), [0] * len(blocks)
 
             def one(b):
                 flat, s, e, o = blocks[b]
-                finite[b] = _fused.counts_block(flat[s:e].numpy(), before[o:o + e - s].numpy(), scale32, most32,
-                                                n[o:o + e - s].numpy())
+                finite[b], lows[b], highs[b] = _fused.counts_block(flat[s:e].numpy(), before[o:o + e - s].numpy(),
+                                                                   scale32, most32, n[o:o + e - s].numpy())
         else:
             buf = self._steps_buffer(before)
 
@@ -305,7 +307,7 @@ class CellBackedWeights(nn.Module):
         _run_blocks(one, len(blocks), block_threads())
         if not all(finite):
             raise ValueError("the optimizer left NaN or infinite weights; no pulses were applied.")
-        return n
+        return n, ((int(min(lows)), int(max(highs))) if self._compiled_passes() else None)
 
     def _compiled_passes(self) -> bool:
         """Whether the passes over every weight run as compiled loops (:mod:`hfox_fit.torch._fused`, where the
@@ -382,7 +384,9 @@ class CellBackedWeights(nn.Module):
         others read as they did); the pulses go into the cells' last read in place. Either way
         the numbers are those of a read of every pair. On a CPU with several threads, the passes
         over every weight (the update into pulses, a read of every pair, the copy into the
-        parameters) run block by block on the cells' worker threads, with the same numbers.
+        parameters) run block by block on the cells' worker threads, with the same numbers; where
+        numba is installed, the compiled loop reads each block's pulsed pairs right after pulsing
+        them (:func:`hfox_fit.torch._pairs.pulse_pairs_reading`), whatever their share.
 
         Returns
         -------
@@ -400,7 +404,14 @@ class CellBackedWeights(nn.Module):
         read_before = self._readout[0]  # the cells' read the weights came from
         blocks = self._weight_blocks()
         if blocks is not None:
-            n = self._counts_by_block(before, blocks)
+            n, bounds = self._counts_by_block(before, blocks)
+            if bounds is not None and self.readout is sign_readout:
+                # the compiled loop pulses and reads the pulsed pairs into the kept weights
+                record = {}
+                r, flips = self.cells._pulse_pairs_reading(n, bounds, before, record)
+                self._readout = (r, _versions(r, before), before)
+                self._write_params(before, blocks)
+                return {"pulses": record["pulses"], "flips": flips, "counts": n}
         else:
             steps = self._update_in_pulses(before)
             if not all(map(torch.isfinite, torch.aminmax(steps))):  # (a NaN makes both NaN)

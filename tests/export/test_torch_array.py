@@ -1,6 +1,7 @@
 """WeakResetArray: faithful to DeviceModel.simulate, n pulses at once, resumable, compact, clear errors."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -143,6 +144,41 @@ def test_block_boundaries_do_not_matter(monkeypatch):
     with pytest.warns(RuntimeWarning, match="20 block.*in 1.*continues in distribution"):
         other.load_state_dict(many.state_dict())
     assert torch.equal(other.pulses, many.pulses) and torch.isfinite(other.pulse(counts)).all()
+
+
+def _threads_now() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.parametrize("release", [True, False])
+def test_the_blocks_hand_back_torchs_openmp_threads_first(monkeypatch, release):
+    """Before blocks run on several worker threads, the OpenMP threads of torch's pool on the calling thread are
+    handed back (after each parallel operation they spin for milliseconds, taking a core from the blocks); the
+    next parallel operation starts them again. Switched off, they stay."""
+    import time
+
+    from hfox_fit.torch import _threads
+
+    if _threads._openmp_pause() is None or not os.path.isdir("/proc/self/task"):
+        pytest.skip("no OpenMP 5.0 runtime of torch found here (Linux, libgomp or libiomp5)")
+    monkeypatch.setattr(_threads, "RELEASE_OPENMP", release)
+    monkeypatch.setattr(_threads._BALANCE, "serial_left", 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # (one OpenMP thread beside this one)
+    try:
+        _threads._run_blocks(lambda b: time.sleep(0.02), 2, 2)  # the worker threads exist before the count
+        x = torch.zeros(1 << 22)
+        x.add_(1)  # a parallel operation: torch's pool holds its thread
+        with_pool = _threads_now()
+        _threads._run_blocks(lambda b: None, 2, 2)
+        deadline = time.monotonic() + 10
+        while release and _threads_now() >= with_pool and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (_threads_now() < with_pool) == release
+        x.add_(1)
+        assert torch.equal(x, torch.full_like(x, 2.0))
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("block", [4096, 32752])

@@ -257,7 +257,7 @@ def test_the_read_of_every_pair_counts_its_writes_on_both_paths(fused):
 @needs_numba
 def test_the_compiled_update_into_pulses_is_the_torch_passes_to_the_bit():
     """counts_block gives clip(round((w - before) / scale)) as the torch passes do: halves rounded to even,
-    huge finite updates clipped, NaN and infinite updates flagged."""
+    huge finite updates clipped, NaN and infinite updates flagged; and the counts' smallest and largest value."""
     g = np.random.default_rng(4)
     before = (g.random(100_000) * 0.2).astype(np.float32)
     after = before + (g.standard_normal(100_000) * 0.02).astype(np.float32)
@@ -265,10 +265,76 @@ def test_the_compiled_update_into_pulses_is_the_torch_passes_to_the_bit():
     after[::97] = before[::97] + scale * np.float32(2.5)  # (ties: 2.5 steps round to 2)
     after[3], after[4] = 1e30, -1e30
     n = np.empty(after.size, np.int32)
-    assert _fused.counts_block(after, before, scale, most, n)
+    assert _fused.counts_block(after, before, scale, most, n) == (True, -14, 14)
     want = torch.sub(torch.from_numpy(after), torch.from_numpy(before)).div_(0.0025).round_().clamp_(-14, 14)
     assert np.array_equal(n, want.to(torch.int32).numpy()) and n[3] == 14 and n[4] == -14
+    small = before + (g.standard_normal(100_000) * 0.006).astype(np.float32)  # (unclipped: the counts' bounds)
+    ok, lo, hi = _fused.counts_block(small, before, scale, most, n)
+    assert ok and (lo, hi) == (n.min(), n.max()) and -14 < lo < 0 < hi < 14
     for bad in (np.nan, np.inf, -np.inf):
         broken = after.copy()
         broken[7] = bad
-        assert not _fused.counts_block(broken, before, scale, most, n)
+        assert not _fused.counts_block(broken, before, scale, most, n)[0]
+
+
+@needs_numba
+def test_a_step_that_reads_the_pulsed_pairs_in_the_loop_has_the_numbers_of_a_full_read(monkeypatch):
+    """CellBackedWeights.step on the compiled path pulses through pulse_pairs_reading: the loop reads each pulsed
+    pair into the kept weights, with the bounds of its pass over the weights (no pass over the counts). The
+    counts, pulses, flips, weights and cells are those of a step that pulses by pulse_pairs and reads every
+    pair (the same random numbers: the same blocks draw the same seeds)."""
+    from hfox_fit.torch import BinarizedMLP, CellBackedWeights, sign_readout
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # (the weights' blocks: several threads)
+    calls = []
+    real = _pairs.pulse_pairs_reading
+    monkeypatch.setattr(_pairs, "pulse_pairs_reading", lambda *a: calls.append(a[2]) or real(*a))
+
+    def train(readout):
+        torch.manual_seed(0)
+        net = BinarizedMLP((64, 400, 10))  # 59,200 cells: the array runs on worker threads
+        opt = torch.optim.Adam(net.parameters(), lr=0.01)
+        cells = CellBackedWeights(net, preset_model("paper"), scale=0.0025, seed=3, readout=readout)
+        assert cells._weight_blocks() is not None and cells.cells._constants()["threaded"]
+        g = torch.Generator().manual_seed(1)
+        out, kept = [], []
+        for i in range(8):
+            for group in opt.param_groups:
+                group["lr"] = 0.01 if i < 4 else 0.0016
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(torch.rand(32, 64, generator=g)),
+                                              torch.randint(0, 10, (32,), generator=g)).backward()
+            opt.step()
+            flat = cells._read_flat()
+            versions = flat._version
+            s = cells.step()
+            kept.append((cells._read_flat() is flat, flat._version > versions))
+            cells.reset_saturated(6)
+            out.append((s["counts"], int(s["pulses"]), int(s["flips"])))
+        return net, cells, out, kept
+
+    fast = train(None)
+    assert len(calls) == 8
+    full = train(lambda r_bl, r_blb: sign_readout(r_bl, r_blb))  # not the default: every pair read after
+    assert len(calls) == 8
+    assert all(k and v for k, v in fast[3])  # the kept weights updated in place, the write counted
+    for (ca, pa, fa), (cb, pb, fb) in zip(fast[2], full[2]):
+        assert torch.equal(ca, cb) and pa == pb == int(ca.abs().sum()) and fa == fb
+    assert sum(f for _, _, f in fast[2]) > 0
+    for p, q in zip(fast[0].parameters(), full[0].parameters()):
+        assert torch.equal(p, q)
+    assert torch.equal(fast[1].cells.resistance, full[1].cells.resistance)
+    assert torch.equal(fast[1].cells.w, full[1].cells.w)
+
+
+@needs_numba
+def test_pulse_pairs_reading_refuses_counts_and_weights_it_cannot_take():
+    arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=0)
+    signs = torch.ones(HALF, dtype=arr.dtype)
+    with pytest.raises(ValueError, match="int32 counts"):
+        _pairs.pulse_pairs_reading(arr, torch.zeros(HALF, dtype=torch.int64), (0, 0), signs, {})
+    with pytest.raises(ValueError, match="signs of shape"):
+        _pairs.pulse_pairs_reading(arr, torch.zeros(HALF, dtype=torch.int32), (0, 0), signs[1:], {})
+    record = {}
+    r, flips = _pairs.pulse_pairs_reading(arr, torch.zeros(HALF, dtype=torch.int32), (0, 0), signs, record)
+    assert r is arr.resistance and int(flips) == 0 and int(record["pulses"]) == 0
