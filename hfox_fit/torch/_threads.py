@@ -97,8 +97,12 @@ def _serial_workers() -> bool:
     return _pool(1)[1]
 
 
-#: Whether :func:`_run_blocks` first hands back the OpenMP threads of torch's pool (see :func:`_release_openmp`).
+#: Whether :func:`_run_blocks` first hands back the OpenMP threads of torch's pool (see :func:`_release_openmp`),
+#: for calls of at least :data:`RELEASE_BLOCKS` blocks: starting the threads again costs 100-150 us, more than
+#: the spinning takes from a shorter call (the training study's 64-256-10 network, 2 blocks a pass, took
+#: 10-40 % longer with every call releasing them).
 RELEASE_OPENMP = True
+RELEASE_BLOCKS = 4
 _PAUSE: list = []  # [omp_pause_resource_all or None], looked up once per process
 
 
@@ -184,7 +188,7 @@ def _run_blocks(fn, count: int, workers: int, balance: bool = False) -> None:
     (``balance``: this call's timing counts).
     """
     workers = _BALANCE.workers(max(1, min(workers, count)))
-    if workers > 1:
+    if workers > 1 and count >= RELEASE_BLOCKS:
         _release_openmp()
     lock = threading.Lock()
     nxt = [0]

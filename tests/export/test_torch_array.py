@@ -150,11 +150,12 @@ def _threads_now() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-@pytest.mark.parametrize("release", [True, False])
-def test_the_blocks_hand_back_torchs_openmp_threads_first(monkeypatch, release):
-    """Before blocks run on several worker threads, the OpenMP threads of torch's pool on the calling thread are
-    handed back (after each parallel operation they spin for milliseconds, taking a core from the blocks); the
-    next parallel operation starts them again. Switched off, they stay."""
+@pytest.mark.parametrize("release, blocks", [(True, 4), (True, 3), (False, 4)])
+def test_the_blocks_hand_back_torchs_openmp_threads_first(monkeypatch, release, blocks):
+    """Before a call of RELEASE_BLOCKS blocks or more runs on several worker threads, the OpenMP threads of
+    torch's pool on the calling thread are handed back (after each parallel operation they spin for
+    milliseconds, taking a core from the blocks); the next parallel operation starts them again. Switched
+    off, or for a shorter call, they stay."""
     import time
 
     from hfox_fit.torch import _threads
@@ -170,11 +171,12 @@ def test_the_blocks_hand_back_torchs_openmp_threads_first(monkeypatch, release):
         x = torch.zeros(1 << 22)
         x.add_(1)  # a parallel operation: torch's pool holds its thread
         with_pool = _threads_now()
-        _threads._run_blocks(lambda b: None, 2, 2)
+        _threads._run_blocks(lambda b: None, blocks, 2)
+        released = release and blocks >= _threads.RELEASE_BLOCKS
         deadline = time.monotonic() + 10
-        while release and _threads_now() >= with_pool and time.monotonic() < deadline:
+        while released and _threads_now() >= with_pool and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert (_threads_now() < with_pool) == release
+        assert (_threads_now() < with_pool) == released
         x.add_(1)
         assert torch.equal(x, torch.full_like(x, 2.0))
     finally:
