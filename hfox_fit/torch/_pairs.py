@@ -39,7 +39,7 @@ from ._counts import MAX_COUNT, pulse_counts
 from ._threads import _run_blocks, block_threads
 from ._update import _STATE, NEVER, _update_cells, draw_classes, update_by_class
 
-__all__ = ["pulse_pairs", "pulse_pairs_reading"]
+__all__ = ["fused_pairs", "pulse_pairs", "pulse_pairs_reading"]
 
 
 #: A block of pairs holds this many times the array's block size in pairs (twice its cells): each block costs
@@ -344,8 +344,7 @@ def pulse_pairs(arr, n, *, path: str = "classes", in_place: bool = False, record
     signed = signed.detach().to(arr.device)
     views = _pair_views(arr)
     c = arr._constants()
-    if (path == "classes" and NUMPY_LISTING and SIGNED_LISTING and signed.device.type == "cpu"
-            and not arr.compile):
+    if path == "classes" and _listed_path(arr):
         return _pulse_listed(arr, signed, views, c, in_place, record)
 
     def bounds(flat):
@@ -425,6 +424,17 @@ def _pulse_listed(arr, signed, views, c, in_place: bool, record) -> torch.Tensor
     return _finish(arr, call, record)
 
 
+def _listed_path(arr) -> bool:
+    """Whether the class path lists each block's pulsed pairs from the signed counts (:func:`_pulse_listed`)."""
+    return NUMPY_LISTING and SIGNED_LISTING and arr.device.type == "cpu" and not arr.compile
+
+
+def fused_pairs(arr) -> bool:
+    """Whether ``pulse_pairs(arr, n)`` pulses by the compiled loop (its default path on a CPU with numba, the
+    settings as they are, the array not compiled by torch): the path :func:`pulse_pairs_reading` takes."""
+    return _listed_path(arr) and FUSED and _fused.usable(arr)
+
+
 def pulse_pairs_reading(arr, n: torch.Tensor, bounds: tuple, signs: torch.Tensor, record: dict) -> tuple:
     """``pulse_pairs(arr, n, in_place=True, record=record)`` by the compiled loop (:func:`_fused.usable` must
     hold), for int32 counts whose smallest and largest value the caller has (``bounds``: no pass over them
@@ -435,6 +445,9 @@ def pulse_pairs_reading(arr, n: torch.Tensor, bounds: tuple, signs: torch.Tensor
     operation runs on torch's thread pool while the loop's threads run (its threads spin some milliseconds
     after each operation, taking a core from the loop)."""
     half = arr.num_devices // 2
+    if not fused_pairs(arr):
+        raise ValueError("pulse_pairs_reading runs the compiled loop only: use pulse_pairs where fused_pairs(arr) "
+                         "is False.")
     if n.dtype != torch.int32 or tuple(n.shape) != (half,) or not n.is_contiguous():
         raise ValueError(f"pulse_pairs_reading takes contiguous int32 counts of shape ({half},); got {n.dtype} "
                          f"of shape {tuple(n.shape)}.")

@@ -42,6 +42,8 @@ _POOL_LOCK = threading.Lock()
 def _drop_pool() -> None:  # a forked child has the pool object (and maybe a held lock) but not the threads
     global _POOL, _POOL_SIZE, _POOL_SERIAL, _POOL_LOCK
     _POOL, _POOL_SIZE, _POOL_SERIAL, _POOL_LOCK = None, 0, False, threading.Lock()
+    # (nor the OpenMP runtime's threads, which it still counts: a pause would wait for them forever)
+    _PAUSE[:] = [None]
 
 
 if hasattr(os, "register_at_fork"):
@@ -107,9 +109,10 @@ _PAUSE: list = []  # [omp_pause_resource_all or None], looked up once per proces
 
 
 def _openmp_pause():
-    """``omp_pause_resource_all`` of the OpenMP runtime that torch runs on (OpenMP 5.0; libgomp of GCC 10 and
-    later, Intel's libiomp5), found among the libraries this process has mapped, torch's own first; None
-    where there is none (another platform, an older runtime, a torch without OpenMP)."""
+    """``omp_pause_resource_all`` of GNU libgomp (OpenMP 5.0: GCC 10 and later), the OpenMP runtime of torch's
+    wheels, found among the libraries this process has mapped, torch's own first; None where there is none
+    (another platform or runtime, an older libgomp, a torch without OpenMP). Only libgomp: its pause hands
+    back the calling thread's threads alone (Intel's pauses the whole process)."""
     if not _PAUSE:
         found = None
         try:
@@ -119,11 +122,16 @@ def _openmp_pause():
                     for line in maps:
                         parts = line.split(None, 5)  # (address, perms, offset, dev, inode[, path])
                         path = parts[5].strip() if len(parts) == 6 else ""
-                        if os.path.basename(path).startswith(("libgomp", "libiomp5")) and ".so" in path:
+                        name = os.path.basename(path)
+                        if name.startswith("libgomp") and ".so" in name:
                             paths.add(path)
                 here = os.path.dirname(torch.__file__)
-                for path in sorted(paths, key=lambda p: (not p.startswith(here), p)):
-                    fn = getattr(ctypes.CDLL(path), "omp_pause_resource_all", None)
+                ours = (here + os.sep, here + ".libs" + os.sep)  # (torch/lib, or the wheel's torch.libs)
+                for path in sorted(paths, key=lambda p: (not p.startswith(ours), p)):
+                    try:
+                        fn = getattr(ctypes.CDLL(path), "omp_pause_resource_all", None)
+                    except OSError:  # (a mapping whose file is gone)
+                        continue
                     if fn is not None:
                         fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
                         found = fn
@@ -140,7 +148,7 @@ def _release_openmp() -> None:
     After each parallel torch operation they spin for some milliseconds before they sleep (libgomp's
     ``GOMP_SPINCOUNT``: about 8 ms of a core on the 2-core machine here), taking a core from the worker
     threads of the blocks that follow (the step after ``optimizer.step()``). The next parallel operation
-    starts them again (tens of microseconds). Inside a parallel region it does nothing."""
+    starts them again (100-150 us with the pause). Inside a parallel region it does nothing."""
     if RELEASE_OPENMP:
         fn = _openmp_pause()
         if fn is not None:

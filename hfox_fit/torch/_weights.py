@@ -405,7 +405,7 @@ class CellBackedWeights(nn.Module):
         blocks = self._weight_blocks()
         if blocks is not None:
             n, bounds = self._counts_by_block(before, blocks)
-            if bounds is not None and self.readout is sign_readout:
+            if bounds is not None and self.readout is sign_readout and _pairs.fused_pairs(self.cells):
                 # the compiled loop pulses and reads the pulsed pairs into the kept weights
                 record = {}
                 r, flips = self.cells._pulse_pairs_reading(n, bounds, before, record)

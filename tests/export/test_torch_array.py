@@ -168,6 +168,7 @@ def test_the_blocks_hand_back_torchs_openmp_threads_first(monkeypatch, release, 
     torch.set_num_threads(2)  # (one OpenMP thread beside this one)
     try:
         _threads._run_blocks(lambda b: time.sleep(0.02), 2, 2)  # the worker threads exist before the count
+        time.sleep(0.2)  # (and a replaced pool's threads have ended)
         x = torch.zeros(1 << 22)
         x.add_(1)  # a parallel operation: torch's pool holds its thread
         with_pool = _threads_now()
@@ -181,6 +182,18 @@ def test_the_blocks_hand_back_torchs_openmp_threads_first(monkeypatch, release, 
         assert torch.equal(x, torch.full_like(x, 2.0))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_forked_child_does_not_pause_openmp(monkeypatch):
+    """A forked child has the OpenMP runtime's count of its parent's threads but not the threads: a pause there
+    would wait for them forever, so the child never pauses."""
+    from hfox_fit.torch import _threads
+
+    for name in ("_POOL", "_POOL_SIZE", "_POOL_SERIAL", "_POOL_LOCK"):  # (given back after the test)
+        monkeypatch.setattr(_threads, name, getattr(_threads, name))
+    monkeypatch.setattr(_threads, "_PAUSE", [object()])
+    _threads._drop_pool()  # (what the child runs after a fork)
+    assert _threads._openmp_pause() is None and _threads._POOL is None
 
 
 @pytest.mark.parametrize("block", [4096, 32752])

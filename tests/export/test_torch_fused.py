@@ -283,9 +283,11 @@ def test_a_step_that_reads_the_pulsed_pairs_in_the_loop_has_the_numbers_of_a_ful
     pair into the kept weights, with the bounds of its pass over the weights (no pass over the counts). The
     counts, pulses, flips, weights and cells are those of a step that pulses by pulse_pairs and reads every
     pair (the same random numbers: the same blocks draw the same seeds)."""
-    from hfox_fit.torch import BinarizedMLP, CellBackedWeights, sign_readout
+    from hfox_fit.torch import BinarizedMLP, CellBackedWeights, _threads, sign_readout
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # (the weights' blocks: several threads)
+    monkeypatch.setattr(_threads, "CPU_BLOCK", 4096)  # 8 blocks of pairs, 8 of weights: reads at offsets
+    monkeypatch.setattr(CellBackedWeights, "WEIGHT_BLOCK", 4096)
     calls = []
     real = _pairs.pulse_pairs_reading
     monkeypatch.setattr(_pairs, "pulse_pairs_reading", lambda *a: calls.append(a[2]) or real(*a))
@@ -295,7 +297,8 @@ def test_a_step_that_reads_the_pulsed_pairs_in_the_loop_has_the_numbers_of_a_ful
         net = BinarizedMLP((64, 400, 10))  # 59,200 cells: the array runs on worker threads
         opt = torch.optim.Adam(net.parameters(), lr=0.01)
         cells = CellBackedWeights(net, preset_model("paper"), scale=0.0025, seed=3, readout=readout)
-        assert cells._weight_blocks() is not None and cells.cells._constants()["threaded"]
+        assert len(cells._weight_blocks()) == 8 and cells.cells._constants()["threaded"]
+        assert cells.cells._block_size == 4096
         g = torch.Generator().manual_seed(1)
         out, kept = [], []
         for i in range(8):
@@ -314,7 +317,7 @@ def test_a_step_that_reads_the_pulsed_pairs_in_the_loop_has_the_numbers_of_a_ful
         return net, cells, out, kept
 
     fast = train(None)
-    assert len(calls) == 8
+    assert len(calls) == 8 and _pairs.fused_pairs(fast[1].cells)
     full = train(lambda r_bl, r_blb: sign_readout(r_bl, r_blb))  # not the default: every pair read after
     assert len(calls) == 8
     assert all(k and v for k, v in fast[3])  # the kept weights updated in place, the write counted
@@ -325,6 +328,24 @@ def test_a_step_that_reads_the_pulsed_pairs_in_the_loop_has_the_numbers_of_a_ful
         assert torch.equal(p, q)
     assert torch.equal(fast[1].cells.resistance, full[1].cells.resistance)
     assert torch.equal(fast[1].cells.w, full[1].cells.w)
+    with _pairs.settings(NUMPY_LISTING=False):  # a path setting of pulse_pairs: the step keeps to it
+        again = train(None)
+    assert len(calls) == 8 and sum(f for _, _, f in again[2]) > 0
+
+
+@needs_numba
+def test_only_the_default_path_of_pulse_pairs_reads_in_the_loop():
+    """pulse_pairs_reading is the compiled loop's: an array compiled by torch, or other path settings, pulse
+    by pulse_pairs (CellBackedWeights.step then reads as before)."""
+    arr = WeakResetArray(preset_model("paper"), 2 * HALF, seed=0)
+    assert _pairs.fused_pairs(arr)
+    for setting in ("NUMPY_LISTING", "SIGNED_LISTING", "FUSED"):
+        with _pairs.settings(**{setting: False}):
+            assert not _pairs.fused_pairs(arr)
+            with pytest.raises(ValueError, match="compiled loop only"):
+                _pairs.pulse_pairs_reading(arr, torch.zeros(HALF, dtype=torch.int32), (0, 0),
+                                           torch.ones(HALF, dtype=arr.dtype), {})
+    assert not _pairs.fused_pairs(WeakResetArray(preset_model("paper"), 2 * HALF, seed=0, compile=True))
 
 
 @needs_numba
