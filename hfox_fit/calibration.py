@@ -132,6 +132,18 @@ def _family_of(name: str) -> str | None:
     return name.split(".", 1)[0]
 
 
+def _domain(name: str) -> tuple[float, float]:
+    """The values ``name`` can take where they are bounded: a copula correlation in [-1, 1], a telegraph
+    probability per pulse in [0, 1], a std and a family's scale and shape (``s``, ``a``, ``c``) above 0."""
+    if name.startswith("copula "):
+        return -1.0, 1.0
+    if name in ("rtn p_up", "rtn p_down"):
+        return 0.0, 1.0
+    if name == "pink std" or (_family_of(name) is not None and name.split(".", 1)[1] in ("scale", "s", "a", "c")):
+        return 0.0, np.inf
+    return -np.inf, np.inf
+
+
 def _fixed_by_family(name: str, family) -> bool:
     """Whether ``name`` (``"t_star.loc"``) is a parameter its family holds fixed: the fit holds the ``loc`` of
     the positive families (and ``uniform``) at 0."""
@@ -188,7 +200,8 @@ class Calibration:
                          "campaign's design, fitted again; the 90 % interval spans the replicates' spread (scaled "
                          "to the campaign's cells; a copula correlation's never below what sampling its cell pairs "
                          f"alone gives) about the estimate, and reaches out by the bias where the bias exceeds {BIAS_RESOLVED:g} of its "
-                         "standard errors, on the side where the truth lies" + _pooled_note(self.pooled))}
+                         "standard errors, on the side where the truth lies; clipped to the values the quantity can "
+                         "take" + _pooled_note(self.pooled))}
 
     def __repr__(self) -> str:
         return (f"Calibration({self.replicates} replicates of {self.devices} cells x {self.pulses} pulses, "
@@ -375,8 +388,11 @@ def _table(estimates: dict, truth: dict, got: list, own_ci: dict, scale: float, 
                                  "the one at the fitted model, which a strongly biased estimate need not be")
             else:
                 notes.append(f"bias within {BIAS_RESOLVED:g} of its standard error over the replicates")
-            if name.startswith("copula "):
-                lo, hi = max(lo, -1.0), min(hi, 1.0)
+            low, high = _domain(name)  # (clipped where it reaches past the values the quantity can take)
+            if lo < low or hi > high:
+                if not name.startswith("copula "):
+                    notes.append(f"clipped to the values it can take, [{low:g}, {high:g}]")
+                lo, hi = max(lo, low), min(hi, high)
         elif n or not notes:
             notes.append(f"{n} replicate(s) gave it (fewer than {MIN_REPLICATES}): no interval")
         rows.append({"quantity": name, "estimate": float(est), "ci90_lo": ci[0], "ci90_hi": ci[1],

@@ -118,6 +118,28 @@ def test_rows_from_replicates_a_fixed_parameter_another_family_and_a_clipped_cop
     assert c_row["bias"] == pytest.approx(-0.07) and c_row["calibrated_hi"] == 1.0
 
 
+def test_an_interval_is_clipped_to_the_values_its_quantity_can_take():
+    """A family's scale and shape, the pink std and the telegraph probabilities cannot be negative (nor a
+    probability above 1): a spread that reaches past their bounds is clipped there, and the note says so; a
+    median and a location are not bounded."""
+    est = {"m1.family": "lognorm", "m1.scale": 0.01, "m1.s": 0.05, "m2.family": "norm", "m2.loc": 0.0,
+           "median m2": 0.001,
+           "pink std": 0.002, "rtn p_up": 0.97, "rtn p_down": 0.01}
+    got = [{"m1.family": "lognorm", "m1.scale": 0.01 + d, "m1.s": 0.05 + 3 * d, "m2.family": "norm", "m2.loc": d,
+            "median m2": 0.001 + d, "pink std": 0.002 + d / 2, "rtn p_up": 0.97 + d, "rtn p_down": 0.01 + d}
+           for d in (-0.02, -0.01, 0.0, 0.01, 0.02)]
+    table = calibration_module._table(est, dict(est), got, {}, scale=1.0).set_index("quantity")
+    for name in ("m1.scale", "m1.s", "pink std", "rtn p_down"):
+        row = table.loc[name]
+        assert row["calibrated_lo"] == 0.0 and row["calibrated_hi"] > est[name], name
+        assert "clipped to the values it can take" in row["note"], name
+    assert table.loc["rtn p_up", "calibrated_hi"] == 1.0 and table.loc["rtn p_up", "calibrated_lo"] < 0.97
+    for name in ("median m2", "m2.loc"):  # (no bound: the symmetric interval, below 0)
+        assert table.loc[name, "calibrated_lo"] < 0 and "clipped" not in table.loc[name, "note"]
+    assert calibration_module._domain("copula m1~m2") == (-1.0, 1.0)
+    assert calibration_module._domain("t_star.a") == (0.0, np.inf)
+
+
 def test_a_copula_interval_is_never_narrower_than_sampling_its_cell_pairs_gives():
     """Replicates that agree more closely than sampling 300 cell pairs allows (wafer_b's c1~r0 covered 72.5 %
     for that) give way to the sampling's own spread, (1 - rho^2) / sqrt(n - 3); a wider spread is kept."""
