@@ -285,7 +285,8 @@ class CellBackedWeights(nn.Module):
         n = torch.empty(self.numel, dtype=torch.int32, device=before.device)  # (fresh: the step returns it)
         finite = [True] * len(blocks)
         scale, most = self.scale, self.max_pulses
-        if self._compiled_passes():  # (one compiled pass per block: the same numbers)
+        compiled = self._compiled_passes()
+        if compiled:  # (one compiled pass per block: the same numbers)
             scale32, most32 = (self.cells.w.numpy().dtype.type(v) for v in (scale, most))
             lows, highs = [0] * len(blocks), [0] * len(blocks)
 
@@ -307,7 +308,7 @@ class CellBackedWeights(nn.Module):
         _run_blocks(one, len(blocks), block_threads())
         if not all(finite):
             raise ValueError("the optimizer left NaN or infinite weights; no pulses were applied.")
-        return n, ((int(min(lows)), int(max(highs))) if self._compiled_passes() else None)
+        return n, ((int(min(lows)), int(max(highs))) if compiled else None)
 
     def _compiled_passes(self) -> bool:
         """Whether the passes over every weight run as compiled loops (:mod:`hfox_fit.torch._fused`, where the
